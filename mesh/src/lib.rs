@@ -1,1 +1,12 @@
-//! placeholder
+//! Types shared by meshgate's programs: the workload's SPIFFE identity, the mesh's
+//! well-known constants, Istio's certificate-service protocol, workload certificates
+//! and the SDS secrets built from them.
+
+pub mod ca;
+pub mod certs;
+pub mod consts;
+pub mod identity;
+pub mod sds;
+
+pub use certs::WorkloadCerts;
+pub use identity::Identity;

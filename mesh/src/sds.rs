@@ -1,0 +1,72 @@
+//! Envoy SDS resources built from [`WorkloadCerts`].
+
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, Secret, TlsCertificate, secret,
+};
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::certs::WorkloadCerts;
+use crate::consts::{SDS_DEFAULT, SDS_GLOO_SERVER_CERT, SDS_GLOO_VALIDATION_CONTEXT, SDS_ROOTCA};
+
+/// What an SDS resource name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// The workload certificate chain and key (`default`, `istio_server_cert`).
+    Certificate,
+    /// The trusted roots (`ROOTCA`, `istio_validation_context`).
+    Validation,
+}
+
+/// Every resource name this project serves.
+pub const RESOURCE_NAMES: [&str; 4] = [
+    SDS_DEFAULT,
+    SDS_ROOTCA,
+    SDS_GLOO_SERVER_CERT,
+    SDS_GLOO_VALIDATION_CONTEXT,
+];
+
+/// Maps a resource name to what it refers to, `None` if unknown.
+pub fn resource_kind(name: &str) -> Option<ResourceKind> {
+    match name {
+        SDS_DEFAULT | SDS_GLOO_SERVER_CERT => Some(ResourceKind::Certificate),
+        SDS_ROOTCA | SDS_GLOO_VALIDATION_CONTEXT => Some(ResourceKind::Validation),
+        _ => None,
+    }
+}
+
+fn inline(pem: &str) -> Option<DataSource> {
+    Some(DataSource {
+        specifier: Some(Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        ..Default::default()
+    })
+}
+
+/// The secret named `name` (which must be known) for `certs`.
+pub fn secret(name: &str, kind: ResourceKind, certs: &WorkloadCerts) -> Secret {
+    let r#type = match kind {
+        ResourceKind::Certificate => secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: inline(&certs.chain_pem),
+            private_key: inline(&certs.key_pem),
+            ..Default::default()
+        }),
+        ResourceKind::Validation => {
+            secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: inline(&certs.roots_pem),
+                ..Default::default()
+            })
+        }
+    };
+    Secret {
+        name: name.to_string(),
+        r#type: Some(r#type),
+    }
+}
+
+/// [`secret`] packed as a `google.protobuf.Any` for a discovery response.
+pub fn secret_any(name: &str, kind: ResourceKind, certs: &WorkloadCerts) -> Any {
+    envoy_types::pb::google::protobuf::Any {
+        type_url: crate::consts::SECRET_TYPE_URL.to_string(),
+        value: prost::Message::encode_to_vec(&secret(name, kind, certs)),
+    }
+}
