@@ -1,1 +1,16 @@
-//! placeholder
+//! End-to-end helpers: real peers (Envoy, httpbin) and faithful stand-ins for what cannot be
+//! installed here (istiod's CA, a SPIRE agent's Workload API).
+
+pub mod ca;
+pub mod envoy;
+pub mod http;
+pub mod process;
+pub mod sds_client;
+pub mod tls;
+pub mod tools;
+pub mod workload_api;
+
+/// Installs the project's one rustls crypto provider (ring); safe to call repeatedly.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

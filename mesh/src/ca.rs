@@ -9,7 +9,8 @@ use tonic::codegen::http::uri::PathAndQuery;
 /// The gRPC service name.
 pub const SERVICE: &str = "istio.v1.auth.IstioCertificateService";
 /// Path of the one method, `CreateCertificate`.
-pub const CREATE_CERTIFICATE_PATH: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
+pub const CREATE_CERTIFICATE_PATH: &str =
+    "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 
 /// A certificate signing request to the mesh CA.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -58,10 +59,9 @@ where
         &mut self,
         request: tonic::Request<IstioCertificateRequest>,
     ) -> Result<tonic::Response<IstioCertificateResponse>, tonic::Status> {
-        self.inner
-            .ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("CA channel not ready: {}", e.into())))?;
+        self.inner.ready().await.map_err(|e| {
+            tonic::Status::unavailable(format!("CA channel not ready: {}", e.into()))
+        })?;
         let codec = tonic_prost::ProstCodec::default();
         let path = PathAndQuery::from_static(CREATE_CERTIFICATE_PATH);
         self.inner.unary(request, path, codec).await

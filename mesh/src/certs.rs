@@ -60,7 +60,10 @@ impl CertError {
 }
 
 /// Parses every certificate in a PEM text; `what` names the source in errors.
-pub fn parse_pem_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, CertError> {
+pub fn parse_pem_certs(
+    pem: &str,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertError::Pem {
@@ -84,7 +87,7 @@ pub fn parse_pem_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateD
 pub fn to_pem(certs: &[CertificateDer<'_>]) -> String {
     certs
         .iter()
-        .map(|c| ::pem::encode(&::pem::Pem::new("CERTIFICATE", c.as_ref().to_vec())))
+        .map(|c| pem_block("CERTIFICATE", c.as_ref()))
         .collect()
 }
 
@@ -160,7 +163,9 @@ impl WorkloadCerts {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let leaf = parsed.first().ok_or(CertError::NoCertificate("certificate chain"))?;
+        let leaf = parsed
+            .first()
+            .ok_or(CertError::NoCertificate("certificate chain"))?;
 
         let identity = spiffe_identity(leaf)?;
         if let Some(expected) = expected
@@ -197,7 +202,9 @@ impl WorkloadCerts {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let anchored = roots.iter().any(|r| r.as_ref() == chain[tail_index].as_ref())
+        let anchored = roots
+            .iter()
+            .any(|r| r.as_ref() == chain[tail_index].as_ref())
             || parsed_roots
                 .iter()
                 .any(|r| tail.verify_signature(Some(r.public_key())).is_ok());
@@ -301,4 +308,15 @@ pub fn identity_of(der: &CertificateDer<'_>) -> Result<Identity, CertError> {
         reason: e.to_string(),
     })?;
     spiffe_identity(&cert)
+}
+
+/// Encodes a PKCS#8 DER private key as PEM.
+pub fn pkcs8_pem(der: &[u8]) -> String {
+    pem_block("PRIVATE KEY", der)
+}
+
+/// One PEM block with Unix line endings (what files and ConfigMaps in the mesh use).
+fn pem_block(tag: &str, der: &[u8]) -> String {
+    let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
+    ::pem::encode_config(&::pem::Pem::new(tag, der.to_vec()), config)
 }

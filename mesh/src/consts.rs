@@ -31,7 +31,8 @@ pub const SDS_GLOO_SERVER_CERT: &str = "istio_server_cert";
 /// Gloo's name for [`SDS_ROOTCA`].
 pub const SDS_GLOO_VALIDATION_CONTEXT: &str = "istio_validation_context";
 /// Type URL of an SDS resource.
-pub const SECRET_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// gRPC metadata carrying the Kubernetes cluster id to istiod.
 pub const CLUSTER_ID_HEADER: &str = "clusterid";

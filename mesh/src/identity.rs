@@ -10,7 +10,9 @@ use spiffe::SpiffeId;
 pub enum IdentityError {
     #[error("invalid SPIFFE id {0:?}: {1}")]
     Invalid(String, String),
-    #[error("SPIFFE id {0:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "SPIFFE id {0:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     NotKubernetes(String),
 }
 

@@ -50,12 +50,10 @@ pub fn secret(name: &str, kind: ResourceKind, certs: &WorkloadCerts) -> Secret {
             private_key: inline(&certs.key_pem),
             ..Default::default()
         }),
-        ResourceKind::Validation => {
-            secret::Type::ValidationContext(CertificateValidationContext {
-                trusted_ca: inline(&certs.roots_pem),
-                ..Default::default()
-            })
-        }
+        ResourceKind::Validation => secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: inline(&certs.roots_pem),
+            ..Default::default()
+        }),
     };
     Secret {
         name: name.to_string(),
@@ -68,5 +66,31 @@ pub fn secret_any(name: &str, kind: ResourceKind, certs: &WorkloadCerts) -> Any 
     envoy_types::pb::google::protobuf::Any {
         type_url: crate::consts::SECRET_TYPE_URL.to_string(),
         value: prost::Message::encode_to_vec(&secret(name, kind, certs)),
+    }
+}
+
+/// Why a discovery-response resource is not a usable secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("resource type {0} is not an SDS Secret")]
+    WrongType(String),
+    #[error("malformed Secret: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// Decodes a discovery-response resource into a [`Secret`].
+pub fn decode_secret(any: &Any) -> Result<Secret, SecretError> {
+    if any.type_url != crate::consts::SECRET_TYPE_URL {
+        return Err(SecretError::WrongType(any.type_url.clone()));
+    }
+    Ok(prost::Message::decode(any.value.as_slice())?)
+}
+
+/// Inline bytes of a data source, if inline.
+pub fn inline_bytes(ds: Option<&DataSource>) -> Option<&[u8]> {
+    match ds?.specifier.as_ref()? {
+        Specifier::InlineBytes(b) => Some(b),
+        Specifier::InlineString(s) => Some(s.as_bytes()),
+        _ => None,
     }
 }

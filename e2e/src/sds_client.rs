@@ -1,0 +1,175 @@
+//! An SDS client for tests: connects over the agent's unix socket, opens StreamSecrets,
+//! ACKs every response as Envoy does, and decodes the secrets.
+
+use std::path::Path;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use hyper_util::rt::TokioIo;
+use mesh::consts::SECRET_TYPE_URL;
+use mesh::sds::{decode_secret, inline_bytes};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+
+/// Connects to an SDS server on a unix socket.
+pub async fn connect(
+    socket: &Path,
+) -> Result<SecretDiscoveryServiceClient<Channel>, tonic::transport::Error> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://sds.local")
+        .connect_timeout(Duration::from_secs(2))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await?;
+    Ok(SecretDiscoveryServiceClient::new(channel))
+}
+
+/// Connects, retrying until the socket exists and answers or `timeout` passes.
+pub async fn connect_retry(
+    socket: &Path,
+    timeout: Duration,
+) -> SecretDiscoveryServiceClient<Channel> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match connect(socket).await {
+            Ok(c) => return c,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("cannot connect to SDS socket {}: {e}", socket.display())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// One decoded discovery response.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// `version_info` of the response.
+    pub version: String,
+    /// The secrets, in response order.
+    pub secrets: Vec<Secret>,
+}
+
+impl Update {
+    /// Chain and key PEM of the first TlsCertificate secret.
+    pub fn certificate(&self) -> Option<(String, String)> {
+        self.secrets.iter().find_map(|s| match &s.r#type {
+            Some(secret::Type::TlsCertificate(t)) => Some((
+                String::from_utf8_lossy(inline_bytes(t.certificate_chain.as_ref())?).into_owned(),
+                String::from_utf8_lossy(inline_bytes(t.private_key.as_ref())?).into_owned(),
+            )),
+            _ => None,
+        })
+    }
+
+    /// Trusted CA PEM of the first validation-context secret.
+    pub fn roots(&self) -> Option<String> {
+        self.secrets.iter().find_map(|s| match &s.r#type {
+            Some(secret::Type::ValidationContext(v)) => {
+                Some(String::from_utf8_lossy(inline_bytes(v.trusted_ca.as_ref())?).into_owned())
+            }
+            _ => None,
+        })
+    }
+
+    /// Names of the secrets.
+    pub fn names(&self) -> Vec<String> {
+        self.secrets.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// An open StreamSecrets call that ACKs what it receives.
+pub struct SdsStream {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    inbound: Streaming<DiscoveryResponse>,
+    names: Vec<String>,
+}
+
+impl SdsStream {
+    /// Opens a stream asking for `names`.
+    pub async fn open(
+        client: &mut SecretDiscoveryServiceClient<Channel>,
+        names: &[&str],
+    ) -> Result<SdsStream, tonic::Status> {
+        let (tx, rx) = mpsc::channel(8);
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        tx.send(DiscoveryRequest {
+            resource_names: names.clone(),
+            type_url: SECRET_TYPE_URL.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("queue first request");
+        let inbound = client
+            .stream_secrets(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(SdsStream { tx, inbound, names })
+    }
+
+    /// The next response, ACKed; `Err` if the server ended the stream with a status.
+    pub async fn next(&mut self) -> Result<Update, tonic::Status> {
+        let resp = self
+            .inbound
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::aborted("stream closed by server"))?;
+        let secrets = resp
+            .resources
+            .iter()
+            .map(decode_secret)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let _ = self
+            .tx
+            .send(DiscoveryRequest {
+                version_info: resp.version_info.clone(),
+                resource_names: self.names.clone(),
+                type_url: SECRET_TYPE_URL.to_string(),
+                response_nonce: resp.nonce.clone(),
+                ..Default::default()
+            })
+            .await;
+        Ok(Update {
+            version: resp.version_info,
+            secrets,
+        })
+    }
+
+    /// [`SdsStream::next`] with a deadline.
+    pub async fn next_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<Result<Update, tonic::Status>> {
+        tokio::time::timeout(timeout, self.next()).await.ok()
+    }
+
+    /// Sends a NACK for `version`/`nonce` (for protocol tests).
+    pub async fn nack(&self, version: &str, nonce: &str, message: &str) {
+        let _ = self
+            .tx
+            .send(DiscoveryRequest {
+                version_info: version.to_string(),
+                resource_names: self.names.clone(),
+                type_url: SECRET_TYPE_URL.to_string(),
+                response_nonce: nonce.to_string(),
+                error_detail: Some(envoy_types::pb::google::rpc::Status {
+                    code: 3,
+                    message: message.to_string(),
+                    details: vec![],
+                }),
+                ..Default::default()
+            })
+            .await;
+    }
+}

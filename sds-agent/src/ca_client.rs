@@ -1,0 +1,159 @@
+//! Talks to istiod's certificate service. Knows nothing of rotation.
+
+use std::error::Error as _;
+use std::sync::Arc;
+
+use mesh::ca::{IstioCertificateRequest, IstioCertificateServiceClient};
+use mesh::consts::CLUSTER_ID_HEADER;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::auth::{TokenError, TokenFile};
+use crate::config::IstiodConfig;
+use crate::roots::MeshRoots;
+
+/// Why a CA call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("invalid CA request header {name:?}: {reason}")]
+    Header { name: String, reason: String },
+    #[error("invalid CA address {addr:?}: {reason}")]
+    Endpoint { addr: String, reason: String },
+    #[error("CA {addr} answered {code:?}: {message}")]
+    Rpc {
+        addr: String,
+        code: tonic::Code,
+        message: String,
+        reason: &'static str,
+    },
+    #[error("CA {0} returned an empty certificate chain")]
+    EmptyChain(String),
+}
+
+impl CaError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CaError::Token(_) => "token_unreadable",
+            CaError::Header { .. } | CaError::Endpoint { .. } => "config",
+            CaError::Rpc { reason, .. } => reason,
+            CaError::EmptyChain(_) => "invalid_response",
+        }
+    }
+
+    fn from_status(addr: &str, status: tonic::Status) -> Self {
+        // Transport errors hide the useful part (refused, untrusted) in the source chain.
+        let mut message = status.message().to_string();
+        let mut source = status.source();
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            source = e.source();
+        }
+        let lower = message.to_ascii_lowercase();
+        let reason = match status.code() {
+            tonic::Code::Unauthenticated => "unauthenticated",
+            tonic::Code::PermissionDenied => "permission_denied",
+            tonic::Code::InvalidArgument => "rejected",
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => "timeout",
+            _ if lower.contains("certificate") || lower.contains("unknownissuer") => "ca_untrusted",
+            tonic::Code::Unavailable | tonic::Code::Unknown => "ca_unreachable",
+            _ => "ca_error",
+        };
+        CaError::Rpc {
+            addr: addr.to_string(),
+            code: status.code(),
+            message,
+            reason,
+        }
+    }
+}
+
+/// A client for one CA address, trusting one set of mesh roots.
+#[derive(Debug, Clone)]
+pub struct CaClient {
+    client: IstioCertificateServiceClient<Channel>,
+    cfg: Arc<IstiodConfig>,
+    token: TokenFile,
+    /// Fingerprint of the roots this channel trusts; a new root file means a new client.
+    roots_fingerprint: String,
+}
+
+impl CaClient {
+    /// Builds a lazily-connecting TLS channel to the CA that trusts only `roots`.
+    pub fn new(cfg: Arc<IstiodConfig>, roots: &MeshRoots) -> Result<Self, CaError> {
+        let endpoint_err = |reason: String| CaError::Endpoint {
+            addr: cfg.ca_addr.clone(),
+            reason,
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&roots.pem))
+            .domain_name(cfg.ca_server_name.clone());
+        let channel = Endpoint::from_shared(format!("https://{}", cfg.ca_addr))
+            .map_err(|e| endpoint_err(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| endpoint_err(e.to_string()))?
+            .connect_timeout(cfg.request_timeout)
+            .timeout(cfg.request_timeout)
+            .connect_lazy();
+        Ok(CaClient {
+            client: IstioCertificateServiceClient::new(channel),
+            token: TokenFile::new(cfg.token_file.clone()),
+            roots_fingerprint: roots.fingerprint.clone(),
+            cfg,
+        })
+    }
+
+    /// Whether this client was built for `roots`.
+    pub fn trusts(&self, roots: &MeshRoots) -> bool {
+        self.roots_fingerprint == roots.fingerprint
+    }
+
+    /// Sends a CSR; returns the PEM chain as the CA sent it (leaf first).
+    pub async fn sign(&self, csr_pem: String) -> Result<Vec<String>, CaError> {
+        let token = self.token.token().await?;
+        let mut request = tonic::Request::new(IstioCertificateRequest {
+            csr: csr_pem,
+            validity_duration: self.cfg.secret_ttl.as_secs() as i64,
+            metadata: None,
+        });
+        request.set_timeout(self.cfg.request_timeout);
+        let md = request.metadata_mut();
+        let bad = |name: &str, reason: String| CaError::Header {
+            name: name.to_string(),
+            reason,
+        };
+        md.insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|e| bad("authorization", e.to_string()))?,
+        );
+        md.insert(
+            CLUSTER_ID_HEADER,
+            MetadataValue::try_from(self.cfg.cluster_id.as_str())
+                .map_err(|e| bad(CLUSTER_ID_HEADER, e.to_string()))?,
+        );
+        for (name, value) in &self.cfg.extra_headers {
+            let key =
+                MetadataKey::from_bytes(name.as_bytes()).map_err(|e| bad(name, e.to_string()))?;
+            let value =
+                MetadataValue::try_from(value.as_str()).map_err(|e| bad(name, e.to_string()))?;
+            md.insert(key, value);
+        }
+        let response = self
+            .client
+            .clone()
+            .create_certificate(request)
+            .await
+            .map_err(|s| CaError::from_status(&self.cfg.ca_addr, s))?;
+        let chain = response.into_inner().cert_chain;
+        if chain.is_empty() {
+            return Err(CaError::EmptyChain(self.cfg.ca_addr.clone()));
+        }
+        Ok(chain)
+    }
+}

@@ -1,0 +1,255 @@
+//! Envoy's Secret Discovery Service, state-of-the-world over `StreamSecrets` (and the
+//! unary `FetchSecrets`). Every open stream gets a new version when the store changes.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
+use futures_util::Stream;
+use mesh::consts::SECRET_TYPE_URL;
+use mesh::sds::{RESOURCE_NAMES, ResourceKind, resource_kind, secret_any};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::Metrics;
+use crate::store::{Published, Store};
+
+/// The SDS service over the agent's [`Store`].
+#[derive(Clone)]
+pub struct Server {
+    store: Store,
+    metrics: Arc<Metrics>,
+    nonces: Arc<AtomicU64>,
+    /// Flips on shutdown; open streams end so the server can drain.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Server {
+    /// A server publishing what `store` holds.
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Server {
+            store,
+            metrics,
+            nonces: Arc::new(AtomicU64::new(0)),
+            shutdown,
+        }
+    }
+
+    /// The tonic service to mount.
+    pub fn into_service(self) -> SecretDiscoveryServiceServer<Self> {
+        SecretDiscoveryServiceServer::new(self)
+    }
+
+    fn response(
+        &self,
+        names: &[(String, ResourceKind)],
+        published: &Published,
+    ) -> DiscoveryResponse {
+        let nonce = self.nonces.fetch_add(1, Ordering::Relaxed) + 1;
+        DiscoveryResponse {
+            version_info: version_info(published),
+            resources: names
+                .iter()
+                .map(|(name, kind)| secret_any(name, *kind, &published.certs))
+                .collect(),
+            type_url: SECRET_TYPE_URL.to_string(),
+            nonce: nonce.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The version string announced for a publish: process-local counter plus serial.
+fn version_info(p: &Published) -> String {
+    format!("{}-{}", p.version, p.certs.serial)
+}
+
+/// Checks the type URL and resolves the names, or says exactly what is wrong.
+fn resolve(req: &DiscoveryRequest) -> Result<Vec<(String, ResourceKind)>, Status> {
+    if !req.type_url.is_empty() && req.type_url != SECRET_TYPE_URL {
+        return Err(Status::invalid_argument(format!(
+            "unsupported type_url {:?}; this server only serves {SECRET_TYPE_URL}",
+            req.type_url
+        )));
+    }
+    req.resource_names
+        .iter()
+        .map(|name| {
+            resource_kind(name)
+                .map(|k| (name.clone(), k))
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "unknown SDS resource {name:?}; this agent serves {}",
+                        RESOURCE_NAMES.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// What a stream event asks of the server.
+#[derive(Debug, PartialEq, Eq)]
+enum Push {
+    /// Nothing to send (an ACK or NACK).
+    No,
+    /// Send what we hold (first request or new names).
+    Always,
+    /// Send only if the version moved (the store changed).
+    IfNew,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Decrements the open-streams gauge when a stream ends, however it ends.
+struct StreamGuard(Arc<Metrics>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.sds_streams.dec();
+    }
+}
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for Server {
+    type DeltaSecretsStream = ResponseStream<DeltaDiscoveryResponse>;
+    type StreamSecretsStream = ResponseStream<DiscoveryResponse>;
+
+    async fn delta_secrets(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Err(Status::unimplemented(
+            "DeltaSecrets is not supported; use StreamSecrets (state of the world)",
+        ))
+    }
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<DiscoveryResponse, Status>>(4);
+        let server = self.clone();
+        let mut certs = self.store.subscribe();
+        self.metrics.sds_streams.inc();
+        let guard = StreamGuard(self.metrics.clone());
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut names: Vec<(String, ResourceKind)> = Vec::new();
+            let mut sent: Option<u64> = None;
+            loop {
+                let push = tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(req)) => {
+                            let requested = match resolve(&req) {
+                                Ok(r) => r,
+                                Err(status) => {
+                                    tracing::warn!(names = ?req.resource_names, "SDS request refused: {}", status.message());
+                                    let _ = tx.send(Err(status)).await;
+                                    return;
+                                }
+                            };
+                            if let Some(err) = &req.error_detail {
+                                server.metrics.sds_nacks.inc();
+                                tracing::warn!(nonce = %req.response_nonce, version = %req.version_info, "SDS client rejected (NACK) our secrets: {}", err.message);
+                            } else if !req.response_nonce.is_empty() {
+                                tracing::debug!(nonce = %req.response_nonce, version = %req.version_info, "SDS ACK");
+                            }
+                            let changed = requested != names;
+                            names = requested;
+                            // A first request, or a new set of names, is answered with what we hold;
+                            // an ACK or NACK of the same names waits for the next version.
+                            if changed || req.response_nonce.is_empty() { Push::Always } else { Push::No }
+                        }
+                        Ok(None) => return,
+                        Err(status) => {
+                            tracing::debug!("SDS stream ended: {status}");
+                            return;
+                        }
+                    },
+                    _ = until_shutdown(&mut shutdown) => return,
+                    changed = certs.changed() => {
+                        if changed.is_err() { return; }
+                        Push::IfNew
+                    },
+                };
+                if push == Push::No || names.is_empty() {
+                    continue;
+                }
+                let current = certs.borrow_and_update().clone();
+                let Some(published) = current else { continue };
+                if push == Push::IfNew && sent == Some(published.version) {
+                    continue;
+                }
+                let response = server.response(&names, &published);
+                tracing::debug!(version = %response.version_info, nonce = %response.nonce, "SDS push");
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+                server.metrics.sds_pushes.inc();
+                sent = Some(published.version);
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let names = resolve(request.get_ref())?;
+        if names.is_empty() {
+            return Err(Status::invalid_argument("FetchSecrets names no resources"));
+        }
+        let published = self.store.current().ok_or_else(|| {
+            Status::unavailable("no workload certificate yet; the agent is still fetching one")
+        })?;
+        self.metrics.sds_pushes.inc();
+        Ok(Response::new(self.response(&names, &published)))
+    }
+}
+
+/// Resolves once shutdown has begun.
+async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send; drop it here, not inside a select!.
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Binds the SDS unix socket with owner-only permissions, replacing a stale socket file.
+pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "removed stale SDS socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Removes the socket file on drop so a restarted agent finds a clean slate.
+#[derive(Debug)]
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
