@@ -29,13 +29,16 @@ impl Envoy {
             "--log-level",
             "info",
         ]);
-        let process = ChildGuard::spawn(name, cmd, dir.join(format!("{name}.log")));
+        let mut process = ChildGuard::spawn(name, cmd, dir.join(format!("{name}.log")));
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
-        assert!(
-            wait_for_port(admin, Duration::from_secs(20)).await,
-            "envoy {name} admin did not come up; log:\n{}",
-            process.output()
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !wait_for_port(admin, Duration::from_millis(200)).await {
+            assert!(
+                process.is_running() && std::time::Instant::now() < deadline,
+                "envoy {name} did not come up; log:\n{}",
+                process.output()
+            );
+        }
         Envoy { process, admin }
     }
 }
@@ -76,7 +79,10 @@ pub fn sds_cluster_yaml(socket: &Path) -> String {
 /// validation context (`ROOTCA`) come from SDS on `socket`; it answers "envoy ok".
 pub fn sds_tls_listener_bootstrap(port: u16, admin_port: u16, socket: &Path) -> String {
     format!(
-        r#"admin:
+        r#"node:
+  id: sidecar~127.0.0.1~httpbin.default~default.svc.cluster.local
+  cluster: meshgate-e2e
+admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
 static_resources:
