@@ -13,10 +13,6 @@ use crate::live::{Difference, LiveRules};
 use crate::plan::{Family, FamilyPlan, Plan, Table};
 use crate::render;
 
-/// Directories searched for the iptables binaries after `$PATH` (init containers often run
-/// with a `$PATH` that lacks the sbin directories).
-const EXTRA_SEARCH_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-
 /// Seconds legacy iptables waits for the xtables lock.
 const XTABLES_LOCK_WAIT_SECONDS: u32 = 10;
 
@@ -29,7 +25,7 @@ pub enum ApplyError {
          securityContext.capabilities.add: [NET_ADMIN]"
     )]
     NoNetAdmin { effective: String },
-    #[error("iptables is not installed: none of {looked_for} found in $PATH or /usr/sbin, /sbin")]
+    #[error("iptables is not installed: none of {looked_for} found in $PATH")]
     IptablesMissing { looked_for: String },
     #[error("running {program}: {source}")]
     Spawn {
@@ -113,11 +109,12 @@ impl Backend {
     }
 }
 
-/// Looks a program up in `$PATH`, then in the sbin directories.
+/// Looks a program up in `$PATH`.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(EXTRA_SEARCH_DIRS.iter().map(PathBuf::from));
-    dirs.map(|d| d.join(name)).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(path: &Path) -> bool {
