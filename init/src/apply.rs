@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use tracing::{debug, info, warn};
 
 use crate::live::{Difference, LiveRules};
+use crate::loopback;
 use crate::plan::{Family, FamilyPlan, Plan, Table};
 use crate::render;
 
@@ -27,6 +28,11 @@ pub enum ApplyError {
     NoNetAdmin { effective: String },
     #[error("iptables is not installed: none of {looked_for} found in $PATH")]
     IptablesMissing { looked_for: String },
+    #[error("adding {address} to lo (the sidecar's inbound passthrough source): {source}")]
+    LoopbackAddress {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("running {program}: {source}")]
     Spawn {
         program: String,
@@ -301,7 +307,15 @@ impl Iptables {
     /// removed. If any family fails, every family is put back as it was.
     pub fn apply(&self, plan: &Plan) -> Result<(), ApplyError> {
         let plans: Vec<&FamilyPlan> = self.families.iter().map(|f| plan.family(*f)).collect();
-        self.converge(&plans)
+        self.converge(&plans)?;
+        for address in plans.iter().flat_map(|p| &p.loopback_addresses) {
+            loopback::add(*address).map_err(|source| ApplyError::LoopbackAddress {
+                address: address.to_string(),
+                source,
+            })?;
+            info!(%address, "address on lo");
+        }
+        Ok(())
     }
 
     /// Removes every chain and jump of ours, leaving other rules untouched.
@@ -309,12 +323,7 @@ impl Iptables {
         let empty: Vec<FamilyPlan> = self
             .families
             .iter()
-            .map(|f| FamilyPlan {
-                family: *f,
-                chains: Vec::new(),
-                rules: Vec::new(),
-                jumps: Vec::new(),
-            })
+            .map(|f| FamilyPlan::empty(*f))
             .collect();
         self.converge(&empty.iter().collect::<Vec<_>>())
     }
@@ -388,11 +397,13 @@ impl Iptables {
         let mut all = Vec::new();
         for family in &self.families {
             let live = LiveRules::parse(&self.save(*family)?);
-            all.extend(
-                live.differences(plan.family(*family))
-                    .into_iter()
-                    .map(|d| (*family, d)),
-            );
+            let planned = plan.family(*family);
+            all.extend(live.differences(planned).into_iter().map(|d| (*family, d)));
+            for address in &planned.loopback_addresses {
+                if !loopback::has(*address) {
+                    all.push((*family, Difference::MissingLoopbackAddress(*address)));
+                }
+            }
         }
         Ok(all)
     }

@@ -138,8 +138,10 @@ pub struct Options {
     #[arg(long, default_value = istio::LOOPBACK_ONLY_PORTS, env = "GATEWAY_INIT_LOOPBACK_ONLY_PORTS")]
     pub loopback_only_ports: String,
 
-    /// Downward-API annotations file; its `traffic.sidecar.istio.io/{include,exclude}
-    /// {InboundPorts,OutboundIPRanges,OutboundPorts}` annotations override the options.
+    /// Downward-API annotations file (`key="value"` lines). These pod annotations override
+    /// the options of the same meaning: traffic.sidecar.istio.io/includeInboundPorts,
+    /// excludeInboundPorts, includeOutboundIPRanges, excludeOutboundIPRanges,
+    /// includeOutboundPorts, excludeOutboundPorts.
     #[arg(long, env = "GATEWAY_INIT_ANNOTATIONS_FILE")]
     pub annotations_file: Option<PathBuf>,
 

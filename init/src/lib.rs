@@ -11,6 +11,7 @@ pub mod apply;
 pub mod config;
 pub mod istio;
 pub mod live;
+pub mod loopback;
 pub mod plan;
 pub mod render;
 pub mod run;

@@ -209,6 +209,7 @@ pub enum Difference {
     MissingJump(String),
     RepeatedJump(String, usize),
     UnexpectedJump(String),
+    MissingLoopbackAddress(crate::config::Cidr),
 }
 
 impl fmt::Display for Difference {
@@ -245,6 +246,7 @@ impl fmt::Display for Difference {
             Difference::MissingJump(j) => write!(f, "jump missing: {j}"),
             Difference::RepeatedJump(j, n) => write!(f, "jump present {n} times: {j}"),
             Difference::UnexpectedJump(j) => write!(f, "jump not planned: {j}"),
+            Difference::MissingLoopbackAddress(a) => write!(f, "address {a} is not on lo"),
         }
     }
 }

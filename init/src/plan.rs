@@ -265,9 +265,24 @@ pub struct FamilyPlan {
     pub rules: Vec<Rule>,
     /// The jumps from built-in chains into ours; each must exist exactly once.
     pub jumps: Vec<Rule>,
+    /// Addresses the loopback interface must have: IPv6 `::6/128` in sidecar mode, the
+    /// source the sidecar's inbound passthrough binds to (IPv4's 127.0.0.6 is already
+    /// on `lo` through 127.0.0.0/8).
+    pub loopback_addresses: Vec<Cidr>,
 }
 
 impl FamilyPlan {
+    /// A plan with nothing in it: what `--cleanup` converges to.
+    pub fn empty(family: Family) -> Self {
+        FamilyPlan {
+            family,
+            chains: Vec::new(),
+            rules: Vec::new(),
+            jumps: Vec::new(),
+            loopback_addresses: Vec::new(),
+        }
+    }
+
     /// Whether this plan touches `table` at all.
     pub fn uses(&self, table: Table) -> bool {
         self.chains.iter().any(|c| c.table() == table)
@@ -332,12 +347,7 @@ fn of_family(cidrs: &[Cidr], family: Family) -> impl Iterator<Item = Cidr> + '_ 
 }
 
 fn plan_family(config: &Config, family: Family) -> FamilyPlan {
-    let mut plan = FamilyPlan {
-        family,
-        chains: Vec::new(),
-        rules: Vec::new(),
-        jumps: Vec::new(),
-    };
+    let mut plan = FamilyPlan::empty(family);
     if config.mode == Mode::Sidecar {
         plan_capture(config, family, &mut plan);
     }
@@ -353,6 +363,9 @@ fn plan_capture(config: &Config, family: Family, plan: &mut FamilyPlan) {
     let tunnel = PortSpec::Single(istio::INBOUND_TUNNEL_PORT);
     plan.chains
         .extend([IstioInbound, IstioRedirect, IstioInRedirect, IstioOutput]);
+    if family == Family::V6 {
+        plan.loopback_addresses.push(known.passthrough_source);
+    }
     let rules = &mut plan.rules;
 
     // The redirections themselves.

@@ -157,6 +157,9 @@ pub fn dry_run(plans: &[&FamilyPlan]) -> String {
             out.push_str("# (nothing to program)\n");
         }
         out.push_str(&body);
+        for address in &plan.loopback_addresses {
+            let _ = writeln!(out, "# and the address {address} on lo");
+        }
     }
     out
 }

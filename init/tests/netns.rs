@@ -78,6 +78,14 @@ fn sidecar_mode_edge_port_reaches_gateway_directly_and_other_ports_land_on_15006
     );
 
     gateway_init_ok(&net.pod, &["--mode", "sidecar", "--ipv6", "true"]);
+    // The sidecar's IPv6 inbound passthrough source is on lo.
+    let lo = must(
+        net.pod
+            .command("ip")
+            .args(["-6", "addr", "show", "dev", "lo"]),
+    )
+    .stdout;
+    assert!(String::from_utf8_lossy(&lo).contains("inet6 ::6/128"));
 
     for pod in [POD_V4, POD_V6] {
         let edge = connect(&net.client, &url(pod, 8080)).unwrap();
