@@ -177,27 +177,32 @@ fn native_mode_admin_port_is_refused_from_client_and_answers_on_loopback() {
 /// Rules another tool put in the pod before gateway-init: they must survive everything.
 fn add_foreign_rules(ns: &Netns, backend: &str) {
     for family in ["iptables", "ip6tables"] {
-        let tool = format!("{family}-{backend}");
-        must(ns.command(&tool).args([
-            "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "ACCEPT",
-        ]));
-        must(ns.command(&tool).args(["-t", "nat", "-N", "OTHER_TOOL"]));
-        must(ns.command(&tool).args([
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "2525",
-            "-j",
-            "OTHER_TOOL",
-        ]));
-        must(
-            ns.command(&tool)
-                .args(["-t", "nat", "-A", "OTHER_TOOL", "-j", "RETURN"]),
-        );
+        let rules: [&[&str]; 4] = [
+            &[
+                "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "ACCEPT",
+            ],
+            &["-t", "nat", "-N", "OTHER_TOOL"],
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "--dport",
+                "2525",
+                "-j",
+                "OTHER_TOOL",
+            ],
+            &["-t", "nat", "-A", "OTHER_TOOL", "-j", "RETURN"],
+        ];
+        for rule in rules {
+            must(
+                ns.command(format!("{family}-{backend}"))
+                    .arg("-w")
+                    .args(rule),
+            );
+        }
     }
 }
 
@@ -233,6 +238,7 @@ fn apply_twice_verify_and_clean_up(backend: &str) {
 
     // Drift is caught, and re-applying repairs it.
     must(pod.command(format!("iptables-{backend}")).args([
+        "-w",
         "-t",
         "nat",
         "-D",
