@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use tracing::{error, info};
+use tracing::info;
 
 use crate::apply::{self, ApplyError, Backend, Iptables};
 use crate::config::{Action, BackendChoice, ConfigError, Ipv6Choice, Options};
@@ -27,7 +27,6 @@ pub fn run(options: &Options) -> ExitCode {
     match execute(options) {
         Ok(code) => code,
         Err(e) => {
-            error!("{e}");
             eprintln!("gateway-init: {e}");
             ExitCode::FAILURE
         }
