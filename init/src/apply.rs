@@ -307,7 +307,8 @@ impl Iptables {
     /// removed. If any family fails, every family is put back as it was.
     pub fn apply(&self, plan: &Plan) -> Result<(), ApplyError> {
         let plans: Vec<&FamilyPlan> = self.families.iter().map(|f| plan.family(*f)).collect();
-        self.converge(&plans)?;
+        // Addresses first: adding one is idempotent and harmless, and a failure here then
+        // leaves the rules untouched.
         for address in plans.iter().flat_map(|p| &p.loopback_addresses) {
             loopback::add(*address).map_err(|source| ApplyError::LoopbackAddress {
                 address: address.to_string(),
@@ -315,7 +316,7 @@ impl Iptables {
             })?;
             info!(%address, "address on lo");
         }
-        Ok(())
+        self.converge(&plans)
     }
 
     /// Removes every chain and jump of ours, leaving other rules untouched.

@@ -132,7 +132,9 @@ pub enum Target {
 /// A match that may be negated with `!`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negatable<T> {
+    /// Whether the match is inverted (`!`).
     pub negated: bool,
+    /// What is matched.
     pub value: T,
 }
 
@@ -292,7 +294,9 @@ impl FamilyPlan {
 /// The whole plan: IPv4 and IPv6.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The IPv4 rules (iptables).
     pub v4: FamilyPlan,
+    /// The IPv6 rules (ip6tables).
     pub v6: FamilyPlan,
 }
 
