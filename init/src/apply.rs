@@ -261,36 +261,30 @@ impl Iptables {
             cmd.arg(format!("--wait={XTABLES_LOCK_WAIT_SECONDS}"));
         }
         debug!("{program} input:\n{input}");
-        let result = cmd
+        let not_run = |e: std::io::Error| RestoreFailure {
+            program: program.clone(),
+            status: "not run".into(),
+            stderr: e.to_string(),
+            failed_line: String::new(),
+        };
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .and_then(|mut child| {
-                if let Some(mut stdin) = child.stdin.take() {
-                    stdin.write_all(input.as_bytes())?;
-                }
-                child.wait_with_output()
-            });
-        let out = match result {
-            Ok(out) => out,
-            Err(e) => {
-                return Err(RestoreFailure {
-                    program,
-                    status: "not run".into(),
-                    stderr: e.to_string(),
-                    failed_line: String::new(),
-                });
-            }
+            .map_err(not_run)?;
+        // A restore that dies early closes its stdin: what it printed and its status say
+        // more than the broken pipe, so the write error counts only if it then succeeds.
+        let written = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(input.as_bytes()),
+            None => Ok(()),
         };
+        let out = child.wait_with_output().map_err(not_run)?;
         if out.status.success() {
-            return Ok(());
+            return written.map_err(not_run);
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let failed_line = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("Error occurred at line: "))
-            .and_then(|n| n.trim().parse::<usize>().ok())
+        let failed_line = failed_line_number(&stderr)
             .and_then(|n| input.lines().nth(n.saturating_sub(1)).map(|l| (n, l)))
             .map(|(n, l)| format!(" (input line {n}: `{l}`)"))
             .unwrap_or_default();
@@ -350,6 +344,8 @@ impl Iptables {
                     "iptables-restore --noflush succeeded"
                 ),
                 Err(failure) => {
+                    // The failed family is rolled back too: iptables-restore (nft and
+                    // legacy alike) commits table by table, so it may be half applied.
                     let rollback = self.rollback(&snapshots[..=index], &inputs[..=index]);
                     return Err(ApplyError::RestoreFailed {
                         family: family.name(),
@@ -410,6 +406,17 @@ impl Iptables {
     }
 }
 
+/// The input line iptables-restore blames. The wording varies (`Error occurred at line:
+/// N`, `line N: CHAIN_DEL failed`, `iptables-restore: line N failed`): the first `line`
+/// followed by a number.
+fn failed_line_number(stderr: &str) -> Option<usize> {
+    stderr.match_indices("line").find_map(|(at, word)| {
+        let rest = stderr[at + word.len()..].trim_start_matches([':', ' ']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
 /// One table's section (`*table` .. `COMMIT`) of `iptables-save` output.
 fn table_section(saved: &str, table: Table) -> Option<String> {
     let header = format!("*{}", table.name());
@@ -462,6 +469,21 @@ mod tests {
         );
         assert_eq!(table_section("", Table::Nat), None);
         assert!(empty_table(Table::Filter).contains(":FORWARD ACCEPT [0:0]"));
+    }
+
+    #[test]
+    fn the_blamed_input_line_is_found_in_both_backends_messages() {
+        let legacy = "iptables-restore v1.8.9 (legacy): Couldn't load target `NOPE'\n\n\
+                      Error occurred at line: 2\nTry `iptables-restore -h'";
+        assert_eq!(failed_line_number(legacy), Some(2));
+        let nft = "iptables-nft-restore v1.8.9 (nf_tables): \nline 27: CHAIN_DEL failed \
+                   (Device or resource busy): chain X";
+        assert_eq!(failed_line_number(nft), Some(27));
+        assert_eq!(
+            failed_line_number("iptables-restore: line 27 failed"),
+            Some(27)
+        );
+        assert_eq!(failed_line_number("something else"), None);
     }
 
     #[test]

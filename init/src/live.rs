@@ -95,7 +95,9 @@ impl LiveRules {
     }
 
     /// What must be removed before `planned` chains are (re)filled: every jump from a
-    /// built-in chain into one of our chains, and our chains not in `planned`.
+    /// built-in chain into one of our chains, and our chains not in `planned`. Rules in
+    /// other tools' chains are never touched (a reference from one of them makes the
+    /// deletion of our chain fail, and the run roll back).
     pub fn housekeeping(&self, planned: &[Chain]) -> Housekeeping {
         let mut hk = Housekeeping::default();
         for table in Table::ALL {
@@ -104,7 +106,7 @@ impl LiveRules {
             };
             for (chain, spec) in &live.rules {
                 let into_ours = jump_target(spec).and_then(Chain::own_by_name).is_some();
-                if into_ours && Chain::own_by_name(chain).is_none() {
+                if into_ours && table.builtin_chains().contains(&chain.as_str()) {
                     hk.delete_rules.push((table, format!("{chain} {spec}")));
                 }
             }
@@ -156,7 +158,7 @@ impl LiveRules {
             let mut jumps: BTreeMap<String, usize> = BTreeMap::new();
             for (chain, spec) in &live.rules {
                 let into_ours = jump_target(spec).and_then(Chain::own_by_name).is_some();
-                if into_ours && Chain::own_by_name(chain).is_none() {
+                if into_ours && table.builtin_chains().contains(&chain.as_str()) {
                     *jumps.entry(format!("-A {chain} {spec}")).or_default() += 1;
                 }
             }
@@ -324,7 +326,8 @@ mod tests {
         let saved = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
                      :ISTIO_OUTPUT - [0:0]\n:ISTIO_INBOUND - [0:0]\n:KUBE-X - [0:0]\n\
                      -A PREROUTING -p tcp -j ISTIO_INBOUND\n-A OUTPUT -j ISTIO_OUTPUT\n\
-                     -A OUTPUT -j KUBE-X\n-A ISTIO_OUTPUT -j RETURN\nCOMMIT\n";
+                     -A OUTPUT -j KUBE-X\n-A ISTIO_OUTPUT -j RETURN\n\
+                     -A KUBE-X -j ISTIO_INBOUND\nCOMMIT\n";
         let live = LiveRules::parse(saved);
         let hk = live.housekeeping(&[Chain::IstioOutput]);
         assert_eq!(
@@ -336,7 +339,7 @@ mod tests {
         );
         assert_eq!(hk.delete_chains, [Chain::IstioInbound]);
         assert!(live.has_ours());
-        assert_eq!(live.rule_count(), 4);
+        assert_eq!(live.rule_count(), 5);
     }
 
     #[test]

@@ -326,51 +326,86 @@ fn a_failing_restore_is_rolled_back_and_reported() {
     if !root_or_skip("a_failing_restore_is_rolled_back_and_reported") {
         return;
     }
-    let pod = Netns::new("pod");
-    add_foreign_rules(&pod, "nft");
-    gateway_init_ok(
-        &pod,
-        &["--mode", "native", "--backend", "nft", "--ipv6", "true"],
-    );
-    let before = snapshot(&pod, "nft");
+    for backend in ["nft", "legacy"] {
+        let pod = Netns::new("pod");
+        add_foreign_rules(&pod, backend);
+        let native = ["--mode", "native", "--backend", backend, "--ipv6", "true"];
+        gateway_init_ok(&pod, &native);
+        let before = snapshot(&pod, backend);
 
-    // An ip6tables-restore that always fails: IPv4 is applied first, then must be undone.
-    let fake = tempfile::tempdir().unwrap();
-    let script = fake.path().join("ip6tables-nft-restore");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho 'ip6tables-restore: simulated failure' >&2\nexit 2\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        fake.path().display(),
-        std::env::var("PATH").unwrap()
-    );
-    let out = pod
-        .command(BIN)
-        .args(["--mode", "sidecar", "--backend", "nft", "--ipv6", "true"])
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("simulated failure"), "{stderr}");
-    assert!(stderr.contains("ipv4 restored as it was"), "{stderr}");
-    assert_eq!(snapshot(&pod, "nft"), before, "rollback left a difference");
-    gateway_init_ok(
-        &pod,
-        &[
-            "--mode",
-            "native",
-            "--backend",
-            "nft",
-            "--ipv6",
-            "true",
-            "--verify",
-        ],
-    );
+        // An ip6tables-restore that always fails: IPv4 is applied first, then must be undone.
+        let fake = tempfile::tempdir().unwrap();
+        let script = fake.path().join(format!("ip6tables-{backend}-restore"));
+        let failing = "#!/bin/sh\necho 'ip6tables-restore: simulated failure' >&2\nexit 2\n";
+        std::fs::write(&script, failing).unwrap();
+        let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&script, executable).unwrap();
+        let path = format!(
+            "{}:{}",
+            fake.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let out = pod
+            .command(BIN)
+            .args(["--mode", "sidecar", "--backend", backend, "--ipv6", "true"])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{backend}: {stderr}");
+        assert!(stderr.contains("simulated failure"), "{backend}: {stderr}");
+        assert!(
+            stderr.contains("ipv4 restored as it was"),
+            "{backend}: {stderr}"
+        );
+        assert_eq!(
+            snapshot(&pod, backend),
+            before,
+            "{backend}: rollback left a difference"
+        );
+        gateway_init_ok(&pod, &[&native[..], &["--verify"]].concat());
+    }
+}
+
+#[test]
+fn a_restore_that_fails_half_way_through_a_family_is_rolled_back() {
+    if !root_or_skip("a_restore_that_fails_half_way_through_a_family_is_rolled_back") {
+        return;
+    }
+    for backend in ["nft", "legacy"] {
+        let pod = Netns::new("pod");
+        let be = ["--backend", backend, "--ipv6", "false"];
+        gateway_init_ok(&pod, &[&["--mode", "native"][..], &be].concat());
+        // Another tool's chain refers to ours, so ours cannot be deleted: the filter part
+        // of the next restore fails after its nat part was committed.
+        let iptables = || {
+            let mut cmd = pod.command(format!("iptables-{backend}"));
+            cmd.arg("-w");
+            cmd
+        };
+        must(iptables().args(["-N", "OTHER_TOOL"]));
+        must(iptables().args(["-A", "OTHER_TOOL", "-j", "MESHGATE_LOOPBACK_ONLY"]));
+        let before = snapshot(&pod, backend);
+
+        let sidecar_without_admin_ports =
+            [&["--mode", "sidecar", "--loopback-only-ports", ""][..], &be].concat();
+        let out = gateway_init(&pod, &sidecar_without_admin_ports);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{backend}: {stderr}");
+        assert!(
+            stderr.contains("-X MESHGATE_LOOPBACK_ONLY"),
+            "{backend}: {stderr}"
+        );
+        assert!(
+            stderr.contains("ipv4 restored as it was"),
+            "{backend}: {stderr}"
+        );
+        assert_eq!(
+            snapshot(&pod, backend),
+            before,
+            "{backend}: the nat part stayed applied"
+        );
+    }
 }
 
 #[test]
