@@ -1001,3 +1001,44 @@ fn kind_walkthrough_passes_bash_n_and_shellcheck() {
         text(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------- documentation
+
+/// Dotted keys of the values the schema defines, down to the leaves (free-form
+/// objects such as `resources` count as leaves).
+fn schema_keys(schema: &Value, prefix: &str, out: &mut Vec<String>) {
+    let closed = schema["additionalProperties"] == false;
+    match schema["properties"].as_object() {
+        Some(props) if closed => {
+            for (k, sub) in props {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                schema_keys(sub, &key, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn readme_documents_every_value() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap(),
+    )
+    .expect("values.schema.json is JSON");
+    let readme = std::fs::read_to_string(workspace_root().join("manifests/README.md")).unwrap();
+    let mut keys = Vec::new();
+    schema_keys(&schema, "", &mut keys);
+    assert!(keys.len() > 40, "schema walk found {keys:?}");
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !readme.contains(&format!("| `{k}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "manifests/README.md's values table lacks {missing:?}"
+    );
+}
