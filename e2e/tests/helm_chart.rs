@@ -768,14 +768,75 @@ fn values_with_an_unknown_mode_fail_naming_the_key() {
 
 #[test]
 fn sidecar_mode_refuses_istio_proxy_uid_for_the_gateway() {
-    let stderr = render_failure(
-        "global:\n  istioIntegration:\n    enabled: true\n    mode: sidecar\n\
-         gatewayProxies:\n  gatewayProxy:\n    podTemplate:\n      podSecurityContext:\n        runAsUser: 1337\n",
-    );
+    let values = r#"
+global:
+  istioIntegration:
+    enabled: true
+    mode: sidecar
+gatewayProxies:
+  gatewayProxy:
+    podTemplate:
+      podSecurityContext:
+        runAsUser: 1337
+"#;
+    let stderr = render_failure(values);
     assert!(
         stderr.contains("podSecurityContext.runAsUser") && stderr.contains("1337"),
         "message names the key and the uid:\n{stderr}"
     );
+}
+
+#[test]
+fn config_resources_without_a_name_fail_naming_the_entry() {
+    let values = r#"
+gatewayProxies:
+  gatewayProxy:
+    config:
+      resources:
+        - apiVersion: gateway.networking.k8s.io/v1
+          kind: HTTPRoute
+          metadata: {}
+"#;
+    let stderr = render_failure(values);
+    assert!(
+        stderr.contains("gatewayProxies.gatewayProxy.config.resources[0]"),
+        "message names the entry:\n{stderr}"
+    );
+}
+
+#[test]
+fn install_notes_tell_the_mesh_next_steps() {
+    let chart = chart_dir();
+    let out = run(
+        &tool("helm"),
+        [
+            OsStr::new("install"),
+            OsStr::new("meshgate"),
+            chart.as_os_str(),
+            OsStr::new("--namespace"),
+            OsStr::new(RELEASE_NAMESPACE),
+            OsStr::new("--dry-run=client"),
+            OsStr::new("--set"),
+            OsStr::new("global.istioIntegration.enabled=true"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "helm install --dry-run=client:\n{}",
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let notes = &stdout[stdout.find("NOTES:").expect("helm prints NOTES")..];
+    for step in [
+        "istio-injection=enabled",
+        "PeerAuthentication",
+        "mode: STRICT",
+        "curl",
+        "X-Forwarded-Client-Cert",
+        "spiffe://cluster.local/ns/gateway-system/sa/gateway-proxy",
+    ] {
+        assert!(notes.contains(step), "NOTES lack {step:?}:\n{notes}");
+    }
 }
 
 // ---------------------------------------------------------------- schemas
