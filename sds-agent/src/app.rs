@@ -120,7 +120,7 @@ impl Agent {
         match config.source {
             SourceConfig::Istiod(cfg) => {
                 tracing::info!(identity = %cfg.identity, ca = %cfg.ca_addr, server_name = %cfg.ca_server_name, "fetching workload certificates from istiod");
-                tasks.spawn(source::istiod::run(cfg, config.watch_interval, ctx));
+                tasks.spawn(source::istiod::run(*cfg, config.watch_interval, ctx));
             }
             SourceConfig::Spiffe { endpoint } => {
                 tracing::info!(%endpoint, "fetching workload certificates from the SPIFFE Workload API");

@@ -175,7 +175,7 @@ pub struct IstiodConfig {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// istiod's CA.
-    Istiod(IstiodConfig),
+    Istiod(Box<IstiodConfig>),
     /// SPIFFE Workload API endpoint.
     Spiffe { endpoint: String },
     /// OUTPUT_CERTS directory.
@@ -222,7 +222,7 @@ impl RunArgs {
             });
         }
         let source = match self.source {
-            SourceKind::Istiod => SourceConfig::Istiod(self.istiod(env)?),
+            SourceKind::Istiod => SourceConfig::Istiod(Box::new(self.istiod(env)?)),
             SourceKind::Spiffe => SourceConfig::Spiffe {
                 endpoint: self.workload_api_socket.clone(),
             },
