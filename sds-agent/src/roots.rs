@@ -59,55 +59,64 @@ pub fn parse(path: &Path, pem: String) -> Result<MeshRoots, RootError> {
     })
 }
 
-/// Starts polling `path`; the receiver holds the last good roots (`None` until the first).
+/// Reads `path` once, then keeps polling it; the receiver holds the last good roots
+/// (`None` until the first good read).
 ///
 /// A bad or missing file logs one line per distinct problem and counts a metric, and the
 /// last good roots stay in use.
-pub fn watch(
+pub async fn watch(
     path: PathBuf,
     interval: Duration,
     metrics: Arc<Metrics>,
 ) -> watch::Receiver<Option<Arc<MeshRoots>>> {
     let (tx, rx) = watch::channel(None);
+    let mut last_text: Option<Result<String, String>> = None;
+    // The first read happens before returning so the first CA call has its trust anchor.
+    check(&path, &mut last_text, &tx, &metrics).await;
     tokio::spawn(async move {
-        let mut last_text: Option<Result<String, String>> = None;
         loop {
-            let read = tokio::fs::read_to_string(&path).await;
-            let key = read
-                .as_ref()
-                .map(|s| s.clone())
-                .map_err(|e| e.kind().to_string());
-            if last_text.as_ref() != Some(&key) {
-                last_text = Some(key);
-                let result = read
-                    .map_err(|source| RootError::Unreadable {
-                        path: path.clone(),
-                        source,
-                    })
-                    .and_then(|pem| parse(&path, pem));
-                match result {
-                    Ok(roots) => {
-                        tracing::info!(
-                            path = %path.display(),
-                            fingerprint = %roots.fingerprint,
-                            roots = roots.certs.len(),
-                            "loaded mesh root certificates"
-                        );
-                        if tx.send(Some(Arc::new(roots))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(reason = e.reason(), "{e}; keeping the last good roots");
-                        metrics.error(e.reason());
-                    }
-                }
-            }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = tx.closed() => return,
             }
+            check(&path, &mut last_text, &tx, &metrics).await;
         }
     });
     rx
+}
+
+/// Reads the file; publishes parsed roots when its text changed.
+async fn check(
+    path: &Path,
+    last_text: &mut Option<Result<String, String>>,
+    tx: &watch::Sender<Option<Arc<MeshRoots>>>,
+    metrics: &Metrics,
+) {
+    let read = tokio::fs::read_to_string(path).await;
+    let key = read.as_ref().cloned().map_err(|e| e.kind().to_string());
+    if last_text.as_ref() == Some(&key) {
+        return;
+    }
+    *last_text = Some(key);
+    let result = read
+        .map_err(|source| RootError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
+        .and_then(|pem| parse(path, pem));
+    match result {
+        Ok(roots) => {
+            tracing::info!(
+                path = %path.display(),
+                fingerprint = %roots.fingerprint,
+                roots = roots.certs.len(),
+                "loaded mesh root certificates"
+            );
+            let _ = tx.send(Some(Arc::new(roots)));
+        }
+        Err(e) => {
+            tracing::error!(reason = e.reason(), "{e}; keeping the last good roots");
+            metrics.error(e.reason());
+        }
+    }
 }

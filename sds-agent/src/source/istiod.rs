@@ -43,7 +43,8 @@ impl RenewError {
 /// Runs the istiod source until shutdown.
 pub async fn run(cfg: IstiodConfig, watch_interval: Duration, mut ctx: SourceContext) {
     let cfg = Arc::new(cfg);
-    let mut roots_rx = roots::watch(cfg.root_cert.clone(), watch_interval, ctx.metrics.clone());
+    let mut roots_rx =
+        roots::watch(cfg.root_cert.clone(), watch_interval, ctx.metrics.clone()).await;
     let mut client: Option<CaClient> = None;
     let mut backoff = Backoff::default();
     let mut next_attempt = Instant::now();
