@@ -150,19 +150,7 @@ impl WorkloadCerts {
         expected: Option<&Identity>,
         now: SystemTime,
     ) -> Result<Self, CertError> {
-        let parsed = chain
-            .iter()
-            .enumerate()
-            .map(|(index, der)| {
-                X509Certificate::from_der(der)
-                    .map(|(_, c)| c)
-                    .map_err(|e| CertError::X509 {
-                        what: "certificate chain",
-                        index,
-                        reason: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let parsed = parse_ders(chain, "certificate chain")?;
         let leaf = parsed
             .first()
             .ok_or(CertError::NoCertificate("certificate chain"))?;
@@ -189,19 +177,7 @@ impl WorkloadCerts {
         }
         let tail_index = parsed.len() - 1;
         let tail = &parsed[tail_index];
-        let parsed_roots = roots
-            .iter()
-            .enumerate()
-            .map(|(index, der)| {
-                X509Certificate::from_der(der)
-                    .map(|(_, c)| c)
-                    .map_err(|e| CertError::X509 {
-                        what: "trust roots",
-                        index,
-                        reason: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let parsed_roots = parse_ders(roots, "trust roots")?;
         let anchored = roots
             .iter()
             .any(|r| r.as_ref() == chain[tail_index].as_ref())
@@ -271,6 +247,24 @@ pub fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+fn parse_ders<'a>(
+    ders: &'a [CertificateDer<'_>],
+    what: &'static str,
+) -> Result<Vec<X509Certificate<'a>>, CertError> {
+    ders.iter()
+        .enumerate()
+        .map(|(index, der)| {
+            X509Certificate::from_der(der)
+                .map(|(_, c)| c)
+                .map_err(|e| CertError::X509 {
+                    what,
+                    index,
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 fn to_system_time(t: ASN1Time) -> SystemTime {
