@@ -479,8 +479,9 @@ pub fn parse(sources: &[SourceFile]) -> Result<Resources, Vec<String>> {
             let value = match serde_yaml::Value::deserialize(doc) {
                 Ok(v) => v,
                 Err(e) => {
+                    // The YAML stream cannot be resumed after a syntax error.
                     errors.push(format!("{} document {i}: {e}", src.path.display()));
-                    continue;
+                    break;
                 }
             };
             if value.is_null() {

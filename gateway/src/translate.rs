@@ -196,8 +196,9 @@ pub fn translate(res: &Resources, opts: &TranslateOptions) -> Result<Table, Conf
             });
             if port.protocol != protocol {
                 errors.push(format!(
-                    "{ctx}: port {} is already used with protocol {:?}",
-                    l.port, port.protocol
+                    "{ctx}: port {} is already used with protocol {}",
+                    l.port,
+                    port.protocol.scheme().to_ascii_uppercase()
                 ));
                 continue;
             }
@@ -768,7 +769,13 @@ fn value_match(
 
 /// Regular expressions match the whole value.
 fn anchored(re: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{re})$")).map_err(|e| e.to_string().replace('\n', " "))
+    if let Err(e) = Regex::new(re) {
+        // The last line of a regex parse error is the human summary ("error: ...").
+        let msg = e.to_string();
+        let last = msg.lines().last().unwrap_or_default().trim();
+        return Err(last.trim_start_matches("error: ").to_string());
+    }
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| e.to_string())
 }
 
 fn compile_filters(
