@@ -80,9 +80,12 @@ impl FileProvider {
             Err(errors) => {
                 shared.metrics.config_rejections.inc();
                 shared.metrics.config_last_reload_ok.set(0);
+                for e in &errors.0 {
+                    tracing::error!(path = %self.path.display(), "config error: {e}");
+                }
                 tracing::error!(
                     path = %self.path.display(),
-                    errors = ?errors.0,
+                    errors = errors.0.len(),
                     "configuration rejected; the last good configuration keeps serving"
                 );
                 PollOutcome::Rejected
