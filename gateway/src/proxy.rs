@@ -64,7 +64,11 @@ pub async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketA
     };
     let scheme = pt.protocol;
     match scheme {
-        Protocol::Http => serve_io(shared.clone(), tcp, peer, port, scheme).await,
+        Protocol::Http => {
+            // Requests load the current table themselves; don't pin this one.
+            drop(table);
+            serve_io(shared.clone(), tcp, peer, port, scheme).await
+        }
         Protocol::Https => {
             let hrt = shared.limits.header_read_timeout;
             let acceptor =
