@@ -160,3 +160,30 @@ fn connections_over_the_limit_are_closed_at_accept() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n",
+        ]),
+        &["--idle-timeout", "400ms"],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n").unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    // The response (500: no backendRefs) arrives, then the idle connection is closed.
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 500"), "{text}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}
