@@ -1,0 +1,118 @@
+//! Admin server (loopback by default): `/ready`, `/healthz`, `/config_dump`, `/metrics`;
+//! and the client side used by `gateway probe`.
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::server::Shared;
+
+/// Serves the admin endpoints on an already-bound listener until the process exits.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/ready" => {
+            let loaded = shared.config_loaded.load(Ordering::SeqCst);
+            let listening = shared.listeners_ok.load(Ordering::SeqCst);
+            let draining = *shared.drain.borrow();
+            match (loaded, listening, draining) {
+                (_, _, true) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+                (false, _, _) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no valid configuration loaded yet\n",
+                ),
+                (true, false, _) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not every listener port is bound\n",
+                ),
+                (true, true, false) => text(StatusCode::OK, "ready\n"),
+            }
+        }
+        "/config_dump" => {
+            let table = shared.table.load();
+            match serde_json::to_vec_pretty(&**table) {
+                Ok(body) => {
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+            }
+        }
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin endpoints: /ready /healthz /config_dump /metrics\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// `gateway probe`: GET `path` on the admin server; true on 200.
+pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<bool, String> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+    let head = String::from_utf8_lossy(&buf);
+    let status_line = head.lines().next().unwrap_or_default();
+    Ok(status_line.split_whitespace().nth(1) == Some("200"))
+}

@@ -1,0 +1,189 @@
+//! Command line and environment -> one typed [`Config`] with documented defaults.
+//!
+//! Every flag has an environment variable; both are listed in `gateway/README.md`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::tls::MinVersion;
+use crate::translate::TranslateOptions;
+use crate::upstream::UpstreamSettings;
+
+/// Where the configuration is read from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/meshgate/";
+/// Admin server address (loopback only by default).
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:19000";
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// meshgate edge proxy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "meshgate edge proxy (Kubernetes Gateway API)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a configuration; exits non-zero printing the errors a reload would log.
+    Validate {
+        /// YAML file or directory of YAML files.
+        #[arg(long, env = "GATEWAY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// GET an admin path; exit 0 on 200, else 1 (Kubernetes exec probe).
+    Probe {
+        #[arg(long, env = "ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+        admin_addr: SocketAddr,
+        #[arg(long, default_value = "/ready")]
+        path: String,
+        #[arg(long, default_value = "2s", value_parser = duration)]
+        timeout: Duration,
+    },
+}
+
+/// Flags of the proxy itself (`gateway [flags]`).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// YAML file or directory of YAML files (Gateway, HTTPRoute, Secret, ConfigMap,
+    /// Service, EndpointSlice, Pod); watched for changes.
+    #[arg(long, env = "GATEWAY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Admin server address (/ready, /healthz, /config_dump, /metrics).
+    #[arg(long, env = "ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: SocketAddr,
+    /// Worker threads (default: number of CPUs). 1 runs a single-threaded runtime.
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    pub workers: Option<usize>,
+    /// Address the Gateway listener ports bind to.
+    #[arg(long, env = "GATEWAY_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// How often the config path is checked for changes.
+    #[arg(long, env = "GATEWAY_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub poll_interval: Duration,
+    /// Minimum TLS version for HTTPS listeners (1.2 or 1.3); a listener's
+    /// `tls.options["meshgate.io/min-tls-version"]` overrides it.
+    #[arg(long, env = "GATEWAY_MIN_TLS_VERSION", default_value = "1.2")]
+    pub min_tls_version: MinVersion,
+    /// Access log: `stdout` (JSON lines) or `off`.
+    #[arg(long, env = "GATEWAY_ACCESS_LOG", default_value = "stdout",
+          value_parser = ["stdout", "off"])]
+    pub access_log: String,
+    /// Largest request header block accepted (bytes); larger gets 431.
+    #[arg(long, env = "GATEWAY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Longest request URI accepted (bytes); longer gets 414.
+    #[arg(long, env = "GATEWAY_MAX_URI_BYTES", default_value_t = 8 * 1024)]
+    pub max_uri_bytes: usize,
+    /// Time allowed for a client to send request headers (and the TLS handshake).
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// A downstream connection with no traffic for this long is closed.
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Open downstream connections above which new ones are closed at once.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// On SIGTERM, how long open connections may take to finish.
+    #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    /// Upstream TCP connect timeout.
+    #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub connect_timeout: Duration,
+    /// Kubernetes cluster domain, for Service DNS names.
+    #[arg(long, env = "GATEWAY_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Log format for the gateway's own logs (stderr): `json` or `text`.
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "json",
+          value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+/// Limits applied to downstream connections and requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request header block (431 above).
+    pub max_header_bytes: usize,
+    /// Longest URI (414 above).
+    pub max_uri_bytes: usize,
+    /// Time for the TLS handshake and for request headers.
+    pub header_read_timeout: Duration,
+    /// Close connections idle this long.
+    pub idle_timeout: Duration,
+    /// Max open downstream connections.
+    pub max_connections: usize,
+}
+
+/// Everything the running gateway needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Config file or directory.
+    pub config_path: PathBuf,
+    /// Admin server address.
+    pub admin_addr: SocketAddr,
+    /// Worker threads.
+    pub workers: usize,
+    /// Listener bind address.
+    pub bind_address: IpAddr,
+    /// Config poll interval.
+    pub poll_interval: Duration,
+    /// Access log to stdout.
+    pub access_log: bool,
+    /// Downstream limits.
+    pub limits: Limits,
+    /// Drain time on SIGTERM.
+    pub drain_timeout: Duration,
+    /// Upstream client settings.
+    pub upstream: UpstreamSettings,
+    /// Options for translating resources.
+    pub translate: TranslateOptions,
+    /// JSON logs.
+    pub log_json: bool,
+}
+
+impl From<RunArgs> for Config {
+    fn from(a: RunArgs) -> Config {
+        Config {
+            config_path: a.config,
+            admin_addr: a.admin_addr,
+            workers: a.workers.filter(|w| *w > 0).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
+            bind_address: a.bind_address,
+            poll_interval: a.poll_interval,
+            access_log: a.access_log == "stdout",
+            limits: Limits {
+                max_header_bytes: a.max_header_bytes,
+                max_uri_bytes: a.max_uri_bytes,
+                header_read_timeout: a.header_read_timeout,
+                idle_timeout: a.idle_timeout,
+                max_connections: a.max_connections,
+            },
+            drain_timeout: a.drain_timeout,
+            upstream: UpstreamSettings {
+                connect_timeout: a.connect_timeout,
+                pool_idle_timeout: Duration::from_secs(90),
+                pool_max_idle_per_host: 256,
+            },
+            translate: TranslateOptions {
+                default_min_tls_version: a.min_tls_version,
+                cluster_domain: a.cluster_domain,
+            },
+            log_json: a.log_format == "json",
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Prometheus metrics (prometheus-client), rendered by the admin server at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a proxied request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `namespace/name/rule` of the HTTPRoute rule, or empty when none matched.
+    pub route: String,
+    /// HTTP status code sent to the client.
+    pub code: u16,
+}
+
+/// Labels of a route-only metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    /// Requests by route and status code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request duration (seconds, until the response body ends), by route.
+    pub request_duration: Family<RouteLabels, Histogram>,
+    /// Open downstream connections.
+    pub active_connections: Gauge,
+    /// Downstream connections accepted.
+    pub connections_total: Counter,
+    /// Downstream connections refused because of the max-connections limit.
+    pub connections_rejected: Counter,
+    /// Open upstream connections (pooled or busy).
+    pub upstream_connections: Gauge,
+    /// Upstream connections opened.
+    pub upstream_connections_total: Counter,
+    /// Configuration changes applied.
+    pub config_reloads: Counter,
+    /// Configuration changes rejected (the last good table kept serving).
+    pub config_rejections: Counter,
+    /// 1 if the last configuration change was applied, 0 if rejected.
+    pub config_last_reload_ok: Gauge,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+        });
+        let m = Metrics {
+            requests,
+            request_duration,
+            active_connections: Gauge::default(),
+            connections_total: Counter::default(),
+            connections_rejected: Counter::default(),
+            upstream_connections: Gauge::default(),
+            upstream_connections_total: Counter::default(),
+            config_reloads: Counter::default(),
+            config_rejections: Counter::default(),
+            config_last_reload_ok: Gauge::default(),
+            access_log_dropped: Counter::default(),
+            registry: Registry::with_prefix("gateway"),
+        };
+        let mut reg = Registry::with_prefix("gateway");
+        reg.register(
+            "requests",
+            "Requests by route and status code",
+            m.requests.clone(),
+        );
+        reg.register(
+            "request_duration_seconds",
+            "Request duration until the response body ends",
+            m.request_duration.clone(),
+        );
+        reg.register(
+            "downstream_connections_active",
+            "Open downstream connections",
+            m.active_connections.clone(),
+        );
+        reg.register(
+            "downstream_connections",
+            "Downstream connections accepted",
+            m.connections_total.clone(),
+        );
+        reg.register(
+            "downstream_connections_rejected",
+            "Downstream connections refused by the max-connections limit",
+            m.connections_rejected.clone(),
+        );
+        reg.register(
+            "upstream_connections_active",
+            "Open upstream connections",
+            m.upstream_connections.clone(),
+        );
+        reg.register(
+            "upstream_connections",
+            "Upstream connections opened",
+            m.upstream_connections_total.clone(),
+        );
+        reg.register(
+            "config_reloads",
+            "Configuration changes applied",
+            m.config_reloads.clone(),
+        );
+        reg.register(
+            "config_rejections",
+            "Configuration changes rejected",
+            m.config_rejections.clone(),
+        );
+        reg.register(
+            "config_last_reload_success",
+            "1 if the last configuration change was applied",
+            m.config_last_reload_ok.clone(),
+        );
+        reg.register(
+            "access_log_dropped",
+            "Access log lines dropped",
+            m.access_log_dropped.clone(),
+        );
+        Metrics { registry: reg, ..m }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

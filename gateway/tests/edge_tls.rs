@@ -1,0 +1,284 @@
+//! Edge TLS with certificates made by openssl, checked with curl (`--cacert --resolve`)
+//! against a real httpbin behind the gateway.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn https_gateway(port: u16, listeners: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n{listeners}"
+    )
+    .replace("PORT", &port.to_string())
+}
+
+fn httpbin_route() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+     metadata: {name: httpbin, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n\
+     \x20 rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n"
+        .to_string()
+}
+
+fn https_url(host: &str, port: u16, path: &str) -> (String, String) {
+    (
+        format!("{host}:{port}:127.0.0.1"),
+        format!("https://{host}:{port}{path}"),
+    )
+}
+
+#[test]
+fn tls_termination_with_openssl_certificates_is_verified_by_curl() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.leaf("server", "ca", &["httpbin.example.com"], false);
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &https_gateway(
+            port,
+            "    - name: https\n      port: PORT\n      protocol: HTTPS\n      \
+             tls: {certificateRefs: [{name: server-cert}]}\n",
+        ),
+        &httpbin_route(),
+        &pki.tls_secret("server-cert", "server"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let ca = pki.path("ca.crt");
+    let (resolve, url) = https_url("httpbin.example.com", port, "/headers?show_env=1");
+    let r = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["headers"]["X-Forwarded-Proto"], "https");
+    // Over TLS, ALPN negotiates HTTP/2 end to end to the client.
+    let r = curl(&[
+        "--http2",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    assert!(r.headers.starts_with("HTTP/2 200"), "{r:?}");
+    // A client that does not trust the CA refuses the connection.
+    let r = curl(&["--resolve", &resolve, &url]);
+    assert_ne!(r.exit_code, 0);
+}
+
+#[test]
+fn two_hostnames_get_their_own_certificates_by_sni() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca-a");
+    pki.ca("ca-b");
+    pki.leaf("a", "ca-a", &["a.example.com"], false);
+    pki.leaf("b", "ca-b", &["b.example.com"], false);
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &https_gateway(
+            port,
+            "    - name: a\n      port: PORT\n      protocol: HTTPS\n      hostname: a.example.com\n      \
+             tls: {certificateRefs: [{name: cert-a}]}\n\
+             \x20   - name: b\n      port: PORT\n      protocol: HTTPS\n      hostname: b.example.com\n      \
+             tls: {certificateRefs: [{name: cert-b}]}\n",
+        ),
+        &httpbin_route(),
+        &pki.tls_secret("cert-a", "a"),
+        &pki.tls_secret("cert-b", "b"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let ca_a = pki.path("ca-a.crt");
+    let ca_b = pki.path("ca-b.crt");
+    for (host, good, bad) in [
+        ("a.example.com", &ca_a, &ca_b),
+        ("b.example.com", &ca_b, &ca_a),
+    ] {
+        let (resolve, url) = https_url(host, port, "/get");
+        let ok = curl(&[
+            "--cacert",
+            good.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            &url,
+        ]);
+        assert_eq!(ok.status, 200, "{host}: {ok:?}");
+        assert_eq!(ok.json()["headers"]["Host"], format!("{host}:{port}"));
+        let wrong = curl(&[
+            "--cacert",
+            bad.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            &url,
+        ]);
+        assert_ne!(wrong.exit_code, 0, "{host} served the other certificate");
+    }
+}
+
+#[test]
+fn mutual_tls_rejects_a_client_without_certificate_and_accepts_one_with() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.ca("client-ca");
+    pki.ca("rogue-ca");
+    pki.leaf("server", "ca", &["secure.example.com"], false);
+    pki.leaf("client", "client-ca", &[], true);
+    pki.leaf("rogue", "rogue-ca", &[], true);
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &https_gateway(
+            port,
+            "    - name: https\n      port: PORT\n      protocol: HTTPS\n      tls:\n        \
+             certificateRefs: [{name: server-cert}]\n        \
+             frontendValidation:\n          caCertificateRefs: [{kind: ConfigMap, name: client-ca}]\n",
+        ),
+        &httpbin_route(),
+        &pki.tls_secret("server-cert", "server"),
+        &pki.ca_config_map("client-ca", "client-ca"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let ca = pki.path("ca.crt");
+    let (resolve, url) = https_url("secure.example.com", port, "/get");
+    let base = ["--cacert", ca.to_str().unwrap(), "--resolve", &resolve];
+
+    let no_cert = curl(&[&base[..], &[url.as_str()]].concat());
+    assert_ne!(
+        no_cert.status, 200,
+        "accepted a client without certificate: {no_cert:?}"
+    );
+
+    let (cert, key) = (pki.path("rogue.crt"), pki.path("rogue.key"));
+    let rogue = curl(
+        &[
+            &base[..],
+            &[
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                &url,
+            ],
+        ]
+        .concat(),
+    );
+    assert_ne!(rogue.status, 200, "accepted a certificate from another CA");
+
+    let (cert, key) = (pki.path("client.crt"), pki.path("client.key"));
+    let with_cert = curl(
+        &[
+            &base[..],
+            &[
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                &url,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(with_cert.status, 200, "{with_cert:?}");
+}
+
+#[test]
+fn changed_certificate_secret_is_served_without_restart() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("old-ca");
+    pki.ca("new-ca");
+    pki.leaf("old", "old-ca", &["rotate.example.com"], false);
+    pki.leaf("new", "new-ca", &["rotate.example.com"], false);
+    let port = free_port();
+    let config = |leaf: &str| {
+        docs(&[
+            &https_gateway(
+                port,
+                "    - name: https\n      port: PORT\n      protocol: HTTPS\n      \
+                 tls: {certificateRefs: [{name: cert}]}\n",
+            ),
+            &httpbin_route(),
+            &pki.tls_secret("cert", leaf),
+            &local_service("httpbin", hb.port),
+        ])
+    };
+    let gw = Gateway::start(&config("old"));
+    let (resolve, url) = https_url("rotate.example.com", port, "/get");
+    let with_ca = |ca: &str| {
+        let ca = pki.path(ca);
+        curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            &url,
+        ])
+    };
+    assert_eq!(with_ca("old-ca.crt").status, 200);
+    gw.write_config(&config("new"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while with_ca("new-ca.crt").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served: {}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(with_ca("old-ca.crt").exit_code, 0);
+}
+
+#[test]
+fn http_to_https_redirect_then_https_request_succeeds() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.leaf("server", "ca", &["www.example.com"], false);
+    let (http, https) = (free_port(), free_port());
+    let _gw = Gateway::start(&docs(&[
+        &https_gateway(
+            https,
+            &format!(
+                "    - {{name: http, port: {http}, protocol: HTTP}}\n\
+                 \x20   - name: https\n      port: PORT\n      protocol: HTTPS\n      \
+                 tls: {{certificateRefs: [{{name: server-cert}}]}}\n"
+            ),
+        ),
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: to-https, namespace: default}}\nspec:\n  \
+             parentRefs: [{{name: edge, sectionName: http}}]\n  rules:\n    - filters:\n      \
+             - type: RequestRedirect\n        \
+             requestRedirect: {{scheme: https, port: {https}, statusCode: 301}}\n"
+        ),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+          metadata: {name: app, namespace: default}\nspec:\n  \
+          parentRefs: [{name: edge, sectionName: https}]\n  \
+          rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        &pki.tls_secret("server-cert", "server"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let ca = pki.path("ca.crt");
+    let r = curl(&[
+        "-L",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("www.example.com:{http}:127.0.0.1"),
+        "--resolve",
+        &format!("www.example.com:{https}:127.0.0.1"),
+        &format!("http://www.example.com:{http}/get"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.headers.contains("301"), "{}", r.headers);
+    assert_eq!(
+        r.json()["url"],
+        format!("https://www.example.com:{https}/get")
+    );
+}

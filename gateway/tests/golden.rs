@@ -1,0 +1,97 @@
+//! Golden tests: Gateway API YAML in, compiled route table (JSON, the `/config_dump`
+//! format) out; and YAML in, exact error messages out. `UPDATE_GOLDEN=1 cargo test -p
+//! gateway --test golden` rewrites the expected files after a deliberate change.
+
+use std::path::PathBuf;
+
+use gateway::translate::{TranslateOptions, compile};
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn compile_file(path: &std::path::Path) -> Result<gateway::routing::Table, Vec<String>> {
+    gateway::install_crypto_provider();
+    let content = std::fs::read_to_string(path).unwrap();
+    let source = gateway::resources::SourceFile {
+        path: PathBuf::from(path.file_name().unwrap()),
+        content,
+    };
+    compile(&[source], &TranslateOptions::default()).map_err(|e| e.0)
+}
+
+fn check(expected_path: PathBuf, actual: String) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&expected_path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+        panic!(
+            "{} missing; run with UPDATE_GOLDEN=1 to create it. Actual:\n{actual}",
+            expected_path.display()
+        )
+    });
+    assert_eq!(
+        expected,
+        actual,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        expected_path.display()
+    );
+}
+
+fn table_golden(name: &str) {
+    let dir = golden_dir();
+    let table = compile_file(&dir.join(format!("{name}.yaml")))
+        .unwrap_or_else(|e| panic!("{name}.yaml rejected:\n{}", e.join("\n")));
+    let json = serde_json::to_string_pretty(&table).unwrap() + "\n";
+    check(dir.join(format!("{name}.json")), json);
+}
+
+fn error_golden(name: &str) {
+    let dir = golden_dir().join("errors");
+    let errors = match compile_file(&dir.join(format!("{name}.yaml"))) {
+        Ok(_) => panic!("{name}.yaml was accepted but must be rejected"),
+        Err(e) => e,
+    };
+    check(dir.join(format!("{name}.txt")), errors.join("\n") + "\n");
+}
+
+#[test]
+fn listener_and_route_hostnames_intersect_exact_and_wildcard() {
+    table_golden("host_routing");
+}
+
+#[test]
+fn path_header_query_and_method_matches_sort_by_gateway_api_precedence() {
+    table_golden("path_header_query_method_precedence");
+}
+
+#[test]
+fn header_modifiers_redirects_and_url_rewrites_compile() {
+    table_golden("filters");
+}
+
+#[test]
+fn weighted_backends_resolve_through_endpoint_slices_dns_or_unresolvable() {
+    table_golden("weighted_backends");
+}
+
+#[test]
+fn https_listeners_pick_certificates_by_hostname_with_mutual_tls() {
+    table_golden("https_listeners");
+}
+
+#[test]
+fn misspelled_path_type_is_rejected_naming_route_and_field() {
+    error_golden("bad_path_type");
+}
+
+#[test]
+fn every_mistake_in_a_config_is_reported_at_once() {
+    error_golden("many_mistakes");
+}
+
+#[test]
+fn malformed_yaml_is_rejected_with_file_and_document() {
+    error_golden("not_yaml");
+}

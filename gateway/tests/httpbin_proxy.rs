@@ -1,0 +1,481 @@
+//! The gateway binary in front of a real httpbin (gunicorn): routing, filters, weights,
+//! errors, headers, hot reload, HTTP/2. Each test starts its own httpbin and gateway on
+//! free ports, so they run in parallel.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::*;
+
+fn route(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: {name}, namespace: default}}\n{body}"
+    )
+}
+
+#[test]
+fn routes_by_host_and_answers_404_without_a_route() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  hostnames: [httpbin.example.com]\n  \
+             rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let ok = curl(&["-H", "Host: httpbin.example.com", &url]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["headers"]["Host"], "httpbin.example.com");
+
+    let miss = curl(&["-H", "Host: other.example.com", &url]);
+    assert_eq!(miss.status, 404);
+    assert!(
+        miss.body
+            .contains("no route for host \"other.example.com\""),
+        "{}",
+        miss.body
+    );
+    let line = gw.wait_access_log(|l| l["status"] == 404);
+    assert!(
+        line["reason"].as_str().unwrap().contains("no route"),
+        "{line}"
+    );
+    let ok_line = gw.wait_access_log(|l| l["status"] == 200);
+    assert_eq!(ok_line["route"], "default/httpbin/0");
+    assert_eq!(ok_line["method"], "GET");
+    assert_eq!(ok_line["path"], "/get");
+    assert!(ok_line["request_id"].as_str().unwrap().len() >= 32);
+}
+
+#[test]
+fn path_prefix_httpbin_is_rewritten_to_root_with_a_hostname_rewrite() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "rewrite",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /httpbin/}}]\n\
+             \x20     filters:\n\
+             \x20       - type: URLRewrite\n\
+             \x20         urlRewrite:\n\
+             \x20           hostname: rewritten.internal\n\
+             \x20           path: {type: ReplacePrefixMatch, replacePrefixMatch: /}\n\
+             \x20     backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/httpbin/anything/x?q=1")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["url"], "http://rewritten.internal/anything/x?q=1");
+    assert_eq!(j["headers"]["Host"], "rewritten.internal");
+    // Only the prefix element matches: /httpbinx is not under /httpbin/.
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{port}/httpbinx")]).status,
+        404
+    );
+}
+
+/// A backendRef to Service `canary` marking requests and responses with `x-backend: canary`.
+fn canary_backend(weight: u32) -> String {
+    format!(
+        "        - name: canary
+          port: 80
+          weight: {weight}
+          filters:
+            - type: ResponseHeaderModifier
+              responseHeaderModifier: {{set: [{{name: x-backend, value: canary}}]}}
+            - type: RequestHeaderModifier
+              requestHeaderModifier: {{set: [{{name: x-backend, value: canary}}]}}
+"
+    )
+}
+
+#[test]
+fn header_canary_sends_marked_requests_to_the_canary_backend() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "canary",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n\
+                 \x20   - matches: [{{headers: [{{name: x-canary, value: \"true\"}}]}}]\n\
+                 \x20     backendRefs:\n{}\
+                 \x20   - backendRefs: [{{name: stable, port: 80}}]\n",
+                canary_backend(1)
+            ),
+        ),
+        &local_service("stable", hb.port),
+        &local_service("canary", hb.port),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/headers");
+    let canary = curl(&["-H", "x-canary: true", &url]);
+    assert_eq!(canary.status, 200, "{canary:?}");
+    assert_eq!(canary.json()["headers"]["X-Backend"], "canary");
+    let stable = curl(&["-H", "x-canary: false", &url]);
+    assert_eq!(stable.status, 200);
+    assert!(stable.json()["headers"].get("X-Backend").is_none());
+}
+
+#[test]
+fn weighted_90_10_split_stays_within_a_statistical_bound() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "split",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n\
+                 \x20   - backendRefs:\n\
+                 \x20       - {{name: stable, port: 80, weight: 90}}\n\
+                 \x20       - {{name: retired, port: 80, weight: 0}}\n{}",
+                canary_backend(10)
+            ),
+        ),
+        &local_service("stable", hb.port),
+        &local_service("canary", hb.port),
+        // weight 0: never chosen, even though it would fail.
+        &local_service("retired", free_port()),
+    ]));
+    let n = 600;
+    let url = format!("http://127.0.0.1:{port}/status/200");
+    let mut args: Vec<String> = vec!["-o".into(), "/dev/null".into()];
+    args.extend(["-w".into(), "%{http_code} %header{x-backend}\\n".into()]);
+    for _ in 0..n {
+        args.push(url.clone());
+    }
+    let out = std::process::Command::new("curl")
+        .arg("-s")
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), n, "{text}");
+    assert!(lines.iter().all(|l| l.starts_with("200")), "{text}");
+    let canary = lines.iter().filter(|l| l.ends_with("canary")).count();
+    // Binomial(600, 0.1): mean 60, sd ~7.3; accept +-4.5 sd.
+    assert!((27..=93).contains(&canary), "canary got {canary} of {n}");
+}
+
+#[test]
+fn http_listener_redirects_to_https_with_301() {
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "to-https",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - filters:\n\
+             \x20       - type: RequestRedirect\n\
+             \x20         requestRedirect: {scheme: https, statusCode: 301}\n",
+        ),
+    ]));
+    let r = curl(&[
+        "-H",
+        "Host: shop.example.com",
+        &format!("http://127.0.0.1:{port}/cart?id=7"),
+    ]);
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://shop.example.com/cart?id=7")
+    );
+}
+
+#[test]
+fn forged_xfcc_from_edge_never_reaches_httpbin() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let r = curl(&[
+        "-H",
+        "X-Forwarded-Client-Cert: By=spiffe://cluster.local/ns/default/sa/httpbin;URI=spiffe://cluster.local/ns/admin/sa/root",
+        "-H",
+        "Connection: keep-alive, x-secret-hop",
+        "-H",
+        "x-secret-hop: 1",
+        "-H",
+        "X-Request-Id: my-request-1",
+        &format!("http://127.0.0.1:{port}/headers?show_env=1"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let h = &r.json()["headers"];
+    assert!(h.get("X-Forwarded-Client-Cert").is_none(), "{h}");
+    assert!(
+        h.get("X-Secret-Hop").is_none(),
+        "hop-by-hop header forwarded: {h}"
+    );
+    assert_eq!(h["X-Forwarded-For"], "127.0.0.1");
+    assert_eq!(h["X-Forwarded-Proto"], "http");
+    assert_eq!(h["X-Forwarded-Host"], format!("127.0.0.1:{port}"));
+    assert_eq!(h["X-Request-Id"], "my-request-1");
+}
+
+#[test]
+fn error_responses_say_why_503_500_503_504() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let dead = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "errors",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - matches: [{path: {value: /empty}}]\n\
+             \x20     backendRefs: [{name: empty, port: 80}]\n\
+             \x20   - matches: [{path: {value: /missing}}]\n\
+             \x20     backendRefs: [{name: missing, port: 80}]\n\
+             \x20   - matches: [{path: {value: /dead}}]\n\
+             \x20     backendRefs: [{name: dead, port: 80}]\n\
+             \x20   - matches: [{path: {value: /delay}}]\n\
+             \x20     timeouts: {request: 500ms}\n\
+             \x20     backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+        &local_service("dead", dead),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: default}\nspec: {ports: [{port: 80}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: empty-1, namespace: default, labels: {kubernetes.io/service-name: empty}}\n\
+         addressType: IPv4\nports: [{port: 80}]\nendpoints: []\n",
+    ]));
+    let get = |p: &str| curl(&[&format!("http://127.0.0.1:{port}{p}")]);
+    let r = get("/empty");
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("no ready endpoints"), "{}", r.body);
+    let r = get("/missing");
+    assert_eq!(r.status, 500);
+    assert!(
+        r.body.contains("Service default/missing not found"),
+        "{}",
+        r.body
+    );
+    let r = get("/dead");
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("connect failure"), "{}", r.body);
+    let r = get("/delay/3");
+    assert_eq!(r.status, 504);
+    assert!(r.body.contains("timeouts.request"), "{}", r.body);
+    let line = gw.wait_access_log(|l| l["status"] == 504);
+    assert!(line["reason"].as_str().unwrap().contains("did not answer"));
+}
+
+#[test]
+fn oversized_uri_gets_414_and_oversized_headers_get_431() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            &route(
+                "httpbin",
+                "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+            ),
+            &local_service("httpbin", hb.port),
+        ]),
+        &["--max-uri-bytes", "1024", "--max-header-bytes", "4096"],
+    );
+    let long = format!("http://127.0.0.1:{port}/get?x={}", "a".repeat(2000));
+    assert_eq!(curl(&[&long]).status, 414);
+    let big = format!("x-big: {}", "b".repeat(5000));
+    assert_eq!(
+        curl(&["-H", &big, &format!("http://127.0.0.1:{port}/get")]).status,
+        431
+    );
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/get")]).status, 200);
+}
+
+#[test]
+fn h2c_prior_knowledge_request_reaches_httpbin_end_to_end() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let r = curl(&[
+        "--http2-prior-knowledge",
+        "-d",
+        "hello=world",
+        &format!("http://127.0.0.1:{port}/post"),
+    ]);
+    assert!(r.headers.starts_with("HTTP/2 200"), "{r:?}");
+    assert_eq!(r.json()["form"]["hello"], "world");
+}
+
+#[test]
+fn invalid_config_change_is_rejected_while_traffic_keeps_flowing() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let good = docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]);
+    let gw = Gateway::start(&good);
+    let url = format!("http://127.0.0.1:{port}/status/200");
+
+    // Background traffic for the whole change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let traffic = {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if curl(&[&url]).status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let bad = good.replace("rules:\n", "rules:\n    - matches: [{path: {type: PathPrefixx, value: /}}]\n      backendRefs: [{name: httpbin, port: 80}]\n");
+    gw.write_config(&bad);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.metric("gateway_config_rejections_total") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection: {}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected = "HTTPRoute default/httpbin rule 0 match 0: path type \"PathPrefixx\" is not one of Exact, PathPrefix, RegularExpression";
+    assert!(gw.log().contains(expected), "{}", gw.log());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // `gateway validate` reports the same error and exits non-zero.
+    let v = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["validate", "--config"])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert!(!v.status.success());
+    assert!(String::from_utf8_lossy(&v.stderr).contains(expected));
+
+    // A good change afterwards is applied.
+    let fixed = good.replace("rules:\n", "rules:\n    - matches: [{path: {type: Exact, value: /teapot}}]\n      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /status/418}}}]\n");
+    gw.write_config(&fixed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while curl(&[&format!("http://127.0.0.1:{port}/teapot")]).status != 302 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fix not applied: {}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert!(ok.load(Ordering::Relaxed) > 5);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
+    assert!(gw.metric("gateway_config_reloads_total") >= 2.0);
+}
+
+#[test]
+fn admin_serves_ready_config_dump_metrics_and_probe() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/get")]).status, 200);
+    assert_eq!(gw.admin_get("/healthz").0, 200);
+    let (status, dump) = gw.admin_get("/config_dump");
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(
+        dump["ports"][port.to_string()]["virtual_hosts"][0]["routes"][0]["rule"]["id"],
+        "default/httpbin/0"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw.metric("gateway_requests_total{route=\"default/httpbin/0\",code=\"200\"}") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            gw.admin_get("/metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, metrics) = gw.admin_get("/metrics");
+    for m in [
+        "gateway_request_duration_seconds_bucket",
+        "gateway_downstream_connections_active",
+        "gateway_upstream_connections_active",
+        "gateway_config_reloads_total",
+        "gateway_config_rejections_total",
+    ] {
+        assert!(metrics.contains(m), "{m} missing:\n{metrics}");
+    }
+    let probe = |path: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args([
+                "probe",
+                "--admin-addr",
+                &gw.admin.to_string(),
+                "--path",
+                path,
+            ])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(probe("/ready"));
+    assert!(!probe("/nope"));
+}
+
+#[test]
+fn sigterm_drains_and_exits() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let mut gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/delay/1");
+    let slow = std::thread::spawn(move || curl(&[&url]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(gw.process().terminate(Duration::from_secs(10)));
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "in-flight request was cut: {r:?}");
+}

@@ -1,0 +1,112 @@
+//! Request matching on a compiled table: which rule a request selects, following Gateway
+//! API precedence (uses the golden inputs).
+
+use std::path::PathBuf;
+
+use gateway::routing::{RequestView, Table};
+use gateway::translate::{TranslateOptions, compile};
+use http::{HeaderMap, Method};
+
+fn table(name: &str) -> Table {
+    gateway::install_crypto_provider();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.yaml"));
+    let source = gateway::resources::SourceFile {
+        content: std::fs::read_to_string(&path).unwrap(),
+        path,
+    };
+    compile(&[source], &TranslateOptions::default()).unwrap()
+}
+
+/// `(rule id, match index within the vhost)` selected for a request, if any.
+fn select(
+    t: &Table,
+    port: u16,
+    host: &str,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Option<String> {
+    let mut h = HeaderMap::new();
+    for (n, v) in headers {
+        h.append(
+            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let (path, query) = uri
+        .split_once('?')
+        .map_or((uri, None), |(p, q)| (p, Some(q)));
+    let vh = t.ports.get(&port)?.virtual_host(host)?;
+    let view = RequestView {
+        method: &method,
+        path,
+        query,
+        headers: &h,
+    };
+    let entry = vh.find(&view)?;
+    Some(format!(
+        "{} {}",
+        entry.rule.id,
+        serde_json::to_string(&entry.matcher).unwrap()
+    ))
+}
+
+#[test]
+fn requests_select_rules_by_gateway_api_precedence() {
+    let t = table("path_header_query_method_precedence");
+    let get = |uri: &str, headers: &[(&str, &str)]| {
+        select(&t, 8080, "app.example.com", Method::GET, uri, headers).unwrap()
+    };
+    assert!(get("/api/health", &[]).contains("Exact"));
+    assert!(get("/api/v2/things", &[]).contains("RegularExpression"));
+    // RegularExpression ranks above any PathPrefix (the spec leaves regex precedence to
+    // implementations), so it shadows the longer /api/v1/users prefix.
+    assert!(get("/api/v1/users/7", &[]).contains("RegularExpression"));
+    assert!(get("/api/x", &[("x-canary", "true"), ("x-user", "bob")]).contains("x-canary"));
+    // Header regex must match the whole value.
+    assert!(!get("/api/x", &[("x-canary", "true"), ("x-user", "bobby")]).contains("x-canary"));
+    assert!(get("/api/x?debug=1", &[]).contains("debug"));
+    assert!(!get("/api/x?debug=10", &[]).contains("debug"));
+    // Equal matches: the older route wins.
+    assert!(get("/api/x", &[]).starts_with("default/older/0"));
+    let post = select(&t, 8080, "app.example.com", Method::POST, "/api/x", &[]).unwrap();
+    assert!(
+        post.starts_with("default/newer/0") && post.contains("POST"),
+        "{post}"
+    );
+    // Other hosts have no route here; paths outside /api neither.
+    assert!(select(&t, 8080, "other.example.com", Method::GET, "/api", &[]).is_none());
+    assert!(select(&t, 8080, "app.example.com", Method::GET, "/apix", &[]).is_none());
+}
+
+#[test]
+fn most_specific_hostname_wins_across_listeners_on_a_port() {
+    let t = table("host_routing");
+    let rule = |host: &str| {
+        select(&t, 8080, host, Method::GET, "/", &[])
+            .map(|s| s.split(' ').next().unwrap().to_string())
+    };
+    assert_eq!(
+        rule("foo.example.com").as_deref(),
+        Some("default/exact-host/0")
+    );
+    assert_eq!(
+        rule("x.a.example.com").as_deref(),
+        Some("default/wildcard-host/0")
+    );
+    assert_eq!(
+        rule("bar.example.com").as_deref(),
+        Some("default/no-hostnames/0")
+    );
+    assert_eq!(
+        rule("anything.else").as_deref(),
+        Some("default/no-hostnames/0")
+    );
+    // bar.other.com does not intersect the *.example.com listener it attached to.
+    assert_eq!(
+        rule("bar.other.com").as_deref(),
+        Some("default/no-hostnames/0")
+    );
+    assert!(select(&t, 9090, "other.example.org", Method::GET, "/", &[]).is_none());
+    assert!(select(&t, 9090, "api.example.org", Method::GET, "/", &[]).is_some());
+}

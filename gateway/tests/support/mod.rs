@@ -1,0 +1,484 @@
+//! Test helpers: real httpbin (gunicorn), the real `gateway` binary, openssl-made
+//! certificates and curl. Every process is owned by a guard that stops it on drop.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory holding envoy, gunicorn, python...: `$MESHGATE_TOOLS`, else
+/// `<workspace>/.cache/tools/bin`.
+pub fn tools_bin() -> PathBuf {
+    let dir = std::env::var_os("MESHGATE_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/tools/bin"));
+    if !dir.join("gunicorn").exists() {
+        panic!(
+            "gunicorn not found in {} (set MESHGATE_TOOLS or run scripts/install-tools)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A child process stopped (SIGINT, then SIGKILL) when dropped.
+pub struct Process {
+    child: Child,
+    name: String,
+}
+
+impl Process {
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for exit; returns whether it exited in time.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        self.signal("-TERM");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // gunicorn: INT is a quick shutdown of master and workers.
+        self.signal("-INT");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop; killing", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real httpbin: `gunicorn -b 127.0.0.1:<port> -w 2 httpbin:app`.
+pub struct Httpbin {
+    pub port: u16,
+    _process: Process,
+}
+
+impl Httpbin {
+    pub fn start() -> Httpbin {
+        let bin = tools_bin();
+        let port = free_port();
+        let child = Command::new(bin.join("gunicorn"))
+            .args(["-b", &format!("127.0.0.1:{port}"), "-w", "2", "httpbin:app"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gunicorn");
+        let process = Process {
+            child,
+            name: "httpbin".into(),
+        };
+        wait_for("httpbin", Duration::from_secs(30), || {
+            http_get_status(SocketAddr::from(([127, 0, 0, 1], port)), "/status/200") == Some(200)
+        });
+        Httpbin {
+            port,
+            _process: process,
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 GET returning the status code.
+pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::Write;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The real gateway binary, configured from a directory of YAML files.
+pub struct Gateway {
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log_dir: tempfile::TempDir,
+    process: Option<Process>,
+}
+
+impl Gateway {
+    /// Writes `config.yaml` into a fresh directory and starts the gateway on it; waits
+    /// for `/ready`.
+    pub fn start(config: &str) -> Gateway {
+        Self::start_with(config, &[])
+    }
+
+    pub fn start_with(config: &str, extra_args: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let log_dir = tempfile::tempdir().unwrap();
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("--config")
+            .arg(dir.path())
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--poll-interval", "100ms", "--workers", "2"])
+            .args(["--log-format", "text"])
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(log_dir.path().join("access.log")).unwrap())
+            .stderr(std::fs::File::create(log_dir.path().join("gateway.log")).unwrap())
+            .spawn()
+            .expect("spawn gateway");
+        let gw = Gateway {
+            admin,
+            dir,
+            log_dir,
+            process: Some(Process {
+                child,
+                name: "gateway".into(),
+            }),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get_status(admin, "/ready") != Some(200) {
+            if Instant::now() > deadline {
+                panic!("gateway not ready; its log:\n{}", gw.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Replaces the config (atomically, by rename, like a ConfigMap update).
+    pub fn write_config(&self, config: &str) {
+        let tmp = self.dir.path().join(".config.yaml.tmp");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
+    /// The gateway's own log (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Access log lines (stdout), parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.log_dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until an access log line satisfies `f`.
+    pub fn wait_access_log(&self, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self.access_log().into_iter().find(|l| f(l)) {
+                return l;
+            }
+            if Instant::now() > deadline {
+                panic!("no matching access log line in {:#?}", self.access_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET an admin path with curl; (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let r = curl(&[&format!("http://{}{path}", self.admin)]);
+        (r.status, r.body)
+    }
+
+    /// Value of a metric line starting with `prefix` (0 if absent).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        self.process.as_mut().unwrap()
+    }
+}
+
+/// A curl result.
+#[derive(Debug)]
+pub struct CurlResult {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+    pub exit_code: i32,
+    pub stderr: String,
+}
+
+impl CurlResult {
+    /// First value of a response header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Runs curl with `args` (plus `-sS`); captures status, headers and body.
+pub fn curl(args: &[&str]) -> CurlResult {
+    let hdr = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-D"])
+        .arg(hdr.path())
+        .args(["-w", "\n__STATUS__%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = stdout
+        .rsplit_once("\n__STATUS__")
+        .map(|(b, s)| (b.to_string(), s.trim().parse().unwrap_or(0)))
+        .unwrap_or((stdout.clone(), 0));
+    CurlResult {
+        status,
+        headers: std::fs::read_to_string(hdr.path()).unwrap_or_default(),
+        body,
+        exit_code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Certificates made with the openssl CLI.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        Pki {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path(file)).unwrap()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `<name>.crt` / `<name>.key`: a self-signed CA.
+    pub fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    /// `<name>.crt` / `<name>.key` signed by CA `ca`; `dns` SANs; server or client use.
+    pub fn leaf(&self, name: &str, ca: &str, dns: &[&str], client: bool) {
+        let san = dns
+            .iter()
+            .map(|d| format!("DNS:{d}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ext = format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={}\n{}",
+            if client { "clientAuth" } else { "serverAuth" },
+            if san.is_empty() {
+                String::new()
+            } else {
+                format!("subjectAltName={san}\n")
+            }
+        );
+        std::fs::write(self.path(&format!("{name}.ext")), ext).unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+
+    /// A `kubernetes.io/tls` Secret YAML document for `<name>.crt`/`<name>.key`.
+    pub fn tls_secret(&self, secret: &str, name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: default}}\n\
+             type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&self.read(&format!("{name}.crt"))),
+            indent(&self.read(&format!("{name}.key")))
+        )
+    }
+
+    /// A ConfigMap YAML document holding `ca.crt` from `<ca>.crt`.
+    pub fn ca_config_map(&self, cm: &str, ca: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {cm}, namespace: default}}\n\
+             data:\n  ca.crt: |\n{}",
+            indent(&self.read(&format!("{ca}.crt")))
+        )
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// A Service named `name` on port 80 whose EndpointSlice points at `127.0.0.1:<port>`.
+pub fn local_service(name: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+  - addresses: [127.0.0.1]
+"#
+    )
+}
+
+/// A Gateway `edge` with one HTTP listener on `port`.
+pub fn http_gateway(port: u16) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  gatewayClassName: meshgate
+  listeners:
+    - {{name: http, port: {port}, protocol: HTTP}}
+"#
+    )
+}
+
+/// Joins YAML documents.
+pub fn docs(parts: &[&str]) -> String {
+    parts.join("\n---\n")
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
