@@ -56,7 +56,8 @@ pub async fn run(cfg: IstiodConfig, watch_interval: Duration, mut ctx: SourceCon
                 let roots = roots_rx.borrow_and_update().clone();
                 if let (Some(roots), Some(current)) = (roots, ctx.store.current()) {
                     // New trust roots reach SDS clients now, not at the next renewal.
-                    publish(&ctx.store, &ctx.metrics, current.certs.with_roots(&roots.certs), "istiod");
+                    tracing::info!(fingerprint = %roots.fingerprint, "mesh roots changed; pushing the new ROOTCA");
+                    ctx.store.publish(current.certs.with_roots(&roots.certs));
                 }
                 continue;
             }
