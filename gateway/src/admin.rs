@@ -43,8 +43,14 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let loaded = shared.config_loaded.load(Ordering::SeqCst);
             let listening = shared.listeners_ok.load(Ordering::SeqCst);
             let draining = *shared.drain.borrow();
+            let mesh_waiting = shared.table.load().mesh_upstreams
+                && !shared.identity.as_ref().is_some_and(|i| i.is_ready());
             match (loaded, listening, draining) {
                 (_, _, true) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+                (true, true, false) if mesh_waiting => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "mesh upstreams are configured but no valid mesh identity was received over SDS yet\n",
+                ),
                 (false, _, _) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no valid configuration loaded yet\n",
@@ -55,6 +61,29 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
                 (true, true, false) => text(StatusCode::OK, "ready\n"),
             }
+        }
+        "/certs" => {
+            let body = match shared.identity.as_ref().and_then(|i| i.current()) {
+                Some(c) => serde_json::json!({
+                    "identity": c.certs.identity.to_string(),
+                    "serial": c.certs.serial,
+                    "not_before": humantime::format_rfc3339_seconds(c.certs.not_before).to_string(),
+                    "not_after": humantime::format_rfc3339_seconds(c.certs.not_after).to_string(),
+                    "leaf_sha256": c.certs.leaf_sha256,
+                    "root_fingerprints_sha256": c.certs.root_fingerprints,
+                    "sds_version": c.version,
+                }),
+                None => serde_json::json!({
+                    "identity": null,
+                    "mesh_integration": shared.identity.is_some(),
+                }),
+            };
+            let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
         }
         "/config_dump" => {
             let table = shared.table.load();

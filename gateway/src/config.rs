@@ -105,6 +105,17 @@ pub struct RunArgs {
     /// Kubernetes cluster domain, for Service DNS names.
     #[arg(long, env = "GATEWAY_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The sds-agent's SDS socket; turns on mesh integration (the gateway's SPIFFE
+    /// identity for mTLS to mesh upstreams) [default: off].
+    #[arg(long, env = "SDS_SOCKET")]
+    pub sds_socket: Option<PathBuf>,
+    /// Upstream TLS mode for Services without the `meshgate.io/upstream-tls` annotation
+    /// [default: auto with --sds-socket, else disable].
+    #[arg(long, env = "UPSTREAM_TLS", value_enum)]
+    pub upstream_tls: Option<crate::upstream::UpstreamTls>,
+    /// Trust domain of upstream SPIFFE identities.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = mesh::consts::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
     /// Log format for the gateway's own logs (stderr): `json` or `text`.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "json",
           value_parser = ["json", "text"])]
@@ -151,6 +162,8 @@ pub struct Config {
     pub translate: TranslateOptions,
     /// JSON logs.
     pub log_json: bool,
+    /// SDS socket of the sds-agent (mesh integration on when set).
+    pub sds_socket: Option<PathBuf>,
 }
 
 impl From<RunArgs> for Config {
@@ -182,8 +195,15 @@ impl From<RunArgs> for Config {
             translate: TranslateOptions {
                 default_min_tls_version: a.min_tls_version,
                 cluster_domain: a.cluster_domain,
+                upstream_tls: a.upstream_tls.unwrap_or(if a.sds_socket.is_some() {
+                    crate::upstream::UpstreamTls::Auto
+                } else {
+                    crate::upstream::UpstreamTls::Disable
+                }),
+                trust_domain: a.trust_domain,
             },
             log_json: a.log_format == "json",
+            sds_socket: a.sds_socket,
         }
     }
 }

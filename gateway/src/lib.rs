@@ -8,11 +8,13 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod mesh_tls;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;
 pub mod resources;
 pub mod routing;
+pub mod sds;
 pub mod server;
 pub mod tls;
 pub mod translate;

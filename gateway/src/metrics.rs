@@ -22,6 +22,13 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Label of a mesh mTLS failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `no_mesh_identity`, `identity_mismatch`, `untrusted_upstream`, `handshake_failed`, `upstream_requires_mtls`.
+    pub reason: String,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     /// Requests by route and status code.
@@ -46,6 +53,14 @@ pub struct Metrics {
     pub config_last_reload_ok: Gauge,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Mesh mTLS failures towards upstreams, by reason.
+    pub upstream_tls_errors: Family<ReasonLabels, Counter>,
+    /// SDS versions accepted (mesh identity loaded or rotated).
+    pub sds_updates: Counter,
+    /// SDS versions refused (NACKed).
+    pub sds_rejections: Counter,
+    /// SDS stream reconnects.
+    pub sds_reconnects: Counter,
     registry: Registry,
 }
 
@@ -70,6 +85,10 @@ impl Metrics {
             config_rejections: Counter::default(),
             config_last_reload_ok: Gauge::default(),
             access_log_dropped: Counter::default(),
+            upstream_tls_errors: Family::default(),
+            sds_updates: Counter::default(),
+            sds_rejections: Counter::default(),
+            sds_reconnects: Counter::default(),
             registry: Registry::with_prefix("gateway"),
         };
         let mut reg = Registry::with_prefix("gateway");
@@ -128,7 +147,36 @@ impl Metrics {
             "Access log lines dropped",
             m.access_log_dropped.clone(),
         );
+        reg.register(
+            "upstream_tls_errors",
+            "Mesh mTLS failures towards upstreams, by reason",
+            m.upstream_tls_errors.clone(),
+        );
+        reg.register(
+            "sds_updates",
+            "SDS versions accepted",
+            m.sds_updates.clone(),
+        );
+        reg.register(
+            "sds_rejections",
+            "SDS versions refused (NACK)",
+            m.sds_rejections.clone(),
+        );
+        reg.register(
+            "sds_reconnects",
+            "SDS stream reconnects",
+            m.sds_reconnects.clone(),
+        );
         Metrics { registry: reg, ..m }
+    }
+
+    /// Counts a mesh mTLS failure.
+    pub fn tls_error(&self, reason: &str) {
+        self.upstream_tls_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition.

@@ -27,7 +27,6 @@ use crate::metrics::{RequestLabels, RouteLabels};
 use crate::routing::{BackendTarget, Protocol, RequestView};
 use crate::server::Shared;
 use crate::tls;
-use crate::upstream::Transport;
 
 /// Header carrying the request id.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -510,9 +509,13 @@ async fn forward(
         }
         BackendTarget::Endpoints(eps) => {
             let ep = &eps[fastrand::usize(..eps.len())];
-            (ep.address.to_string(), ep.transport)
+            (ep.address.to_string(), ep.transport.clone())
         }
-        BackendTarget::Dns { host, port } => (format!("{host}:{port}"), Transport::Plaintext),
+        BackendTarget::Dns {
+            host,
+            port,
+            transport,
+        } => (format!("{host}:{port}"), transport.clone()),
     };
     completion.upstream_address = Some(address.clone());
 
@@ -588,7 +591,7 @@ async fn forward(
     } else {
         Version::HTTP_11
     };
-    let client = shared.upstreams.client(transport, backend.http2).clone();
+    let client = shared.upstreams.client(&transport, backend.http2);
     let (request_timeout, backend_timeout) = (rule.request_timeout, rule.backend_request_timeout);
     drop(table);
 
@@ -623,6 +626,19 @@ async fn forward(
             return Err(reject(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("upstream connect failure to {address}: {}", error_chain(&e)),
+            ));
+        }
+        Err(e) if transport.is_plaintext() && closed_without_answer(&e) => {
+            // What an Istio STRICT sidecar does to plaintext: accept, then close.
+            shared.metrics.tls_error("upstream_requires_mtls");
+            return Err(reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "upstream requires mTLS: {address} closed the plaintext connection without answering \
+                     (an Istio STRICT sidecar does this); set Service annotation \
+                     meshgate.io/upstream-tls to auto or istio-mutual ({})",
+                    error_chain(&e)
+                ),
             ));
         }
         Err(e) => {
@@ -827,4 +843,26 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// The upstream accepted the connection and closed (or reset) it before any response.
+fn closed_without_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }

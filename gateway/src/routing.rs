@@ -23,6 +23,9 @@ pub struct Table {
     /// Non-fatal findings (routes that attach nowhere, ignored kinds...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Some backend may use mesh mTLS (readiness then waits for the SDS identity).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mesh_upstreams: bool,
 }
 
 /// Edge protocol of a port.
@@ -359,9 +362,25 @@ pub enum BackendTarget {
     /// Addresses from EndpointSlices (possibly none: 503).
     Endpoints(Vec<Endpoint>),
     /// A DNS name resolved at connect time (Service DNS name or `externalName`).
-    Dns { host: String, port: u16 },
+    Dns {
+        host: String,
+        port: u16,
+        #[serde(skip_serializing_if = "Transport::is_plaintext")]
+        transport: Transport,
+    },
     /// The reference cannot be resolved (500); the reason is given to the client.
     Unresolvable(String),
+}
+
+impl BackendTarget {
+    /// Whether any endpoint of this backend is reached with mesh mTLS.
+    pub fn uses_mesh(&self) -> bool {
+        match self {
+            BackendTarget::Endpoints(eps) => eps.iter().any(|e| !e.transport.is_plaintext()),
+            BackendTarget::Dns { transport, .. } => !transport.is_plaintext(),
+            BackendTarget::Unresolvable(_) => false,
+        }
+    }
 }
 
 /// One upstream address with the labels of the workload behind it.

@@ -41,6 +41,8 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// Pooled upstream clients.
     pub upstreams: Upstreams,
+    /// The gateway's mesh identity from SDS (mesh integration on).
+    pub identity: Option<Arc<crate::sds::MeshIdentity>>,
     /// Downstream limits.
     pub limits: Limits,
     /// hyper server settings (HTTP/1.1 + HTTP/2).
@@ -51,6 +53,10 @@ impl Shared {
     /// Builds the shared state (needs a Tokio runtime when the access log is on).
     pub fn new(config: &Config) -> Arc<Shared> {
         let metrics = Arc::new(Metrics::new());
+        let identity = config
+            .sds_socket
+            .as_ref()
+            .map(|_| Arc::new(crate::sds::MeshIdentity::default()));
         let access_log = if config.access_log {
             AccessLog::stdout(metrics.clone())
         } else {
@@ -62,7 +68,8 @@ impl Shared {
             config_loaded: AtomicBool::new(false),
             listeners_ok: AtomicBool::new(false),
             drain: watch::Sender::new(false),
-            upstreams: Upstreams::new(&config.upstream, metrics.clone()),
+            upstreams: Upstreams::new(&config.upstream, metrics.clone(), identity.clone()),
+            identity,
             metrics,
             access_log,
             limits: config.limits.clone(),
@@ -79,6 +86,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
     tracing::info!(addr = %config.admin_addr, "admin server listening");
     tokio::spawn(admin::serve(admin, shared.clone()));
+    if let (Some(socket), Some(identity)) = (&config.sds_socket, &shared.identity) {
+        tracing::info!(socket = %socket.display(), "mesh integration on: fetching the gateway's identity over SDS");
+        tokio::spawn(crate::sds::run(
+            crate::sds::SdsClientConfig {
+                socket: socket.clone(),
+            },
+            identity.clone(),
+            shared.metrics.clone(),
+        ));
+    }
 
     let mut provider = FileProvider::new(config.config_path.clone(), config.translate.clone());
     let s = shared.clone();

@@ -18,6 +18,7 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
 
+use crate::mesh_tls::MeshTarget;
 use crate::resources::{self, ObjectMeta, Resources, SERVICE_NAME_LABEL};
 use crate::routing::{
     Backend, BackendTarget, Endpoint, Filters, HeaderEdits, HeaderMatch, HostPattern, PathMatch,
@@ -25,7 +26,13 @@ use crate::routing::{
     Table, ValueMatch, VirtualHost,
 };
 use crate::tls::{self, ListenerTls, MinVersion, TlsSummary};
-use crate::upstream::Transport;
+use crate::upstream::{Transport, UpstreamTls};
+
+/// Service annotation: upstream TLS mode of this Service (`auto`, `istio-mutual`, `disable`).
+pub const UPSTREAM_TLS_ANNOTATION: &str = "meshgate.io/upstream-tls";
+/// Service annotation: service accounts (names in the Service's namespace, or SPIFFE ids)
+/// the Service's workloads run as; mesh mTLS accepts only these identities.
+pub const SERVICE_ACCOUNTS_ANNOTATION: &str = "meshgate.io/service-accounts";
 
 /// Settings that come from the command line rather than the resources.
 #[derive(Debug, Clone)]
@@ -34,6 +41,10 @@ pub struct TranslateOptions {
     pub default_min_tls_version: MinVersion,
     /// Cluster domain for Service DNS names.
     pub cluster_domain: String,
+    /// Upstream TLS mode for Services without the `meshgate.io/upstream-tls` annotation.
+    pub upstream_tls: UpstreamTls,
+    /// Trust domain of upstream SPIFFE identities.
+    pub trust_domain: String,
 }
 
 impl Default for TranslateOptions {
@@ -41,8 +52,53 @@ impl Default for TranslateOptions {
         TranslateOptions {
             default_min_tls_version: MinVersion::Tls12,
             cluster_domain: "cluster.local".into(),
+            upstream_tls: UpstreamTls::Disable,
+            trust_domain: mesh::consts::DEFAULT_TRUST_DOMAIN.into(),
         }
     }
+}
+
+/// The Service's upstream TLS mode and the identities its workloads may present.
+/// Without the service-accounts annotation the expected identity is the Service's own
+/// name as service account (`spiffe://<td>/ns/<ns>/sa/<service>`), Kubernetes' usual
+/// convention; the annotation overrides it.
+fn mesh_policy(
+    svc: &resources::Service,
+    opts: &TranslateOptions,
+) -> Result<(UpstreamTls, Vec<String>), String> {
+    let ns = svc.metadata.ns();
+    let ctx = format!("Service {}", svc.metadata.key());
+    let mode = match svc.metadata.annotations.get(UPSTREAM_TLS_ANNOTATION) {
+        None => opts.upstream_tls,
+        Some(v) => UpstreamTls::parse(v).ok_or_else(|| {
+            format!("{ctx}: annotation {UPSTREAM_TLS_ANNOTATION}: {v:?} is not one of auto, istio-mutual, disable")
+        })?,
+    };
+    let accounts = match svc.metadata.annotations.get(SERVICE_ACCOUNTS_ANNOTATION) {
+        None => vec![svc.metadata.name.clone()],
+        Some(v) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    let mut ids = Vec::new();
+    for a in accounts {
+        let id = if a.starts_with("spiffe://") {
+            a.parse::<mesh::Identity>()
+        } else {
+            mesh::Identity::new(&opts.trust_domain, ns, &a)
+        }
+        .map_err(|e| format!("{ctx}: annotation {SERVICE_ACCOUNTS_ANNOTATION}: {e}"))?;
+        ids.push(id.to_string());
+    }
+    if ids.is_empty() {
+        return Err(format!(
+            "{ctx}: annotation {SERVICE_ACCOUNTS_ANNOTATION} names no service account"
+        ));
+    }
+    Ok((mode, ids))
 }
 
 /// Why a configuration was rejected: one line per problem.
@@ -143,6 +199,12 @@ pub fn translate(res: &Resources, opts: &TranslateOptions) -> Result<Table, Conf
         },
         pods: res.pods.iter().map(|p| (p.metadata.key(), p)).collect(),
     };
+
+    for svc in &res.services {
+        if let Err(e) = mesh_policy(svc, opts) {
+            errors.push(e);
+        }
+    }
 
     // Listeners.
     let mut listeners: Vec<ListenerInfo> = Vec::new();
@@ -359,7 +421,17 @@ pub fn translate(res: &Resources, opts: &TranslateOptions) -> Result<Table, Conf
         p.virtual_hosts.sort_by_key(|v| v.hostname.specificity());
         p.tls.sort_by_key(|v| v.hostname.specificity());
     }
-    Ok(Table { ports, warnings })
+    let mesh_upstreams = ports
+        .values()
+        .flat_map(|p| p.virtual_hosts.iter())
+        .flat_map(|vh| vh.routes.iter())
+        .flat_map(|r| r.rule.backends.iter())
+        .any(|b| b.target.uses_mesh());
+    Ok(Table {
+        ports,
+        warnings,
+        mesh_upstreams,
+    })
 }
 
 fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> PrecedenceKey {
@@ -975,6 +1047,16 @@ fn resolve_backend(
         .app_protocol
         .as_deref()
         .is_some_and(|p| matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"));
+    // Validated up front; an invalid policy never reaches here.
+    let (mode, identities) = mesh_policy(svc, opts).unwrap_or((UpstreamTls::Disable, Vec::new()));
+    let fqdn = format!("{}.{ns}.svc.{}", b.name, opts.cluster_domain);
+    let mesh_target = (mode != UpstreamTls::Disable).then(|| {
+        Arc::new(MeshTarget {
+            sni: MeshTarget::sni_for(port, &fqdn),
+            identities,
+            http2,
+        })
+    });
     let port_name = sport.name.clone().unwrap_or_default();
     if let Some(slices) = index.slices.get(&skey) {
         let mut endpoints = Vec::new();
@@ -1004,7 +1086,7 @@ fn resolve_backend(
                     if let Ok(ip) = a.parse::<IpAddr>() {
                         endpoints.push(Endpoint {
                             address: SocketAddr::new(ip, target),
-                            transport: Transport::for_endpoint(&labels),
+                            transport: Transport::for_endpoint(mode, mesh_target.as_ref(), &labels),
                             labels: labels.clone(),
                         });
                     }
@@ -1017,7 +1099,17 @@ fn resolve_backend(
     }
     let host = match (&svc.spec.kind, &svc.spec.external_name) {
         (Some(k), Some(ext)) if k == "ExternalName" => ext.clone(),
-        _ => format!("{}.{ns}.svc.{}", b.name, opts.cluster_domain),
+        _ => fqdn,
     };
-    (name, http2, BackendTarget::Dns { host, port })
+    // No endpoint labels to look at: only istio-mutual sends mTLS to a DNS backend.
+    let transport = Transport::for_endpoint(mode, mesh_target.as_ref(), &BTreeMap::new());
+    (
+        name,
+        http2,
+        BackendTarget::Dns {
+            host,
+            port,
+            transport,
+        },
+    )
 }

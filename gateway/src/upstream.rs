@@ -1,39 +1,85 @@
 //! Connections to upstreams: pooled hyper-util clients and the per-endpoint transport.
 //!
-//! [`Transport`] is the seam for mesh mTLS: `translate` picks one per endpoint from its
-//! labels, and [`Upstreams::client`] hands out the pooled client for it. Today every
-//! endpoint is plaintext; the mesh issue adds a `MeshTls` variant (identity, SNI) and a
-//! client whose connector wraps the TCP stream in rustls.
+//! [`Transport`] is chosen per endpoint by `translate` (from the upstream TLS mode and the
+//! endpoint's `security.istio.io/tlsMode` label), and [`Upstreams::client`] hands out the
+//! pooled client for it: one per protocol for plaintext, one per [`MeshTarget`] for mesh
+//! mTLS, whose connector wraps the TCP stream in rustls with the current SDS identity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::Uri;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::mesh_tls::{self, MeshTarget};
 use crate::metrics::Metrics;
+use crate::sds::MeshIdentity;
 
 /// How the gateway connects to one endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub enum Transport {
     /// Plain TCP.
     Plaintext,
+    /// Istio mutual TLS with the gateway's SDS identity.
+    Mesh(Arc<MeshTarget>),
+}
+
+/// Upstream TLS mode of a backend (global default, or per Service by annotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// mTLS to endpoints labelled `security.istio.io/tlsMode=istio`, plaintext to the rest.
+    Auto,
+    /// Always mTLS (`ISTIO_MUTUAL`).
+    IstioMutual,
+    /// Always plaintext (`DISABLE`).
+    Disable,
+}
+
+impl UpstreamTls {
+    /// Parses an annotation value; accepts Istio's spellings too.
+    pub fn parse(s: &str) -> Option<UpstreamTls> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Some(UpstreamTls::Auto),
+            "istio-mutual" => Some(UpstreamTls::IstioMutual),
+            "disable" => Some(UpstreamTls::Disable),
+            _ => None,
+        }
+    }
 }
 
 impl Transport {
-    /// Chooses the transport for an endpoint from its labels. The mesh issue maps
-    /// `security.istio.io/tlsMode: istio` to mesh mTLS here.
-    pub fn for_endpoint(_labels: &BTreeMap<String, String>) -> Transport {
-        Transport::Plaintext
+    /// Plain TCP?
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self, Transport::Plaintext)
+    }
+
+    /// Chooses the transport for an endpoint: `mode` says whether to use mTLS, the
+    /// endpoint's `security.istio.io/tlsMode` label decides for `auto`.
+    pub fn for_endpoint(
+        mode: UpstreamTls,
+        target: Option<&Arc<MeshTarget>>,
+        labels: &BTreeMap<String, String>,
+    ) -> Transport {
+        let in_mesh = labels
+            .get(mesh::consts::TLS_MODE_LABEL)
+            .is_some_and(|v| v == "istio");
+        match (mode, target) {
+            (UpstreamTls::IstioMutual, Some(t)) => Transport::Mesh(t.clone()),
+            (UpstreamTls::Auto, Some(t)) if in_mesh => Transport::Mesh(t.clone()),
+            _ => Transport::Plaintext,
+        }
     }
 }
 
@@ -48,39 +94,84 @@ pub struct UpstreamSettings {
     pub pool_max_idle_per_host: usize,
 }
 
-/// Pooled clients, one per (transport, protocol).
+type MeshClients = HashMap<Arc<MeshTarget>, Client<Connector, Incoming>>;
+
+/// Pooled clients: one per protocol for plaintext, one per mesh target for mTLS (a
+/// target's SNI and expected identities are fixed, so its pool never mixes peers).
 #[derive(Clone)]
 pub struct Upstreams {
     http1: Client<Connector, Incoming>,
     http2: Client<Connector, Incoming>,
+    builder: hyper_util::client::legacy::Builder,
+    plain: Connector,
+    identity: Option<Arc<MeshIdentity>>,
+    /// Copy-on-write: lookups are lock-free; a new target (rare) clones the map.
+    mesh: Arc<ArcSwap<MeshClients>>,
 }
 
 impl Upstreams {
-    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Upstreams {
+    /// Clients sharing `settings`; `identity` is the SDS identity when mesh integration is on.
+    pub fn new(
+        settings: &UpstreamSettings,
+        metrics: Arc<Metrics>,
+        identity: Option<Arc<MeshIdentity>>,
+    ) -> Upstreams {
         let connector = Connector::new(settings, metrics);
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host);
         let http1 = b.clone().build(connector.clone());
-        let http2 = b.http2_only(true).timer(TokioTimer::new()).build(connector);
-        Upstreams { http1, http2 }
+        let http2 = b
+            .clone()
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .build(connector.clone());
+        Upstreams {
+            http1,
+            http2,
+            builder: b,
+            plain: connector,
+            identity,
+            mesh: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+        }
     }
 
     /// The pooled client for an endpoint's transport and the backend's protocol.
-    pub fn client(&self, transport: Transport, http2: bool) -> &Client<Connector, Incoming> {
-        match (transport, http2) {
-            (Transport::Plaintext, false) => &self.http1,
-            (Transport::Plaintext, true) => &self.http2,
+    pub fn client(&self, transport: &Transport, http2: bool) -> Client<Connector, Incoming> {
+        match transport {
+            Transport::Plaintext if http2 => self.http2.clone(),
+            Transport::Plaintext => self.http1.clone(),
+            Transport::Mesh(target) => {
+                if let Some(c) = self.mesh.load().get(target) {
+                    return c.clone();
+                }
+                let connector = Connector {
+                    mesh: Some((target.clone(), self.identity.clone())),
+                    ..self.plain.clone()
+                };
+                let mut b = self.builder.clone();
+                if target.http2 {
+                    b.http2_only(true).timer(TokioTimer::new());
+                }
+                let client = b.build(connector);
+                self.mesh.rcu(|map| {
+                    let mut map = HashMap::clone(map);
+                    map.entry(target.clone()).or_insert_with(|| client.clone());
+                    map
+                });
+                self.mesh.load().get(target).cloned().unwrap_or(client)
+            }
         }
     }
 }
 
-/// TCP connector that counts open upstream connections.
+/// TCP connector (plus mesh mTLS for a mesh target) that counts open upstream connections.
 #[derive(Clone)]
 pub struct Connector {
     inner: HttpConnector,
     metrics: Arc<Metrics>,
+    mesh: Option<(Arc<MeshTarget>, Option<Arc<MeshIdentity>>)>,
 }
 
 impl Connector {
@@ -89,7 +180,128 @@ impl Connector {
         inner.set_nodelay(true);
         inner.set_connect_timeout(Some(settings.connect_timeout));
         inner.enforce_http(true);
-        Connector { inner, metrics }
+        Connector {
+            inner,
+            metrics,
+            mesh: None,
+        }
+    }
+}
+
+/// Why a mesh mTLS connection could not be made (the 503 body says this).
+#[derive(Debug, thiserror::Error)]
+pub enum MeshConnectError {
+    #[error(
+        "no mesh identity yet: the gateway has not received its certificate over SDS (is the sds-agent running and ready?)"
+    )]
+    NoIdentity,
+    #[error("mesh mTLS handshake with {sni} failed: {source}")]
+    Handshake { sni: String, source: std::io::Error },
+}
+
+/// The stream under an upstream connection.
+pub enum UpstreamStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// Mesh mTLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Wraps `tcp` in mesh mTLS for `target` with the newest SDS credentials.
+async fn mesh_handshake(
+    tcp: TcpStream,
+    target: &MeshTarget,
+    identity: Option<&MeshIdentity>,
+    metrics: &Metrics,
+) -> Result<UpstreamStream, MeshConnectError> {
+    let Some(creds) = identity.and_then(|i| i.current()) else {
+        metrics.tls_error("no_mesh_identity");
+        return Err(MeshConnectError::NoIdentity);
+    };
+    let config = mesh_tls::client_config(&creds, target);
+    let name = rustls_pki_types::ServerName::try_from(target.sni.clone()).map_err(|e| {
+        MeshConnectError::Handshake {
+            sni: target.sni.clone(),
+            source: std::io::Error::other(e),
+        }
+    })?;
+    match tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+    {
+        Ok(tls) => Ok(UpstreamStream::Tls(Box::new(tls))),
+        Err(source) => {
+            let text = source.to_string();
+            metrics.tls_error(if text.contains("identity mismatch") {
+                "identity_mismatch"
+            } else if text.contains("invalid peer certificate") {
+                "untrusted_upstream"
+            } else {
+                "handshake_failed"
+            });
+            Err(MeshConnectError::Handshake {
+                sni: target.sni.clone(),
+                source,
+            })
+        }
     }
 }
 
@@ -105,18 +317,28 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let fut = self.inner.call(uri);
         let metrics = self.metrics.clone();
+        let mesh = self.mesh.clone();
         Box::pin(async move {
-            let io = fut.await?;
+            let tcp = fut.await?.into_inner();
+            let stream = match &mesh {
+                None => UpstreamStream::Plain(tcp),
+                Some((target, identity)) => {
+                    mesh_handshake(tcp, target, identity.as_deref(), &metrics).await?
+                }
+            };
             metrics.upstream_connections.inc();
             metrics.upstream_connections_total.inc();
-            Ok(CountedIo { io, metrics })
+            Ok(CountedIo {
+                io: TokioIo::new(stream),
+                metrics,
+            })
         })
     }
 }
 
 /// An upstream connection; decrements the open-connections gauge when dropped.
 pub struct CountedIo {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<UpstreamStream>,
     metrics: Arc<Metrics>,
 }
 
@@ -128,7 +350,10 @@ impl Drop for CountedIo {
 
 impl Connection for CountedIo {
     fn connected(&self) -> Connected {
-        self.io.connected()
+        match self.io.inner() {
+            UpstreamStream::Plain(s) => s.connected(),
+            UpstreamStream::Tls(s) => s.get_ref().0.connected(),
+        }
     }
 }
 
