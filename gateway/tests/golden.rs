@@ -11,13 +11,20 @@ fn golden_dir() -> PathBuf {
 }
 
 fn compile_file(path: &std::path::Path) -> Result<gateway::routing::Table, Vec<String>> {
+    compile_file_with(path, &TranslateOptions::default())
+}
+
+fn compile_file_with(
+    path: &std::path::Path,
+    opts: &TranslateOptions,
+) -> Result<gateway::routing::Table, Vec<String>> {
     gateway::install_crypto_provider();
     let content = std::fs::read_to_string(path).unwrap();
     let source = gateway::resources::SourceFile {
         path: PathBuf::from(path.file_name().unwrap()),
         content,
     };
-    compile(&[source], &TranslateOptions::default()).map_err(|e| e.0)
+    compile(&[source], opts).map_err(|e| e.0)
 }
 
 fn check(expected_path: PathBuf, actual: String) {
@@ -94,4 +101,23 @@ fn every_mistake_in_a_config_is_reported_at_once() {
 #[test]
 fn malformed_yaml_is_rejected_with_file_and_document() {
     error_golden("not_yaml");
+}
+
+#[test]
+fn mesh_upstreams_get_mtls_per_endpoint_label_and_per_service_annotation() {
+    let dir = golden_dir();
+    let opts = TranslateOptions {
+        upstream_tls: gateway::upstream::UpstreamTls::Auto,
+        ..TranslateOptions::default()
+    };
+    let table = compile_file_with(&dir.join("mesh_upstreams.yaml"), &opts)
+        .unwrap_or_else(|e| panic!("mesh_upstreams.yaml rejected:\n{}", e.join("\n")));
+    assert!(table.mesh_upstreams);
+    let json = serde_json::to_string_pretty(&table).unwrap() + "\n";
+    check(dir.join("mesh_upstreams.json"), json);
+}
+
+#[test]
+fn invalid_mesh_annotations_are_rejected_naming_service_and_annotation() {
+    error_golden("bad_mesh_annotations");
 }
