@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 
 use crate::mesh_tls::{self, MeshTarget};
 use crate::metrics::Metrics;
-use crate::sds::MeshIdentity;
+use crate::sds::{MeshCreds, MeshIdentity};
 
 /// How the gateway connects to one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -94,10 +94,16 @@ pub struct UpstreamSettings {
     pub pool_max_idle_per_host: usize,
 }
 
-type MeshClients = HashMap<Arc<MeshTarget>, Client<Connector, Incoming>>;
+/// Per mesh target: the credentials its pool was built with, and the pool.
+type MeshClients = HashMap<Arc<MeshTarget>, (Option<Arc<MeshCreds>>, Client<Connector, Incoming>)>;
 
 /// Pooled clients: one per protocol for plaintext, one per mesh target for mTLS (a
 /// target's SNI and expected identities are fixed, so its pool never mixes peers).
+///
+/// A mesh pool belongs to one SDS credentials version. When SDS delivers new ones the
+/// next request gets a fresh pool, so new connections present the new certificate at
+/// once; requests in flight finish on their old connections, which close when the old
+/// pool is dropped.
 #[derive(Clone)]
 pub struct Upstreams {
     http1: Client<Connector, Incoming>,
@@ -143,11 +149,19 @@ impl Upstreams {
             Transport::Plaintext if http2 => self.http2.clone(),
             Transport::Plaintext => self.http1.clone(),
             Transport::Mesh(target) => {
-                if let Some(c) = self.mesh.load().get(target) {
+                let creds = self.identity.as_ref().and_then(|i| i.current());
+                let same = |a: &Option<Arc<MeshCreds>>| match (a, &creds) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if let Some((built_with, c)) = self.mesh.load().get(target)
+                    && same(built_with)
+                {
                     return c.clone();
                 }
                 let connector = Connector {
-                    mesh: Some((target.clone(), self.identity.clone())),
+                    mesh: Some((target.clone(), creds.clone())),
                     ..self.plain.clone()
                 };
                 let mut b = self.builder.clone();
@@ -157,10 +171,10 @@ impl Upstreams {
                 let client = b.build(connector);
                 self.mesh.rcu(|map| {
                     let mut map = HashMap::clone(map);
-                    map.entry(target.clone()).or_insert_with(|| client.clone());
+                    map.insert(target.clone(), (creds.clone(), client.clone()));
                     map
                 });
-                self.mesh.load().get(target).cloned().unwrap_or(client)
+                client
             }
         }
     }
@@ -171,7 +185,8 @@ impl Upstreams {
 pub struct Connector {
     inner: HttpConnector,
     metrics: Arc<Metrics>,
-    mesh: Option<(Arc<MeshTarget>, Option<Arc<MeshIdentity>>)>,
+    /// Mesh target and the credentials this connector's pool uses (`None`: not yet loaded).
+    mesh: Option<(Arc<MeshTarget>, Option<Arc<MeshCreds>>)>,
 }
 
 impl Connector {
@@ -265,18 +280,18 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
-/// Wraps `tcp` in mesh mTLS for `target` with the newest SDS credentials.
+/// Wraps `tcp` in mesh mTLS for `target` with `creds`.
 async fn mesh_handshake(
     tcp: TcpStream,
     target: &MeshTarget,
-    identity: Option<&MeshIdentity>,
+    creds: Option<&MeshCreds>,
     metrics: &Metrics,
 ) -> Result<UpstreamStream, MeshConnectError> {
-    let Some(creds) = identity.and_then(|i| i.current()) else {
+    let Some(creds) = creds else {
         metrics.tls_error("no_mesh_identity");
         return Err(MeshConnectError::NoIdentity);
     };
-    let config = mesh_tls::client_config(&creds, target);
+    let config = mesh_tls::client_config(creds, target);
     let name = rustls_pki_types::ServerName::try_from(target.sni.clone()).map_err(|e| {
         MeshConnectError::Handshake {
             sni: target.sni.clone(),
@@ -322,8 +337,8 @@ impl tower_service::Service<Uri> for Connector {
             let tcp = fut.await?.into_inner();
             let stream = match &mesh {
                 None => UpstreamStream::Plain(tcp),
-                Some((target, identity)) => {
-                    mesh_handshake(tcp, target, identity.as_deref(), &metrics).await?
+                Some((target, creds)) => {
+                    mesh_handshake(tcp, target, creds.as_deref(), &metrics).await?
                 }
             };
             metrics.upstream_connections.inc();

@@ -1,0 +1,341 @@
+//! Issue 4's scenario with real processes: the test CA; the gateway's sds-agent
+//! (spiffe://cluster.local/ns/gateway-system/sa/gateway-proxy); the real gateway; and an
+//! httpbin "pod": real httpbin behind a real Envoy shaped like Istio's sidecar, with its
+//! certificate from a second sds-agent (spiffe://cluster.local/ns/default/sa/httpbin).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use e2e::ca::{ISTIOD_HOST, TestCa};
+use e2e::process::{ChildGuard, eventually, free_port, wait_for_port};
+use e2e::sidecar::{HttpbinPod, InboundPolicy};
+use e2e::tools::workspace_bin;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mesh::Identity;
+
+const T: Duration = Duration::from_secs(30);
+const GATEWAY_ID: &str = "spiffe://cluster.local/ns/gateway-system/sa/gateway-proxy";
+const HTTPBIN_ID: &str = "spiffe://cluster.local/ns/default/sa/httpbin";
+
+/// The gateway pod (agent + gateway) in front of one httpbin pod.
+struct Lab {
+    dir: tempfile::TempDir,
+    /// Kept alive for the test's duration (the CA and the httpbin pod).
+    _ca: TestCa,
+    _pod: HttpbinPod,
+    agent: Option<ChildGuard>,
+    agent_cmd: Box<dyn Fn() -> Command + Send + Sync>,
+    gateway: ChildGuard,
+    edge: SocketAddr,
+    gateway_admin: SocketAddr,
+}
+
+impl Lab {
+    /// `annotations`: YAML flow-map entries for the httpbin Service, e.g.
+    /// `meshgate.io/upstream-tls: disable`.
+    async fn start(policy: InboundPolicy, annotations: &str, gateway_ttl: &str) -> Lab {
+        e2e::install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::start().await;
+        let pod = HttpbinPod::start(
+            dir.path(),
+            &ca,
+            Identity::new("cluster.local", "default", "httpbin").unwrap(),
+            policy,
+            "1h",
+        )
+        .await;
+
+        // The gateway pod's sds-agent.
+        let gw_identity: Identity = GATEWAY_ID.parse().unwrap();
+        let root = dir.path().join("gw-root-cert.pem");
+        std::fs::write(&root, ca.root_pem()).unwrap();
+        let token = dir.path().join("gw-istio-token");
+        std::fs::write(&token, ca.issue_token(&gw_identity)).unwrap();
+        let socket = dir.path().join("gw-sds.sock");
+        let agent_admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (ca_addr, ttl) = (ca.addr().to_string(), gateway_ttl.to_string());
+        let sock = socket.clone();
+        let agent_cmd = Box::new(move || {
+            let mut cmd = Command::new(workspace_bin("sds-agent"));
+            cmd.env_clear()
+                .env("RUST_LOG", "info")
+                .env("CA_ADDR", &ca_addr)
+                .env("CA_TLS_SERVER_NAME", ISTIOD_HOST)
+                .env("POD_NAMESPACE", "gateway-system")
+                .env("SERVICE_ACCOUNT", "gateway-proxy")
+                .env("SECRET_TTL", &ttl)
+                .arg("--root-cert")
+                .arg(&root)
+                .arg("--token-file")
+                .arg(&token)
+                .arg("--sds-socket")
+                .arg(&sock)
+                .args(["--admin-addr", &agent_admin.to_string(), "--log-format", "text"]);
+            cmd
+        });
+        let agent = ChildGuard::spawn("gateway sds-agent", agent_cmd(), dir.path().join("gw-agent.log"));
+
+        // The gateway, configured with Kubernetes-shaped objects.
+        let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let gateway_admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(&config, gateway_config(edge.port(), pod.inbound, annotations)).unwrap();
+        let mut cmd = Command::new(workspace_bin("gateway"));
+        cmd.env_clear()
+            .env("RUST_LOG", "info")
+            .arg("--config")
+            .arg(&config)
+            .args(["--admin-addr", &gateway_admin.to_string()])
+            .args(["--bind-address", "127.0.0.1", "--log-format", "text", "--workers", "2"])
+            .arg("--sds-socket")
+            .arg(&socket);
+        let gateway = ChildGuard::spawn("gateway", cmd, dir.path().join("gateway.log"));
+        let lab = Lab {
+            dir,
+            _ca: ca,
+            _pod: pod,
+            agent: Some(agent),
+            agent_cmd,
+            gateway,
+            edge,
+            gateway_admin,
+        };
+        lab.wait_ready().await;
+        lab
+    }
+
+    async fn wait_ready(&self) {
+        assert!(wait_for_port(self.gateway_admin, T).await, "gateway admin down:\n{}", self.gateway.output());
+        let ready = eventually(T, || async {
+            e2e::http::get(self.gateway_admin, "/ready").await.ok().filter(|(s, _)| *s == 200)
+        })
+        .await;
+        assert!(ready.is_some(), "gateway never ready:\n{}\nagent:\n{}", self.gateway.output(), self.agent_log());
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gw-agent.log")).unwrap_or_default()
+    }
+
+    /// GET through the gateway's edge listener.
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        request(&client, self.edge, path, headers).await.expect("request through the gateway")
+    }
+
+    /// The gateway's current mesh certificate as `/certs` reports it.
+    async fn gateway_certs(&self) -> serde_json::Value {
+        serde_json::from_str(&e2e::http::get(self.gateway_admin, "/certs").await.unwrap().1).unwrap()
+    }
+
+    async fn gateway_metric(&self, series: &str) -> f64 {
+        e2e::http::metric(&e2e::http::get(self.gateway_admin, "/metrics").await.unwrap().1, series)
+    }
+}
+
+fn gateway_config(edge_port: u16, inbound: SocketAddr, annotations: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gateway-proxy, namespace: default}}
+spec:
+  gatewayClassName: meshgate
+  listeners: [{{name: http, port: {edge_port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  parentRefs: [{{name: gateway-proxy}}]
+  rules: [{{backendRefs: [{{name: httpbin, port: 8000}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  namespace: default
+  annotations: {{{annotations}}}
+spec: {{ports: [{{name: http, port: 8000, targetPort: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: httpbin-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: httpbin}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+  - addresses: ["{ip}"]
+    targetRef: {{kind: Pod, name: httpbin-1}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: httpbin-1
+  namespace: default
+  labels: {{app: httpbin, security.istio.io/tlsMode: istio}}
+"#,
+        port = inbound.port(),
+        ip = inbound.ip(),
+    )
+}
+
+async fn request(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    edge: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
+    let mut req = hyper::Request::get(format!("http://{edge}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Empty::new())?).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The X-Forwarded-Client-Cert value httpbin echoed in `/headers`, if any.
+fn xfcc(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["headers"]["X-Forwarded-Client-Cert"].as_str().map(str::to_string)
+}
+
+fn hash_of(xfcc: &str) -> Option<String> {
+    xfcc.split(';')
+        .find_map(|kv| kv.strip_prefix("Hash="))
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xfcc_through_a_strict_sidecar_names_the_gateway_identity_and_hash() {
+    let lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
+    let (status, body) = lab.get("/headers", &[]).await;
+    assert_eq!(status, 200, "{body}\n{}", lab.gateway.output());
+    let xfcc = xfcc(&body).unwrap_or_else(|| panic!("no XFCC reached httpbin: {body}"));
+    assert!(xfcc.contains(&format!("URI={GATEWAY_ID}")), "{xfcc}");
+    assert!(xfcc.contains(&format!("By={HTTPBIN_ID}")), "{xfcc}");
+    let certs = lab.gateway_certs().await;
+    assert_eq!(certs["identity"], GATEWAY_ID);
+    let leaf = certs["leaf_sha256"].as_str().unwrap();
+    assert_eq!(hash_of(&xfcc).as_deref(), Some(leaf), "Hash is the gateway's current leaf: {xfcc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_xfcc_from_the_edge_never_reaches_httpbin() {
+    let lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
+    let forged = "By=spiffe://cluster.local/ns/default/sa/httpbin;URI=spiffe://cluster.local/ns/kube-system/sa/admin";
+    let (status, body) = lab.get("/headers", &[("x-forwarded-client-cert", forged)]).await;
+    assert_eq!(status, 200, "{body}");
+    let xfcc = xfcc(&body).unwrap();
+    assert!(!xfcc.contains("kube-system"), "forged value leaked: {xfcc}");
+    assert!(xfcc.starts_with(&format!("By={HTTPBIN_ID}")), "only the sidecar's value: {xfcc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_towards_a_strict_sidecar_is_503_upstream_requires_mtls() {
+    let lab = Lab::start(InboundPolicy::Strict, "meshgate.io/upstream-tls: disable", "1h").await;
+    let (status, body) = lab.get("/headers", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("upstream requires mTLS"), "{body}");
+    assert!(lab.gateway.output().contains("upstream requires mTLS"), "access log says why");
+    assert!(lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"upstream_requires_mtls\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_reaches_a_permissive_sidecar_with_mtls() {
+    let lab = Lab::start(InboundPolicy::Permissive, "", "1h").await;
+    let (status, body) = lab.get("/headers", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let xfcc = xfcc(&body).unwrap_or_else(|| panic!("plaintext was used, no XFCC: {body}"));
+    assert!(xfcc.contains(&format!("URI={GATEWAY_ID}")), "{xfcc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_with_an_unexpected_identity_is_refused_naming_both() {
+    let lab = Lab::start(InboundPolicy::Strict, "meshgate.io/service-accounts: reviews", "1h").await;
+    let (status, body) = lab.get("/headers", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("expected spiffe://cluster.local/ns/default/sa/reviews") && body.contains(&format!("got {HTTPBIN_ID}")),
+        "{body}"
+    );
+    assert!(lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"identity_mismatch\"}").await >= 1.0);
+}
+
+/// Steady load through the gateway: returns (requests, failures, XFCC hashes seen).
+async fn load(edge: SocketAddr, duration: Duration, workers: usize) -> (u64, Vec<String>, HashSet<String>) {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let until = Instant::now() + duration;
+    for _ in 0..workers {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+            let mut failures = Vec::new();
+            let mut hashes = HashSet::new();
+            while Instant::now() < until {
+                match request(&client, edge, "/headers", &[]).await {
+                    Ok((200, body)) => {
+                        if let Some(h) = xfcc(&body).as_deref().and_then(hash_of) {
+                            hashes.insert(h);
+                        }
+                    }
+                    Ok((code, body)) => failures.push(format!("{code}: {body}")),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (failures, hashes)
+        }));
+    }
+    let mut failures = Vec::new();
+    let mut hashes = HashSet::new();
+    for t in tasks {
+        let (f, h) = t.await.unwrap();
+        failures.extend(f);
+        hashes.extend(h);
+    }
+    (done.load(Ordering::Relaxed), failures, hashes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_a_minute_of_load_fails_nothing_and_changes_the_hash() {
+    let lab = Lab::start(InboundPolicy::Strict, "", "6s").await;
+    let (requests, failures, hashes) = load(lab.edge, Duration::from_secs(60), 4).await;
+    assert!(failures.is_empty(), "{} of {requests} failed, e.g. {:?}\n{}", failures.len(), &failures[..failures.len().min(3)], lab.gateway.output());
+    assert!(hashes.len() >= 3, "the client certificate seen by httpbin rotated: {hashes:?}");
+    assert!(requests > 500, "steady load: {requests} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_sds_agent_killed_and_restarted_under_load_fails_nothing() {
+    let mut lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
+    let edge = lab.edge;
+    let traffic = tokio::spawn(async move { load(edge, Duration::from_secs(15), 4).await });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    lab.agent.take().unwrap().kill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let agent = ChildGuard::spawn("gateway sds-agent (restarted)", (lab.agent_cmd)(), lab.dir.path().join("gw-agent.log"));
+    lab.agent = Some(agent);
+    let (requests, failures, _) = traffic.await.unwrap();
+    assert!(failures.is_empty(), "{} of {requests} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    // The gateway reconnected to the restarted agent and took its (new) certificate.
+    let again = eventually(T, || async {
+        (lab.gateway_metric("gateway_sds_updates_total").await >= 2.0).then_some(())
+    })
+    .await;
+    assert!(again.is_some(), "no SDS update after the agent restart:\n{}", lab.gateway.output());
+    assert!(lab.gateway_metric("gateway_sds_reconnects_total").await >= 1.0);
+}
