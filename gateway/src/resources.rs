@@ -1,23 +1,51 @@
 //! Kubernetes objects the gateway is configured with, in their Kubernetes shapes.
 //!
-//! Gateway API (`gateway.networking.k8s.io/v1`) `Gateway` and `HTTPRoute`, and core
-//! `Secret`, `ConfigMap`, `Service`, `EndpointSlice` and `Pod` (labels only). These are
-//! plain serde types shaped exactly like the API objects (apiVersion/kind/metadata/spec),
-//! so the same structs can later be fed by a Kubernetes watch. Enumerations are kept as
-//! strings here; `translate` validates them and names the object and field at fault.
+//! Gateway API (`gateway.networking.k8s.io/v1`) `Gateway` and `HTTPRoute` are kube
+//! `CustomResource`s: the spec structs below derive the root objects (with k8s-openapi's
+//! `ObjectMeta`) and their CRDs, so a Kubernetes provider can watch them later. Core
+//! `Secret`, `ConfigMap`, `Service`, `EndpointSlice` and `Pod` (labels only) are plain serde
+//! types shaped exactly like the API objects (apiVersion/kind/metadata/...), reading only
+//! the fields the gateway uses. Enumerations are kept as strings here; `translate`
+//! validates them and names the object and field at fault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Label on an EndpointSlice naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Standard object metadata (the subset the gateway reads).
+/// Metadata of the Gateway API objects (k8s-openapi's, as kube's derive generates it).
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as GatewayApiMeta;
+
+/// Where an object lives: its namespace (`default` when absent) and `namespace/name` key.
+pub trait ObjectKey {
+    /// The namespace, defaulting to `default`.
+    fn ns(&self) -> &str;
+    /// The name, empty when absent.
+    fn name(&self) -> &str;
+    /// `namespace/name`.
+    fn key(&self) -> String {
+        format!("{}/{}", self.ns(), self.name())
+    }
+}
+
+impl ObjectKey for GatewayApiMeta {
+    fn ns(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+}
+
+/// Metadata of the core objects (the subset the gateway reads).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
+pub struct CoreMeta {
     /// Object name.
     #[serde(default)]
     pub name: String,
@@ -30,35 +58,31 @@ pub struct ObjectMeta {
     /// Annotations.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    /// Creation time (RFC 3339); used to break ties in route precedence.
+    /// Creation time (RFC 3339); read (and type-checked) but unused for core objects.
     #[serde(default)]
     pub creation_timestamp: Option<String>,
 }
 
-impl ObjectMeta {
-    /// The namespace, defaulting to `default`.
-    pub fn ns(&self) -> &str {
+impl ObjectKey for CoreMeta {
+    fn ns(&self) -> &str {
         self.namespace.as_deref().unwrap_or("default")
     }
-
-    /// `namespace/name`.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.ns(), self.name)
+    fn name(&self) -> &str {
+        &self.name
     }
 }
 
 // ---------------------------------------------------------------- Gateway
 
-/// `gateway.networking.k8s.io/v1` Gateway.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Gateway {
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    pub spec: GatewaySpec,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Spec of the `gateway.networking.k8s.io/v1` Gateway; kube derives [`Gateway`] (metadata
+/// and spec) and its CRD from it.
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "Gateway",
+    namespaced
+)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
     #[serde(default)]
@@ -67,7 +91,7 @@ pub struct GatewaySpec {
     pub listeners: Vec<Listener>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Listener {
     pub name: String,
@@ -79,7 +103,7 @@ pub struct Listener {
     pub tls: Option<GatewayTlsConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayTlsConfig {
     /// `Terminate` (default) or `Passthrough` (not supported).
@@ -95,7 +119,7 @@ pub struct GatewayTlsConfig {
     pub frontend_validation: Option<FrontendValidation>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FrontendValidation {
     #[serde(default)]
@@ -103,7 +127,7 @@ pub struct FrontendValidation {
 }
 
 /// A reference to an object by group/kind/namespace/name (SecretObjectReference and friends).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectReference {
     #[serde(default)]
@@ -117,16 +141,16 @@ pub struct ObjectReference {
 
 // ---------------------------------------------------------------- HTTPRoute
 
-/// `gateway.networking.k8s.io/v1` HTTPRoute.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpRoute {
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    pub spec: HttpRouteSpec,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Spec of the `gateway.networking.k8s.io/v1` HTTPRoute; kube derives [`HttpRoute`]
+/// (metadata and spec) and its CRD from it.
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "HTTPRoute",
+    root = "HttpRoute",
+    namespaced
+)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteSpec {
     #[serde(default)]
@@ -137,7 +161,7 @@ pub struct HttpRouteSpec {
     pub rules: Vec<HttpRouteRule>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
     #[serde(default)]
@@ -153,7 +177,7 @@ pub struct ParentReference {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteRule {
     #[serde(default)]
@@ -168,7 +192,7 @@ pub struct HttpRouteRule {
     pub timeouts: Option<HttpRouteTimeouts>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteMatch {
     #[serde(default)]
@@ -181,7 +205,7 @@ pub struct HttpRouteMatch {
     pub method: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpPathMatch {
     /// Exact, PathPrefix (default) or RegularExpression.
@@ -192,7 +216,7 @@ pub struct HttpPathMatch {
 }
 
 /// Header or query parameter match.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpValueMatch {
     /// Exact (default) or RegularExpression.
@@ -202,7 +226,7 @@ pub struct HttpValueMatch {
     pub value: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteFilter {
     #[serde(rename = "type")]
@@ -217,7 +241,7 @@ pub struct HttpRouteFilter {
     pub url_rewrite: Option<UrlRewrite>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderModifier {
     #[serde(default)]
@@ -228,13 +252,13 @@ pub struct HeaderModifier {
     pub remove: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 pub struct HttpHeader {
     pub name: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestRedirect {
     #[serde(default)]
@@ -249,7 +273,7 @@ pub struct RequestRedirect {
     pub status_code: Option<u16>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UrlRewrite {
     #[serde(default)]
@@ -258,7 +282,7 @@ pub struct UrlRewrite {
     pub path: Option<PathModifier>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PathModifier {
     /// ReplaceFullPath or ReplacePrefixMatch.
@@ -270,7 +294,7 @@ pub struct PathModifier {
     pub replace_prefix_match: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpBackendRef {
     #[serde(default)]
@@ -288,7 +312,7 @@ pub struct HttpBackendRef {
     pub filters: Vec<HttpRouteFilter>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteTimeouts {
     #[serde(default)]
@@ -304,7 +328,7 @@ pub struct HttpRouteTimeouts {
 #[serde(rename_all = "camelCase")]
 pub struct Secret {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: CoreMeta,
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
     /// Base64-encoded values.
@@ -320,7 +344,7 @@ pub struct Secret {
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMap {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: CoreMeta,
     #[serde(default)]
     pub data: BTreeMap<String, String>,
 }
@@ -330,7 +354,7 @@ pub struct ConfigMap {
 #[serde(rename_all = "camelCase")]
 pub struct Service {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: CoreMeta,
     #[serde(default)]
     pub spec: ServiceSpec,
 }
@@ -366,7 +390,7 @@ pub struct ServicePort {
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSlice {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: CoreMeta,
     #[serde(default)]
     pub address_type: Option<String>,
     #[serde(default)]
@@ -410,7 +434,7 @@ pub struct EndpointConditions {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Pod {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: CoreMeta,
 }
 
 // ---------------------------------------------------------------- loading
@@ -539,10 +563,10 @@ fn add_object(out: &mut Resources, value: serde_yaml::Value) -> Result<(), Strin
         }
         "Gateway" if gateway_api => out
             .gateways
-            .push(serde_yaml::from_value(value).map_err(ctx)?),
+            .push(serde_yaml::from_value(with_metadata(value)).map_err(ctx)?),
         "HTTPRoute" if gateway_api => out
             .http_routes
-            .push(serde_yaml::from_value(value).map_err(ctx)?),
+            .push(serde_yaml::from_value(with_metadata(value)).map_err(ctx)?),
         "Secret" => out
             .secrets
             .push(serde_yaml::from_value(value).map_err(ctx)?),
@@ -559,4 +583,118 @@ fn add_object(out: &mut Resources, value: serde_yaml::Value) -> Result<(), Strin
         _ => out.ignored.push(format!("{api_version} {kind} {name}")),
     }
     Ok(())
+}
+
+/// Adds an empty `metadata` to an object that has none: kube's derived root types require
+/// the field, while the standalone files have always allowed leaving it out.
+fn with_metadata(mut value: serde_yaml::Value) -> serde_yaml::Value {
+    if let Some(map) = value.as_mapping_mut()
+        && !map.contains_key("metadata")
+    {
+        map.insert("metadata".into(), serde_yaml::Mapping::new().into());
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::{CustomResourceExt, Resource};
+
+    use super::*;
+
+    /// Group, kind, version, plural and scope of a generated CRD.
+    fn crd_identity(crd: &CustomResourceDefinition) -> Vec<String> {
+        let versions: Vec<String> = crd
+            .spec
+            .versions
+            .iter()
+            .map(|v| format!("{} served={} storage={}", v.name, v.served, v.storage))
+            .collect();
+        vec![
+            crd.metadata.name.clone().unwrap_or_default(),
+            crd.spec.group.clone(),
+            crd.spec.names.kind.clone(),
+            crd.spec.names.plural.clone(),
+            crd.spec.scope.clone(),
+            versions.join(","),
+        ]
+    }
+
+    #[test]
+    fn gateway_and_httproute_derive_namespaced_gateway_api_v1_crds() {
+        assert_eq!(
+            crd_identity(&Gateway::crd()),
+            [
+                "gateways.gateway.networking.k8s.io",
+                "gateway.networking.k8s.io",
+                "Gateway",
+                "gateways",
+                "Namespaced",
+                "v1 served=true storage=true",
+            ]
+        );
+        assert_eq!(
+            crd_identity(&HttpRoute::crd()),
+            [
+                "httproutes.gateway.networking.k8s.io",
+                "gateway.networking.k8s.io",
+                "HTTPRoute",
+                "httproutes",
+                "Namespaced",
+                "v1 served=true storage=true",
+            ]
+        );
+        assert_eq!(Gateway::api_version(&()), "gateway.networking.k8s.io/v1");
+        assert_eq!(HttpRoute::api_version(&()), "gateway.networking.k8s.io/v1");
+    }
+
+    #[test]
+    fn crd_schemas_describe_the_spec_fields_in_their_api_spelling() {
+        let schema = |crd: CustomResourceDefinition| {
+            let v = &crd.spec.versions[0];
+            serde_json::to_value(&v.schema).unwrap()["openAPIV3Schema"]["properties"]["spec"]
+                ["properties"]
+                .clone()
+        };
+        let gw = schema(Gateway::crd());
+        assert!(gw["gatewayClassName"].is_object(), "{gw:#}");
+        assert!(
+            gw["listeners"]["items"]["properties"]["tls"].is_object(),
+            "{gw:#}"
+        );
+        let route = schema(HttpRoute::crd());
+        let rule = &route["rules"]["items"]["properties"];
+        assert!(route["parentRefs"].is_object(), "{route:#}");
+        assert!(rule["backendRefs"].is_object(), "{route:#}");
+        assert!(
+            rule["matches"]["items"]["properties"]["path"]["properties"]["type"].is_object(),
+            "{route:#}"
+        );
+    }
+
+    #[test]
+    fn gateway_api_objects_without_metadata_still_parse_into_the_default_namespace() {
+        let res = parse_str(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nspec: {}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nspec: {}\n",
+        )
+        .unwrap();
+        assert_eq!(res.gateways[0].metadata.key(), "default/");
+        assert_eq!(res.http_routes[0].metadata.key(), "default/");
+    }
+
+    #[test]
+    fn creation_timestamp_that_is_not_rfc3339_is_rejected_naming_the_route() {
+        let errors = parse_str(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {name: r, creationTimestamp: yesterday}\nspec: {}\n",
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("<inline> document 0: HTTPRoute r: "),
+            "{errors:?}"
+        );
+    }
 }

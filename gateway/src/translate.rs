@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
 
 use crate::mesh_tls::MeshTarget;
-use crate::resources::{self, ObjectMeta, Resources, SERVICE_NAME_LABEL};
+use crate::resources::{self, GatewayApiMeta, ObjectKey, Resources, SERVICE_NAME_LABEL};
 use crate::routing::{
     Backend, BackendTarget, Endpoint, Filters, HeaderEdits, HeaderMatch, HostPattern, PathMatch,
     PathModifier, PortTable, Protocol, QueryMatch, Redirect, Rewrite, RouteEntry, RouteMatch, Rule,
@@ -156,7 +156,8 @@ type PrecedenceKey = (
     std::cmp::Reverse<bool>,
     std::cmp::Reverse<usize>,
     std::cmp::Reverse<usize>,
-    String,
+    // Creation time; a route without one sorts first, as the empty string did before.
+    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     String,
     usize,
     usize,
@@ -434,7 +435,7 @@ pub fn translate(res: &Resources, opts: &TranslateOptions) -> Result<Table, Conf
     })
 }
 
-fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> PrecedenceKey {
+fn precedence(m: &RouteMatch, meta: &GatewayApiMeta, rule: usize, mi: usize) -> PrecedenceKey {
     use std::cmp::Reverse;
     let (rank, len) = match &m.path {
         PathMatch::Exact(p) => (0, p.len()),
@@ -447,7 +448,7 @@ fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> Prec
         Reverse(m.method.is_some()),
         Reverse(m.headers.len()),
         Reverse(m.query_params.len()),
-        meta.creation_timestamp.clone().unwrap_or_default(),
+        meta.creation_timestamp.clone(),
         meta.key(),
         rule,
         mi,
@@ -614,7 +615,7 @@ fn secret_value(s: &resources::Secret, key: &str) -> Result<Vec<u8>, String> {
 
 fn compile_rule(
     index: &Index<'_>,
-    meta: &ObjectMeta,
+    meta: &GatewayApiMeta,
     ri: usize,
     rule: &resources::HttpRouteRule,
     opts: &TranslateOptions,
@@ -1000,7 +1001,7 @@ fn header_edits(m: &resources::HeaderModifier, ctx: &str, errors: &mut Vec<Strin
 /// Resolves a backendRef: (display name, speak h2c, target).
 fn resolve_backend(
     index: &Index<'_>,
-    meta: &ObjectMeta,
+    meta: &GatewayApiMeta,
     b: &resources::HttpBackendRef,
     opts: &TranslateOptions,
 ) -> (String, bool, BackendTarget) {
