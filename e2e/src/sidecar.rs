@@ -153,6 +153,14 @@ impl HttpbinPod {
             .unwrap_or(0)
     }
 
+    /// One statistic of the inbound listener (`listener.virtualInbound.<suffix>`), e.g.
+    /// `no_filter_chain_match`, `ssl.fail_verify_no_cert` (the start-up probe counts one),
+    /// `ssl.fail_verify_error`, `downstream_cx_total`.
+    pub async fn inbound_stat(&self, suffix: &str) -> u64 {
+        self.envoy_stat(&format!("listener.virtualInbound.{suffix}"))
+            .await
+    }
+
     /// Waits until the inbound listener completes a TLS handshake (Istio ALPN) presenting a
     /// certificate for this pod's identity, chained to the CA's root.
     async fn wait_serving(&self, root_pem: &str) {
@@ -293,10 +301,8 @@ async fn start_envoy(
     // Live (static listeners with SDS secrets are warm) and the inbound listener bound.
     loop {
         let live = matches!(crate::http::get(admin, "/ready").await, Ok((200, _)));
-        if live {
-            if let Some(inbound) = inbound_address(admin).await {
-                return Ok((envoy, admin, inbound));
-            }
+        if live && let Some(inbound) = inbound_address(admin).await {
+            return Ok((envoy, admin, inbound));
         }
         if !envoy.is_running() || Instant::now() > deadline {
             return fail(&mut envoy, "inbound listener never became active");
@@ -397,6 +403,7 @@ admin:
 static_resources:
   listeners:
   - name: virtualInbound
+    stat_prefix: virtualInbound
     address:
       socket_address: {{ address: 127.0.0.1, port_value: 0 }}
     listener_filters:

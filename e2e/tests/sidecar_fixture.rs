@@ -26,10 +26,11 @@ fn httpbin_identity() -> Identity {
         .unwrap()
 }
 
+/// Fields drop in order: the pod (its processes) before the directory holding their logs.
 struct Lab {
-    _dir: tempfile::TempDir,
-    ca: TestCa,
     pod: HttpbinPod,
+    ca: TestCa,
+    _dir: tempfile::TempDir,
 }
 
 async fn lab(policy: InboundPolicy) -> Lab {
@@ -194,13 +195,17 @@ async fn strict_sidecar_refuses_plaintext_and_plain_alpn() {
     let lab = lab(InboundPolicy::Strict).await;
     let plain = plain_get(lab.pod.inbound, "/status/200", &[]).await;
     assert!(plain.is_err(), "plaintext was served: {plain:?}");
+    println!("plaintext: {plain:?}");
+    assert_eq!(lab.pod.inbound_stat("no_filter_chain_match").await, 1);
 
     let cert = gateway_cert(&lab.ca);
     for alpn in [&["http/1.1"][..], &["h2", "http/1.1"][..], &[][..]] {
         let (config, _) = client(&lab.ca, Some(&cert), alpn);
         let r = tls_get(lab.pod.inbound, config, "/status/200", &[]).await;
         assert!(r.is_err(), "ALPN {alpn:?} was served: {r:?}");
+        println!("ALPN {alpn:?}: {r:?}");
     }
+    assert_eq!(lab.pod.inbound_stat("no_filter_chain_match").await, 4);
     // Nothing reached httpbin through the sidecar.
     assert!(
         !lab.pod.envoy_log().contains("[inbound]"),
@@ -212,9 +217,13 @@ async fn strict_sidecar_refuses_plaintext_and_plain_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_sidecar_refuses_a_client_without_certificate() {
     let lab = lab(InboundPolicy::Strict).await;
+    let no_cert_before = lab.pod.inbound_stat("ssl.fail_verify_no_cert").await;
     let (config, _) = client(&lab.ca, None, &["istio-http/1.1"]);
     let r = tls_get(lab.pod.inbound, config, "/status/200", &[]).await;
     assert!(r.is_err(), "served without a client certificate: {r:?}");
+    println!("no client certificate: {r:?}");
+    let no_cert = lab.pod.inbound_stat("ssl.fail_verify_no_cert").await;
+    assert_eq!(no_cert, no_cert_before + 1, "ssl.fail_verify_no_cert");
 
     // A certificate from another CA is refused too.
     let other = TestCa::start().await;
@@ -222,6 +231,9 @@ async fn strict_sidecar_refuses_a_client_without_certificate() {
     let (config, _) = client(&lab.ca, Some(&foreign), &["istio-http/1.1"]);
     let r = tls_get(lab.pod.inbound, config, "/status/200", &[]).await;
     assert!(r.is_err(), "served a client from a foreign CA: {r:?}");
+    println!("foreign CA: {r:?}");
+    let untrusted = lab.pod.inbound_stat("ssl.fail_verify_error").await;
+    assert_eq!(untrusted, 1, "ssl.fail_verify_error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
