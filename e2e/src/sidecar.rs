@@ -541,8 +541,8 @@ impl ServerCertVerifier for LeafRecorder {
 }
 
 /// A TLS 1.3 handshake offering `istio-http/1.1` without a client certificate: the server
-/// sends its certificate before it asks for ours, so this sees the sidecar's leaf (the
-/// sidecar then drops the connection for lack of a client certificate).
+/// sends its certificate before it sees that we have none, so this sees the sidecar's leaf
+/// (the sidecar then refuses the connection for lack of a client certificate).
 async fn probe_server_leaf(
     addr: SocketAddr,
     root_pem: &str,
@@ -559,13 +559,22 @@ async fn probe_server_leaf(
         ServerName::try_from("outbound_.80_._.httpbin.default.svc.cluster.local")?.to_owned();
     let handshake = async {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
-        connector.connect(name, tcp).await
+        let mut tls = connector.connect(name, tcp).await?;
+        // Read until the sidecar refuses us (no client certificate), so it has finished
+        // with this connection (and counted `ssl.fail_verify_no_cert`) before we return.
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(&mut tls, &mut buf),
+        )
+        .await;
+        Ok::<_, std::io::Error>(())
     };
     let result = tokio::time::timeout(Duration::from_secs(5), handshake).await;
     match (verifier.leaf(), result) {
-        (Some(leaf), Ok(Ok(_))) => Ok(leaf),
+        (Some(leaf), Ok(Ok(()))) => Ok(leaf),
         (_, Ok(Err(e))) => Err(anyhow::anyhow!("handshake failed: {e}")),
         (_, Err(_)) => Err(anyhow::anyhow!("handshake timed out")),
-        (None, Ok(Ok(_))) => Err(anyhow::anyhow!("server presented no certificate")),
+        (None, Ok(Ok(()))) => Err(anyhow::anyhow!("server presented no certificate")),
     }
 }
