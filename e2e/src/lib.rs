@@ -6,6 +6,7 @@ pub mod envoy;
 pub mod http;
 pub mod process;
 pub mod sds_client;
+pub mod sidecar;
 pub mod tls;
 pub mod tools;
 pub mod workload_api;

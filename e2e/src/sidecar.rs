@@ -1,0 +1,580 @@
+//! An "httpbin pod" made of real processes: httpbin (gunicorn) on loopback behind a real
+//! Envoy acting as its istio-proxy, whose workload certificate (`default`) and mesh root
+//! (`ROOTCA`) come over SDS from a real `sds-agent` talking to the test CA.
+//!
+//! Envoy's inbound listener is shaped like Istio's sidecar `virtualInbound` listener:
+//! a TLS inspector picks the filter chain; the mTLS chain matches only Istio's ALPN
+//! (`istio-http/1.0`, `istio-http/1.1`, `istio-h2`), requires a client certificate
+//! validated against `ROOTCA`, and its connection manager appends to
+//! `X-Forwarded-Client-Cert` (`APPEND_FORWARD`, subject + URI + DNS). STRICT has only that
+//! chain; PERMISSIVE adds a plaintext (`raw_buffer`) chain.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mesh::Identity;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::ca::{ISTIOD_HOST, TestCa};
+use crate::envoy::{sds_cluster_yaml, sds_config_yaml};
+use crate::process::{ChildGuard, free_port, wait_for_port};
+use crate::tools::{tool, workspace_bin};
+
+/// The ALPN values an Istio sidecar's inbound mTLS HTTP chain matches on.
+pub const ISTIO_HTTP_ALPN: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
+
+/// How long each part may take to come up.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The inbound policy, as `PeerAuthentication` `mtls.mode` sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundPolicy {
+    /// mTLS only: one filter chain, Istio ALPN + client certificate required.
+    Strict,
+    /// mTLS (by Istio ALPN) or plaintext.
+    Permissive,
+}
+
+/// A running httpbin pod. Dropping it kills Envoy, the agent and httpbin (in that order).
+pub struct HttpbinPod {
+    /// Envoy's inbound listener (what the gateway connects to).
+    pub inbound: SocketAddr,
+    /// The pod's workload identity (the sidecar's certificate URI SAN).
+    pub identity: Identity,
+    /// The inbound policy Envoy was configured with.
+    pub policy: InboundPolicy,
+    /// httpbin itself, plaintext on loopback (bypasses the sidecar).
+    pub httpbin: SocketAddr,
+    /// The pod's sds-agent admin server (`/ready`, `/certs`, `/metrics`).
+    pub agent_admin: SocketAddr,
+    /// Envoy's admin server.
+    pub envoy_admin: SocketAddr,
+    /// The agent's SDS socket Envoy reads from.
+    pub sds_socket: PathBuf,
+    /// This pod's directory (bootstrap, logs, token, root).
+    pub dir: PathBuf,
+    /// The Envoy bootstrap in use.
+    pub bootstrap: String,
+    envoy: ChildGuard,
+    agent: ChildGuard,
+    httpbin_process: ChildGuard,
+}
+
+impl HttpbinPod {
+    /// Starts httpbin, an sds-agent for `identity` against `ca` (certificate lifetime
+    /// `secret_ttl`, e.g. `"24h"` or `"5s"`), and Envoy with an inbound listener shaped like
+    /// Istio's. Returns once Envoy's inbound listener serves TLS with the agent's certificate.
+    /// Everything lives in a fresh subdirectory of `dir`.
+    pub async fn start(
+        dir: &Path,
+        ca: &TestCa,
+        identity: Identity,
+        policy: InboundPolicy,
+        secret_ttl: &str,
+    ) -> HttpbinPod {
+        crate::install_crypto();
+        let dir = tempfile::Builder::new()
+            .prefix("pod-")
+            .tempdir_in(dir)
+            .expect("pod dir")
+            .keep();
+
+        let (httpbin_process, httpbin) = start_httpbin(&dir).await;
+        let (agent, agent_admin, sds_socket) = start_agent(&dir, ca, &identity, secret_ttl).await;
+
+        let mut last_failure = String::new();
+        for attempt in 1..=3 {
+            let bootstrap = bootstrap_yaml(&identity, policy, httpbin, &sds_socket);
+            match start_envoy(&dir, attempt, &bootstrap).await {
+                Ok((envoy, envoy_admin, inbound)) => {
+                    let pod = HttpbinPod {
+                        inbound,
+                        identity,
+                        policy,
+                        httpbin,
+                        agent_admin,
+                        envoy_admin,
+                        sds_socket,
+                        dir,
+                        bootstrap,
+                        envoy,
+                        agent,
+                        httpbin_process,
+                    };
+                    pod.wait_serving(&ca.root_pem()).await;
+                    return pod;
+                }
+                Err(e) => last_failure = e,
+            }
+        }
+        panic!(
+            "envoy (httpbin sidecar) did not come up:\n{last_failure}\nagent log:\n{}",
+            agent.output()
+        );
+    }
+
+    /// Envoy's log so far (includes its access log).
+    pub fn envoy_log(&self) -> String {
+        self.envoy.output()
+    }
+
+    /// The sds-agent's log so far.
+    pub fn agent_log(&self) -> String {
+        self.agent.output()
+    }
+
+    /// httpbin's (gunicorn's) log so far.
+    pub fn httpbin_log(&self) -> String {
+        self.httpbin_process.output()
+    }
+
+    /// Envoy's pid (e.g. to check it is still running).
+    pub fn envoy_pid(&self) -> u32 {
+        self.envoy.pid()
+    }
+
+    /// One Envoy counter or gauge (`0` if absent), e.g.
+    /// `listener.<inbound>.ssl.connection_error`.
+    pub async fn envoy_stat(&self, name: &str) -> u64 {
+        let (_, body) = crate::http::get(self.envoy_admin, "/stats")
+            .await
+            .unwrap_or_default();
+        body.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                (k == name).then(|| v.trim().parse().ok()).flatten()
+            })
+            .unwrap_or(0)
+    }
+
+    /// One statistic of the inbound listener (`listener.virtualInbound.<suffix>`), e.g.
+    /// `no_filter_chain_match`, `ssl.fail_verify_no_cert` (the start-up probe counts one),
+    /// `ssl.fail_verify_error`, `downstream_cx_total`.
+    pub async fn inbound_stat(&self, suffix: &str) -> u64 {
+        self.envoy_stat(&format!("listener.virtualInbound.{suffix}"))
+            .await
+    }
+
+    /// Waits until the inbound listener completes a TLS handshake (Istio ALPN) presenting a
+    /// certificate for this pod's identity, chained to the CA's root.
+    async fn wait_serving(&self, root_pem: &str) {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let last = match probe_server_leaf(self.inbound, root_pem).await {
+                Ok(leaf) => match mesh::certs::identity_of(&leaf) {
+                    Ok(id) if id == self.identity => return,
+                    Ok(id) => format!("presented {id}, expected {}", self.identity),
+                    Err(e) => format!("leaf without identity: {e}"),
+                },
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "sidecar inbound {} never served the agent's certificate: {last}\nenvoy log:\n{}\nagent log:\n{}",
+                self.inbound,
+                self.envoy_log(),
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn start_httpbin(dir: &Path) -> (ChildGuard, SocketAddr) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut cmd = Command::new(tool("gunicorn"));
+        cmd.args(["-b", &addr.to_string(), "-w", "2", "--access-logfile", "-"])
+            .arg("httpbin:app");
+        let mut process = ChildGuard::spawn("httpbin", cmd, dir.join("httpbin.log"));
+        let deadline = Instant::now() + STARTUP;
+        while process.is_running() && Instant::now() < deadline {
+            if let Ok((200, _)) = crate::http::get(addr, "/status/200").await {
+                return (process, addr);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last = process.output();
+        process.kill();
+    }
+    panic!("httpbin (gunicorn) did not come up; log:\n{last}");
+}
+
+async fn start_agent(
+    dir: &Path,
+    ca: &TestCa,
+    identity: &Identity,
+    secret_ttl: &str,
+) -> (ChildGuard, SocketAddr, PathBuf) {
+    let root_file = dir.join("root-cert.pem");
+    std::fs::write(&root_file, ca.root_pem()).expect("write root");
+    let token_file = dir.join("istio-token");
+    std::fs::write(&token_file, ca.issue_token(identity)).expect("write token");
+    let socket = dir.join("sds.sock");
+    let mut last = String::new();
+    for _ in 0..3 {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let _ = std::fs::remove_file(&socket);
+        let mut cmd = Command::new(workspace_bin("sds-agent"));
+        cmd.env_clear()
+            .env("RUST_LOG", "info,sds_agent=debug")
+            .env("CA_ADDR", ca.addr().to_string())
+            .env("CA_TLS_SERVER_NAME", ISTIOD_HOST)
+            .env("TRUST_DOMAIN", identity.trust_domain())
+            .env("POD_NAMESPACE", identity.namespace())
+            .env("SERVICE_ACCOUNT", identity.service_account())
+            .env("SECRET_TTL", secret_ttl)
+            .arg("--root-cert")
+            .arg(&root_file)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--sds-socket")
+            .arg(&socket)
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--watch-interval", "200ms", "--log-format", "text"]);
+        let mut process = ChildGuard::spawn("sds-agent", cmd, dir.join("agent.log"));
+        let deadline = Instant::now() + STARTUP;
+        while process.is_running() && Instant::now() < deadline {
+            if let Ok((200, _)) = crate::http::get(admin, "/ready").await {
+                return (process, admin, socket);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last = process.output();
+        process.kill();
+    }
+    panic!("sds-agent for {identity} never became ready; log:\n{last}");
+}
+
+/// Starts Envoy with admin and inbound listener on ports the kernel picks (no races with
+/// parallel tests); returns it with the bound admin and inbound addresses once it is live.
+async fn start_envoy(
+    dir: &Path,
+    attempt: u32,
+    bootstrap: &str,
+) -> Result<(ChildGuard, SocketAddr, SocketAddr), String> {
+    let cfg = dir.join("envoy.yaml");
+    std::fs::write(&cfg, bootstrap).expect("write envoy bootstrap");
+    let admin_path = dir.join(format!("envoy-admin-{attempt}.addr"));
+    let mut cmd = Command::new(tool("envoy"));
+    cmd.arg("-c")
+        .arg(&cfg)
+        .arg("--admin-address-path")
+        .arg(&admin_path)
+        .args([
+            "--concurrency",
+            "1",
+            "--use-dynamic-base-id",
+            "--log-level",
+            "info",
+        ]);
+    let mut envoy = ChildGuard::spawn("envoy-sidecar", cmd, dir.join("envoy.log"));
+    let deadline = Instant::now() + STARTUP;
+    let fail = |envoy: &mut ChildGuard, why: &str| {
+        let log = envoy.output();
+        envoy.kill();
+        Err(format!("attempt {attempt}: {why}; envoy log:\n{log}"))
+    };
+    // Admin address, written by Envoy once bound.
+    let admin = loop {
+        if let Some(a) = std::fs::read_to_string(&admin_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+        {
+            break a;
+        }
+        if !envoy.is_running() || Instant::now() > deadline {
+            return fail(&mut envoy, "admin never came up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if !wait_for_port(admin, Duration::from_secs(5)).await {
+        return fail(&mut envoy, "admin address not accepting");
+    }
+    // Live (static listeners with SDS secrets are warm) and the inbound listener bound.
+    loop {
+        let live = matches!(crate::http::get(admin, "/ready").await, Ok((200, _)));
+        if live && let Some(inbound) = inbound_address(admin).await {
+            return Ok((envoy, admin, inbound));
+        }
+        if !envoy.is_running() || Instant::now() > deadline {
+            return fail(&mut envoy, "inbound listener never became active");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The bound address of the `virtualInbound` listener, from admin `/listeners`
+/// (text form: `virtualInbound::127.0.0.1:PORT`), once it is active.
+async fn inbound_address(admin: SocketAddr) -> Option<SocketAddr> {
+    let (_, stats) = crate::http::get(
+        admin,
+        "/stats?filter=^listener_manager.total_listeners_active$",
+    )
+    .await
+    .ok()?;
+    let active: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("listener_manager.total_listeners_active: "))
+        .and_then(|v| v.trim().parse().ok())?;
+    if active < 1 {
+        return None;
+    }
+    let (code, body) = crate::http::get(admin, "/listeners").await.ok()?;
+    if code != 200 {
+        return None;
+    }
+    body.lines().find_map(|l| {
+        let addr: SocketAddr = l.strip_prefix("virtualInbound::")?.trim().parse().ok()?;
+        (addr.port() != 0).then_some(addr)
+    })
+}
+
+/// The Envoy bootstrap for an httpbin sidecar: `virtualInbound` listener on an
+/// ephemeral loopback port, `inbound|<port>||` cluster to httpbin, `sds-grpc` to the agent.
+pub fn bootstrap_yaml(
+    identity: &Identity,
+    policy: InboundPolicy,
+    httpbin: SocketAddr,
+    sds_socket: &Path,
+) -> String {
+    let ns = identity.namespace();
+    let sa = identity.service_account();
+    let port = httpbin.port();
+    let cluster = format!("inbound|{port}||");
+    let hcm = http_connection_manager(&cluster, port);
+    let alpn = ISTIO_HTTP_ALPN
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut chains = format!(
+        r#"    - name: "0.0.0.0_{port}"
+      filter_chain_match:
+        transport_protocol: tls
+        application_protocols: [{alpn}]
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_params:
+              tls_minimum_protocol_version: TLSv1_2
+              tls_maximum_protocol_version: TLSv1_3
+            alpn_protocols: [h2, http/1.1]
+            tls_certificate_sds_secret_configs:
+            - name: default
+{sds_default}            combined_validation_context:
+              default_validation_context: {{}}
+              validation_context_sds_secret_config:
+                name: ROOTCA
+{sds_root}      filters:
+{hcm}"#,
+        sds_default = sds_config_yaml(14),
+        sds_root = sds_config_yaml(16),
+    );
+    if policy == InboundPolicy::Permissive {
+        chains.push_str(&format!(
+            r#"    - name: "0.0.0.0_{port}-plaintext"
+      filter_chain_match:
+        transport_protocol: raw_buffer
+      filters:
+{hcm}"#
+        ));
+    }
+    format!(
+        r#"node:
+  id: sidecar~127.0.0.1~{sa}-pod.{ns}~{ns}.svc.cluster.local
+  cluster: {sa}.{ns}
+  metadata:
+    NAMESPACE: {ns}
+    SERVICE_ACCOUNT: {sa}
+admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+static_resources:
+  listeners:
+  - name: virtualInbound
+    stat_prefix: virtualInbound
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
+    listener_filters_timeout: 5s
+    continue_on_listener_filters_timeout: true
+    filter_chains:
+{chains}  clusters:
+  - name: "{cluster}"
+    type: STATIC
+    connect_timeout: 10s
+    load_assignment:
+      cluster_name: "{cluster}"
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {ip}, port_value: {port} }}
+{sds_cluster}"#,
+        ip = httpbin.ip(),
+        sds_cluster = sds_cluster_yaml(sds_socket),
+    )
+}
+
+/// The inbound HTTP connection manager, as Istio configures it for a sidecar.
+fn http_connection_manager(cluster: &str, port: u16) -> String {
+    format!(
+        r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: "inbound_0.0.0.0_{port}"
+          codec_type: AUTO
+          forward_client_cert_details: APPEND_FORWARD
+          set_current_client_cert_details: {{ subject: true, uri: true, dns: true }}
+          use_remote_address: false
+          normalize_path: true
+          server_name: istio-envoy
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "[inbound] %REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% tls=%DOWNSTREAM_TLS_VERSION% peer=%DOWNSTREAM_PEER_URI_SAN% xfcc=%REQ(X-FORWARDED-CLIENT-CERT)%\n"
+          route_config:
+            name: "inbound|{port}||"
+            validate_clusters: false
+            virtual_hosts:
+            - name: "inbound|http|{port}"
+              domains: ["*"]
+              routes:
+              - name: default
+                match: {{ prefix: "/" }}
+                route:
+                  cluster: "{cluster}"
+                  timeout: 0s
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    )
+}
+
+/// A server verifier that checks the chain against given roots and records the server's
+/// leaf; mesh certificates carry only a URI SAN, so a name mismatch is tolerated (check the
+/// identity with [`LeafRecorder::leaf`] and `mesh::certs::identity_of`).
+#[derive(Debug)]
+pub struct LeafRecorder {
+    inner: Arc<WebPkiServerVerifier>,
+    seen: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl LeafRecorder {
+    /// Trusting `roots` (DER).
+    pub fn new(roots: &[CertificateDer<'_>]) -> anyhow::Result<Arc<LeafRecorder>> {
+        let mut store = RootCertStore::empty();
+        for root in roots {
+            store.add(root.clone().into_owned())?;
+        }
+        Ok(Arc::new(LeafRecorder {
+            inner: WebPkiServerVerifier::builder(Arc::new(store)).build()?,
+            seen: Mutex::new(None),
+        }))
+    }
+
+    /// The last leaf a server presented.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl ServerCertVerifier for LeafRecorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.clone().into_owned());
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(Error::InvalidCertificate(CertificateError::NotValidForName))
+            | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A TLS 1.3 handshake offering `istio-http/1.1` without a client certificate: the server
+/// sends its certificate before it sees that we have none, so this sees the sidecar's leaf
+/// (the sidecar then refuses the connection for lack of a client certificate).
+async fn probe_server_leaf(
+    addr: SocketAddr,
+    root_pem: &str,
+) -> anyhow::Result<CertificateDer<'static>> {
+    let verifier = LeafRecorder::new(&mesh::certs::parse_pem_certs(root_pem, "roots")?)?;
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"istio-http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name =
+        ServerName::try_from("outbound_.80_._.httpbin.default.svc.cluster.local")?.to_owned();
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tls = connector.connect(name, tcp).await?;
+        // Read until the sidecar refuses us (no client certificate), so it has finished
+        // with this connection (and counted `ssl.fail_verify_no_cert`) before we return.
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(&mut tls, &mut buf),
+        )
+        .await;
+        Ok::<_, std::io::Error>(())
+    };
+    let result = tokio::time::timeout(Duration::from_secs(5), handshake).await;
+    match (verifier.leaf(), result) {
+        (Some(leaf), Ok(Ok(()))) => Ok(leaf),
+        (_, Ok(Err(e))) => Err(anyhow::anyhow!("handshake failed: {e}")),
+        (_, Err(_)) => Err(anyhow::anyhow!("handshake timed out")),
+        (None, Ok(Ok(()))) => Err(anyhow::anyhow!("server presented no certificate")),
+    }
+}
