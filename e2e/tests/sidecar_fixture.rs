@@ -149,13 +149,67 @@ async fn strict_sidecar_accepts_istio_mtls_and_appends_xfcc() {
     let hash = mesh::certs::sha256_hex(&cert.0);
     assert!(xfcc.contains(&format!("Hash={hash}")), "{xfcc} vs {hash}");
     assert!(xfcc.contains("Subject=\"\""), "{xfcc}");
+}
 
-    // ALPN istio-h2 matches the chain too (the codec is picked by sniffing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_sidecar_speaks_h2_under_istio_h2_and_tls12() {
+    let lab = lab(InboundPolicy::Strict).await;
+    let cert = gateway_cert(&lab.ca);
+    // ALPN istio-h2 selects the mTLS chain; no ALPN is negotiated (the server offers h2 and
+    // http/1.1), and the AUTO codec recognises the HTTP/2 preface.
     let (config, _) = client(&lab.ca, Some(&cert), &["istio-h2", "istio"]);
-    let (status, _) = tls_get(lab.pod.inbound, config, "/status/200", &[])
+    let tcp = tokio::net::TcpStream::connect(lab.pod.inbound)
         .await
         .unwrap();
-    assert_eq!(status, 200);
+    let name = ServerName::try_from("outbound_.8000_._.httpbin.default.svc.cluster.local").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("https://httpbin.default.svc.cluster.local/headers")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let xfcc = xfcc(&String::from_utf8_lossy(&body)).expect("XFCC over h2");
+    assert!(
+        xfcc.contains("URI=spiffe://cluster.local/ns/gateway-system/sa/gateway-proxy"),
+        "{xfcc}"
+    );
+
+    // TLS 1.2 is accepted too.
+    let recorder = LeafRecorder::new(&[CertificateDer::from(lab.ca.root_der())]).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+            .dangerous()
+            .with_custom_certificate_verifier(recorder)
+            .with_client_auth_cert(
+                vec![CertificateDer::from(cert.0.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.1.clone())),
+            )
+            .unwrap();
+    config.alpn_protocols = vec![b"istio-http/1.1".to_vec(), b"istio".to_vec()];
+    let (status, body) = tls_get(lab.pod.inbound, Arc::new(config), "/headers", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(xfcc_has_gateway(&body), "{body}");
+}
+
+fn xfcc_has_gateway(body: &str) -> bool {
+    xfcc(body).is_some_and(|x| {
+        x.contains("URI=spiffe://cluster.local/ns/gateway-system/sa/gateway-proxy")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
