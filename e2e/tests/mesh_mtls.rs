@@ -78,23 +78,43 @@ impl Lab {
                 .arg(&token)
                 .arg("--sds-socket")
                 .arg(&sock)
-                .args(["--admin-addr", &agent_admin.to_string(), "--log-format", "text"]);
+                .args([
+                    "--admin-addr",
+                    &agent_admin.to_string(),
+                    "--log-format",
+                    "text",
+                ]);
             cmd
         });
-        let agent = ChildGuard::spawn("gateway sds-agent", agent_cmd(), dir.path().join("gw-agent.log"));
+        let agent = ChildGuard::spawn(
+            "gateway sds-agent",
+            agent_cmd(),
+            dir.path().join("gw-agent.log"),
+        );
 
         // The gateway, configured with Kubernetes-shaped objects.
         let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let gateway_admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, gateway_config(edge.port(), pod.inbound, annotations)).unwrap();
+        std::fs::write(
+            &config,
+            gateway_config(edge.port(), pod.inbound, annotations),
+        )
+        .unwrap();
         let mut cmd = Command::new(workspace_bin("gateway"));
         cmd.env_clear()
             .env("RUST_LOG", "info")
             .arg("--config")
             .arg(&config)
             .args(["--admin-addr", &gateway_admin.to_string()])
-            .args(["--bind-address", "127.0.0.1", "--log-format", "text", "--workers", "2"])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--log-format",
+                "text",
+                "--workers",
+                "2",
+            ])
             .arg("--sds-socket")
             .arg(&socket);
         let gateway = ChildGuard::spawn("gateway", cmd, dir.path().join("gateway.log"));
@@ -113,12 +133,24 @@ impl Lab {
     }
 
     async fn wait_ready(&self) {
-        assert!(wait_for_port(self.gateway_admin, T).await, "gateway admin down:\n{}", self.gateway.output());
+        assert!(
+            wait_for_port(self.gateway_admin, T).await,
+            "gateway admin down:\n{}",
+            self.gateway.output()
+        );
         let ready = eventually(T, || async {
-            e2e::http::get(self.gateway_admin, "/ready").await.ok().filter(|(s, _)| *s == 200)
+            e2e::http::get(self.gateway_admin, "/ready")
+                .await
+                .ok()
+                .filter(|(s, _)| *s == 200)
         })
         .await;
-        assert!(ready.is_some(), "gateway never ready:\n{}\nagent:\n{}", self.gateway.output(), self.agent_log());
+        assert!(
+            ready.is_some(),
+            "gateway never ready:\n{}\nagent:\n{}",
+            self.gateway.output(),
+            self.agent_log()
+        );
     }
 
     fn agent_log(&self) -> String {
@@ -128,16 +160,30 @@ impl Lab {
     /// GET through the gateway's edge listener.
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        request(&client, self.edge, path, headers).await.expect("request through the gateway")
+        request(&client, self.edge, path, headers)
+            .await
+            .expect("request through the gateway")
     }
 
     /// The gateway's current mesh certificate as `/certs` reports it.
     async fn gateway_certs(&self) -> serde_json::Value {
-        serde_json::from_str(&e2e::http::get(self.gateway_admin, "/certs").await.unwrap().1).unwrap()
+        serde_json::from_str(
+            &e2e::http::get(self.gateway_admin, "/certs")
+                .await
+                .unwrap()
+                .1,
+        )
+        .unwrap()
     }
 
     async fn gateway_metric(&self, series: &str) -> f64 {
-        e2e::http::metric(&e2e::http::get(self.gateway_admin, "/metrics").await.unwrap().1, series)
+        e2e::http::metric(
+            &e2e::http::get(self.gateway_admin, "/metrics")
+                .await
+                .unwrap()
+                .1,
+            series,
+        )
     }
 }
 
@@ -208,7 +254,9 @@ async fn request(
 /// The X-Forwarded-Client-Cert value httpbin echoed in `/headers`, if any.
 fn xfcc(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    v["headers"]["X-Forwarded-Client-Cert"].as_str().map(str::to_string)
+    v["headers"]["X-Forwarded-Client-Cert"]
+        .as_str()
+        .map(str::to_string)
 }
 
 fn hash_of(xfcc: &str) -> Option<String> {
@@ -228,28 +276,49 @@ async fn xfcc_through_a_strict_sidecar_names_the_gateway_identity_and_hash() {
     let certs = lab.gateway_certs().await;
     assert_eq!(certs["identity"], GATEWAY_ID);
     let leaf = certs["leaf_sha256"].as_str().unwrap();
-    assert_eq!(hash_of(&xfcc).as_deref(), Some(leaf), "Hash is the gateway's current leaf: {xfcc}");
+    assert_eq!(
+        hash_of(&xfcc).as_deref(),
+        Some(leaf),
+        "Hash is the gateway's current leaf: {xfcc}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_xfcc_from_the_edge_never_reaches_httpbin() {
     let lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
     let forged = "By=spiffe://cluster.local/ns/default/sa/httpbin;URI=spiffe://cluster.local/ns/kube-system/sa/admin";
-    let (status, body) = lab.get("/headers", &[("x-forwarded-client-cert", forged)]).await;
+    let (status, body) = lab
+        .get("/headers", &[("x-forwarded-client-cert", forged)])
+        .await;
     assert_eq!(status, 200, "{body}");
     let xfcc = xfcc(&body).unwrap();
     assert!(!xfcc.contains("kube-system"), "forged value leaked: {xfcc}");
-    assert!(xfcc.starts_with(&format!("By={HTTPBIN_ID}")), "only the sidecar's value: {xfcc}");
+    assert!(
+        xfcc.starts_with(&format!("By={HTTPBIN_ID}")),
+        "only the sidecar's value: {xfcc}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disable_towards_a_strict_sidecar_is_503_upstream_requires_mtls() {
-    let lab = Lab::start(InboundPolicy::Strict, "meshgate.io/upstream-tls: disable", "1h").await;
+    let lab = Lab::start(
+        InboundPolicy::Strict,
+        "meshgate.io/upstream-tls: disable",
+        "1h",
+    )
+    .await;
     let (status, body) = lab.get("/headers", &[]).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("upstream requires mTLS"), "{body}");
-    assert!(lab.gateway.output().contains("upstream requires mTLS"), "access log says why");
-    assert!(lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"upstream_requires_mtls\"}").await >= 1.0);
+    assert!(
+        lab.gateway.output().contains("upstream requires mTLS"),
+        "access log says why"
+    );
+    assert!(
+        lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"upstream_requires_mtls\"}")
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,18 +332,32 @@ async fn auto_reaches_a_permissive_sidecar_with_mtls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_with_an_unexpected_identity_is_refused_naming_both() {
-    let lab = Lab::start(InboundPolicy::Strict, "meshgate.io/service-accounts: reviews", "1h").await;
+    let lab = Lab::start(
+        InboundPolicy::Strict,
+        "meshgate.io/service-accounts: reviews",
+        "1h",
+    )
+    .await;
     let (status, body) = lab.get("/headers", &[]).await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body.contains("expected spiffe://cluster.local/ns/default/sa/reviews") && body.contains(&format!("got {HTTPBIN_ID}")),
+        body.contains("expected spiffe://cluster.local/ns/default/sa/reviews")
+            && body.contains(&format!("got {HTTPBIN_ID}")),
         "{body}"
     );
-    assert!(lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"identity_mismatch\"}").await >= 1.0);
+    assert!(
+        lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"identity_mismatch\"}")
+            .await
+            >= 1.0
+    );
 }
 
 /// Steady load through the gateway: returns (requests, failures, XFCC hashes seen).
-async fn load(edge: SocketAddr, duration: Duration, workers: usize) -> (u64, Vec<String>, HashSet<String>) {
+async fn load(
+    edge: SocketAddr,
+    duration: Duration,
+    workers: usize,
+) -> (u64, Vec<String>, HashSet<String>) {
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let until = Instant::now() + duration;
@@ -314,8 +397,17 @@ async fn load(edge: SocketAddr, duration: Duration, workers: usize) -> (u64, Vec
 async fn rotation_under_a_minute_of_load_fails_nothing_and_changes_the_hash() {
     let lab = Lab::start(InboundPolicy::Strict, "", "6s").await;
     let (requests, failures, hashes) = load(lab.edge, Duration::from_secs(60), 4).await;
-    assert!(failures.is_empty(), "{} of {requests} failed, e.g. {:?}\n{}", failures.len(), &failures[..failures.len().min(3)], lab.gateway.output());
-    assert!(hashes.len() >= 3, "the client certificate seen by httpbin rotated: {hashes:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed, e.g. {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(3)],
+        lab.gateway.output()
+    );
+    assert!(
+        hashes.len() >= 3,
+        "the client certificate seen by httpbin rotated: {hashes:?}"
+    );
     assert!(requests > 500, "steady load: {requests} requests");
 }
 
@@ -327,15 +419,28 @@ async fn gateway_sds_agent_killed_and_restarted_under_load_fails_nothing() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     lab.agent.take().unwrap().kill();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let agent = ChildGuard::spawn("gateway sds-agent (restarted)", (lab.agent_cmd)(), lab.dir.path().join("gw-agent.log"));
+    let agent = ChildGuard::spawn(
+        "gateway sds-agent (restarted)",
+        (lab.agent_cmd)(),
+        lab.dir.path().join("gw-agent.log"),
+    );
     lab.agent = Some(agent);
     let (requests, failures, _) = traffic.await.unwrap();
-    assert!(failures.is_empty(), "{} of {requests} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
     // The gateway reconnected to the restarted agent and took its (new) certificate.
     let again = eventually(T, || async {
         (lab.gateway_metric("gateway_sds_updates_total").await >= 2.0).then_some(())
     })
     .await;
-    assert!(again.is_some(), "no SDS update after the agent restart:\n{}", lab.gateway.output());
+    assert!(
+        again.is_some(),
+        "no SDS update after the agent restart:\n{}",
+        lab.gateway.output()
+    );
     assert!(lab.gateway_metric("gateway_sds_reconnects_total").await >= 1.0);
 }

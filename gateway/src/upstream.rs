@@ -210,8 +210,13 @@ pub enum MeshConnectError {
         "no mesh identity yet: the gateway has not received its certificate over SDS (is the sds-agent running and ready?)"
     )]
     NoIdentity,
-    #[error("mesh mTLS handshake with {sni} failed: {source}")]
-    Handshake { sni: String, source: std::io::Error },
+    #[error("mesh mTLS handshake with {sni} failed: {detail}")]
+    Handshake {
+        /// The SNI sent (names the service and port).
+        sni: String,
+        /// What went wrong, for a person.
+        detail: String,
+    },
 }
 
 /// The stream under an upstream connection.
@@ -295,7 +300,7 @@ async fn mesh_handshake(
     let name = rustls_pki_types::ServerName::try_from(target.sni.clone()).map_err(|e| {
         MeshConnectError::Handshake {
             sni: target.sni.clone(),
-            source: std::io::Error::other(e),
+            detail: e.to_string(),
         }
     })?;
     match tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -303,18 +308,12 @@ async fn mesh_handshake(
         .await
     {
         Ok(tls) => Ok(UpstreamStream::Tls(Box::new(tls))),
-        Err(source) => {
-            let text = source.to_string();
-            metrics.tls_error(if text.contains("identity mismatch") {
-                "identity_mismatch"
-            } else if text.contains("invalid peer certificate") {
-                "untrusted_upstream"
-            } else {
-                "handshake_failed"
-            });
+        Err(e) => {
+            let (reason, detail) = describe_tls_failure(&e);
+            metrics.tls_error(reason);
             Err(MeshConnectError::Handshake {
                 sni: target.sni.clone(),
-                source,
+                detail,
             })
         }
     }
@@ -409,5 +408,31 @@ impl hyper::rt::Write for CountedIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// A metric reason and a sentence for a failed mesh handshake.
+fn describe_tls_failure(e: &std::io::Error) -> (&'static str, String) {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            match other.0.downcast_ref::<mesh_tls::IdentityMismatch>() {
+                Some(m) => ("identity_mismatch", m.to_string()),
+                None => (
+                    "untrusted_upstream",
+                    format!("upstream certificate rejected: {}", other.0),
+                ),
+            }
+        }
+        Some(rustls::Error::InvalidCertificate(c)) => (
+            "untrusted_upstream",
+            format!(
+                "upstream certificate rejected ({c:?}); is it signed by the mesh root (ROOTCA)?"
+            ),
+        ),
+        Some(other) => ("handshake_failed", other.to_string()),
+        None => ("handshake_failed", e.to_string()),
     }
 }
