@@ -63,7 +63,8 @@ pub struct HttpbinPod {
     pub bootstrap: String,
     envoy: ChildGuard,
     agent: ChildGuard,
-    httpbin_process: ChildGuard,
+    /// httpbin, when this pod runs it (not when it fronts another app).
+    httpbin_process: Option<ChildGuard>,
 }
 
 impl HttpbinPod {
@@ -78,6 +79,30 @@ impl HttpbinPod {
         policy: InboundPolicy,
         secret_ttl: &str,
     ) -> HttpbinPod {
+        Self::start_with_app(dir, ca, identity, policy, secret_ttl, None).await
+    }
+
+    /// Like [`HttpbinPod::start`], but the sidecar fronts the app already listening on
+    /// `app` (e.g. a benchmark upstream) instead of a new httpbin.
+    pub async fn start_in_front_of(
+        dir: &Path,
+        ca: &TestCa,
+        identity: Identity,
+        policy: InboundPolicy,
+        secret_ttl: &str,
+        app: SocketAddr,
+    ) -> HttpbinPod {
+        Self::start_with_app(dir, ca, identity, policy, secret_ttl, Some(app)).await
+    }
+
+    async fn start_with_app(
+        dir: &Path,
+        ca: &TestCa,
+        identity: Identity,
+        policy: InboundPolicy,
+        secret_ttl: &str,
+        app: Option<SocketAddr>,
+    ) -> HttpbinPod {
         crate::install_crypto();
         let dir = tempfile::Builder::new()
             .prefix("pod-")
@@ -85,7 +110,13 @@ impl HttpbinPod {
             .expect("pod dir")
             .keep();
 
-        let (httpbin_process, httpbin) = start_httpbin(&dir).await;
+        let (httpbin_process, httpbin) = match app {
+            Some(addr) => (None, addr),
+            None => {
+                let (process, addr) = start_httpbin(&dir).await;
+                (Some(process), addr)
+            }
+        };
         let (agent, agent_admin, sds_socket) = start_agent(&dir, ca, &identity, secret_ttl).await;
 
         let mut last_failure = String::new();
@@ -131,7 +162,10 @@ impl HttpbinPod {
 
     /// httpbin's (gunicorn's) log so far.
     pub fn httpbin_log(&self) -> String {
-        self.httpbin_process.output()
+        self.httpbin_process
+            .as_ref()
+            .map(|p| p.output())
+            .unwrap_or_default()
     }
 
     /// Envoy's pid (e.g. to check it is still running).
@@ -207,7 +241,9 @@ async fn start_httpbin(dir: &Path) -> (ChildGuard, SocketAddr) {
     panic!("httpbin (gunicorn) did not come up; log:\n{last}");
 }
 
-async fn start_agent(
+/// Starts an sds-agent for `identity` against `ca` in `dir` (root, token, socket and log
+/// live there) and waits until it is ready; returns it with its admin address and socket.
+pub async fn start_agent(
     dir: &Path,
     ca: &TestCa,
     identity: &Identity,

@@ -30,10 +30,15 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// A binary of this workspace built in the same profile as the running test.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    // Test executables live in target/<profile>/deps; binaries one level up.
+    // Test executables live in target/<profile>/deps, binaries one level up; a binary of
+    // this crate (e.g. mesh-lab) sits beside them.
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
+    let here = exe.parent().expect("exe dir");
+    let path = [here, here.parent().unwrap_or(here)]
+        .iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| here.join(name));
     assert!(
         path.exists(),
         "{} not built: run `cargo build -p {name}` (cargo test --workspace builds it)",

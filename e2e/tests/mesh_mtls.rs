@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use e2e::ca::{ISTIOD_HOST, TestCa};
+use e2e::ca::TestCa;
 use e2e::process::{ChildGuard, eventually, free_port, wait_for_port};
-use e2e::sidecar::{HttpbinPod, InboundPolicy};
+use e2e::sidecar::{HttpbinPod, InboundPolicy, start_agent};
 use e2e::tools::workspace_bin;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -27,11 +27,11 @@ const HTTPBIN_ID: &str = "spiffe://cluster.local/ns/default/sa/httpbin";
 /// The gateway pod (agent + gateway) in front of one httpbin pod.
 struct Lab {
     dir: tempfile::TempDir,
-    /// Kept alive for the test's duration (the CA and the httpbin pod).
-    _ca: TestCa,
+    ca: TestCa,
+    /// Kept alive for the test's duration.
     _pod: HttpbinPod,
     agent: Option<ChildGuard>,
-    agent_cmd: Box<dyn Fn() -> Command + Send + Sync>,
+    gateway_ttl: String,
     gateway: ChildGuard,
     edge: SocketAddr,
     gateway_admin: SocketAddr,
@@ -55,42 +55,9 @@ impl Lab {
 
         // The gateway pod's sds-agent.
         let gw_identity: Identity = GATEWAY_ID.parse().unwrap();
-        let root = dir.path().join("gw-root-cert.pem");
-        std::fs::write(&root, ca.root_pem()).unwrap();
-        let token = dir.path().join("gw-istio-token");
-        std::fs::write(&token, ca.issue_token(&gw_identity)).unwrap();
-        let socket = dir.path().join("gw-sds.sock");
-        let agent_admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let (ca_addr, ttl) = (ca.addr().to_string(), gateway_ttl.to_string());
-        let sock = socket.clone();
-        let agent_cmd = Box::new(move || {
-            let mut cmd = Command::new(workspace_bin("sds-agent"));
-            cmd.env_clear()
-                .env("RUST_LOG", "info")
-                .env("CA_ADDR", &ca_addr)
-                .env("CA_TLS_SERVER_NAME", ISTIOD_HOST)
-                .env("POD_NAMESPACE", "gateway-system")
-                .env("SERVICE_ACCOUNT", "gateway-proxy")
-                .env("SECRET_TTL", &ttl)
-                .arg("--root-cert")
-                .arg(&root)
-                .arg("--token-file")
-                .arg(&token)
-                .arg("--sds-socket")
-                .arg(&sock)
-                .args([
-                    "--admin-addr",
-                    &agent_admin.to_string(),
-                    "--log-format",
-                    "text",
-                ]);
-            cmd
-        });
-        let agent = ChildGuard::spawn(
-            "gateway sds-agent",
-            agent_cmd(),
-            dir.path().join("gw-agent.log"),
-        );
+        let gw_dir = dir.path().join("gateway-pod");
+        std::fs::create_dir_all(&gw_dir).unwrap();
+        let (agent, _, socket) = start_agent(&gw_dir, &ca, &gw_identity, gateway_ttl).await;
 
         // The gateway, configured with Kubernetes-shaped objects.
         let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -120,10 +87,10 @@ impl Lab {
         let gateway = ChildGuard::spawn("gateway", cmd, dir.path().join("gateway.log"));
         let lab = Lab {
             dir,
-            _ca: ca,
+            ca,
             _pod: pod,
             agent: Some(agent),
-            agent_cmd,
+            gateway_ttl: gateway_ttl.to_string(),
             gateway,
             edge,
             gateway_admin,
@@ -154,7 +121,20 @@ impl Lab {
     }
 
     fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gw-agent.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("gateway-pod/agent.log")).unwrap_or_default()
+    }
+
+    /// Starts the gateway pod's sds-agent again (same socket).
+    async fn restart_agent(&mut self) {
+        let gw_dir = self.dir.path().join("gateway-pod");
+        let (agent, _, _) = start_agent(
+            &gw_dir,
+            &self.ca,
+            &GATEWAY_ID.parse().unwrap(),
+            &self.gateway_ttl,
+        )
+        .await;
+        self.agent = Some(agent);
     }
 
     /// GET through the gateway's edge listener.
@@ -419,12 +399,7 @@ async fn gateway_sds_agent_killed_and_restarted_under_load_fails_nothing() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     lab.agent.take().unwrap().kill();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let agent = ChildGuard::spawn(
-        "gateway sds-agent (restarted)",
-        (lab.agent_cmd)(),
-        lab.dir.path().join("gw-agent.log"),
-    );
-    lab.agent = Some(agent);
+    lab.restart_agent().await;
     let (requests, failures, _) = traffic.await.unwrap();
     assert!(
         failures.is_empty(),
