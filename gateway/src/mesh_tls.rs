@@ -85,7 +85,7 @@ impl ServerCertVerifier for SpiffeVerifier {
             Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
         })?;
         let got = got.to_string();
-        if self.identities.iter().any(|id| *id == got) {
+        if self.identities.contains(&got) {
             return Ok(ServerCertVerified::assertion());
         }
         Err(Error::InvalidCertificate(CertificateError::Other(
