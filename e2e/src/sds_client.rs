@@ -7,31 +7,18 @@ use std::time::Duration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use hyper_util::rt::TokioIo;
 use mesh::consts::SECRET_TYPE_URL;
 use mesh::sds::{decode_secret, inline_bytes};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Connects to an SDS server on a unix socket.
 pub async fn connect(
     socket: &Path,
 ) -> Result<SecretDiscoveryServiceClient<Channel>, tonic::transport::Error> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://sds.local")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
-        .await?;
-    Ok(SecretDiscoveryServiceClient::new(channel))
+    mesh::sds::connect_unix(socket).await
 }
 
 /// Connects, retrying until the socket exists and answers or `timeout` passes.

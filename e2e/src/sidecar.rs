@@ -12,18 +12,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh::Identity;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::ca::{ISTIOD_HOST, TestCa};
 use crate::envoy::{sds_cluster_yaml, sds_config_yaml};
 use crate::process::{ChildGuard, free_port, wait_for_port};
+use crate::tls::LeafRecorder;
 use crate::tools::{tool, workspace_bin};
 
 /// The ALPN values an Istio sidecar's inbound mTLS HTTP chain matches on.
@@ -504,76 +502,6 @@ fn http_connection_manager(cluster: &str, port: u16) -> String {
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 "#
     )
-}
-
-/// A server verifier that checks the chain against given roots and records the server's
-/// leaf; mesh certificates carry only a URI SAN, so a name mismatch is tolerated (check the
-/// identity with [`LeafRecorder::leaf`] and `mesh::certs::identity_of`).
-#[derive(Debug)]
-pub struct LeafRecorder {
-    inner: Arc<WebPkiServerVerifier>,
-    seen: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl LeafRecorder {
-    /// Trusting `roots` (DER).
-    pub fn new(roots: &[CertificateDer<'_>]) -> anyhow::Result<Arc<LeafRecorder>> {
-        let mut store = RootCertStore::empty();
-        for root in roots {
-            store.add(root.clone().into_owned())?;
-        }
-        Ok(Arc::new(LeafRecorder {
-            inner: WebPkiServerVerifier::builder(Arc::new(store)).build()?,
-            seen: Mutex::new(None),
-        }))
-    }
-
-    /// The last leaf a server presented.
-    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl ServerCertVerifier for LeafRecorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        *self.seen.lock().unwrap() = Some(end_entity.clone().into_owned());
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(Error::InvalidCertificate(CertificateError::NotValidForName))
-            | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// A TLS 1.3 handshake offering `istio-http/1.1` without a client certificate: the server

@@ -10,13 +10,35 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+/// A server verifier that checks the chain against given roots and records the server's
+/// leaf; mesh certificates carry only a URI SAN, so a name mismatch is tolerated (check the
+/// identity with [`LeafRecorder::leaf`] and `mesh::certs::identity_of`).
 #[derive(Debug)]
-struct Capture {
+pub struct LeafRecorder {
     inner: Arc<WebPkiServerVerifier>,
     seen: Mutex<Option<CertificateDer<'static>>>,
 }
 
-impl ServerCertVerifier for Capture {
+impl LeafRecorder {
+    /// Trusting `roots` (DER).
+    pub fn new(roots: &[CertificateDer<'_>]) -> anyhow::Result<Arc<LeafRecorder>> {
+        let mut store = RootCertStore::empty();
+        for root in roots {
+            store.add(root.clone().into_owned())?;
+        }
+        Ok(Arc::new(LeafRecorder {
+            inner: WebPkiServerVerifier::builder(Arc::new(store)).build()?,
+            seen: Mutex::new(None),
+        }))
+    }
+
+    /// The last leaf a server presented.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl ServerCertVerifier for LeafRecorder {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -64,14 +86,7 @@ pub async fn peer_leaf(
     roots_pem: &str,
 ) -> anyhow::Result<CertificateDer<'static>> {
     crate::install_crypto();
-    let mut roots = RootCertStore::empty();
-    for cert in mesh::certs::parse_pem_certs(roots_pem, "roots")? {
-        roots.add(cert)?;
-    }
-    let verifier = Arc::new(Capture {
-        inner: WebPkiServerVerifier::builder(Arc::new(roots)).build()?,
-        seen: Mutex::new(None),
-    });
+    let verifier = LeafRecorder::new(&mesh::certs::parse_pem_certs(roots_pem, "roots")?)?;
     let config = rustls::ClientConfig::builder()
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone())
@@ -80,6 +95,7 @@ pub async fn peer_leaf(
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let name = ServerName::try_from("workload.mesh.invalid")?;
     let _tls = connector.connect(name, tcp).await?;
-    let leaf = verifier.seen.lock().unwrap().clone();
-    leaf.ok_or_else(|| anyhow::anyhow!("server presented no certificate"))
+    verifier
+        .leaf()
+        .ok_or_else(|| anyhow::anyhow!("server presented no certificate"))
 }

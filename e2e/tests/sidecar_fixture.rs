@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use e2e::ca::TestCa;
-use e2e::sidecar::{HttpbinPod, InboundPolicy, LeafRecorder};
+use e2e::sidecar::{HttpbinPod, InboundPolicy};
+use e2e::tls::LeafRecorder;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use mesh::Identity;

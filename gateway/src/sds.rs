@@ -11,8 +11,6 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use hyper_util::rt::TokioIo;
 use mesh::WorkloadCerts;
 use mesh::certs::parse_pem_certs;
 use mesh::consts::{SDS_DEFAULT, SDS_ROOTCA, SECRET_TYPE_URL};
@@ -164,24 +162,6 @@ pub async fn run(
     }
 }
 
-async fn connect(
-    socket: &Path,
-) -> Result<SecretDiscoveryServiceClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::from_static("http://sds-agent.local")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
-        .await?;
-    Ok(SecretDiscoveryServiceClient::new(channel))
-}
-
 fn request(version: &str, nonce: &str, error: Option<String>) -> DiscoveryRequest {
     DiscoveryRequest {
         version_info: version.to_string(),
@@ -202,7 +182,7 @@ async fn stream_once(
     identity: &MeshIdentity,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = connect(socket).await?;
+    let mut client = mesh::sds::connect_unix(socket).await?;
     let (tx, rx) = mpsc::channel(4);
     tx.send(request("", "", None)).await?;
     let mut inbound = client

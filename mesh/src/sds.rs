@@ -94,3 +94,28 @@ pub fn inline_bytes(ds: Option<&DataSource>) -> Option<&[u8]> {
         _ => None,
     }
 }
+
+/// Connects an SDS client to a server on a unix socket (the sds-agent's).
+pub async fn connect_unix(
+    socket: &std::path::Path,
+) -> Result<
+    envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient<
+        tonic::transport::Channel,
+    >,
+    tonic::transport::Error,
+>{
+    let path = socket.to_path_buf();
+    // The URI is required by the API but unused: the connector dials the socket.
+    let channel = tonic::transport::Endpoint::from_static("http://sds.local")
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await?;
+    Ok(envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient::new(channel))
+}
