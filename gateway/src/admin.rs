@@ -2,11 +2,8 @@
 //! and the client side used by `gateway probe`.
 
 use std::convert::Infallible;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -124,24 +121,4 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-/// `gateway probe`: GET `path` on the admin server; true on 200.
-pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<bool, String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
-    let head = String::from_utf8_lossy(&buf);
-    let status_line = head.lines().next().unwrap_or_default();
-    Ok(status_line.split_whitespace().nth(1) == Some("200"))
 }

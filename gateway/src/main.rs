@@ -29,14 +29,7 @@ fn main() -> ExitCode {
             admin_addr,
             path,
             timeout,
-        }) => match gateway::admin::probe(admin_addr, &path, timeout) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("probe: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }) => mesh::admin::probe_exit_code(admin_addr, &path, timeout),
         None => {
             let config = Config::from(cli.run);
             gateway::init_logging(config.log_json);

@@ -2,6 +2,7 @@
 //! well-known constants, Istio's certificate-service protocol, workload certificates
 //! and the SDS secrets built from them.
 
+pub mod admin;
 pub mod ca;
 pub mod certs;
 pub mod consts;

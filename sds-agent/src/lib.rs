@@ -8,7 +8,6 @@ pub mod ca_client;
 pub mod config;
 pub mod csr;
 pub mod metrics;
-pub mod probe;
 pub mod roots;
 pub mod rotation;
 pub mod sds;

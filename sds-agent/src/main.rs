@@ -4,22 +4,17 @@ use clap::Parser;
 use sds_agent::app::{self, Agent};
 use sds_agent::config::{Cli, Command};
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Probe(p)) = cli.command {
-        return match sds_agent::probe::probe(p.admin_addr, &p.path, p.timeout).await {
-            Ok(200) => ExitCode::SUCCESS,
-            Ok(code) => {
-                eprintln!("{} answered {code}", p.path);
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("probe failed: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    // The probe runs before (and without) the agent's runtime.
+    if let Some(Command::Probe(p)) = &cli.command {
+        return mesh::admin::probe_exit_code(p.admin_addr, &p.path, p.timeout);
     }
+    run(cli)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn run(cli: Cli) -> ExitCode {
     // One crypto provider for the whole process (kube and rcgen also pull in ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let format = cli.run.log_format;
