@@ -290,10 +290,15 @@ async fn disable_towards_a_strict_sidecar_is_503_upstream_requires_mtls() {
     let (status, body) = lab.get("/headers", &[]).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("upstream requires mTLS"), "{body}");
-    assert!(
-        lab.gateway.output().contains("upstream requires mTLS"),
-        "access log says why"
-    );
+    // The access log is written by its own task: the line may trail the response.
+    let logged = eventually(Duration::from_secs(5), || async {
+        lab.gateway
+            .output()
+            .contains("upstream requires mTLS")
+            .then_some(())
+    })
+    .await;
+    assert!(logged.is_some(), "access log says why");
     assert!(
         lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"upstream_requires_mtls\"}")
             .await

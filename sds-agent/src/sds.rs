@@ -163,8 +163,9 @@ impl SecretDiscoveryService for Server {
                                 }
                             };
                             if let Some(err) = &req.error_detail {
-                                server.metrics.sds_nacks.inc();
                                 tracing::warn!(nonce = %req.response_nonce, version = %req.version_info, "SDS client rejected (NACK) our secrets: {}", err.message);
+                                // Counted after logging: whoever sees the count finds the line.
+                                server.metrics.sds_nacks.inc();
                             } else if !req.response_nonce.is_empty() {
                                 tracing::debug!(nonce = %req.response_nonce, version = %req.version_info, "SDS ACK");
                             }
