@@ -136,11 +136,24 @@ pub struct TestCa {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// A listener made elsewhere (e.g. in another network namespace), used by the first serve.
+    preset: Option<std::net::TcpListener>,
 }
 
 impl TestCa {
     /// Starts a CA on an ephemeral loopback port.
     pub async fn start() -> TestCa {
+        Self::start_inner(None).await
+    }
+
+    /// Starts a CA on a listener the caller bound (the mesh lab binds it inside the
+    /// `istiod` network namespace). [`TestCa::restart`] then rebinds the same address in
+    /// the caller's namespace, so the lab does not restart it.
+    pub async fn start_on(listener: std::net::TcpListener) -> TestCa {
+        Self::start_inner(Some(listener)).await
+    }
+
+    async fn start_inner(preset: Option<std::net::TcpListener>) -> TestCa {
         crate::install_crypto();
         let state = Arc::new(State {
             authority: Mutex::new(Authority::new(1)),
@@ -155,15 +168,22 @@ impl TestCa {
             addr: "127.0.0.1:0".parse().expect("addr"),
             stop: None,
             task: None,
+            preset,
         };
         ca.serve().await;
         ca
     }
 
     async fn serve(&mut self) {
-        let listener = tokio::net::TcpListener::bind(self.addr)
-            .await
-            .unwrap_or_else(|e| panic!("test CA cannot bind {}: {e}", self.addr));
+        let listener = match self.preset.take() {
+            Some(l) => {
+                l.set_nonblocking(true).expect("nonblocking CA listener");
+                tokio::net::TcpListener::from_std(l).expect("CA listener")
+            }
+            None => tokio::net::TcpListener::bind(self.addr)
+                .await
+                .unwrap_or_else(|e| panic!("test CA cannot bind {}: {e}", self.addr)),
+        };
         self.addr = listener.local_addr().expect("local addr");
         let (cert, key) = {
             let a = self.state.authority.lock().unwrap();

@@ -4,6 +4,7 @@
 pub mod ca;
 pub mod envoy;
 pub mod http;
+pub mod lab;
 pub mod process;
 pub mod sds_client;
 pub mod sidecar;

@@ -379,6 +379,35 @@ pub fn bootstrap_yaml(
     httpbin: SocketAddr,
     sds_socket: &Path,
 ) -> String {
+    inbound_bootstrap(identity, policy, httpbin, sds_socket, None)
+}
+
+/// Where a captured sidecar listens: Istio's inbound capture port and admin port.
+pub const CAPTURE_INBOUND_PORT: u16 = mesh::consts::INBOUND_CAPTURE_PORT;
+/// The istio-proxy's admin port (Envoy's default in Istio).
+pub const PROXY_ADMIN_PORT: u16 = 15000;
+
+/// The bootstrap of a sidecar that iptables feeds (gateway-init in sidecar mode):
+/// `virtualInbound` on `0.0.0.0:15006` with the `original_dst` listener filter, its mTLS
+/// chain matching the app's port as the original destination, admin on `127.0.0.1:15000`.
+pub fn capture_bootstrap_yaml(
+    identity: &Identity,
+    policy: InboundPolicy,
+    app: SocketAddr,
+    sds_socket: &Path,
+) -> String {
+    inbound_bootstrap(identity, policy, app, sds_socket, Some(app.port()))
+}
+
+/// `captured_port`: `None` listens on an ephemeral loopback port (tests connect to it
+/// directly); `Some(port)` is the iptables-fed shape described at [`capture_bootstrap_yaml`].
+fn inbound_bootstrap(
+    identity: &Identity,
+    policy: InboundPolicy,
+    httpbin: SocketAddr,
+    sds_socket: &Path,
+    captured_port: Option<u16>,
+) -> String {
     let ns = identity.namespace();
     let sa = identity.service_account();
     let port = httpbin.port();
@@ -389,9 +418,13 @@ pub fn bootstrap_yaml(
         .map(|a| format!("\"{a}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    let dest_match = match captured_port {
+        Some(p) => format!("\n        destination_port: {p}"),
+        None => String::new(),
+    };
     let mut chains = format!(
         r#"    - name: "0.0.0.0_{port}"
-      filter_chain_match:
+      filter_chain_match:{dest_match}
         transport_protocol: tls
         application_protocols: [{alpn}]
       transport_socket:
@@ -418,7 +451,7 @@ pub fn bootstrap_yaml(
     if policy == InboundPolicy::Permissive {
         chains.push_str(&format!(
             r#"    - name: "0.0.0.0_{port}-plaintext"
-      filter_chain_match:
+      filter_chain_match:{dest_match}
         transport_protocol: raw_buffer
       filters:
 {hcm}"#
@@ -433,14 +466,14 @@ pub fn bootstrap_yaml(
     SERVICE_ACCOUNT: {sa}
 admin:
   address:
-    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+    socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
 static_resources:
   listeners:
   - name: virtualInbound
     stat_prefix: virtualInbound
     address:
-      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-    listener_filters:
+      socket_address: {{ address: {listen_ip}, port_value: {listen_port} }}
+    listener_filters:{original_dst}
     - name: envoy.filters.listener.tls_inspector
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
@@ -461,11 +494,37 @@ static_resources:
 {sds_cluster}"#,
         ip = httpbin.ip(),
         sds_cluster = sds_cluster_yaml(sds_socket),
+        admin_port = if captured_port.is_some() {
+            PROXY_ADMIN_PORT
+        } else {
+            0
+        },
+        listen_ip = if captured_port.is_some() {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        },
+        listen_port = if captured_port.is_some() {
+            CAPTURE_INBOUND_PORT
+        } else {
+            0
+        },
+        original_dst = if captured_port.is_some() {
+            ORIGINAL_DST_FILTER
+        } else {
+            ""
+        },
     )
 }
 
+/// The listener filter that restores the pre-REDIRECT destination (`SO_ORIGINAL_DST`).
+pub const ORIGINAL_DST_FILTER: &str = r#"
+    - name: envoy.filters.listener.original_dst
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"#;
+
 /// The inbound HTTP connection manager, as Istio configures it for a sidecar.
-fn http_connection_manager(cluster: &str, port: u16) -> String {
+pub(crate) fn http_connection_manager(cluster: &str, port: u16) -> String {
     format!(
         r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:

@@ -31,7 +31,7 @@ pub fn tool(name: &str) -> PathBuf {
 /// A binary of this workspace built in the same profile as the running test.
 pub fn workspace_bin(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps, binaries one level up; a binary of
-    // this crate (e.g. mesh-lab) sits beside them.
+    // this crate (e.g. bench-mesh) sits beside them.
     let exe = std::env::current_exe().expect("current exe");
     let here = exe.parent().expect("exe dir");
     let path = [here, here.parent().unwrap_or(here)]

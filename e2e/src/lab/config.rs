@@ -1,0 +1,285 @@
+//! What the lab's gateways are configured with: Gateway API resources as files (the same
+//! kinds the gateway reads from Kubernetes) and edge certificates made by openssl.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+use super::netns::check;
+use super::{HTTPBIN_PORT, Pod};
+
+/// Hostnames the lab routes.
+pub mod hosts {
+    /// Plain HTTP to httpbin v1 (canary header, 90/10 split and path rewrite live here too).
+    pub const HTTPBIN: &str = "httpbin.example.com";
+    /// Plain HTTP to httpbin v2 (host routing).
+    pub const ECHO: &str = "echo.example.com";
+    /// HTTPS (TLS terminated at the edge); HTTP to it redirects.
+    pub const SECURE: &str = "secure.example.com";
+    /// HTTPS with client certificates required (MUTUAL).
+    pub const MTLS: &str = "mtls.example.com";
+    /// What the path-rewrite route rewrites the Host header to.
+    pub const REWRITTEN: &str = "httpbin.default.svc.cluster.local";
+}
+
+/// Edge certificates made with openssl: a server CA, the server certificate for
+/// [`hosts::SECURE`] and [`hosts::MTLS`], and a client CA with one client certificate.
+#[derive(Debug, Clone)]
+pub struct EdgeCerts {
+    /// The CA curl trusts (`--cacert`).
+    pub server_ca: PathBuf,
+    /// Server certificate chain, PEM.
+    pub server_cert: PathBuf,
+    /// Server key, PEM.
+    pub server_key: PathBuf,
+    /// The CA the MUTUAL listener trusts for client certificates.
+    pub client_ca: PathBuf,
+    /// A client certificate signed by the client CA.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .context("running openssl: is it installed? (scripts/install-tools installs it)")?;
+    check(&out, &format!("openssl {}", args.join(" "))).map(|_| ())
+}
+
+impl EdgeCerts {
+    /// Makes the certificates in `dir` (P-256 keys, 30 days).
+    pub fn make(dir: &Path) -> anyhow::Result<EdgeCerts> {
+        std::fs::create_dir_all(dir)?;
+        let curve = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for (name, cn) in [
+            ("server-ca", "meshlab edge CA"),
+            ("client-ca", "meshlab client CA"),
+        ] {
+            let mut args = vec!["req", "-x509"];
+            args.extend(curve);
+            let (key, crt, subj) = (
+                format!("{name}.key"),
+                format!("{name}.crt"),
+                format!("/CN={cn}"),
+            );
+            args.extend(["-keyout", &key, "-out", &crt, "-subj", &subj, "-days", "30"]);
+            openssl(dir, &args)?;
+        }
+        let server_ext = format!(
+            "subjectAltName=DNS:{},DNS:{}\nextendedKeyUsage=serverAuth\n",
+            hosts::SECURE,
+            hosts::MTLS
+        );
+        std::fs::write(dir.join("server.ext"), server_ext)?;
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        for (name, ca, subj) in [
+            ("server", "server-ca", format!("/CN={}", hosts::SECURE)),
+            ("client", "client-ca", "/CN=meshlab-client".to_string()),
+        ] {
+            let (key, csr, crt, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            let mut args = vec!["req"];
+            args.extend(curve);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            openssl(dir, &args)?;
+            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca_crt,
+                    "-CAkey",
+                    &ca_key,
+                    "-CAcreateserial",
+                    "-out",
+                    &crt,
+                    "-days",
+                    "30",
+                    "-extfile",
+                    &ext,
+                ],
+            )?;
+        }
+        Ok(EdgeCerts {
+            server_ca: dir.join("server-ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            client_ca: dir.join("client-ca.crt"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+        })
+    }
+}
+
+/// Indents every line of `text` by `n` spaces (for YAML block scalars).
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// The gateway's resources: listeners on 8080 (HTTP) and 8443 (HTTPS by SNI, one of them
+/// MUTUAL), the routes the scenarios exercise, and the two httpbin Services with their
+/// EndpointSlices and Pods (labelled `security.istio.io/tlsMode: istio`, as injected
+/// pods are). The same files serve both gateway variants; only `--upstream-tls` differs.
+pub fn gateway_resources(certs: &EdgeCerts, v1: &Pod, v2: &Pod) -> anyhow::Result<String> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let server_cert = read(&certs.server_cert)?;
+    let server_key = read(&certs.server_key)?;
+    let client_ca = read(&certs.client_ca)?;
+    let port = HTTPBIN_PORT;
+    let mut out = format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  gatewayClassName: meshgate
+  listeners:
+    - {{name: http, port: 8080, protocol: HTTP}}
+    - name: https
+      port: 8443
+      protocol: HTTPS
+      hostname: {secure}
+      tls:
+        certificateRefs: [{{name: edge-cert}}]
+    - name: https-mtls
+      port: 8443
+      protocol: HTTPS
+      hostname: {mtls}
+      tls:
+        certificateRefs: [{{name: edge-cert}}]
+        frontendValidation:
+          caCertificateRefs: [{{kind: ConfigMap, name: client-ca}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  parentRefs: [{{name: edge, sectionName: http}}]
+  hostnames: [{httpbin}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /httpbin/}}}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite:
+            hostname: {rewritten}
+            path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}
+      backendRefs: [{{name: httpbin, port: {port}}}]
+    - matches: [{{headers: [{{name: x-canary, value: "true"}}]}}]
+      backendRefs: [{{name: httpbin-v2, port: {port}}}]
+    - matches: [{{path: {{type: PathPrefix, value: /split/}}}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite:
+            path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}
+      backendRefs:
+        - {{name: httpbin, port: {port}, weight: 90}}
+        - {{name: httpbin-v2, port: {port}, weight: 10}}
+    - backendRefs: [{{name: httpbin, port: {port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: echo, namespace: default}}
+spec:
+  parentRefs: [{{name: edge, sectionName: http}}]
+  hostnames: [{echo}]
+  rules:
+    - backendRefs: [{{name: httpbin-v2, port: {port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: to-https, namespace: default}}
+spec:
+  parentRefs: [{{name: edge, sectionName: http}}]
+  hostnames: [{secure}, {mtls}]
+  rules:
+    - filters:
+        - type: RequestRedirect
+          requestRedirect: {{scheme: https, port: 8443, statusCode: 301}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: secure, namespace: default}}
+spec:
+  parentRefs: [{{name: edge, sectionName: https}}, {{name: edge, sectionName: https-mtls}}]
+  hostnames: [{secure}, {mtls}]
+  rules:
+    - backendRefs: [{{name: httpbin, port: {port}}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: edge-cert, namespace: default}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{server_cert}  tls.key: |
+{server_key}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: client-ca, namespace: default}}
+data:
+  ca.crt: |
+{client_ca}"#,
+        secure = hosts::SECURE,
+        mtls = hosts::MTLS,
+        httpbin = hosts::HTTPBIN,
+        echo = hosts::ECHO,
+        rewritten = hosts::REWRITTEN,
+        server_cert = indent(&server_cert, 4),
+        server_key = indent(&server_key, 4),
+        client_ca = indent(&client_ca, 4),
+    );
+    for pod in [v1, v2] {
+        let (svc, sa, addr) = (pod.service(), pod.identity.service_account(), pod.addr);
+        out.push_str(&format!(
+            r#"---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {svc}
+  namespace: default
+  annotations: {{meshgate.io/service-accounts: {sa}}}
+spec: {{ports: [{{name: http, port: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {svc}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {svc}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+  - addresses: ["{addr}"]
+    targetRef: {{kind: Pod, name: {pod_name}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod_name}
+  namespace: default
+  labels: {{app: {svc}, security.istio.io/tlsMode: istio}}
+"#,
+            pod_name = pod.name,
+        ));
+    }
+    Ok(out)
+}

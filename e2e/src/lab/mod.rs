@@ -1,0 +1,754 @@
+//! The local mesh lab: a miniature cluster made of network namespaces on one machine.
+//!
+//! ```text
+//!                         meshlab-net (bridge br0, 10.77.0.0/24)
+//!   ┌──────────────┬──────────────────┬─────────────────────────┬────────────────┬───────────┐
+//!   istiod .2      gateway .10        gateway-sidecar .11        httpbin .20     client .100
+//!   test CA :15012 gateway-init       gateway-init (sidecar)     httpbin-v2 .21  curl, wrk
+//!                  (native)           gateway 8080/8443 (plain)  gateway-init (sidecar,
+//!                  sds-agent          istio-proxy Envoy 15001/   inbound -> Envoy 15006)
+//!                  gateway 8080/8443  15006 + its sds-agent      Envoy + sds-agent, httpbin
+//!                  (mTLS itself)                                 on 127.0.0.1:8000
+//! ```
+//!
+//! Every process runs under `ip netns exec` in its pod's namespace; the istio-proxy
+//! processes (Envoy and the sds-agent beside it) run with group 1337, which gateway-init
+//! exempts from capture exactly as istio-iptables does. Dropping the [`Lab`] kills every
+//! process and deletes every namespace (their interfaces and iptables rules go with them).
+
+pub mod config;
+pub mod netns;
+pub mod proxy;
+pub mod scenarios;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mesh::Identity;
+
+use crate::ca::{ISTIOD_HOST, TestCa};
+use crate::process::ChildGuard;
+use crate::sidecar::{InboundPolicy, PROXY_ADMIN_PORT, capture_bootstrap_yaml};
+use crate::tools::{tool, workspace_bin};
+
+use config::EdgeCerts;
+
+/// The port httpbin's Service (and its sidecar's captured app port) uses.
+pub const HTTPBIN_PORT: u16 = 8000;
+/// The gateway's plain HTTP edge port.
+pub const HTTP_PORT: u16 = 8080;
+/// The gateway's HTTPS edge port.
+pub const HTTPS_PORT: u16 = 8443;
+/// The Istio proxy group gateway-init exempts from capture.
+const PROXY_GID: u32 = mesh::consts::PROXY_UID;
+/// How long any one part may take to come up.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// One "pod": a network namespace with an address on the bridge.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Short name (`gateway`, `httpbin`, ...).
+    pub name: &'static str,
+    /// Its network namespace.
+    pub ns: String,
+    /// Its address on the bridge.
+    pub addr: Ipv4Addr,
+    /// The workload identity its sds-agent asks the CA for.
+    pub identity: Identity,
+    /// Its working directory (config, token, root, sockets, logs).
+    pub dir: PathBuf,
+    /// The veth end on the bridge (at most 15 characters).
+    veth: &'static str,
+}
+
+impl Pod {
+    fn new(
+        root: &Path,
+        name: &'static str,
+        veth: &'static str,
+        last_octet: u8,
+        namespace: &str,
+        service_account: &str,
+    ) -> Pod {
+        Pod {
+            name,
+            ns: format!("{}{name}", netns::PREFIX),
+            addr: Ipv4Addr::new(10, 77, 0, last_octet),
+            identity: Identity::new("cluster.local", namespace, service_account)
+                .expect("lab identity"),
+            dir: root.join(name),
+            veth,
+        }
+    }
+
+    /// The Kubernetes Service fronting this pod (its name without the `-pod` part).
+    pub fn service(&self) -> &'static str {
+        self.name
+    }
+
+    /// `ip netns exec <ns>` ready for a program and its arguments.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]).arg(program);
+        cmd
+    }
+
+    /// `host:port` on this pod's bridge address.
+    pub fn at(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.addr, port))
+    }
+}
+
+/// Lab settings.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Working directory (made if missing): per-pod config, sockets and logs.
+    pub dir: PathBuf,
+    /// Workload certificate lifetime for every sds-agent (`SECRET_TTL`).
+    pub secret_ttl: String,
+}
+
+/// What a process was started with, so it can be restarted the same way.
+#[derive(Debug, Clone)]
+struct Spec {
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Run with group 1337 (the istio-proxy's group).
+    proxy_group: bool,
+}
+
+/// A running lab process.
+struct Proc {
+    pod: String,
+    name: String,
+    spec: Spec,
+    guard: ChildGuard,
+}
+
+/// The namespaces, deleted (with anything still inside) when dropped.
+struct Network;
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if let Err(e) = netns::remove_all() {
+            eprintln!("meshlab: teardown: {e:#}");
+        }
+    }
+}
+
+/// A running lab. Drop it (or call [`Lab::teardown`]) to remove everything.
+pub struct Lab {
+    // Field order is drop order: processes first, then the namespaces.
+    procs: Vec<Proc>,
+    /// The test CA (istiod's CA protocol), listening in the `istiod` namespace.
+    pub ca: TestCa,
+    /// Working directory.
+    pub dir: PathBuf,
+    /// Edge certificates (openssl).
+    pub certs: EdgeCerts,
+    /// Holds the CA.
+    pub istiod: Pod,
+    /// Native gateway pod: the gateway does mTLS itself with its sds-agent's certificate.
+    pub gateway: Pod,
+    /// Sidecar gateway pod: plaintext gateway, captured by an istio-proxy Envoy.
+    pub gateway_sidecar: Pod,
+    /// httpbin behind an Istio-shaped STRICT sidecar.
+    pub httpbin: Pod,
+    /// A second httpbin deployment (the canary).
+    pub httpbin_v2: Pod,
+    /// curl and wrk.
+    pub client: Pod,
+    options: LabOptions,
+    network: Option<Network>,
+}
+
+impl Lab {
+    /// Builds the namespaces, starts every process and waits until traffic flows through
+    /// both gateways. Leftovers of an earlier lab are removed first.
+    pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
+        check_prerequisites()?;
+        netns::remove_all().context("removing an earlier lab")?;
+        let dir = options.dir.clone();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let istiod = Pod::new(&dir, "istiod", "veth-istiod", 2, "istio-system", "istiod");
+        let gateway = Pod::new(
+            &dir,
+            "gateway",
+            "veth-gw",
+            10,
+            "gateway-system",
+            "gateway-proxy",
+        );
+        let gateway_sidecar = Pod::new(
+            &dir,
+            "gateway-sidecar",
+            "veth-gws",
+            11,
+            "gateway-system",
+            "gateway-sidecar",
+        );
+        let httpbin = Pod::new(&dir, "httpbin", "veth-hb1", 20, "default", "httpbin");
+        let httpbin_v2 = Pod::new(&dir, "httpbin-v2", "veth-hb2", 21, "default", "httpbin-v2");
+        let client = Pod::new(&dir, "client", "veth-client", 100, "default", "client");
+
+        let network = Network;
+        netns::create_network()?;
+        for pod in [
+            &istiod,
+            &gateway,
+            &gateway_sidecar,
+            &httpbin,
+            &httpbin_v2,
+            &client,
+        ] {
+            std::fs::create_dir_all(&pod.dir)?;
+            netns::add_pod(&pod.ns, pod.veth, pod.addr)
+                .with_context(|| format!("creating pod namespace {}", pod.ns))?;
+        }
+        let ca_addr = istiod.at(mesh::consts::CA_PORT);
+        let listener = netns::in_netns(&istiod.ns, move || std::net::TcpListener::bind(ca_addr))?
+            .with_context(|| format!("binding the test CA on {ca_addr}"))?;
+        let ca = TestCa::start_on(listener).await;
+        let certs = EdgeCerts::make(&dir.join("edge-certs"))?;
+
+        let mut lab = Lab {
+            procs: Vec::new(),
+            ca,
+            dir,
+            certs,
+            istiod,
+            gateway,
+            gateway_sidecar,
+            httpbin,
+            httpbin_v2,
+            client,
+            options,
+            network: Some(network),
+        };
+        lab.start_pods().await?;
+        Ok(lab)
+    }
+
+    async fn start_pods(&mut self) -> anyhow::Result<()> {
+        // httpbin pods: capture inbound to the sidecar; no edge ports in an app pod.
+        for pod in [self.httpbin.clone(), self.httpbin_v2.clone()] {
+            self.gateway_init(&pod, &["--mode", "sidecar", "--edge-ports="])?;
+            self.write_credentials(&pod)?;
+            let app = SocketAddr::from((Ipv4Addr::LOCALHOST, HTTPBIN_PORT));
+            self.spawn(
+                &pod,
+                "httpbin",
+                Spec {
+                    program: tool("gunicorn"),
+                    args: strings(&[
+                        "-b",
+                        &app.to_string(),
+                        "-w",
+                        "2",
+                        "--access-logfile",
+                        "-",
+                        "httpbin:app",
+                    ]),
+                    env: Vec::new(),
+                    proxy_group: false,
+                },
+            );
+            self.spawn_agent(&pod, true, &self.options.secret_ttl.clone());
+            let bootstrap = capture_bootstrap_yaml(
+                &pod.identity,
+                InboundPolicy::Strict,
+                app,
+                &pod.dir.join("sds.sock"),
+            );
+            self.spawn_envoy(&pod, &bootstrap)?;
+        }
+
+        // Native gateway pod: nothing captured; the gateway does Istio mTLS itself.
+        let gw = self.gateway.clone();
+        self.gateway_init(&gw, &["--mode", "native"])?;
+        self.write_credentials(&gw)?;
+        self.spawn_agent(&gw, false, &self.options.secret_ttl.clone());
+        self.spawn_gateway(&gw, "auto")?;
+
+        // Sidecar gateway pod: gateway sends plaintext; the istio-proxy does mTLS.
+        let gws = self.gateway_sidecar.clone();
+        self.gateway_init(&gws, &["--mode", "sidecar"])?;
+        self.write_credentials(&gws)?;
+        self.spawn_agent(&gws, true, &self.options.secret_ttl.clone());
+        let upstream_ids = [
+            self.httpbin.identity.clone(),
+            self.httpbin_v2.identity.clone(),
+        ];
+        let bootstrap = proxy::gateway_proxy_bootstrap(
+            &gws.identity,
+            &format!("{}.default.svc.cluster.local", self.httpbin.service()),
+            HTTPBIN_PORT,
+            &upstream_ids,
+            &gws.dir.join("sds.sock"),
+        );
+        self.spawn_envoy(&gws, &bootstrap)?;
+        self.spawn_gateway(&gws, "disable")?;
+
+        // Ready: every admin endpoint answers, then a request crosses each gateway.
+        for pod in [self.httpbin.clone(), self.httpbin_v2.clone()] {
+            self.wait_ok(
+                &pod,
+                "httpbin",
+                &format!("http://127.0.0.1:{HTTPBIN_PORT}/status/200"),
+            )
+            .await?;
+            self.wait_ok(&pod, "sds-agent", "http://127.0.0.1:15030/ready")
+                .await?;
+            self.wait_ok(
+                &pod,
+                "envoy",
+                &format!("http://127.0.0.1:{PROXY_ADMIN_PORT}/ready"),
+            )
+            .await?;
+        }
+        for pod in [self.gateway.clone(), self.gateway_sidecar.clone()] {
+            self.wait_ok(&pod, "sds-agent", "http://127.0.0.1:15030/ready")
+                .await?;
+            self.wait_ok(&pod, "gateway", "http://127.0.0.1:19000/ready")
+                .await?;
+        }
+        self.wait_ok(
+            &self.gateway_sidecar.clone(),
+            "envoy",
+            &format!("http://127.0.0.1:{PROXY_ADMIN_PORT}/ready"),
+        )
+        .await?;
+        for pod in [self.gateway.clone(), self.gateway_sidecar.clone()] {
+            let url = format!("http://{}/status/200", pod.at(HTTP_PORT));
+            let client = self.client.clone();
+            let deadline = Instant::now() + STARTUP;
+            loop {
+                let r = self
+                    .curl(
+                        &client,
+                        &["-H", &format!("Host: {}", config::hosts::HTTPBIN), &url],
+                    )
+                    .await?;
+                if r.status == Some(200) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "no 200 through the {} pod's gateway after {STARTUP:?}; last: {r}\n{}",
+                        pod.name,
+                        self.logs(&pod)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs gateway-init in `pod` with `args` (it exits once the rules are applied).
+    fn gateway_init(&self, pod: &Pod, args: &[&str]) -> anyhow::Result<()> {
+        let out = pod
+            .command(workspace_bin("gateway-init"))
+            .args(args)
+            .output()
+            .context("running gateway-init")?;
+        std::fs::write(
+            pod.dir.join("gateway-init.log"),
+            [&out.stdout[..], &out.stderr[..]].concat(),
+        )?;
+        netns::check(
+            &out,
+            &format!("gateway-init {} (in {})", args.join(" "), pod.ns),
+        )
+        .map(|_| ())
+    }
+
+    /// The mesh root and a token the CA maps to the pod's identity (the projected
+    /// service-account token in a real pod).
+    fn write_credentials(&self, pod: &Pod) -> anyhow::Result<()> {
+        std::fs::write(pod.dir.join("root-cert.pem"), self.ca.root_pem())?;
+        std::fs::write(
+            pod.dir.join("istio-token"),
+            self.ca.issue_token(&pod.identity),
+        )?;
+        Ok(())
+    }
+
+    fn agent_spec(&self, pod: &Pod, proxy_group: bool, secret_ttl: &str) -> Spec {
+        let id = &pod.identity;
+        let dir = |f: &str| pod.dir.join(f).display().to_string();
+        Spec {
+            program: workspace_bin("sds-agent"),
+            args: vec![
+                "--root-cert".into(),
+                dir("root-cert.pem"),
+                "--token-file".into(),
+                dir("istio-token"),
+                "--sds-socket".into(),
+                dir("sds.sock"),
+                "--log-format".into(),
+                "text".into(),
+            ],
+            env: vec![
+                (
+                    "CA_ADDR".into(),
+                    self.istiod.at(mesh::consts::CA_PORT).to_string(),
+                ),
+                ("CA_TLS_SERVER_NAME".into(), ISTIOD_HOST.into()),
+                ("TRUST_DOMAIN".into(), id.trust_domain().into()),
+                ("POD_NAMESPACE".into(), id.namespace().into()),
+                ("SERVICE_ACCOUNT".into(), id.service_account().into()),
+                ("SECRET_TTL".into(), secret_ttl.into()),
+                ("RUST_LOG".into(), "info".into()),
+            ],
+            proxy_group,
+        }
+    }
+
+    fn spawn_agent(&mut self, pod: &Pod, proxy_group: bool, secret_ttl: &str) {
+        let spec = self.agent_spec(pod, proxy_group, secret_ttl);
+        self.spawn(pod, "sds-agent", spec);
+    }
+
+    fn spawn_envoy(&mut self, pod: &Pod, bootstrap: &str) -> anyhow::Result<()> {
+        let cfg = pod.dir.join("envoy.yaml");
+        std::fs::write(&cfg, bootstrap)?;
+        let args = vec![
+            "-c".into(),
+            cfg.display().to_string(),
+            "--concurrency".into(),
+            "1".into(),
+            "--use-dynamic-base-id".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        let spec = Spec {
+            program: tool("envoy"),
+            args,
+            env: Vec::new(),
+            proxy_group: true,
+        };
+        self.spawn(pod, "envoy", spec);
+        Ok(())
+    }
+
+    fn spawn_gateway(&mut self, pod: &Pod, upstream_tls: &str) -> anyhow::Result<()> {
+        let cfg = pod.dir.join("gateway.yaml");
+        std::fs::write(
+            &cfg,
+            config::gateway_resources(&self.certs, &self.httpbin, &self.httpbin_v2)?,
+        )?;
+        let mut args = strings(&[
+            "--config",
+            &cfg.display().to_string(),
+            "--upstream-tls",
+            upstream_tls,
+        ]);
+        args.extend(strings(&["--workers", "2", "--log-format", "text"]));
+        if upstream_tls != "disable" {
+            args.extend(strings(&[
+                "--sds-socket",
+                &pod.dir.join("sds.sock").display().to_string(),
+            ]));
+        }
+        let spec = Spec {
+            program: workspace_bin("gateway"),
+            args,
+            env: vec![("RUST_LOG".into(), "info".into())],
+            proxy_group: false,
+        };
+        self.spawn(pod, "gateway", spec);
+        Ok(())
+    }
+
+    fn spawn(&mut self, pod: &Pod, name: &str, spec: Spec) {
+        let guard = launch(pod, name, &spec);
+        self.procs.push(Proc {
+            pod: pod.name.to_string(),
+            name: name.to_string(),
+            spec,
+            guard,
+        });
+    }
+
+    fn proc_mut(&mut self, pod: &Pod, name: &str) -> anyhow::Result<&mut Proc> {
+        self.procs
+            .iter_mut()
+            .find(|p| p.pod == pod.name && p.name == name)
+            .with_context(|| format!("no {name} in the {} pod", pod.name))
+    }
+
+    /// Stops `pod`'s sds-agent with SIGTERM (as the kubelet does) and starts a new one,
+    /// with `secret_ttl` if given; returns once the new one is ready.
+    pub async fn restart_agent(
+        &mut self,
+        pod: &Pod,
+        secret_ttl: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (proxy_group, ttl) = {
+            let p = self.proc_mut(pod, "sds-agent")?;
+            let ttl = p
+                .spec
+                .env
+                .iter()
+                .find(|(k, _)| k == "SECRET_TTL")
+                .map(|(_, v)| v.clone());
+            (p.spec.proxy_group, ttl.unwrap_or_default())
+        };
+        let spec = self.agent_spec(pod, proxy_group, secret_ttl.unwrap_or(&ttl));
+        let p = self.proc_mut(pod, "sds-agent")?;
+        if p.guard.terminate(Duration::from_secs(10)).is_none() {
+            p.guard.kill();
+        }
+        p.guard = launch(pod, "sds-agent", &spec);
+        p.spec = spec;
+        self.wait_ok(pod, "sds-agent", "http://127.0.0.1:15030/ready")
+            .await
+    }
+
+    /// Waits until `url` answers 200 inside `pod` (process `name` must stay up).
+    async fn wait_ok(&mut self, pod: &Pod, name: &str, url: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let r = self.curl(pod, &[url]).await?;
+            if r.status == Some(200) {
+                return Ok(());
+            }
+            let p = self.proc_mut(pod, name)?;
+            if !p.guard.is_running() || Instant::now() > deadline {
+                bail!(
+                    "{name} in the {} pod did not become ready ({url}: {r}); its log:\n{}",
+                    pod.name,
+                    p.guard.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs curl inside `pod` (`-sS -i`, 10 s limit) with `args`.
+    pub async fn curl(&self, pod: &Pod, args: &[&str]) -> anyhow::Result<CurlResult> {
+        let out = tokio::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pod.ns,
+                "curl",
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+            ])
+            .args(args)
+            .output()
+            .await
+            .context("running curl")?;
+        Ok(CurlResult::parse(&out))
+    }
+
+    /// GETs an admin URL inside `pod` and returns the body (error unless 200).
+    pub async fn admin_get(&self, pod: &Pod, url: &str) -> anyhow::Result<String> {
+        let r = self.curl(pod, &[url]).await?;
+        if r.status != Some(200) {
+            bail!("{url} in the {} pod: {r}", pod.name);
+        }
+        Ok(r.body)
+    }
+
+    /// One Envoy statistic of the istio-proxy in `pod` (`0` when absent).
+    pub async fn envoy_stat(&self, pod: &Pod, name: &str) -> anyhow::Result<u64> {
+        let body = self
+            .admin_get(
+                pod,
+                &format!(
+                    "http://127.0.0.1:{PROXY_ADMIN_PORT}/stats?filter=^{}$",
+                    regex_escape(name)
+                ),
+            )
+            .await?;
+        Ok(body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0))
+    }
+
+    /// The logs of every process in `pod`, for failure messages.
+    pub fn logs(&self, pod: &Pod) -> String {
+        self.procs
+            .iter()
+            .filter(|p| p.pod == pod.name)
+            .map(|p| {
+                format!(
+                    "---- {} / {} ----\n{}",
+                    pod.name,
+                    p.name,
+                    tail(&p.guard.output(), 40)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every lab process id (including processes they forked, found by namespace).
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.procs.iter().map(|p| p.guard.pid() as i32).collect();
+        for ns in netns::existing() {
+            pids.extend(netns::pids(&ns));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// The lab's options.
+    pub fn options(&self) -> &LabOptions {
+        &self.options
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL) and deletes the namespaces.
+    pub fn teardown(mut self) -> anyhow::Result<()> {
+        for p in &mut self.procs {
+            if p.guard.terminate(Duration::from_secs(5)).is_none() {
+                p.guard.kill();
+            }
+        }
+        self.procs.clear();
+        self.network.take();
+        netns::remove_all().map(|_| ())
+    }
+}
+
+fn launch(pod: &Pod, name: &str, spec: &Spec) -> ChildGuard {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &pod.ns]);
+    if spec.proxy_group {
+        cmd.args([
+            "setpriv",
+            &format!("--regid={PROXY_GID}"),
+            "--clear-groups",
+            "--",
+        ]);
+    }
+    cmd.arg(&spec.program).args(&spec.args);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    ChildGuard::spawn(name, cmd, pod.dir.join(format!("{name}.log")))
+}
+
+/// What a curl run gave: the status (if a response arrived), headers and body, or why not.
+#[derive(Debug, Clone, Default)]
+pub struct CurlResult {
+    /// HTTP status of the last response, if any.
+    pub status: Option<u16>,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: String,
+    /// curl's exit code.
+    pub exit: i32,
+    /// curl's error message, if it failed.
+    pub error: String,
+}
+
+impl CurlResult {
+    fn parse(out: &std::process::Output) -> CurlResult {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut r = CurlResult {
+            exit: out.status.code().unwrap_or(-1),
+            error: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ..Default::default()
+        };
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        r.status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok());
+        r.headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        r.body = body.to_string();
+        r
+    }
+
+    /// The first value of response header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A request header as httpbin echoed it (`/headers`, `/get`, `/anything` bodies).
+    pub fn echoed_header(&self, name: &str) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        v.get("headers")?
+            .as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    }
+}
+
+impl std::fmt::Display for CurlResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "HTTP {s}"),
+            None => write!(f, "no response (curl exit {}: {})", self.exit, self.error),
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// Root, and the programs the lab drives, or an error saying what is missing.
+pub fn check_prerequisites() -> anyhow::Result<()> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the mesh lab makes network namespaces and iptables rules: run it as root");
+    }
+    for program in ["ip", "iptables", "curl", "wrk", "openssl", "setpriv"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!("{program} is not installed: run scripts/install-tools");
+        }
+    }
+    Ok(())
+}
