@@ -61,11 +61,13 @@ pub struct Pod {
     /// Its working directory (config, token, root, sockets, logs).
     pub dir: PathBuf,
     /// The veth end on the bridge (at most 15 characters).
-    veth: &'static str,
+    pub veth: &'static str,
 }
 
 impl Pod {
-    fn new(
+    /// A pod named `name` at `10.77.0.<last_octet>` running as `namespace/service_account`,
+    /// with its directory under `root`; `veth` names its end on the bridge.
+    pub fn new(
         root: &Path,
         name: &'static str,
         veth: &'static str,
@@ -751,4 +753,42 @@ pub fn check_prerequisites() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(stdout: &str, code: i32) -> std::process::Output {
+        use std::os::unix::process::ExitStatusExt;
+        std::process::Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: b"curl: (56) Recv failure: Connection reset by peer".to_vec(),
+        }
+    }
+
+    #[test]
+    fn curl_result_parses_status_headers_and_echoed_headers() {
+        let r = CurlResult::parse(&output(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nLocation: /x\r\n\r\n\
+             {\"headers\": {\"X-Forwarded-Client-Cert\": \"URI=spiffe://a\"}}",
+            0,
+        ));
+        assert_eq!(r.status, Some(200));
+        assert_eq!(r.header("location"), Some("/x"));
+        assert_eq!(
+            r.echoed_header("x-forwarded-client-cert").as_deref(),
+            Some("URI=spiffe://a")
+        );
+        assert_eq!(r.to_string(), "HTTP 200");
+    }
+
+    #[test]
+    fn curl_result_without_a_response_says_why() {
+        let r = CurlResult::parse(&output("", 56));
+        assert_eq!(r.status, None);
+        assert_eq!(r.exit, 56);
+        assert!(r.to_string().contains("Connection reset by peer"), "{r}");
+    }
 }

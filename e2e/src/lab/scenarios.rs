@@ -821,3 +821,38 @@ fn verify_clean(before: &HostState, pids: &[i32]) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfcc_fields_reads_the_nearest_element_and_unquotes() {
+        let x = "By=spiffe://a;URI=spiffe://old,By=spiffe://cluster.local/ns/default/sa/httpbin;\
+                 Hash=abc;Subject=\"\";URI=spiffe://cluster.local/ns/gw/sa/gw";
+        assert_eq!(
+            xfcc_field(x, "URI").as_deref(),
+            Some("spiffe://cluster.local/ns/gw/sa/gw")
+        );
+        assert_eq!(
+            xfcc_field(x, "by").as_deref(),
+            Some("spiffe://cluster.local/ns/default/sa/httpbin")
+        );
+        assert_eq!(xfcc_field(x, "Subject").as_deref(), Some(""));
+        assert_eq!(xfcc_field(x, "DNS"), None);
+    }
+
+    #[test]
+    fn parse_wrk_counts_every_failure_kind() {
+        let clean = "Running 24s test @ http://10.77.0.10:8080/status/200\n  2 threads and 8 connections\n  \
+                     33142 requests in 24.07s, 5.12MB read\nRequests/sec:   1377.01\nTransfer/sec:    217.71KB\n";
+        let r = parse_wrk(clean).unwrap();
+        assert_eq!((r.requests, r.non_2xx_3xx, r.socket_errors), (33142, 0, 0));
+        assert!((r.rps - 1377.01).abs() < 1e-6);
+        let failing = "  100 requests in 1.00s, 1KB read\n  Socket errors: connect 1, read 2, write 0, timeout 3\n  \
+                       Non-2xx or 3xx responses: 7\nRequests/sec: 100.00\n";
+        let r = parse_wrk(failing).unwrap();
+        assert_eq!((r.requests, r.non_2xx_3xx, r.socket_errors), (100, 7, 6));
+        assert!(parse_wrk("unable to connect to 10.77.0.10:8080 Connection refused\n").is_err());
+    }
+}
