@@ -35,7 +35,8 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<u8>,
     },
-    /// Remove whatever an earlier lab left behind (processes, namespaces).
+    /// Stop a running lab, and remove whatever an earlier lab left behind (processes,
+    /// namespaces).
     Down,
 }
 
@@ -59,9 +60,16 @@ impl LabArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     e2e::install_crypto();
-    match Cli::parse().command {
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("meshlab: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Cmd::Up { lab } => up(lab.options()).await,
         Cmd::E2e { lab, only } => {
             let outcomes = scenarios::run_suite(lab.options(), &only, &mut std::io::stdout()).await;
@@ -71,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Down => {
+            if let Some(pid) = netns::stop_owner(std::time::Duration::from_secs(20)) {
+                println!("asked the running lab (pid {pid}) to stop");
+            }
             let removed = netns::remove_all()?;
             println!("removed {} namespaces {}", removed.len(), removed.join(" "));
             Ok(())

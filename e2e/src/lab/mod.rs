@@ -139,6 +139,7 @@ impl Drop for Network {
         if let Err(e) = netns::remove_all() {
             eprintln!("meshlab: teardown: {e:#}");
         }
+        netns::release();
     }
 }
 
@@ -173,7 +174,9 @@ impl Lab {
     /// both gateways. Leftovers of an earlier lab are removed first.
     pub async fn start(options: LabOptions) -> anyhow::Result<Lab> {
         check_prerequisites()?;
-        netns::remove_all().context("removing an earlier lab")?;
+        netns::claim()?;
+        let network = Network;
+        netns::remove_all().context("removing what an earlier lab left")?;
         let dir = options.dir.clone();
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -200,7 +203,6 @@ impl Lab {
         let httpbin_v2 = Pod::new(&dir, "httpbin-v2", "veth-hb2", 21, "default", "httpbin-v2");
         let client = Pod::new(&dir, "client", "veth-client", 100, "default", "client");
 
-        let network = Network;
         netns::create_network()?;
         for pod in [
             &istiod,
@@ -629,7 +631,12 @@ impl Lab {
         }
         self.procs.clear();
         self.network.take();
-        netns::remove_all().map(|_| ())
+        // The network's drop removed everything; this checks.
+        let left = netns::existing();
+        if !left.is_empty() {
+            bail!("namespaces left behind: {}", left.join(", "));
+        }
+        Ok(())
     }
 }
 

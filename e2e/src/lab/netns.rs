@@ -131,3 +131,53 @@ where
     .join()
     .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
 }
+
+/// Names the process that owns the running lab, so a second lab refuses to start instead
+/// of tearing down the first.
+const OWNER_FILE: &str = "/run/meshlab.pid";
+
+/// The pid of a running lab owner other than this process, if any.
+pub fn live_owner() -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(OWNER_FILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    (pid != std::process::id() as i32 && comm.trim() == "meshlab").then_some(pid)
+}
+
+/// Makes this process the lab's owner; fails if another live lab owns it.
+pub fn claim() -> anyhow::Result<()> {
+    if let Some(pid) = live_owner() {
+        bail!("another lab is running (meshlab pid {pid}): stop it, or run `meshlab down`");
+    }
+    if let Some(dir) = std::path::Path::new(OWNER_FILE).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(OWNER_FILE, std::process::id().to_string())
+        .with_context(|| format!("writing {OWNER_FILE}"))
+}
+
+/// Gives up ownership if this process holds it.
+pub fn release() {
+    let ours = std::fs::read_to_string(OWNER_FILE)
+        .map(|s| s.trim() == std::process::id().to_string())
+        .unwrap_or(false);
+    if ours {
+        let _ = std::fs::remove_file(OWNER_FILE);
+    }
+}
+
+/// Asks a running lab's owner to tear down (SIGTERM) and waits up to `timeout` for it.
+/// Returns the pid if there was one.
+pub fn stop_owner(timeout: std::time::Duration) -> Option<i32> {
+    let pid = live_owner()?;
+    // SAFETY: kill(2) on the pid recorded as the lab owner (checked to be a meshlab).
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + timeout;
+    while live_owner().is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Some(pid)
+}
