@@ -44,6 +44,16 @@ pub const HTTP_PORT: u16 = 8080;
 pub const HTTPS_PORT: u16 = 8443;
 /// The Istio proxy group gateway-init exempts from capture.
 const PROXY_GID: u32 = mesh::consts::PROXY_UID;
+/// The sds-agent's readiness URL inside its pod.
+fn agent_ready() -> String {
+    format!("http://{}/ready", mesh::consts::SDS_AGENT_ADMIN_ADDR)
+}
+
+/// A gateway admin URL inside its pod.
+pub fn gateway_admin(path: &str) -> String {
+    format!("http://{}{path}", mesh::consts::GATEWAY_ADMIN_ADDR)
+}
+
 /// How long any one part may take to come up.
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -308,8 +318,7 @@ impl Lab {
                 &format!("http://127.0.0.1:{HTTPBIN_PORT}/status/200"),
             )
             .await?;
-            self.wait_ok(&pod, "sds-agent", "http://127.0.0.1:15030/ready")
-                .await?;
+            self.wait_ok(&pod, "sds-agent", &agent_ready()).await?;
             self.wait_ok(
                 &pod,
                 "envoy",
@@ -318,9 +327,8 @@ impl Lab {
             .await?;
         }
         for pod in [self.gateway.clone(), self.gateway_sidecar.clone()] {
-            self.wait_ok(&pod, "sds-agent", "http://127.0.0.1:15030/ready")
-                .await?;
-            self.wait_ok(&pod, "gateway", "http://127.0.0.1:19000/ready")
+            self.wait_ok(&pod, "sds-agent", &agent_ready()).await?;
+            self.wait_ok(&pod, "gateway", &gateway_admin("/ready"))
                 .await?;
         }
         self.wait_ok(
@@ -513,8 +521,7 @@ impl Lab {
         }
         p.guard = launch(pod, "sds-agent", &spec);
         p.spec = spec;
-        self.wait_ok(pod, "sds-agent", "http://127.0.0.1:15030/ready")
-            .await
+        self.wait_ok(pod, "sds-agent", &agent_ready()).await
     }
 
     /// Waits until `url` answers 200 inside `pod` (process `name` must stay up).

@@ -248,7 +248,7 @@ fn served_by(lab: &Lab, r: &CurlResult) -> anyhow::Result<&'static str> {
 
 async fn gateway_certs(lab: &Lab) -> anyhow::Result<serde_json::Value> {
     let body = lab
-        .admin_get(&lab.gateway, "http://127.0.0.1:19000/certs")
+        .admin_get(&lab.gateway, &super::gateway_admin("/certs"))
         .await?;
     serde_json::from_str(&body).context("gateway /certs is not JSON")
 }
