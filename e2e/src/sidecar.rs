@@ -422,6 +422,15 @@ fn inbound_bootstrap(
         Some(p) => format!("\n        destination_port: {p}"),
         None => String::new(),
     };
+    let (admin_port, listen_ip, listen_port, original_dst) = match captured_port {
+        Some(_) => (
+            PROXY_ADMIN_PORT,
+            "0.0.0.0",
+            CAPTURE_INBOUND_PORT,
+            ORIGINAL_DST_FILTER,
+        ),
+        None => (0, "127.0.0.1", 0, ""),
+    };
     let mut chains = format!(
         r#"    - name: "0.0.0.0_{port}"
       filter_chain_match:{dest_match}
@@ -494,26 +503,6 @@ static_resources:
 {sds_cluster}"#,
         ip = httpbin.ip(),
         sds_cluster = sds_cluster_yaml(sds_socket),
-        admin_port = if captured_port.is_some() {
-            PROXY_ADMIN_PORT
-        } else {
-            0
-        },
-        listen_ip = if captured_port.is_some() {
-            "0.0.0.0"
-        } else {
-            "127.0.0.1"
-        },
-        listen_port = if captured_port.is_some() {
-            CAPTURE_INBOUND_PORT
-        } else {
-            0
-        },
-        original_dst = if captured_port.is_some() {
-            ORIGINAL_DST_FILTER
-        } else {
-            ""
-        },
     )
 }
 
@@ -524,7 +513,7 @@ pub const ORIGINAL_DST_FILTER: &str = r#"
         "@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"#;
 
 /// The inbound HTTP connection manager, as Istio configures it for a sidecar.
-pub(crate) fn http_connection_manager(cluster: &str, port: u16) -> String {
+fn http_connection_manager(cluster: &str, port: u16) -> String {
     format!(
         r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:

@@ -24,7 +24,8 @@ pub mod hosts {
 }
 
 /// Edge certificates made with openssl: a server CA, the server certificate for
-/// [`hosts::SECURE`] and [`hosts::MTLS`], and a client CA with one client certificate.
+/// [`hosts::SECURE`] and [`hosts::MTLS`], a client CA with one client certificate, and a
+/// client certificate from the server CA (which the MUTUAL listener must refuse).
 #[derive(Debug, Clone)]
 pub struct EdgeCerts {
     /// The CA curl trusts (`--cacert`).
@@ -39,6 +40,10 @@ pub struct EdgeCerts {
     pub client_cert: PathBuf,
     /// Its key.
     pub client_key: PathBuf,
+    /// A client certificate (clientAuth) from a CA the MUTUAL listener does not trust.
+    pub rogue_cert: PathBuf,
+    /// Its key.
+    pub rogue_key: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -85,12 +90,17 @@ impl EdgeCerts {
         for (name, ca, subj) in [
             ("server", "server-ca", format!("/CN={}", hosts::SECURE)),
             ("client", "client-ca", "/CN=meshlab-client".to_string()),
+            ("rogue-client", "server-ca", "/CN=meshlab-rogue".to_string()),
         ] {
-            let (key, csr, crt, ext) = (
+            let ext = if name == "server" {
+                "server.ext"
+            } else {
+                "client.ext"
+            };
+            let (key, csr, crt) = (
                 format!("{name}.key"),
                 format!("{name}.csr"),
                 format!("{name}.crt"),
-                format!("{name}.ext"),
             );
             let mut args = vec!["req"];
             args.extend(curve);
@@ -114,7 +124,7 @@ impl EdgeCerts {
                     "-days",
                     "30",
                     "-extfile",
-                    &ext,
+                    ext,
                 ],
             )?;
         }
@@ -125,6 +135,8 @@ impl EdgeCerts {
             client_ca: dir.join("client-ca.crt"),
             client_cert: dir.join("client.crt"),
             client_key: dir.join("client.key"),
+            rogue_cert: dir.join("rogue-client.crt"),
+            rogue_key: dir.join("rogue-client.key"),
         })
     }
 }

@@ -410,10 +410,10 @@ async fn edge_mutual(lab: &mut Lab) -> anyhow::Result<String> {
         )
         .await?;
     xfcc(&with).context("with a client certificate")?;
-    // A certificate from a CA the listener does not trust is refused too.
+    // A client certificate from a CA the listener does not trust is refused too.
     let (other, other_key) = (
-        lab.certs.server_cert.display().to_string(),
-        lab.certs.server_key.display().to_string(),
+        lab.certs.rogue_cert.display().to_string(),
+        lab.certs.rogue_key.display().to_string(),
     );
     let wrong = lab
         .curl(
