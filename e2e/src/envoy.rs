@@ -43,6 +43,36 @@ impl Envoy {
     }
 }
 
+/// One counter or gauge from Envoy's admin `/stats` text (`name: value` lines); `0` when
+/// absent, as Envoy omits counters it has not created yet.
+pub fn stat_value(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
+/// The start of a sidecar bootstrap: `node` named as Istio names a sidecar of `identity`'s
+/// pod, and `admin` on `127.0.0.1:<admin_port>` (0: ephemeral). `static_resources` follows.
+pub fn sidecar_node_and_admin_yaml(identity: &mesh::Identity, admin_port: u16) -> String {
+    let (ns, sa) = (identity.namespace(), identity.service_account());
+    format!(
+        r#"node:
+  id: sidecar~127.0.0.1~{sa}-pod.{ns}~{ns}.svc.cluster.local
+  cluster: {sa}.{ns}
+  metadata:
+    NAMESPACE: {ns}
+    SERVICE_ACCOUNT: {sa}
+admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
+"#
+    )
+}
+
 /// An SDS config source pointing at the `sds-grpc` cluster.
 pub fn sds_config_yaml(indent: usize) -> String {
     let pad = " ".repeat(indent);

@@ -177,12 +177,7 @@ impl HttpbinPod {
         let (_, body) = crate::http::get(self.envoy_admin, "/stats")
             .await
             .unwrap_or_default();
-        body.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(": ")?;
-                (k == name).then(|| v.trim().parse().ok()).flatten()
-            })
-            .unwrap_or(0)
+        crate::envoy::stat_value(&body, name)
     }
 
     /// One statistic of the inbound listener (`listener.virtualInbound.<suffix>`), e.g.
@@ -408,8 +403,6 @@ fn inbound_bootstrap(
     sds_socket: &Path,
     captured_port: Option<u16>,
 ) -> String {
-    let ns = identity.namespace();
-    let sa = identity.service_account();
     let port = httpbin.port();
     let cluster = format!("inbound|{port}||");
     let hcm = http_connection_manager(&cluster, port);
@@ -467,16 +460,7 @@ fn inbound_bootstrap(
         ));
     }
     format!(
-        r#"node:
-  id: sidecar~127.0.0.1~{sa}-pod.{ns}~{ns}.svc.cluster.local
-  cluster: {sa}.{ns}
-  metadata:
-    NAMESPACE: {ns}
-    SERVICE_ACCOUNT: {sa}
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
-static_resources:
+        r#"{header}static_resources:
   listeners:
   - name: virtualInbound
     stat_prefix: virtualInbound
@@ -503,6 +487,7 @@ static_resources:
 {sds_cluster}"#,
         ip = httpbin.ip(),
         sds_cluster = sds_cluster_yaml(sds_socket),
+        header = crate::envoy::sidecar_node_and_admin_yaml(identity, admin_port),
     )
 }
 

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 /// The tools bin directory: `$MESHGATE_TOOLS`, else `<workspace>/.cache/tools/bin`.
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("MESHGATE_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".cache/tools/bin"))
+    match std::env::var_os("MESHGATE_TOOLS") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join(".cache/tools/bin"),
+    }
 }
 
 /// The workspace root.
@@ -26,6 +27,29 @@ pub fn tool(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `name` on `$PATH` (Debian packages such as shellcheck, curl, iptables), if there.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A tool from the tools directory, else from `$PATH`; panics with the fix if neither has it.
+pub fn tool_or_system(name: &str) -> PathBuf {
+    let own = bin_dir().join(name);
+    if own.is_file() {
+        return own;
+    }
+    on_path(name).unwrap_or_else(|| {
+        panic!(
+            "{name} not found in {} nor on PATH: run scripts/install-tools",
+            bin_dir().display()
+        )
+    })
 }
 
 /// A binary of this workspace built in the same profile as the running test.

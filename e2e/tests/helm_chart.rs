@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use e2e::tools::{tool, tool_or_system, workspace_root};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -32,57 +33,12 @@ const RELEASE_NAMESPACE: &str = "gateway-system";
 
 // ---------------------------------------------------------------- where things are
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
-        .to_path_buf()
-}
-
 fn chart_dir() -> PathBuf {
     workspace_root().join("manifests/charts/meshgate")
 }
 
 fn samples_dir() -> PathBuf {
     workspace_root().join("manifests/samples")
-}
-
-fn tools_bin() -> PathBuf {
-    match std::env::var_os("MESHGATE_TOOLS") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => workspace_root().join(".cache/tools/bin"),
-    }
-}
-
-/// A tool from the tools directory; fails the test with what to do when it is missing.
-fn tool(name: &str) -> PathBuf {
-    let path = tools_bin().join(name);
-    assert!(
-        path.is_file(),
-        "{name} not found at {}: run scripts/install-tools (or set MESHGATE_TOOLS to a bin \
-         directory holding {name})",
-        path.display()
-    );
-    path
-}
-
-/// A tool from the tools directory, else from PATH (Debian packages such as shellcheck).
-fn tool_or_system(name: &str) -> PathBuf {
-    let own = tools_bin().join(name);
-    if own.is_file() {
-        return own;
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} not found in {} nor on PATH: run scripts/install-tools",
-                tools_bin().display()
-            )
-        })
 }
 
 fn run<I, S>(program: &Path, args: I) -> Output

@@ -8,7 +8,7 @@ use std::process::Command;
 use e2e::lab::config::{EdgeCerts, gateway_resources, hosts};
 use e2e::lab::{HTTPBIN_PORT, Pod, proxy};
 use e2e::sidecar::{InboundPolicy, capture_bootstrap_yaml};
-use e2e::tools::{tool, workspace_bin, workspace_root};
+use e2e::tools::{tool, tool_or_system, workspace_bin, workspace_root};
 
 fn pods(dir: &Path) -> (Pod, Pod, Pod) {
     let gw = Pod::new(
@@ -142,13 +142,7 @@ fn lab_scripts_pass_bash_n_and_shellcheck() {
                 .unwrap(),
             &format!("bash -n {name}"),
         );
-        let shellcheck = std::env::var_os("PATH")
-            .and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("shellcheck"))
-                    .find(|f| f.is_file())
-            })
-            .expect("shellcheck (scripts/install-tools installs it)");
+        let shellcheck = tool_or_system("shellcheck");
         ok(
             Command::new(shellcheck).arg(&script).output().unwrap(),
             &format!("shellcheck {name}"),

@@ -96,7 +96,7 @@ impl Pod {
         }
     }
 
-    /// The Kubernetes Service fronting this pod (its name without the `-pod` part).
+    /// The Kubernetes Service fronting this pod (named after it).
     pub fn service(&self) -> &'static str {
         self.name
     }
@@ -159,8 +159,6 @@ pub struct Lab {
     procs: Vec<Proc>,
     /// The test CA (istiod's CA protocol), listening in the `istiod` namespace.
     pub ca: TestCa,
-    /// Working directory.
-    pub dir: PathBuf,
     /// Edge certificates (openssl).
     pub certs: EdgeCerts,
     /// Holds the CA.
@@ -235,7 +233,6 @@ impl Lab {
         let mut lab = Lab {
             procs: Vec::new(),
             ca,
-            dir,
             certs,
             istiod,
             gateway,
@@ -575,25 +572,11 @@ impl Lab {
 
     /// One Envoy statistic of the istio-proxy in `pod` (`0` when absent).
     pub async fn envoy_stat(&self, pod: &Pod, name: &str) -> anyhow::Result<u64> {
-        let body = self
-            .admin_get(
-                pod,
-                &format!(
-                    "http://127.0.0.1:{PROXY_ADMIN_PORT}/stats?filter=^{}$",
-                    regex_escape(name)
-                ),
-            )
-            .await?;
-        Ok(body
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(": ")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0))
+        let url = format!("http://127.0.0.1:{PROXY_ADMIN_PORT}/stats");
+        Ok(crate::envoy::stat_value(
+            &self.admin_get(pod, &url).await?,
+            name,
+        ))
     }
 
     /// The logs of every process in `pod`, for failure messages.
@@ -740,18 +723,6 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
-}
-
 /// Root, and the programs the lab drives, or an error saying what is missing.
 pub fn check_prerequisites() -> anyhow::Result<()> {
     // SAFETY: geteuid(2) has no preconditions.
@@ -759,9 +730,7 @@ pub fn check_prerequisites() -> anyhow::Result<()> {
         bail!("the mesh lab makes network namespaces and iptables rules: run it as root");
     }
     for program in ["ip", "iptables", "curl", "wrk", "openssl", "setpriv"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-            .unwrap_or(false);
+        let found = crate::tools::on_path(program).is_some();
         if !found {
             bail!("{program} is not installed: run scripts/install-tools");
         }

@@ -29,8 +29,6 @@ pub fn gateway_proxy_bootstrap(
     upstream_identities: &[Identity],
     sds_socket: &Path,
 ) -> String {
-    let ns = identity.namespace();
-    let sa = identity.service_account();
     let outbound = mesh::consts::OUTBOUND_CAPTURE_PORT;
     let cluster = format!("outbound|{port}||{host}");
     let sans: String = upstream_identities
@@ -38,16 +36,7 @@ pub fn gateway_proxy_bootstrap(
         .map(|id| format!("\n                - san_type: URI\n                  matcher: {{ exact: \"{id}\" }}"))
         .collect();
     format!(
-        r#"node:
-  id: sidecar~127.0.0.1~{sa}-pod.{ns}~{ns}.svc.cluster.local
-  cluster: {sa}.{ns}
-  metadata:
-    NAMESPACE: {ns}
-    SERVICE_ACCOUNT: {sa}
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: {PROXY_ADMIN_PORT} }}
-static_resources:
+        r#"{header}static_resources:
   listeners:
   - name: virtualOutbound
     stat_prefix: virtualOutbound
@@ -138,5 +127,6 @@ static_resources:
         sds_default = sds_config_yaml(12),
         sds_root = sds_config_yaml(14),
         sds_cluster = sds_cluster_yaml(sds_socket),
+        header = crate::envoy::sidecar_node_and_admin_yaml(identity, PROXY_ADMIN_PORT),
     )
 }
