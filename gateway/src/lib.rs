@@ -1,24 +1,26 @@
 //! meshgate edge proxy: Kubernetes Gateway API routing on hyper 1, tokio and rustls.
 //!
-//! Pipeline: [`resources`] (Gateway API + core objects, serde) -> [`translate`] ->
-//! [`routing::Table`] (validated, immutable) -> [`proxy`] (request path). The
-//! [`provider`] watches the config path and swaps tables atomically; [`admin`] exposes
-//! readiness, the compiled table and [`metrics`].
+//! Configuration flows one way: [`providers`] (objects from files) -> [`translate`]
+//! (objects to [`ir`], with per-object conditions) -> [`dataplane`] (runtime tables,
+//! swapped atomically) -> [`proxy`] (the request path). Beside them: [`identity`] (the
+//! mesh certificate from SDS), [`upstream`] (pools, connector, per-attempt hook),
+//! [`observe`] (metrics, access log, debug), [`admin`], [`cli`], [`server`] (wiring).
 
-pub mod access_log;
 pub mod admin;
-pub mod config;
-pub mod mesh_tls;
-pub mod metrics;
-pub mod provider;
+pub mod api;
+pub mod cli;
+pub mod dataplane;
+pub mod identity;
+pub mod ir;
+pub mod observe;
+pub mod providers;
 pub mod proxy;
-pub mod resources;
-pub mod routing;
-pub mod sds;
 pub mod server;
-pub mod tls;
 pub mod translate;
 pub mod upstream;
+pub mod validate;
+
+use std::process::ExitCode;
 
 /// Installs rustls' ring crypto provider for the process (idempotent).
 pub fn install_crypto_provider() {
@@ -36,5 +38,37 @@ pub fn init_logging(json: bool) {
         let _ = b.json().try_init();
     } else {
         let _ = b.try_init();
+    }
+}
+
+/// Runs the gateway with its runtime: one current-thread runtime for `--workers 1`,
+/// else tokio's work-stealing runtime with that many workers (see the README's
+/// concurrency model).
+pub fn run(config: cli::Config) -> ExitCode {
+    init_logging(config.log_json);
+    let rt = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(workers = config.workers, config = %config.config_path.display(), "starting gateway");
+    match rt.block_on(server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gateway failed");
+            ExitCode::FAILURE
+        }
     }
 }

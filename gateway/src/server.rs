@@ -1,125 +1,323 @@
-//! Process wiring: shared state, admin server, config provider, one accept loop per
-//! listener port (reconciled on every table change), and graceful drain on SIGTERM.
+//! Process wiring: builds each module's handles, runs the admin server, the SDS client,
+//! the configuration pipeline (provider -> translate -> data-plane build -> swap), one
+//! accept loop per port of the current tables, and graceful drain on SIGTERM.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::access_log::AccessLog;
-use crate::config::{Config, Limits};
-use crate::metrics::Metrics;
-use crate::provider::FileProvider;
-use crate::routing::Table;
+use crate::admin::{self, AdminContext, BindState, Readiness};
+use crate::cli::Config;
+use crate::dataplane::{self, TableReader};
+use crate::identity::{self, MeshIdentity};
+use crate::observe::access_log::AccessLog;
+use crate::observe::debug::RequestLog;
+use crate::observe::metrics::Metrics;
+use crate::providers::{self, file::FileProvider};
+use crate::proxy::{self, DrainWatch, ProxyContext};
+use crate::translate::{self, TranslateOptions, status::Report};
 use crate::upstream::Upstreams;
-use crate::{admin, proxy};
-
-/// State shared by every task; the request path only reads `table` (lock-free).
-pub struct Shared {
-    /// The current route table, swapped atomically on a good config change.
-    pub table: ArcSwap<Table>,
-    /// Bumped after each swap; wakes the listener manager.
-    pub table_changed: watch::Sender<u64>,
-    /// A valid configuration has been loaded at least once.
-    pub config_loaded: AtomicBool,
-    /// Every port of the current table is bound.
-    pub listeners_ok: AtomicBool,
-    /// Set on SIGTERM: stop accepting, finish in-flight requests, close connections.
-    pub drain: watch::Sender<bool>,
-    /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Access log writer.
-    pub access_log: AccessLog,
-    /// Pooled upstream clients.
-    pub upstreams: Upstreams,
-    /// The gateway's mesh identity from SDS (mesh integration on).
-    pub identity: Option<Arc<crate::sds::MeshIdentity>>,
-    /// Downstream limits.
-    pub limits: Limits,
-    /// hyper server settings (HTTP/1.1 + HTTP/2).
-    pub server: auto::Builder<TokioExecutor>,
-}
-
-impl Shared {
-    /// Builds the shared state (needs a Tokio runtime when the access log is on).
-    pub fn new(config: &Config) -> Arc<Shared> {
-        let metrics = Arc::new(Metrics::new());
-        let identity = config
-            .sds_socket
-            .as_ref()
-            .map(|_| Arc::new(crate::sds::MeshIdentity::default()));
-        let access_log = if config.access_log {
-            AccessLog::stdout(metrics.clone())
-        } else {
-            AccessLog::disabled(metrics.clone())
-        };
-        Arc::new(Shared {
-            table: ArcSwap::from_pointee(Table::default()),
-            table_changed: watch::Sender::new(0),
-            config_loaded: AtomicBool::new(false),
-            listeners_ok: AtomicBool::new(false),
-            drain: watch::Sender::new(false),
-            upstreams: Upstreams::new(&config.upstream, metrics.clone(), identity.clone()),
-            identity,
-            metrics,
-            access_log,
-            limits: config.limits.clone(),
-            server: proxy::server_builder(&config.limits),
-        })
-    }
-}
+use crate::upstream::attempt::{AttemptHooks, AttemptMetrics};
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let shared = Shared::new(&config);
+    let metrics = Arc::new(Metrics::new());
+    let identity = config
+        .sds_socket
+        .as_ref()
+        .map(|_| Arc::new(MeshIdentity::default()));
+    let tables = TableReader::default();
+    let readiness = Arc::new(Readiness::default());
+    let status = Arc::new(ArcSwap::from_pointee(Report::default()));
+    let binds = BindState::default();
+    let debug = RequestLog::default();
+    let access_log = if config.access_log {
+        AccessLog::stdout(metrics.clone())
+    } else {
+        AccessLog::disabled(metrics.clone())
+    };
+    let proxy = Arc::new(ProxyContext {
+        tables: tables.clone(),
+        upstreams: Upstreams::new(&config.upstream, metrics.clone(), identity.clone()),
+        hooks: AttemptHooks::new(vec![Arc::new(AttemptMetrics(metrics.clone()))]),
+        metrics: metrics.clone(),
+        access_log,
+        debug: debug.clone(),
+        server: proxy::server_builder(&config.limits),
+        limits: config.limits.clone(),
+    });
     let admin = TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding admin address {}", config.admin_addr))?;
-    tracing::info!(addr = %config.admin_addr, "admin server listening");
-    tokio::spawn(admin::serve(admin, shared.clone()));
-    if let (Some(socket), Some(identity)) = (&config.sds_socket, &shared.identity) {
-        tracing::info!(socket = %socket.display(), "mesh integration on: fetching the gateway's identity over SDS");
-        tokio::spawn(crate::sds::run(
-            crate::sds::SdsClientConfig {
-                socket: socket.clone(),
-            },
-            identity.clone(),
-            shared.metrics.clone(),
-        ));
+    if !config.admin_addr.ip().is_loopback() {
+        tracing::warn!(addr = %config.admin_addr, "the admin server is bound off loopback: anyone who can reach it sees the configuration and certificates' metadata");
     }
+    tracing::info!(addr = %config.admin_addr, "admin server listening");
+    tokio::spawn(admin::serve(
+        admin,
+        AdminContext {
+            readiness: readiness.clone(),
+            tables: tables.clone(),
+            status: status.clone(),
+            binds: binds.clone(),
+            identity: identity.clone(),
+            metrics: metrics.clone(),
+            debug,
+        },
+    ));
+    if let (Some(socket), Some(identity)) = (&config.sds_socket, &identity) {
+        tracing::info!(socket = %socket.display(), "mesh integration on: fetching the gateway's identity over SDS");
+        let cfg = identity::sds::SdsClientConfig {
+            socket: socket.clone(),
+        };
+        tokio::spawn(identity::sds::run(cfg, identity.clone(), metrics.clone()));
+    }
+    let applier = ConfigApplier {
+        opts: config.translate.clone(),
+        tables,
+        status,
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        changed: watch::Sender::new(0),
+        source: config.config_path.display().to_string(),
+    };
+    let changed = applier.changed.subscribe();
+    start_provider(&config, applier).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let accept = AcceptShared {
+        proxy,
+        drain: DrainWatch::default(),
+        permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+    };
+    let listeners = tokio::spawn(manage_listeners(
+        accept.clone(),
+        changed,
+        stop_rx,
+        config.bind_address,
+        binds,
+        readiness.clone(),
+    ));
+    shutdown_signal().await;
+    drain(&config, &readiness, &stop_tx, listeners, &accept, &metrics).await;
+    Ok(())
+}
 
-    let mut provider = FileProvider::new(config.config_path.clone(), config.translate.clone());
-    let s = shared.clone();
-    provider = tokio::task::spawn_blocking(move || {
-        provider.poll(&s);
-        provider
+/// Polls the config path once before serving (so the first tables exist before the
+/// listeners), then keeps polling; every update goes through [`ConfigApplier`].
+async fn start_provider(config: &Config, applier: ConfigApplier) -> anyhow::Result<()> {
+    let mut provider = FileProvider::new(config.config_path.clone(), config.max_config_bytes);
+    let (provider, first) = tokio::task::spawn_blocking(move || {
+        let update = provider.poll();
+        (provider, update)
     })
     .await?;
-    tokio::spawn(provider.run(shared.clone(), config.poll_interval));
-    let listeners = tokio::spawn(manage_listeners(shared.clone(), config.bind_address));
-
-    shutdown_signal().await;
-    tracing::info!(timeout = ?config.drain_timeout, "draining");
-    shared.drain.send_replace(true);
-    let _ = listeners.await;
-    let deadline = Instant::now() + config.drain_timeout;
-    while shared.metrics.active_connections.get() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Some(u) = first {
+        applier.apply(u);
     }
-    tracing::info!(
-        open = shared.metrics.active_connections.get(),
-        "drained; exiting"
-    );
+    let (tx, mut rx) = watch::channel(None);
+    tokio::spawn(provider.run(tx, config.poll_interval));
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let update = rx.borrow_and_update().clone();
+            if let Some(u) = update {
+                applier.apply(u);
+            }
+        }
+    });
     Ok(())
+}
+
+/// Turns provider updates into served tables: translate, build, swap. A rejected update
+/// is logged and counted; the last good tables keep serving.
+struct ConfigApplier {
+    opts: TranslateOptions,
+    tables: TableReader,
+    status: Arc<ArcSwap<Report>>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    /// Bumped after each swap; wakes the listener manager.
+    changed: watch::Sender<u64>,
+    /// Where the configuration comes from, for logs.
+    source: String,
+}
+
+impl ConfigApplier {
+    fn apply(&self, update: providers::Update) {
+        let built = update
+            .map_err(|e| e.0)
+            .and_then(|snap| {
+                translate::translate(&snap, &self.opts)
+                    .accepted()
+                    .map_err(|e| e.0)
+            })
+            .and_then(|(ir, report)| {
+                let tables = dataplane::build(Arc::new(ir)).map_err(|e| e.0)?;
+                Ok((tables, report))
+            });
+        let source = &self.source;
+        match built {
+            Ok((tables, report)) => {
+                for w in &tables.ir.warnings {
+                    tracing::warn!(source, "{w}");
+                }
+                let ports: Vec<u16> = tables.ir.ports.keys().copied().collect();
+                self.tables.store(tables);
+                self.status.store(Arc::new(report));
+                self.readiness.config_loaded.store(true, Ordering::SeqCst);
+                self.metrics.config_reloads.inc();
+                self.metrics.config_last_reload_ok.set(1);
+                self.changed.send_modify(|g| *g += 1);
+                tracing::info!(source, ?ports, "configuration applied");
+            }
+            Err(errors) => {
+                self.metrics.config_rejections.inc();
+                self.metrics.config_last_reload_ok.set(0);
+                for e in &errors {
+                    tracing::error!(source, "config error: {e}");
+                }
+                tracing::error!(
+                    source,
+                    errors = errors.len(),
+                    "configuration rejected; the last good configuration keeps serving"
+                );
+            }
+        }
+    }
+}
+
+/// What every accept loop shares.
+#[derive(Clone)]
+struct AcceptShared {
+    proxy: Arc<ProxyContext>,
+    drain: DrainWatch,
+    /// One permit per open downstream connection (`--max-connections`).
+    permits: Arc<Semaphore>,
+}
+
+/// Keeps one accept loop per port of the current tables until told to stop; records
+/// each port's bind result (a listener that cannot bind is not Programmed).
+async fn manage_listeners(
+    shared: AcceptShared,
+    mut changed: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+    bind: IpAddr,
+    binds: BindState,
+    readiness: Arc<Readiness>,
+) {
+    let mut running: HashMap<u16, JoinHandle<()>> = HashMap::new();
+    loop {
+        let wanted: BTreeSet<u16> = shared.proxy.tables.load().ports.keys().copied().collect();
+        running.retain(|port, h| {
+            let keep = wanted.contains(port);
+            if !keep {
+                h.abort();
+                tracing::info!(port, "listener closed");
+            }
+            keep
+        });
+        let mut state = std::collections::BTreeMap::new();
+        for port in wanted {
+            if running.contains_key(&port) {
+                state.insert(port, Ok(()));
+                continue;
+            }
+            let addr = SocketAddr::new(bind, port);
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "listener bound");
+                    running.insert(port, tokio::spawn(accept_loop(l, port, shared.clone())));
+                    state.insert(port, Ok(()));
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot bind listener; retrying");
+                    state.insert(port, Err(format!("cannot bind {addr}: {e}")));
+                }
+            }
+        }
+        let ok = state.values().all(Result::is_ok);
+        *binds.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        readiness.listeners_ok.store(ok, Ordering::SeqCst);
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = stop.changed() => {
+                for (_, h) in running.drain() {
+                    h.abort();
+                }
+                readiness.listeners_ok.store(false, Ordering::SeqCst);
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(2)), if !ok => {}
+        }
+    }
+}
+
+/// First and largest pause after a failed accept (EMFILE and friends): no busy loop.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+async fn accept_loop(listener: TcpListener, port: u16, shared: AcceptShared) {
+    let mut backoff = ACCEPT_BACKOFF.0;
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff = ACCEPT_BACKOFF.0;
+                c
+            }
+            Err(e) => {
+                tracing::warn!(port, error = %e, retry_in = ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
+        let metrics = &shared.proxy.metrics;
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            metrics.connections_rejected.inc();
+            continue;
+        };
+        let Some(watcher) = shared.drain.watcher() else {
+            continue;
+        };
+        let proxy = shared.proxy.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _guard = ConnectionGuard::new(&proxy.metrics);
+            proxy::serve_connection(proxy.clone(), tcp, peer, port, watcher).await;
+        });
+    }
+}
+
+/// Stops accepting, tells every connection to finish, waits up to the drain timeout.
+async fn drain(
+    config: &Config,
+    readiness: &Readiness,
+    stop: &watch::Sender<bool>,
+    listeners: JoinHandle<()>,
+    accept: &AcceptShared,
+    metrics: &Metrics,
+) {
+    tracing::info!(timeout = ?config.drain_timeout, "draining");
+    readiness.draining.store(true, Ordering::SeqCst);
+    let _ = stop.send(true);
+    let _ = listeners.await;
+    if let Some(graceful) = accept.drain.start()
+        && tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            open = metrics.active_connections.get(),
+            "drain deadline reached"
+        );
+    }
+    tracing::info!(open = metrics.active_connections.get(), "drained; exiting");
 }
 
 async fn shutdown_signal() {
@@ -134,76 +332,6 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-/// Keeps one accept loop per port of the current table; stops all on drain.
-async fn manage_listeners(shared: Arc<Shared>, bind: IpAddr) {
-    let mut changed = shared.table_changed.subscribe();
-    let mut drain = shared.drain.subscribe();
-    let mut running: HashMap<u16, JoinHandle<()>> = HashMap::new();
-    loop {
-        let wanted: BTreeSet<u16> = shared.table.load().ports.keys().copied().collect();
-        running.retain(|port, h| {
-            let keep = wanted.contains(port);
-            if !keep {
-                h.abort();
-                tracing::info!(port, "listener closed");
-            }
-            keep
-        });
-        let mut ok = true;
-        for port in wanted {
-            if running.contains_key(&port) {
-                continue;
-            }
-            let addr = SocketAddr::new(bind, port);
-            match TcpListener::bind(addr).await {
-                Ok(l) => {
-                    tracing::info!(%addr, "listener bound");
-                    running.insert(port, tokio::spawn(accept_loop(l, port, shared.clone())));
-                }
-                Err(e) => {
-                    tracing::error!(%addr, error = %e, "cannot bind listener; retrying");
-                    ok = false;
-                }
-            }
-        }
-        shared.listeners_ok.store(ok, Ordering::SeqCst);
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { return },
-            _ = drain.changed() => {
-                for (_, h) in running.drain() {
-                    h.abort();
-                }
-                shared.listeners_ok.store(false, Ordering::SeqCst);
-                return;
-            }
-            _ = tokio::time::sleep(Duration::from_secs(2)), if !ok => {}
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, port: u16, shared: Arc<Shared>) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(port, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let open = shared.metrics.active_connections.get().max(0) as usize;
-        if open >= shared.limits.max_connections {
-            shared.metrics.connections_rejected.inc();
-            continue;
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _guard = ConnectionGuard::new(&shared.metrics);
-            proxy::serve_connection(shared.clone(), tcp, peer, port).await;
-        });
     }
 }
 

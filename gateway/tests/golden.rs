@@ -4,27 +4,32 @@
 
 use std::path::PathBuf;
 
-use gateway::translate::{TranslateOptions, compile};
+use gateway::providers::file::{SourceFile, parse};
+use gateway::translate::{TranslateOptions, translate};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-fn compile_file(path: &std::path::Path) -> Result<gateway::routing::Table, Vec<String>> {
+fn compile_file(path: &std::path::Path) -> Result<gateway::ir::Config, Vec<String>> {
     compile_file_with(path, &TranslateOptions::default())
 }
 
 fn compile_file_with(
     path: &std::path::Path,
     opts: &TranslateOptions,
-) -> Result<gateway::routing::Table, Vec<String>> {
+) -> Result<gateway::ir::Config, Vec<String>> {
     gateway::install_crypto_provider();
     let content = std::fs::read_to_string(path).unwrap();
-    let source = gateway::resources::SourceFile {
+    let source = SourceFile {
         path: PathBuf::from(path.file_name().unwrap()),
         content,
     };
-    compile(&[source], opts).map_err(|e| e.0)
+    let snap = parse(&[source]).map_err(|e| e.0)?;
+    translate(&snap, opts)
+        .accepted()
+        .map(|(config, _)| config)
+        .map_err(|e| e.0)
 }
 
 fn check(expected_path: PathBuf, actual: String) {
@@ -107,7 +112,7 @@ fn malformed_yaml_is_rejected_with_file_and_document() {
 fn mesh_upstreams_get_mtls_per_endpoint_label_and_per_service_annotation() {
     let dir = golden_dir();
     let opts = TranslateOptions {
-        upstream_tls: gateway::upstream::UpstreamTls::Auto,
+        upstream_tls: gateway::translate::UpstreamTls::Auto,
         ..TranslateOptions::default()
     };
     let table = compile_file_with(&dir.join("mesh_upstreams.yaml"), &opts)
@@ -120,4 +125,9 @@ fn mesh_upstreams_get_mtls_per_endpoint_label_and_per_service_annotation() {
 #[test]
 fn invalid_mesh_annotations_are_rejected_naming_service_and_annotation() {
     error_golden("bad_mesh_annotations");
+}
+
+#[test]
+fn listener_frontend_validation_and_unknown_fields_are_rejected_by_name() {
+    error_golden("listener_frontend_validation");
 }

@@ -37,11 +37,14 @@ fn routes_by_host_and_answers_404_without_a_route() {
 
     let miss = curl(&["-H", "Host: other.example.com", &url]);
     assert_eq!(miss.status, 404);
+    assert_eq!(error_code(&miss), "NR");
+    let why = gw.explain(&miss);
     assert!(
-        miss.body
+        why["reason"]
+            .as_str()
+            .unwrap()
             .contains("no route for host \"other.example.com\""),
-        "{}",
-        miss.body
+        "{why}"
     );
     let line = gw.wait_access_log(|l| l["status"] == 404);
     assert!(
@@ -258,23 +261,26 @@ fn error_responses_say_why_503_500_503_504() {
          addressType: IPv4\nports: [{port: 80}]\nendpoints: []\n",
     ]));
     let get = |p: &str| curl(&[&format!("http://127.0.0.1:{port}{p}")]);
+    let reason = |r: &CurlResult| gw.explain(r)["reason"].as_str().unwrap().to_string();
     let r = get("/empty");
-    assert_eq!(r.status, 503);
-    assert!(r.body.contains("no ready endpoints"), "{}", r.body);
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "UH"));
+    assert!(reason(&r).contains("no ready endpoints"), "{}", reason(&r));
     let r = get("/missing");
-    assert_eq!(r.status, 500);
-    assert!(
-        r.body.contains("Service default/missing not found"),
-        "{}",
-        r.body
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (500, "backend_unresolvable")
     );
+    assert!(reason(&r).contains("Service default/missing not found"));
     let r = get("/dead");
-    assert_eq!(r.status, 503);
-    assert!(r.body.contains("connect failure"), "{}", r.body);
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "UF"));
+    assert!(reason(&r).contains(&format!("connect failure to 127.0.0.1:{dead}")));
+    // The client learns the code, never the upstream's address.
+    assert!(!r.body.contains("127.0.0.1"), "{}", r.body);
     let r = get("/delay/3");
-    assert_eq!(r.status, 504);
-    assert!(r.body.contains("timeouts.request"), "{}", r.body);
+    assert_eq!((r.status, error_code(&r).as_str()), (504, "UT"));
+    assert!(reason(&r).contains("timeouts.request"));
     let line = gw.wait_access_log(|l| l["status"] == 504);
+    assert_eq!(line["response_flags"], "UT");
     assert!(line["reason"].as_str().unwrap().contains("did not answer"));
 }
 
@@ -421,7 +427,8 @@ fn admin_serves_ready_config_dump_metrics_and_probe() {
     assert_eq!(status, 200);
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
     assert_eq!(
-        dump["ports"][port.to_string()]["virtual_hosts"][0]["routes"][0]["rule"]["id"],
+        dump["config"]["ports"][port.to_string()]["listeners"][0]["virtual_hosts"][0]["routes"][0]
+            ["rule"]["id"],
         "default/httpbin/0"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -2,24 +2,30 @@
 //! API precedence (uses the golden inputs).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use gateway::routing::{RequestView, Table};
-use gateway::translate::{TranslateOptions, compile};
+use gateway::dataplane::{self, RequestView, Tables};
+use gateway::providers::file::{SourceFile, parse};
+use gateway::translate::{TranslateOptions, translate};
 use http::{HeaderMap, Method};
 
-fn table(name: &str) -> Table {
+fn table(name: &str) -> Tables {
     gateway::install_crypto_provider();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.yaml"));
-    let source = gateway::resources::SourceFile {
+    let source = SourceFile {
         content: std::fs::read_to_string(&path).unwrap(),
         path,
     };
-    compile(&[source], &TranslateOptions::default()).unwrap()
+    let snap = parse(&[source]).unwrap();
+    let (ir, _) = translate(&snap, &TranslateOptions::default())
+        .accepted()
+        .unwrap();
+    dataplane::build(Arc::new(ir)).unwrap()
 }
 
-/// `(rule id, match index within the vhost)` selected for a request, if any.
+/// `rule id` and the IR match (as JSON) selected for a request, if any.
 fn select(
-    t: &Table,
+    t: &Tables,
     port: u16,
     host: &str,
     method: Method,
@@ -36,14 +42,19 @@ fn select(
     let (path, query) = uri
         .split_once('?')
         .map_or((uri, None), |(p, q)| (p, Some(q)));
-    let vh = t.ports.get(&port)?.virtual_host(host)?;
+    let pt = t.ports.get(&port)?;
+    let li = pt.listener_for_host(host)?;
+    let listener = &pt.listeners[li];
+    let vi = listener.virtual_host_index(host)?;
     let view = RequestView {
         method: &method,
         path,
         query,
         headers: &h,
     };
-    let entry = vh.find(&view)?;
+    let ri = listener.virtual_host(host)?.find_index(&view)?;
+    // The runtime tables keep the IR's order: describe the match from the IR.
+    let entry = &t.ir.ports[&port].listeners[li].virtual_hosts[vi].routes[ri];
     Some(format!(
         "{} {}",
         entry.rule.id,

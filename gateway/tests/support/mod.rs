@@ -235,6 +235,14 @@ impl Gateway {
     }
 
     /// GET an admin path with curl; (status, body).
+    /// The gateway's explanation of an error response (admin `/debug/requests/<id>`).
+    pub fn explain(&self, r: &CurlResult) -> serde_json::Value {
+        let id = r.header("x-request-id").expect("x-request-id");
+        let (status, body) = self.admin_get(&format!("/debug/requests/{id}"));
+        assert_eq!(status, 200, "no explanation for {id}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         let r = curl(&[&format!("http://{}{path}", self.admin)]);
         (r.status, r.body)
@@ -252,6 +260,23 @@ impl Gateway {
     pub fn process(&mut self) -> &mut Process {
         self.process.as_mut().unwrap()
     }
+}
+
+/// The reason code of a gateway-made error body (`<status> <code> (request id <id>)`),
+/// checking that the body names nothing else and carries the response's request id.
+pub fn error_code(r: &CurlResult) -> String {
+    let id = r
+        .header("x-request-id")
+        .expect("error responses carry x-request-id");
+    let expected_tail = format!(" (request id {id})\n");
+    let head = r
+        .body
+        .strip_suffix(&expected_tail)
+        .unwrap_or_else(|| panic!("not a gateway error body: {:?}", r.body));
+    let (status, code) = head.split_once(' ').expect("status and code");
+    assert_eq!(status, r.status.to_string(), "{:?}", r.body);
+    assert!(!code.contains(' '), "one code only: {:?}", r.body);
+    code.to_string()
 }
 
 /// A curl result.

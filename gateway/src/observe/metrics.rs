@@ -22,6 +22,15 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Labels of an upstream attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// `Service ns/name:port` (bounded by configuration).
+    pub backend: String,
+    /// `2xx`..`5xx` for a response, else the response flag (`UF`, `UT`, `UC`, mesh codes).
+    pub outcome: String,
+}
+
 /// Label of a mesh mTLS failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -55,6 +64,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Mesh mTLS failures towards upstreams, by reason.
     pub upstream_tls_errors: Family<ReasonLabels, Counter>,
+    /// Upstream attempts by backend and outcome.
+    pub upstream_attempts: Family<AttemptLabels, Counter>,
     /// SDS versions accepted (mesh identity loaded or rotated).
     pub sds_updates: Counter,
     /// SDS versions refused (NACKed).
@@ -65,6 +76,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Registers every metric.
     pub fn new() -> Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -86,6 +98,7 @@ impl Metrics {
             config_last_reload_ok: Gauge::default(),
             access_log_dropped: Counter::default(),
             upstream_tls_errors: Family::default(),
+            upstream_attempts: Family::default(),
             sds_updates: Counter::default(),
             sds_rejections: Counter::default(),
             sds_reconnects: Counter::default(),
@@ -153,6 +166,11 @@ impl Metrics {
             m.upstream_tls_errors.clone(),
         );
         reg.register(
+            "upstream_attempts",
+            "Upstream attempts by backend and outcome",
+            m.upstream_attempts.clone(),
+        );
+        reg.register(
             "sds_updates",
             "SDS versions accepted",
             m.sds_updates.clone(),
@@ -175,6 +193,21 @@ impl Metrics {
         self.upstream_tls_errors
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one upstream attempt.
+    pub fn attempt(&self, backend: &str, outcome: crate::upstream::attempt::Outcome) {
+        use crate::upstream::attempt::Outcome;
+        let outcome = match outcome {
+            Outcome::Response(s) => format!("{}xx", s / 100),
+            other => other.code().to_string(),
+        };
+        self.upstream_attempts
+            .get_or_create(&AttemptLabels {
+                backend: backend.to_string(),
+                outcome,
             })
             .inc();
     }

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::tls::MinVersion;
-use crate::translate::TranslateOptions;
+use crate::ir::MinVersion;
+use crate::providers::file::DEFAULT_MAX_CONFIG_BYTES;
+use crate::proxy::Limits;
+use crate::translate::{TranslateOptions, UpstreamTls};
 use crate::upstream::UpstreamSettings;
 
 /// Where the configuration is read from when `--config` is not given.
@@ -35,9 +37,11 @@ pub struct Cli {
     pub run: RunArgs,
 }
 
+/// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a configuration; exits non-zero printing the errors a reload would log.
+    /// Check a configuration offline: prints each object's conditions, and exits non-zero
+    /// printing the errors a reload would log.
     Validate {
         /// YAML file or directory of YAML files.
         #[arg(long, env = "GATEWAY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
@@ -73,6 +77,9 @@ pub struct RunArgs {
     /// How often the config path is checked for changes.
     #[arg(long, env = "GATEWAY_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub poll_interval: Duration,
+    /// Largest configuration read (all files together, bytes); a larger one is rejected.
+    #[arg(long, env = "GATEWAY_MAX_CONFIG_BYTES", default_value_t = DEFAULT_MAX_CONFIG_BYTES)]
+    pub max_config_bytes: u64,
     /// Minimum TLS version for HTTPS listeners (1.2 or 1.3); a listener's
     /// `tls.options["meshgate.io/min-tls-version"]` overrides it.
     #[arg(long, env = "GATEWAY_MIN_TLS_VERSION", default_value = "1.2")]
@@ -112,7 +119,7 @@ pub struct RunArgs {
     /// Upstream TLS mode for Services without the `meshgate.io/upstream-tls` annotation
     /// [default: auto with --sds-socket, else disable].
     #[arg(long, env = "UPSTREAM_TLS", value_enum)]
-    pub upstream_tls: Option<crate::upstream::UpstreamTls>,
+    pub upstream_tls: Option<UpstreamTls>,
     /// Trust domain of upstream SPIFFE identities.
     #[arg(long, env = "TRUST_DOMAIN", default_value = mesh::consts::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
@@ -120,21 +127,6 @@ pub struct RunArgs {
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "json",
           value_parser = ["json", "text"])]
     pub log_format: String,
-}
-
-/// Limits applied to downstream connections and requests.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest request header block (431 above).
-    pub max_header_bytes: usize,
-    /// Longest URI (414 above).
-    pub max_uri_bytes: usize,
-    /// Time for the TLS handshake and for request headers.
-    pub header_read_timeout: Duration,
-    /// Close connections idle this long.
-    pub idle_timeout: Duration,
-    /// Max open downstream connections.
-    pub max_connections: usize,
 }
 
 /// Everything the running gateway needs.
@@ -150,6 +142,8 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// Config poll interval.
     pub poll_interval: Duration,
+    /// Size cap of the configuration.
+    pub max_config_bytes: u64,
     /// Access log to stdout.
     pub access_log: bool,
     /// Downstream limits.
@@ -178,6 +172,7 @@ impl From<RunArgs> for Config {
             }),
             bind_address: a.bind_address,
             poll_interval: a.poll_interval,
+            max_config_bytes: a.max_config_bytes,
             access_log: a.access_log == "stdout",
             limits: Limits {
                 max_header_bytes: a.max_header_bytes,
@@ -196,9 +191,9 @@ impl From<RunArgs> for Config {
                 default_min_tls_version: a.min_tls_version,
                 cluster_domain: a.cluster_domain,
                 upstream_tls: a.upstream_tls.unwrap_or(if a.sds_socket.is_some() {
-                    crate::upstream::UpstreamTls::Auto
+                    UpstreamTls::Auto
                 } else {
-                    crate::upstream::UpstreamTls::Disable
+                    UpstreamTls::Disable
                 }),
                 trust_domain: a.trust_domain,
             },

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// Lines buffered before new ones are dropped (and counted).
 const QUEUE: usize = 8192;
@@ -22,6 +22,9 @@ pub struct Entry<'a> {
     pub path: &'a str,
     pub protocol: &'a str,
     pub status: u16,
+    /// Envoy's response flag (`UF`, `UH`, `NR`, ...) or our reason code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_flags: Option<&'a str>,
     /// `namespace/name/rule` of the matched HTTPRoute rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<&'a str>,
@@ -30,6 +33,8 @@ pub struct Entry<'a> {
     pub upstream: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_address: Option<&'a str>,
+    /// Upstream attempts made (0 when none was).
+    pub attempts: u32,
     pub duration_ms: f64,
     /// Response body bytes sent.
     pub bytes_sent: u64,

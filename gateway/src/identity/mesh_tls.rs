@@ -5,42 +5,23 @@
 
 use std::sync::Arc;
 
+use super::MeshCreds;
+use crate::ir::MeshTarget;
 use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use serde::Serialize;
 
-use crate::sds::MeshCreds;
-
-/// Whom a mesh connection goes to: fixed per backend at translate time.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct MeshTarget {
-    /// TLS server name, `outbound_.<port>_._.<fqdn>`.
-    pub sni: String,
-    /// SPIFFE ids the server may present.
-    pub identities: Vec<String>,
-    /// Speak HTTP/2 (ALPN `istio-h2`) rather than HTTP/1.1 (`istio-http/1.1`).
-    pub http2: bool,
-}
-
-impl MeshTarget {
-    /// Istio's outbound SNI for a service port.
-    pub fn sni_for(port: u16, fqdn: &str) -> String {
-        format!("outbound_.{port}_._.{fqdn}")
-    }
-
-    /// ALPN protocols offered, as Istio clients offer them.
-    pub fn alpn(&self) -> Vec<Vec<u8>> {
-        let first: &[u8] = if self.http2 {
-            b"istio-h2"
-        } else {
-            b"istio-http/1.1"
-        };
-        vec![first.to_vec(), b"istio".to_vec()]
-    }
+/// ALPN protocols offered, as Istio clients offer them.
+pub fn alpn(target: &MeshTarget) -> Vec<Vec<u8>> {
+    let first: &[u8] = if target.http2 {
+        b"istio-h2"
+    } else {
+        b"istio-http/1.1"
+    };
+    vec![first.to_vec(), b"istio".to_vec()]
 }
 
 /// The upstream presented a certificate for someone else.
@@ -133,8 +114,14 @@ impl ResolvesClientCert for ClientCert {
     }
 }
 
-/// A client config for one handshake with `target`, using `creds` (the newest at the time).
-pub fn client_config(creds: &MeshCreds, target: &MeshTarget) -> rustls::ClientConfig {
+/// The client config for `target` with `creds`: built once per (target, credentials
+/// version) by the upstream pool, never per connection.
+///
+/// Resumption is on (rustls' in-memory ticket cache): sidecars resume TLS 1.3 sessions, so
+/// a new pooled connection skips the certificate exchange. The cache belongs to this
+/// config, so after a rotation the new config starts empty and no resumed session can
+/// present the old certificate.
+pub fn client_config(creds: &MeshCreds, target: &MeshTarget) -> Arc<rustls::ClientConfig> {
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
@@ -147,6 +134,7 @@ pub fn client_config(creds: &MeshCreds, target: &MeshTarget) -> rustls::ClientCo
             identities: target.identities.clone(),
         }))
         .with_client_cert_resolver(Arc::new(ClientCert(creds.key.clone())));
-    config.alpn_protocols = target.alpn();
-    config
+    config.alpn_protocols = alpn(target);
+    config.resumption = rustls::client::Resumption::in_memory_sessions(256);
+    Arc::new(config)
 }

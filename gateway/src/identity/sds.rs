@@ -1,125 +1,21 @@
-//! The gateway's mesh identity, from the sds-agent over SDS.
-//!
-//! Subscribes to `default` (certificate + key) and `ROOTCA` on the agent's unix socket,
-//! validates each pair before using it, ACKs what it uses and NACKs what it refuses. The
-//! last good credentials survive an agent restart; the client reconnects with backoff.
+//! SDS client: subscribes to `default` (certificate + key) and `ROOTCA` on the agent's
+//! unix socket, validates each pair before using it, ACKs what it uses and NACKs what it
+//! refuses. The last good credentials survive an agent restart; the client reconnects
+//! with backoff.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use mesh::WorkloadCerts;
-use mesh::certs::parse_pem_certs;
 use mesh::consts::{SDS_DEFAULT, SDS_ROOTCA, SECRET_TYPE_URL};
 use mesh::sds::{decode_secret, inline_bytes};
-use rustls::client::WebPkiServerVerifier;
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Credentials for mesh mTLS, built once per SDS version.
-pub struct MeshCreds {
-    /// The validated certificate (identity, serial, validity, hashes).
-    pub certs: WorkloadCerts,
-    /// Client certificate and signing key for rustls.
-    pub key: Arc<CertifiedKey>,
-    /// Verifies upstream chains against ROOTCA (names are checked by SPIFFE id instead).
-    pub roots: Arc<WebPkiServerVerifier>,
-    /// SDS version these came from.
-    pub version: String,
-    /// When they arrived.
-    pub received: std::time::Instant,
-}
-
-impl std::fmt::Debug for MeshCreds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeshCreds")
-            .field("certs", &self.certs)
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The current mesh credentials; read lock-free on every upstream handshake.
-#[derive(Default)]
-pub struct MeshIdentity {
-    current: ArcSwapOption<MeshCreds>,
-}
-
-impl MeshIdentity {
-    /// The credentials in use, if any arrived yet.
-    pub fn current(&self) -> Option<Arc<MeshCreds>> {
-        self.current.load_full()
-    }
-
-    /// Whether usable (unexpired) credentials are loaded.
-    pub fn is_ready(&self) -> bool {
-        self.current
-            .load()
-            .as_ref()
-            .is_some_and(|c| c.certs.is_valid_at(SystemTime::now()))
-    }
-
-    /// Replaces the credentials (new handshakes use them at once).
-    pub fn set(&self, creds: MeshCreds) {
-        self.current.store(Some(Arc::new(creds)));
-    }
-}
-
-/// Why an SDS version was refused (sent back as a NACK).
-#[derive(Debug, thiserror::Error)]
-pub enum CredsError {
-    #[error("SDS response carries no {0} secret")]
-    Missing(&'static str),
-    #[error("secret {name}: {reason}")]
-    Secret { name: String, reason: String },
-    #[error(transparent)]
-    Cert(#[from] mesh::certs::CertError),
-    #[error("rustls rejected the credentials: {0}")]
-    Rustls(String),
-}
-
-/// Builds credentials from certificate chain + key + roots PEM.
-pub fn build_creds(
-    chain_pem: &str,
-    key_pem: &str,
-    roots_pem: &str,
-    version: String,
-) -> Result<MeshCreds, CredsError> {
-    let chain = parse_pem_certs(chain_pem, "SDS default certificate chain")?;
-    let roots = parse_pem_certs(roots_pem, "SDS ROOTCA")?;
-    let certs = WorkloadCerts::validate(&chain, key_pem, &roots, None, SystemTime::now())?;
-    let key_der = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| CredsError::Rustls(e.to_string()))?;
-    let provider = rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-    let signing = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| CredsError::Rustls(e.to_string()))?;
-    let key = Arc::new(CertifiedKey::new(chain.clone(), signing));
-    let mut store = rustls::RootCertStore::empty();
-    for r in &roots {
-        store
-            .add(r.clone())
-            .map_err(|e| CredsError::Rustls(e.to_string()))?;
-    }
-    let roots = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
-        .build()
-        .map_err(|e| CredsError::Rustls(e.to_string()))?;
-    Ok(MeshCreds {
-        certs,
-        key,
-        roots,
-        version,
-        received: std::time::Instant::now(),
-    })
-}
+use super::{CredsError, MeshCreds, MeshIdentity, build_creds};
+use crate::observe::metrics::Metrics;
 
 /// SDS client settings.
 #[derive(Debug, Clone)]
@@ -133,11 +29,7 @@ const RECONNECT_INITIAL: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(15);
 
 /// Keeps `identity` fed from SDS for as long as the gateway runs.
-pub async fn run(
-    cfg: SdsClientConfig,
-    identity: Arc<MeshIdentity>,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
+pub async fn run(cfg: SdsClientConfig, identity: Arc<MeshIdentity>, metrics: Arc<Metrics>) {
     let mut delay = RECONNECT_INITIAL;
     loop {
         match stream_once(&cfg.socket, &identity, &metrics).await {
@@ -180,7 +72,7 @@ fn request(version: &str, nonce: &str, error: Option<String>) -> DiscoveryReques
 async fn stream_once(
     socket: &Path,
     identity: &MeshIdentity,
-    metrics: &crate::metrics::Metrics,
+    metrics: &Metrics,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut client = mesh::sds::connect_unix(socket).await?;
     let (tx, rx) = mpsc::channel(4);

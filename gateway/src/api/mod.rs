@@ -1,0 +1,38 @@
+//! The objects the gateway is configured with, in their Kubernetes shapes.
+//!
+//! Gateway API v1.6 kinds are kube `CustomResource`s derived here ([`gateway_api`]); core
+//! objects (Secret, ConfigMap, Service, EndpointSlice, Pod) are k8s-openapi's own types.
+//! Providers fill a [`Snapshot`]; `translate` reads it and nothing else.
+
+pub mod gateway_api;
+mod meta;
+
+pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+pub use k8s_openapi::api::discovery::v1::EndpointSlice;
+pub use meta::{ObjectKey, Unsupported};
+
+/// Label on an EndpointSlice naming the Service it belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Every object a provider currently knows, typed; what `translate` compiles.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Gateway API Gateways.
+    pub gateways: Vec<gateway_api::Gateway>,
+    /// Gateway API HTTPRoutes.
+    pub http_routes: Vec<gateway_api::HttpRoute>,
+    /// Secrets (listener certificates, client CAs).
+    pub secrets: Vec<Secret>,
+    /// ConfigMaps (client CA bundles).
+    pub config_maps: Vec<ConfigMap>,
+    /// Services (backend ports, appProtocol, mesh annotations).
+    pub services: Vec<Service>,
+    /// EndpointSlices (backend addresses).
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// Namespaces (labels, for `allowedRoutes` selectors).
+    pub namespaces: Vec<Namespace>,
+    /// Pods behind endpoints (labels such as `security.istio.io/tlsMode`).
+    pub pods: Vec<Pod>,
+    /// Objects of kinds the gateway does not read, as `apiVersion kind name`.
+    pub ignored: Vec<String>,
+}

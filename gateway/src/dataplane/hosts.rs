@@ -1,0 +1,82 @@
+//! Hostname lookup in O(labels): exact hosts in a hash map, wildcards by suffix.
+
+use std::collections::HashMap;
+
+use crate::ir::HostPattern;
+
+/// Finds the most specific pattern matching a host: exact, then the longest wildcard
+/// suffix, then `*`. Values are indexes into the owner's list.
+#[derive(Debug, Default)]
+pub struct HostIndex {
+    exact: HashMap<String, usize>,
+    /// Keyed by the suffix with its leading dot (`.example.com`).
+    wildcard: HashMap<String, usize>,
+    any: Option<usize>,
+}
+
+impl HostIndex {
+    /// Indexes patterns by position; the first of equal patterns wins.
+    pub fn new<'a>(patterns: impl Iterator<Item = &'a HostPattern>) -> HostIndex {
+        let mut idx = HostIndex::default();
+        for (i, p) in patterns.enumerate() {
+            match p {
+                HostPattern::Exact(h) => {
+                    idx.exact.entry(h.clone()).or_insert(i);
+                }
+                HostPattern::Wildcard(s) => {
+                    idx.wildcard.entry(s.clone()).or_insert(i);
+                }
+                HostPattern::Any => {
+                    idx.any.get_or_insert(i);
+                }
+            }
+        }
+        idx
+    }
+
+    /// The most specific match for a (lowercase, port-less) host.
+    pub fn find(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.exact.get(host) {
+            return Some(*i);
+        }
+        if !self.wildcard.is_empty() {
+            // Longest suffix first: each dot after the first character starts one.
+            for (pos, _) in host.match_indices('.').filter(|(p, _)| *p > 0) {
+                if let Some(i) = self.wildcard.get(&host[pos..]) {
+                    return Some(*i);
+                }
+            }
+        }
+        self.any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_beats_longest_wildcard_beats_shorter_wildcard_beats_any() {
+        let pats = [
+            HostPattern::parse("*"),
+            HostPattern::parse("*.example.com"),
+            HostPattern::parse("*.a.example.com"),
+            HostPattern::parse("x.a.example.com"),
+        ];
+        let idx = HostIndex::new(pats.iter());
+        assert_eq!(idx.find("x.a.example.com"), Some(3));
+        assert_eq!(idx.find("y.a.example.com"), Some(2));
+        assert_eq!(idx.find("b.example.com"), Some(1));
+        assert_eq!(idx.find("example.com"), Some(0));
+        assert_eq!(idx.find("other.org"), Some(0));
+    }
+
+    #[test]
+    fn wildcard_needs_at_least_one_label_before_the_suffix() {
+        let pats = [HostPattern::parse("*.example.com")];
+        let idx = HostIndex::new(pats.iter());
+        assert_eq!(idx.find(".example.com"), None);
+        assert_eq!(idx.find("example.com"), None);
+        assert_eq!(idx.find("a.b.example.com"), Some(0));
+    }
+}

@@ -1,0 +1,158 @@
+//! IR -> runtime tables, built once per configuration and swapped atomically: per-port
+//! listener indexes, per-listener virtual hosts (hash maps for exact hosts, suffix maps
+//! for wildcards), compiled matches, TLS acceptor configs and upstream targets. The
+//! request path reads them through a [`TableReader`] and never parses configuration.
+
+mod hosts;
+pub mod routes;
+mod tls;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use crate::ir::{HostPattern, Protocol};
+pub use hosts::HostIndex;
+pub use routes::{Backend, Endpoint, RequestView, RouteEntry, Rule, Target, VirtualHost};
+
+/// Everything the request path reads, for one configuration.
+#[derive(Default)]
+pub struct Tables {
+    /// Ports by number.
+    pub ports: HashMap<u16, PortTable>,
+    /// Some backend may use mesh mTLS.
+    pub mesh_upstreams: bool,
+    /// The IR these tables were built from (what `/config_dump` shows).
+    pub ir: Arc<crate::ir::Config>,
+}
+
+/// One listening port.
+pub struct PortTable {
+    /// Port number.
+    pub port: u16,
+    /// Edge protocol.
+    pub protocol: Protocol,
+    /// Listeners, most specific hostname first.
+    pub listeners: Vec<ListenerTable>,
+    /// Listener index by hostname.
+    hosts: HostIndex,
+}
+
+impl PortTable {
+    /// The listener that owns a request host (the most specific listener hostname).
+    pub fn listener_for_host(&self, host: &str) -> Option<usize> {
+        self.hosts.find(host)
+    }
+
+    /// The listener a TLS ClientHello selects: by SNI, else the listener without a
+    /// hostname, else the first one (clients that send no SNI, such as IP addresses).
+    pub fn listener_for_sni(&self, sni: Option<&str>) -> Option<usize> {
+        if let Some(sni) = sni
+            && let Some(i) = self.hosts.find(&sni.to_ascii_lowercase())
+        {
+            return Some(i);
+        }
+        self.listeners
+            .iter()
+            .position(|l| l.hostname == HostPattern::Any)
+            .or_else(|| (!self.listeners.is_empty()).then_some(0))
+    }
+}
+
+/// One listener: its TLS and its own virtual hosts.
+pub struct ListenerTable {
+    /// `namespace/gateway/listener`.
+    pub name: String,
+    /// Listener hostname.
+    pub hostname: HostPattern,
+    /// TLS server config (HTTPS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Virtual hosts.
+    vhosts: Vec<VirtualHost>,
+    /// Virtual host index by hostname.
+    hosts: HostIndex,
+}
+
+impl ListenerTable {
+    /// The virtual host serving a request host (lowercase, no port).
+    pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        self.hosts.find(host).map(|i| &self.vhosts[i])
+    }
+
+    /// Position of that virtual host (the same as in the IR listener's list).
+    pub fn virtual_host_index(&self, host: &str) -> Option<usize> {
+        self.hosts.find(host)
+    }
+}
+
+/// Why a configuration could not be built into tables (one line per problem).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct BuildErrors(pub Vec<String>);
+
+/// Builds runtime tables from the IR.
+pub fn build(ir: Arc<crate::ir::Config>) -> Result<Tables, BuildErrors> {
+    let mut errors = Vec::new();
+    let mut rules = routes::RuleCache::default();
+    let mut ports = HashMap::new();
+    for (num, p) in &ir.ports {
+        let mut listeners = Vec::new();
+        for l in &p.listeners {
+            let tls = match &l.tls {
+                Some(t) => match tls::server_config(t) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        errors.push(format!("listener {} ({}): {e}", l.name, t.certificate_ref));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let vhosts: Vec<VirtualHost> = l
+                .virtual_hosts
+                .iter()
+                .map(|v| rules.virtual_host(v))
+                .collect();
+            listeners.push(ListenerTable {
+                name: l.name.clone(),
+                hostname: l.hostname.clone(),
+                tls,
+                hosts: HostIndex::new(l.virtual_hosts.iter().map(|v| &v.hostname)),
+                vhosts,
+            });
+        }
+        let hosts = HostIndex::new(listeners.iter().map(|l| &l.hostname));
+        let table = PortTable {
+            port: *num,
+            protocol: p.protocol,
+            listeners,
+            hosts,
+        };
+        ports.insert(*num, table);
+    }
+    if !errors.is_empty() {
+        return Err(BuildErrors(errors));
+    }
+    Ok(Tables {
+        ports,
+        mesh_upstreams: ir.mesh_upstreams,
+        ir,
+    })
+}
+
+/// Lock-free read access to the current tables (one `ArcSwap` load per request).
+#[derive(Clone, Default)]
+pub struct TableReader(Arc<ArcSwap<Tables>>);
+
+impl TableReader {
+    /// The current tables.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Tables>> {
+        self.0.load()
+    }
+
+    /// Swaps in new tables; requests in flight keep the old ones until they finish.
+    pub fn store(&self, tables: Tables) {
+        self.0.store(Arc::new(tables));
+    }
+}

@@ -1,0 +1,537 @@
+//! The intermediate representation: what `translate` produces and the data plane is built
+//! from. Pure data — no sockets, no rustls objects, no compiled regexes — so golden tests
+//! compare it as JSON and `/config_dump` shows it. Credentials are DER.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+/// Everything the data plane needs, validated.
+#[derive(Debug, Default, Serialize)]
+pub struct Config {
+    /// The port table: every listening port of every dialect, by number.
+    pub ports: BTreeMap<u16, Port>,
+    /// Non-fatal findings (routes that attach nowhere, ignored kinds...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Some backend may use mesh mTLS (readiness then waits for the SDS identity).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mesh_upstreams: bool,
+}
+
+/// Edge protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    /// Plain HTTP/1.1 and h2c.
+    #[serde(rename = "HTTP")]
+    Http,
+    /// TLS-terminated HTTP/1.1 and HTTP/2.
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+impl Protocol {
+    /// URL scheme (`http`/`https`), also the `X-Forwarded-Proto` value.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
+}
+
+/// One listening port and the listeners sharing it, most specific hostname first.
+#[derive(Debug, Serialize)]
+pub struct Port {
+    /// Port number.
+    pub port: u16,
+    /// One protocol per port (a second claim is a conflict).
+    pub protocol: Protocol,
+    /// Listeners; each keeps its own virtual hosts.
+    pub listeners: Vec<Listener>,
+}
+
+/// One listener: a hostname on a port, its TLS, and the routes attached to it.
+#[derive(Debug, Serialize)]
+pub struct Listener {
+    /// `namespace/gateway/listener`.
+    pub name: String,
+    /// Hostname the listener serves.
+    pub hostname: HostPattern,
+    /// TLS termination (HTTPS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsServer>,
+    /// Virtual hosts, most specific hostname first; `*` last.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// TLS server settings of a listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsServer {
+    /// The Secret the certificate came from.
+    pub certificate_ref: String,
+    /// Certificate chain, leaf first (DER).
+    pub cert_chain: Vec<Der>,
+    /// Private key (PKCS#8, PKCS#1 or SEC1 DER); never shown.
+    pub key: PrivateKey,
+    /// Client-certificate validation (`spec.tls.frontend`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidation>,
+    /// Lowest TLS version accepted.
+    pub min_version: MinVersion,
+}
+
+/// Client-certificate validation for the HTTPS listeners of one port.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientValidation {
+    /// Where the CA certificates came from.
+    pub ca_refs: Vec<String>,
+    /// Trusted client CAs (DER).
+    pub ca_certs: Vec<Der>,
+    /// `AllowValidOnly` or `AllowInsecureFallback`.
+    pub mode: ValidationMode,
+}
+
+/// Gateway API `FrontendValidationModeType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ValidationMode {
+    /// A valid client certificate is required.
+    AllowValidOnly,
+    /// A client certificate is requested and verified if sent, but not required.
+    AllowInsecureFallback,
+}
+
+/// Minimum TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MinVersion {
+    /// TLS 1.2 and 1.3.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl std::str::FromStr for MinVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().trim_start_matches("tlsv") {
+            "1.2" | "1_2" => Ok(MinVersion::Tls12),
+            "1.3" | "1_3" => Ok(MinVersion::Tls13),
+            other => Err(format!("TLS version {other:?} is not one of 1.2, 1.3")),
+        }
+    }
+}
+
+/// DER bytes; shown as a SHA-256 fingerprint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Der(pub Vec<u8>);
+
+impl std::fmt::Debug for Der {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Der({})", self.fingerprint())
+    }
+}
+
+impl Der {
+    /// `sha256:<hex>` of the bytes.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&self.0)))
+    }
+}
+
+impl Serialize for Der {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.fingerprint())
+    }
+}
+
+/// A private key in DER; serialized as `<redacted>`.
+pub struct PrivateKey(pub rustls_pki_types::PrivateKeyDer<'static>);
+
+impl Clone for PrivateKey {
+    fn clone(&self) -> Self {
+        PrivateKey(self.0.clone_key())
+    }
+}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKey(<redacted>)")
+    }
+}
+
+impl Serialize for PrivateKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A hostname pattern: exact, `*.suffix`, or any.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// One host.
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`.
+    Wildcard(String),
+    /// Every host.
+    Any,
+}
+
+impl HostPattern {
+    /// Parses `foo.com`, `*.foo.com` or `*`.
+    pub fn parse(s: &str) -> HostPattern {
+        let s = s.to_ascii_lowercase();
+        if s == "*" || s.is_empty() {
+            HostPattern::Any
+        } else if let Some(rest) = s.strip_prefix('*') {
+            HostPattern::Wildcard(rest.to_string())
+        } else {
+            HostPattern::Exact(s)
+        }
+    }
+
+    /// Does this pattern match a concrete host? A wildcard matches one or more labels.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            HostPattern::Any => true,
+        }
+    }
+
+    /// Sort key: exact first, then longer wildcards, then any.
+    pub fn specificity(&self) -> (u8, usize) {
+        match self {
+            HostPattern::Exact(h) => (0, usize::MAX - h.len()),
+            HostPattern::Wildcard(s) => (1, usize::MAX - s.len()),
+            HostPattern::Any => (2, 0),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+impl Serialize for HostPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Routes for one hostname, in Gateway API precedence order.
+#[derive(Debug, Serialize)]
+pub struct VirtualHost {
+    /// The hostname (intersection of listener and route hostnames).
+    pub hostname: HostPattern,
+    /// Match entries, first match wins.
+    pub routes: Vec<RouteEntry>,
+}
+
+/// One match of one rule; a rule with several matches yields several entries.
+#[derive(Debug, Serialize)]
+pub struct RouteEntry {
+    /// What the request must look like.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// What to do then (shared by the rule's entries).
+    pub rule: Arc<Rule>,
+}
+
+/// What a request must look like to select a rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteMatch {
+    /// Path match.
+    pub path: PathMatch,
+    /// Header matches (all must match).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Query parameter matches (all must match).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<QueryMatch>,
+    /// Method (validated upper-case token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// A path match.
+#[derive(Debug, Clone, Serialize)]
+pub enum PathMatch {
+    /// The whole path.
+    Exact(String),
+    /// Element-wise prefix, stored without trailing `/` (empty = `/`).
+    PathPrefix(String),
+    /// An (already validated) expression matched against the whole path.
+    RegularExpression(String),
+}
+
+/// A header or query value match.
+#[derive(Debug, Clone, Serialize)]
+pub enum ValueMatch {
+    /// Equal.
+    Exact(String),
+    /// An (already validated) expression matched against the whole value.
+    RegularExpression(String),
+}
+
+/// A header match (name validated, lower case).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderMatch {
+    /// Header name.
+    pub name: String,
+    /// Value match.
+    pub value: ValueMatch,
+}
+
+/// A query parameter match.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryMatch {
+    /// Parameter name.
+    pub name: String,
+    /// Value match (against the percent-decoded value).
+    pub value: ValueMatch,
+}
+
+/// A rule: what to do once matched.
+#[derive(Debug, Serialize)]
+pub struct Rule {
+    /// `namespace/name` of the route.
+    pub route: String,
+    /// Index of the rule in the route.
+    pub index: usize,
+    /// `namespace/name/index`, the name used in metrics and logs.
+    pub id: String,
+    /// Rule-level filters.
+    #[serde(skip_serializing_if = "Filters::is_empty")]
+    pub filters: Filters,
+    /// Weighted backends; empty with no redirect means 500.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<Backend>,
+    /// Sum of backend weights.
+    pub total_weight: u32,
+    /// `timeouts.request`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub request_timeout: Option<Duration>,
+    /// `timeouts.backendRequest`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub backend_request_timeout: Option<Duration>,
+}
+
+/// Filters of a rule or a backendRef (names and values validated).
+#[derive(Debug, Default, Serialize)]
+pub struct Filters {
+    /// RequestHeaderModifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderEdits>,
+    /// ResponseHeaderModifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderEdits>,
+    /// RequestRedirect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+    /// URLRewrite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+impl Filters {
+    /// No filter set.
+    pub fn is_empty(&self) -> bool {
+        self.request_headers.is_none()
+            && self.response_headers.is_none()
+            && self.redirect.is_none()
+            && self.rewrite.is_none()
+    }
+}
+
+/// Header edits, applied set, then add, then remove.
+#[derive(Debug, Default, Serialize)]
+pub struct HeaderEdits {
+    /// Replace or add.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser_pairs")]
+    pub set: Vec<(String, String)>,
+    /// Append.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser_pairs")]
+    pub add: Vec<(String, String)>,
+    /// Remove.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// How a path is rewritten or redirected.
+#[derive(Debug, Clone, Serialize)]
+pub enum PathModifier {
+    /// Replace the whole path.
+    ReplaceFullPath(String),
+    /// Replace the prefix the request matched (a PathPrefix match) with this.
+    ReplacePrefixMatch(String),
+}
+
+/// RequestRedirect.
+#[derive(Debug, Serialize)]
+pub struct Redirect {
+    /// New scheme.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// New host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// New port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// New path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+    /// Status code.
+    pub status: u16,
+}
+
+/// URLRewrite.
+#[derive(Debug, Serialize)]
+pub struct Rewrite {
+    /// Host header sent upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Path sent upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+}
+
+/// One weighted backendRef, resolved.
+#[derive(Debug, Serialize)]
+pub struct Backend {
+    /// `Service ns/name:port` (or the reference as written when unresolvable).
+    pub name: String,
+    /// Relative weight.
+    pub weight: u32,
+    /// Speak HTTP/2 (h2c) to this backend (Service `appProtocol`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
+    /// Where the traffic goes.
+    pub target: BackendTarget,
+    /// BackendRef-level filters.
+    #[serde(skip_serializing_if = "Filters::is_empty")]
+    pub filters: Filters,
+}
+
+/// Where a backend's traffic goes.
+#[derive(Debug, Serialize)]
+pub enum BackendTarget {
+    /// Addresses from EndpointSlices (possibly none: 503).
+    Endpoints(Vec<Endpoint>),
+    /// A DNS name resolved at connect time (Service DNS name or `externalName`).
+    Dns {
+        /// Host name.
+        host: String,
+        /// Port.
+        port: u16,
+        /// How to connect.
+        #[serde(skip_serializing_if = "Transport::is_plaintext")]
+        transport: Transport,
+    },
+    /// The reference cannot be resolved (500); the reason is logged.
+    Unresolvable(String),
+}
+
+impl BackendTarget {
+    /// Whether any endpoint of this backend is reached with mesh mTLS.
+    pub fn uses_mesh(&self) -> bool {
+        match self {
+            BackendTarget::Endpoints(eps) => eps.iter().any(|e| !e.transport.is_plaintext()),
+            BackendTarget::Dns { transport, .. } => !transport.is_plaintext(),
+            BackendTarget::Unresolvable(_) => false,
+        }
+    }
+}
+
+/// One upstream address with the labels of the workload behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// IP and target port.
+    pub address: SocketAddr,
+    /// Labels (EndpointSlice labels, overlaid with the target Pod's labels when known).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// How to connect.
+    pub transport: Transport,
+}
+
+/// How the gateway connects to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum Transport {
+    /// Plain TCP.
+    Plaintext,
+    /// Istio mutual TLS with the gateway's SDS identity.
+    Mesh(Arc<MeshTarget>),
+}
+
+impl Transport {
+    /// Plain TCP?
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self, Transport::Plaintext)
+    }
+}
+
+/// Whom a mesh connection goes to: fixed per backend at translate time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct MeshTarget {
+    /// TLS server name, `outbound_.<port>_._.<fqdn>`.
+    pub sni: String,
+    /// SPIFFE ids the server may present.
+    pub identities: Vec<String>,
+    /// Speak HTTP/2 (ALPN `istio-h2`) rather than HTTP/1.1 (`istio-http/1.1`).
+    pub http2: bool,
+}
+
+impl MeshTarget {
+    /// Istio's outbound SNI for a service port.
+    pub fn sni_for(port: u16, fqdn: &str) -> String {
+        format!("outbound_.{port}_._.{fqdn}")
+    }
+}
+
+fn ser_opt_duration<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.collect_str(&humantime::format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_pairs<S: Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (n, val) in v {
+        m.serialize_entry(n, val)?;
+    }
+    m.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_host_matches_one_or_more_labels_but_not_the_bare_suffix() {
+        let p = HostPattern::parse("*.example.com");
+        assert!(p.matches("a.example.com"));
+        assert!(p.matches("a.b.example.com"));
+        assert!(!p.matches("example.com"));
+    }
+}

@@ -1,0 +1,13 @@
+//! Where objects come from. Today: [`file`] (standalone: YAML files, polled). A provider
+//! only produces [`crate::api::Snapshot`]s; translating and serving them is not its job.
+
+pub mod file;
+
+/// One provider update: the objects, or why they could not be read at all.
+pub type Update = Result<crate::api::Snapshot, ParseErrors>;
+
+/// Why a source could not be read or parsed: one line per problem, each naming the file,
+/// the document and the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ParseErrors(pub Vec<String>);

@@ -1,0 +1,268 @@
+//! Downstream connections: TLS by SNI (the listener is chosen at the handshake and kept
+//! for the connection), hyper's auto server (HTTP/1.1, HTTP/2, h2c, ALPN), the idle
+//! timeout, and graceful drain through hyper-util's graceful-shutdown watcher.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{ProxyContext, request};
+use crate::dataplane::Protocol;
+
+/// Hands out graceful-shutdown watchers until the drain starts.
+#[derive(Clone)]
+pub struct DrainWatch(Arc<Mutex<Option<GracefulShutdown>>>);
+
+impl Default for DrainWatch {
+    fn default() -> Self {
+        DrainWatch(Arc::new(Mutex::new(Some(GracefulShutdown::new()))))
+    }
+}
+
+impl DrainWatch {
+    /// A watcher for a new connection; `None` once draining (the connection is refused).
+    pub fn watcher(&self) -> Option<Watcher> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref().map(GracefulShutdown::watcher)
+    }
+
+    /// Starts the drain: every watched connection is told to finish its requests and
+    /// close. Returns the handle to await (with a deadline); `None` if already started.
+    pub fn start(&self) -> Option<GracefulShutdown> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// What a request handler knows about its connection.
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Local port.
+    pub port: u16,
+    /// `http` or `https`.
+    pub scheme: Protocol,
+    /// The listener chosen at the TLS handshake (HTTPS only).
+    pub listener: Option<Arc<str>>,
+    /// Activity and in-flight requests, for the idle timeout.
+    pub activity: Arc<Activity>,
+}
+
+/// Serves one accepted TCP connection on `port` until it closes, idles out or drains.
+pub async fn serve_connection(
+    ctx: Arc<ProxyContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    watcher: Watcher,
+) {
+    let _ = tcp.set_nodelay(true);
+    let scheme = match ctx.tables.load().ports.get(&port) {
+        Some(p) => p.protocol,
+        None => return,
+    };
+    let mut conn = ConnInfo {
+        peer,
+        port,
+        scheme,
+        listener: None,
+        activity: Arc::new(Activity::new()),
+    };
+    match scheme {
+        Protocol::Http => serve_io(ctx, tcp, conn, watcher).await,
+        Protocol::Https => {
+            let Some((stream, listener)) = accept_tls(&ctx, tcp, peer, port).await else {
+                return;
+            };
+            conn.listener = Some(listener);
+            serve_io(ctx, stream, conn, watcher).await
+        }
+    }
+}
+
+/// Reads the ClientHello, picks the listener by SNI and completes its handshake.
+async fn accept_tls(
+    ctx: &ProxyContext,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Arc<str>)> {
+    let hrt = ctx.limits.header_read_timeout;
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let start = match tokio::time::timeout(hrt, acceptor).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS ClientHello failed");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let (config, listener) = {
+        let tables = ctx.tables.load();
+        let pt = tables.ports.get(&port)?;
+        let l = &pt.listeners[pt.listener_for_sni(sni.as_deref())?];
+        (l.tls.clone()?, Arc::<str>::from(l.name.as_str()))
+    };
+    match tokio::time::timeout(hrt, start.into_stream(config)).await {
+        Ok(Ok(s)) => Some((s, listener)),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, ?sni, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn serve_io<I>(ctx: Arc<ProxyContext>, io: I, conn: ConnInfo, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = conn.activity.clone();
+    let peer = conn.peer;
+    let io = TokioIo::new(ActivityIo {
+        inner: io,
+        activity: activity.clone(),
+    });
+    let conn = Arc::new(conn);
+    let handler_ctx = ctx.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let (ctx, conn) = (handler_ctx.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(request::handle(ctx, &conn, req).await) }
+    });
+    let served = watcher.watch(ctx.server.serve_connection_with_upgrades(io, svc));
+    tokio::pin!(served);
+    let idle = ctx.limits.idle_timeout;
+    let tick = (idle / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(tick) => {
+                // Idle means no bytes and no request in flight (a slow upstream is not idle).
+                if activity.idle_for() >= idle && activity.in_flight() == 0 {
+                    tracing::debug!(%peer, "closing idle connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Last read/write time and requests in flight of a connection.
+pub struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Marks a request in flight until the guard is dropped.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// A request in flight on a connection.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// IO wrapper recording activity for the idle timeout.
+struct ActivityIo<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

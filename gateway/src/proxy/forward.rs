@@ -1,0 +1,169 @@
+//! Forwarding a matched request: pick the backend, rewrite path and host, set the
+//! forwarding headers, run the attempts, then hand the response (or an upgraded tunnel)
+//! back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{BodyKind, Completion};
+use super::connection::ConnInfo;
+use super::headers::{self, Forwarded};
+use super::reject::{Reject, reject};
+use super::request::ForwardPlan;
+use super::{ProxyContext, attempt};
+use crate::dataplane::routes::{Backend, Rule, modify_path};
+use crate::upstream::RequestBody;
+
+/// Sends the request to one of the rule's backends and returns its response.
+pub async fn forward(
+    ctx: &Arc<ProxyContext>,
+    conn: &ConnInfo,
+    plan: ForwardPlan,
+    mut req: Request<Incoming>,
+    rec: &mut Completion,
+) -> Result<Response<BodyKind>, Reject> {
+    let rule = plan.rule.clone();
+    let backend = pick_backend(&rule)?;
+    rec.upstream = Some(backend.name.clone());
+    let downstream_upgrade =
+        headers::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let path_and_query = upstream_path(&plan, backend, req.uri().query())?;
+    let host = upstream_host(&rule, backend, &rec.authority)?;
+    let fwd = Forwarded {
+        peer_ip: conn.peer.ip().to_string(),
+        proto: conn.scheme.scheme(),
+        authority: &rec.authority,
+        request_id: &rec.request_id,
+    };
+    let h = req.headers_mut();
+    headers::prepare_upstream(h, downstream_upgrade.is_some(), &fwd);
+    h.insert(header::HOST, host);
+    for edits in [
+        &rule.filters.request_headers,
+        &backend.filters.request_headers,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        edits.apply(h);
+    }
+    *req.version_mut() = if backend.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let (parts, body) = req.into_parts();
+    let request = attempt::Outgoing {
+        parts,
+        body: RequestBody::Streaming(body),
+        path_and_query,
+    };
+    let mut resp = attempt::run(ctx, backend, request, deadline(&rule), rec).await?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            splice_upgrade(down, hyper::upgrade::on(&mut resp));
+        }
+    } else {
+        headers::remove_hop_by_hop(resp.headers_mut());
+    }
+    for edits in [
+        &rule.filters.response_headers,
+        &backend.filters.response_headers,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        edits.apply(resp.headers_mut());
+    }
+    Ok(resp.map(BodyKind::Upstream))
+}
+
+fn pick_backend(rule: &Rule) -> Result<&Backend, Reject> {
+    if rule.backends.is_empty() {
+        return Err(reject(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_backend",
+            format!("route {} has no backendRefs", rule.id),
+        ));
+    }
+    rule.pick_backend().ok_or_else(|| {
+        reject(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_backend",
+            format!("every backendRef of route {} has weight 0", rule.id),
+        )
+    })
+}
+
+/// The path (and query) sent upstream, after a rule or backend URLRewrite.
+fn upstream_path(
+    plan: &ForwardPlan,
+    backend: &Backend,
+    query: Option<&str>,
+) -> Result<PathAndQuery, Reject> {
+    let rewrite = plan
+        .rule
+        .filters
+        .rewrite
+        .as_ref()
+        .or(backend.filters.rewrite.as_ref());
+    let rewritten = rewrite
+        .and_then(|r| r.path.as_ref())
+        .map(|m| modify_path(m, &plan.path, plan.prefix_len));
+    let path = rewritten.as_deref().unwrap_or(&plan.path);
+    let pq = match query {
+        Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+        None => PathAndQuery::try_from(path),
+    };
+    pq.map_err(|_| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "request path cannot be forwarded",
+        )
+    })
+}
+
+/// The Host sent upstream: a URLRewrite hostname, else the request's own.
+fn upstream_host(rule: &Rule, backend: &Backend, authority: &str) -> Result<HeaderValue, Reject> {
+    let rewrite = rule
+        .filters
+        .rewrite
+        .as_ref()
+        .or(backend.filters.rewrite.as_ref());
+    match rewrite.and_then(|r| r.hostname.clone()) {
+        Some(h) => Ok(h),
+        None => HeaderValue::from_str(authority)
+            .map_err(|_| reject(StatusCode::BAD_REQUEST, "invalid_host", "invalid Host")),
+    }
+}
+
+/// The tighter of the rule's timeouts, with the field it came from.
+fn deadline(rule: &Rule) -> Option<(Duration, &'static str)> {
+    match (rule.request_timeout, rule.backend_request_timeout) {
+        (Some(r), Some(b)) if b < r => Some((b, "timeouts.backendRequest")),
+        (Some(r), _) => Some((r, "timeouts.request")),
+        (None, Some(b)) => Some((b, "timeouts.backendRequest")),
+        (None, None) => None,
+    }
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections.
+fn splice_upgrade(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::try_join!(down, up) {
+            Ok((d, u)) => {
+                let mut d = TokioIo::new(d);
+                let mut u = TokioIo::new(u);
+                let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+}

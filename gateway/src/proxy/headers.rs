@@ -1,0 +1,165 @@
+//! Header handling on the request path: hop-by-hop removal, forwarding headers, the
+//! request id, and reading the request's authority.
+
+use http::Request;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Header carrying the request id.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Client certificate details set by mesh proxies; never accepted from edge clients.
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The request id: the client's `x-request-id` when sane, else a new UUID v4.
+pub fn request_id<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id)
+}
+
+/// Host of the request: `:authority` (HTTP/2, absolute-form) or the Host header.
+pub fn request_authority<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_owned());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Strips the port (IPv6 brackets kept) and lowercases.
+pub fn host_without_port(authority: &str) -> String {
+    let host = if authority.starts_with('[') {
+        authority
+            .split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_owned()
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+pub fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// What the gateway adds for the upstream: forwarding headers and the request id; an
+/// edge client's XFCC is dropped (only mesh proxies set it).
+pub struct Forwarded<'a> {
+    /// Client IP.
+    pub peer_ip: String,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The request's authority.
+    pub authority: &'a str,
+    /// The request id.
+    pub request_id: &'a str,
+}
+
+/// Rewrites request headers for the upstream; keeps `Connection: upgrade` for upgrades.
+pub fn prepare_upstream(headers: &mut HeaderMap, upgrade: bool, fwd: &Forwarded<'_>) {
+    let upgrade_headers = upgrade.then(|| {
+        (
+            headers.get(header::CONNECTION).cloned(),
+            headers.get(header::UPGRADE).cloned(),
+        )
+    });
+    remove_hop_by_hop(headers);
+    if let Some((c, u)) = upgrade_headers {
+        if let Some(c) = c {
+            headers.insert(header::CONNECTION, c);
+        }
+        if let Some(u) = u {
+            headers.insert(header::UPGRADE, u);
+        }
+    }
+    headers.remove(X_FORWARDED_CLIENT_CERT);
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", fwd.peer_ip),
+        None => fwd.peer_ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
+    if let Ok(v) = HeaderValue::from_str(fwd.authority) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1) and any named in `Connection`.
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        if n != header::TE {
+            h.remove(n);
+        }
+    }
+    for n in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TRAILER,
+    ] {
+        h.remove(n);
+    }
+    // TE is hop-by-hop, but "trailers" must reach gRPC servers.
+    let keep_trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    h.remove(header::TE);
+    if keep_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// A random UUID v4 string.
+fn new_request_id() -> String {
+    let v = fastrand::u128(..);
+    let v = (v & !(0xf << 76)) | (0x4 << 76);
+    let v = (v & !(0x3 << 62)) | (0x2 << 62);
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

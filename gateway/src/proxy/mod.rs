@@ -1,0 +1,84 @@
+//! The request path: connection -> listener -> virtual host -> route -> filters ->
+//! backend -> endpoint. It reads the current tables lock-free, never parses
+//! configuration, and takes no global lock.
+//!
+//! - [`connection`]: accepted sockets, TLS by SNI, hyper's HTTP/1.1 + HTTP/2 server,
+//!   idle timeout, graceful drain.
+//! - [`request`]: limits, listener and route selection, redirects.
+//! - [`forward`]: the upstream request and the response.
+//! - [`attempt`]: the one loop that runs upstream attempts through the hooks.
+//! - [`headers`], [`body`], [`reject`]: helpers of the above.
+
+pub mod attempt;
+pub mod body;
+pub mod connection;
+pub mod forward;
+pub mod headers;
+pub mod reject;
+pub mod request;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::dataplane::TableReader;
+use crate::observe::access_log::AccessLog;
+use crate::observe::debug::RequestLog;
+use crate::observe::metrics::Metrics;
+use crate::upstream::Upstreams;
+use crate::upstream::attempt::AttemptHooks;
+
+pub use connection::{DrainWatch, serve_connection};
+
+/// Limits applied to downstream connections and requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request header block (431 above).
+    pub max_header_bytes: usize,
+    /// Longest URI (414 above).
+    pub max_uri_bytes: usize,
+    /// Time for the TLS handshake and for request headers.
+    pub header_read_timeout: Duration,
+    /// Close connections idle this long.
+    pub idle_timeout: Duration,
+    /// Max open downstream connections.
+    pub max_connections: usize,
+}
+
+/// What the request path uses, as narrow handles (no shared hub).
+pub struct ProxyContext {
+    /// The current tables.
+    pub tables: TableReader,
+    /// Pooled upstream clients.
+    pub upstreams: Upstreams,
+    /// Per-attempt hooks.
+    pub hooks: AttemptHooks,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Access log.
+    pub access_log: AccessLog,
+    /// Recent request explanations.
+    pub debug: RequestLog,
+    /// Downstream limits.
+    pub limits: Limits,
+    /// hyper server settings (HTTP/1.1 + HTTP/2).
+    pub server: auto::Builder<TokioExecutor>,
+}
+
+/// Builds the hyper server settings shared by every connection.
+pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192) + limits.max_uri_bytes + 1024)
+        .keep_alive(true);
+    b.http2().timer(TokioTimer::new()).max_header_list_size(
+        (limits.max_header_bytes + limits.max_uri_bytes)
+            .try_into()
+            .unwrap_or(u32::MAX),
+    );
+    b
+}

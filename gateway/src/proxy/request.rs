@@ -1,0 +1,284 @@
+//! One request: limits, listener and route selection (with 421 for a host that belongs
+//! to another listener than the one the TLS handshake chose), redirects, then
+//! [`super::forward`].
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::body::{BodyKind, Completion, ProxyBody};
+use super::connection::ConnInfo;
+use super::headers::{self, X_REQUEST_ID};
+use super::reject::{self, Reject, reject};
+use super::{ProxyContext, forward};
+use crate::dataplane::routes::{Rule, modify_path};
+use crate::dataplane::{ListenerTable, RequestView, Tables};
+use crate::ir::Redirect;
+
+/// Handles one request and always answers.
+pub async fn handle(
+    ctx: Arc<ProxyContext>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut rec = Box::new(Completion {
+        ctx: ctx.clone(),
+        start: Instant::now(),
+        start_time: SystemTime::now(),
+        method: req.method().as_str().to_owned(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into()),
+        authority: headers::request_authority(&req).unwrap_or_default(),
+        version: req.version(),
+        status: 0,
+        route: None,
+        upstream: None,
+        upstream_address: None,
+        request_id: headers::request_id(&req),
+        peer: conn.peer,
+        code: None,
+        reason: None,
+        attempts: 0,
+        _in_flight: conn.activity.request_started(),
+    });
+    let result = match plan(&ctx, conn, &req, &mut rec) {
+        Ok(Plan::Forward(p)) => forward::forward(&ctx, conn, p, req, &mut rec).await,
+        Ok(Plan::Redirect(resp)) => Ok(resp),
+        Err(r) => Err(r),
+    };
+    respond(result, rec)
+}
+
+fn respond(
+    result: Result<Response<BodyKind>, Reject>,
+    mut rec: Box<Completion>,
+) -> Response<ProxyBody> {
+    match result {
+        Ok(resp) => {
+            let (parts, kind) = resp.into_parts();
+            rec.status = parts.status.as_u16();
+            Response::from_parts(
+                parts,
+                ProxyBody {
+                    kind,
+                    bytes: 0,
+                    completion: Some(rec),
+                },
+            )
+        }
+        Err(Reject {
+            status,
+            code,
+            detail,
+        }) => {
+            rec.status = status.as_u16();
+            let body = reject::body(status, code, &rec.request_id);
+            rec.code = Some(code);
+            rec.reason = Some(detail);
+            let mut resp = Response::new(ProxyBody {
+                kind: BodyKind::Full(Some(Bytes::from(body))),
+                bytes: 0,
+                completion: None,
+            });
+            *resp.status_mut() = status;
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+                h.insert(X_REQUEST_ID, v);
+            }
+            resp.body_mut().completion = Some(rec);
+            resp
+        }
+    }
+}
+
+/// What to do with a request once its route is known.
+pub enum Plan {
+    /// Send it upstream.
+    Forward(ForwardPlan),
+    /// Answer with a redirect.
+    Redirect(Response<BodyKind>),
+}
+
+/// A matched request, ready to forward (the tables may be swapped meanwhile; the rule
+/// is kept alive by its `Arc`).
+pub struct ForwardPlan {
+    /// The matched rule.
+    pub rule: Arc<Rule>,
+    /// The request's path as matched (no query).
+    pub path: String,
+    /// Length of the PathPrefix the request matched (ReplacePrefixMatch replaces it).
+    pub prefix_len: usize,
+}
+
+fn check_limits(ctx: &ProxyContext, req: &Request<Incoming>) -> Result<(), Reject> {
+    let limits = &ctx.limits;
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits.max_uri_bytes {
+        return Err(reject(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "request URI is {uri_len} bytes, limit is {}",
+                limits.max_uri_bytes
+            ),
+        ));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "request headers are {header_bytes} bytes, limit is {}",
+                limits.max_header_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The listener serving a request host. On HTTPS the listener was fixed by SNI; a host
+/// that another listener on the port claims is misdirected (421), so a route of one
+/// listener can never be reached through another listener's handshake.
+fn listener<'t>(
+    tables: &'t Tables,
+    conn: &ConnInfo,
+    host: &str,
+) -> Result<&'t ListenerTable, Reject> {
+    let no_route = || {
+        reject(
+            StatusCode::NOT_FOUND,
+            "NR",
+            format!("no route for host {host:?}"),
+        )
+    };
+    let Some(pt) = tables.ports.get(&conn.port) else {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "NR",
+            "no listener on this port",
+        ));
+    };
+    let owner = pt.listener_for_host(host).map(|i| &pt.listeners[i]);
+    let Some(chosen) = &conn.listener else {
+        return owner.ok_or_else(no_route);
+    };
+    let Some(l) = pt.listeners.iter().find(|l| *l.name == **chosen) else {
+        return Err(no_route());
+    };
+    match owner {
+        Some(o) if o.name != l.name => Err(reject(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            format!(
+                "host {host:?} belongs to listener {} but the TLS handshake chose listener {}",
+                o.name, l.name
+            ),
+        )),
+        _ => Ok(l),
+    }
+}
+
+/// Finds the route; answers redirects; otherwise returns what to forward.
+fn plan(
+    ctx: &ProxyContext,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    rec: &mut Completion,
+) -> Result<Plan, Reject> {
+    check_limits(ctx, req)?;
+    let host = headers::host_without_port(&rec.authority);
+    let tables = ctx.tables.load();
+    let listener = listener(&tables, conn, &host)?;
+    let path = req.uri().path();
+    let view = RequestView {
+        method: req.method(),
+        path,
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let entry = listener
+        .virtual_host(&host)
+        .and_then(|vh| vh.find(&view))
+        .ok_or_else(|| {
+            reject(
+                StatusCode::NOT_FOUND,
+                "NR",
+                format!("no route for host {host:?} path {path:?}"),
+            )
+        })?;
+    rec.route = Some(entry.rule.id.clone());
+    if let Some(r) = &entry.rule.filters.redirect {
+        let prefix_len = entry.matcher.path.prefix_len();
+        let location = redirect_location(r, conn, &host, path, req.uri().query(), prefix_len);
+        return redirect_response(r.status, &location).map(Plan::Redirect);
+    }
+    Ok(Plan::Forward(ForwardPlan {
+        rule: entry.rule.clone(),
+        path: path.to_owned(),
+        prefix_len: entry.matcher.path.prefix_len(),
+    }))
+}
+
+fn redirect_location(
+    r: &Redirect,
+    conn: &ConnInfo,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    prefix_len: usize,
+) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(conn.scheme.scheme());
+    let rhost = r.hostname.as_deref().unwrap_or(host);
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => Some(conn.port),
+    };
+    let port = port.filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
+    let new_path = r
+        .path
+        .as_ref()
+        .map_or_else(|| path.to_owned(), |m| modify_path(m, path, prefix_len));
+    let mut location = format!("{scheme}://{rhost}");
+    if let Some(p) = port {
+        location.push_str(&format!(":{p}"));
+    }
+    location.push_str(&new_path);
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    location
+}
+
+fn redirect_response(status: u16, location: &str) -> Result<Response<BodyKind>, Reject> {
+    let mut resp = Response::new(BodyKind::Full(None));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    let loc = HeaderValue::from_str(location).map_err(|_| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "invalid_redirect",
+            "redirect location is not a valid header value",
+        )
+    })?;
+    resp.headers_mut().insert(header::LOCATION, loc);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(resp)
+}

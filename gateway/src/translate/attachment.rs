@@ -1,0 +1,276 @@
+//! Routes -> listeners: parentRefs, allowedRoutes, and hostname intersection. Each
+//! attached (listener, hostname) gets the route's rules as pending entries.
+
+use std::collections::BTreeSet;
+
+use super::listeners::{AllowedFrom, Gateways, ListenerInfo, validate_hostname};
+use super::rules::{self, Pending};
+use super::status::{ConditionType as C, Reason, failed, ok};
+use super::{Findings, Index, TranslateOptions};
+use crate::api::gateway_api::{HttpRoute, HttpRouteRule, LabelSelector, ParentReference};
+use crate::api::{ObjectKey, Snapshot};
+use crate::ir::{self, HostPattern};
+
+/// Gateway API group.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Attaches every HTTPRoute to its listeners, oldest route first so that precedence
+/// ties go to the oldest.
+pub fn attach_routes(
+    snap: &Snapshot,
+    index: &Index<'_>,
+    opts: &TranslateOptions,
+    gateways: &mut Gateways,
+    f: &mut Findings,
+) {
+    let mut dedup = BTreeSet::new();
+    for route in &snap.http_routes {
+        attach_route(snap, index, opts, route, gateways, &mut dedup, f);
+    }
+}
+
+type DedupKey = (u16, String, String, String, usize, usize);
+
+fn attach_route(
+    snap: &Snapshot,
+    index: &Index<'_>,
+    opts: &TranslateOptions,
+    route: &HttpRoute,
+    gateways: &mut Gateways,
+    dedup: &mut BTreeSet<DedupKey>,
+    f: &mut Findings,
+) {
+    let key = route.metadata.key();
+    let obj = format!("HTTPRoute {key}");
+    let errors_before = f.errors.len();
+    f.unsupported(&format!("{obj} spec"), &route.spec.unsupported);
+    let mut hostnames = Vec::new();
+    for (i, h) in route.spec.hostnames.iter().enumerate() {
+        match validate_hostname(h) {
+            Ok(p) => hostnames.push(p),
+            Err(e) => f.errors.push(format!("{obj} hostnames[{i}] {h:?}: {e}")),
+        }
+    }
+    if hostnames.is_empty() {
+        hostnames.push(HostPattern::Any);
+    }
+    let default_rules = [HttpRouteRule::default()];
+    let src_rules = if route.spec.rules.is_empty() {
+        &default_rules[..]
+    } else {
+        &route.spec.rules[..]
+    };
+    let mut compiled = Vec::new();
+    for (ri, rule) in src_rules.iter().enumerate() {
+        if let Some(r) = rules::compile_rule(index, &route.metadata, ri, rule, opts, f) {
+            compiled.push(r);
+        }
+    }
+    let attached = parents(snap, route, gateways, &obj, f);
+    if f.errors.len() > errors_before {
+        return;
+    }
+    let mut any_host = false;
+    for l in attached {
+        for rh in &hostnames {
+            let Some(host) = intersect(&l.hostname, rh) else {
+                continue;
+            };
+            any_host = true;
+            let vh = gateways
+                .pending
+                .entry((l.port, l.full_name()))
+                .or_default()
+                .entry(host.to_string())
+                .or_insert_with(|| (host.clone(), Vec::new()));
+            for (rule, matches) in &compiled {
+                for (mi, m) in matches.iter().enumerate() {
+                    let d = (
+                        l.port,
+                        l.full_name(),
+                        host.to_string(),
+                        key.clone(),
+                        rule.index,
+                        mi,
+                    );
+                    if !dedup.insert(d) {
+                        continue;
+                    }
+                    vh.1.push(Pending {
+                        key: rules::precedence(m, &route.metadata, rule.index, mi),
+                        entry: ir::RouteEntry {
+                            matcher: m.clone(),
+                            rule: rule.clone(),
+                        },
+                    });
+                }
+            }
+        }
+        f.report.attach(&format!("Gateway {}", l.gateway), &l.name);
+    }
+    if !any_host {
+        f.warnings.push(format!(
+            "{obj}: no hostname intersects the hostnames of its parent listeners; not attached"
+        ));
+    }
+}
+
+/// The listeners each parentRef selects, with a condition per parent.
+fn parents(
+    snap: &Snapshot,
+    route: &HttpRoute,
+    gateways: &Gateways,
+    obj: &str,
+    f: &mut Findings,
+) -> Vec<ListenerInfo> {
+    let mut attached = Vec::new();
+    if route.spec.parent_refs.is_empty() {
+        f.errors.push(format!("{obj}: parentRefs is empty"));
+    }
+    for (pi, p) in route.spec.parent_refs.iter().enumerate() {
+        let pctx = format!("{obj} parentRefs[{pi}]");
+        let gw = format!(
+            "{}/{}",
+            p.namespace.as_deref().unwrap_or(route.metadata.ns()),
+            p.name
+        );
+        let parent_key = match &p.section_name {
+            Some(s) => format!("{gw}/{s}"),
+            None => gw.clone(),
+        };
+        match parent_listeners(snap, route, gateways, p, &gw, &pctx) {
+            Ok(ls) => {
+                f.report
+                    .parent_condition(obj, &parent_key, ok(C::Accepted, Reason::Accepted));
+                attached.extend(ls);
+            }
+            Err((reason, msg)) => {
+                f.report.parent_condition(
+                    obj,
+                    &parent_key,
+                    failed(C::Accepted, reason, msg.clone()),
+                );
+                f.errors.push(msg);
+            }
+        }
+    }
+    attached
+}
+
+fn parent_listeners(
+    snap: &Snapshot,
+    route: &HttpRoute,
+    gateways: &Gateways,
+    p: &ParentReference,
+    gw: &str,
+    pctx: &str,
+) -> Result<Vec<ListenerInfo>, (Reason, String)> {
+    let group = p.group.as_deref().unwrap_or(GATEWAY_GROUP);
+    let kind = p.kind.as_deref().unwrap_or("Gateway");
+    if group != GATEWAY_GROUP || kind != "Gateway" {
+        return Err((
+            Reason::InvalidKind,
+            format!("{pctx}: parent {group}/{kind} is not supported (only Gateway)"),
+        ));
+    }
+    if !gateways.names.contains(gw) {
+        return Err((
+            Reason::NoMatchingParent,
+            format!("{pctx}: Gateway {gw} not found"),
+        ));
+    }
+    let candidates: Vec<&ListenerInfo> = gateways
+        .listeners
+        .iter()
+        .filter(|l| l.gateway == gw)
+        .filter(|l| p.section_name.as_ref().is_none_or(|s| *s == l.name))
+        .filter(|l| p.port.is_none_or(|port| port == l.port))
+        .collect();
+    if candidates.is_empty() {
+        return Err((
+            Reason::NoMatchingParent,
+            format!(
+                "{pctx}: Gateway {gw} has no listener{}{}",
+                p.section_name
+                    .as_ref()
+                    .map(|s| format!(" named {s:?}"))
+                    .unwrap_or_default(),
+                p.port.map(|p| format!(" on port {p}")).unwrap_or_default()
+            ),
+        ));
+    }
+    let route_ns = route.metadata.ns();
+    let allowed: Vec<ListenerInfo> = candidates
+        .into_iter()
+        .filter(|l| l.allows_http_route && namespace_allowed(snap, l, route_ns))
+        .cloned()
+        .collect();
+    if allowed.is_empty() {
+        return Err((
+            Reason::NotAllowedByListeners,
+            format!(
+                "{pctx}: no listener of Gateway {gw} allows HTTPRoutes from namespace {route_ns:?} \
+                 (listener allowedRoutes)"
+            ),
+        ));
+    }
+    Ok(allowed)
+}
+
+fn namespace_allowed(snap: &Snapshot, l: &ListenerInfo, route_ns: &str) -> bool {
+    match &l.allowed_from {
+        AllowedFrom::All => true,
+        AllowedFrom::Same => l.gateway.split('/').next() == Some(route_ns),
+        AllowedFrom::Selector(sel) => {
+            let labels = snap
+                .namespaces
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(route_ns))
+                .and_then(|n| n.metadata.labels.clone())
+                .unwrap_or_default();
+            selector_matches(sel, &labels)
+        }
+    }
+}
+
+/// Kubernetes label-selector semantics (an unknown operator matches nothing).
+pub fn selector_matches(
+    sel: &LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let eq = sel
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    eq && sel.match_expressions.iter().all(|e| {
+        let v = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => v.is_some_and(|v| e.values.contains(v)),
+            "NotIn" => v.is_none_or(|v| !e.values.contains(v)),
+            "Exists" => v.is_some(),
+            "DoesNotExist" => v.is_none(),
+            _ => false,
+        }
+    })
+}
+
+/// Intersection of a listener hostname and a route hostname (Gateway API rules).
+pub fn intersect(listener: &HostPattern, route: &HostPattern) -> Option<HostPattern> {
+    use HostPattern::*;
+    match (listener, route) {
+        (Any, r) => Some(r.clone()),
+        (l, Any) => Some(l.clone()),
+        (Exact(l), Exact(r)) => (l == r).then(|| route.clone()),
+        (Wildcard(_), Exact(r)) => listener.matches(r).then(|| route.clone()),
+        (Exact(l), Wildcard(_)) => route.matches(l).then(|| listener.clone()),
+        (Wildcard(ls), Wildcard(rs)) => {
+            if rs.ends_with(ls.as_str()) {
+                Some(route.clone())
+            } else if ls.ends_with(rs.as_str()) {
+                Some(listener.clone())
+            } else {
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! backendRefs -> backends: Services, their EndpointSlices and Pods, and the upstream TLS
+//! each endpoint gets (mesh mTLS or plaintext) with the identities it must present.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Findings, Index, TranslateOptions, filters};
+use crate::api::gateway_api::{HttpBackendRef, HttpRouteRule, ObjectMeta};
+use crate::api::{self, ObjectKey, Snapshot};
+use crate::ir::{Backend, BackendTarget, Endpoint, MeshTarget, Transport};
+
+/// Service annotation: upstream TLS mode of this Service (`auto`, `istio-mutual`, `disable`).
+pub const UPSTREAM_TLS_ANNOTATION: &str = "meshgate.io/upstream-tls";
+/// Service annotation: service accounts (names in the Service's namespace, or SPIFFE ids)
+/// the Service's workloads run as; mesh mTLS accepts only these identities.
+pub const SERVICE_ACCOUNTS_ANNOTATION: &str = "meshgate.io/service-accounts";
+
+/// Upstream TLS mode of a backend (global default, or per Service by annotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// mTLS to endpoints labelled `security.istio.io/tlsMode=istio`, plaintext to the rest.
+    Auto,
+    /// Always mTLS (`ISTIO_MUTUAL`).
+    IstioMutual,
+    /// Always plaintext (`DISABLE`).
+    Disable,
+}
+
+impl UpstreamTls {
+    /// Parses an annotation value; accepts Istio's spellings too.
+    pub fn parse(s: &str) -> Option<UpstreamTls> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Some(UpstreamTls::Auto),
+            "istio-mutual" => Some(UpstreamTls::IstioMutual),
+            "disable" => Some(UpstreamTls::Disable),
+            _ => None,
+        }
+    }
+
+    /// The transport for one endpoint: the mode says whether to use mTLS, the endpoint's
+    /// `security.istio.io/tlsMode` label decides for `auto`.
+    pub fn transport(
+        self,
+        target: Option<&Arc<MeshTarget>>,
+        labels: &BTreeMap<String, String>,
+    ) -> Transport {
+        let in_mesh = labels
+            .get(mesh::consts::TLS_MODE_LABEL)
+            .is_some_and(|v| v == "istio");
+        match (self, target) {
+            (UpstreamTls::IstioMutual, Some(t)) => Transport::Mesh(t.clone()),
+            (UpstreamTls::Auto, Some(t)) if in_mesh => Transport::Mesh(t.clone()),
+            _ => Transport::Plaintext,
+        }
+    }
+}
+
+fn annotations(meta: &ObjectMeta) -> Option<&BTreeMap<String, String>> {
+    meta.annotations.as_ref()
+}
+
+/// The Service's upstream TLS mode and the identities its workloads may present.
+/// Without the service-accounts annotation the expected identity is the Service's own
+/// name as service account (`spiffe://<td>/ns/<ns>/sa/<service>`), Kubernetes' usual
+/// convention; the annotation overrides it.
+fn mesh_policy(
+    svc: &api::Service,
+    opts: &TranslateOptions,
+) -> Result<(UpstreamTls, Vec<String>), String> {
+    let ns = svc.metadata.ns();
+    let ctx = format!("Service {}", svc.metadata.key());
+    let ann = annotations(&svc.metadata);
+    let mode = match ann.and_then(|a| a.get(UPSTREAM_TLS_ANNOTATION)) {
+        None => opts.upstream_tls,
+        Some(v) => UpstreamTls::parse(v).ok_or_else(|| {
+            format!("{ctx}: annotation {UPSTREAM_TLS_ANNOTATION}: {v:?} is not one of auto, istio-mutual, disable")
+        })?,
+    };
+    let accounts: Vec<String> = match ann.and_then(|a| a.get(SERVICE_ACCOUNTS_ANNOTATION)) {
+        None => vec![svc.metadata.name().to_string()],
+        Some(v) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    let mut ids = Vec::new();
+    for a in accounts {
+        let id = if a.starts_with("spiffe://") {
+            a.parse::<mesh::Identity>()
+        } else {
+            mesh::Identity::new(&opts.trust_domain, ns, &a)
+        }
+        .map_err(|e| format!("{ctx}: annotation {SERVICE_ACCOUNTS_ANNOTATION}: {e}"))?;
+        ids.push(id.to_string());
+    }
+    if ids.is_empty() {
+        return Err(format!(
+            "{ctx}: annotation {SERVICE_ACCOUNTS_ANNOTATION} names no service account"
+        ));
+    }
+    Ok((mode, ids))
+}
+
+/// Reports Services whose mesh annotations are invalid.
+pub fn validate_services(snap: &Snapshot, opts: &TranslateOptions, f: &mut Findings) {
+    for svc in &snap.services {
+        if let Err(e) = mesh_policy(svc, opts) {
+            f.errors.push(e);
+        }
+    }
+}
+
+/// Compiles a rule's backendRefs (with their filters).
+pub fn compile_backend_refs(
+    index: &Index<'_>,
+    meta: &ObjectMeta,
+    rule: &HttpRouteRule,
+    ctx: &str,
+    opts: &TranslateOptions,
+    f: &mut Findings,
+) -> Vec<Backend> {
+    let mut backends = Vec::new();
+    for (bi, b) in rule.backend_refs.iter().enumerate() {
+        let bctx = format!("{ctx} backendRefs[{bi}]");
+        let bfilters = filters::compile_filters(&b.filters, &bctx, f);
+        if bfilters.redirect.is_some() {
+            f.errors.push(format!(
+                "{bctx}: RequestRedirect is not allowed on a backendRef"
+            ));
+        }
+        if b.port.is_none() && b.kind.as_deref().unwrap_or("Service") == "Service" {
+            f.errors
+                .push(format!("{bctx}: port is required for a Service"));
+            continue;
+        }
+        let (name, http2, target) = resolve_backend(index, meta, b, opts);
+        backends.push(Backend {
+            name,
+            weight: b.weight.unwrap_or(1),
+            http2,
+            target,
+            filters: bfilters,
+        });
+    }
+    backends
+}
+
+/// Resolves a backendRef: (display name, speak h2c, target).
+fn resolve_backend(
+    index: &Index<'_>,
+    meta: &ObjectMeta,
+    b: &HttpBackendRef,
+    opts: &TranslateOptions,
+) -> (String, bool, BackendTarget) {
+    let group = b.group.as_deref().unwrap_or("");
+    let kind = b.kind.as_deref().unwrap_or("Service");
+    let ns = b.namespace.as_deref().unwrap_or(meta.ns());
+    let port = b.port.unwrap_or(0);
+    let name = format!("{kind} {ns}/{}:{port}", b.name);
+    let unresolvable = |why: String| (name.clone(), false, BackendTarget::Unresolvable(why));
+    if !group.is_empty() || kind != "Service" {
+        return unresolvable(format!(
+            "backendRef kind {group}/{kind} is not supported (only core Service)"
+        ));
+    }
+    if ns != meta.ns() {
+        return unresolvable(format!(
+            "backendRef to Service {ns}/{} crosses namespaces; ReferenceGrant is not supported",
+            b.name
+        ));
+    }
+    let skey = format!("{ns}/{}", b.name);
+    let Some(svc) = index.services.get(&skey) else {
+        return unresolvable(format!("Service {skey} not found"));
+    };
+    let ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let Some(sport) = ports.iter().find(|p| p.port == i32::from(port)) else {
+        return unresolvable(format!("Service {skey} has no port {port}"));
+    };
+    let http2 = sport
+        .app_protocol
+        .as_deref()
+        .is_some_and(|p| matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"));
+    // Validated up front; an invalid policy never reaches here.
+    let (mode, identities) = mesh_policy(svc, opts).unwrap_or((UpstreamTls::Disable, Vec::new()));
+    let fqdn = format!("{}.{ns}.svc.{}", b.name, opts.cluster_domain);
+    let mesh_target = (mode != UpstreamTls::Disable).then(|| {
+        Arc::new(MeshTarget {
+            sni: MeshTarget::sni_for(port, &fqdn),
+            identities,
+            http2,
+        })
+    });
+    let port_name = sport.name.clone().unwrap_or_default();
+    if let Some(slices) = index.slices.get(&skey) {
+        let endpoints = endpoints(index, slices, ns, &port_name, mode, mesh_target.as_ref());
+        return (name, http2, BackendTarget::Endpoints(endpoints));
+    }
+    let spec = svc.spec.as_ref();
+    let host = match (
+        spec.and_then(|s| s.type_.as_deref()),
+        spec.and_then(|s| s.external_name.clone()),
+    ) {
+        (Some("ExternalName"), Some(ext)) => ext,
+        _ => fqdn,
+    };
+    // No endpoint labels to look at: only istio-mutual sends mTLS to a DNS backend.
+    let transport = mode.transport(mesh_target.as_ref(), &BTreeMap::new());
+    let target = BackendTarget::Dns {
+        host,
+        port,
+        transport,
+    };
+    (name, http2, target)
+}
+
+/// Ready endpoints of a Service port from its EndpointSlices, labelled with their Pod's
+/// labels when the Pod is known.
+fn endpoints(
+    index: &Index<'_>,
+    slices: &[&api::EndpointSlice],
+    ns: &str,
+    port_name: &str,
+    mode: UpstreamTls,
+    mesh_target: Option<&Arc<MeshTarget>>,
+) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for slice in slices {
+        let target = slice
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or_default() == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok());
+        let Some(target) = target else { continue };
+        for ep in &slice.endpoints {
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            let mut labels = slice.metadata.labels.clone().unwrap_or_default();
+            if let Some(t) = &ep.target_ref
+                && t.kind.as_deref() == Some("Pod")
+            {
+                let pkey = format!(
+                    "{}/{}",
+                    t.namespace.as_deref().unwrap_or(ns),
+                    t.name.as_deref().unwrap_or_default()
+                );
+                if let Some(pod_labels) = index
+                    .pods
+                    .get(&pkey)
+                    .and_then(|p| p.metadata.labels.as_ref())
+                {
+                    labels.extend(pod_labels.clone());
+                }
+            }
+            for a in &ep.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    out.push(Endpoint {
+                        address: SocketAddr::new(ip, target),
+                        transport: mode.transport(mesh_target, &labels),
+                        labels: labels.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|e| e.address);
+    out.dedup_by_key(|e| e.address);
+    out
+}

@@ -1,0 +1,170 @@
+//! HTTPRoute filters: header modifiers, redirects and URL rewrites, validated.
+
+use super::Findings;
+use super::listeners::validate_hostname;
+use crate::api::gateway_api::{self, HttpRouteFilter};
+use crate::ir::{Filters, HeaderEdits, PathModifier, Redirect, Rewrite};
+
+const SUPPORTED: &str =
+    "RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite";
+
+/// Compiles the filters of a rule or a backendRef.
+pub fn compile_filters(filters: &[HttpRouteFilter], ctx: &str, f: &mut Findings) -> Filters {
+    let mut out = Filters::default();
+    for (i, filter) in filters.iter().enumerate() {
+        let fctx = format!("{ctx} filters[{i}]");
+        let errors = &mut f.errors;
+        match filter.kind.as_str() {
+            "RequestHeaderModifier" => match &filter.request_header_modifier {
+                Some(m) => out.request_headers = Some(header_edits(m, &fctx, errors)),
+                None => errors.push(format!("{fctx}: requestHeaderModifier is missing")),
+            },
+            "ResponseHeaderModifier" => match &filter.response_header_modifier {
+                Some(m) => out.response_headers = Some(header_edits(m, &fctx, errors)),
+                None => errors.push(format!("{fctx}: responseHeaderModifier is missing")),
+            },
+            "RequestRedirect" => match &filter.request_redirect {
+                Some(r) => out.redirect = Some(redirect(r, &fctx, errors)),
+                None => errors.push(format!("{fctx}: requestRedirect is missing")),
+            },
+            "URLRewrite" => match &filter.url_rewrite {
+                Some(r) => out.rewrite = Some(rewrite(r, &fctx, errors)),
+                None => errors.push(format!("{fctx}: urlRewrite is missing")),
+            },
+            other => errors.push(format!(
+                "{fctx}: filter type {other:?} is not one of {SUPPORTED}"
+            )),
+        }
+        // An unknown type's own field (`requestMirror` for RequestMirror) is already named.
+        let mut own = filter.kind.clone();
+        if let Some(first) = own.get_mut(0..1) {
+            first.make_ascii_lowercase();
+        }
+        let mut rest = filter.unsupported.clone();
+        rest.remove(&own);
+        f.unsupported(&fctx, &rest);
+    }
+    out
+}
+
+fn redirect(r: &gateway_api::RequestRedirect, fctx: &str, errors: &mut Vec<String>) -> Redirect {
+    let status = r.status_code.unwrap_or(302);
+    if status != 301 && status != 302 {
+        errors.push(format!(
+            "{fctx}: requestRedirect.statusCode {status} is not one of 301, 302"
+        ));
+    }
+    if let Some(s) = &r.scheme
+        && s != "http"
+        && s != "https"
+    {
+        errors.push(format!(
+            "{fctx}: requestRedirect.scheme {s:?} is not one of http, https"
+        ));
+    }
+    if let Some(h) = &r.hostname
+        && let Err(e) = validate_hostname(h)
+    {
+        errors.push(format!("{fctx}: requestRedirect.hostname {h:?}: {e}"));
+    }
+    Redirect {
+        scheme: r.scheme.clone(),
+        hostname: r.hostname.clone(),
+        port: r.port,
+        path: r
+            .path
+            .as_ref()
+            .and_then(|p| path_modifier(p, &format!("{fctx} requestRedirect"), errors)),
+        status,
+    }
+}
+
+fn rewrite(r: &gateway_api::UrlRewrite, fctx: &str, errors: &mut Vec<String>) -> Rewrite {
+    let hostname = match &r.hostname {
+        Some(h) if validate_hostname(h).is_ok() && http::HeaderValue::from_str(h).is_ok() => {
+            Some(h.clone())
+        }
+        Some(h) => {
+            errors.push(format!(
+                "{fctx}: urlRewrite.hostname {h:?} is not a valid hostname"
+            ));
+            None
+        }
+        None => None,
+    };
+    Rewrite {
+        hostname,
+        path: r
+            .path
+            .as_ref()
+            .and_then(|p| path_modifier(p, &format!("{fctx} urlRewrite"), errors)),
+    }
+}
+
+fn path_modifier(
+    p: &gateway_api::PathModifier,
+    ctx: &str,
+    errors: &mut Vec<String>,
+) -> Option<PathModifier> {
+    match p.kind.as_str() {
+        "ReplaceFullPath" => match &p.replace_full_path {
+            Some(v) if v.starts_with('/') => Some(PathModifier::ReplaceFullPath(v.clone())),
+            _ => {
+                errors.push(format!(
+                    "{ctx}.path: replaceFullPath must be set and start with \"/\""
+                ));
+                None
+            }
+        },
+        "ReplacePrefixMatch" => match &p.replace_prefix_match {
+            Some(v) if v.starts_with('/') => Some(PathModifier::ReplacePrefixMatch(v.clone())),
+            _ => {
+                errors.push(format!(
+                    "{ctx}.path: replacePrefixMatch must be set and start with \"/\""
+                ));
+                None
+            }
+        },
+        other => {
+            errors.push(format!(
+                "{ctx}.path: type {other:?} is not one of ReplaceFullPath, ReplacePrefixMatch"
+            ));
+            None
+        }
+    }
+}
+
+fn header_edits(
+    m: &gateway_api::HeaderModifier,
+    ctx: &str,
+    errors: &mut Vec<String>,
+) -> HeaderEdits {
+    let mut pairs = |list: &[gateway_api::HttpHeader], field: &str| {
+        let mut out = Vec::new();
+        for (i, h) in list.iter().enumerate() {
+            let valid = http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
+                && http::HeaderValue::from_str(&h.value).is_ok();
+            if valid {
+                out.push((h.name.to_ascii_lowercase(), h.value.clone()));
+            } else {
+                errors.push(format!(
+                    "{ctx}: {field}[{i}] {:?}: {:?} is not a valid header",
+                    h.name, h.value
+                ));
+            }
+        }
+        out
+    };
+    let set = pairs(&m.set, "set");
+    let add = pairs(&m.add, "add");
+    let mut remove = Vec::new();
+    for (i, n) in m.remove.iter().enumerate() {
+        match http::HeaderName::from_bytes(n.as_bytes()) {
+            Ok(_) => remove.push(n.to_ascii_lowercase()),
+            Err(_) => errors.push(format!(
+                "{ctx}: remove[{i}] {n:?} is not a valid header name"
+            )),
+        }
+    }
+    HeaderEdits { set, add, remove }
+}

@@ -1,0 +1,538 @@
+//! Gateways -> the port table: one protocol per port, listeners with their hostnames, TLS
+//! material as DER, and client-certificate validation from `spec.tls.frontend`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::rules::Pending;
+use super::status::{ConditionType as C, Reason, failed, ok};
+use super::{Findings, Index, TranslateOptions};
+use crate::api::gateway_api::{self, Gateway, LabelSelector};
+use crate::api::{ObjectKey, Snapshot};
+use crate::ir::{self, HostPattern, Protocol};
+
+/// Listener option naming the minimum TLS version (`1.2` or `1.3`).
+pub const MIN_VERSION_OPTION: &str = "meshgate.io/min-tls-version";
+
+/// Where routes attached to a listener may come from (`allowedRoutes.namespaces`).
+#[derive(Debug, Clone)]
+pub enum AllowedFrom {
+    /// The Gateway's namespace only (the default).
+    Same,
+    /// Any namespace.
+    All,
+    /// Namespaces whose labels match.
+    Selector(LabelSelector),
+}
+
+/// One accepted listener, as routes see it.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// Listener name.
+    pub name: String,
+    /// Port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Hostname.
+    pub hostname: HostPattern,
+    /// Namespaces routes may come from.
+    pub allowed_from: AllowedFrom,
+    /// Whether HTTPRoute is among the allowed kinds.
+    pub allows_http_route: bool,
+}
+
+impl ListenerInfo {
+    /// `namespace/gateway/listener`.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.gateway, self.name)
+    }
+}
+
+/// Route entries of one listener by hostname.
+pub type PendingHosts = BTreeMap<String, (HostPattern, Vec<Pending>)>;
+
+/// The port table under construction.
+#[derive(Debug, Default)]
+pub struct Gateways {
+    /// Gateways seen (`namespace/name`).
+    pub names: BTreeSet<String>,
+    /// Accepted listeners.
+    pub listeners: Vec<ListenerInfo>,
+    /// Ports with their listeners (virtual hosts filled by attachment).
+    pub ports: BTreeMap<u16, ir::Port>,
+    /// Route entries per (port, listener full name), then per host.
+    pub pending: BTreeMap<(u16, String), PendingHosts>,
+}
+
+impl Gateways {
+    /// Sorts everything into precedence order and produces the IR.
+    pub fn finish(mut self, warnings: Vec<String>) -> ir::Config {
+        for ((port, listener), hosts) in std::mem::take(&mut self.pending) {
+            let Some(l) = self
+                .ports
+                .get_mut(&port)
+                .and_then(|p| p.listeners.iter_mut().find(|l| l.name == listener))
+            else {
+                continue;
+            };
+            for (_, (hostname, mut entries)) in hosts {
+                entries.sort_by(|a, b| a.key.cmp(&b.key));
+                l.virtual_hosts.push(ir::VirtualHost {
+                    hostname,
+                    routes: entries.into_iter().map(|p| p.entry).collect(),
+                });
+            }
+        }
+        for p in self.ports.values_mut() {
+            p.listeners.sort_by_key(|l| l.hostname.specificity());
+            for l in &mut p.listeners {
+                l.virtual_hosts.sort_by_key(|v| v.hostname.specificity());
+            }
+        }
+        let mesh_upstreams = self
+            .ports
+            .values()
+            .flat_map(|p| p.listeners.iter())
+            .flat_map(|l| l.virtual_hosts.iter())
+            .flat_map(|vh| vh.routes.iter())
+            .flat_map(|r| r.rule.backends.iter())
+            .any(|b| b.target.uses_mesh());
+        ir::Config {
+            ports: self.ports,
+            warnings,
+            mesh_upstreams,
+        }
+    }
+}
+
+/// Compiles every Gateway's listeners into the port table.
+pub fn compile(
+    snap: &Snapshot,
+    index: &Index<'_>,
+    opts: &TranslateOptions,
+    f: &mut Findings,
+) -> Gateways {
+    let mut out = Gateways::default();
+    if snap.gateways.is_empty() {
+        f.errors
+            .push("no Gateway found in the configuration".to_string());
+    }
+    for gw in &snap.gateways {
+        let gw_key = gw.metadata.key();
+        let obj = format!("Gateway {gw_key}");
+        if !out.names.insert(gw_key.clone()) {
+            f.errors.push(format!("{obj}: defined more than once"));
+            continue;
+        }
+        let before = f.errors.len();
+        f.unsupported(&format!("{obj} spec"), &gw.spec.unsupported);
+        let frontend = frontend_validations(index, gw, f);
+        let mut names = BTreeSet::new();
+        for l in &gw.spec.listeners {
+            let ctx = format!("{obj} listener {:?}", l.name);
+            if !names.insert(l.name.clone()) {
+                f.errors
+                    .push(format!("{ctx}: listener name used more than once"));
+                continue;
+            }
+            let errors_before = f.errors.len();
+            if let Some(info) = compile_listener(index, gw, l, &ctx, &frontend, opts, &mut out, f) {
+                out.listeners.push(info);
+            }
+            let listener_errors = &f.errors[errors_before..];
+            let c = match listener_errors.first() {
+                Some(e) => failed(C::Accepted, Reason::Invalid, e.clone()),
+                None => ok(C::Accepted, Reason::Accepted),
+            };
+            f.report.listener_condition(&obj, &l.name, c);
+        }
+        let c = match f.errors[before..].first() {
+            Some(e) => failed(C::Accepted, Reason::Invalid, e.clone()),
+            None => ok(C::Accepted, Reason::Accepted),
+        };
+        f.report.object_condition(&obj, c);
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_listener(
+    index: &Index<'_>,
+    gw: &Gateway,
+    l: &gateway_api::Listener,
+    ctx: &str,
+    frontend: &Frontend,
+    opts: &TranslateOptions,
+    out: &mut Gateways,
+    f: &mut Findings,
+) -> Option<ListenerInfo> {
+    f.unsupported(ctx, &l.unsupported);
+    let protocol = match l.protocol.as_str() {
+        "HTTP" => Protocol::Http,
+        "HTTPS" => Protocol::Https,
+        other => {
+            f.errors.push(format!(
+                "{ctx}: protocol {other:?} is not one of HTTP, HTTPS"
+            ));
+            return None;
+        }
+    };
+    if l.port == 0 {
+        f.errors.push(format!("{ctx}: port must be 1-65535"));
+        return None;
+    }
+    let hostname = match &l.hostname {
+        Some(h) => match validate_hostname(h) {
+            Ok(p) => p,
+            Err(e) => {
+                f.errors.push(format!("{ctx}: hostname {h:?}: {e}"));
+                return None;
+            }
+        },
+        None => HostPattern::Any,
+    };
+    let (allowed_from, allows_http_route) = allowed_routes(l, ctx, f)?;
+    let port = out.ports.entry(l.port).or_insert_with(|| ir::Port {
+        port: l.port,
+        protocol,
+        listeners: Vec::new(),
+    });
+    if port.protocol != protocol {
+        f.errors.push(format!(
+            "{ctx}: port {} is already used with protocol {}",
+            l.port,
+            port.protocol.scheme().to_ascii_uppercase()
+        ));
+        return None;
+    }
+    if port.listeners.iter().any(|o| o.hostname == hostname) {
+        f.errors.push(format!(
+            "{ctx}: another listener on port {} has the same hostname {hostname}",
+            l.port
+        ));
+        return None;
+    }
+    let tls = if protocol == Protocol::Https {
+        let validation = frontend.for_port(l.port);
+        match listener_tls(index, gw, l, ctx, validation, opts) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                f.errors.push(e);
+                return None;
+            }
+        }
+    } else {
+        if l.tls.is_some() {
+            f.errors
+                .push(format!("{ctx}: tls is only allowed on HTTPS listeners"));
+            return None;
+        }
+        None
+    };
+    let info = ListenerInfo {
+        gateway: gw.metadata.key(),
+        name: l.name.clone(),
+        port: l.port,
+        protocol,
+        hostname: hostname.clone(),
+        allowed_from,
+        allows_http_route,
+    };
+    port.listeners.push(ir::Listener {
+        name: info.full_name(),
+        hostname,
+        tls,
+        virtual_hosts: Vec::new(),
+    });
+    Some(info)
+}
+
+fn allowed_routes(
+    l: &gateway_api::Listener,
+    ctx: &str,
+    f: &mut Findings,
+) -> Option<(AllowedFrom, bool)> {
+    let Some(ar) = &l.allowed_routes else {
+        return Some((AllowedFrom::Same, true));
+    };
+    let from = match ar.namespaces.as_ref().and_then(|n| n.from.as_deref()) {
+        None | Some("Same") => AllowedFrom::Same,
+        Some("All") => AllowedFrom::All,
+        Some("Selector") => match ar.namespaces.as_ref().and_then(|n| n.selector.clone()) {
+            Some(s) => AllowedFrom::Selector(s),
+            None => {
+                f.errors.push(format!(
+                    "{ctx}: allowedRoutes.namespaces.selector is required with from: Selector"
+                ));
+                return None;
+            }
+        },
+        Some(other) => {
+            f.errors.push(format!(
+                "{ctx}: allowedRoutes.namespaces.from {other:?} is not one of Same, All, Selector"
+            ));
+            return None;
+        }
+    };
+    let http_route = ar.kinds.is_empty()
+        || ar.kinds.iter().any(|k| {
+            k.kind == "HTTPRoute"
+                && k.group
+                    .as_deref()
+                    .unwrap_or(super::attachment::GATEWAY_GROUP)
+                    == super::attachment::GATEWAY_GROUP
+        });
+    for (i, k) in ar.kinds.iter().enumerate() {
+        if k.kind != "HTTPRoute" {
+            f.warnings.push(format!(
+                "{ctx}: allowedRoutes.kinds[{i}] {:?} is not a route kind this listener serves",
+                k.kind
+            ));
+        }
+    }
+    Some((from, http_route))
+}
+
+/// Validates a listener or route hostname (RFC 1123, optional leading `*.`).
+pub fn validate_hostname(h: &str) -> Result<HostPattern, String> {
+    let body = h.strip_prefix("*.").unwrap_or(h);
+    if h.is_empty() || h.contains(':') || h.parse::<std::net::IpAddr>().is_ok() {
+        return Err("must be a DNS name (no IP address, no port)".into());
+    }
+    let ok = body.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !ok {
+        return Err("is not a valid hostname (RFC 1123, optional leading \"*.\")".into());
+    }
+    Ok(HostPattern::parse(h))
+}
+
+/// Client validation from `spec.tls.frontend`: the default and per-port overrides.
+#[derive(Debug, Default)]
+struct Frontend {
+    default: Option<ir::ClientValidation>,
+    per_port: BTreeMap<u16, ir::ClientValidation>,
+}
+
+impl Frontend {
+    fn for_port(&self, port: u16) -> Option<&ir::ClientValidation> {
+        self.per_port.get(&port).or(self.default.as_ref())
+    }
+}
+
+fn frontend_validations(index: &Index<'_>, gw: &Gateway, f: &mut Findings) -> Frontend {
+    let mut out = Frontend::default();
+    let ctx = format!("Gateway {} spec.tls", gw.metadata.key());
+    let Some(tls) = &gw.spec.tls else {
+        return out;
+    };
+    f.unsupported(&ctx, &tls.unsupported);
+    let Some(frontend) = &tls.frontend else {
+        return out;
+    };
+    f.unsupported(&format!("{ctx}.frontend"), &frontend.unsupported);
+    if let Some(d) = &frontend.default {
+        out.default = validation(index, gw, d, &format!("{ctx}.frontend.default"), f);
+    }
+    for (i, p) in frontend.per_port.iter().enumerate() {
+        let pctx = format!("{ctx}.frontend.perPort[{i}]");
+        if let Some(v) = validation(index, gw, &p.tls, &format!("{pctx}.tls"), f)
+            && out.per_port.insert(p.port, v).is_some()
+        {
+            f.errors
+                .push(format!("{pctx}: port {} is listed more than once", p.port));
+        }
+    }
+    out
+}
+
+fn validation(
+    index: &Index<'_>,
+    gw: &Gateway,
+    t: &gateway_api::TlsConfig,
+    ctx: &str,
+    f: &mut Findings,
+) -> Option<ir::ClientValidation> {
+    f.unsupported(ctx, &t.unsupported);
+    let v = t.validation.as_ref()?;
+    let ctx = format!("{ctx}.validation");
+    f.unsupported(&ctx, &v.unsupported);
+    let mode = match v.mode.as_deref() {
+        None | Some("AllowValidOnly") => ir::ValidationMode::AllowValidOnly,
+        Some("AllowInsecureFallback") => ir::ValidationMode::AllowInsecureFallback,
+        Some(other) => {
+            f.errors.push(format!(
+                "{ctx}.mode {other:?} is not one of AllowValidOnly, AllowInsecureFallback"
+            ));
+            return None;
+        }
+    };
+    if v.ca_certificate_refs.is_empty() {
+        f.errors
+            .push(format!("{ctx}.caCertificateRefs must name at least one CA"));
+        return None;
+    }
+    let mut out = ir::ClientValidation {
+        ca_refs: Vec::new(),
+        ca_certs: Vec::new(),
+        mode,
+    };
+    for (i, r) in v.ca_certificate_refs.iter().enumerate() {
+        let rctx = format!("{ctx}.caCertificateRefs[{i}]");
+        match ca_bundle(index, gw, r, &rctx) {
+            Ok((name, certs)) => {
+                out.ca_refs.push(name);
+                out.ca_certs.extend(certs);
+            }
+            Err(e) => f.errors.push(e),
+        }
+    }
+    Some(out)
+}
+
+fn ca_bundle(
+    index: &Index<'_>,
+    gw: &Gateway,
+    r: &gateway_api::ObjectReference,
+    rctx: &str,
+) -> Result<(String, Vec<ir::Der>), String> {
+    let ns = r.namespace.as_deref().unwrap_or(gw.metadata.ns());
+    let rkey = format!("{ns}/{}", r.name);
+    let kind = r.kind.as_deref().unwrap_or("ConfigMap");
+    let pem = match kind {
+        "ConfigMap" => {
+            let cm = index
+                .config_maps
+                .get(&rkey)
+                .ok_or_else(|| format!("{rctx}: ConfigMap {rkey} not found"))?;
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get("ca.crt"))
+                .ok_or_else(|| format!("{rctx}: ConfigMap {rkey} has no ca.crt"))?
+                .as_bytes()
+                .to_vec()
+        }
+        "Secret" => {
+            let s = index
+                .secrets
+                .get(&rkey)
+                .ok_or_else(|| format!("{rctx}: Secret {rkey} not found"))?;
+            secret_value(s, "ca.crt").map_err(|e| format!("{rctx}: Secret {rkey}: {e}"))?
+        }
+        other => {
+            return Err(format!(
+                "{rctx}: kind {other:?} is not one of ConfigMap, Secret"
+            ));
+        }
+    };
+    let certs = parse_chain(&pem).map_err(|e| format!("{rctx}: {kind} {rkey}: ca.crt: {e}"))?;
+    Ok((format!("{kind} {rkey}"), certs))
+}
+
+fn listener_tls(
+    index: &Index<'_>,
+    gw: &Gateway,
+    l: &gateway_api::Listener,
+    ctx: &str,
+    validation: Option<&ir::ClientValidation>,
+    opts: &TranslateOptions,
+) -> Result<ir::TlsServer, String> {
+    let Some(t) = &l.tls else {
+        return Err(format!("{ctx}: HTTPS listener needs tls.certificateRefs"));
+    };
+    if t.unsupported.contains_key("frontendValidation") {
+        return Err(format!(
+            "{ctx}: tls.frontendValidation is not part of Gateway API v1.6; client-certificate \
+             validation is configured per Gateway in spec.tls.frontend (default or perPort)"
+        ));
+    }
+    if let Some(name) = t.unsupported.keys().next() {
+        return Err(format!(
+            "{ctx}: tls: field {name:?} is not supported by meshgate"
+        ));
+    }
+    let mode = t.mode.as_deref().unwrap_or("Terminate");
+    if mode != "Terminate" {
+        return Err(format!(
+            "{ctx}: tls.mode {mode:?} is not supported (only Terminate)"
+        ));
+    }
+    let Some(cref) = t.certificate_refs.first() else {
+        return Err(format!("{ctx}: HTTPS listener needs tls.certificateRefs"));
+    };
+    let kind = cref.kind.as_deref().unwrap_or("Secret");
+    if kind != "Secret" || cref.group.as_deref().is_some_and(|g| !g.is_empty()) {
+        return Err(format!(
+            "{ctx}: tls.certificateRefs[0]: kind {kind:?} is not supported (only core Secret)"
+        ));
+    }
+    let skey = format!(
+        "{}/{}",
+        cref.namespace.as_deref().unwrap_or(gw.metadata.ns()),
+        cref.name
+    );
+    let secret = index
+        .secrets
+        .get(&skey)
+        .ok_or_else(|| format!("{ctx}: tls.certificateRefs[0]: Secret {skey} not found"))?;
+    let sctx = format!("{ctx}: tls.certificateRefs[0] Secret {skey}");
+    let crt = secret_value(secret, "tls.crt").map_err(|e| format!("{sctx}: {e}"))?;
+    let key = secret_value(secret, "tls.key").map_err(|e| format!("{sctx}: {e}"))?;
+    let cert_chain = parse_chain(&crt).map_err(|e| format!("{sctx}: tls.crt: {e}"))?;
+    let key = parse_key(&key).map_err(|e| format!("{sctx}: tls.key: {e}"))?;
+    let min_version = match t.options.get(MIN_VERSION_OPTION) {
+        Some(v) => v
+            .parse()
+            .map_err(|e| format!("{ctx}: tls.options[{MIN_VERSION_OPTION:?}]: {e}"))?,
+        None => opts.default_min_tls_version,
+    };
+    Ok(ir::TlsServer {
+        certificate_ref: format!("Secret {skey}"),
+        cert_chain,
+        key,
+        client_validation: validation.cloned(),
+        min_version,
+    })
+}
+
+/// A Secret's value by key: `stringData` first, then `data` (bytes).
+pub fn secret_value(s: &crate::api::Secret, key: &str) -> Result<Vec<u8>, String> {
+    if let Some(v) = s.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Ok(v.as_bytes().to_vec());
+    }
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .ok_or_else(|| format!("has no {key}"))
+}
+
+/// Parses a PEM certificate chain (leaf first) into DER.
+pub fn parse_chain(pem: &[u8]) -> Result<Vec<ir::Der>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| ir::Der(c.to_vec())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
+    Ok(chain)
+}
+
+/// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1) into DER.
+pub fn parse_key(pem: &[u8]) -> Result<ir::PrivateKey, String> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_slice(pem)
+        .map(ir::PrivateKey)
+        .map_err(|e| format!("invalid PEM private key: {e}"))
+}

@@ -1,0 +1,170 @@
+//! Objects -> [`ir::Config`] plus per-object conditions ([`status::Report`]).
+//!
+//! One module per concern: [`listeners`] (Gateways, the port table, TLS material),
+//! [`attachment`] (parentRefs, allowedRoutes, hostnames), [`rules`] (matches and
+//! precedence), [`filters`], [`backends`] (Services, EndpointSlices, mesh policy) and
+//! [`status`]. Every error names the object and the field at fault, e.g. `HTTPRoute
+//! default/httpbin rule 0 match 0: path type "PathPrefixx" is not one of Exact,
+//! PathPrefix, RegularExpression`; all errors are collected, not just the first.
+//!
+//! Following the Gateway API spec, a backendRef that cannot be resolved (missing Service,
+//! unsupported kind) does not reject the configuration: its share of requests gets a 500.
+//! What is rejected is decided in one place, [`Output::accepted`].
+
+pub mod attachment;
+pub mod backends;
+pub mod filters;
+pub mod listeners;
+pub mod rules;
+pub mod status;
+
+use std::collections::HashMap;
+
+use crate::api::{self, ObjectKey, SERVICE_NAME_LABEL, Snapshot, Unsupported};
+use crate::ir::{self, MinVersion};
+
+pub use backends::{SERVICE_ACCOUNTS_ANNOTATION, UPSTREAM_TLS_ANNOTATION, UpstreamTls};
+
+/// Settings that come from the command line rather than the objects.
+#[derive(Debug, Clone)]
+pub struct TranslateOptions {
+    /// Minimum TLS version for listeners without the `meshgate.io/min-tls-version` option.
+    pub default_min_tls_version: MinVersion,
+    /// Cluster domain for Service DNS names.
+    pub cluster_domain: String,
+    /// Upstream TLS mode for Services without the `meshgate.io/upstream-tls` annotation.
+    pub upstream_tls: UpstreamTls,
+    /// Trust domain of upstream SPIFFE identities.
+    pub trust_domain: String,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            default_min_tls_version: MinVersion::Tls12,
+            cluster_domain: "cluster.local".into(),
+            upstream_tls: UpstreamTls::Disable,
+            trust_domain: mesh::consts::DEFAULT_TRUST_DOMAIN.into(),
+        }
+    }
+}
+
+/// Why a configuration was rejected: one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// What translation produced: the IR, the conditions, and the errors found.
+#[derive(Debug)]
+pub struct Output {
+    /// The compiled configuration (valid parts only).
+    pub config: ir::Config,
+    /// Conditions per object.
+    pub status: status::Report,
+    /// Every error, naming object and field.
+    pub errors: Vec<String>,
+}
+
+impl Output {
+    /// The acceptance policy: a configuration with any error is rejected whole, and the
+    /// last good one keeps serving.
+    pub fn accepted(self) -> Result<(ir::Config, status::Report), ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok((self.config, self.status))
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// Collects errors, warnings and conditions while translating.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Errors (each names object and field).
+    pub errors: Vec<String>,
+    /// Non-fatal findings.
+    pub warnings: Vec<String>,
+    /// Conditions.
+    pub report: status::Report,
+}
+
+impl Findings {
+    /// Reports every unsupported field of `fields` found at `ctx`, as errors.
+    pub fn unsupported(&mut self, ctx: &str, fields: &Unsupported) {
+        for name in fields.keys() {
+            self.errors.push(format!(
+                "{ctx}: field {name:?} is not supported by meshgate"
+            ));
+        }
+    }
+}
+
+/// Objects by `namespace/name`, for reference resolution.
+pub struct Index<'a> {
+    /// Secrets.
+    pub secrets: HashMap<String, &'a api::Secret>,
+    /// ConfigMaps.
+    pub config_maps: HashMap<String, &'a api::ConfigMap>,
+    /// Services.
+    pub services: HashMap<String, &'a api::Service>,
+    /// EndpointSlices by their Service's `namespace/name`.
+    pub slices: HashMap<String, Vec<&'a api::EndpointSlice>>,
+    /// Pods.
+    pub pods: HashMap<String, &'a api::Pod>,
+}
+
+impl<'a> Index<'a> {
+    /// Indexes a snapshot.
+    pub fn new(snap: &'a Snapshot) -> Index<'a> {
+        let mut slices: HashMap<String, Vec<_>> = HashMap::new();
+        for s in &snap.endpoint_slices {
+            if let Some(svc) = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
+                slices
+                    .entry(format!("{}/{svc}", s.metadata.ns()))
+                    .or_default()
+                    .push(s);
+            }
+        }
+        Index {
+            secrets: by_key(&snap.secrets, |s| &s.metadata),
+            config_maps: by_key(&snap.config_maps, |c| &c.metadata),
+            services: by_key(&snap.services, |s| &s.metadata),
+            slices,
+            pods: by_key(&snap.pods, |p| &p.metadata),
+        }
+    }
+}
+
+fn by_key<T>(
+    items: &[T],
+    meta: impl Fn(&T) -> &api::gateway_api::ObjectMeta,
+) -> HashMap<String, &T> {
+    items.iter().map(|i| (meta(i).key(), i)).collect()
+}
+
+/// Compiles a snapshot: the IR of everything valid, conditions, and every error.
+pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
+    let index = Index::new(snap);
+    let mut f = Findings {
+        warnings: snap
+            .ignored
+            .iter()
+            .map(|k| format!("ignored object {k}"))
+            .collect(),
+        ..Findings::default()
+    };
+    backends::validate_services(snap, opts, &mut f);
+    let mut gateways = listeners::compile(snap, &index, opts, &mut f);
+    attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);
+    let config = gateways.finish(f.warnings.clone());
+    Output {
+        config,
+        status: f.report,
+        errors: f.errors,
+    }
+}

@@ -1,0 +1,292 @@
+//! HTTPRoute rules: matches (validated), filters, backends, timeouts, and Gateway API
+//! precedence between matches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Findings, Index, TranslateOptions, backends, filters};
+use crate::api::ObjectKey;
+use crate::api::gateway_api::{HttpRouteMatch, HttpRouteRule, HttpValueMatch, ObjectMeta};
+use crate::ir::{self, PathMatch, PathModifier, RouteMatch, ValueMatch};
+
+const HTTP_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// A route entry waiting to be sorted into its virtual host.
+#[derive(Debug)]
+pub struct Pending {
+    /// Precedence (smaller first).
+    pub key: PrecedenceKey,
+    /// The entry.
+    pub entry: ir::RouteEntry,
+}
+
+/// Gateway API precedence: exact path, then longest prefix (regex between the two),
+/// method, most headers, most query params, oldest route, name, rule order.
+pub type PrecedenceKey = (
+    u8,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<bool>,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+    // Creation time; a route without one sorts first.
+    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    String,
+    usize,
+    usize,
+);
+
+/// The precedence key of match `mi` of rule `rule` of a route.
+pub fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> PrecedenceKey {
+    use std::cmp::Reverse;
+    let (rank, len) = match &m.path {
+        PathMatch::Exact(p) => (0, p.len()),
+        PathMatch::RegularExpression(r) => (1, r.len()),
+        PathMatch::PathPrefix(p) => (2, p.len()),
+    };
+    (
+        rank,
+        Reverse(len),
+        Reverse(m.method.is_some()),
+        Reverse(m.headers.len()),
+        Reverse(m.query_params.len()),
+        meta.creation_timestamp.clone(),
+        meta.key(),
+        rule,
+        mi,
+    )
+}
+
+/// Compiles one rule; `None` (with errors recorded) when it is invalid.
+pub fn compile_rule(
+    index: &Index<'_>,
+    meta: &ObjectMeta,
+    ri: usize,
+    rule: &HttpRouteRule,
+    opts: &TranslateOptions,
+    f: &mut Findings,
+) -> Option<(Arc<ir::Rule>, Vec<RouteMatch>)> {
+    let ctx = format!("HTTPRoute {} rule {ri}", meta.key());
+    let before = f.errors.len();
+    f.unsupported(&ctx, &rule.unsupported);
+    let default_match = [HttpRouteMatch::default()];
+    let src_matches = if rule.matches.is_empty() {
+        &default_match[..]
+    } else {
+        &rule.matches[..]
+    };
+    let matches: Vec<RouteMatch> = src_matches
+        .iter()
+        .enumerate()
+        .filter_map(|(mi, m)| compile_match(m, &format!("{ctx} match {mi}"), &mut f.errors))
+        .collect();
+    let filters = filters::compile_filters(&rule.filters, &ctx, f);
+    check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
+    let backends = backends::compile_backend_refs(index, meta, rule, &ctx, opts, f);
+    let total_weight = backends.iter().map(|b| b.weight).sum();
+    let (request_timeout, backend_request_timeout) = timeouts(rule, &ctx, &mut f.errors);
+    if f.errors.len() > before {
+        return None;
+    }
+    let rule = ir::Rule {
+        route: meta.key(),
+        index: ri,
+        id: format!("{}/{ri}", meta.key()),
+        filters,
+        backends,
+        total_weight,
+        request_timeout,
+        backend_request_timeout,
+    };
+    Some((Arc::new(rule), matches))
+}
+
+fn check_filter_combinations(
+    rule: &HttpRouteRule,
+    filters: &ir::Filters,
+    matches: &[RouteMatch],
+    ctx: &str,
+    errors: &mut Vec<String>,
+) {
+    let prefix_rewrite = matches!(
+        filters.rewrite.as_ref().and_then(|r| r.path.as_ref()),
+        Some(PathModifier::ReplacePrefixMatch(_))
+    ) || matches!(
+        filters.redirect.as_ref().and_then(|r| r.path.as_ref()),
+        Some(PathModifier::ReplacePrefixMatch(_))
+    );
+    if prefix_rewrite
+        && matches
+            .iter()
+            .any(|m| !matches!(m.path, PathMatch::PathPrefix(_)))
+    {
+        errors.push(format!(
+            "{ctx}: ReplacePrefixMatch needs every match of the rule to be a PathPrefix match"
+        ));
+    }
+    if filters.redirect.is_some() && filters.rewrite.is_some() {
+        errors.push(format!(
+            "{ctx}: filters RequestRedirect and URLRewrite cannot be used together"
+        ));
+    }
+    if filters.redirect.is_some() && !rule.backend_refs.is_empty() {
+        errors.push(format!(
+            "{ctx}: a rule with a RequestRedirect filter cannot have backendRefs"
+        ));
+    }
+}
+
+fn timeouts(
+    rule: &HttpRouteRule,
+    ctx: &str,
+    errors: &mut Vec<String>,
+) -> (Option<Duration>, Option<Duration>) {
+    let Some(t) = &rule.timeouts else {
+        return (None, None);
+    };
+    let request = parse_timeout(t.request.as_deref(), ctx, "timeouts.request", errors);
+    let backend = parse_timeout(
+        t.backend_request.as_deref(),
+        ctx,
+        "timeouts.backendRequest",
+        errors,
+    );
+    if let (Some(r), Some(b)) = (request, backend)
+        && b > r
+    {
+        errors.push(format!(
+            "{ctx}: timeouts.backendRequest must not be longer than timeouts.request"
+        ));
+    }
+    (request, backend)
+}
+
+fn parse_timeout(
+    v: Option<&str>,
+    ctx: &str,
+    field: &str,
+    errors: &mut Vec<String>,
+) -> Option<Duration> {
+    let v = v?;
+    match humantime::parse_duration(v) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(format!("{ctx}: {field} {v:?} is not a duration: {e}"));
+            None
+        }
+    }
+}
+
+fn compile_path(m: &HttpRouteMatch, ctx: &str, errors: &mut Vec<String>) -> Option<PathMatch> {
+    let (kind, value) = match &m.path {
+        Some(p) => (
+            p.kind.as_deref().unwrap_or("PathPrefix"),
+            p.value.as_deref().unwrap_or("/"),
+        ),
+        None => ("PathPrefix", "/"),
+    };
+    let path = match kind {
+        "Exact" | "PathPrefix" if !value.starts_with('/') => {
+            errors.push(format!("{ctx}: path value {value:?} must start with \"/\""));
+            return None;
+        }
+        "Exact" => PathMatch::Exact(value.to_string()),
+        "PathPrefix" => PathMatch::PathPrefix(value.trim_end_matches('/').to_string()),
+        "RegularExpression" => match check_regex(value) {
+            Ok(()) => PathMatch::RegularExpression(value.to_string()),
+            Err(e) => {
+                errors.push(format!("{ctx}: path regular expression {value:?}: {e}"));
+                return None;
+            }
+        },
+        other => {
+            errors.push(format!(
+                "{ctx}: path type {other:?} is not one of Exact, PathPrefix, RegularExpression"
+            ));
+            return None;
+        }
+    };
+    Some(path)
+}
+
+fn compile_match(m: &HttpRouteMatch, ctx: &str, errors: &mut Vec<String>) -> Option<RouteMatch> {
+    let before = errors.len();
+    let path = compile_path(m, ctx, errors);
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let hctx = format!("{ctx} headers[{i}]");
+        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            errors.push(format!("{hctx}: {:?} is not a valid header name", h.name));
+            continue;
+        }
+        if let Some(value) = value_match(h, &hctx, errors) {
+            headers.push(ir::HeaderMatch {
+                name: h.name.to_ascii_lowercase(),
+                value,
+            });
+        }
+    }
+    let mut query_params = Vec::new();
+    for (i, q) in m.query_params.iter().enumerate() {
+        let qctx = format!("{ctx} queryParams[{i}]");
+        if let Some(value) = value_match(q, &qctx, errors) {
+            query_params.push(ir::QueryMatch {
+                name: q.name.clone(),
+                value,
+            });
+        }
+    }
+    let method = match &m.method {
+        Some(mth) if HTTP_METHODS.contains(&mth.as_str()) => Some(mth.clone()),
+        Some(mth) => {
+            errors.push(format!(
+                "{ctx}: method {mth:?} is not one of {}",
+                HTTP_METHODS.join(", ")
+            ));
+            None
+        }
+        None => None,
+    };
+    if errors.len() > before {
+        return None;
+    }
+    Some(RouteMatch {
+        path: path?,
+        headers,
+        query_params,
+        method,
+    })
+}
+
+fn value_match(m: &HttpValueMatch, ctx: &str, errors: &mut Vec<String>) -> Option<ValueMatch> {
+    match m.kind.as_deref().unwrap_or("Exact") {
+        "Exact" => Some(ValueMatch::Exact(m.value.clone())),
+        "RegularExpression" => match check_regex(&m.value) {
+            Ok(()) => Some(ValueMatch::RegularExpression(m.value.clone())),
+            Err(e) => {
+                errors.push(format!("{ctx}: regular expression {:?}: {e}", m.value));
+                None
+            }
+        },
+        other => {
+            errors.push(format!(
+                "{ctx}: type {other:?} is not one of Exact, RegularExpression"
+            ));
+            None
+        }
+    }
+}
+
+/// Checks that an expression compiles; the error is the parser's one-line summary.
+fn check_regex(re: &str) -> Result<(), String> {
+    match regex::Regex::new(re) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let msg = e.to_string();
+            let last = msg.lines().last().unwrap_or_default().trim();
+            Err(last.trim_start_matches("error: ").to_string())
+        }
+    }
+}

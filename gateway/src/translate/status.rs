@@ -1,0 +1,177 @@
+//! Per-object conditions, computed in one place: what `gateway validate` prints, admin
+//! `/config_dump` shows, and a Kubernetes provider writes as status.
+//!
+//! Shapes follow Gateway API: a Gateway has `Accepted`/`Programmed` and per-listener
+//! `Accepted`/`ResolvedRefs`/`Programmed`/`Conflicted` with `attachedRoutes`; a route has
+//! per-parent `Accepted`/`ResolvedRefs`. Reasons are the spec's.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A condition type of the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum ConditionType {
+    /// The object (or the parent attachment) is valid and accepted.
+    Accepted,
+    /// Every reference resolved.
+    ResolvedRefs,
+    /// The data plane serves it.
+    Programmed,
+    /// The listener conflicts with another (port protocol, hostname).
+    Conflicted,
+}
+
+/// Reasons, as the spec names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    Accepted,
+    ResolvedRefs,
+    Programmed,
+    Pending,
+    Invalid,
+    UnsupportedValue,
+    UnsupportedProtocol,
+    InvalidCertificateRef,
+    InvalidCACertificateRef,
+    InvalidRouteKinds,
+    NoMatchingParent,
+    NoMatchingListenerHostname,
+    NotAllowedByListeners,
+    BackendNotFound,
+    InvalidKind,
+    RefNotPermitted,
+    ProtocolConflict,
+    HostnameConflict,
+    PortUnavailable,
+    NoConflicts,
+}
+
+/// One condition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Condition {
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: ConditionType,
+    /// True or False.
+    pub status: bool,
+    /// Why.
+    pub reason: Reason,
+    /// For a person; names the field at fault.
+    pub message: String,
+}
+
+/// Conditions of one listener of a Gateway.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ListenerStatus {
+    /// Conditions, one per type.
+    pub conditions: Vec<Condition>,
+    /// Routes attached (accepted) to this listener.
+    #[serde(rename = "attachedRoutes")]
+    pub attached_routes: u32,
+}
+
+/// Conditions of one object.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ObjectStatus {
+    /// Object-level conditions (Gateways).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Per listener (Gateways).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, ListenerStatus>,
+    /// Per parentRef, keyed `namespace/gateway[/section]` (routes).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub parents: BTreeMap<String, Vec<Condition>>,
+}
+
+/// Conditions of every object translated, keyed `Kind namespace/name`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// By object.
+    pub objects: BTreeMap<String, ObjectStatus>,
+}
+
+fn set(list: &mut Vec<Condition>, c: Condition) {
+    // A False condition is never overwritten by a True one of the same type.
+    match list.iter_mut().find(|o| o.kind == c.kind) {
+        Some(o) if o.status || !c.status => *o = c,
+        Some(_) => {}
+        None => list.push(c),
+    }
+}
+
+impl Report {
+    fn object(&mut self, obj: &str) -> &mut ObjectStatus {
+        self.objects.entry(obj.to_string()).or_default()
+    }
+
+    /// Sets an object-level condition.
+    pub fn object_condition(&mut self, obj: &str, c: Condition) {
+        set(&mut self.object(obj).conditions, c);
+    }
+
+    /// Sets a listener condition.
+    pub fn listener_condition(&mut self, obj: &str, listener: &str, c: Condition) {
+        let l = self
+            .object(obj)
+            .listeners
+            .entry(listener.into())
+            .or_default();
+        set(&mut l.conditions, c);
+    }
+
+    /// Counts an attached route on a listener.
+    pub fn attach(&mut self, obj: &str, listener: &str) {
+        let l = self
+            .object(obj)
+            .listeners
+            .entry(listener.into())
+            .or_default();
+        l.attached_routes += 1;
+    }
+
+    /// Sets a route's condition for one parent.
+    pub fn parent_condition(&mut self, obj: &str, parent: &str, c: Condition) {
+        let p = self.object(obj).parents.entry(parent.into()).or_default();
+        set(p, c);
+    }
+
+    /// Objects with an `Accepted=False` condition anywhere, with the messages.
+    pub fn not_accepted(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (obj, st) in &self.objects {
+            let lists = st
+                .conditions
+                .iter()
+                .chain(st.listeners.values().flat_map(|l| l.conditions.iter()))
+                .chain(st.parents.values().flatten());
+            for c in lists {
+                if c.kind == ConditionType::Accepted && !c.status {
+                    out.push((obj.clone(), c.message.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A True condition.
+pub fn ok(kind: ConditionType, reason: Reason) -> Condition {
+    Condition {
+        kind,
+        status: true,
+        reason,
+        message: String::new(),
+    }
+}
+
+/// A False condition with a message.
+pub fn failed(kind: ConditionType, reason: Reason, message: impl Into<String>) -> Condition {
+    Condition {
+        kind,
+        status: false,
+        reason,
+        message: message.into(),
+    }
+}

@@ -1,0 +1,302 @@
+//! The upstream connector: TCP (nodelay, connect timeout), then Istio mTLS for mesh
+//! targets with the pool's ready-built client config; counts open connections.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::UpstreamSettings;
+use crate::identity::{MeshCreds, mesh_tls};
+use crate::ir::MeshTarget;
+use crate::observe::metrics::Metrics;
+
+/// TCP connector (plus mesh mTLS for a mesh target) that counts open upstream connections.
+#[derive(Clone)]
+pub struct Connector {
+    inner: HttpConnector,
+    metrics: Arc<Metrics>,
+    /// Mesh target and the client config of this connector's pool (`None` inside: no
+    /// credentials yet, so every connect fails with [`MeshConnectError::NoIdentity`]).
+    mesh: Option<(Arc<MeshTarget>, Option<Arc<rustls::ClientConfig>>)>,
+}
+
+impl Connector {
+    /// A plaintext connector.
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Connector {
+        let mut inner = HttpConnector::new();
+        inner.set_nodelay(true);
+        inner.set_connect_timeout(Some(settings.connect_timeout));
+        inner.enforce_http(true);
+        Connector {
+            inner,
+            metrics,
+            mesh: None,
+        }
+    }
+
+    /// The same connector doing mesh mTLS to `target`; the client config is built here,
+    /// once for the pool's lifetime.
+    pub fn for_mesh(&self, target: &Arc<MeshTarget>, creds: Option<&MeshCreds>) -> Connector {
+        let config = creds.map(|c| mesh_tls::client_config(c, target));
+        Connector {
+            mesh: Some((target.clone(), config)),
+            ..self.clone()
+        }
+    }
+}
+
+/// Why a mesh mTLS connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshConnectError {
+    /// The sds-agent has not delivered a certificate yet.
+    #[error(
+        "no mesh identity yet: the gateway has not received its certificate over SDS (is the sds-agent running and ready?)"
+    )]
+    NoIdentity,
+    /// The handshake failed; `reason` is the metric label.
+    #[error("mesh mTLS handshake with {sni} failed: {detail}")]
+    Handshake {
+        /// `identity_mismatch`, `untrusted_upstream` or `handshake_failed`.
+        reason: &'static str,
+        /// The SNI sent (names the service and port).
+        sni: String,
+        /// What went wrong, for a person (log and debug endpoint only).
+        detail: String,
+    },
+}
+
+impl MeshConnectError {
+    /// The reason code given to the edge client.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MeshConnectError::NoIdentity => "mesh_no_identity",
+            MeshConnectError::Handshake { reason, .. } => match *reason {
+                "identity_mismatch" => "mesh_identity_mismatch",
+                "untrusted_upstream" => "mesh_untrusted_upstream",
+                _ => "mesh_handshake_failed",
+            },
+        }
+    }
+}
+
+/// The stream under an upstream connection.
+pub enum UpstreamStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// Mesh mTLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Wraps `tcp` in mesh mTLS for `target` with the pool's client config.
+async fn mesh_handshake(
+    tcp: TcpStream,
+    target: &MeshTarget,
+    config: Option<&Arc<rustls::ClientConfig>>,
+    metrics: &Metrics,
+) -> Result<UpstreamStream, MeshConnectError> {
+    let Some(config) = config else {
+        metrics.tls_error("no_mesh_identity");
+        return Err(MeshConnectError::NoIdentity);
+    };
+    let failed = |reason, detail| MeshConnectError::Handshake {
+        reason,
+        sni: target.sni.clone(),
+        detail,
+    };
+    let name = rustls_pki_types::ServerName::try_from(target.sni.clone())
+        .map_err(|e| failed("handshake_failed", e.to_string()))?;
+    match tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+    {
+        Ok(tls) => Ok(UpstreamStream::Tls(Box::new(tls))),
+        Err(e) => {
+            let (reason, detail) = describe_tls_failure(&e);
+            metrics.tls_error(reason);
+            Err(failed(reason, detail))
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = CountedIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<CountedIo, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let fut = self.inner.call(uri);
+        let metrics = self.metrics.clone();
+        let mesh = self.mesh.clone();
+        Box::pin(async move {
+            let tcp = fut.await?.into_inner();
+            let stream = match &mesh {
+                None => UpstreamStream::Plain(tcp),
+                Some((target, config)) => {
+                    mesh_handshake(tcp, target, config.as_ref(), &metrics).await?
+                }
+            };
+            metrics.upstream_connections.inc();
+            metrics.upstream_connections_total.inc();
+            Ok(CountedIo {
+                io: TokioIo::new(stream),
+                metrics,
+            })
+        })
+    }
+}
+
+/// An upstream connection; decrements the open-connections gauge when dropped.
+pub struct CountedIo {
+    io: TokioIo<UpstreamStream>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for CountedIo {
+    fn drop(&mut self) {
+        self.metrics.upstream_connections.dec();
+    }
+}
+
+impl Connection for CountedIo {
+    fn connected(&self) -> Connected {
+        match self.io.inner() {
+            UpstreamStream::Plain(s) => s.connected(),
+            UpstreamStream::Tls(s) => s.get_ref().0.connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for CountedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for CountedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// A metric reason and a sentence for a failed mesh handshake.
+fn describe_tls_failure(e: &std::io::Error) -> (&'static str, String) {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            match other.0.downcast_ref::<mesh_tls::IdentityMismatch>() {
+                Some(m) => ("identity_mismatch", m.to_string()),
+                None => (
+                    "untrusted_upstream",
+                    format!("upstream certificate rejected: {}", other.0),
+                ),
+            }
+        }
+        Some(rustls::Error::InvalidCertificate(c)) => (
+            "untrusted_upstream",
+            format!(
+                "upstream certificate rejected ({c:?}); is it signed by the mesh root (ROOTCA)?"
+            ),
+        ),
+        Some(other) => ("handshake_failed", other.to_string()),
+        None => ("handshake_failed", e.to_string()),
+    }
+}

@@ -1,0 +1,122 @@
+//! Connections to upstreams: pooled hyper-util clients per transport ([`Upstreams`]), the
+//! connector doing TCP and mesh mTLS ([`connector`]), and the per-attempt hook every
+//! upstream feature plugs into ([`attempt`]).
+//!
+//! A mesh pool belongs to one (target, SDS credentials version): when SDS delivers new
+//! credentials the next request gets a fresh pool whose rustls `ClientConfig` is built
+//! once, so new connections present the new certificate at once; requests in flight finish
+//! on their old connections, which close when the old pool is dropped.
+
+pub mod attempt;
+mod body;
+pub mod connector;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub use body::RequestBody;
+pub use connector::{Connector, MeshConnectError};
+
+use crate::identity::{MeshCreds, MeshIdentity};
+use crate::ir::{MeshTarget, Transport};
+use crate::observe::metrics::Metrics;
+
+/// Upstream client settings.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Max idle pooled connections per upstream address.
+    pub pool_max_idle_per_host: usize,
+}
+
+/// Per mesh target: the credentials its pool was built with, and the pool.
+type MeshClients =
+    HashMap<Arc<MeshTarget>, (Option<Arc<MeshCreds>>, Client<Connector, RequestBody>)>;
+
+/// Pooled clients: one per protocol for plaintext, one per mesh target for mTLS (a
+/// target's SNI and expected identities are fixed, so its pool never mixes peers).
+///
+/// A mesh pool belongs to one SDS credentials version. When SDS delivers new ones the
+/// next request gets a fresh pool, so new connections present the new certificate at
+/// once; requests in flight finish on their old connections, which close when the old
+/// pool is dropped.
+#[derive(Clone)]
+pub struct Upstreams {
+    http1: Client<Connector, RequestBody>,
+    http2: Client<Connector, RequestBody>,
+    builder: hyper_util::client::legacy::Builder,
+    plain: Connector,
+    identity: Option<Arc<MeshIdentity>>,
+    /// Copy-on-write: lookups are lock-free; a new target (rare) clones the map.
+    mesh: Arc<ArcSwap<MeshClients>>,
+}
+
+impl Upstreams {
+    /// Clients sharing `settings`; `identity` is the SDS identity when mesh integration is on.
+    pub fn new(
+        settings: &UpstreamSettings,
+        metrics: Arc<Metrics>,
+        identity: Option<Arc<MeshIdentity>>,
+    ) -> Upstreams {
+        let connector = Connector::new(settings, metrics);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host);
+        let http1 = b.clone().build(connector.clone());
+        let http2 = b
+            .clone()
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .build(connector.clone());
+        Upstreams {
+            http1,
+            http2,
+            builder: b,
+            plain: connector,
+            identity,
+            mesh: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+        }
+    }
+
+    /// The pooled client for an endpoint's transport and the backend's protocol.
+    pub fn client(&self, transport: &Transport, http2: bool) -> Client<Connector, RequestBody> {
+        match transport {
+            Transport::Plaintext if http2 => self.http2.clone(),
+            Transport::Plaintext => self.http1.clone(),
+            Transport::Mesh(target) => {
+                let creds = self.identity.as_ref().and_then(|i| i.current());
+                let same = |a: &Option<Arc<MeshCreds>>| match (a, &creds) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if let Some((built_with, c)) = self.mesh.load().get(target)
+                    && same(built_with)
+                {
+                    return c.clone();
+                }
+                let connector = self.plain.for_mesh(target, creds.as_deref());
+                let mut b = self.builder.clone();
+                if target.http2 {
+                    b.http2_only(true).timer(TokioTimer::new());
+                }
+                let client = b.build(connector);
+                self.mesh.rcu(|map| {
+                    let mut map = HashMap::clone(map);
+                    map.insert(target.clone(), (creds.clone(), client.clone()));
+                    map
+                });
+                client
+            }
+        }
+    }
+}
