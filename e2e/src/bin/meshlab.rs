@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use e2e::lab::{HTTP_PORT, HTTPS_PORT, Lab, LabOptions, netns, scenarios};
+use e2e::lab::{HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, netns, scenarios};
 
 #[derive(Parser)]
 #[command(
@@ -114,6 +114,7 @@ async fn up(options: LabOptions) -> anyhow::Result<()> {
     }
     writeln!(out, "HTTP_PORT={HTTP_PORT}")?;
     writeln!(out, "HTTPS_PORT={HTTPS_PORT}")?;
+    writeln!(out, "MTLS_PORT={MTLS_PORT}")?;
     writeln!(out, "EDGE_CA={}", lab.certs.server_ca.display())?;
     writeln!(out, "CLIENT_CERT={}", lab.certs.client_cert.display())?;
     writeln!(out, "CLIENT_KEY={}", lab.certs.client_key.display())?;

@@ -147,8 +147,9 @@ fn indent(text: &str, n: usize) -> String {
     text.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
-/// The gateway's resources: listeners on 8080 (HTTP) and 8443 (HTTPS by SNI, one of them
-/// MUTUAL), the routes the scenarios exercise, and the two httpbin Services with their
+/// The gateway's resources: listeners on 8080 (HTTP), 8443 (HTTPS) and 9443 (HTTPS,
+/// MUTUAL: Gateway API v1.6 validates client certificates per port, in
+/// `spec.tls.frontend.perPort`), the routes the scenarios exercise, and the two httpbin Services with their
 /// EndpointSlices and Pods (labelled `security.istio.io/tlsMode: istio`, as injected
 /// pods are). The same files serve both gateway variants; only `--upstream-tls` differs.
 pub fn gateway_resources(certs: &EdgeCerts, v1: &Pod, v2: &Pod) -> anyhow::Result<String> {
@@ -164,6 +165,13 @@ kind: Gateway
 metadata: {{name: edge, namespace: default}}
 spec:
   gatewayClassName: meshgate
+  tls:
+    frontend:
+      perPort:
+        - port: {mtls_port}
+          tls:
+            validation:
+              caCertificateRefs: [{{kind: ConfigMap, name: client-ca}}]
   listeners:
     - {{name: http, port: 8080, protocol: HTTP}}
     - name: https
@@ -173,13 +181,11 @@ spec:
       tls:
         certificateRefs: [{{name: edge-cert}}]
     - name: https-mtls
-      port: 8443
+      port: {mtls_port}
       protocol: HTTPS
       hostname: {mtls}
       tls:
         certificateRefs: [{{name: edge-cert}}]
-        frontendValidation:
-          caCertificateRefs: [{{kind: ConfigMap, name: client-ca}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -221,7 +227,7 @@ kind: HTTPRoute
 metadata: {{name: to-https, namespace: default}}
 spec:
   parentRefs: [{{name: edge, sectionName: http}}]
-  hostnames: [{secure}, {mtls}]
+  hostnames: [{secure}]
   rules:
     - filters:
         - type: RequestRedirect
@@ -252,6 +258,7 @@ data:
 {client_ca}"#,
         secure = hosts::SECURE,
         mtls = hosts::MTLS,
+        mtls_port = super::MTLS_PORT,
         httpbin = hosts::HTTPBIN,
         echo = hosts::ECHO,
         rewritten = hosts::REWRITTEN,

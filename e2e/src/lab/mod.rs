@@ -5,9 +5,9 @@
 //!   ┌──────────────┬──────────────────┬─────────────────────────┬────────────────┬───────────┐
 //!   istiod .2      gateway .10        gateway-sidecar .11        httpbin .20     client .100
 //!   test CA :15012 gateway-init       gateway-init (sidecar)     httpbin-v2 .21  curl, wrk
-//!                  (native)           gateway 8080/8443 (plain)  gateway-init (sidecar,
+//!                  (native)           gateway 8080-9443 (plain)  gateway-init (sidecar,
 //!                  sds-agent          istio-proxy Envoy 15001/   inbound -> Envoy 15006)
-//!                  gateway 8080/8443  15006 + its sds-agent      Envoy + sds-agent, httpbin
+//!                  gateway 8080-9443  15006 + its sds-agent      Envoy + sds-agent, httpbin
 //!                  (mTLS itself)                                 on 127.0.0.1:8000
 //! ```
 //!
@@ -42,6 +42,10 @@ pub const HTTPBIN_PORT: u16 = 8000;
 pub const HTTP_PORT: u16 = 8080;
 /// The gateway's HTTPS edge port.
 pub const HTTPS_PORT: u16 = 8443;
+/// The gateway's HTTPS edge port that requires client certificates (MUTUAL).
+pub const MTLS_PORT: u16 = 9443;
+/// The gateway pod's edge ports, excluded from inbound capture.
+pub const EDGE_PORTS: &str = "8080,8443,9443";
 /// The Istio proxy group gateway-init exempts from capture.
 const PROXY_GID: u32 = mesh::consts::PROXY_UID;
 /// The sds-agent's readiness URL inside its pod.
@@ -283,14 +287,14 @@ impl Lab {
 
         // Native gateway pod: nothing captured; the gateway does Istio mTLS itself.
         let gw = self.gateway.clone();
-        self.gateway_init(&gw, &["--mode", "native"])?;
+        self.gateway_init(&gw, &["--mode", "native", "--edge-ports", EDGE_PORTS])?;
         self.write_credentials(&gw)?;
         self.spawn_agent(&gw, false, &self.options.secret_ttl.clone());
         self.spawn_gateway(&gw, "auto")?;
 
         // Sidecar gateway pod: gateway sends plaintext; the istio-proxy does mTLS.
         let gws = self.gateway_sidecar.clone();
-        self.gateway_init(&gws, &["--mode", "sidecar"])?;
+        self.gateway_init(&gws, &["--mode", "sidecar", "--edge-ports", EDGE_PORTS])?;
         self.write_credentials(&gws)?;
         self.spawn_agent(&gws, true, &self.options.secret_ttl.clone());
         let upstream_ids = [

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 use super::config::hosts;
-use super::{CurlResult, HTTP_PORT, HTTPS_PORT, Lab, LabOptions, Pod, netns};
+use super::{CurlResult, HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, Pod, netns};
 
 /// One scenario's outcome.
 #[derive(Debug)]
@@ -380,8 +380,8 @@ async fn edge_https(lab: &mut Lab) -> anyhow::Result<String> {
 
 async fn edge_mutual(lab: &mut Lab) -> anyhow::Result<String> {
     let ca = lab.certs.server_ca.display().to_string();
-    let url = format!("https://{}:{HTTPS_PORT}/headers", hosts::MTLS);
-    let pin = resolve(hosts::MTLS, &lab.gateway);
+    let url = format!("https://{}:{MTLS_PORT}/headers", hosts::MTLS);
+    let pin = format!("{}:{MTLS_PORT}:{}", hosts::MTLS, lab.gateway.addr);
     let without = lab
         .curl(&lab.client, &["--cacert", &ca, "--resolve", &pin, &url])
         .await?;

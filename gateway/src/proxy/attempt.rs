@@ -125,7 +125,13 @@ pub async fn run(
             next = Some(r);
             continue;
         }
-        return result.map_err(|f| f.into_reject(endpoint, &ep, deadline));
+        return result.map_err(|f| {
+            let r = f.into_reject(endpoint, &ep, deadline);
+            if r.code == "mesh_mtls_required" {
+                ctx.metrics.tls_error("upstream_requires_mtls");
+            }
+            r
+        });
     }
 }
 
