@@ -2,6 +2,7 @@
 //! requests or a while, or stall requests, as an overloaded or restarting server does.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::status::ApiError;
@@ -10,6 +11,8 @@ use super::status::ApiError;
 #[derive(Debug, Default)]
 pub struct Faults {
     state: Mutex<FaultState>,
+    /// Injected error replies sent so far.
+    injected: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +59,11 @@ impl Faults {
         self.lock().stall_until = Some(Instant::now() + duration);
     }
 
+    /// How many injected error replies have been sent.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
     /// Lifts every fault.
     pub fn clear(&self) {
         *self.lock() = FaultState::default();
@@ -86,6 +94,7 @@ impl Faults {
         if !due {
             return Ok(());
         }
+        self.injected.fetch_add(1, Ordering::Relaxed);
         let message = match f.code {
             429 => "Too many requests, please try again later.".to_string(),
             503 => "the server is currently unable to handle the request".to_string(),
