@@ -496,9 +496,10 @@ fn validate_fields(call: &Call, t: &Target, obj: &Value) -> Result<(), ApiError>
         .iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
+    let kind = &t.rt.kind;
     Err(ApiError::BadRequest(format!(
-        "{}: {}",
-        t.rt.kind,
+        "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+        t.version,
         list.join(", ")
     )))
 }
