@@ -67,8 +67,9 @@ impl Call {
             })
     }
 
-    fn write_options(&self) -> WriteOptions {
+    fn write_options(&self, subresource: &str) -> WriteOptions {
         WriteOptions {
+            subresource: subresource.into(),
             manager: self.manager(),
             force: self.flag("force"),
             dry_run: self.param("dryRun").is_some(),
@@ -275,16 +276,16 @@ fn list(sh: &Shared, call: &Call, t: &Target) -> Result<Response<Body>, ApiError
         Some(token) => decode_continue(token)?,
         None => (None, None),
     };
+    // Only the newest snapshot is kept, so an exact read of any other version has expired.
     if let (Some("Exact"), Some(rv)) = (
         call.param("resourceVersionMatch"),
         call.param("resourceVersion"),
-    ) {
-        if rv.parse::<u64>().ok() != Some(sh.store.resource_version()) {
-            return Err(ApiError::Expired(format!(
-                "too old resource version: {rv} ({})",
-                sh.store.resource_version()
-            )));
-        }
+    ) && rv.parse::<u64>().ok() != Some(sh.store.resource_version())
+    {
+        return Err(ApiError::Expired(format!(
+            "too old resource version: {rv} ({})",
+            sh.store.resource_version()
+        )));
     }
     let page = sh.store.list(
         &t.rt,
@@ -384,7 +385,7 @@ fn create(sh: &Shared, call: &Call, t: &Target) -> Result<Response<Body>, ApiErr
     validate_fields(call, t, &obj)?;
     let created = sh
         .store
-        .create(&t.rt, &t.version, &t.ns, obj, &call.write_options())?;
+        .create(&t.rt, &t.version, &t.ns, obj, &call.write_options(""))?;
     Ok(object_reply(
         201,
         call,
@@ -408,8 +409,7 @@ fn update(sh: &Shared, call: &Call, t: &Target, name: &str) -> Result<Response<B
         &t.version,
         &t.ns,
         name,
-        &t.sub,
-        &call.write_options(),
+        &call.write_options(&t.sub),
         |live, w| {
             let Some(live) = live else {
                 return Err(ApiError::not_found(&t.rt.key(), name));
@@ -436,10 +436,10 @@ fn patch(sh: &Shared, call: &Call, t: &Target, name: &str) -> Result<Response<Bo
         check_namespace(t, &body)?;
         validate_fields(call, t, &body)?;
     }
-    let opts = call.write_options();
+    let opts = call.write_options(&t.sub);
     let out = sh
         .store
-        .write(&t.rt, &t.version, &t.ns, name, &t.sub, &opts, |live, w| {
+        .write(&t.rt, &t.version, &t.ns, name, &opts, |live, w| {
             if kind == PatchKind::Apply {
                 let mut applied = body.clone();
                 applied["metadata"]["name"] = json!(name);

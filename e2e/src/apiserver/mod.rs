@@ -249,7 +249,7 @@ fn seed_one(store: &Store, obj: Value) -> Result<Value, SeedError> {
     };
     match store.create(&rt, &version, &ns, obj.clone(), &opts) {
         Err(ApiError::AlreadyExists { .. }) => store
-            .write(&rt, &version, &ns, &name, "", &opts, |_, _| Ok(obj.clone()))
+            .write(&rt, &version, &ns, &name, &opts, |_, _| Ok(obj.clone()))
             .map_err(refused),
         other => other.map_err(refused),
     }

@@ -69,6 +69,8 @@ pub struct WriteOptions {
     pub force: bool,
     /// `dryRun=All`: compute the result but do not store it.
     pub dry_run: bool,
+    /// `""` for the main resource, `"status"` for the status subresource.
+    pub subresource: String,
 }
 
 /// A watch's starting point: events to replay, then live signals.
@@ -336,7 +338,6 @@ impl Store {
         version: &str,
         ns: &str,
         name: &str,
-        subresource: &str,
         opts: &WriteOptions,
         change: impl FnOnce(Option<&Value>, &Writer<'_>) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
@@ -351,7 +352,7 @@ impl Store {
             rt,
             version,
             manager: &opts.manager,
-            subresource,
+            subresource: &opts.subresource,
             now: &now,
         };
         let requested = change(current.as_ref(), &writer)?;
@@ -368,7 +369,7 @@ impl Store {
         if precondition.is_some_and(|rv| Some(rv) != live["metadata"]["resourceVersion"].as_str()) {
             return Err(ApiError::stale(&rt.key(), name));
         }
-        let new = next_version(rt, subresource, &live, requested, &now)?;
+        let new = next_version(rt, &opts.subresource, &live, requested, &now)?;
         if same_content(&live, &new) {
             return Ok(live);
         }

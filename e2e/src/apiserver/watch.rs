@@ -126,10 +126,10 @@ async fn run(req: WatchRequest, start: WatchStart, tx: mpsc::Sender<Bytes>) {
         return;
     }
     for change in replay {
-        if let Some(ev) = req.translate(change.event, &change.object, change.previous.as_ref()) {
-            if tx.send(ev).await.is_err() {
-                return;
-            }
+        if let Some(ev) = req.translate(change.event, &change.object, change.previous.as_ref())
+            && tx.send(ev).await.is_err()
+        {
+            return;
         }
     }
     let deadline = req.timeout.map(|t| tokio::time::Instant::now() + t);
