@@ -746,3 +746,26 @@ async fn raw_get(addr: SocketAddr, path: &str) -> (u16, Value, Option<String>) {
         retry,
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_paths_drive_the_same_controls() {
+    let (server, client) = fixture().await;
+    let (code, body, _) = raw_get(server.addr(), "/fixture/fail?code=503&count=1").await;
+    assert_eq!((code, body["ok"].as_str()), (200, Some("fail")));
+    let (code, body, _) = raw_get(server.addr(), "/api/v1/namespaces").await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (503, Some("ServiceUnavailable"))
+    );
+    let before: u64 = raw_get(server.addr(), "/fixture/restart-epoch").await.1["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        before >= 1_000_000,
+        "a new epoch starts a new resourceVersion range: {before}"
+    );
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    assert!(api.list(&ListParams::default()).await.is_ok());
+}

@@ -615,3 +615,89 @@ async fn kubectl_explain_describes_a_crd_field() {
     );
     assert!(out.contains("name\t<string> -required-"), "{out}");
 }
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: httpbin
+  labels: {app: httpbin, security.istio.io/tlsMode: istio}
+spec:
+  serviceAccountName: httpbin
+  containers:
+  - name: httpbin
+    image: kennethreitz/httpbin
+    ports: [{containerPort: 80}]
+  - name: istio-proxy
+    image: istio/proxyv2:1.28.0
+    ports: [{containerPort: 15090, name: http-envoy-prom}]
+";
+
+const SLICE: &str = "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: httpbin-abc12
+  labels: {kubernetes.io/service-name: httpbin}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.0.0.1]
+  conditions: {ready: true}
+- addresses: [10.0.0.2]
+  conditions: {ready: true}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reapply_of_pods_and_endpointslices_merges_lists_as_the_real_server() {
+    let (server, k) = fixture().await;
+    k.ok(&[
+        "apply",
+        "-f",
+        &k.file("pod.yaml", POD),
+        "-f",
+        &k.file("slice.yaml", SLICE),
+    ])
+    .await;
+    // Pod: containers merge by name (one dropped, one changed), ports by containerPort.
+    let edited = POD
+        .replace("kennethreitz/httpbin", "mccutchen/go-httpbin")
+        .replace("containerPort: 80}", "containerPort: 8080}");
+    let edited = edited
+        .split("  - name: istio-proxy")
+        .next()
+        .unwrap()
+        .to_string();
+    k.ok(&["apply", "-f", &k.file("pod.yaml", &edited)]).await;
+    let pod = get(&server, "", "v1", "pods", "httpbin");
+    assert_eq!(
+        pod["spec"]["containers"],
+        serde_json::json!([{"name": "httpbin", "image": "mccutchen/go-httpbin", "ports": [{"containerPort": 8080}]}])
+    );
+    // EndpointSlice: endpoints is an atomic list; the re-apply replaces it whole.
+    k.ok(&[
+        "apply",
+        "-f",
+        &k.file("slice.yaml", &SLICE.replace("10.0.0.1", "10.0.0.3")),
+    ])
+    .await;
+    let slice = get(
+        &server,
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "httpbin-abc12",
+    );
+    let addresses: Vec<&str> = slice["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["addresses"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, ["10.0.0.3", "10.0.0.2"]);
+    let patches: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.content_type)
+        .collect();
+    assert_eq!(patches, ["application/strategic-merge-patch+json"; 2]);
+}

@@ -259,3 +259,98 @@ fn strip_value(v: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::apiserver::resources::Registry;
+
+    fn pods() -> std::sync::Arc<ResourceType> {
+        Registry::builtin().find("", "v1", "pods").expect("pods")
+    }
+
+    fn smp(orig: Value, patch: Value) -> Value {
+        let rt = pods();
+        Merger {
+            rt: &rt,
+            version: "v1",
+            strategic: true,
+        }
+        .merge(&orig, &patch)
+        .expect("patch applies")
+    }
+
+    fn pod(containers: Value) -> Value {
+        json!({"metadata": {"name": "p", "finalizers": ["a", "b"]}, "spec": {"containers": containers}})
+    }
+
+    #[test]
+    fn containers_merge_by_name_and_ports_by_container_port() {
+        let orig = pod(
+            json!([{"name": "app", "image": "v1", "ports": [{"containerPort": 80}]}, {"name": "side", "image": "s"}]),
+        );
+        let out = smp(
+            orig,
+            json!({"spec": {"containers": [{"name": "app", "image": "v2", "ports": [{"containerPort": 81}]}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "app", "image": "v2", "ports": [{"containerPort": 80}, {"containerPort": 81}]}, {"name": "side", "image": "s"}])
+        );
+    }
+
+    #[test]
+    fn patch_delete_directive_removes_the_keyed_element() {
+        let orig = pod(json!([{"name": "app"}, {"name": "side"}]));
+        let out = smp(
+            orig,
+            json!({"spec": {"containers": [{"name": "side", "$patch": "delete"}]}}),
+        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "app"}]));
+    }
+
+    #[test]
+    fn set_element_order_reorders_as_kubectl_sends_it() {
+        let orig = pod(json!([{"name": "a"}, {"name": "b"}]));
+        let out = smp(
+            orig,
+            json!({"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "b"}, {"name": "a"}], "containers": [{"name": "c"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "c"}, {"name": "b"}, {"name": "a"}])
+        );
+    }
+
+    #[test]
+    fn list_replace_retain_keys_and_primitive_deletes() {
+        let orig = pod(json!([{"name": "a"}, {"name": "b"}]));
+        let out = smp(
+            orig.clone(),
+            json!({"spec": {"containers": [{"name": "z"}, {"$patch": "replace"}]}}),
+        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "z"}]));
+        let out = smp(
+            orig.clone(),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+        let out = smp(
+            orig,
+            json!({"spec": {"$retainKeys": ["containers"], "hostNetwork": null}}),
+        );
+        assert_eq!(out["spec"].as_object().map(|m| m.len()), Some(1));
+    }
+
+    #[test]
+    fn atomic_lists_are_replaced_and_null_deletes() {
+        let orig = json!({"spec": {"tolerations": [{"key": "a"}], "nodeName": "n"}});
+        let out = smp(
+            orig,
+            json!({"spec": {"tolerations": [{"key": "b"}], "nodeName": null}}),
+        );
+        assert_eq!(out, json!({"spec": {"tolerations": [{"key": "b"}]}}));
+    }
+}
