@@ -360,7 +360,7 @@ async fn list_pages_with_limit_and_continue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn label_and_field_selectors_filter_lists() {
+async fn label_and_field_selectors_filter_lists_and_deletecollection() {
     let (_server, client) = fixture().await;
     seed_config_maps(&client, 3).await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");

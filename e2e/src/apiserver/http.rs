@@ -225,6 +225,7 @@ async fn resource(
             Method::GET if call.flag("watch") => watch(sh, call, &t),
             Method::GET => list(sh, call, &t),
             Method::POST => create(sh, call, &t),
+            Method::DELETE => delete_collection(sh, call, &t),
             _ => Err(ApiError::MethodNotAllowed),
         };
     };
@@ -320,6 +321,32 @@ fn list(sh: &Shared, call: &Call, t: &Target) -> Result<Response<Body>, ApiError
         200,
         &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": api_version, "metadata": meta, "items": items}),
     ))
+}
+
+/// `deletecollection`: deletes each object the selectors match; answers with their list.
+fn delete_collection(sh: &Shared, call: &Call, t: &Target) -> Result<Response<Body>, ApiError> {
+    let labels = LabelSelector::parse(call.param("labelSelector").unwrap_or(""))?;
+    let fields = FieldSelector::parse(call.param("fieldSelector").unwrap_or(""), t.rt.custom)?;
+    let page = sh.store.list(
+        &t.rt,
+        &t.ns,
+        |o| labels.matches(o) && fields.matches(o),
+        None,
+        usize::MAX,
+    );
+    let mut items = Vec::new();
+    for obj in page.items {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        match sh.store.delete(&t.rt, ns, name, None) {
+            Ok(_) => items.push(obj),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list = json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(&t.version),
+        "metadata": {"resourceVersion": sh.store.resource_version().to_string()}, "items": items});
+    Ok(json_reply(200, &list))
 }
 
 fn encode_continue(start: &str, rv: u64) -> String {
