@@ -1,6 +1,7 @@
 //! End-to-end helpers: real peers (Envoy, httpbin) and faithful stand-ins for what cannot be
 //! installed here (istiod's CA, a SPIRE agent's Workload API).
 
+pub mod apiserver;
 pub mod ca;
 pub mod envoy;
 pub mod http;
