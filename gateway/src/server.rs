@@ -2,7 +2,7 @@
 //! the configuration pipeline (provider -> translate -> data-plane build -> swap), one
 //! accept loop per port of the current tables, and graceful drain on SIGTERM.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
         tokio::spawn(identity::sds::run(cfg, identity.clone(), metrics.clone()));
     }
+    let status_handle = status.clone();
     let applier = ConfigApplier {
         opts: config.translate.clone(),
         tables,
@@ -102,8 +103,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         changed,
         stop_rx,
         config.bind_address,
-        binds,
-        readiness.clone(),
+        ListenerReports {
+            binds,
+            status: status_handle,
+            readiness: readiness.clone(),
+        },
     ));
     shutdown_signal().await;
     drain(&config, &readiness, &stop_tx, listeners, &accept, &metrics).await;
@@ -151,22 +155,30 @@ struct ConfigApplier {
 
 impl ConfigApplier {
     fn apply(&self, update: providers::Update) {
-        let built = update
-            .map_err(|e| e.0)
-            .and_then(|snap| {
-                translate::translate(&snap, &self.opts)
-                    .accepted()
-                    .map_err(|e| e.0)
-            })
-            .and_then(|(ir, report)| {
-                let tables = dataplane::build(Arc::new(ir)).map_err(|e| e.0)?;
-                Ok((tables, report))
-            });
         let source = &self.source;
+        let built = update.map_err(|e| e.0).and_then(|snap| {
+            let out = translate::translate(&snap, &self.opts);
+            for e in &out.errors {
+                tracing::error!(source, "object left out: {e}");
+            }
+            self.metrics
+                .config_objects_rejected
+                .set(out.errors.len() as i64);
+            let (ir, mut report) = out.accepted().map_err(|e| e.0)?;
+            let tables = dataplane::build(Arc::new(ir));
+            for l in tables.ir.ports.values().flat_map(|p| &p.listeners) {
+                let problem = tables.unprogrammed.iter().find(|(n, _)| *n == l.name);
+                report.programmed(&l.name, problem.map_or(Ok(()), |(_, why)| Err(why.clone())));
+            }
+            Ok((tables, report))
+        });
         match built {
             Ok((tables, report)) => {
                 for w in &tables.ir.warnings {
                     tracing::warn!(source, "{w}");
+                }
+                for (listener, why) in &tables.unprogrammed {
+                    tracing::error!(source, listener, "listener not programmed: {why}");
                 }
                 let ports: Vec<u16> = tables.ir.ports.keys().copied().collect();
                 self.tables.store(tables);
@@ -202,6 +214,36 @@ struct AcceptShared {
     permits: Arc<Semaphore>,
 }
 
+/// Where bind results go: the admin's bind table, listener status, readiness.
+struct ListenerReports {
+    binds: BindState,
+    status: Arc<ArcSwap<Report>>,
+    readiness: Arc<Readiness>,
+}
+
+impl ListenerReports {
+    /// Publishes one round of bind results: a listener whose port cannot be bound is
+    /// not Programmed.
+    fn publish(&self, state: BTreeMap<u16, Result<(), String>>, tables: &dataplane::Tables) {
+        let ok = state.values().all(Result::is_ok);
+        self.status.rcu(|report| {
+            let mut report = Report::clone(report);
+            for (port, result) in &state {
+                let Some(p) = tables.ir.ports.get(port) else {
+                    continue;
+                };
+                let unprogrammed = |name: &str| tables.unprogrammed.iter().any(|(n, _)| n == name);
+                for l in p.listeners.iter().filter(|l| !unprogrammed(&l.name)) {
+                    report.programmed(&l.name, result.clone());
+                }
+            }
+            report
+        });
+        *self.binds.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.readiness.listeners_ok.store(ok, Ordering::SeqCst);
+    }
+}
+
 /// Keeps one accept loop per port of the current tables until told to stop; records
 /// each port's bind result (a listener that cannot bind is not Programmed).
 async fn manage_listeners(
@@ -209,8 +251,7 @@ async fn manage_listeners(
     mut changed: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
     bind: IpAddr,
-    binds: BindState,
-    readiness: Arc<Readiness>,
+    reports: ListenerReports,
 ) {
     let mut running: HashMap<u16, JoinHandle<()>> = HashMap::new();
     loop {
@@ -223,7 +264,7 @@ async fn manage_listeners(
             }
             keep
         });
-        let mut state = std::collections::BTreeMap::new();
+        let mut state = BTreeMap::new();
         for port in wanted {
             if running.contains_key(&port) {
                 state.insert(port, Ok(()));
@@ -243,15 +284,14 @@ async fn manage_listeners(
             }
         }
         let ok = state.values().all(Result::is_ok);
-        *binds.lock().unwrap_or_else(|e| e.into_inner()) = state;
-        readiness.listeners_ok.store(ok, Ordering::SeqCst);
+        reports.publish(state, &shared.proxy.tables.load());
         tokio::select! {
             r = changed.changed() => if r.is_err() { return },
             _ = stop.changed() => {
                 for (_, h) in running.drain() {
                     h.abort();
                 }
-                readiness.listeners_ok.store(false, Ordering::SeqCst);
+                reports.readiness.listeners_ok.store(false, Ordering::SeqCst);
                 return;
             }
             _ = tokio::time::sleep(Duration::from_secs(2)), if !ok => {}

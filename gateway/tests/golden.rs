@@ -1,6 +1,8 @@
-//! Golden tests: Gateway API YAML in, compiled route table (JSON, the `/config_dump`
-//! format) out; and YAML in, exact error messages out. `UPDATE_GOLDEN=1 cargo test -p
-//! gateway --test golden` rewrites the expected files after a deliberate change.
+//! Golden tests: Gateway API YAML in, the IR (JSON, as `/config_dump` shows it) out; YAML
+//! in, exact error messages out; and YAML in, per-object conditions (what `gateway
+//! validate` prints and the Kubernetes provider writes as status) out.
+//! `UPDATE_GOLDEN=1 cargo test -p gateway --test golden` rewrites the expected files
+//! after a deliberate change.
 
 use std::path::PathBuf;
 
@@ -19,6 +21,18 @@ fn compile_file_with(
     path: &std::path::Path,
     opts: &TranslateOptions,
 ) -> Result<gateway::ir::Config, Vec<String>> {
+    let out = translate_file(path, opts)?;
+    if !out.errors.is_empty() {
+        return Err(out.errors);
+    }
+    out.accepted().map(|(config, _)| config).map_err(|e| e.0)
+}
+
+/// Parses and translates a file; `Err` only when it cannot be parsed.
+fn translate_file(
+    path: &std::path::Path,
+    opts: &TranslateOptions,
+) -> Result<gateway::translate::Output, Vec<String>> {
     gateway::install_crypto_provider();
     let content = std::fs::read_to_string(path).unwrap();
     let source = SourceFile {
@@ -26,10 +40,25 @@ fn compile_file_with(
         content,
     };
     let snap = parse(&[source]).map_err(|e| e.0)?;
-    translate(&snap, opts)
+    Ok(translate(&snap, opts))
+}
+
+/// YAML in, conditions per object out (`<name>.status.json`), plus the IR of what is
+/// still served (`<name>.json`): the invalid parts are left out, the rest is served.
+fn status_golden(name: &str) {
+    let dir = golden_dir().join("status");
+    let out = translate_file(
+        &dir.join(format!("{name}.yaml")),
+        &TranslateOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
+    let status = serde_json::to_string_pretty(&out.status).unwrap() + "\n";
+    check(dir.join(format!("{name}.status.json")), status);
+    let (config, _) = out
         .accepted()
-        .map(|(config, _)| config)
-        .map_err(|e| e.0)
+        .expect("per-object acceptance keeps the rest");
+    let json = serde_json::to_string_pretty(&config).unwrap() + "\n";
+    check(dir.join(format!("{name}.json")), json);
 }
 
 fn check(expected_path: PathBuf, actual: String) {
@@ -130,4 +159,14 @@ fn invalid_mesh_annotations_are_rejected_naming_service_and_annotation() {
 #[test]
 fn listener_frontend_validation_and_unknown_fields_are_rejected_by_name() {
     error_golden("listener_frontend_validation");
+}
+
+#[test]
+fn listener_conditions_name_each_reason_and_valid_listeners_are_still_served() {
+    status_golden("listeners");
+}
+
+#[test]
+fn route_conditions_per_parent_and_unresolved_refs_keep_the_route_accepted() {
+    status_golden("routes");
 }

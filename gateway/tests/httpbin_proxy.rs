@@ -332,28 +332,41 @@ fn h2c_prior_knowledge_request_reaches_httpbin_end_to_end() {
 }
 
 #[test]
-fn invalid_config_change_is_rejected_while_traffic_keeps_flowing() {
+fn a_broken_route_is_left_out_while_the_route_next_to_it_keeps_serving() {
     let hb = Httpbin::start();
     let port = free_port();
-    let good = docs(&[
-        &http_gateway(port),
-        &route(
-            "httpbin",
-            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-        ),
-        &local_service("httpbin", hb.port),
-    ]);
-    let gw = Gateway::start(&good);
+    let routes = |second_path_type: &str| {
+        docs(&[
+            &http_gateway(port),
+            &route(
+                "working",
+                "spec:\n  parentRefs: [{name: edge}]\n  hostnames: [working.example.com]\n  \
+                 rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+            ),
+            &route(
+                "second",
+                &format!(
+                    "spec:\n  parentRefs: [{{name: edge}}]\n  hostnames: [second.example.com]\n  \
+                     rules:\n    - matches: [{{path: {{type: {second_path_type}, value: /}}}}]\n      \
+                     backendRefs: [{{name: httpbin, port: 80}}]\n"
+                ),
+            ),
+            &local_service("httpbin", hb.port),
+        ])
+    };
+    let gw = Gateway::start(&routes("PathPrefix"));
     let url = format!("http://127.0.0.1:{port}/status/200");
+    let second = || curl(&["-H", "Host: second.example.com", &url]);
+    assert_eq!(second().status, 200);
 
-    // Background traffic for the whole change.
+    // Background traffic to the working route for the whole change.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let traffic = {
         let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if curl(&[&url]).status == 200 {
+                if curl(&["-H", "Host: working.example.com", &url]).status == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -362,22 +375,29 @@ fn invalid_config_change_is_rejected_while_traffic_keeps_flowing() {
         })
     };
 
-    let bad = good.replace("rules:\n", "rules:\n    - matches: [{path: {type: PathPrefixx, value: /}}]\n      backendRefs: [{name: httpbin, port: 80}]\n");
-    gw.write_config(&bad);
+    gw.write_config(&routes("PathPrefixx"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gw.metric("gateway_config_rejections_total") < 1.0 {
+    while gw.metric("gateway_config_objects_rejected") < 1.0 {
         assert!(
             std::time::Instant::now() < deadline,
-            "no rejection: {}",
+            "not left out: {}",
             gw.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let expected = "HTTPRoute default/httpbin rule 0 match 0: path type \"PathPrefixx\" is not one of Exact, PathPrefix, RegularExpression";
+    let expected = "HTTPRoute default/second rule 0 match 0: path type \"PathPrefixx\" is not one of Exact, PathPrefix, RegularExpression";
     assert!(gw.log().contains(expected), "{}", gw.log());
-    std::thread::sleep(Duration::from_millis(500));
+    // The broken route serves nothing (404 NR); its neighbour is untouched.
+    let r = second();
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "NR"));
 
-    // `gateway validate` reports the same error and exits non-zero.
+    // The admin's status and `gateway validate` say why, per object.
+    let (_, dump) = gw.admin_get("/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let parent = &dump["status"]["objects"]["HTTPRoute default/second"]["parents"]["default/edge"];
+    assert_eq!(parent[0]["type"], "Accepted");
+    assert_eq!(parent[0]["status"], false);
+    assert_eq!(parent[0]["reason"], "UnsupportedValue");
     let v = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["validate", "--config"])
         .arg(gw.config_path())
@@ -385,12 +405,16 @@ fn invalid_config_change_is_rejected_while_traffic_keeps_flowing() {
         .unwrap();
     assert!(!v.status.success());
     assert!(String::from_utf8_lossy(&v.stderr).contains(expected));
+    let stdout = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        stdout.contains("  parent default/edge: Accepted=false (UnsupportedValue)"),
+        "{stdout}"
+    );
 
-    // A good change afterwards is applied.
-    let fixed = good.replace("rules:\n", "rules:\n    - matches: [{path: {type: Exact, value: /teapot}}]\n      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /status/418}}}]\n");
-    gw.write_config(&fixed);
+    // Fixed again: served again.
+    gw.write_config(&routes("PathPrefix"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while curl(&[&format!("http://127.0.0.1:{port}/teapot")]).status != 302 {
+    while second().status != 200 {
         assert!(
             std::time::Instant::now() < deadline,
             "fix not applied: {}",
@@ -404,9 +428,40 @@ fn invalid_config_change_is_rejected_while_traffic_keeps_flowing() {
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
-        "requests failed during reloads"
+        "requests to the working route failed"
     );
-    assert!(gw.metric("gateway_config_reloads_total") >= 2.0);
+}
+
+#[test]
+fn unparsable_config_is_rejected_whole_and_the_last_good_one_keeps_serving() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let good = docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]);
+    let gw = Gateway::start(&good);
+    let url = format!("http://127.0.0.1:{port}/status/200");
+    gw.write_config(&format!("{good}---\nkind: [unclosed\n"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.metric("gateway_config_rejections_total") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection: {}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gw.log().contains("configuration rejected"), "{}", gw.log());
+    assert_eq!(
+        curl(&[&url]).status,
+        200,
+        "the last good configuration serves"
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn table(name: &str) -> Tables {
     let (ir, _) = translate(&snap, &TranslateOptions::default())
         .accepted()
         .unwrap();
-    dataplane::build(Arc::new(ir)).unwrap()
+    dataplane::build(Arc::new(ir))
 }
 
 /// `rule id` and the IR match (as JSON) selected for a request, if any.

@@ -483,3 +483,50 @@ pub struct HttpRouteTimeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_request: Option<String>,
 }
+
+/// Spec of the ReferenceGrant (served as `v1beta1`, the version Gateway API v1.6 keeps
+/// it at; `v1` objects parse too): lets objects in other namespaces refer to objects in
+/// this one.
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1beta1",
+    kind = "ReferenceGrant",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    /// Who may refer (group, kind, namespace).
+    #[serde(default)]
+    pub from: Vec<ReferenceGrantFrom>,
+    /// What may be referred to in this namespace (group, kind, optional name).
+    #[serde(default)]
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+/// `ReferenceGrantFrom`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantFrom {
+    /// API group of the referrer (`gateway.networking.k8s.io`).
+    #[serde(default)]
+    pub group: String,
+    /// Kind of the referrer (`HTTPRoute`, `Gateway`, ...).
+    pub kind: String,
+    /// Namespace of the referrer.
+    pub namespace: String,
+}
+
+/// `ReferenceGrantTo`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantTo {
+    /// API group of the target (empty for core).
+    #[serde(default)]
+    pub group: String,
+    /// Kind of the target (`Service`, `Secret`).
+    pub kind: String,
+    /// One target by name; none means every object of the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}

@@ -25,6 +25,8 @@ pub struct Tables {
     pub mesh_upstreams: bool,
     /// The IR these tables were built from (what `/config_dump` shows).
     pub ir: Arc<crate::ir::Config>,
+    /// Listeners of the IR that could not be built (`namespace/gateway/listener`, why).
+    pub unprogrammed: Vec<(String, String)>,
 }
 
 /// One listening port.
@@ -86,14 +88,10 @@ impl ListenerTable {
     }
 }
 
-/// Why a configuration could not be built into tables (one line per problem).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct BuildErrors(pub Vec<String>);
-
-/// Builds runtime tables from the IR.
-pub fn build(ir: Arc<crate::ir::Config>) -> Result<Tables, BuildErrors> {
-    let mut errors = Vec::new();
+/// Builds runtime tables from the IR; a listener whose TLS config cannot be built (e.g.
+/// a key that does not match its certificate) is left out and listed in `unprogrammed`.
+pub fn build(ir: Arc<crate::ir::Config>) -> Tables {
+    let mut unprogrammed = Vec::new();
     let mut rules = routes::RuleCache::default();
     let mut ports = HashMap::new();
     for (num, p) in &ir.ports {
@@ -103,7 +101,8 @@ pub fn build(ir: Arc<crate::ir::Config>) -> Result<Tables, BuildErrors> {
                 Some(t) => match tls::server_config(t) {
                     Ok(c) => Some(Arc::new(c)),
                     Err(e) => {
-                        errors.push(format!("listener {} ({}): {e}", l.name, t.certificate_ref));
+                        let why = format!("{}: {e}", t.certificate_ref);
+                        unprogrammed.push((l.name.clone(), why));
                         continue;
                     }
                 },
@@ -131,14 +130,12 @@ pub fn build(ir: Arc<crate::ir::Config>) -> Result<Tables, BuildErrors> {
         };
         ports.insert(*num, table);
     }
-    if !errors.is_empty() {
-        return Err(BuildErrors(errors));
-    }
-    Ok(Tables {
+    Tables {
         ports,
         mesh_upstreams: ir.mesh_upstreams,
         ir,
-    })
+        unprogrammed,
+    }
 }
 
 /// Lock-free read access to the current tables (one `ArcSwap` load per request).

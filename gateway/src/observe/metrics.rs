@@ -58,6 +58,8 @@ pub struct Metrics {
     pub config_reloads: Counter,
     /// Configuration changes rejected (the last good table kept serving).
     pub config_rejections: Counter,
+    /// Objects left out of the current configuration (invalid, or refused attachment).
+    pub config_objects_rejected: Gauge,
     /// 1 if the last configuration change was applied, 0 if rejected.
     pub config_last_reload_ok: Gauge,
     /// Access log lines dropped because the writer fell behind.
@@ -96,6 +98,7 @@ impl Metrics {
             config_reloads: Counter::default(),
             config_rejections: Counter::default(),
             config_last_reload_ok: Gauge::default(),
+            config_objects_rejected: Gauge::default(),
             access_log_dropped: Counter::default(),
             upstream_tls_errors: Family::default(),
             upstream_attempts: Family::default(),
@@ -149,6 +152,11 @@ impl Metrics {
             "config_rejections",
             "Configuration changes rejected",
             m.config_rejections.clone(),
+        );
+        reg.register(
+            "config_objects_rejected",
+            "Objects left out of the current configuration",
+            m.config_objects_rejected.clone(),
         );
         reg.register(
             "config_last_reload_success",

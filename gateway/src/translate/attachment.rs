@@ -60,16 +60,26 @@ fn attach_route(
     } else {
         &route.spec.rules[..]
     };
+    f.unresolved.clear();
     let mut compiled = Vec::new();
     for (ri, rule) in src_rules.iter().enumerate() {
-        if let Some(r) = rules::compile_rule(index, &route.metadata, ri, rule, opts, f) {
+        if let Some(r) = rules::compile_rule(snap, index, &route.metadata, ri, rule, opts, f) {
             compiled.push(r);
         }
     }
-    let attached = parents(snap, route, gateways, &obj, f);
-    if f.errors.len() > errors_before {
-        return;
-    }
+    let unresolved = std::mem::take(&mut f.unresolved);
+    // A route with an invalid field is left out whole: serving part of what its author
+    // wrote could send traffic where they did not mean it to go.
+    let invalid = f.errors.get(errors_before).cloned();
+    let attached = parents(
+        snap,
+        route,
+        gateways,
+        &obj,
+        invalid.as_deref(),
+        &unresolved,
+        f,
+    );
     let mut any_host = false;
     for l in attached {
         for rh in &hostnames {
@@ -108,25 +118,32 @@ fn attach_route(
         }
         f.report.attach(&format!("Gateway {}", l.gateway), &l.name);
     }
-    if !any_host {
+    if invalid.is_none() && !any_host {
         f.warnings.push(format!(
             "{obj}: no hostname intersects the hostnames of its parent listeners; not attached"
         ));
     }
 }
 
-/// The listeners each parentRef selects, with a condition per parent.
+/// The listeners each parentRef selects, with `Accepted` and `ResolvedRefs` per parent.
+/// `invalid` (the route's first error) refuses every parent.
 fn parents(
     snap: &Snapshot,
     route: &HttpRoute,
     gateways: &Gateways,
     obj: &str,
+    invalid: Option<&str>,
+    unresolved: &[(Reason, String)],
     f: &mut Findings,
 ) -> Vec<ListenerInfo> {
     let mut attached = Vec::new();
     if route.spec.parent_refs.is_empty() {
         f.errors.push(format!("{obj}: parentRefs is empty"));
     }
+    let resolved = match unresolved.first() {
+        Some((reason, msg)) => failed(C::ResolvedRefs, *reason, msg.clone()),
+        None => ok(C::ResolvedRefs, Reason::ResolvedRefs),
+    };
     for (pi, p) in route.spec.parent_refs.iter().enumerate() {
         let pctx = format!("{obj} parentRefs[{pi}]");
         let gw = format!(
@@ -138,7 +155,11 @@ fn parents(
             Some(s) => format!("{gw}/{s}"),
             None => gw.clone(),
         };
-        match parent_listeners(snap, route, gateways, p, &gw, &pctx) {
+        let accepted = match invalid {
+            Some(e) => Err((Reason::UnsupportedValue, e.to_string())),
+            None => parent_listeners(snap, route, gateways, p, &gw, &pctx),
+        };
+        match accepted {
             Ok(ls) => {
                 f.report
                     .parent_condition(obj, &parent_key, ok(C::Accepted, Reason::Accepted));
@@ -150,9 +171,13 @@ fn parents(
                     &parent_key,
                     failed(C::Accepted, reason, msg.clone()),
                 );
-                f.errors.push(msg);
+                if invalid.is_none() {
+                    f.errors.push(msg);
+                }
             }
         }
+        f.report
+            .parent_condition(obj, &parent_key, resolved.clone());
     }
     attached
 }

@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::attachment::GATEWAY_GROUP;
+use super::grants::{self, Reference};
+use super::status::Reason;
 use super::{Findings, Index, TranslateOptions, filters};
 use crate::api::gateway_api::{HttpBackendRef, HttpRouteRule, ObjectMeta};
 use crate::api::{self, ObjectKey, Snapshot};
@@ -116,8 +119,10 @@ pub fn validate_services(snap: &Snapshot, opts: &TranslateOptions, f: &mut Findi
     }
 }
 
-/// Compiles a rule's backendRefs (with their filters).
+/// Compiles a rule's backendRefs (with their filters); references that do not resolve
+/// are recorded in `f.unresolved` with the spec's reason.
 pub fn compile_backend_refs(
+    snap: &Snapshot,
     index: &Index<'_>,
     meta: &ObjectMeta,
     rule: &HttpRouteRule,
@@ -139,7 +144,13 @@ pub fn compile_backend_refs(
                 .push(format!("{bctx}: port is required for a Service"));
             continue;
         }
-        let (name, http2, target) = resolve_backend(index, meta, b, opts);
+        let (name, http2, target) = match resolve_backend(snap, index, meta, b, opts) {
+            Ok(ok) => ok,
+            Err((name, reason, why)) => {
+                f.unresolved.push((reason, format!("{bctx}: {why}")));
+                (name, false, BackendTarget::Unresolvable(why))
+            }
+        };
         backends.push(Backend {
             name,
             weight: b.weight.unwrap_or(1),
@@ -151,33 +162,52 @@ pub fn compile_backend_refs(
     backends
 }
 
-/// Resolves a backendRef: (display name, speak h2c, target).
+/// A resolved backendRef: (display name, speak h2c, target).
+type Resolved = (String, bool, BackendTarget);
+/// An unresolved one: (display name, the spec's reason, why).
+type Unresolved = (String, Reason, String);
+
+/// Resolves a backendRef.
 fn resolve_backend(
+    snap: &Snapshot,
     index: &Index<'_>,
     meta: &ObjectMeta,
     b: &HttpBackendRef,
     opts: &TranslateOptions,
-) -> (String, bool, BackendTarget) {
+) -> Result<Resolved, Unresolved> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     let ns = b.namespace.as_deref().unwrap_or(meta.ns());
     let port = b.port.unwrap_or(0);
     let name = format!("{kind} {ns}/{}:{port}", b.name);
-    let unresolvable = |why: String| (name.clone(), false, BackendTarget::Unresolvable(why));
+    let fail = |reason, why: String| Err((name.clone(), reason, why));
     if !group.is_empty() || kind != "Service" {
-        return unresolvable(format!(
-            "backendRef kind {group}/{kind} is not supported (only core Service)"
-        ));
+        let why = format!("backendRef kind {group}/{kind} is not supported (only core Service)");
+        return fail(Reason::InvalidKind, why);
     }
-    if ns != meta.ns() {
-        return unresolvable(format!(
-            "backendRef to Service {ns}/{} crosses namespaces; ReferenceGrant is not supported",
+    let grant = Reference {
+        from_group: GATEWAY_GROUP,
+        from_kind: "HTTPRoute",
+        from_namespace: meta.ns(),
+        to_group: "",
+        to_kind: "Service",
+        to_namespace: ns,
+        to_name: &b.name,
+    };
+    if !grants::permitted(snap, &grant) {
+        let why = format!(
+            "backendRef to Service {ns}/{} crosses namespaces and no ReferenceGrant in {ns} allows it",
             b.name
-        ));
+        );
+        return fail(Reason::RefNotPermitted, why);
     }
     let skey = format!("{ns}/{}", b.name);
     let Some(svc) = index.services.get(&skey) else {
-        return unresolvable(format!("Service {skey} not found"));
+        return fail(Reason::BackendNotFound, format!("Service {skey} not found"));
+    };
+    let Ok((mode, identities)) = mesh_policy(svc, opts) else {
+        let why = format!("Service {skey} has an invalid meshgate.io annotation");
+        return fail(Reason::BackendNotFound, why);
     };
     let ports = svc
         .spec
@@ -185,14 +215,15 @@ fn resolve_backend(
         .and_then(|s| s.ports.as_deref())
         .unwrap_or_default();
     let Some(sport) = ports.iter().find(|p| p.port == i32::from(port)) else {
-        return unresolvable(format!("Service {skey} has no port {port}"));
+        return fail(
+            Reason::BackendNotFound,
+            format!("Service {skey} has no port {port}"),
+        );
     };
     let http2 = sport
         .app_protocol
         .as_deref()
         .is_some_and(|p| matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"));
-    // Validated up front; an invalid policy never reaches here.
-    let (mode, identities) = mesh_policy(svc, opts).unwrap_or((UpstreamTls::Disable, Vec::new()));
     let fqdn = format!("{}.{ns}.svc.{}", b.name, opts.cluster_domain);
     let mesh_target = (mode != UpstreamTls::Disable).then(|| {
         Arc::new(MeshTarget {
@@ -204,7 +235,7 @@ fn resolve_backend(
     let port_name = sport.name.clone().unwrap_or_default();
     if let Some(slices) = index.slices.get(&skey) {
         let endpoints = endpoints(index, slices, ns, &port_name, mode, mesh_target.as_ref());
-        return (name, http2, BackendTarget::Endpoints(endpoints));
+        return Ok((name, http2, BackendTarget::Endpoints(endpoints)));
     }
     let spec = svc.spec.as_ref();
     let host = match (
@@ -221,7 +252,7 @@ fn resolve_backend(
         port,
         transport,
     };
-    (name, http2, target)
+    Ok((name, http2, target))
 }
 
 /// Ready endpoints of a Service port from its EndpointSlices, labelled with their Pod's

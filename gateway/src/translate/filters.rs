@@ -49,9 +49,9 @@ pub fn compile_filters(filters: &[HttpRouteFilter], ctx: &str, f: &mut Findings)
 
 fn redirect(r: &gateway_api::RequestRedirect, fctx: &str, errors: &mut Vec<String>) -> Redirect {
     let status = r.status_code.unwrap_or(302);
-    if status != 301 && status != 302 {
+    if ![301, 302, 303, 307, 308].contains(&status) {
         errors.push(format!(
-            "{fctx}: requestRedirect.statusCode {status} is not one of 301, 302"
+            "{fctx}: requestRedirect.statusCode {status} is not one of 301, 302, 303, 307, 308"
         ));
     }
     if let Some(s) = &r.scheme

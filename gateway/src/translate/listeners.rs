@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::grants::{self, Reference};
 use super::rules::Pending;
-use super::status::{ConditionType as C, Reason, failed, ok};
+use super::status::{Condition, ConditionType as C, Reason, failed, ok};
 use super::{Findings, Index, TranslateOptions};
 use crate::api::gateway_api::{self, Gateway, LabelSelector};
 use crate::api::{ObjectKey, Snapshot};
@@ -107,7 +108,46 @@ impl Gateways {
     }
 }
 
-/// Compiles every Gateway's listeners into the port table.
+/// Why a listener was left out: the condition it gets and the message.
+struct ListenerError {
+    kind: C,
+    reason: Reason,
+    message: String,
+}
+
+/// The conditions of a listener left out: an unresolved reference leaves it Accepted but
+/// not Programmed; a conflict or an invalid field leaves it not Accepted.
+fn listener_conditions(e: ListenerError) -> Vec<Condition> {
+    let programmed = failed(C::Programmed, Reason::Invalid, e.message.clone());
+    match e.kind {
+        C::ResolvedRefs => vec![
+            ok(C::Accepted, Reason::Accepted),
+            failed(C::ResolvedRefs, e.reason, e.message),
+            programmed,
+        ],
+        C::Conflicted => {
+            let mut conflicted = ok(C::Conflicted, e.reason);
+            conflicted.message = e.message.clone();
+            vec![
+                conflicted,
+                failed(C::Accepted, e.reason, e.message),
+                programmed,
+            ]
+        }
+        _ => vec![failed(C::Accepted, e.reason, e.message), programmed],
+    }
+}
+
+fn refuse(kind: C, reason: Reason, message: String) -> ListenerError {
+    ListenerError {
+        kind,
+        reason,
+        message,
+    }
+}
+
+/// Compiles every Gateway's listeners into the port table; an invalid listener is left
+/// out with its condition, the others are served.
 pub fn compile(
     snap: &Snapshot,
     index: &Index<'_>,
@@ -116,41 +156,62 @@ pub fn compile(
 ) -> Gateways {
     let mut out = Gateways::default();
     if snap.gateways.is_empty() {
-        f.errors
+        f.fatal
             .push("no Gateway found in the configuration".to_string());
     }
     for gw in &snap.gateways {
         let gw_key = gw.metadata.key();
         let obj = format!("Gateway {gw_key}");
         if !out.names.insert(gw_key.clone()) {
-            f.errors.push(format!("{obj}: defined more than once"));
+            f.errors.push(format!(
+                "{obj}: defined more than once; the first one is used"
+            ));
             continue;
         }
         let before = f.errors.len();
         f.unsupported(&format!("{obj} spec"), &gw.spec.unsupported);
-        let frontend = frontend_validations(index, gw, f);
+        if let Some(e) = f.errors.get(before) {
+            let c = failed(C::Accepted, Reason::Invalid, e.clone());
+            f.report.object_condition(&obj, c);
+            continue;
+        }
+        let frontend = frontend_validations(snap, index, gw, f);
         let mut names = BTreeSet::new();
+        let mut invalid = 0;
         for l in &gw.spec.listeners {
             let ctx = format!("{obj} listener {:?}", l.name);
-            if !names.insert(l.name.clone()) {
-                f.errors
-                    .push(format!("{ctx}: listener name used more than once"));
-                continue;
-            }
-            let errors_before = f.errors.len();
-            if let Some(info) = compile_listener(index, gw, l, &ctx, &frontend, opts, &mut out, f) {
-                out.listeners.push(info);
-            }
-            let listener_errors = &f.errors[errors_before..];
-            let c = match listener_errors.first() {
-                Some(e) => failed(C::Accepted, Reason::Invalid, e.clone()),
-                None => ok(C::Accepted, Reason::Accepted),
+            let result = if names.insert(l.name.clone()) {
+                compile_listener(snap, index, gw, l, &ctx, &frontend, opts, &mut out, f)
+            } else {
+                let msg = format!("{ctx}: listener name used more than once");
+                Err(refuse(C::Accepted, Reason::Invalid, msg))
             };
-            f.report.listener_condition(&obj, &l.name, c);
+            match result {
+                Ok(info) => {
+                    for c in [
+                        ok(C::Accepted, Reason::Accepted),
+                        ok(C::ResolvedRefs, Reason::ResolvedRefs),
+                        failed(C::Conflicted, Reason::NoConflicts, ""),
+                    ] {
+                        f.report.listener_condition(&obj, &l.name, c);
+                    }
+                    out.listeners.push(info);
+                }
+                Err(e) => {
+                    invalid += 1;
+                    f.errors.push(e.message.clone());
+                    for c in listener_conditions(e) {
+                        f.report.listener_condition(&obj, &l.name, c);
+                    }
+                }
+            }
         }
-        let c = match f.errors[before..].first() {
-            Some(e) => failed(C::Accepted, Reason::Invalid, e.clone()),
-            None => ok(C::Accepted, Reason::Accepted),
+        let c = if invalid == 0 {
+            ok(C::Accepted, Reason::Accepted)
+        } else {
+            let mut c = ok(C::Accepted, Reason::ListenersNotValid);
+            c.message = format!("{invalid} listener(s) not valid; the others are served");
+            c
         };
         f.report.object_condition(&obj, c);
     }
@@ -159,6 +220,7 @@ pub fn compile(
 
 #[allow(clippy::too_many_arguments)]
 fn compile_listener(
+    snap: &Snapshot,
     index: &Index<'_>,
     gw: &Gateway,
     l: &gateway_api::Listener,
@@ -167,70 +229,52 @@ fn compile_listener(
     opts: &TranslateOptions,
     out: &mut Gateways,
     f: &mut Findings,
-) -> Option<ListenerInfo> {
-    f.unsupported(ctx, &l.unsupported);
+) -> Result<ListenerInfo, ListenerError> {
+    if let Some(name) = l.unsupported.keys().next() {
+        let msg = format!("{ctx}: field {name:?} is not supported by meshgate");
+        return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
+    }
     let protocol = match l.protocol.as_str() {
         "HTTP" => Protocol::Http,
         "HTTPS" => Protocol::Https,
         other => {
-            f.errors.push(format!(
-                "{ctx}: protocol {other:?} is not one of HTTP, HTTPS"
-            ));
-            return None;
+            let msg = format!("{ctx}: protocol {other:?} is not one of HTTP, HTTPS");
+            return Err(refuse(C::Accepted, Reason::UnsupportedProtocol, msg));
         }
     };
     if l.port == 0 {
-        f.errors.push(format!("{ctx}: port must be 1-65535"));
-        return None;
+        let msg = format!("{ctx}: port must be 1-65535");
+        return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
     }
     let hostname = match &l.hostname {
-        Some(h) => match validate_hostname(h) {
-            Ok(p) => p,
-            Err(e) => {
-                f.errors.push(format!("{ctx}: hostname {h:?}: {e}"));
-                return None;
-            }
-        },
+        Some(h) => validate_hostname(h).map_err(|e| {
+            let msg = format!("{ctx}: hostname {h:?}: {e}");
+            refuse(C::Accepted, Reason::UnsupportedValue, msg)
+        })?,
         None => HostPattern::Any,
     };
     let (allowed_from, allows_http_route) = allowed_routes(l, ctx, f)?;
+    let tls = listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts)?;
     let port = out.ports.entry(l.port).or_insert_with(|| ir::Port {
         port: l.port,
         protocol,
         listeners: Vec::new(),
     });
     if port.protocol != protocol {
-        f.errors.push(format!(
+        let msg = format!(
             "{ctx}: port {} is already used with protocol {}",
             l.port,
             port.protocol.scheme().to_ascii_uppercase()
-        ));
-        return None;
+        );
+        return Err(refuse(C::Conflicted, Reason::ProtocolConflict, msg));
     }
     if port.listeners.iter().any(|o| o.hostname == hostname) {
-        f.errors.push(format!(
+        let msg = format!(
             "{ctx}: another listener on port {} has the same hostname {hostname}",
             l.port
-        ));
-        return None;
+        );
+        return Err(refuse(C::Conflicted, Reason::HostnameConflict, msg));
     }
-    let tls = if protocol == Protocol::Https {
-        let validation = frontend.for_port(l.port);
-        match listener_tls(index, gw, l, ctx, validation, opts) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                f.errors.push(e);
-                return None;
-            }
-        }
-    } else {
-        if l.tls.is_some() {
-            f.errors
-                .push(format!("{ctx}: tls is only allowed on HTTPS listeners"));
-            return None;
-        }
-        None
-    };
     let info = ListenerInfo {
         gateway: gw.metadata.key(),
         name: l.name.clone(),
@@ -246,44 +290,86 @@ fn compile_listener(
         tls,
         virtual_hosts: Vec::new(),
     });
-    Some(info)
+    Ok(info)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn listener_tls_for(
+    snap: &Snapshot,
+    index: &Index<'_>,
+    gw: &Gateway,
+    l: &gateway_api::Listener,
+    ctx: &str,
+    protocol: Protocol,
+    frontend: &Frontend,
+    opts: &TranslateOptions,
+) -> Result<Option<ir::TlsServer>, ListenerError> {
+    if protocol != Protocol::Https {
+        if l.tls.is_some() {
+            let msg = format!("{ctx}: tls is only allowed on HTTPS listeners");
+            return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
+        }
+        return Ok(None);
+    }
+    let validation = match frontend.for_port(l.port) {
+        Some(Err(e)) => {
+            let msg = format!(
+                "{ctx}: client-certificate validation for port {}: {e}",
+                l.port
+            );
+            return Err(refuse(
+                C::ResolvedRefs,
+                Reason::InvalidCACertificateRef,
+                msg,
+            ));
+        }
+        Some(Ok(v)) => Some(v),
+        None => None,
+    };
+    listener_tls(snap, index, gw, l, ctx, validation, opts).map(Some)
 }
 
 fn allowed_routes(
     l: &gateway_api::Listener,
     ctx: &str,
     f: &mut Findings,
-) -> Option<(AllowedFrom, bool)> {
+) -> Result<(AllowedFrom, bool), ListenerError> {
     let Some(ar) = &l.allowed_routes else {
-        return Some((AllowedFrom::Same, true));
+        return Ok((AllowedFrom::Same, true));
     };
+    let invalid = |msg: String| refuse(C::Accepted, Reason::UnsupportedValue, msg);
     let from = match ar.namespaces.as_ref().and_then(|n| n.from.as_deref()) {
         None | Some("Same") => AllowedFrom::Same,
         Some("All") => AllowedFrom::All,
         Some("Selector") => match ar.namespaces.as_ref().and_then(|n| n.selector.clone()) {
             Some(s) => AllowedFrom::Selector(s),
             None => {
-                f.errors.push(format!(
+                return Err(invalid(format!(
                     "{ctx}: allowedRoutes.namespaces.selector is required with from: Selector"
-                ));
-                return None;
+                )));
             }
         },
         Some(other) => {
-            f.errors.push(format!(
+            return Err(invalid(format!(
                 "{ctx}: allowedRoutes.namespaces.from {other:?} is not one of Same, All, Selector"
-            ));
-            return None;
+            )));
         }
     };
+    let group_ok = |g: &Option<String>| {
+        g.as_deref().unwrap_or(super::attachment::GATEWAY_GROUP) == super::attachment::GATEWAY_GROUP
+    };
     let http_route = ar.kinds.is_empty()
-        || ar.kinds.iter().any(|k| {
-            k.kind == "HTTPRoute"
-                && k.group
-                    .as_deref()
-                    .unwrap_or(super::attachment::GATEWAY_GROUP)
-                    == super::attachment::GATEWAY_GROUP
-        });
+        || ar
+            .kinds
+            .iter()
+            .any(|k| k.kind == "HTTPRoute" && group_ok(&k.group));
+    if !http_route {
+        let kinds: Vec<&str> = ar.kinds.iter().map(|k| k.kind.as_str()).collect();
+        let msg = format!(
+            "{ctx}: allowedRoutes.kinds {kinds:?}: none is a route kind this listener serves (HTTPRoute)"
+        );
+        return Err(refuse(C::ResolvedRefs, Reason::InvalidRouteKinds, msg));
+    }
     for (i, k) in ar.kinds.iter().enumerate() {
         if k.kind != "HTTPRoute" {
             f.warnings.push(format!(
@@ -292,7 +378,7 @@ fn allowed_routes(
             ));
         }
     }
-    Some((from, http_route))
+    Ok((from, http_route))
 }
 
 /// Validates a listener or route hostname (RFC 1123, optional leading `*.`).
@@ -314,20 +400,29 @@ pub fn validate_hostname(h: &str) -> Result<HostPattern, String> {
     Ok(HostPattern::parse(h))
 }
 
-/// Client validation from `spec.tls.frontend`: the default and per-port overrides.
+/// Client validation from `spec.tls.frontend`: the default and per-port overrides; an
+/// entry that cannot be used is an error for the HTTPS listeners it covers.
 #[derive(Debug, Default)]
 struct Frontend {
-    default: Option<ir::ClientValidation>,
-    per_port: BTreeMap<u16, ir::ClientValidation>,
+    default: Option<Result<ir::ClientValidation, String>>,
+    per_port: BTreeMap<u16, Result<ir::ClientValidation, String>>,
 }
 
 impl Frontend {
-    fn for_port(&self, port: u16) -> Option<&ir::ClientValidation> {
-        self.per_port.get(&port).or(self.default.as_ref())
+    fn for_port(&self, port: u16) -> Option<Result<&ir::ClientValidation, &String>> {
+        self.per_port
+            .get(&port)
+            .or(self.default.as_ref())
+            .map(|r| r.as_ref())
     }
 }
 
-fn frontend_validations(index: &Index<'_>, gw: &Gateway, f: &mut Findings) -> Frontend {
+fn frontend_validations(
+    snap: &Snapshot,
+    index: &Index<'_>,
+    gw: &Gateway,
+    f: &mut Findings,
+) -> Frontend {
     let mut out = Frontend::default();
     let ctx = format!("Gateway {} spec.tls", gw.metadata.key());
     let Some(tls) = &gw.spec.tls else {
@@ -339,45 +434,60 @@ fn frontend_validations(index: &Index<'_>, gw: &Gateway, f: &mut Findings) -> Fr
     };
     f.unsupported(&format!("{ctx}.frontend"), &frontend.unsupported);
     if let Some(d) = &frontend.default {
-        out.default = validation(index, gw, d, &format!("{ctx}.frontend.default"), f);
+        out.default = validation(snap, index, gw, d, &format!("{ctx}.frontend.default"));
     }
     for (i, p) in frontend.per_port.iter().enumerate() {
         let pctx = format!("{ctx}.frontend.perPort[{i}]");
-        if let Some(v) = validation(index, gw, &p.tls, &format!("{pctx}.tls"), f)
+        let v = validation(snap, index, gw, &p.tls, &format!("{pctx}.tls"));
+        if let Some(v) = v
             && out.per_port.insert(p.port, v).is_some()
         {
-            f.errors
-                .push(format!("{pctx}: port {} is listed more than once", p.port));
+            let msg = format!("{pctx}: port {} is listed more than once", p.port);
+            out.per_port.insert(p.port, Err(msg));
         }
     }
+    if let Some(Err(e)) = &out.default {
+        f.errors.push(e.clone());
+    }
+    out.per_port
+        .values()
+        .filter_map(|v| v.as_ref().err())
+        .for_each(|e| f.errors.push(e.clone()));
     out
 }
 
 fn validation(
+    snap: &Snapshot,
     index: &Index<'_>,
     gw: &Gateway,
     t: &gateway_api::TlsConfig,
     ctx: &str,
-    f: &mut Findings,
-) -> Option<ir::ClientValidation> {
-    f.unsupported(ctx, &t.unsupported);
+) -> Option<Result<ir::ClientValidation, String>> {
+    if let Some(name) = t.unsupported.keys().next() {
+        return Some(Err(format!(
+            "{ctx}: field {name:?} is not supported by meshgate"
+        )));
+    }
     let v = t.validation.as_ref()?;
     let ctx = format!("{ctx}.validation");
-    f.unsupported(&ctx, &v.unsupported);
+    if let Some(name) = v.unsupported.keys().next() {
+        return Some(Err(format!(
+            "{ctx}: field {name:?} is not supported by meshgate"
+        )));
+    }
     let mode = match v.mode.as_deref() {
         None | Some("AllowValidOnly") => ir::ValidationMode::AllowValidOnly,
         Some("AllowInsecureFallback") => ir::ValidationMode::AllowInsecureFallback,
         Some(other) => {
-            f.errors.push(format!(
+            return Some(Err(format!(
                 "{ctx}.mode {other:?} is not one of AllowValidOnly, AllowInsecureFallback"
-            ));
-            return None;
+            )));
         }
     };
     if v.ca_certificate_refs.is_empty() {
-        f.errors
-            .push(format!("{ctx}.caCertificateRefs must name at least one CA"));
-        return None;
+        return Some(Err(format!(
+            "{ctx}.caCertificateRefs must name at least one CA"
+        )));
     }
     let mut out = ir::ClientValidation {
         ca_refs: Vec::new(),
@@ -386,18 +496,19 @@ fn validation(
     };
     for (i, r) in v.ca_certificate_refs.iter().enumerate() {
         let rctx = format!("{ctx}.caCertificateRefs[{i}]");
-        match ca_bundle(index, gw, r, &rctx) {
+        match ca_bundle(snap, index, gw, r, &rctx) {
             Ok((name, certs)) => {
                 out.ca_refs.push(name);
                 out.ca_certs.extend(certs);
             }
-            Err(e) => f.errors.push(e),
+            Err(e) => return Some(Err(e)),
         }
     }
-    Some(out)
+    Some(Ok(out))
 }
 
 fn ca_bundle(
+    snap: &Snapshot,
     index: &Index<'_>,
     gw: &Gateway,
     r: &gateway_api::ObjectReference,
@@ -406,6 +517,11 @@ fn ca_bundle(
     let ns = r.namespace.as_deref().unwrap_or(gw.metadata.ns());
     let rkey = format!("{ns}/{}", r.name);
     let kind = r.kind.as_deref().unwrap_or("ConfigMap");
+    if !gateway_may_refer(snap, gw, kind, ns, &r.name) {
+        return Err(format!(
+            "{rctx}: {kind} {rkey} is in another namespace and no ReferenceGrant there allows it"
+        ));
+    }
     let pem = match kind {
         "ConfigMap" => {
             let cm = index
@@ -436,61 +552,91 @@ fn ca_bundle(
     Ok((format!("{kind} {rkey}"), certs))
 }
 
+/// Whether the Gateway may use a Secret or ConfigMap in `ns` (its own namespace, or a
+/// ReferenceGrant there from this Gateway's namespace).
+fn gateway_may_refer(snap: &Snapshot, gw: &Gateway, kind: &str, ns: &str, name: &str) -> bool {
+    let r = Reference {
+        from_group: super::attachment::GATEWAY_GROUP,
+        from_kind: "Gateway",
+        from_namespace: gw.metadata.ns(),
+        to_group: "",
+        to_kind: kind,
+        to_namespace: ns,
+        to_name: name,
+    };
+    grants::permitted(snap, &r)
+}
+
 fn listener_tls(
+    snap: &Snapshot,
     index: &Index<'_>,
     gw: &Gateway,
     l: &gateway_api::Listener,
     ctx: &str,
     validation: Option<&ir::ClientValidation>,
     opts: &TranslateOptions,
-) -> Result<ir::TlsServer, String> {
+) -> Result<ir::TlsServer, ListenerError> {
+    let invalid = |m: String| refuse(C::Accepted, Reason::UnsupportedValue, m);
+    let bad_ref = |m: String| refuse(C::ResolvedRefs, Reason::InvalidCertificateRef, m);
     let Some(t) = &l.tls else {
-        return Err(format!("{ctx}: HTTPS listener needs tls.certificateRefs"));
+        return Err(invalid(format!(
+            "{ctx}: HTTPS listener needs tls.certificateRefs"
+        )));
     };
     if t.unsupported.contains_key("frontendValidation") {
-        return Err(format!(
+        return Err(invalid(format!(
             "{ctx}: tls.frontendValidation is not part of Gateway API v1.6; client-certificate \
              validation is configured per Gateway in spec.tls.frontend (default or perPort)"
-        ));
+        )));
     }
     if let Some(name) = t.unsupported.keys().next() {
-        return Err(format!(
+        return Err(invalid(format!(
             "{ctx}: tls: field {name:?} is not supported by meshgate"
-        ));
+        )));
     }
     let mode = t.mode.as_deref().unwrap_or("Terminate");
     if mode != "Terminate" {
-        return Err(format!(
+        return Err(invalid(format!(
             "{ctx}: tls.mode {mode:?} is not supported (only Terminate)"
-        ));
+        )));
     }
     let Some(cref) = t.certificate_refs.first() else {
-        return Err(format!("{ctx}: HTTPS listener needs tls.certificateRefs"));
+        return Err(invalid(format!(
+            "{ctx}: HTTPS listener needs tls.certificateRefs"
+        )));
     };
     let kind = cref.kind.as_deref().unwrap_or("Secret");
     if kind != "Secret" || cref.group.as_deref().is_some_and(|g| !g.is_empty()) {
-        return Err(format!(
+        return Err(bad_ref(format!(
             "{ctx}: tls.certificateRefs[0]: kind {kind:?} is not supported (only core Secret)"
+        )));
+    }
+    let ns = cref.namespace.as_deref().unwrap_or(gw.metadata.ns());
+    let skey = format!("{ns}/{}", cref.name);
+    if !gateway_may_refer(snap, gw, "Secret", ns, &cref.name) {
+        return Err(refuse(
+            C::ResolvedRefs,
+            Reason::RefNotPermitted,
+            format!(
+                "{ctx}: tls.certificateRefs[0]: Secret {skey} is in another namespace and no \
+                 ReferenceGrant there allows it"
+            ),
         ));
     }
-    let skey = format!(
-        "{}/{}",
-        cref.namespace.as_deref().unwrap_or(gw.metadata.ns()),
-        cref.name
-    );
-    let secret = index
-        .secrets
-        .get(&skey)
-        .ok_or_else(|| format!("{ctx}: tls.certificateRefs[0]: Secret {skey} not found"))?;
+    let secret = index.secrets.get(&skey).ok_or_else(|| {
+        bad_ref(format!(
+            "{ctx}: tls.certificateRefs[0]: Secret {skey} not found"
+        ))
+    })?;
     let sctx = format!("{ctx}: tls.certificateRefs[0] Secret {skey}");
-    let crt = secret_value(secret, "tls.crt").map_err(|e| format!("{sctx}: {e}"))?;
-    let key = secret_value(secret, "tls.key").map_err(|e| format!("{sctx}: {e}"))?;
-    let cert_chain = parse_chain(&crt).map_err(|e| format!("{sctx}: tls.crt: {e}"))?;
-    let key = parse_key(&key).map_err(|e| format!("{sctx}: tls.key: {e}"))?;
+    let field = |k: &str| secret_value(secret, k).map_err(|e| bad_ref(format!("{sctx}: {e}")));
+    let (crt, key) = (field("tls.crt")?, field("tls.key")?);
+    let cert_chain = parse_chain(&crt).map_err(|e| bad_ref(format!("{sctx}: tls.crt: {e}")))?;
+    let key = parse_key(&key).map_err(|e| bad_ref(format!("{sctx}: tls.key: {e}")))?;
     let min_version = match t.options.get(MIN_VERSION_OPTION) {
         Some(v) => v
             .parse()
-            .map_err(|e| format!("{ctx}: tls.options[{MIN_VERSION_OPTION:?}]: {e}"))?,
+            .map_err(|e| invalid(format!("{ctx}: tls.options[{MIN_VERSION_OPTION:?}]: {e}")))?,
         None => opts.default_min_tls_version,
     };
     Ok(ir::TlsServer {

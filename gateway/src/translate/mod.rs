@@ -7,13 +7,17 @@
 //! default/httpbin rule 0 match 0: path type "PathPrefixx" is not one of Exact,
 //! PathPrefix, RegularExpression`; all errors are collected, not just the first.
 //!
-//! Following the Gateway API spec, a backendRef that cannot be resolved (missing Service,
-//! unsupported kind) does not reject the configuration: its share of requests gets a 500.
-//! What is rejected is decided in one place, [`Output::accepted`].
+//! Acceptance is per object, as the Gateway API spec has it: an invalid listener or route
+//! is left out with `Accepted=False` and the reason, and everything valid is served; a
+//! backendRef that cannot be resolved (missing Service, unsupported kind, no
+//! ReferenceGrant) leaves the route accepted with `ResolvedRefs=False`, and its share of
+//! requests gets a 500. Only a configuration that cannot be used at all (no Gateway) is
+//! rejected whole; that decision is made in one place, [`Output::accepted`].
 
 pub mod attachment;
 pub mod backends;
 pub mod filters;
+pub mod grants;
 pub mod listeners;
 pub mod rules;
 pub mod status;
@@ -61,18 +65,21 @@ pub struct Output {
     pub config: ir::Config,
     /// Conditions per object.
     pub status: status::Report,
-    /// Every error, naming object and field.
+    /// Every error, naming object and field (the objects at fault are left out).
     pub errors: Vec<String>,
+    /// Errors that make the whole configuration unusable.
+    pub fatal: Vec<String>,
 }
 
 impl Output {
-    /// The acceptance policy: a configuration with any error is rejected whole, and the
-    /// last good one keeps serving.
+    /// The acceptance policy: objects with errors are already left out; only a
+    /// configuration that is unusable as a whole is refused (the last good one keeps
+    /// serving).
     pub fn accepted(self) -> Result<(ir::Config, status::Report), ConfigErrors> {
-        if self.errors.is_empty() {
+        if self.fatal.is_empty() {
             Ok((self.config, self.status))
         } else {
-            Err(ConfigErrors(self.errors))
+            Err(ConfigErrors([self.fatal, self.errors].concat()))
         }
     }
 }
@@ -82,6 +89,10 @@ impl Output {
 pub struct Findings {
     /// Errors (each names object and field).
     pub errors: Vec<String>,
+    /// Errors that make the whole configuration unusable.
+    pub fatal: Vec<String>,
+    /// References of the rule being compiled that did not resolve (reason, message).
+    pub unresolved: Vec<(status::Reason, String)>,
     /// Non-fatal findings.
     pub warnings: Vec<String>,
     /// Conditions.
@@ -166,5 +177,6 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
         config,
         status: f.report,
         errors: f.errors,
+        fatal: f.fatal,
     }
 }

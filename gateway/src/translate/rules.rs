@@ -60,6 +60,7 @@ pub fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> 
 
 /// Compiles one rule; `None` (with errors recorded) when it is invalid.
 pub fn compile_rule(
+    snap: &crate::api::Snapshot,
     index: &Index<'_>,
     meta: &ObjectMeta,
     ri: usize,
@@ -83,7 +84,7 @@ pub fn compile_rule(
         .collect();
     let filters = filters::compile_filters(&rule.filters, &ctx, f);
     check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
-    let backends = backends::compile_backend_refs(index, meta, rule, &ctx, opts, f);
+    let backends = backends::compile_backend_refs(snap, index, meta, rule, &ctx, opts, f);
     let total_weight = backends.iter().map(|b| b.weight).sum();
     let (request_timeout, backend_request_timeout) = timeouts(rule, &ctx, &mut f.errors);
     if f.errors.len() > before {

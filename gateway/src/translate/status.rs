@@ -24,8 +24,10 @@ pub enum ConditionType {
 
 /// Reasons, as the spec names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)]
 pub enum Reason {
     Accepted,
+    ListenersNotValid,
     ResolvedRefs,
     Programmed,
     Pending,
@@ -135,6 +137,40 @@ impl Report {
     pub fn parent_condition(&mut self, obj: &str, parent: &str, c: Condition) {
         let p = self.object(obj).parents.entry(parent.into()).or_default();
         set(p, c);
+    }
+
+    /// Records whether a listener (`namespace/gateway/listener`) is served by the data
+    /// plane; the Gateway is Programmed while any of its listeners is.
+    pub fn programmed(&mut self, listener: &str, result: Result<(), String>) {
+        let Some((gw, name)) = listener.rsplit_once('/') else {
+            return;
+        };
+        let obj = format!("Gateway {gw}");
+        let c = match result {
+            Ok(()) => ok(ConditionType::Programmed, Reason::Programmed),
+            Err(why) => failed(ConditionType::Programmed, Reason::Invalid, why),
+        };
+        // Replaced, not merged: a port that failed to bind may bind on a later try.
+        let l = self.object(&obj).listeners.entry(name.into()).or_default();
+        l.conditions.retain(|o| o.kind != ConditionType::Programmed);
+        l.conditions.push(c);
+        let any = self.objects[&obj].listeners.values().any(|l| {
+            l.conditions
+                .iter()
+                .any(|c| c.kind == ConditionType::Programmed && c.status)
+        });
+        let c = if any {
+            ok(ConditionType::Programmed, Reason::Programmed)
+        } else {
+            failed(
+                ConditionType::Programmed,
+                Reason::Invalid,
+                "no listener is programmed",
+            )
+        };
+        let conds = &mut self.object(&obj).conditions;
+        conds.retain(|o| o.kind != ConditionType::Programmed);
+        conds.push(c);
     }
 
     /// Objects with an `Accepted=False` condition anywhere, with the messages.
