@@ -464,10 +464,15 @@ fn indent(s: &str) -> String {
 
 /// A Service named `name` on port 80 whose EndpointSlice points at `127.0.0.1:<port>`.
 pub fn local_service(name: &str, port: u16) -> String {
+    local_service_in("default", name, port)
+}
+
+/// A Service `ns/name` (port 80) whose one endpoint is `127.0.0.1:port`.
+pub fn local_service_in(ns: &str, name: &str, port: u16) -> String {
     format!(
         r#"apiVersion: v1
 kind: Service
-metadata: {{name: {name}, namespace: default}}
+metadata: {{name: {name}, namespace: {ns}}}
 spec:
   ports: [{{name: http, port: 80, targetPort: {port}}}]
 ---
@@ -475,7 +480,7 @@ apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
   name: {name}-1
-  namespace: default
+  namespace: {ns}
   labels: {{kubernetes.io/service-name: {name}}}
 addressType: IPv4
 ports: [{{name: http, port: {port}}}]
@@ -485,7 +490,15 @@ endpoints:
     )
 }
 
-/// A Gateway `edge` with one HTTP listener on `port`.
+/// Polls `f` every 50 ms until it returns true; panics naming `what` after 10 s.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn http_gateway(port: u16) -> String {
     format!(
         r#"apiVersion: gateway.networking.k8s.io/v1

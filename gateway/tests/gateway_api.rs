@@ -1,0 +1,278 @@
+//! Gateway API semantics for a shared gateway, with real httpbin and curl: listener
+//! isolation and 421 for a host that belongs to another HTTPS listener, allowedRoutes,
+//! ReferenceGrant at runtime, and the redirect status codes.
+
+mod support;
+
+use support::*;
+
+fn route_in(ns: &str, name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: {name}, namespace: {ns}}}\n{body}"
+    )
+}
+
+/// A rule sending to `httpbin` that tags responses with `x-route: <tag>`.
+fn tagged_rule(tag: &str) -> String {
+    format!(
+        "  rules:\n    - filters:\n        - type: ResponseHeaderModifier\n          \
+         responseHeaderModifier: {{set: [{{name: x-route, value: {tag}}}]}}\n      \
+         backendRefs: [{{name: httpbin, port: 80}}]\n"
+    )
+}
+
+#[test]
+fn host_of_another_https_listener_on_the_same_port_gets_421_over_h1_and_h2() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.leaf(
+        "server",
+        "ca",
+        &["public.example.com", "secure.example.com"],
+        false,
+    );
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n\
+             \x20   - {{name: public, port: {port}, protocol: HTTPS, hostname: public.example.com, \
+             tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n\
+             \x20   - {{name: secure, port: {port}, protocol: HTTPS, hostname: secure.example.com, \
+             tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n"
+        ),
+        &route_in(
+            "default",
+            "public",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge, sectionName: public}}]\n{}",
+                tagged_rule("public")
+            ),
+        ),
+        &route_in(
+            "default",
+            "secure",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge, sectionName: secure}}]\n{}",
+                tagged_rule("secure")
+            ),
+        ),
+        &pki.tls_secret("server-cert", "server"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let ca = pki.path("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let get = |sni: &str, host: &str, version: &str| {
+        let resolve = format!("{sni}:{port}:127.0.0.1");
+        let url = format!("https://{sni}:{port}/get");
+        let host = format!("Host: {host}");
+        curl(&[
+            version,
+            "--cacert",
+            ca,
+            "--resolve",
+            &resolve,
+            "-H",
+            &host,
+            &url,
+        ])
+    };
+    for version in ["--http1.1", "--http2"] {
+        for name in ["public", "secure"] {
+            let host = format!("{name}.example.com");
+            let ok = get(&host, &host, version);
+            assert_eq!(ok.status, 200, "{version} {host}: {ok:?}");
+            assert_eq!(ok.header("x-route").as_deref(), Some(name));
+        }
+        let misdirected = get("public.example.com", "secure.example.com", version);
+        assert_eq!(misdirected.status, 421, "{version}: {misdirected:?}");
+        assert_eq!(error_code(&misdirected), "misdirected_request");
+        assert_eq!(misdirected.header("x-route"), None, "a route answered");
+        let why = gw.explain(&misdirected);
+        assert!(
+            why["reason"].as_str().unwrap().contains(
+                "belongs to listener default/edge/secure but the TLS handshake chose listener default/edge/public"
+            ),
+            "{why}"
+        );
+    }
+    // Nothing reached the secure route through the public listener's handshake.
+    let secure_on_public = gw
+        .access_log()
+        .into_iter()
+        .filter(|l| l["route"] == "default/secure/0" && l["status"] != 200)
+        .count();
+    assert_eq!(secure_on_public, 0);
+}
+
+#[test]
+fn a_more_specific_listener_claims_its_host_from_a_wildcard_listener() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n\
+             \x20   - {{name: wild, port: {port}, protocol: HTTP, hostname: \"*.example.com\"}}\n\
+             \x20   - {{name: foo, port: {port}, protocol: HTTP, hostname: foo.example.com}}\n"
+        ),
+        // The wildcard listener's route names foo.example.com too, but the foo listener
+        // owns that host: the route must never serve it.
+        &route_in(
+            "default",
+            "wild",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge, sectionName: wild}}]\n  \
+                 hostnames: [foo.example.com, bar.example.com]\n{}",
+                tagged_rule("wild")
+            ),
+        ),
+        &route_in(
+            "default",
+            "foo",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge, sectionName: foo}}]\n{}",
+                tagged_rule("foo")
+            ),
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let tag = |host: &str| {
+        let r = curl(&["-H", &format!("Host: {host}"), &url]);
+        assert_eq!(r.status, 200, "{host}: {r:?}");
+        r.header("x-route").unwrap()
+    };
+    assert_eq!(tag("foo.example.com"), "foo");
+    assert_eq!(tag("bar.example.com"), "wild");
+}
+
+fn namespace(name: &str, labels: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n")
+}
+
+#[test]
+fn allowed_routes_same_refuses_another_namespace_and_a_selector_admits_labelled_ones() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let config = |team_a_labels: &str| {
+        docs(&[
+            &format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+                 metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n\
+                 \x20   - {{name: same, port: {port}, protocol: HTTP, hostname: same.example.com}}\n\
+                 \x20   - name: sel\n      port: {port}\n      protocol: HTTP\n      hostname: sel.example.com\n\
+                 \x20     allowedRoutes: {{namespaces: {{from: Selector, selector: {{matchLabels: {{gateway: shared}}}}}}}}\n"
+            ),
+            &namespace("team-a", team_a_labels),
+            &namespace("team-b", ""),
+            &route_in(
+                "team-a",
+                "app",
+                "spec:\n  parentRefs: [{name: edge, namespace: default}]\n  \
+                 hostnames: [sel.example.com]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+            ),
+            &route_in(
+                "team-b",
+                "intruder",
+                "spec:\n  parentRefs: [{name: edge, namespace: default, sectionName: same}]\n  \
+                 hostnames: [same.example.com]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+            ),
+            &local_service_in("team-a", "httpbin", hb.port),
+            &local_service_in("team-b", "httpbin", hb.port),
+        ])
+    };
+    let gw = Gateway::start(&config("gateway: shared"));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let get = |host: &str| curl(&["-H", &format!("Host: {host}"), &url]);
+    assert_eq!(get("sel.example.com").status, 200);
+    let refused = get("same.example.com");
+    assert_eq!((refused.status, error_code(&refused).as_str()), (404, "NR"));
+    let (_, dump) = gw.admin_get("/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let parent =
+        &dump["status"]["objects"]["HTTPRoute team-b/intruder"]["parents"]["default/edge/same"];
+    assert_eq!(parent[0]["reason"], "NotAllowedByListeners", "{parent}");
+    // The namespace loses its label: its route is refused too.
+    gw.write_config(&config(""));
+    eventually("team-a's route refused", || {
+        get("sel.example.com").status == 404
+    });
+}
+
+#[test]
+fn reference_grant_admits_a_cross_namespace_backend_and_its_removal_takes_it_away() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let grant = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+                 metadata: {name: from-default, namespace: apps}\nspec:\n  \
+                 from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]\n  \
+                 to: [{group: \"\", kind: Service, name: httpbin}]\n";
+    let config = |with_grant: bool| {
+        let mut parts = vec![
+            http_gateway(port),
+            route_in(
+                "default",
+                "cross",
+                "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    \
+                 - backendRefs: [{name: httpbin, namespace: apps, port: 80}]\n",
+            ),
+            local_service_in("apps", "httpbin", hb.port),
+        ];
+        if with_grant {
+            parts.push(grant.to_string());
+        }
+        docs(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let gw = Gateway::start(&config(false));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let r = curl(&[&url]);
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (500, "backend_unresolvable")
+    );
+    assert!(
+        gw.explain(&r)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no ReferenceGrant in apps allows it")
+    );
+    gw.write_config(&config(true));
+    eventually("the grant admits the backend", || {
+        curl(&[&url]).status == 200
+    });
+    gw.write_config(&config(false));
+    eventually("the backend refused again", || curl(&[&url]).status == 500);
+}
+
+#[test]
+fn request_redirect_answers_each_status_code_the_spec_allows() {
+    let port = free_port();
+    let rules: String = [301, 302, 303, 307, 308]
+        .iter()
+        .map(|c| {
+            format!(
+                "    - matches: [{{path: {{type: PathPrefix, value: /r{c}}}}}]\n      \
+                 filters: [{{type: RequestRedirect, requestRedirect: {{hostname: elsewhere.example.com, statusCode: {c}}}}}]\n"
+            )
+        })
+        .collect();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route_in(
+            "default",
+            "redirects",
+            &format!("spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n{rules}"),
+        ),
+    ]));
+    for code in [301, 302, 303, 307, 308] {
+        let r = curl(&[&format!("http://127.0.0.1:{port}/r{code}?q=1")]);
+        assert_eq!(r.status, code, "{r:?}");
+        assert_eq!(
+            r.header("location").as_deref(),
+            Some(format!("http://elsewhere.example.com:{port}/r{code}?q=1").as_str())
+        );
+    }
+}
