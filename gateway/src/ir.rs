@@ -349,6 +349,12 @@ pub struct Filters {
     /// URLRewrite.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// CORS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// RequestMirror filters (fire-and-forget copies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
 }
 
 impl Filters {
@@ -358,7 +364,35 @@ impl Filters {
             && self.response_headers.is_none()
             && self.redirect.is_none()
             && self.rewrite.is_none()
+            && self.cors.is_none()
+            && self.mirrors.is_empty()
     }
+}
+
+/// The CORS filter, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cors {
+    /// Allowed origins: `*`, or `scheme://host[:port]` with an optional `*.` host prefix.
+    pub allow_origins: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+    /// Allowed methods (or `*`).
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers (or `*`).
+    pub allow_headers: Vec<String>,
+    /// Exposed response headers.
+    pub expose_headers: Vec<String>,
+    /// Preflight cache time, seconds.
+    pub max_age: u32,
+}
+
+/// A RequestMirror filter: a share of requests copied to another backend.
+#[derive(Debug, Serialize)]
+pub struct Mirror {
+    /// Where copies go.
+    pub backend: Backend,
+    /// Share mirrored, in millionths (1_000_000 = every request).
+    pub parts_per_million: u32,
 }
 
 /// Header edits, applied set, then add, then remove.

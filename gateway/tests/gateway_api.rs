@@ -276,3 +276,173 @@ fn request_redirect_answers_each_status_code_the_spec_allows() {
         );
     }
 }
+
+#[test]
+fn request_mirror_copies_to_a_second_backend_without_touching_the_answer() {
+    let primary = Httpbin::start();
+    let shadow = Httpbin::start_logged();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route_in(
+            "default",
+            "mirrored",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - filters:\n        \
+             - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}}}\n        \
+             - type: RequestMirror\n          requestMirror: {backendRef: {name: absent, port: 80}}\n      \
+             backendRefs: [{name: primary, port: 80}]\n",
+        ),
+        &local_service("primary", primary.port),
+        &local_service("shadow", shadow.port),
+    ]));
+    let base = format!("http://127.0.0.1:{port}");
+    let get = curl(&["-H", "Host: app.example.com", &format!("{base}/get?copy=1")]);
+    assert_eq!(get.status, 200);
+    assert_eq!(get.json()["args"]["copy"], "1", "the primary answered");
+    let post = curl(&[
+        "-H",
+        "Host: app.example.com",
+        "-d",
+        "k=v",
+        &format!("{base}/post?copy=2"),
+    ]);
+    assert_eq!(post.status, 200);
+    assert_eq!(post.json()["form"]["k"], "v");
+    // Both copies reach the shadow with Envoy's -shadow host; a mirror whose Service does
+    // not exist changes nothing for the client.
+    eventually("both copies at the shadow", || shadow.requests().len() >= 2);
+    let seen = shadow.requests();
+    assert!(
+        seen.contains(&"GET /get copy=1 app.example.com-shadow 200".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"POST /post copy=2 app.example.com-shadow 200".to_string()),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn request_mirror_percent_zero_sends_nothing() {
+    let primary = Httpbin::start();
+    let shadow = Httpbin::start_logged();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route_in(
+            "default",
+            "mirrored",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - filters:\n        \
+             - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, percent: 0}}\n        \
+             - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: 1, denominator: 1}}}\n      \
+             backendRefs: [{name: primary, port: 80}]\n",
+        ),
+        &local_service("primary", primary.port),
+        &local_service("shadow", shadow.port),
+    ]));
+    for i in 0..10 {
+        let r = curl(&[&format!("http://127.0.0.1:{port}/get?n={i}")]);
+        assert_eq!(r.status, 200);
+    }
+    // Only the second mirror (fraction 1/1) copies: exactly one copy per request.
+    let copies = || {
+        shadow
+            .requests()
+            .iter()
+            .filter(|l| l.starts_with("GET /get "))
+            .count()
+    };
+    eventually("ten copies", || copies() >= 10);
+    for i in 0..10 {
+        let copies = shadow
+            .requests()
+            .iter()
+            .filter(|l| l.starts_with(&format!("GET /get n={i} ")))
+            .count();
+        assert_eq!(copies, 1, "request {i}: {:?}", shadow.requests());
+    }
+}
+
+#[test]
+fn cors_preflight_is_answered_by_the_gateway_and_answers_carry_cors_headers() {
+    let hb = Httpbin::start_logged();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route_in(
+            "default",
+            "cors",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - filters:\n        - type: CORS\n          \
+             cors:\n            allowOrigins: [\"https://*.example.com\", \"https://app.test\"]\n            \
+             allowMethods: [GET, PUT]\n            allowHeaders: [x-token]\n            \
+             exposeHeaders: [x-served-by]\n            maxAge: 600\n            allowCredentials: true\n      \
+             backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/anything");
+    let preflight = |origin: &str| {
+        curl(&[
+            "-X",
+            "OPTIONS",
+            "-H",
+            &format!("Origin: {origin}"),
+            "-H",
+            "Access-Control-Request-Method: PUT",
+            "-H",
+            "Access-Control-Request-Headers: x-token",
+            &url,
+        ])
+    };
+    let ok = preflight("https://web.example.com");
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some("https://web.example.com")
+    );
+    assert_eq!(
+        ok.header("access-control-allow-methods").as_deref(),
+        Some("GET, PUT")
+    );
+    assert_eq!(
+        ok.header("access-control-allow-headers").as_deref(),
+        Some("x-token")
+    );
+    assert_eq!(ok.header("access-control-max-age").as_deref(), Some("600"));
+    assert_eq!(
+        ok.header("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    let refused = preflight("https://evil.org");
+    assert_eq!(refused.status, 200);
+    assert_eq!(
+        refused.header("access-control-allow-origin"),
+        None,
+        "{refused:?}"
+    );
+    // Preflights never reach the backend.
+    assert!(
+        hb.requests().iter().all(|l| !l.starts_with("OPTIONS")),
+        "{:?}",
+        hb.requests()
+    );
+
+    let actual = curl(&["-H", "Origin: https://app.test", &url]);
+    assert_eq!(actual.status, 200);
+    assert_eq!(
+        actual.header("access-control-allow-origin").as_deref(),
+        Some("https://app.test")
+    );
+    assert_eq!(
+        actual.header("access-control-expose-headers").as_deref(),
+        Some("x-served-by")
+    );
+    // httpbin itself echoes any Origin; the route's CORS policy is the one in force.
+    let other = curl(&["-H", "Origin: https://evil.org", &url]);
+    assert_eq!(other.status, 200);
+    assert_eq!(
+        other.header("access-control-allow-origin"),
+        None,
+        "{other:?}"
+    );
+}

@@ -368,10 +368,69 @@ pub struct HttpRouteFilter {
     /// For URLRewrite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_rewrite: Option<UrlRewrite>,
-    /// Fields not implemented here (requestMirror, cors, extensionRef...).
+    /// For CORS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<HttpCors>,
+    /// For RequestMirror.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirror>,
+    /// Fields not implemented here (extensionRef, externalAuth...).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// `HTTPCORSFilter`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCors {
+    /// Origins allowed (`*`, `scheme://host[:port]`, host may start with `*.`).
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    /// Whether credentials are allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+    /// Methods allowed (or `*`).
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed (or `*`).
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Seconds a preflight answer may be cached (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `HTTPRequestMirrorFilter`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    /// Where copies go.
+    pub backend_ref: HttpBackendRef,
+    /// Share of requests mirrored, 0-100 (default all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Share of requests mirrored as a fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+/// A fraction (`denominator` defaults to 100).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Fraction {
+    /// Numerator.
+    pub numerator: u32,
+    /// Denominator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<u32>,
 }
 
 /// `HTTPHeaderFilter`.

@@ -159,6 +159,10 @@ pub struct Filters {
     pub redirect: Option<Redirect>,
     /// URLRewrite.
     pub rewrite: Option<Rewrite>,
+    /// CORS (plain data; preflights are rare enough to format on demand).
+    pub cors: Option<crate::ir::Cors>,
+    /// RequestMirror targets with their share.
+    pub mirrors: Vec<(Backend, u32)>,
 }
 
 /// Header edits with parsed names and values.
@@ -382,6 +386,12 @@ fn compile_filters(f: &ir::Filters) -> Filters {
                 .and_then(|h| HeaderValue::from_str(h).ok()),
             path: r.path.clone(),
         }),
+        cors: f.cors.clone(),
+        mirrors: f
+            .mirrors
+            .iter()
+            .map(|m| (compile_backend(&m.backend), m.parts_per_million))
+            .collect(),
     }
 }
 

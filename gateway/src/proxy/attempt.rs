@@ -28,14 +28,14 @@ pub struct Outgoing {
 }
 
 /// One endpoint choice.
-struct Pick<'a> {
-    authority: &'a Authority,
-    transport: &'a Transport,
+pub(super) struct Pick<'a> {
+    pub(super) authority: &'a Authority,
+    pub(super) transport: &'a Transport,
     /// The endpoint's Pod says it is in the mesh (`security.istio.io/tlsMode=istio`).
     mesh_labelled: bool,
 }
 
-fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
+pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
     match &backend.target {
         Target::Unresolvable(why) => Err(reject(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,7 +135,7 @@ pub async fn run(
     }
 }
 
-fn upstream_uri(authority: &Authority, pq: &PathAndQuery) -> Uri {
+pub(super) fn upstream_uri(authority: &Authority, pq: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(authority.clone());

@@ -16,7 +16,7 @@ use super::connection::ConnInfo;
 use super::headers::{self, Forwarded};
 use super::reject::{Reject, reject};
 use super::request::ForwardPlan;
-use super::{ProxyContext, attempt};
+use super::{ProxyContext, attempt, cors, mirror};
 use crate::dataplane::routes::{Backend, Rule, modify_path};
 use crate::upstream::RequestBody;
 
@@ -58,10 +58,22 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let (parts, body) = req.into_parts();
+    let mirrors: Vec<_> = rule
+        .filters
+        .mirrors
+        .iter()
+        .chain(&backend.filters.mirrors)
+        .collect();
+    let body = if mirrors.is_empty() {
+        RequestBody::Streaming(body)
+    } else {
+        mirror::send(ctx, &mirrors, &parts, &path_and_query, body)
+    };
     let request = attempt::Outgoing {
         parts,
-        body: RequestBody::Streaming(body),
+        body,
         path_and_query,
     };
     let mut resp = attempt::run(ctx, backend, request, deadline(&rule), rec).await?;
@@ -80,6 +92,9 @@ pub async fn forward(
     .flatten()
     {
         edits.apply(resp.headers_mut());
+    }
+    if let Some(c) = &rule.filters.cors {
+        cors::decorate(c, origin.as_ref(), resp.headers_mut());
     }
     Ok(resp.map(BodyKind::Upstream))
 }

@@ -12,8 +12,10 @@
 pub mod attempt;
 pub mod body;
 pub mod connection;
+pub mod cors;
 pub mod forward;
 pub mod headers;
+mod mirror;
 pub mod reject;
 pub mod request;
 

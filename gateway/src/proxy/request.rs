@@ -50,7 +50,7 @@ pub async fn handle(
     });
     let result = match plan(&ctx, conn, &req, &mut rec) {
         Ok(Plan::Forward(p)) => forward::forward(&ctx, conn, p, req, &mut rec).await,
-        Ok(Plan::Redirect(resp)) => Ok(resp),
+        Ok(Plan::Respond(resp)) => Ok(resp),
         Err(r) => Err(r),
     };
     respond(result, rec)
@@ -106,8 +106,8 @@ fn respond(
 pub enum Plan {
     /// Send it upstream.
     Forward(ForwardPlan),
-    /// Answer with a redirect.
-    Redirect(Response<BodyKind>),
+    /// Answer here (a redirect, a CORS preflight).
+    Respond(Response<BodyKind>),
 }
 
 /// A matched request, ready to forward (the tables may be swapped meanwhile; the rule
@@ -226,7 +226,12 @@ fn plan(
     if let Some(r) = &entry.rule.filters.redirect {
         let prefix_len = entry.matcher.path.prefix_len();
         let location = redirect_location(r, conn, &host, path, req.uri().query(), prefix_len);
-        return redirect_response(r.status, &location).map(Plan::Redirect);
+        return redirect_response(r.status, &location).map(Plan::Respond);
+    }
+    if let Some(c) = &entry.rule.filters.cors
+        && super::cors::is_preflight(req)
+    {
+        return Ok(Plan::Respond(super::cors::preflight(c, req)));
     }
     Ok(Plan::Forward(ForwardPlan {
         rule: entry.rule.clone(),

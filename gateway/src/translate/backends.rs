@@ -11,7 +11,7 @@ use super::attachment::GATEWAY_GROUP;
 use super::grants::{self, Reference};
 use super::status::Reason;
 use super::{Findings, Index, TranslateOptions, filters};
-use crate::api::gateway_api::{HttpBackendRef, HttpRouteRule, ObjectMeta};
+use crate::api::gateway_api::{HttpBackendRef, ObjectMeta};
 use crate::api::{self, ObjectKey, Snapshot};
 use crate::ir::{Backend, BackendTarget, Endpoint, MeshTarget, Transport};
 
@@ -119,47 +119,71 @@ pub fn validate_services(snap: &Snapshot, opts: &TranslateOptions, f: &mut Findi
     }
 }
 
+/// What resolving a rule's references needs.
+pub struct RuleCtx<'a> {
+    /// Every object (ReferenceGrants).
+    pub snap: &'a Snapshot,
+    /// Objects by key.
+    pub index: &'a Index<'a>,
+    /// The route's metadata.
+    pub meta: &'a ObjectMeta,
+    /// Command-line options.
+    pub opts: &'a TranslateOptions,
+    /// The route kind (`HTTPRoute`, `GRPCRoute`), the `from` of ReferenceGrants.
+    pub kind: &'a str,
+}
+
 /// Compiles a rule's backendRefs (with their filters); references that do not resolve
 /// are recorded in `f.unresolved` with the spec's reason.
 pub fn compile_backend_refs(
-    snap: &Snapshot,
-    index: &Index<'_>,
-    meta: &ObjectMeta,
-    rule: &HttpRouteRule,
+    rc: &RuleCtx<'_>,
+    refs: &[HttpBackendRef],
     ctx: &str,
-    opts: &TranslateOptions,
     f: &mut Findings,
 ) -> Vec<Backend> {
     let mut backends = Vec::new();
-    for (bi, b) in rule.backend_refs.iter().enumerate() {
+    for (bi, b) in refs.iter().enumerate() {
         let bctx = format!("{ctx} backendRefs[{bi}]");
-        let bfilters = filters::compile_filters(&b.filters, &bctx, f);
+        let bfilters = filters::compile_filters(rc, &b.filters, &bctx, f);
         if bfilters.redirect.is_some() {
             f.errors.push(format!(
                 "{bctx}: RequestRedirect is not allowed on a backendRef"
             ));
         }
-        if b.port.is_none() && b.kind.as_deref().unwrap_or("Service") == "Service" {
-            f.errors
-                .push(format!("{bctx}: port is required for a Service"));
-            continue;
+        if let Some(mut backend) = backend(rc, b, &bctx, f) {
+            backend.filters = bfilters;
+            backends.push(backend);
         }
-        let (name, http2, target) = match resolve_backend(snap, index, meta, b, opts) {
-            Ok(ok) => ok,
-            Err((name, reason, why)) => {
-                f.unresolved.push((reason, format!("{bctx}: {why}")));
-                (name, false, BackendTarget::Unresolvable(why))
-            }
-        };
-        backends.push(Backend {
-            name,
-            weight: b.weight.unwrap_or(1),
-            http2,
-            target,
-            filters: bfilters,
-        });
     }
     backends
+}
+
+/// Resolves one backendRef (an unresolved one answers 500 and is recorded).
+pub fn backend(
+    rc: &RuleCtx<'_>,
+    b: &HttpBackendRef,
+    bctx: &str,
+    f: &mut Findings,
+) -> Option<Backend> {
+    if b.port.is_none() && b.kind.as_deref().unwrap_or("Service") == "Service" {
+        f.errors
+            .push(format!("{bctx}: port is required for a Service"));
+        return None;
+    }
+    let (name, http2, target) = match resolve_backend(rc, b) {
+        Ok(ok) => ok,
+        Err((name, reason, why)) => {
+            f.unresolved.push((reason, format!("{bctx}: {why}")));
+            (name, false, BackendTarget::Unresolvable(why))
+        }
+    };
+    Some(Backend {
+        name,
+        weight: b.weight.unwrap_or(1),
+        http2,
+        target,
+        filters: Default::default(),
+    })
 }
 
 /// A resolved backendRef: (display name, speak h2c, target).
@@ -168,13 +192,8 @@ type Resolved = (String, bool, BackendTarget);
 type Unresolved = (String, Reason, String);
 
 /// Resolves a backendRef.
-fn resolve_backend(
-    snap: &Snapshot,
-    index: &Index<'_>,
-    meta: &ObjectMeta,
-    b: &HttpBackendRef,
-    opts: &TranslateOptions,
-) -> Result<Resolved, Unresolved> {
+fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unresolved> {
+    let (snap, index, meta, opts) = (rc.snap, rc.index, rc.meta, rc.opts);
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     let ns = b.namespace.as_deref().unwrap_or(meta.ns());
@@ -187,7 +206,7 @@ fn resolve_backend(
     }
     let grant = Reference {
         from_group: GATEWAY_GROUP,
-        from_kind: "HTTPRoute",
+        from_kind: rc.kind,
         from_namespace: meta.ns(),
         to_group: "",
         to_kind: "Service",

@@ -1,20 +1,37 @@
 //! HTTPRoute filters: header modifiers, redirects and URL rewrites, validated.
 
 use super::Findings;
+use super::backends::{self, RuleCtx};
 use super::listeners::validate_hostname;
 use crate::api::gateway_api::{self, HttpRouteFilter};
-use crate::ir::{Filters, HeaderEdits, PathModifier, Redirect, Rewrite};
+use crate::ir::{Cors, Filters, HeaderEdits, Mirror, PathModifier, Redirect, Rewrite};
 
 const SUPPORTED: &str =
     "RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite";
 
 /// Compiles the filters of a rule or a backendRef.
-pub fn compile_filters(filters: &[HttpRouteFilter], ctx: &str, f: &mut Findings) -> Filters {
+pub fn compile_filters(
+    rc: &RuleCtx<'_>,
+    filters: &[HttpRouteFilter],
+    ctx: &str,
+    f: &mut Findings,
+) -> Filters {
     let mut out = Filters::default();
     for (i, filter) in filters.iter().enumerate() {
         let fctx = format!("{ctx} filters[{i}]");
+        if filter.kind == "RequestMirror" {
+            match &filter.request_mirror {
+                Some(m) => out.mirrors.extend(mirror(rc, m, &fctx, f)),
+                None => f.errors.push(format!("{fctx}: requestMirror is missing")),
+            }
+        }
         let errors = &mut f.errors;
         match filter.kind.as_str() {
+            "RequestMirror" => {}
+            "CORS" => match &filter.cors {
+                Some(c) => out.cors = cors(c, &fctx, errors),
+                None => errors.push(format!("{fctx}: cors is missing")),
+            },
             "RequestHeaderModifier" => match &filter.request_header_modifier {
                 Some(m) => out.request_headers = Some(header_edits(m, &fctx, errors)),
                 None => errors.push(format!("{fctx}: requestHeaderModifier is missing")),
@@ -167,4 +184,116 @@ fn header_edits(
         }
     }
     HeaderEdits { set, add, remove }
+}
+
+fn mirror(
+    rc: &RuleCtx<'_>,
+    m: &gateway_api::RequestMirror,
+    fctx: &str,
+    f: &mut Findings,
+) -> Option<Mirror> {
+    let ppm = match (&m.percent, &m.fraction) {
+        (Some(_), Some(_)) => {
+            let msg = format!("{fctx}: requestMirror: set percent or fraction, not both");
+            f.errors.push(msg);
+            return None;
+        }
+        (Some(p), None) if *p <= 100 => p * 10_000,
+        (None, Some(fr)) => {
+            let den = fr.denominator.unwrap_or(100);
+            if den == 0 || fr.numerator > den {
+                let msg = format!("{fctx}: requestMirror.fraction must be between 0 and 1");
+                f.errors.push(msg);
+                return None;
+            }
+            ((u64::from(fr.numerator) * 1_000_000) / u64::from(den)) as u32
+        }
+        (None, None) => 1_000_000,
+        (Some(p), None) => {
+            f.errors
+                .push(format!("{fctx}: requestMirror.percent {p} is over 100"));
+            return None;
+        }
+    };
+    let backend = backends::backend(
+        rc,
+        &m.backend_ref,
+        &format!("{fctx} requestMirror.backendRef"),
+        f,
+    )?;
+    Some(Mirror {
+        backend,
+        parts_per_million: ppm,
+    })
+}
+
+fn cors(c: &gateway_api::HttpCors, fctx: &str, errors: &mut Vec<String>) -> Option<Cors> {
+    let before = errors.len();
+    for (k, _) in &c.unsupported {
+        errors.push(format!(
+            "{fctx}: cors: field {k:?} is not supported by meshgate"
+        ));
+    }
+    for (i, o) in c.allow_origins.iter().enumerate() {
+        if !valid_origin(o) {
+            errors.push(format!(
+                "{fctx}: cors.allowOrigins[{i}] {o:?} is not \"*\" or scheme://host[:port]"
+            ));
+        }
+    }
+    let token = |v: &String| v == "*" || http::Method::from_bytes(v.as_bytes()).is_ok();
+    for (i, m) in c
+        .allow_methods
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !token(m))
+    {
+        errors.push(format!(
+            "{fctx}: cors.allowMethods[{i}] {m:?} is not a method"
+        ));
+    }
+    let header = |v: &String| v == "*" || http::HeaderName::from_bytes(v.as_bytes()).is_ok();
+    for (field, list) in [
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
+        for (i, h) in list.iter().enumerate().filter(|(_, h)| !header(h)) {
+            errors.push(format!(
+                "{fctx}: cors.{field}[{i}] {h:?} is not a header name"
+            ));
+        }
+    }
+    (errors.len() == before).then(|| Cors {
+        allow_origins: c.allow_origins.clone(),
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age: c.max_age.unwrap_or(5),
+    })
+}
+
+/// `*`, or `scheme://host[:port]` where host may start with `*.`.
+fn valid_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(
+        rest,
+        |(h, p)| {
+            if p.parse::<u16>().is_ok() { h } else { rest }
+        },
+    );
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }

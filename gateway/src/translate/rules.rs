@@ -82,9 +82,16 @@ pub fn compile_rule(
         .enumerate()
         .filter_map(|(mi, m)| compile_match(m, &format!("{ctx} match {mi}"), &mut f.errors))
         .collect();
-    let filters = filters::compile_filters(&rule.filters, &ctx, f);
+    let rc = backends::RuleCtx {
+        snap,
+        index,
+        meta,
+        opts,
+        kind: "HTTPRoute",
+    };
+    let filters = filters::compile_filters(&rc, &rule.filters, &ctx, f);
     check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
-    let backends = backends::compile_backend_refs(snap, index, meta, rule, &ctx, opts, f);
+    let backends = backends::compile_backend_refs(&rc, &rule.backend_refs, &ctx, f);
     let total_weight = backends.iter().map(|b| b.weight).sum();
     let (request_timeout, backend_request_timeout) = timeouts(rule, &ctx, &mut f.errors);
     if f.errors.len() > before {

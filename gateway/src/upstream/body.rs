@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::mpsc;
 
 /// A request body for the upstream client.
 pub enum RequestBody {
@@ -13,6 +14,11 @@ pub enum RequestBody {
     Streaming(Incoming),
     /// Held in memory (replayable); `None` once sent.
     Full(Option<Bytes>),
+    /// Streamed from the client while copies of each chunk go to mirrors; a mirror that
+    /// falls behind loses its copy (its request fails alone, the client's never waits).
+    Tee(Incoming, Vec<mpsc::Sender<Bytes>>),
+    /// A mirror's copy of a streamed body.
+    Copy(mpsc::Receiver<Bytes>),
 }
 
 impl RequestBody {
@@ -33,20 +39,32 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Streaming(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Tee(b, copies) => {
+                let r = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &r
+                    && let Some(data) = f.data_ref()
+                {
+                    copies.retain(|c| c.try_send(data.clone()).is_ok());
+                }
+                r
+            }
+            RequestBody::Copy(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Streaming(b) => b.is_end_stream(),
+            RequestBody::Streaming(b) | RequestBody::Tee(b, _) => b.is_end_stream(),
             RequestBody::Full(b) => b.is_none(),
+            RequestBody::Copy(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Streaming(b) => b.size_hint(),
+            RequestBody::Streaming(b) | RequestBody::Tee(b, _) => b.size_hint(),
             RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RequestBody::Copy(_) => SizeHint::default(),
         }
     }
 }

@@ -98,15 +98,46 @@ impl Drop for Process {
 /// A real httpbin: `gunicorn -b 127.0.0.1:<port> -w 2 httpbin:app`.
 pub struct Httpbin {
     pub port: u16,
+    /// gunicorn's access log (`METHOD PATH QUERY HOST STATUS` per line), when kept.
+    access_log: Option<tempfile::NamedTempFile>,
     _process: Process,
 }
 
 impl Httpbin {
     pub fn start() -> Httpbin {
+        Httpbin::spawn(&[], false)
+    }
+
+    /// httpbin whose every request is written to an access log ([`Httpbin::requests`]).
+    pub fn start_logged() -> Httpbin {
+        Httpbin::spawn(&[], true)
+    }
+
+    /// httpbin serving TLS with `cert`/`key` (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> Httpbin {
+        let args = [
+            "--certfile".to_string(),
+            cert.display().to_string(),
+            "--keyfile".to_string(),
+            key.display().to_string(),
+        ];
+        Httpbin::spawn(&args, true)
+    }
+
+    fn spawn(extra: &[String], log: bool) -> Httpbin {
         let bin = tools_bin();
         let port = free_port();
-        let child = Command::new(bin.join("gunicorn"))
-            .args(["-b", &format!("127.0.0.1:{port}"), "-w", "2", "httpbin:app"])
+        let access_log = log.then(|| tempfile::NamedTempFile::new().unwrap());
+        let mut cmd = Command::new(bin.join("gunicorn"));
+        cmd.args(["-b", &format!("127.0.0.1:{port}"), "-w", "2"])
+            .args(extra);
+        if let Some(f) = &access_log {
+            cmd.arg("--access-logfile")
+                .arg(f.path())
+                .args(["--access-logformat", "%(m)s %(U)s %(q)s %({host}i)s %(s)s"]);
+        }
+        let child = cmd
+            .arg("httpbin:app")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,13 +146,33 @@ impl Httpbin {
             child,
             name: "httpbin".into(),
         };
+        let tls = !extra.is_empty();
         wait_for("httpbin", Duration::from_secs(30), || {
-            http_get_status(SocketAddr::from(([127, 0, 0, 1], port)), "/status/200") == Some(200)
+            if tls {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                http_get_status(SocketAddr::from(([127, 0, 0, 1], port)), "/status/200")
+                    == Some(200)
+            }
         });
         Httpbin {
             port,
+            access_log,
             _process: process,
         }
+    }
+
+    /// Requests httpbin served so far (`METHOD PATH QUERY HOST STATUS`).
+    pub fn requests(&self) -> Vec<String> {
+        let f = self
+            .access_log
+            .as_ref()
+            .expect("started with an access log");
+        std::fs::read_to_string(f.path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
