@@ -229,7 +229,7 @@ fn mirror(
 
 fn cors(c: &gateway_api::HttpCors, fctx: &str, errors: &mut Vec<String>) -> Option<Cors> {
     let before = errors.len();
-    for (k, _) in &c.unsupported {
+    for k in c.unsupported.keys() {
         errors.push(format!(
             "{fctx}: cors: field {k:?} is not supported by meshgate"
         ));
