@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub gateways: Vec<gateway_api::Gateway>,
     /// Gateway API HTTPRoutes.
     pub http_routes: Vec<gateway_api::HttpRoute>,
+    /// Gateway API GRPCRoutes.
+    pub grpc_routes: Vec<gateway_api::GrpcRoute>,
     /// Gateway API ReferenceGrants (cross-namespace references).
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
     /// Secrets (listener certificates, client CAs).

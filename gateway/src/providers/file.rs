@@ -132,6 +132,9 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
         ("gateway.networking.k8s.io", "HTTPRoute") => out
             .http_routes
             .push(typed::<gateway_api::HttpRoute>(with_metadata(value)).map_err(ctx)?),
+        ("gateway.networking.k8s.io", "GRPCRoute") => out
+            .grpc_routes
+            .push(typed::<gateway_api::GrpcRoute>(with_metadata(value)).map_err(ctx)?),
         ("gateway.networking.k8s.io", "ReferenceGrant") => out
             .reference_grants
             .push(typed::<gateway_api::ReferenceGrant>(with_metadata(value)).map_err(ctx)?),

@@ -14,8 +14,8 @@ use crate::ir::{self, HostPattern};
 /// Gateway API group.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-/// Attaches every HTTPRoute to its listeners, oldest route first so that precedence
-/// ties go to the oldest.
+/// Attaches every HTTPRoute and GRPCRoute to its listeners, oldest route first so that
+/// precedence ties go to the oldest.
 pub fn attach_routes(
     snap: &Snapshot,
     index: &Index<'_>,
@@ -25,23 +25,59 @@ pub fn attach_routes(
 ) {
     let mut dedup = BTreeSet::new();
     for route in &snap.http_routes {
-        attach_route(snap, index, opts, route, gateways, &mut dedup, f);
+        attach_route(
+            snap,
+            index,
+            opts,
+            "HTTPRoute",
+            route,
+            gateways,
+            &mut dedup,
+            f,
+        );
+    }
+    for grpc in &snap.grpc_routes {
+        match super::grpc::as_http_route(grpc) {
+            Ok(route) => attach_route(
+                snap,
+                index,
+                opts,
+                "GRPCRoute",
+                &route,
+                gateways,
+                &mut dedup,
+                f,
+            ),
+            Err(e) => {
+                let obj = format!("GRPCRoute {}", grpc.metadata.key());
+                let msg = format!("{obj} {e}");
+                for p in &grpc.spec.parent_refs {
+                    let gw = p.namespace.as_deref().unwrap_or(grpc.metadata.ns());
+                    let key = format!("{gw}/{}", p.name);
+                    let c = failed(C::Accepted, Reason::UnsupportedValue, msg.clone());
+                    f.report.parent_condition(&obj, &key, c);
+                }
+                f.errors.push(msg);
+            }
+        }
     }
 }
 
 type DedupKey = (u16, String, String, String, usize, usize);
 
+#[allow(clippy::too_many_arguments)]
 fn attach_route(
     snap: &Snapshot,
     index: &Index<'_>,
     opts: &TranslateOptions,
+    kind: &'static str,
     route: &HttpRoute,
     gateways: &mut Gateways,
     dedup: &mut BTreeSet<DedupKey>,
     f: &mut Findings,
 ) {
     let key = route.metadata.key();
-    let obj = format!("HTTPRoute {key}");
+    let obj = format!("{kind} {key}");
     let errors_before = f.errors.len();
     f.unsupported(&format!("{obj} spec"), &route.spec.unsupported);
     let mut hostnames = Vec::new();
@@ -63,7 +99,14 @@ fn attach_route(
     f.unresolved.clear();
     let mut compiled = Vec::new();
     for (ri, rule) in src_rules.iter().enumerate() {
-        if let Some(r) = rules::compile_rule(snap, index, &route.metadata, ri, rule, opts, f) {
+        let rc = super::backends::RuleCtx {
+            snap,
+            index,
+            meta: &route.metadata,
+            opts,
+            kind,
+        };
+        if let Some(r) = rules::compile_rule(&rc, ri, rule, f) {
             compiled.push(r);
         }
     }
@@ -75,7 +118,7 @@ fn attach_route(
         snap,
         route,
         gateways,
-        &obj,
+        (kind, &obj),
         invalid.as_deref(),
         &unresolved,
         f,
@@ -131,7 +174,7 @@ fn parents(
     snap: &Snapshot,
     route: &HttpRoute,
     gateways: &Gateways,
-    obj: &str,
+    (kind, obj): (&str, &str),
     invalid: Option<&str>,
     unresolved: &[(Reason, String)],
     f: &mut Findings,
@@ -157,7 +200,7 @@ fn parents(
         };
         let accepted = match invalid {
             Some(e) => Err((Reason::UnsupportedValue, e.to_string())),
-            None => parent_listeners(snap, route, gateways, p, &gw, &pctx),
+            None => parent_listeners(snap, route, kind, gateways, p, &gw, &pctx),
         };
         match accepted {
             Ok(ls) => {
@@ -185,17 +228,18 @@ fn parents(
 fn parent_listeners(
     snap: &Snapshot,
     route: &HttpRoute,
+    kind: &str,
     gateways: &Gateways,
     p: &ParentReference,
     gw: &str,
     pctx: &str,
 ) -> Result<Vec<ListenerInfo>, (Reason, String)> {
     let group = p.group.as_deref().unwrap_or(GATEWAY_GROUP);
-    let kind = p.kind.as_deref().unwrap_or("Gateway");
-    if group != GATEWAY_GROUP || kind != "Gateway" {
+    let parent_kind = p.kind.as_deref().unwrap_or("Gateway");
+    if group != GATEWAY_GROUP || parent_kind != "Gateway" {
         return Err((
             Reason::InvalidKind,
-            format!("{pctx}: parent {group}/{kind} is not supported (only Gateway)"),
+            format!("{pctx}: parent {group}/{parent_kind} is not supported (only Gateway)"),
         ));
     }
     if !gateways.names.contains(gw) {
@@ -227,14 +271,14 @@ fn parent_listeners(
     let route_ns = route.metadata.ns();
     let allowed: Vec<ListenerInfo> = candidates
         .into_iter()
-        .filter(|l| l.allows_http_route && namespace_allowed(snap, l, route_ns))
+        .filter(|l| l.kinds.contains(&kind) && namespace_allowed(snap, l, route_ns))
         .cloned()
         .collect();
     if allowed.is_empty() {
         return Err((
             Reason::NotAllowedByListeners,
             format!(
-                "{pctx}: no listener of Gateway {gw} allows HTTPRoutes from namespace {route_ns:?} \
+                "{pctx}: no listener of Gateway {gw} allows {kind}s from namespace {route_ns:?} \
                  (listener allowedRoutes)"
             ),
         ));

@@ -239,10 +239,12 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
             format!("Service {skey} has no port {port}"),
         );
     };
-    let http2 = sport
-        .app_protocol
-        .as_deref()
-        .is_some_and(|p| matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"));
+    // gRPC always rides HTTP/2; for HTTPRoutes the Service's appProtocol decides.
+    let http2 = rc.kind == "GRPCRoute"
+        || sport
+            .app_protocol
+            .as_deref()
+            .is_some_and(|p| matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"));
     let fqdn = format!("{}.{ns}.svc.{}", b.name, opts.cluster_domain);
     let mesh_target = (mode != UpstreamTls::Disable).then(|| {
         Arc::new(MeshTarget {

@@ -40,8 +40,8 @@ pub struct ListenerInfo {
     pub hostname: HostPattern,
     /// Namespaces routes may come from.
     pub allowed_from: AllowedFrom,
-    /// Whether HTTPRoute is among the allowed kinds.
-    pub allows_http_route: bool,
+    /// Route kinds that may attach (`HTTPRoute`, `GRPCRoute`).
+    pub kinds: Vec<&'static str>,
 }
 
 impl ListenerInfo {
@@ -253,7 +253,7 @@ fn compile_listener(
         })?,
         None => HostPattern::Any,
     };
-    let (allowed_from, allows_http_route) = allowed_routes(l, ctx, f)?;
+    let (allowed_from, kinds) = allowed_routes(l, ctx, f)?;
     let tls = listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts)?;
     let port = out.ports.entry(l.port).or_insert_with(|| ir::Port {
         port: l.port,
@@ -282,7 +282,7 @@ fn compile_listener(
         protocol,
         hostname: hostname.clone(),
         allowed_from,
-        allows_http_route,
+        kinds,
     };
     port.listeners.push(ir::Listener {
         name: info.full_name(),
@@ -329,13 +329,16 @@ fn listener_tls_for(
     listener_tls(snap, index, gw, l, ctx, validation, opts).map(Some)
 }
 
+/// Route kinds an HTTP or HTTPS listener serves.
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
 fn allowed_routes(
     l: &gateway_api::Listener,
     ctx: &str,
     f: &mut Findings,
-) -> Result<(AllowedFrom, bool), ListenerError> {
+) -> Result<(AllowedFrom, Vec<&'static str>), ListenerError> {
     let Some(ar) = &l.allowed_routes else {
-        return Ok((AllowedFrom::Same, true));
+        return Ok((AllowedFrom::Same, ROUTE_KINDS.to_vec()));
     };
     let invalid = |msg: String| refuse(C::Accepted, Reason::UnsupportedValue, msg);
     let from = match ar.namespaces.as_ref().and_then(|n| n.from.as_deref()) {
@@ -355,30 +358,30 @@ fn allowed_routes(
             )));
         }
     };
-    let group_ok = |g: &Option<String>| {
-        g.as_deref().unwrap_or(super::attachment::GATEWAY_GROUP) == super::attachment::GATEWAY_GROUP
-    };
-    let http_route = ar.kinds.is_empty()
-        || ar
-            .kinds
-            .iter()
-            .any(|k| k.kind == "HTTPRoute" && group_ok(&k.group));
-    if !http_route {
-        let kinds: Vec<&str> = ar.kinds.iter().map(|k| k.kind.as_str()).collect();
+    if ar.kinds.is_empty() {
+        return Ok((from, ROUTE_KINDS.to_vec()));
+    }
+    let group = super::attachment::GATEWAY_GROUP;
+    let mut kinds = Vec::new();
+    for (i, k) in ar.kinds.iter().enumerate() {
+        let known = ROUTE_KINDS.iter().find(|r| **r == k.kind);
+        match known {
+            Some(r) if k.group.as_deref().unwrap_or(group) == group => kinds.push(*r),
+            _ => f.warnings.push(format!(
+                "{ctx}: allowedRoutes.kinds[{i}] {:?} is not a route kind this listener serves",
+                k.kind
+            )),
+        }
+    }
+    if kinds.is_empty() {
+        let asked: Vec<&str> = ar.kinds.iter().map(|k| k.kind.as_str()).collect();
         let msg = format!(
-            "{ctx}: allowedRoutes.kinds {kinds:?}: none is a route kind this listener serves (HTTPRoute)"
+            "{ctx}: allowedRoutes.kinds {asked:?}: none is a route kind this listener serves \
+             (HTTPRoute, GRPCRoute)"
         );
         return Err(refuse(C::ResolvedRefs, Reason::InvalidRouteKinds, msg));
     }
-    for (i, k) in ar.kinds.iter().enumerate() {
-        if k.kind != "HTTPRoute" {
-            f.warnings.push(format!(
-                "{ctx}: allowedRoutes.kinds[{i}] {:?} is not a route kind this listener serves",
-                k.kind
-            ));
-        }
-    }
-    Ok((from, http_route))
+    Ok((from, kinds))
 }
 
 /// Validates a listener or route hostname (RFC 1123, optional leading `*.`).

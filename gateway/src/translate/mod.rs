@@ -18,6 +18,7 @@ pub mod attachment;
 pub mod backends;
 pub mod filters;
 pub mod grants;
+pub mod grpc;
 pub mod listeners;
 pub mod rules;
 pub mod status;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Findings, Index, TranslateOptions, backends, filters};
+use super::{Findings, backends, filters};
 use crate::api::ObjectKey;
 use crate::api::gateway_api::{HttpRouteMatch, HttpRouteRule, HttpValueMatch, ObjectMeta};
 use crate::ir::{self, PathMatch, PathModifier, RouteMatch, ValueMatch};
@@ -60,15 +60,13 @@ pub fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> 
 
 /// Compiles one rule; `None` (with errors recorded) when it is invalid.
 pub fn compile_rule(
-    snap: &crate::api::Snapshot,
-    index: &Index<'_>,
-    meta: &ObjectMeta,
+    rc: &backends::RuleCtx<'_>,
     ri: usize,
     rule: &HttpRouteRule,
-    opts: &TranslateOptions,
     f: &mut Findings,
 ) -> Option<(Arc<ir::Rule>, Vec<RouteMatch>)> {
-    let ctx = format!("HTTPRoute {} rule {ri}", meta.key());
+    let meta = rc.meta;
+    let ctx = format!("{} {} rule {ri}", rc.kind, meta.key());
     let before = f.errors.len();
     f.unsupported(&ctx, &rule.unsupported);
     let default_match = [HttpRouteMatch::default()];
@@ -82,16 +80,9 @@ pub fn compile_rule(
         .enumerate()
         .filter_map(|(mi, m)| compile_match(m, &format!("{ctx} match {mi}"), &mut f.errors))
         .collect();
-    let rc = backends::RuleCtx {
-        snap,
-        index,
-        meta,
-        opts,
-        kind: "HTTPRoute",
-    };
-    let filters = filters::compile_filters(&rc, &rule.filters, &ctx, f);
+    let filters = filters::compile_filters(rc, &rule.filters, &ctx, f);
     check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
-    let backends = backends::compile_backend_refs(&rc, &rule.backend_refs, &ctx, f);
+    let backends = backends::compile_backend_refs(rc, &rule.backend_refs, &ctx, f);
     let total_weight = backends.iter().map(|b| b.weight).sum();
     let (request_timeout, backend_request_timeout) = timeouts(rule, &ctx, &mut f.errors);
     if f.errors.len() > before {
