@@ -62,6 +62,11 @@ impl Process {
         self.child.id()
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn send_term(&self) {
+        self.signal("-TERM");
+    }
+
     /// Sends SIGTERM and waits for exit; returns whether it exited in time.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
         self.signal("-TERM");
