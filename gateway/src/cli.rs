@@ -94,13 +94,30 @@ pub struct RunArgs {
     /// Longest request URI accepted (bytes); longer gets 414.
     #[arg(long, env = "GATEWAY_MAX_URI_BYTES", default_value_t = 8 * 1024)]
     pub max_uri_bytes: usize,
-    /// Time allowed for a client to send request headers (and the TLS handshake).
+    /// Time from accept until a connection's first request is complete (TLS handshake,
+    /// HTTP/2 preface and request headers included); silent or trickling connections are
+    /// closed then. Also the time allowed for each later HTTP/1 request's headers.
     #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_read_timeout: Duration,
+    /// HTTP/2 connections that send nothing for this long get a PING.
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub http2_keepalive_interval: Duration,
+    /// An HTTP/2 connection whose PING is not acknowledged within this is closed.
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// Merge repeated slashes in request paths before routing (Istio's MERGE_SLASHES);
+    /// dot segments and encoded unreserved characters are always normalized.
+    #[arg(long, env = "GATEWAY_MERGE_SLASHES")]
+    pub merge_slashes: bool,
+    /// Listen backlog of the Gateway listener ports (connections the kernel queues
+    /// before accept; capped by net.core.somaxconn).
+    #[arg(long, env = "GATEWAY_LISTEN_BACKLOG", default_value_t = 1024)]
+    pub listen_backlog: u32,
     /// A downstream connection with no traffic for this long is closed.
     #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
     pub idle_timeout: Duration,
-    /// Open downstream connections above which new ones are closed at once.
+    /// Open downstream connections (upgraded tunnels included) above which new ones are
+    /// closed at once and upgrades are refused with 503.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
     /// On SIGTERM, how long open connections may take to finish.
@@ -140,6 +157,8 @@ pub struct Config {
     pub workers: usize,
     /// Listener bind address.
     pub bind_address: IpAddr,
+    /// Listen backlog of the listener ports.
+    pub listen_backlog: u32,
     /// Config poll interval.
     pub poll_interval: Duration,
     /// Size cap of the configuration.
@@ -171,6 +190,7 @@ impl From<RunArgs> for Config {
                     .unwrap_or(1)
             }),
             bind_address: a.bind_address,
+            listen_backlog: a.listen_backlog,
             poll_interval: a.poll_interval,
             max_config_bytes: a.max_config_bytes,
             access_log: a.access_log == "stdout",
@@ -180,6 +200,9 @@ impl From<RunArgs> for Config {
                 header_read_timeout: a.header_read_timeout,
                 idle_timeout: a.idle_timeout,
                 max_connections: a.max_connections,
+                http2_keepalive_interval: a.http2_keepalive_interval,
+                http2_keepalive_timeout: a.http2_keepalive_timeout,
+                merge_slashes: a.merge_slashes,
             },
             drain_timeout: a.drain_timeout,
             upstream: UpstreamSettings {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -22,7 +22,7 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::debug::RequestLog;
 use crate::observe::metrics::Metrics;
 use crate::providers::{self, file::FileProvider};
-use crate::proxy::{self, DrainWatch, ProxyContext};
+use crate::proxy::{self, DrainWatch, ProxyContext, Tunnels};
 use crate::translate::{self, TranslateOptions, status::Report};
 use crate::upstream::Upstreams;
 use crate::upstream::attempt::{AttemptHooks, AttemptMetrics};
@@ -44,6 +44,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         AccessLog::disabled(metrics.clone())
     };
+    // One pool of connection slots for accepted connections and upgraded tunnels alike.
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let tunnels = Tunnels::new(permits.clone(), config.limits.idle_timeout, metrics.clone());
     let proxy = Arc::new(ProxyContext {
         tables: tables.clone(),
         upstreams: Upstreams::new(&config.upstream, metrics.clone(), identity.clone()),
@@ -53,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         debug: debug.clone(),
         server: proxy::server_builder(&config.limits),
         limits: config.limits.clone(),
+        tunnels,
     });
     let admin = TcpListener::bind(config.admin_addr)
         .await
@@ -96,13 +100,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let accept = AcceptShared {
         proxy,
         drain: DrainWatch::default(),
-        permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+        permits,
     };
     let listeners = tokio::spawn(manage_listeners(
         accept.clone(),
         changed,
         stop_rx,
-        config.bind_address,
+        (config.bind_address, config.listen_backlog),
         ListenerReports {
             binds,
             status: status_handle,
@@ -250,7 +254,7 @@ async fn manage_listeners(
     shared: AcceptShared,
     mut changed: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-    bind: IpAddr,
+    (bind, backlog): (IpAddr, u32),
     reports: ListenerReports,
 ) {
     let mut running: HashMap<u16, JoinHandle<()>> = HashMap::new();
@@ -271,7 +275,7 @@ async fn manage_listeners(
                 continue;
             }
             let addr = SocketAddr::new(bind, port);
-            match TcpListener::bind(addr).await {
+            match bind_listener(addr, backlog) {
                 Ok(l) => {
                     tracing::info!(%addr, "listener bound");
                     running.insert(port, tokio::spawn(accept_loop(l, port, shared.clone())));
@@ -297,6 +301,20 @@ async fn manage_listeners(
             _ = tokio::time::sleep(Duration::from_secs(2)), if !ok => {}
         }
     }
+}
+
+/// Binds a listener port with an explicit backlog (tokio's `TcpListener::bind` uses a
+/// fixed 1024), so bursts of connections queue in the kernel instead of being refused.
+fn bind_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restarted gateway must rebind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// First and largest pause after a failed accept (EMFILE and friends): no busy loop.
@@ -344,11 +362,12 @@ async fn drain(
     metrics: &Metrics,
 ) {
     tracing::info!(timeout = ?config.drain_timeout, "draining");
+    let deadline = tokio::time::Instant::now() + config.drain_timeout;
     readiness.draining.store(true, Ordering::SeqCst);
     let _ = stop.send(true);
     let _ = listeners.await;
     if let Some(graceful) = accept.drain.start()
-        && tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        && tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()
     {
@@ -356,6 +375,20 @@ async fn drain(
             open = metrics.active_connections.get(),
             "drain deadline reached"
         );
+    }
+    // Upgraded tunnels cannot be asked to finish (the gateway does not speak their
+    // protocol): they get until the deadline, then are closed.
+    let tunnels = &accept.proxy.tunnels;
+    if tokio::time::timeout_at(deadline, tunnels.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tunnels = tunnels.open(),
+            "drain deadline reached; closing upgraded tunnels"
+        );
+        tunnels.close_all();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.closed()).await;
     }
     tracing::info!(open = metrics.active_connections.get(), "drained; exiting");
 }

@@ -38,6 +38,21 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Label of a downstream connection closed by a timeout.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// `first_request` (no complete first request within the header read timeout),
+    /// `idle` (a connection or tunnel without traffic for the idle timeout).
+    pub kind: String,
+}
+
+/// Label of a request refused because of what the client sent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DownstreamErrorLabels {
+    /// The reason code sent (`DPE`, `invalid_host`, `method_too_long`, ...).
+    pub code: String,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     /// Requests by route and status code.
@@ -50,6 +65,14 @@ pub struct Metrics {
     pub connections_total: Counter,
     /// Downstream connections refused because of the max-connections limit.
     pub connections_rejected: Counter,
+    /// Downstream connections closed by the gateway's timeouts, by kind.
+    pub downstream_timeouts: Family<TimeoutLabels, Counter>,
+    /// Requests refused because the client sent something malformed (400, 414, 431).
+    pub downstream_errors: Family<DownstreamErrorLabels, Counter>,
+    /// Open upgraded tunnels (WebSocket); each holds a max-connections slot.
+    pub tunnels_active: Gauge,
+    /// Upgrades refused because no max-connections slot was free.
+    pub tunnels_rejected: Counter,
     /// Open upstream connections (pooled or busy).
     pub upstream_connections: Gauge,
     /// Upstream connections opened.
@@ -93,6 +116,10 @@ impl Metrics {
             active_connections: Gauge::default(),
             connections_total: Counter::default(),
             connections_rejected: Counter::default(),
+            downstream_timeouts: Family::default(),
+            downstream_errors: Family::default(),
+            tunnels_active: Gauge::default(),
+            tunnels_rejected: Counter::default(),
             upstream_connections: Gauge::default(),
             upstream_connections_total: Counter::default(),
             config_reloads: Counter::default(),
@@ -132,6 +159,26 @@ impl Metrics {
             "downstream_connections_rejected",
             "Downstream connections refused by the max-connections limit",
             m.connections_rejected.clone(),
+        );
+        reg.register(
+            "downstream_connection_timeouts",
+            "Downstream connections closed by a timeout, by kind",
+            m.downstream_timeouts.clone(),
+        );
+        reg.register(
+            "downstream_request_errors",
+            "Requests refused for what the client sent, by reason code",
+            m.downstream_errors.clone(),
+        );
+        reg.register(
+            "downstream_tunnels_active",
+            "Open upgraded tunnels (each holds a max-connections slot)",
+            m.tunnels_active.clone(),
+        );
+        reg.register(
+            "downstream_tunnels_rejected",
+            "Upgrades refused because no max-connections slot was free",
+            m.tunnels_rejected.clone(),
         );
         reg.register(
             "upstream_connections_active",
@@ -194,6 +241,24 @@ impl Metrics {
             m.sds_reconnects.clone(),
         );
         Metrics { registry: reg, ..m }
+    }
+
+    /// Counts a downstream connection closed by a timeout (`first_request`, `idle`).
+    pub fn downstream_timeout(&self, kind: &str) {
+        self.downstream_timeouts
+            .get_or_create(&TimeoutLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a request refused for what the client sent.
+    pub fn downstream_error(&self, code: &str) {
+        self.downstream_errors
+            .get_or_create(&DownstreamErrorLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a mesh mTLS failure.

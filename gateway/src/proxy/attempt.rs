@@ -15,7 +15,7 @@ use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
 use crate::upstream::attempt::{AttemptInfo, Outcome, RetryPolicy};
-use crate::upstream::{MeshConnectError, RequestBody};
+use crate::upstream::{DownstreamBodyError, MeshConnectError, RequestBody};
 
 /// A request ready to send: headers decided, body, and the path for the upstream URI.
 pub struct Outgoing {
@@ -168,13 +168,14 @@ async fn send(
 }
 
 impl Failure {
-    fn mesh_error(&self) -> Option<&MeshConnectError> {
+    /// The first error of type `T` in the client error's source chain.
+    fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
         let Failure::Client(e) = self else {
             return None;
         };
         let mut source = std::error::Error::source(e);
         while let Some(err) = source {
-            if let Some(m) = err.downcast_ref::<MeshConnectError>() {
+            if let Some(m) = err.downcast_ref::<T>() {
                 return Some(m);
             }
             source = err.source();
@@ -185,7 +186,12 @@ impl Failure {
     fn outcome(&self) -> Outcome {
         match self {
             Failure::Timeout => Outcome::Timeout,
-            Failure::Client(e) => match self.mesh_error() {
+            // hyper-util reports the request body's failure as its own; when that body
+            // is the client's stream, the client is at fault.
+            Failure::Client(_) if self.find::<DownstreamBodyError>().is_some() => {
+                Outcome::DownstreamError
+            }
+            Failure::Client(e) => match self.find::<MeshConnectError>() {
                 Some(m) => Outcome::MeshRefused(m.code()),
                 None if e.is_connect() => Outcome::ConnectFailure,
                 None if closed_without_answer(e) => Outcome::Reset,
@@ -236,6 +242,11 @@ impl Failure {
                 unavailable,
                 "UC",
                 format!("upstream {endpoint} closed the connection before answering ({why})"),
+            ),
+            Outcome::DownstreamError => reject(
+                StatusCode::BAD_REQUEST,
+                "DPE",
+                format!("the client's request body failed while it was sent to {endpoint}: {why}"),
             ),
             Outcome::ProtocolError | Outcome::Response(_) => reject(
                 StatusCode::BAD_GATEWAY,

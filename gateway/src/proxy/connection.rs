@@ -1,6 +1,7 @@
 //! Downstream connections: TLS by SNI (the listener is chosen at the handshake and kept
-//! for the connection), hyper's auto server (HTTP/1.1, HTTP/2, h2c, ALPN), the idle
-//! timeout, and graceful drain through hyper-util's graceful-shutdown watcher.
+//! for the connection), hyper's auto server (HTTP/1.1, HTTP/2, h2c, ALPN), the
+//! first-request deadline, the idle timeout, and graceful drain through hyper-util's
+//! graceful-shutdown watcher.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -64,6 +65,9 @@ pub async fn serve_connection(
     port: u16,
     watcher: Watcher,
 ) {
+    // The first-request deadline runs from accept: a client that trickles its TLS
+    // handshake, its HTTP/2 preface or its first request line gets no extra time.
+    let first_request_by = tokio::time::Instant::now() + ctx.limits.header_read_timeout;
     let _ = tcp.set_nodelay(true);
     let scheme = match ctx.tables.load().ports.get(&port) {
         Some(p) => p.protocol,
@@ -77,13 +81,14 @@ pub async fn serve_connection(
         activity: Arc::new(Activity::new()),
     };
     match scheme {
-        Protocol::Http => serve_io(ctx, tcp, conn, watcher).await,
+        Protocol::Http => serve_io(ctx, tcp, conn, watcher, first_request_by).await,
         Protocol::Https => {
-            let Some((stream, listener)) = accept_tls(&ctx, tcp, peer, port).await else {
+            let tls = accept_tls(&ctx, tcp, peer, port, first_request_by).await;
+            let Some((stream, listener)) = tls else {
                 return;
             };
             conn.listener = Some(listener);
-            serve_io(ctx, stream, conn, watcher).await
+            serve_io(ctx, stream, conn, watcher, first_request_by).await
         }
     }
 }
@@ -94,16 +99,19 @@ async fn accept_tls(
     tcp: TcpStream,
     peer: SocketAddr,
     port: u16,
+    deadline: tokio::time::Instant,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Arc<str>)> {
-    let hrt = ctx.limits.header_read_timeout;
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
-    let start = match tokio::time::timeout(hrt, acceptor).await {
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS ClientHello failed");
             return None;
         }
-        Err(_) => return None,
+        Err(_) => {
+            ctx.metrics.downstream_timeout("first_request");
+            return None;
+        }
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     let (config, listener) = {
@@ -112,26 +120,33 @@ async fn accept_tls(
         let l = &pt.listeners[pt.listener_for_sni(sni.as_deref())?];
         (l.tls.clone()?, Arc::<str>::from(l.name.as_str()))
     };
-    match tokio::time::timeout(hrt, start.into_stream(config)).await {
+    match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(s)) => Some((s, listener)),
         Ok(Err(e)) => {
             tracing::debug!(%peer, ?sni, error = %e, "TLS handshake failed");
             None
         }
-        Err(_) => None,
+        Err(_) => {
+            ctx.metrics.downstream_timeout("first_request");
+            None
+        }
     }
 }
 
-async fn serve_io<I>(ctx: Arc<ProxyContext>, io: I, conn: ConnInfo, watcher: Watcher)
-where
+/// Serves HTTP on an accepted (and, for HTTPS, decrypted) stream until it ends, idles
+/// out, misses the first-request deadline, or drains.
+async fn serve_io<I>(
+    ctx: Arc<ProxyContext>,
+    io: I,
+    conn: ConnInfo,
+    watcher: Watcher,
+    first_request_by: tokio::time::Instant,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = conn.activity.clone();
     let peer = conn.peer;
-    let io = TokioIo::new(ActivityIo {
-        inner: io,
-        activity: activity.clone(),
-    });
+    let io = TokioIo::new(ActivityIo::new(io, activity.clone()));
     let conn = Arc::new(conn);
     let handler_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -150,10 +165,21 @@ where
                 }
                 return;
             }
+            // hyper's own header timeout starts only once the auto server has read the
+            // protocol preface, so a silent or trickling client would otherwise hold a
+            // connection slot forever.
+            _ = tokio::time::sleep_until(first_request_by), if activity.requests() == 0 => {
+                if activity.requests() == 0 {
+                    tracing::debug!(%peer, "closing connection: no request within the header read timeout");
+                    ctx.metrics.downstream_timeout("first_request");
+                    return;
+                }
+            }
             _ = tokio::time::sleep(tick) => {
                 // Idle means no bytes and no request in flight (a slow upstream is not idle).
                 if activity.idle_for() >= idle && activity.in_flight() == 0 {
                     tracing::debug!(%peer, "closing idle connection");
+                    ctx.metrics.downstream_timeout("idle");
                     return;
                 }
             }
@@ -166,14 +192,17 @@ pub struct Activity {
     base: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests that reached the handler (the first-request deadline checks it).
+    started: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(super) fn new() -> Activity {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
         }
     }
 
@@ -182,7 +211,7 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
+    pub(super) fn idle_for(&self) -> Duration {
         let now = self.base.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
@@ -191,9 +220,14 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    fn requests(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// Marks a request in flight until the guard is dropped.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
 }
@@ -209,9 +243,15 @@ impl Drop for InFlight {
 }
 
 /// IO wrapper recording activity for the idle timeout.
-struct ActivityIo<I> {
+pub(super) struct ActivityIo<I> {
     inner: I,
     activity: Arc<Activity>,
+}
+
+impl<I> ActivityIo<I> {
+    pub(super) fn new(inner: I, activity: Arc<Activity>) -> ActivityIo<I> {
+        ActivityIo { inner, activity }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {

@@ -9,7 +9,6 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use super::body::{BodyKind, Completion};
 use super::connection::ConnInfo;
@@ -31,8 +30,13 @@ pub async fn forward(
     let rule = plan.rule.clone();
     let backend = pick_backend(&rule)?;
     rec.upstream = Some(backend.name.clone());
-    let downstream_upgrade =
-        headers::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    // An upgrade needs a connection slot of its own; without one it is refused here,
+    // before anything reaches the upstream.
+    let downstream_upgrade = if headers::is_upgrade(req.headers()) {
+        Some((ctx.tunnels.reserve()?, hyper::upgrade::on(&mut req)))
+    } else {
+        None
+    };
     let path_and_query = upstream_path(&plan, backend, req.uri().query())?;
     let host = upstream_host(&rule, backend, &rec.authority)?;
     let fwd = Forwarded {
@@ -78,8 +82,9 @@ pub async fn forward(
     };
     let mut resp = attempt::run(ctx, backend, request, deadline(&rule), rec).await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down) = downstream_upgrade {
-            splice_upgrade(down, hyper::upgrade::on(&mut resp));
+        if let Some((slot, down)) = downstream_upgrade {
+            ctx.tunnels
+                .splice(slot, down, hyper::upgrade::on(&mut resp));
         }
     } else {
         headers::remove_hop_by_hop(resp.headers_mut());
@@ -167,18 +172,4 @@ fn deadline(rule: &Rule) -> Option<(Duration, &'static str)> {
         (None, Some(b)) => Some((b, "timeouts.backendRequest")),
         (None, None) => None,
     }
-}
-
-/// Copies bytes both ways between the upgraded client and upstream connections.
-fn splice_upgrade(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        match tokio::try_join!(down, up) {
-            Ok((d, u)) => {
-                let mut d = TokioIo::new(d);
-                let mut u = TokioIo::new(u);
-                let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-    });
 }

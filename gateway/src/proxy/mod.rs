@@ -7,17 +7,23 @@
 //! - [`request`]: limits, listener and route selection, redirects.
 //! - [`forward`]: the upstream request and the response.
 //! - [`attempt`]: the one loop that runs upstream attempts through the hooks.
+//! - [`checks`]: what a request must be before it is routed (Host, method).
+//! - [`normalize`]: the request path as routes see it (dot segments, percent-encoding).
+//! - [`tunnel`]: upgraded connections (WebSocket): slots, idle timeout, drain.
 //! - [`headers`], [`body`], [`reject`]: helpers of the above.
 
 pub mod attempt;
 pub mod body;
+pub mod checks;
 pub mod connection;
 pub mod cors;
 pub mod forward;
 pub mod headers;
 mod mirror;
+pub mod normalize;
 pub mod reject;
 pub mod request;
+pub mod tunnel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +39,7 @@ use crate::upstream::Upstreams;
 use crate::upstream::attempt::AttemptHooks;
 
 pub use connection::{DrainWatch, serve_connection};
+pub use tunnel::Tunnels;
 
 /// Limits applied to downstream connections and requests.
 #[derive(Debug, Clone)]
@@ -41,12 +48,20 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Longest URI (414 above).
     pub max_uri_bytes: usize,
-    /// Time for the TLS handshake and for request headers.
+    /// Time from accept until the first request has reached the handler (TLS handshake,
+    /// HTTP/2 preface and request headers included); also hyper's per-request header
+    /// read timeout on HTTP/1.
     pub header_read_timeout: Duration,
     /// Close connections idle this long.
     pub idle_timeout: Duration,
-    /// Max open downstream connections.
+    /// Max open downstream connections (upgraded tunnels included).
     pub max_connections: usize,
+    /// HTTP/2 PING interval when the client has sent nothing for that long.
+    pub http2_keepalive_interval: Duration,
+    /// An HTTP/2 connection whose PING is not acknowledged within this is closed.
+    pub http2_keepalive_timeout: Duration,
+    /// Merge repeated slashes in request paths (`//a///b` -> `/a/b`) before routing.
+    pub merge_slashes: bool,
 }
 
 /// What the request path uses, as narrow handles (no shared hub).
@@ -65,6 +80,8 @@ pub struct ProxyContext {
     pub debug: RequestLog,
     /// Downstream limits.
     pub limits: Limits,
+    /// Upgraded tunnels (WebSocket).
+    pub tunnels: Tunnels,
     /// hyper server settings (HTTP/1.1 + HTTP/2).
     pub server: auto::Builder<TokioExecutor>,
 }
@@ -77,10 +94,14 @@ pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192) + limits.max_uri_bytes + 1024)
         .keep_alive(true);
-    b.http2().timer(TokioTimer::new()).max_header_list_size(
-        (limits.max_header_bytes + limits.max_uri_bytes)
-            .try_into()
-            .unwrap_or(u32::MAX),
-    );
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout)
+        .max_header_list_size(
+            (limits.max_header_bytes + limits.max_uri_bytes)
+                .try_into()
+                .unwrap_or(u32::MAX),
+        );
     b
 }

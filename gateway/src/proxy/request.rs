@@ -14,7 +14,7 @@ use super::body::{BodyKind, Completion, ProxyBody};
 use super::connection::ConnInfo;
 use super::headers::{self, X_REQUEST_ID};
 use super::reject::{self, Reject, reject};
-use super::{ProxyContext, forward};
+use super::{ProxyContext, checks, forward, normalize};
 use crate::dataplane::routes::{Rule, modify_path};
 use crate::dataplane::{ListenerTable, RequestView, Tables};
 use crate::ir::Redirect;
@@ -79,6 +79,9 @@ fn respond(
             detail,
         }) => {
             rec.status = status.as_u16();
+            if is_client_fault(status) {
+                rec.ctx.metrics.downstream_error(code);
+            }
             let body = reject::body(status, code, &rec.request_id);
             rec.code = Some(code);
             rec.reason = Some(detail);
@@ -100,6 +103,17 @@ fn respond(
             resp
         }
     }
+}
+
+/// A refusal caused by what the client sent (malformed or over a limit), as opposed to
+/// a missing route or an upstream failure.
+fn is_client_fault(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::URI_TOO_LONG
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    )
 }
 
 /// What to do with a request once its route is known.
@@ -202,10 +216,11 @@ fn plan(
     rec: &mut Completion,
 ) -> Result<Plan, Reject> {
     check_limits(ctx, req)?;
+    checks::check_request(req)?;
     let host = headers::host_without_port(&rec.authority);
     let tables = ctx.tables.load();
     let listener = listener(&tables, conn, &host)?;
-    let path = req.uri().path();
+    let path = &*normalize::path(req.uri().path(), ctx.limits.merge_slashes);
     let view = RequestView {
         method: req.method(),
         path,

@@ -23,6 +23,9 @@ pub enum Outcome {
     MeshRefused(&'static str),
     /// The upstream spoke something that was not HTTP.
     ProtocolError,
+    /// The downstream client's request body failed while it was being sent (`DPE`,
+    /// Envoy's downstream protocol error): not the upstream's fault.
+    DownstreamError,
 }
 
 impl Outcome {
@@ -35,6 +38,7 @@ impl Outcome {
             Outcome::Reset => "UC",
             Outcome::MeshRefused(code) => code,
             Outcome::ProtocolError => "UPE",
+            Outcome::DownstreamError => "DPE",
         }
     }
 
@@ -43,6 +47,7 @@ impl Outcome {
     pub fn is_gateway_error(self) -> bool {
         match self {
             Outcome::Response(s) => matches!(s, 502..=504),
+            Outcome::DownstreamError => false,
             _ => true,
         }
     }
@@ -139,7 +144,7 @@ impl RetryPolicy {
             Outcome::ConnectFailure => self.on_connect_failure || self.on_gateway_error,
             Outcome::Reset => self.on_reset || self.on_gateway_error,
             Outcome::Timeout | Outcome::ProtocolError => self.on_gateway_error,
-            Outcome::MeshRefused(_) => false,
+            Outcome::MeshRefused(_) | Outcome::DownstreamError => false,
         }
     }
 }

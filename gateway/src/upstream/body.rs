@@ -8,6 +8,13 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
+/// The downstream client's request body failed (bad chunked encoding, a reset stream, a
+/// body cut short): the client's fault, never the upstream's. Wrapped so that the
+/// attempt loop can tell it apart from upstream failures in hyper's error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("downstream request body: {0}")]
+pub struct DownstreamBodyError(#[source] pub hyper::Error);
+
 /// A request body for the upstream client.
 pub enum RequestBody {
     /// Streamed from the downstream client (cannot be replayed).
@@ -30,14 +37,14 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = DownstreamBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, DownstreamBodyError>>> {
         match self.get_mut() {
-            RequestBody::Streaming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Streaming(b) => Pin::new(b).poll_frame(cx).map_err(DownstreamBodyError),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Tee(b, copies) => {
                 let r = Pin::new(b).poll_frame(cx);
@@ -46,7 +53,7 @@ impl Body for RequestBody {
                 {
                     copies.retain(|c| c.try_send(data.clone()).is_ok());
                 }
-                r
+                r.map_err(DownstreamBodyError)
             }
             RequestBody::Copy(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
         }

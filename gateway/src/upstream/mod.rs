@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use body::RequestBody;
+pub use body::{DownstreamBodyError, RequestBody};
 pub use connector::{Connector, MeshConnectError};
 
 use crate::identity::{MeshCreds, MeshIdentity};

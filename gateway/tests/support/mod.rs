@@ -33,7 +33,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+/// Waits (polling) until `ok` holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if ok() {
@@ -59,6 +60,11 @@ impl Process {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_term(&self) {
+        self.signal("-TERM");
     }
 
     /// Sends SIGTERM and waits for exit; returns whether it exited in time.
@@ -214,11 +220,22 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let log_dir = tempfile::tempdir().unwrap();
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        // `--admin-addr` in `extra_args` replaces the default (a free loopback port);
+        // the gateway is always reached on loopback.
+        let given = extra_args
+            .iter()
+            .position(|a| *a == "--admin-addr")
+            .and_then(|i| extra_args.get(i + 1))
+            .map(|a| a.parse::<SocketAddr>().expect("--admin-addr value"));
+        let bind = given.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let admin = SocketAddr::from(([127, 0, 0, 1], bind.port()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+        if given.is_none() {
+            cmd.args(["--admin-addr", &admin.to_string()]);
+        }
+        let child = cmd
             .arg("--config")
             .arg(dir.path())
-            .args(["--admin-addr", &admin.to_string()])
             .args(["--poll-interval", "100ms", "--workers", "2"])
             .args(["--log-format", "text"])
             .args(extra_args)
@@ -310,6 +327,91 @@ impl Gateway {
 
     pub fn process(&mut self) -> &mut Process {
         self.process.as_mut().unwrap()
+    }
+
+    /// Waits until the metric line(s) starting with `prefix` sum to `value`.
+    pub fn wait_metric(&self, prefix: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric(prefix) != value {
+            if Instant::now() > deadline {
+                panic!(
+                    "{prefix} is {} (want {value}):\n{}",
+                    self.metric(prefix),
+                    self.admin_get("/metrics").1
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the gateway's own log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        wait_for(
+            &format!("{text:?} in the gateway log"),
+            Duration::from_secs(10),
+            || self.log().contains(text),
+        );
+    }
+}
+
+/// Sends `bytes` on a new connection to `port` and reads until the gateway closes it;
+/// the answer as a [`CurlResult`] (status 0 when none came).
+pub fn raw_request(port: u16, bytes: &[u8]) -> CurlResult {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&String::from_utf8_lossy(&buf))
+}
+
+/// Splits a raw HTTP/1.1 response into a [`CurlResult`].
+pub fn parse_response(text: &str) -> CurlResult {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    CurlResult {
+        status,
+        headers: head.replace("\r\n", "\n"),
+        body: body.to_string(),
+        exit_code: 0,
+        stderr: String::new(),
+    }
+}
+
+/// How a connection the test holds open ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The gateway closed it (EOF or reset) without sending a byte.
+    ClosedSilently,
+    /// The gateway sent these bytes and then closed it.
+    ClosedAfter(Vec<u8>),
+    /// Still open when the test's safety limit ran out.
+    StillOpen,
+}
+
+/// Reads until the gateway closes `s` (or `limit` passes, a safety net: the outcome
+/// then is [`Ended::StillOpen`]).
+pub fn wait_closed(s: &mut TcpStream, limit: Duration) -> Ended {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(_) => return Ended::StillOpen,
+        }
+    }
+    if got.is_empty() {
+        Ended::ClosedSilently
+    } else {
+        Ended::ClosedAfter(got)
     }
 }
 

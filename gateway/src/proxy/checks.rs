@@ -1,0 +1,154 @@
+//! What a request must be before it is routed: one valid Host (RFC 9112 §3.2), an HTTP/2
+//! `:authority` that agrees with it (RFC 9113 §8.3.1), and a method of sane length. A
+//! request that fails gets 400 with the reason code, and is never forwarded.
+
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Request, StatusCode, Version};
+
+use super::reject::{Reject, reject};
+
+/// Longest method accepted (bytes). Every method in the IANA registry fits in 17
+/// (`UPDATEREDIRECTREF`); Envoy's HTTP/1 codec goes further and refuses any method not
+/// on its fixed list. We let extension methods through up to this length; a longer one
+/// is an attack on whatever parses it next.
+pub const MAX_METHOD_BYTES: usize = 32;
+
+/// Checks the method and the Host/`:authority` of a request.
+pub fn check_request<B>(req: &Request<B>) -> Result<(), Reject> {
+    check_method(req)?;
+    check_host(req)
+}
+
+fn check_method<B>(req: &Request<B>) -> Result<(), Reject> {
+    let len = req.method().as_str().len();
+    if len > MAX_METHOD_BYTES {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "method_too_long",
+            format!("request method is {len} bytes, limit is {MAX_METHOD_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_host<B>(req: &Request<B>) -> Result<(), Reject> {
+    let bad = |code, detail: String| Err(reject(StatusCode::BAD_REQUEST, code, detail));
+    let hosts: Vec<&HeaderValue> = req.headers().get_all(header::HOST).iter().collect();
+    if hosts.len() > 1 {
+        // RFC 9112 §3.2: more than one Host line is a 400 even when they agree, since
+        // two parsers may pick different ones.
+        return bad(
+            "duplicate_host",
+            format!("{} Host header lines: {hosts:?}", hosts.len()),
+        );
+    }
+    let host = hosts.first().copied();
+    if let Some(h) = host
+        && !valid_host(h.as_bytes())
+    {
+        return bad("invalid_host", format!("Host {h:?} is not host[:port]"));
+    }
+    let target = req.uri().authority();
+    if let Some(a) = target
+        && a.as_str().contains('@')
+    {
+        return bad(
+            "invalid_host",
+            format!("request target authority {:?} carries userinfo", a.as_str()),
+        );
+    }
+    match (req.version(), target, host) {
+        // HTTP/1.1 requires Host, even with an absolute-form target (RFC 9112 §3.2).
+        (Version::HTTP_11, _, None) => bad("missing_host", "HTTP/1.1 request without Host".into()),
+        (Version::HTTP_2, None, None) => bad(
+            "missing_host",
+            "HTTP/2 request without :authority or Host".into(),
+        ),
+        (Version::HTTP_2, Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(to_str(h)) => bad(
+            "conflicting_host",
+            format!(":authority {:?} and Host {h:?} disagree", a.as_str()),
+        ),
+        // An HTTP/1 absolute-form target wins over Host (RFC 9112 §3.2.2): the Host
+        // sent upstream is rebuilt from it, so a disagreement is not forwarded.
+        _ => Ok(()),
+    }
+}
+
+fn to_str(h: &HeaderValue) -> &str {
+    h.to_str().unwrap_or_default()
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2); empty is allowed (RFC 9112 §3.2: a target
+/// without an authority is sent with an empty Host).
+fn valid_host(h: &[u8]) -> bool {
+    if h.is_empty() {
+        return true;
+    }
+    !h.contains(&b'@') && Authority::try_from(h).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn code(r: Request<()>) -> Option<&'static str> {
+        check_request(&r).err().map(|e| e.code)
+    }
+
+    #[test]
+    fn host_rules_of_rfc_9112_and_9113() {
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        assert_eq!(code(req(HTTP_11, "/", &["a.example:8080"])), None);
+        assert_eq!(code(req(HTTP_11, "/", &[""])), None);
+        assert_eq!(code(req(HTTP_10, "/", &[])), None);
+        assert_eq!(code(req(HTTP_11, "/", &[])), Some("missing_host"));
+        assert_eq!(code(req(HTTP_11, "/", &["a b/c@d"])), Some("invalid_host"));
+        assert_eq!(
+            code(req(HTTP_11, "/", &["u@a.example"])),
+            Some("invalid_host")
+        );
+        assert_eq!(code(req(HTTP_11, "/", &["a", "b"])), Some("duplicate_host"));
+        assert_eq!(code(req(HTTP_11, "/", &["a", "a"])), Some("duplicate_host"));
+        assert_eq!(code(req(HTTP_2, "http://a/", &["A"])), None);
+        assert_eq!(
+            code(req(HTTP_2, "http://a/", &["b"])),
+            Some("conflicting_host")
+        );
+        assert_eq!(code(req(HTTP_2, "/", &[])), Some("missing_host"));
+        assert_eq!(
+            code(req(HTTP_11, "http://u@a/", &["a"])),
+            Some("invalid_host")
+        );
+        // Absolute form: the target's authority is used and Host rebuilt from it.
+        assert_eq!(code(req(HTTP_11, "http://a/", &["b"])), None);
+    }
+
+    #[test]
+    fn methods_longer_than_the_limit_are_refused() {
+        let m = |m: &str| {
+            let r = Request::builder()
+                .method(m)
+                .header(header::HOST, "a")
+                .body(())
+                .unwrap();
+            check_request(&r).err().map(|e| e.code)
+        };
+        assert_eq!(m("UPDATEREDIRECTREF"), None);
+        assert_eq!(m(&"M".repeat(MAX_METHOD_BYTES)), None);
+        assert_eq!(
+            m(&"M".repeat(MAX_METHOD_BYTES + 1)),
+            Some("method_too_long")
+        );
+    }
+}

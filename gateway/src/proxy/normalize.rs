@@ -1,0 +1,135 @@
+//! The request path as routes see it and as the upstream receives it, normalized the way
+//! Istio's gateways do by default (`BASE`, Envoy's `normalize_path`): percent-encoded
+//! unreserved characters decoded, the remaining percent-encodings upper-cased, and RFC
+//! 3986 dot segments resolved. `%2F` stays encoded (it is not a segment boundary), so
+//! `/public/%2e%2e/admin` becomes `/admin` while `/a%2F..%2Fb` stays one segment.
+//! `--merge-slashes` adds Istio's `MERGE_SLASHES` (`//a///b` -> `/a/b`).
+
+use std::borrow::Cow;
+
+/// The normalized form of an origin-form path (`*` and other forms are returned as is).
+pub fn path(raw: &str, merge_slashes: bool) -> Cow<'_, str> {
+    if !raw.starts_with('/') {
+        return Cow::Borrowed(raw);
+    }
+    let decoded = decode_unreserved(raw);
+    let merged = if merge_slashes {
+        merge(&decoded)
+    } else {
+        decoded.clone()
+    };
+    let resolved = remove_dot_segments(&merged);
+    if resolved == raw {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(resolved)
+    }
+}
+
+/// RFC 3986 §2.3: `%41` and `A` are the same URI, so routes see `A`; other escapes are
+/// kept (upper-cased, §6.2.2.1) because decoding them would change the meaning.
+fn decode_unreserved(p: &str) -> String {
+    let b = p.as_bytes();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = if b[i] == b'%' {
+            let at = |j: usize| b.get(j).copied().and_then(hex);
+            at(i + 1).zip(at(i + 2))
+        } else {
+            None
+        };
+        match escaped {
+            Some((hi, lo)) => {
+                let c = hi << 4 | lo;
+                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                    out.push(char::from(c));
+                } else {
+                    out.push('%');
+                    out.push(char::from(b[i + 1].to_ascii_uppercase()));
+                    out.push(char::from(b[i + 2].to_ascii_uppercase()));
+                }
+                i += 3;
+            }
+            None => {
+                // The path is ASCII (hyper and the http crate refuse anything else), so
+                // byte-wise copying keeps it valid.
+                out.push(char::from(b[i]));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn hex(c: u8) -> Option<u8> {
+    char::from(c).to_digit(16).map(|d| d as u8)
+}
+
+fn merge(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4 on an absolute path: `.` segments vanish, `..` removes the segment
+/// before it (never above the root), and a path ending in either keeps its final slash.
+fn remove_dot_segments(p: &str) -> String {
+    let segments: Vec<&str> = p[1..].split('/').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => {
+                out.push(s);
+                continue;
+            }
+        }
+        if last {
+            out.push("");
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path;
+
+    #[test]
+    fn base_normalization_resolves_dots_and_decodes_only_unreserved() {
+        let n = |p| path(p, false).into_owned();
+        assert_eq!(n("/public/../admin"), "/admin");
+        assert_eq!(n("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(n("/public/%2E%2E/admin"), "/admin");
+        assert_eq!(n("/a/./b/."), "/a/b/");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("/../../etc"), "/etc");
+        assert_eq!(n("/.."), "/");
+        assert_eq!(n("/%7Euser/%41"), "/~user/A");
+        assert_eq!(n("/a%2Fb"), "/a%2Fb");
+        assert_eq!(n("/a%2f..%2fb"), "/a%2F..%2Fb");
+        assert_eq!(n("/a//b"), "/a//b");
+        assert_eq!(n("/bad%zz%4"), "/bad%zz%4");
+        assert_eq!(n("*"), "*");
+        assert!(matches!(
+            path("/plain/path", false),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn merge_slashes_is_an_option() {
+        assert_eq!(path("//a///b/", true), "/a/b/");
+        assert_eq!(path("/a//../b", true), "/b");
+        assert_eq!(path("/a//../b", false), "/a/b");
+    }
+}

@@ -1,0 +1,248 @@
+//! Requests that must never reach an upstream as sent: bad or duplicated Host, HTTP/2
+//! `:authority` disagreeing with Host, overlong methods, broken chunked bodies, and
+//! paths with dot segments (normalized, then routed). Each gets its exact refusal (400
+//! and the reason code, explained at `/debug/requests/<id>`) or its normalized form.
+
+mod support;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+
+fn httpbin_gateway(hb: &Httpbin, port: u16, args: &[&str]) -> Gateway {
+    Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {name: httpbin, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+             rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+            &local_service("httpbin", hb.port),
+        ]),
+        args,
+    )
+}
+
+/// Asserts a gateway-made 400 with `code`, explained, and never sent upstream.
+fn refused_400(gw: &Gateway, r: &CurlResult, code: &str) {
+    assert_eq!((r.status, error_code(r).as_str()), (400, code), "{r:?}");
+    let why = gw.explain(r);
+    assert_eq!(why["response_flags"], code, "{why}");
+    assert_eq!(why["attempts"], 0, "it reached an upstream: {why}");
+}
+
+#[test]
+fn missing_invalid_and_duplicated_host_get_400() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = httpbin_gateway(&hb, port, &[]);
+    let send = |head: &str| raw_request(port, format!("{head}\r\n\r\n").as_bytes());
+    let r = send("GET /get HTTP/1.1\r\nConnection: close");
+    refused_400(&gw, &r, "missing_host");
+    let r = send("GET /get HTTP/1.1\r\nHost: a b/c@d\r\nConnection: close");
+    refused_400(&gw, &r, "invalid_host");
+    let r = send("GET /get HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close");
+    refused_400(&gw, &r, "duplicate_host");
+    let r = send("GET /get HTTP/1.1\r\nHost: user@a.example\r\nConnection: close");
+    refused_400(&gw, &r, "invalid_host");
+    // The same gateway serves a well-formed request.
+    let ok = send("GET /get HTTP/1.1\r\nHost: a.example\r\nConnection: close");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    gw.wait_metric(
+        "gateway_downstream_request_errors_total{code=\"invalid_host\"}",
+        2.0,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_authority_disagreeing_with_host_gets_400() {
+    let (gw, port, _hb) = tokio::task::spawn_blocking(|| {
+        let hb = Httpbin::start();
+        let port = free_port();
+        (httpbin_gateway(&hb, port, &[]), port, hb)
+    })
+    .await
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let send = |host: &'static str| {
+        Request::get("http://a.example/get")
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let resp = sender.send_request(send("b.example")).await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let r = CurlResult {
+        status,
+        headers: format!("x-request-id: {id}\n"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        exit_code: 0,
+        stderr: String::new(),
+    };
+    let _gw = tokio::task::spawn_blocking(move || {
+        refused_400(&gw, &r, "conflicting_host");
+        gw
+    })
+    .await
+    .unwrap();
+    // Agreeing (case aside) is fine.
+    let ok = sender.send_request(send("A.example")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[test]
+fn overlong_methods_are_never_forwarded() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = httpbin_gateway(&hb, port, &[]);
+    for len in [33, 4096, 100 * 1024] {
+        let method = "M".repeat(len);
+        let r = raw_request(
+            port,
+            format!("{method} /anything HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        refused_400(&gw, &r, "method_too_long");
+    }
+    assert_eq!(gw.metric("gateway_upstream_attempts_total"), 0.0);
+    // At the limit (32 bytes) an extension method is forwarded (gunicorn itself then
+    // refuses methods over 20 bytes with its own HTML 400).
+    let method = "M".repeat(32);
+    let r = raw_request(
+        port,
+        format!("{method} /anything HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert!(r.body.contains("Invalid HTTP method"), "{r:?}");
+    gw.wait_metric("gateway_upstream_attempts_total", 1.0);
+}
+
+#[test]
+fn bad_chunked_body_gets_400_dpe_as_a_downstream_error() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = httpbin_gateway(&hb, port, &[]);
+    let r = raw_request(
+        port,
+        b"POST /post HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\nZZZ-not-a-size\r\n",
+    );
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "DPE"), "{r:?}");
+    let why = gw.explain(&r);
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the client's request body failed"),
+        "{why}"
+    );
+    gw.wait_metric("gateway_downstream_request_errors_total{code=\"DPE\"}", 1.0);
+    // Not an upstream failure: the attempt is labelled DPE, never UPE/UC.
+    assert_eq!(
+        gw.metric("gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\",outcome=\"DPE\"}"),
+        1.0,
+        "{}",
+        gw.admin_get("/metrics").1
+    );
+}
+
+/// Reads one request head, then resets the connection (RST, SO_LINGER 0): a plaintext
+/// upstream that is not in the mesh and hangs up without answering.
+fn resetting_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            let mut c: TcpStream = c;
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            // tokio's TcpSocket only wraps the fd here (no runtime needed).
+            let socket = tokio::net::TcpSocket::from_std_stream(c);
+            // Blocking on drop is harmless here: linger 0 closes with RST at once.
+            #[allow(deprecated)]
+            let _ = socket.set_linger(Some(Duration::ZERO));
+            drop(socket);
+        }
+    });
+    port
+}
+
+#[test]
+fn plaintext_non_mesh_upstream_that_resets_gets_uc_not_mesh_mtls_required() {
+    let upstream = resetting_upstream();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: reset, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+         rules:\n    - backendRefs: [{name: reset, port: 80}]\n",
+        &local_service("reset", upstream),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "UC"), "{r:?}");
+    let why = gw.explain(&r);
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("closed the connection before answering"),
+        "{why}"
+    );
+}
+
+#[test]
+fn dot_segments_are_resolved_before_routing_and_forwarded_normalized() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            // Only /anything/admin is routed: a request reaching httpbin proves the
+            // normalized path was matched.
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {name: admin, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+             rules:\n    - matches: [{path: {type: Exact, value: /anything/admin}}]\n      \
+             backendRefs: [{name: httpbin, port: 80}]\n",
+            &local_service("httpbin", hb.port),
+        ]),
+        &["--merge-slashes"],
+    );
+    for raw in [
+        "/anything/public/../admin",
+        "/anything/public/%2e%2e/admin",
+        "/anything/./admin",
+        "/anything//admin",
+        "/%61nything/admin",
+    ] {
+        let r = curl(&["--path-as-is", &format!("http://127.0.0.1:{port}{raw}")]);
+        assert_eq!(r.status, 200, "{raw}: {r:?}");
+        assert_eq!(
+            r.json()["url"],
+            format!("http://127.0.0.1:{port}/anything/admin"),
+            "{raw}"
+        );
+    }
+    // An encoded slash is not a segment boundary: `..%2F` stays inside one segment.
+    let r = curl(&[
+        "--path-as-is",
+        &format!("http://127.0.0.1:{port}/anything/x%2F..%2F/admin"),
+    ]);
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "NR"), "{r:?}");
+}
