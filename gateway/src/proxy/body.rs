@@ -36,6 +36,8 @@ pub struct Completion {
     /// The explanation behind `code`.
     pub(super) reason: Option<String>,
     pub(super) attempts: u32,
+    /// The client speaks gRPC: the gateway's own errors are gRPC statuses.
+    pub(super) grpc: bool,
     /// Keeps the connection from idling out while the request is in flight.
     pub(super) _in_flight: InFlight,
 }

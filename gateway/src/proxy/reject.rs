@@ -2,7 +2,10 @@
 //! never addresses or identities; the explanation goes to the access log, the metrics and
 //! `GET /debug/requests/<id>`.
 
-use http::StatusCode;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::BodyKind;
 
 /// An error answered by the gateway.
 #[derive(Debug)]
@@ -27,4 +30,33 @@ pub fn reject(status: StatusCode, code: &'static str, detail: impl Into<String>)
 /// The body sent to the client.
 pub fn body(status: StatusCode, code: &str, request_id: &str) -> String {
     format!("{} {code} (request id {request_id})\n", status.as_u16())
+}
+
+/// A gRPC "Trailers-Only" answer (HTTP 200, `grpc-status` in the headers, no body) for
+/// an error the gateway makes itself, with Envoy's mapping of the HTTP status; the
+/// message is the same `<status> <code> (request id <id>)` line, percent-encoded.
+pub fn grpc_trailers_only(status: StatusCode, message: &str) -> Response<BodyKind> {
+    let grpc_status = match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    };
+    let mut r = Response::new(BodyKind::Full(None));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(grpc_status));
+    let encoded: String = message
+        .bytes()
+        .map(|b| match b {
+            b' '..=b'~' if b != b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
+    }
+    r
 }

@@ -46,6 +46,10 @@ pub async fn handle(
         code: None,
         reason: None,
         attempts: 0,
+        grpc: req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
         _in_flight: conn.activity.request_started(),
     });
     let result = match plan(&ctx, conn, &req, &mut rec) {
@@ -85,17 +89,23 @@ fn respond(
             let body = reject::body(status, code, &rec.request_id);
             rec.code = Some(code);
             rec.reason = Some(detail);
-            let mut resp = Response::new(ProxyBody {
-                kind: BodyKind::Full(Some(Bytes::from(body))),
+            let mut resp = if rec.grpc {
+                reject::grpc_trailers_only(status, body.trim_end())
+            } else {
+                let mut r = Response::new(BodyKind::Full(Some(Bytes::from(body))));
+                *r.status_mut() = status;
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            .map(|kind| ProxyBody {
+                kind,
                 bytes: 0,
                 completion: None,
             });
-            *resp.status_mut() = status;
             let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
             if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
                 h.insert(X_REQUEST_ID, v);
             }
