@@ -130,6 +130,7 @@ impl Caches {
         snap.services = decoded("Service", &self.services, &mut out.notes);
         snap.endpoint_slices = decoded("EndpointSlice", &self.endpoint_slices, &mut out.notes);
         snap.pods = decoded("Pod", &self.pods, &mut out.notes);
+        snap.pods_complete = true;
         snap.namespaces = decoded("Namespace", &self.namespaces, &mut out.notes);
         if let Some(g) = gateway {
             let wanted = referenced_names(&g);
