@@ -41,8 +41,7 @@ pub fn apply(
     undecodable: &[Undecodable],
     opts: &TranslateOptions,
 ) -> Translated {
-    let mut rejected: BTreeMap<String, Vec<(String, Vec<crate::translate::status::Condition>)>> =
-        BTreeMap::new();
+    let mut rejected: BTreeMap<String, ParentConditions> = BTreeMap::new();
     let mut report = Report::default();
     let mut unresolved = BTreeMap::new();
     for _ in 0..MAX_PASSES {

@@ -44,6 +44,9 @@ pub struct Undecodable {
     pub parent_refs: Vec<Value>,
 }
 
+/// The Secrets and ConfigMaps of one watched namespace.
+pub type NamespaceRefs = (String, Arc<Cache<Secret>>, Arc<Cache<ConfigMap>>);
+
 /// Every watch's cache.
 #[derive(Debug)]
 pub struct Caches {
@@ -62,7 +65,7 @@ pub struct Caches {
     /// Pods, trimmed to labels and serviceAccountName.
     pub pods: Arc<Cache<Pod>>,
     /// Secrets and ConfigMaps, one pair of caches per watched namespace.
-    pub referenced: Vec<(String, Arc<Cache<Secret>>, Arc<Cache<ConfigMap>>)>,
+    pub referenced: Vec<NamespaceRefs>,
 }
 
 impl Caches {
