@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::ir::MinVersion;
 use crate::providers::file::DEFAULT_MAX_CONFIG_BYTES;
+use crate::providers::kubernetes::{GatewayRef, Settings as KubeSettings};
 use crate::proxy::Limits;
 use crate::translate::{TranslateOptions, UpstreamTls};
 use crate::upstream::UpstreamSettings;
@@ -140,16 +141,57 @@ pub struct RunArgs {
     /// Trust domain of upstream SPIFFE identities.
     #[arg(long, env = "TRUST_DOMAIN", default_value = mesh::consts::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// Where objects come from: `file` (`--config`, standalone) or `kubernetes` (watches
+    /// the API server; serves the Gateway named by `--gateway`).
+    #[arg(long, env = "GATEWAY_PROVIDER", default_value = "file",
+          value_parser = ["file", "kubernetes"])]
+    pub provider: String,
+    /// The Gateway this pod serves, as `namespace/name` (kubernetes provider).
+    #[arg(long, env = "GATEWAY_NAME", required_if_eq("provider", "kubernetes"))]
+    pub gateway: Option<GatewayRef>,
+    /// Kubeconfig file [default: in-cluster config, else `$KUBECONFIG`, else
+    /// `~/.kube/config`, as kube-rs infers it].
+    #[arg(long, env = "GATEWAY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespaces whose Secrets and ConfigMaps are watched (listener certificates, client
+    /// CAs), comma-separated [default: the Gateway's namespace].
+    #[arg(long, env = "GATEWAY_SECRET_NAMESPACES", value_delimiter = ',')]
+    pub secret_namespaces: Vec<String>,
+    /// This replica's name in the status Lease [default: `$POD_NAME`, else the hostname].
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Addresses written to the Gateway's `status.addresses` (IPs or hostnames),
+    /// comma-separated [default: none].
+    #[arg(long, env = "GATEWAY_STATUS_ADDRESS", value_delimiter = ',')]
+    pub status_address: Vec<String>,
+    /// How long a status Lease lasts without renewal before another replica takes over.
+    #[arg(long, env = "GATEWAY_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// Quiet time after a Kubernetes change before re-translating (changes arriving
+    /// together are translated once).
+    #[arg(long, env = "GATEWAY_DEBOUNCE", default_value = "100ms", value_parser = duration)]
+    pub debounce: Duration,
     /// Log format for the gateway's own logs (stderr): `json` or `text`.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "json",
           value_parser = ["json", "text"])]
     pub log_format: String,
 }
 
+/// Where the gateway's objects come from.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// YAML files under [`Config::config_path`], polled.
+    File,
+    /// The Kubernetes API server.
+    Kubernetes(KubeSettings),
+}
+
 /// Everything the running gateway needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Config file or directory.
+    /// Where objects come from.
+    pub provider: Provider,
+    /// Config file or directory (file provider).
     pub config_path: PathBuf,
     /// Admin server address.
     pub admin_addr: SocketAddr,
@@ -181,7 +223,12 @@ pub struct Config {
 
 impl From<RunArgs> for Config {
     fn from(a: RunArgs) -> Config {
+        let provider = match (a.provider.as_str(), a.gateway.clone()) {
+            ("kubernetes", Some(gateway)) => Provider::Kubernetes(kube_settings(&a, gateway)),
+            _ => Provider::File,
+        };
         Config {
+            provider,
             config_path: a.config,
             admin_addr: a.admin_addr,
             workers: a.workers.filter(|w| *w > 0).unwrap_or_else(|| {
@@ -223,5 +270,27 @@ impl From<RunArgs> for Config {
             log_json: a.log_format == "json",
             sds_socket: a.sds_socket,
         }
+    }
+}
+
+fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {
+    let secret_namespaces = if a.secret_namespaces.is_empty() {
+        vec![gateway.namespace.clone()]
+    } else {
+        a.secret_namespaces.clone()
+    };
+    let identity = a
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("meshgate-{}", std::process::id()));
+    KubeSettings {
+        gateway,
+        kubeconfig: a.kubeconfig.clone(),
+        secret_namespaces,
+        identity,
+        status_addresses: a.status_address.clone(),
+        lease_duration: a.lease_duration,
+        debounce: a.debounce,
     }
 }

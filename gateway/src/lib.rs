@@ -63,7 +63,7 @@ pub fn run(config: cli::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(workers = config.workers, config = %config.config_path.display(), "starting gateway");
+    tracing::info!(workers = config.workers, provider = ?config.provider, "starting gateway");
     match rt.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

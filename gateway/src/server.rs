@@ -15,12 +15,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminContext, BindState, Readiness};
-use crate::cli::Config;
+use crate::cli::{Config, Provider};
 use crate::dataplane::{self, TableReader};
 use crate::identity::{self, MeshIdentity};
 use crate::observe::access_log::AccessLog;
 use crate::observe::debug::RequestLog;
 use crate::observe::metrics::Metrics;
+use crate::providers::kubernetes::{self, writer::StatusWriter};
 use crate::providers::{self, file::FileProvider};
 use crate::proxy::{self, DrainWatch, ProxyContext, Tunnels};
 use crate::translate::{self, TranslateOptions, status::Report};
@@ -85,6 +86,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(identity::sds::run(cfg, identity.clone(), metrics.clone()));
     }
     let status_handle = status.clone();
+    let source = match &config.provider {
+        Provider::File => config.config_path.display().to_string(),
+        Provider::Kubernetes(k) => format!("kubernetes Gateway {}", k.gateway),
+    };
+    let data_plane = (tables.clone(), binds.clone());
     let applier = ConfigApplier {
         opts: config.translate.clone(),
         tables,
@@ -92,10 +98,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         changed: watch::Sender::new(0),
-        source: config.config_path.display().to_string(),
+        source,
     };
     let changed = applier.changed.subscribe();
-    start_provider(&config, applier).await?;
+    match &config.provider {
+        Provider::File => start_provider(&config, applier).await?,
+        Provider::Kubernetes(settings) => {
+            start_kubernetes(settings, &config, applier, data_plane).await?
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = AcceptShared {
         proxy,
@@ -130,17 +141,43 @@ async fn start_provider(config: &Config, applier: ConfigApplier) -> anyhow::Resu
     if let Some(u) = first {
         applier.apply(u);
     }
-    let (tx, mut rx) = watch::channel(None);
+    let (tx, rx) = watch::channel(None);
     tokio::spawn(provider.run(tx, config.poll_interval));
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let update = rx.borrow_and_update().clone();
-            if let Some(u) = update {
-                applier.apply(u);
-            }
-        }
-    });
+    tokio::spawn(apply_updates(rx, applier));
     Ok(())
+}
+
+/// Starts the Kubernetes provider (nothing is served until every watch has listed once)
+/// and the status writer.
+async fn start_kubernetes(
+    settings: &kubernetes::Settings,
+    config: &Config,
+    applier: ConfigApplier,
+    (tables, binds): (TableReader, admin::BindState),
+) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(None);
+    let (client, feed) = kubernetes::start(settings.clone(), config.translate.clone(), tx).await?;
+    let writer = StatusWriter {
+        client,
+        settings: settings.clone(),
+        feed,
+        tables,
+        binds,
+        applied: applier.changed.subscribe(),
+    };
+    tokio::spawn(writer.run());
+    tokio::spawn(apply_updates(rx, applier));
+    Ok(())
+}
+
+/// Applies every update a provider sends, in order, until the provider is gone.
+async fn apply_updates(mut rx: watch::Receiver<Option<providers::Update>>, applier: ConfigApplier) {
+    while rx.changed().await.is_ok() {
+        let update = rx.borrow_and_update().clone();
+        if let Some(u) = update {
+            applier.apply(u);
+        }
+    }
 }
 
 /// Turns provider updates into served tables: translate, build, swap. A rejected update

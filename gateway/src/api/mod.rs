@@ -8,7 +8,7 @@ pub mod gateway_api;
 mod meta;
 
 pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
-pub use k8s_openapi::api::discovery::v1::EndpointSlice;
+pub use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 pub use meta::{ObjectKey, Unsupported};
 
 /// Label on an EndpointSlice naming the Service it belongs to.
@@ -39,4 +39,8 @@ pub struct Snapshot {
     pub pods: Vec<Pod>,
     /// Objects of kinds the gateway does not read, as `apiVersion kind name`.
     pub ignored: Vec<String>,
+    /// `pods` holds every Pod of the cluster (a Kubernetes watch), so an endpoint whose
+    /// Pod is absent is not known yet and is held back. False for files, where Pods are
+    /// listed only when a test or user wants their labels.
+    pub pods_complete: bool,
 }

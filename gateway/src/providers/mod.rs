@@ -1,7 +1,9 @@
-//! Where objects come from. Today: [`file`] (standalone: YAML files, polled). A provider
-//! only produces [`crate::api::Snapshot`]s; translating and serving them is not its job.
+//! Where objects come from: [`file`] (standalone: YAML files, polled) or [`kubernetes`]
+//! (watches on the API server). A provider only produces [`crate::api::Snapshot`]s;
+//! translating and serving them is not its job.
 
 pub mod file;
+pub mod kubernetes;
 
 /// One provider update: the objects, or why they could not be read at all.
 pub type Update = Result<crate::api::Snapshot, ParseErrors>;

@@ -46,7 +46,10 @@ pub fn grpc_trailers_only(status: StatusCode, message: &str) -> Response<BodyKin
     };
     let mut r = Response::new(BodyKind::Full(None));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     h.insert("grpc-status", HeaderValue::from(grpc_status));
     let encoded: String = message
         .bytes()

@@ -2,7 +2,7 @@
 //! each endpoint gets (mesh mTLS or plaintext) with the identities it must present.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::attachment::GATEWAY_GROUP;
 use super::grants::{self, Reference};
 use super::status::Reason;
-use super::{Findings, Index, TranslateOptions, filters};
+use super::{Findings, Index, TranslateOptions, endpoints, filters};
 use crate::api::gateway_api::{HttpBackendRef, ObjectMeta};
 use crate::api::{self, ObjectKey, Snapshot};
 use crate::ir::{Backend, BackendTarget, Endpoint, MeshTarget, Transport};
@@ -66,14 +66,12 @@ fn annotations(meta: &ObjectMeta) -> Option<&BTreeMap<String, String>> {
     meta.annotations.as_ref()
 }
 
-/// The Service's upstream TLS mode and the identities its workloads may present.
-/// Without the service-accounts annotation the expected identity is the Service's own
-/// name as service account (`spiffe://<td>/ns/<ns>/sa/<service>`), Kubernetes' usual
-/// convention; the annotation overrides it.
+/// The Service's upstream TLS mode, and the identities its workloads may present when
+/// the service-accounts annotation names them (an override of secure naming).
 fn mesh_policy(
     svc: &api::Service,
     opts: &TranslateOptions,
-) -> Result<(UpstreamTls, Vec<String>), String> {
+) -> Result<(UpstreamTls, Option<Vec<String>>), String> {
     let ns = svc.metadata.ns();
     let ctx = format!("Service {}", svc.metadata.key());
     let ann = annotations(&svc.metadata);
@@ -83,31 +81,37 @@ fn mesh_policy(
             format!("{ctx}: annotation {UPSTREAM_TLS_ANNOTATION}: {v:?} is not one of auto, istio-mutual, disable")
         })?,
     };
-    let accounts: Vec<String> = match ann.and_then(|a| a.get(SERVICE_ACCOUNTS_ANNOTATION)) {
-        None => vec![svc.metadata.name().to_string()],
-        Some(v) => v
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+    let Some(v) = ann.and_then(|a| a.get(SERVICE_ACCOUNTS_ANNOTATION)) else {
+        return Ok((mode, None));
     };
-    let mut ids = Vec::new();
-    for a in accounts {
-        let id = if a.starts_with("spiffe://") {
-            a.parse::<mesh::Identity>()
-        } else {
-            mesh::Identity::new(&opts.trust_domain, ns, &a)
-        }
+    let accounts: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let ids = identities(&accounts, ns, opts)
         .map_err(|e| format!("{ctx}: annotation {SERVICE_ACCOUNTS_ANNOTATION}: {e}"))?;
-        ids.push(id.to_string());
-    }
     if ids.is_empty() {
         return Err(format!(
             "{ctx}: annotation {SERVICE_ACCOUNTS_ANNOTATION} names no service account"
         ));
     }
-    Ok((mode, ids))
+    Ok((mode, Some(ids)))
+}
+
+/// SPIFFE ids of service accounts (names in `ns`, or SPIFFE ids as they are).
+fn identities(accounts: &[&str], ns: &str, opts: &TranslateOptions) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for a in accounts {
+        let id = if a.starts_with("spiffe://") {
+            a.parse::<mesh::Identity>()
+        } else {
+            mesh::Identity::new(&opts.trust_domain, ns, a)
+        }
+        .map_err(|e| e.to_string())?;
+        ids.push(id.to_string());
+    }
+    Ok(ids)
 }
 
 /// Reports Services whose mesh annotations are invalid.
@@ -224,7 +228,7 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
     let Some(svc) = index.services.get(&skey) else {
         return fail(Reason::BackendNotFound, format!("Service {skey} not found"));
     };
-    let Ok((mode, identities)) = mesh_policy(svc, opts) else {
+    let Ok((mode, annotated)) = mesh_policy(svc, opts) else {
         let why = format!("Service {skey} has an invalid meshgate.io annotation");
         return fail(Reason::BackendNotFound, why);
     };
@@ -246,18 +250,42 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
             .as_deref()
             .is_some_and(|p| matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"));
     let fqdn = format!("{}.{ns}.svc.{}", b.name, opts.cluster_domain);
-    let mesh_target = (mode != UpstreamTls::Disable).then(|| {
-        Arc::new(MeshTarget {
-            sni: MeshTarget::sni_for(port, &fqdn),
-            identities,
-            http2,
+    let mesh_target = |identities: Vec<String>| {
+        (mode != UpstreamTls::Disable).then(|| {
+            Arc::new(MeshTarget {
+                sni: MeshTarget::sni_for(port, &fqdn),
+                identities,
+                http2,
+            })
         })
-    });
+    };
+    // Secure naming: without the annotation, the identities are the service accounts of
+    // the Pods behind the Service; with no Pod known (the file provider, or a Service
+    // without selector), the Service's own name as service account.
+    let fallback = || identities(&[b.name.as_str()], ns, opts).unwrap_or_default();
     let port_name = sport.name.clone().unwrap_or_default();
     if let Some(slices) = index.slices.get(&skey) {
-        let endpoints = endpoints(index, slices, ns, &port_name, mode, mesh_target.as_ref());
+        let picked = endpoints::pick(index, slices, ns, &port_name);
+        let ids = annotated.unwrap_or_else(|| {
+            let accounts: Vec<&str> = picked.service_accounts.iter().map(String::as_str).collect();
+            match identities(&accounts, ns, opts) {
+                Ok(ids) if !ids.is_empty() => ids,
+                _ => fallback(),
+            }
+        });
+        let target = mesh_target(ids);
+        let endpoints = picked
+            .endpoints
+            .into_iter()
+            .map(|(address, labels)| Endpoint {
+                address,
+                transport: mode.transport(target.as_ref(), &labels),
+                labels,
+            })
+            .collect();
         return Ok((name, http2, BackendTarget::Endpoints(endpoints)));
     }
+    let mesh_target = mesh_target(annotated.unwrap_or_else(fallback));
     let spec = svc.spec.as_ref();
     let host = match (
         spec.and_then(|s| s.type_.as_deref()),
@@ -274,62 +302,4 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
         transport,
     };
     Ok((name, http2, target))
-}
-
-/// Ready endpoints of a Service port from its EndpointSlices, labelled with their Pod's
-/// labels when the Pod is known.
-fn endpoints(
-    index: &Index<'_>,
-    slices: &[&api::EndpointSlice],
-    ns: &str,
-    port_name: &str,
-    mode: UpstreamTls,
-    mesh_target: Option<&Arc<MeshTarget>>,
-) -> Vec<Endpoint> {
-    let mut out = Vec::new();
-    for slice in slices {
-        let target = slice
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|p| p.name.as_deref().unwrap_or_default() == port_name)
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok());
-        let Some(target) = target else { continue };
-        for ep in &slice.endpoints {
-            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            let mut labels = slice.metadata.labels.clone().unwrap_or_default();
-            if let Some(t) = &ep.target_ref
-                && t.kind.as_deref() == Some("Pod")
-            {
-                let pkey = format!(
-                    "{}/{}",
-                    t.namespace.as_deref().unwrap_or(ns),
-                    t.name.as_deref().unwrap_or_default()
-                );
-                if let Some(pod_labels) = index
-                    .pods
-                    .get(&pkey)
-                    .and_then(|p| p.metadata.labels.as_ref())
-                {
-                    labels.extend(pod_labels.clone());
-                }
-            }
-            for a in &ep.addresses {
-                if let Ok(ip) = a.parse::<IpAddr>() {
-                    out.push(Endpoint {
-                        address: SocketAddr::new(ip, target),
-                        transport: mode.transport(mesh_target, &labels),
-                        labels: labels.clone(),
-                    });
-                }
-            }
-        }
-    }
-    out.sort_by_key(|e| e.address);
-    out.dedup_by_key(|e| e.address);
-    out
 }

@@ -16,6 +16,7 @@
 
 pub mod attachment;
 pub mod backends;
+pub mod endpoints;
 pub mod filters;
 pub mod grants;
 pub mod grpc;
@@ -123,6 +124,8 @@ pub struct Index<'a> {
     pub slices: HashMap<String, Vec<&'a api::EndpointSlice>>,
     /// Pods.
     pub pods: HashMap<String, &'a api::Pod>,
+    /// The snapshot holds every Pod (see [`Snapshot::pods_complete`]).
+    pub pods_complete: bool,
 }
 
 impl<'a> Index<'a> {
@@ -148,6 +151,7 @@ impl<'a> Index<'a> {
             services: by_key(&snap.services, |s| &s.metadata),
             slices,
             pods: by_key(&snap.pods, |p| &p.metadata),
+            pods_complete: snap.pods_complete,
         }
     }
 }

@@ -217,6 +217,12 @@ impl Gateway {
     }
 
     pub fn start_with(config: &str, extra_args: &[&str]) -> Gateway {
+        Self::start_waiting_for(config, extra_args, "/ready")
+    }
+
+    /// Starts the gateway and waits until admin `wait_path` answers 200 (`/healthz` for
+    /// a gateway that cannot be ready, e.g. mesh upstreams without an SDS identity).
+    pub fn start_waiting_for(config: &str, extra_args: &[&str], wait_path: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let log_dir = tempfile::tempdir().unwrap();
@@ -254,9 +260,9 @@ impl Gateway {
             }),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http_get_status(admin, "/ready") != Some(200) {
+        while http_get_status(admin, wait_path) != Some(200) {
             if Instant::now() > deadline {
-                panic!("gateway not ready; its log:\n{}", gw.log());
+                panic!("gateway {wait_path} not 200; its log:\n{}", gw.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

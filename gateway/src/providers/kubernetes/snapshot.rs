@@ -1,0 +1,279 @@
+//! The caches -> the objects this pod serves: its Gateway (only when its GatewayClass
+//! names our controller), the HTTPRoutes whose parentRefs name it (with the parentRefs
+//! to other Gateways left out: their status is someone else's), every Service,
+//! EndpointSlice, Pod and Namespace, and the Secrets and ConfigMaps the Gateway refers to.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::cache::{Cache, Entry};
+use super::{Assembled, CONTROLLER_NAME, GatewayRef, Settings};
+use crate::api::gateway_api::{Gateway, HttpRoute, ObjectMeta, ParentReference};
+use crate::api::{ConfigMap, EndpointSlice, Namespace, ObjectKey, Pod, Secret, Service};
+use crate::translate::attachment::GATEWAY_GROUP;
+
+/// A GatewayClass, as far as the gateway reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayClass {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: GatewayClassSpec,
+}
+
+/// `GatewayClass.spec`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassSpec {
+    /// The controller that serves Gateways of this class.
+    pub controller_name: String,
+}
+
+/// A route naming our Gateway that could not be decoded: it gets `Accepted=False` with
+/// the decoding error, and everything else keeps being served.
+#[derive(Debug, Clone)]
+pub struct Undecodable {
+    /// `namespace/name`.
+    pub key: String,
+    /// The decoding error.
+    pub message: String,
+    /// The route's parentRefs that name our Gateway, as written.
+    pub parent_refs: Vec<Value>,
+}
+
+/// The Secrets and ConfigMaps of one watched namespace.
+pub type NamespaceRefs = (String, Arc<Cache<Secret>>, Arc<Cache<ConfigMap>>);
+
+/// Every watch's cache.
+#[derive(Debug)]
+pub struct Caches {
+    /// GatewayClasses.
+    pub gateway_classes: Arc<Cache<GatewayClass>>,
+    /// Gateways in the served Gateway's namespace.
+    pub gateways: Arc<Cache<Gateway>>,
+    /// HTTPRoutes, all namespaces.
+    pub http_routes: Arc<Cache<HttpRoute>>,
+    /// Namespaces.
+    pub namespaces: Arc<Cache<Namespace>>,
+    /// Services.
+    pub services: Arc<Cache<Service>>,
+    /// EndpointSlices.
+    pub endpoint_slices: Arc<Cache<EndpointSlice>>,
+    /// Pods, trimmed to labels and serviceAccountName.
+    pub pods: Arc<Cache<Pod>>,
+    /// Secrets and ConfigMaps, one pair of caches per watched namespace.
+    pub referenced: Vec<NamespaceRefs>,
+}
+
+impl Caches {
+    /// Empty caches for the kinds and namespaces `settings` asks for.
+    pub fn new(settings: &Settings) -> Caches {
+        Caches {
+            gateway_classes: Arc::default(),
+            gateways: Arc::default(),
+            http_routes: Arc::default(),
+            namespaces: Arc::default(),
+            services: Arc::default(),
+            endpoint_slices: Arc::default(),
+            pods: Arc::new(Cache::with_trim(trim_pod)),
+            referenced: settings
+                .secret_namespaces
+                .iter()
+                .map(|ns| (ns.clone(), Arc::default(), Arc::default()))
+                .collect(),
+        }
+    }
+
+    /// The first kind whose watch has not listed yet, if any.
+    pub fn first_unsynced(&self) -> Option<&'static str> {
+        let kinds = [
+            ("GatewayClass", self.gateway_classes.synced()),
+            ("Gateway", self.gateways.synced()),
+            ("HTTPRoute", self.http_routes.synced()),
+            ("Namespace", self.namespaces.synced()),
+            ("Service", self.services.synced()),
+            ("EndpointSlice", self.endpoint_slices.synced()),
+            ("Pod", self.pods.synced()),
+        ];
+        let refs = self
+            .referenced
+            .iter()
+            .flat_map(|(_, s, c)| [("Secret", s.synced()), ("ConfigMap", c.synced())]);
+        kinds
+            .into_iter()
+            .chain(refs)
+            .find(|(_, synced)| !synced)
+            .map(|(k, _)| k)
+    }
+
+    /// The objects served now, and the routes naming our Gateway that cannot be decoded.
+    pub fn assemble(&self, gw: &GatewayRef) -> Assembled {
+        let mut out = Assembled::default();
+        let snap = &mut out.snapshot;
+        let gateway = self.served_gateway(gw, &mut out.notes);
+        for (key, e) in self.http_routes.entries() {
+            match &e.object {
+                Ok(route) => snap.http_routes.extend(ours_only(route, gw)),
+                Err(message) => {
+                    let (ns, _) = key.split_once('/').unwrap_or(("default", &key));
+                    let parent_refs = raw_refs_to(&e.parent_refs, ns, gw);
+                    if !parent_refs.is_empty() {
+                        out.undecodable.push(Undecodable {
+                            key,
+                            message: format!("cannot be decoded: {message}"),
+                            parent_refs,
+                        });
+                    }
+                }
+            }
+        }
+        snap.services = decoded("Service", &self.services, &mut out.notes);
+        snap.endpoint_slices = decoded("EndpointSlice", &self.endpoint_slices, &mut out.notes);
+        snap.pods = decoded("Pod", &self.pods, &mut out.notes);
+        snap.pods_complete = true;
+        snap.namespaces = decoded("Namespace", &self.namespaces, &mut out.notes);
+        if let Some(g) = gateway {
+            let wanted = referenced_names(&g);
+            for (_, secrets, config_maps) in &self.referenced {
+                let keep = |meta: &ObjectMeta| wanted.contains(&meta.key());
+                let s = decoded("Secret", secrets, &mut out.notes);
+                snap.secrets
+                    .extend(s.into_iter().filter(|s| keep(&s.metadata)));
+                let c = decoded("ConfigMap", config_maps, &mut out.notes);
+                snap.config_maps
+                    .extend(c.into_iter().filter(|c| keep(&c.metadata)));
+            }
+            snap.gateways.push(g);
+        }
+        out
+    }
+
+    /// Our Gateway, when it exists, decodes, and its class is ours.
+    fn served_gateway(&self, gw: &GatewayRef, notes: &mut Vec<String>) -> Option<Gateway> {
+        let gateway = match self.gateways.get(&gw.to_string()).map(|e| e.object) {
+            None => {
+                notes.push(format!("Gateway {gw} not found"));
+                return None;
+            }
+            Some(Err(e)) => {
+                notes.push(format!("Gateway {gw} cannot be decoded: {e}"));
+                return None;
+            }
+            Some(Ok(g)) => g,
+        };
+        let class = &gateway.spec.gateway_class_name;
+        match self.gateway_classes.get(class).map(|e| e.object) {
+            Some(Ok(c)) if c.spec.controller_name == CONTROLLER_NAME => {
+                Some(Gateway::clone(&gateway))
+            }
+            Some(Ok(c)) => {
+                notes.push(format!(
+                    "Gateway {gw}: GatewayClass {class} belongs to controller {:?}, not {CONTROLLER_NAME:?}; not served",
+                    c.spec.controller_name
+                ));
+                None
+            }
+            _ => {
+                notes.push(format!(
+                    "Gateway {gw}: GatewayClass {class:?} not found; not served"
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Whether a parentRef of a route in namespace `route_ns` names our Gateway.
+pub fn names_gateway(p: &ParentReference, route_ns: &str, gw: &GatewayRef) -> bool {
+    p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+        && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+        && p.namespace.as_deref().unwrap_or(route_ns) == gw.namespace
+        && p.name == gw.name
+}
+
+/// The route with only the parentRefs naming our Gateway; none when it names it nowhere.
+fn ours_only(route: &HttpRoute, gw: &GatewayRef) -> Option<HttpRoute> {
+    let ns = route.metadata.ns();
+    if !route
+        .spec
+        .parent_refs
+        .iter()
+        .any(|p| names_gateway(p, ns, gw))
+    {
+        return None;
+    }
+    let mut r = route.clone();
+    r.spec.parent_refs.retain(|p| names_gateway(p, ns, gw));
+    Some(r)
+}
+
+fn raw_refs_to(refs: &Value, route_ns: &str, gw: &GatewayRef) -> Vec<Value> {
+    let refs = refs.as_array().map(Vec::as_slice).unwrap_or_default();
+    refs.iter()
+        .filter(|r| {
+            serde_json::from_value::<ParentReference>((*r).clone())
+                .is_ok_and(|p| names_gateway(&p, route_ns, gw))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The decoded objects of a cache; each undecodable one is noted and left out.
+fn decoded<T: Clone>(kind: &str, cache: &Cache<T>, notes: &mut Vec<String>) -> Vec<T> {
+    let mut out = Vec::with_capacity(cache.len());
+    for (key, Entry { object, .. }) in cache.entries() {
+        match object {
+            Ok(o) => out.push(T::clone(&o)),
+            Err(e) => notes.push(format!("{kind} {key} cannot be decoded (left out): {e}")),
+        }
+    }
+    out
+}
+
+/// `namespace/name` of every Secret and ConfigMap the Gateway refers to (listener
+/// certificates, client-certificate CAs).
+fn referenced_names(g: &Gateway) -> BTreeSet<String> {
+    let ns = g.metadata.ns();
+    let mut refs = Vec::new();
+    for l in &g.spec.listeners {
+        refs.extend(l.tls.iter().flat_map(|t| t.certificate_refs.iter()));
+    }
+    if let Some(frontend) = g.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) {
+        let configs = frontend
+            .default
+            .iter()
+            .chain(frontend.per_port.iter().map(|p| &p.tls));
+        for c in configs {
+            refs.extend(
+                c.validation
+                    .iter()
+                    .flat_map(|v| v.ca_certificate_refs.iter()),
+            );
+        }
+    }
+    refs.iter()
+        .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or(ns), r.name))
+        .collect()
+}
+
+/// Keeps what translate reads of a Pod (name, namespace, labels, serviceAccountName):
+/// with tens of thousands of Pods, the rest is most of the memory.
+fn trim_pod(p: Pod) -> Pod {
+    let meta = p.metadata;
+    Pod {
+        metadata: ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            labels: meta.labels,
+            ..ObjectMeta::default()
+        },
+        spec: p.spec.map(|s| k8s_openapi::api::core::v1::PodSpec {
+            service_account_name: s.service_account_name,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,310 @@
+//! What the Gateway's and the routes' status should say, as JSON documents, from one
+//! translation. Pure: [`super::writer`] decides when and how to write them.
+//!
+//! Conditions carry `observedGeneration`; `lastTransitionTime` is kept from the current
+//! status while a condition's status is unchanged, and comparisons ignore it, so an
+//! unchanged translation writes nothing.
+
+use serde_json::{Value, json};
+
+use super::quarantine::Translated;
+use super::snapshot::{Caches, names_gateway};
+use super::{CONTROLLER_NAME, GatewayRef};
+use crate::api::gateway_api::Listener;
+use crate::api::gateway_api::ParentReference;
+use crate::translate::attachment::GATEWAY_GROUP;
+use crate::translate::status::{Condition, ConditionType, ObjectStatus, Reason, failed, ok};
+
+/// The desired status of our Gateway and of every route, from one translation.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// The Gateway served, if it is ours to serve (class ours): its status is written.
+    pub gateway: Option<GatewayDesired>,
+    /// Every route in the cache, with the entries it should have for our Gateway (none
+    /// when it no longer names it: a stale entry of ours is then removed).
+    pub routes: Vec<RouteDesired>,
+}
+
+/// Inputs of the Gateway's status.
+#[derive(Debug, Clone)]
+pub struct GatewayDesired {
+    /// `namespace/name`.
+    pub key: GatewayRef,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// Status as last seen.
+    pub current: Value,
+    /// Object and listener conditions from translation.
+    pub conditions: ObjectStatus,
+    /// Listeners as specified.
+    pub listeners: Vec<Listener>,
+}
+
+/// One route's entries for our Gateway.
+#[derive(Debug, Clone)]
+pub struct RouteDesired {
+    /// `namespace/name`.
+    pub key: String,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// Status as last seen.
+    pub current: Value,
+    /// Our entries: (parentRef as written in the spec, conditions).
+    pub parents: Vec<(Value, Vec<Condition>)>,
+}
+
+impl Desired {
+    /// Computes what status should say after `translated`.
+    pub fn new(gw: &GatewayRef, caches: &Caches, translated: &Translated) -> Desired {
+        let report = &translated.report;
+        let served = translated.snapshot.gateways.first();
+        let gateway = served.map(|g| GatewayDesired {
+            key: gw.clone(),
+            generation: g.metadata.generation,
+            current: caches
+                .gateways
+                .get(&gw.to_string())
+                .map(|e| e.status)
+                .unwrap_or_default(),
+            conditions: report
+                .objects
+                .get(&format!("Gateway {gw}"))
+                .cloned()
+                .unwrap_or_default(),
+            listeners: g.spec.listeners.clone(),
+        });
+        let mut routes = Vec::new();
+        for (key, entry) in caches.http_routes.entries() {
+            let ns = key.split('/').next().unwrap_or("default");
+            let unresolved = translated.unresolved.get(&key);
+            let conditions = report.objects.get(&format!("HTTPRoute {key}"));
+            let parents = entry
+                .parent_refs
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|raw| {
+                    let p: ParentReference = serde_json::from_value(raw.clone()).ok()?;
+                    if !names_gateway(&p, ns, gw) || gateway.is_none() {
+                        return None;
+                    }
+                    let cs = parent_conditions(conditions, &p, ns, unresolved);
+                    Some((raw.clone(), cs))
+                })
+                .collect();
+            routes.push(RouteDesired {
+                key,
+                generation: entry.generation,
+                current: entry.status,
+                parents,
+            });
+        }
+        Desired { gateway, routes }
+    }
+}
+
+/// A route's conditions for one parent: translation's (Accepted), plus ResolvedRefs
+/// from the backends that could not be resolved.
+fn parent_conditions(
+    conditions: Option<&ObjectStatus>,
+    p: &ParentReference,
+    route_ns: &str,
+    unresolved: Option<&Vec<String>>,
+) -> Vec<Condition> {
+    let gw = format!("{}/{}", p.namespace.as_deref().unwrap_or(route_ns), p.name);
+    let parent = match &p.section_name {
+        Some(s) => format!("{gw}/{s}"),
+        None => gw,
+    };
+    let mut cs = conditions
+        .and_then(|o| o.parents.get(&parent))
+        .cloned()
+        .unwrap_or_default();
+    let accepted = cs
+        .iter()
+        .any(|c| c.kind == ConditionType::Accepted && c.status);
+    if accepted && !cs.iter().any(|c| c.kind == ConditionType::ResolvedRefs) {
+        cs.push(match unresolved {
+            Some(why) if !why.is_empty() => {
+                let reason = if why.iter().any(|w| w.contains("kind")) {
+                    Reason::InvalidKind
+                } else {
+                    Reason::BackendNotFound
+                };
+                failed(ConditionType::ResolvedRefs, reason, why.join("; "))
+            }
+            _ => ok(ConditionType::ResolvedRefs, Reason::ResolvedRefs),
+        });
+    }
+    cs
+}
+
+/// One condition as the API writes it.
+pub fn condition_json(c: &Condition, generation: Option<i64>, current: &Value, now: &str) -> Value {
+    let kind = serde_json::to_value(c.kind).unwrap_or_default();
+    let reason = serde_json::to_value(c.reason).unwrap_or_default();
+    let status = if c.status { "True" } else { "False" };
+    let previous = current
+        .as_array()
+        .and_then(|cs| cs.iter().find(|p| p["type"] == kind));
+    // The transition time moves only when the status does.
+    let since = match previous {
+        Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
+        _ => Value::String(now.to_string()),
+    };
+    json!({
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": c.message,
+        "observedGeneration": generation.unwrap_or(0),
+        "lastTransitionTime": since,
+    })
+}
+
+/// How the data plane stands for one listener port: `Ok` when bound and serving the
+/// current configuration, else why not.
+pub type Programmed<'a> = &'a dyn Fn(u16) -> Result<(), String>;
+
+/// The Gateway's `status` document.
+pub fn gateway_status(
+    d: &GatewayDesired,
+    programmed: Programmed<'_>,
+    addresses: &[String],
+    now: &str,
+) -> Value {
+    let g = d.generation;
+    let cur = &d.current;
+    let accepted = d
+        .conditions
+        .conditions
+        .iter()
+        .find(|c| c.kind == ConditionType::Accepted)
+        .cloned()
+        .unwrap_or_else(|| ok(ConditionType::Accepted, Reason::Accepted));
+    let not_programmed: Vec<String> = d
+        .listeners
+        .iter()
+        .filter_map(|l| programmed(l.port).err())
+        .collect();
+    let gw_programmed = match (accepted.status, not_programmed.first()) {
+        (false, _) => failed(
+            ConditionType::Programmed,
+            Reason::Invalid,
+            "the Gateway is not accepted",
+        ),
+        (true, Some(why)) => failed(ConditionType::Programmed, Reason::Pending, why.clone()),
+        (true, None) => ok(ConditionType::Programmed, Reason::Programmed),
+    };
+    let conditions: Vec<Value> = [accepted, gw_programmed]
+        .iter()
+        .map(|c| condition_json(c, g, &cur["conditions"], now))
+        .collect();
+    let listeners: Vec<Value> = d
+        .listeners
+        .iter()
+        .map(|l| listener_status(d, l, programmed, now))
+        .collect();
+    let addresses: Vec<Value> = addresses
+        .iter()
+        .map(|a| {
+            let kind = if a.parse::<std::net::IpAddr>().is_ok() {
+                "IPAddress"
+            } else {
+                "Hostname"
+            };
+            json!({"type": kind, "value": a})
+        })
+        .collect();
+    json!({"conditions": conditions, "listeners": listeners, "addresses": addresses})
+}
+
+fn listener_status(
+    d: &GatewayDesired,
+    l: &Listener,
+    programmed: Programmed<'_>,
+    now: &str,
+) -> Value {
+    let from_report = d.conditions.listeners.get(&l.name);
+    let mut cs = from_report
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let has = |cs: &Vec<Condition>, k| cs.iter().any(|c: &Condition| c.kind == k);
+    if !has(&cs, ConditionType::ResolvedRefs) {
+        cs.push(ok(ConditionType::ResolvedRefs, Reason::ResolvedRefs));
+    }
+    if !has(&cs, ConditionType::Programmed) {
+        cs.push(match programmed(l.port) {
+            Ok(()) => ok(ConditionType::Programmed, Reason::Programmed),
+            Err(why) => failed(ConditionType::Programmed, Reason::Pending, why),
+        });
+    }
+    let current = d
+        .current
+        .get("listeners")
+        .and_then(Value::as_array)
+        .and_then(|ls| ls.iter().find(|c| c["name"] == l.name.as_str()))
+        .map(|c| c["conditions"].clone())
+        .unwrap_or_default();
+    let kinds = match l.protocol.as_str() {
+        "HTTP" | "HTTPS" => vec![json!({"group": GATEWAY_GROUP, "kind": "HTTPRoute"})],
+        _ => vec![],
+    };
+    json!({
+        "name": l.name,
+        "supportedKinds": kinds,
+        "attachedRoutes": from_report.map(|s| s.attached_routes).unwrap_or(0),
+        "conditions": cs.iter().map(|c| condition_json(c, d.generation, &current, now)).collect::<Vec<_>>(),
+    })
+}
+
+/// Whether a `status.parents` entry is ours: written by our controller for our Gateway.
+pub fn is_our_entry(entry: &Value, route_ns: &str, gw: &GatewayRef) -> bool {
+    entry["controllerName"] == CONTROLLER_NAME
+        && serde_json::from_value::<ParentReference>(entry["parentRef"].clone())
+            .is_ok_and(|p| names_gateway(&p, route_ns, gw))
+}
+
+/// A route's new `status.parents`: other controllers' (and other Gateways') entries as
+/// they are, then ours.
+pub fn route_parents(r: &RouteDesired, current: &Value, gw: &GatewayRef, now: &str) -> Value {
+    let ns = r.key.split('/').next().unwrap_or("default");
+    let existing = current["parents"].as_array().cloned().unwrap_or_default();
+    let mut out: Vec<Value> = existing
+        .iter()
+        .filter(|e| !is_our_entry(e, ns, gw))
+        .cloned()
+        .collect();
+    for (parent_ref, conditions) in &r.parents {
+        let previous = existing
+            .iter()
+            .find(|e| is_our_entry(e, ns, gw) && e["parentRef"] == *parent_ref)
+            .map(|e| e["conditions"].clone())
+            .unwrap_or_default();
+        out.push(json!({
+            "parentRef": parent_ref,
+            "controllerName": CONTROLLER_NAME,
+            "conditions": conditions.iter().map(|c| condition_json(c, r.generation, &previous, now)).collect::<Vec<_>>(),
+        }));
+    }
+    Value::Array(out)
+}
+
+/// Equality that ignores every `lastTransitionTime` (what a rewrite would only bump).
+pub fn same_ignoring_timestamps(a: &Value, b: &Value) -> bool {
+    strip(a) == strip(b)
+}
+
+fn strip(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "lastTransitionTime")
+                .map(|(k, v)| (k.clone(), strip(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+        other => other.clone(),
+    }
+}

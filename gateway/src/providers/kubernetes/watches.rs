@@ -1,0 +1,171 @@
+//! One kube-rs watcher per kind (and per namespace for Secrets and ConfigMaps), each
+//! feeding a [`Cache`]. A kind that discovery does not find is reported and looked up
+//! again later, so a CRD installed after the gateway starts is picked up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::utils::Backoff;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::Settings;
+use super::cache::Cache;
+use super::client::{self, KindRef};
+use super::snapshot::Caches;
+
+/// How often a kind that is not installed (or whose discovery failed) is looked up again.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts every watch of the provider.
+pub fn start_all(
+    client: &Client,
+    settings: &Settings,
+    caches: &Arc<Caches>,
+    changed: &Arc<Notify>,
+) {
+    let gw_ns = Some(settings.gateway.namespace.as_str());
+    start(
+        client,
+        client::GATEWAY_CLASS,
+        None,
+        &caches.gateway_classes,
+        changed,
+    );
+    start(client, client::GATEWAY, gw_ns, &caches.gateways, changed);
+    start(
+        client,
+        client::HTTP_ROUTE,
+        None,
+        &caches.http_routes,
+        changed,
+    );
+    start(client, client::NAMESPACE, None, &caches.namespaces, changed);
+    start(client, client::SERVICE, None, &caches.services, changed);
+    start(
+        client,
+        client::ENDPOINT_SLICE,
+        None,
+        &caches.endpoint_slices,
+        changed,
+    );
+    start(client, client::POD, None, &caches.pods, changed);
+    for (ns, secrets, config_maps) in &caches.referenced {
+        start(client, client::SECRET, Some(ns), secrets, changed);
+        start(client, client::CONFIG_MAP, Some(ns), config_maps, changed);
+    }
+    tokio::spawn(report_untranslated(client.clone()));
+}
+
+fn start<T: DeserializeOwned + Send + Sync + 'static>(
+    client: &Client,
+    kind: KindRef,
+    namespace: Option<&str>,
+    cache: &Arc<Cache<T>>,
+    changed: &Arc<Notify>,
+) {
+    tokio::spawn(watch_kind(
+        client.clone(),
+        kind,
+        namespace.map(str::to_string),
+        cache.clone(),
+        changed.clone(),
+    ));
+}
+
+/// Discovers `kind` (until it is installed), then watches it forever.
+async fn watch_kind<T: DeserializeOwned + Send + Sync + 'static>(
+    client: Client,
+    kind: KindRef,
+    namespace: Option<String>,
+    cache: Arc<Cache<T>>,
+    changed: Arc<Notify>,
+) {
+    let ar = discover_until_installed(&client, kind, &cache, &changed).await;
+    let api: Api<DynamicObject> = match &namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    };
+    let mut events = watcher(api, watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .boxed();
+    tracing::info!(%kind, namespace = namespace.as_deref().unwrap_or("*"), "watching");
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(e) => {
+                if cache.apply(e) {
+                    changed.notify_one();
+                }
+            }
+            // The watcher retries with backoff (and relists after 410 Gone); the cache
+            // keeps serving what it had.
+            Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
+        }
+    }
+}
+
+async fn discover_until_installed<T>(
+    client: &Client,
+    kind: KindRef,
+    cache: &Cache<T>,
+    changed: &Notify,
+) -> ApiResource {
+    let mut reported = false;
+    loop {
+        match client::discover(client, kind).await {
+            Ok(Some(ar)) => {
+                cache.set_missing(false);
+                return ar;
+            }
+            Ok(None) => {
+                if !reported {
+                    tracing::warn!(%kind, "not installed on the API server; not watched (looked up again every {REDISCOVER_EVERY:?})");
+                    reported = true;
+                    cache.set_missing(true);
+                    changed.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!(%kind, error = %e, "discovery failed; retrying"),
+        }
+        tokio::time::sleep(REDISCOVER_EVERY).await;
+    }
+}
+
+/// Logs the Gateway API kinds that are installed but not yet served by meshgate, so a
+/// user whose GRPCRoute does nothing finds out why.
+async fn report_untranslated(client: Client) {
+    for kind in client::NOT_YET_TRANSLATED {
+        if let Ok(Some(_)) = client::discover(&client, kind).await {
+            tracing::warn!(%kind, "installed, but meshgate does not serve this kind yet; its objects are ignored");
+        }
+    }
+}
+
+/// Watch retry delays: 100 ms doubling to 5 s with jitter, so a returning API server is
+/// seen within seconds and many replicas do not reconnect in step.
+#[derive(Debug, Default)]
+pub struct WatchBackoff {
+    attempt: u32,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let base = 100u64 << self.attempt.min(6);
+        self.attempt = self.attempt.saturating_add(1);
+        let capped = base.min(5_000);
+        Some(Duration::from_millis(
+            capped / 2 + fastrand::u64(0..=capped / 2),
+        ))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

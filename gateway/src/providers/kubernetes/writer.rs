@@ -1,0 +1,223 @@
+//! Writes status while this replica holds the status Lease: the Gateway's by
+//! server-side apply (field manager `meshgate`), each route's `status.parents` (an
+//! atomic list other controllers write too) by read-modify-write of `/status` with the
+//! resourceVersion read, keeping other entries and retrying on 409.
+
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::lease::LeaseLock;
+use super::status::{self, same_ignoring_timestamps};
+use super::{FIELD_MANAGER, Settings, StatusFeed};
+use crate::admin::BindState;
+use crate::dataplane::TableReader;
+
+/// Read-modify-write attempts per route before giving up until the next change.
+const CONFLICT_RETRIES: usize = 5;
+
+/// The handles the status writer reads.
+pub struct StatusWriter {
+    /// API client.
+    pub client: Client,
+    /// Provider settings (Gateway, identity, lease duration, addresses).
+    pub settings: Settings,
+    /// What status should say, after each translation.
+    pub feed: StatusFeed,
+    /// The served tables (is a listener's port served yet).
+    pub tables: TableReader,
+    /// Bind results per port.
+    pub binds: BindState,
+    /// Bumped after each table swap.
+    pub applied: watch::Receiver<u64>,
+}
+
+impl StatusWriter {
+    /// Holds (or waits for) the Lease and writes status on every change, forever.
+    pub async fn run(mut self) {
+        let gw = self.settings.gateway.clone();
+        let lease_name = format!("meshgate-{}", gw.name);
+        let duration = self.settings.lease_duration;
+        let mut lock = LeaseLock::new(
+            self.client.clone(),
+            &gw.namespace,
+            &lease_name,
+            &self.settings.identity,
+            duration,
+        );
+        let mut held_until: Option<Instant> = None;
+        let mut next_renew = tokio::time::Instant::now();
+        let mut dirty = true;
+        loop {
+            if tokio::time::Instant::now() >= next_renew {
+                held_until = self.renew(&mut lock, held_until, duration).await;
+                next_renew = tokio::time::Instant::now() + duration / 3;
+                // A new holder rewrites everything once: the old one may have died mid-way.
+                dirty |= held_until.is_some();
+            }
+            let leader = held_until.is_some_and(|t| Instant::now() < t);
+            if leader && dirty {
+                dirty = !self.write_all().await;
+            }
+            tokio::select! {
+                r = self.feed.changed() => { if r.is_err() { return } dirty = true; }
+                r = self.applied.changed() => { if r.is_err() { return } dirty = true; }
+                _ = tokio::time::sleep_until(next_renew) => {}
+            }
+        }
+    }
+
+    /// Tries the Lease; returns until when this replica may act as holder.
+    async fn renew(
+        &self,
+        lock: &mut LeaseLock,
+        held_until: Option<Instant>,
+        duration: Duration,
+    ) -> Option<Instant> {
+        let was = held_until.is_some_and(|t| Instant::now() < t);
+        match lock.try_hold().await {
+            Ok(true) => {
+                if !was {
+                    tracing::info!(identity = %self.settings.identity, "holding the status Lease; writing status");
+                }
+                Some(Instant::now() + duration)
+            }
+            Ok(false) => {
+                if was {
+                    tracing::info!("status Lease lost; no longer writing status");
+                }
+                None
+            }
+            Err(e) => {
+                // Keep acting until our own Lease would expire, never longer.
+                tracing::warn!(error = %e, "cannot renew the status Lease");
+                held_until
+            }
+        }
+    }
+
+    /// Writes every status that differs from what is wanted; returns whether all writes
+    /// succeeded.
+    async fn write_all(&self) -> bool {
+        let Some(desired) = self.feed.borrow().clone() else {
+            return true;
+        };
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let mut ok = true;
+        if let Some(g) = &desired.gateway {
+            ok &= self.write_gateway(g, &now).await;
+        }
+        for r in &desired.routes {
+            ok &= self.write_route(r, &now).await;
+        }
+        ok
+    }
+
+    fn programmed(&self, port: u16) -> Result<(), String> {
+        if !self.tables.load().ports.contains_key(&port) {
+            return Err(format!("port {port} is not served yet"));
+        }
+        let binds = self.binds.lock().unwrap_or_else(|e| e.into_inner());
+        match binds.get(&port) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("port {port} is not bound yet")),
+        }
+    }
+
+    async fn write_gateway(&self, g: &status::GatewayDesired, now: &str) -> bool {
+        let doc = status::gateway_status(
+            g,
+            &|p| self.programmed(p),
+            &self.settings.status_addresses,
+            now,
+        );
+        if same_ignoring_timestamps(&doc, &g.current) {
+            return true;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &g.key.namespace,
+            &resource("Gateway", "gateways"),
+        );
+        let patch = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": g.key.name, "namespace": g.key.namespace},
+            "status": doc,
+        });
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        match api
+            .patch_status(&g.key.name, &pp, &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(gateway = %g.key, "Gateway status written");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %g.key, error = %e, "cannot write Gateway status");
+                false
+            }
+        }
+    }
+
+    async fn write_route(&self, r: &status::RouteDesired, now: &str) -> bool {
+        let gw = &self.settings.gateway;
+        let current_parents = |status: &Value| match &status["parents"] {
+            Value::Null => json!([]),
+            p => p.clone(),
+        };
+        let wanted = status::route_parents(r, &r.current, gw, now);
+        if same_ignoring_timestamps(&wanted, &current_parents(&r.current)) {
+            return true;
+        }
+        let (ns, name) = r.key.split_once('/').unwrap_or(("default", &r.key));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            ns,
+            &resource("HTTPRoute", "httproutes"),
+        );
+        for _ in 0..CONFLICT_RETRIES {
+            let mut obj = match api.get_opt(name).await {
+                Ok(Some(o)) => o,
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing::warn!(route = %r.key, error = %e, "cannot read HTTPRoute for status");
+                    return false;
+                }
+            };
+            let fresh = obj.data.get("status").cloned().unwrap_or(Value::Null);
+            let wanted = status::route_parents(r, &fresh, gw, now);
+            if same_ignoring_timestamps(&wanted, &current_parents(&fresh)) {
+                return true;
+            }
+            let mut st = if fresh.is_object() { fresh } else { json!({}) };
+            st["parents"] = wanted;
+            obj.data["status"] = st;
+            match api.replace_status(name, &PostParams::default(), &obj).await {
+                Ok(_) => {
+                    tracing::info!(route = %r.key, "HTTPRoute status written");
+                    return true;
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => {
+                    tracing::warn!(route = %r.key, error = %e, "cannot write HTTPRoute status");
+                    return false;
+                }
+            }
+        }
+        tracing::warn!(route = %r.key, "HTTPRoute status: resourceVersion conflicts on every attempt; retrying on the next change");
+        false
+    }
+}
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", kind);
+    ApiResource::from_gvk_with_plural(&gvk, plural)
+}

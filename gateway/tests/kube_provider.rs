@@ -1,0 +1,520 @@
+//! The gateway binary with `--provider kubernetes` against the Kubernetes API server
+//! fixture (e2e), a real httpbin and the real kubectl: routes applied with kubectl are
+//! served, their status says why, endpoints wait for their Pods, the expected identities
+//! are the Pods' service accounts, an API server outage changes nothing that serves, and
+//! of two replicas only the Lease holder writes status.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::apiserver::ApiServer;
+use e2e::tools::{tool_or_system, workspace_root};
+use serde_json::Value;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const GATEWAY_CLASS_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gatewayclasses.gateway.networking.k8s.io}
+spec:
+  group: gateway.networking.k8s.io
+  names: {kind: GatewayClass, listKind: GatewayClassList, plural: gatewayclasses, singular: gatewayclass}
+  scope: Cluster
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics naming `what`.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An API server fixture with the Gateway API CRDs, GatewayClass `meshgate`, Gateway
+/// `default/edge` (HTTP on a free port) and Service `httpbin` in front of a real httpbin.
+struct Cluster {
+    server: ApiServer,
+    dir: tempfile::TempDir,
+    port: u16,
+    _httpbin: Httpbin,
+    httpbin_port: u16,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("start the API server fixture");
+        let crds = workspace_root().join("e2e/tests/fixtures/apiserver/crds/gateway-api.yaml");
+        server.seed_file(&crds).expect("Gateway API CRDs");
+        server
+            .seed_yaml(GATEWAY_CLASS_CRD)
+            .expect("GatewayClass CRD");
+        let dir = tempfile::tempdir().unwrap();
+        server
+            .write_kubeconfig(&dir.path().join("kubeconfig"))
+            .unwrap();
+        let httpbin = Httpbin::start();
+        let port = free_port();
+        let cluster = Cluster {
+            server,
+            dir,
+            port,
+            httpbin_port: httpbin.port,
+            _httpbin: httpbin,
+        };
+        cluster.seed(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\n\
+             metadata: {{name: meshgate}}\nspec: {{controllerName: meshgate.io/gateway-controller}}\n\
+             ---\n{}---\n{}",
+            http_gateway(port),
+            local_service("httpbin", cluster.httpbin_port)
+        ));
+        cluster
+    }
+
+    /// Writes objects straight into the fixture's store (no HTTP: works during an outage).
+    fn seed(&self, yaml: &str) {
+        self.server.seed_yaml(yaml).expect("seed");
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Runs the real kubectl; asserts success; returns stdout.
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut cmd = Command::new(tool_or_system("kubectl"));
+        cmd.args(args)
+            .arg(format!(
+                "--cache-dir={}",
+                self.dir.path().join("cache").display()
+            ))
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.kubectl(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    fn get_json(&self, what: &[&str]) -> Value {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&args, None)).unwrap()
+    }
+
+    /// A gateway replica serving `default/edge`, with listeners bound to `bind`; ready.
+    fn gateway(&self, name: &str, bind: &str) -> Gateway {
+        self.gateway_waiting_for(name, bind, "/ready")
+    }
+
+    fn gateway_waiting_for(&self, name: &str, bind: &str, wait_path: &str) -> Gateway {
+        let kubeconfig = self.kubeconfig().display().to_string();
+        Gateway::start_waiting_for(
+            "",
+            &[
+                "--provider",
+                "kubernetes",
+                "--gateway",
+                "default/edge",
+                "--kubeconfig",
+                &kubeconfig,
+                "--pod-name",
+                name,
+                "--bind-address",
+                bind,
+                "--lease-duration",
+                "2s",
+                "--debounce",
+                "50ms",
+            ],
+            wait_path,
+        )
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn get(&self, host: &str, path: &str) -> CurlResult {
+        curl(&["-H", &format!("Host: {host}"), &self.url(path)])
+    }
+}
+
+fn route(name: &str, host: &str, path_match: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: edge}}]\n  \
+         hostnames: [{host}]\n  rules:\n  - matches: [{{path: {path_match}}}]\n    \
+         backendRefs: [{{name: {backend}, port: 80}}]\n"
+    )
+}
+
+fn httpbin_route(host: &str) -> String {
+    route("httpbin", host, "{type: PathPrefix, value: /}", "httpbin")
+}
+
+/// The conditions of our entry in a route's `status.parents`, by type.
+fn our_conditions(route: &Value) -> Option<Vec<(String, String, String)>> {
+    let parents = route["status"]["parents"].as_array()?;
+    let ours = parents
+        .iter()
+        .find(|p| p["controllerName"] == "meshgate.io/gateway-controller")?;
+    let cs = ours["conditions"].as_array()?;
+    Some(
+        cs.iter()
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (s("type"), s("status"), s("reason"))
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_applied_with_kubectl_is_served_moves_with_its_hostname_and_404s_once_deleted() {
+    let cluster = Cluster::start().await;
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    assert_eq!(cluster.get("httpbin.example.com", "/get").status, 404);
+
+    let applied = Instant::now();
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    wait_for("the route to be served", || {
+        (cluster.get("httpbin.example.com", "/get").status == 200).then_some(())
+    });
+    eprintln!("apply -> 200: {:?}", applied.elapsed());
+
+    cluster.apply(&httpbin_route("moved.example.com"));
+    wait_for("the route to move", || {
+        (cluster.get("moved.example.com", "/get").status == 200).then_some(())
+    });
+    let old = cluster.get("httpbin.example.com", "/get");
+    assert_eq!((old.status, error_code(&old).as_str()), (404, "NR"));
+
+    cluster.kubectl(&["delete", "httproute", "httpbin"], None);
+    wait_for("the deleted route to 404", || {
+        (cluster.get("moved.example.com", "/get").status == 404).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_status_says_accepted_and_a_broken_route_is_refused_while_the_first_keeps_serving() {
+    let cluster = Cluster::start().await;
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    let good = wait_for("Accepted and ResolvedRefs on httpbin", || {
+        let r = cluster.get_json(&["httproute", "httpbin"]);
+        let cs = our_conditions(&r)?;
+        (cs.len() == 2).then_some(cs)
+    });
+    assert_eq!(
+        good,
+        [
+            ("Accepted".into(), "True".into(), "Accepted".into()),
+            ("ResolvedRefs".into(), "True".into(), "ResolvedRefs".into())
+        ]
+    );
+    let gw = wait_for("Gateway Programmed with one attached route", || {
+        let g = cluster.get_json(&["gateway", "edge"]);
+        (g["status"]["listeners"][0]["attachedRoutes"] == 1).then_some(g)
+    });
+    let gw_conditions: Vec<(&str, &str)> = gw["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        gw_conditions,
+        [("Accepted", "True"), ("Programmed", "True")]
+    );
+    assert_eq!(
+        gw["status"]["conditions"][0]["observedGeneration"],
+        gw["metadata"]["generation"]
+    );
+
+    // Valid for the API server's schema, not for the gateway: a regex that does not compile.
+    cluster.apply(&route(
+        "broken",
+        "broken.example.com",
+        "{type: RegularExpression, value: \"/([\"}",
+        "httpbin",
+    ));
+    let broken = wait_for("Accepted=False on the broken route", || {
+        let r = cluster.get_json(&["httproute", "broken"]);
+        let ours = r["status"]["parents"].as_array()?.first()?.clone();
+        Some(ours)
+    });
+    let c = &broken["conditions"][0];
+    assert_eq!(
+        (c["type"].as_str(), c["status"].as_str()),
+        (Some("Accepted"), Some("False"))
+    );
+    assert_eq!(c["reason"], "UnsupportedValue");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTPRoute default/broken rule 0"),
+        "{c}"
+    );
+    assert_eq!(cluster.get("httpbin.example.com", "/get").status, 200);
+    // Changes keep flowing while the broken route is there.
+    cluster.apply(&route(
+        "other",
+        "other.example.com",
+        "{type: PathPrefix, value: /}",
+        "httpbin",
+    ));
+    wait_for("another route served beside the broken one", || {
+        (cluster.get("other.example.com", "/get").status == 200).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_controllers_entries_in_route_status_are_kept() {
+    let cluster = Cluster::start().await;
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    let foreign = r#"{"status":{"parents":[{"parentRef":{"name":"other-gw"},"controllerName":"example.com/other","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"2026-01-01T00:00:00Z","observedGeneration":1}]}]}}"#;
+    cluster.kubectl(
+        &[
+            "patch",
+            "httproute",
+            "httpbin",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            foreign,
+        ],
+        None,
+    );
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    let parents = wait_for("our entry beside the other controller's", || {
+        let r = cluster.get_json(&["httproute", "httpbin"]);
+        let ps = r["status"]["parents"].as_array()?.clone();
+        (ps.len() == 2).then_some(ps)
+    });
+    assert_eq!(parents[0]["controllerName"], "example.com/other");
+    assert_eq!(
+        parents[1]["controllerName"],
+        "meshgate.io/gateway-controller"
+    );
+}
+
+fn service_with_pod_endpoint(name: &str, port: u16, pod: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default, \
+         annotations: {{meshgate.io/upstream-tls: auto}}}}\n\
+         spec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  \
+         namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n\
+         - addresses: [127.0.0.1]\n  conditions: {{ready: true}}\n  \
+         targetRef: {{kind: Pod, name: {pod}, namespace: default}}\n"
+    )
+}
+
+fn pod(name: &str, service_account: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {labels}}}\n\
+         spec: {{serviceAccountName: {service_account}, containers: [{{name: app, image: httpbin}}]}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_is_held_back_until_its_pod_is_known() {
+    let cluster = Cluster::start().await;
+    cluster.apply(&service_with_pod_endpoint(
+        "web",
+        cluster.httpbin_port,
+        "web-1",
+    ));
+    cluster.apply(&route(
+        "web",
+        "web.example.com",
+        "{type: PathPrefix, value: /}",
+        "web",
+    ));
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    let held = wait_for("the route to answer without endpoints", || {
+        let r = cluster.get("web.example.com", "/get");
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(error_code(&held), "UH");
+    cluster.apply(&pod("web-1", "web", "{app: web}"));
+    wait_for("the endpoint once its Pod is known", || {
+        (cluster.get("web.example.com", "/get").status == 200).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_identity_is_the_service_account_of_the_pods_without_any_annotation() {
+    let cluster = Cluster::start().await;
+    cluster.apply(&service_with_pod_endpoint(
+        "reviews",
+        cluster.httpbin_port,
+        "reviews-1",
+    ));
+    cluster.apply(&pod(
+        "reviews-1",
+        "reviews",
+        "{app: reviews, security.istio.io/tlsMode: istio}",
+    ));
+    cluster.apply(&route(
+        "reviews",
+        "reviews.example.com",
+        "{type: PathPrefix, value: /}",
+        "reviews",
+    ));
+    // Mesh upstreams without an SDS identity: never ready, but the table is built.
+    let gw = cluster.gateway_waiting_for("gw-a", "127.0.0.1", "/healthz");
+    let identities = wait_for("a mesh endpoint in the config dump", || {
+        let (_, body) = gw.admin_get("/config_dump");
+        let dump: Value = serde_json::from_str(&body).ok()?;
+        let text = dump.to_string();
+        text.contains("outbound_.80_._.reviews.default.svc.cluster.local")
+            .then(|| find_identities(&dump))
+            .flatten()
+    });
+    assert_eq!(identities, ["spiffe://cluster.local/ns/default/sa/reviews"]);
+}
+
+/// The `identities` list of the first mesh target in a config dump.
+fn find_identities(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Object(m) => {
+            if let Some(ids) = m.get("identities").and_then(Value::as_array) {
+                return Some(
+                    ids.iter()
+                        .filter_map(|i| i.as_str().map(String::from))
+                        .collect(),
+                );
+            }
+            m.values().find_map(find_identities)
+        }
+        Value::Array(a) => a.iter().find_map(find_identities),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_outage_keeps_serving_and_a_change_made_during_it_is_picked_up_after() {
+    let cluster = Cluster::start().await;
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    wait_for("the route to be served", || {
+        (cluster.get("httpbin.example.com", "/get").status == 200).then_some(())
+    });
+    let outage = Duration::from_secs(3);
+    cluster.server.faults().fail_for(503, outage);
+    cluster.server.drop_watches();
+    cluster.seed(&route(
+        "late",
+        "late.example.com",
+        "{type: PathPrefix, value: /}",
+        "httpbin",
+    ));
+    let (mut served, mut failed) = (0, Vec::new());
+    let end = Instant::now() + outage;
+    while Instant::now() < end {
+        let r = cluster.get("httpbin.example.com", "/get");
+        match r.status {
+            200 => served += 1,
+            s => failed.push(s),
+        }
+    }
+    assert!(served > 0);
+    assert_eq!(
+        failed,
+        Vec::<u16>::new(),
+        "requests failed during the outage"
+    );
+    let back = Instant::now();
+    wait_for("the change made during the outage", || {
+        (cluster.get("late.example.com", "/get").status == 200).then_some(())
+    });
+    eprintln!(
+        "outage: {served} requests, 0 failed; change served {:?} after",
+        back.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_status_and_another_replica_takes_over_when_it_dies() {
+    let cluster = Cluster::start().await;
+    let mut a = cluster.gateway("gw-a", "127.0.0.1");
+    wait_for("gw-a to hold the Lease", || {
+        let l = cluster.get_json(&["lease", "meshgate-edge"]);
+        (l["spec"]["holderIdentity"] == "gw-a").then_some(())
+    });
+    let b = cluster.gateway("gw-b", "127.0.0.2");
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    wait_for("route status from the holder", || {
+        our_conditions(&cluster.get_json(&["httproute", "httpbin"]))
+    });
+    assert!(a.log().contains("HTTPRoute status written"), "{}", a.log());
+    assert!(!b.log().contains("status written"), "{}", b.log());
+
+    let killed = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-KILL", &a.process().id().to_string()])
+        .status();
+    wait_for("gw-b to take the Lease over", || {
+        let l = cluster.get_json(&["lease", "meshgate-edge"]);
+        (l["spec"]["holderIdentity"] == "gw-b").then_some(())
+    });
+    eprintln!(
+        "Lease takeover after the holder died: {:?}",
+        killed.elapsed()
+    );
+    cluster.apply(&route(
+        "second",
+        "second.example.com",
+        "{type: PathPrefix, value: /}",
+        "httpbin",
+    ));
+    wait_for("route status from the new holder", || {
+        our_conditions(&cluster.get_json(&["httproute", "second"]))
+    });
+    assert!(b.log().contains("HTTPRoute status written"), "{}", b.log());
+}
