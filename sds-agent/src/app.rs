@@ -12,9 +12,10 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use crate::admin::{self, AdminState};
 use crate::config::{Config, SourceConfig};
 use crate::metrics::Metrics;
-use crate::sds::{self, SocketFile};
+use crate::sds;
 use crate::source::{self, SourceContext};
 use crate::store::Store;
+use crate::unix_socket::{self, SocketFile};
 
 /// How long shutdown waits for servers to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -40,8 +41,7 @@ impl Agent {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let unix = sds::bind_unix(&config.sds_socket)
-            .with_context(|| format!("cannot bind SDS socket {}", config.sds_socket.display()))?;
+        let unix = unix_socket::bind_unix(&config.sds_socket)?;
         let socket = SocketFile(config.sds_socket.clone());
         let tcp = match config.sds_tcp_addr {
             Some(addr) => Some(

@@ -1,7 +1,6 @@
 //! Envoy's Secret Discovery Service, state-of-the-world over `StreamSecrets` (and the
 //! unary `FetchSecrets`). Every open stream gets a new version when the store changes.
 
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +20,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::store::{Published, Store};
+
+/// Largest request message accepted (gRPC's usual 4 MiB; Envoy's SDS requests are a few
+/// KiB). A frame that declares more ends its stream with the decoder's status.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// The SDS service over the agent's [`Store`].
 #[derive(Clone)]
@@ -49,7 +52,7 @@ impl Server {
 
     /// The tonic service to mount.
     pub fn into_service(self) -> SecretDiscoveryServiceServer<Self> {
-        SecretDiscoveryServiceServer::new(self)
+        SecretDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     fn response(
@@ -177,7 +180,14 @@ impl SecretDiscoveryService for Server {
                         }
                         Ok(None) => return,
                         Err(status) => {
-                            tracing::debug!("SDS stream ended: {status}");
+                            // A truncated or oversized request frame: end the stream with
+                            // the decoder's status, so the client sees why, not an OK.
+                            if matches!(status.code(), tonic::Code::Internal | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) {
+                                tracing::warn!(code = ?status.code(), "SDS request refused: {}", status.message());
+                            } else {
+                                tracing::debug!("SDS stream ended: {status}");
+                            }
+                            let _ = tx.send(Err(status)).await;
                             return;
                         }
                     },
@@ -227,30 +237,4 @@ impl SecretDiscoveryService for Server {
 async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it here, not inside a select!.
     let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Binds the SDS unix socket with owner-only permissions, replacing a stale socket file.
-pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(path = %path.display(), "removed stale SDS socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-/// Removes the socket file on drop so a restarted agent finds a clean slate.
-#[derive(Debug)]
-pub struct SocketFile(pub PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

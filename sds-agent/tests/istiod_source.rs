@@ -11,6 +11,7 @@ use e2e::process::eventually;
 use e2e::sds_client::{self, SdsStream};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use mesh::Identity;
+use prost::Message;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -355,6 +356,57 @@ async fn unknown_sds_resource_is_refused_with_a_clear_error() {
         err.message().contains("\"bogus\"") && err.message().contains("ROOTCA"),
         "{}",
         err.message()
+    );
+}
+
+/// A request frame cut short by the end of the request body: the stream ends with the
+/// decoder's INTERNAL status, never OK.
+#[tokio::test]
+async fn truncated_request_frame_ends_the_stream_with_internal() {
+    let mut h = Harness::new().await;
+    h.start(h.istiod_command("1h")).await;
+    let request = DiscoveryRequest {
+        resource_names: vec!["default".into()],
+        type_url: mesh::consts::SECRET_TYPE_URL.into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let half = &request[..request.len() / 2];
+    let body = sds_client::grpc_frame(request.len() as u32, half);
+    let outcome = sds_client::raw_stream_secrets(&h.socket, body)
+        .await
+        .unwrap();
+    assert_eq!(outcome.http_status, 200);
+    assert_eq!(
+        outcome.grpc_status,
+        Some(tonic::Code::Internal),
+        "{outcome:?}\n{}",
+        h.log()
+    );
+    assert!(outcome.grpc_message.contains("EOF"), "{outcome:?}");
+}
+
+/// A frame declaring more than the limit is refused from its header alone, before the
+/// agent buffers it: the stream ends with tonic's size-limit status (OUT_OF_RANGE).
+#[tokio::test]
+async fn oversized_request_frame_ends_the_stream_with_out_of_range() {
+    let mut h = Harness::new().await;
+    h.start(h.istiod_command("1h")).await;
+    let too_big = sds_agent::sds::MAX_REQUEST_BYTES as u32 + 1;
+    let body = sds_client::grpc_frame(too_big, &[0; 16]);
+    let outcome = sds_client::raw_stream_secrets(&h.socket, body)
+        .await
+        .unwrap();
+    assert_eq!(outcome.http_status, 200);
+    assert_eq!(
+        outcome.grpc_status,
+        Some(tonic::Code::OutOfRange),
+        "{outcome:?}\n{}",
+        h.log()
+    );
+    assert!(
+        outcome.grpc_message.contains(&too_big.to_string()),
+        "names the size: {outcome:?}"
     );
 }
 
