@@ -191,7 +191,10 @@ impl TestCa {
             .identity(tonic::transport::Identity::from_pem(cert, key));
         let (stop, stopped) = oneshot::channel::<()>();
         let svc = IstioCertificateServiceServer::from_arc(self.state.clone());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // istiod (Go) sets TCP_NODELAY on every connection; without it the response's
+        // trailers wait for the client's delayed ACK (about 40 ms on Linux).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         self.task = Some(tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .tls_config(tls)

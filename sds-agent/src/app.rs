@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, SourceConfig};
@@ -89,7 +90,11 @@ impl Agent {
             tasks.spawn(async move {
                 if let Err(e) = tonic::transport::Server::builder()
                     .add_service(svc)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stop)
+                    .serve_with_incoming_shutdown(
+                        // Small SDS pushes must not wait for the client's delayed ACK.
+                        TcpIncoming::from(tcp).with_nodelay(Some(true)),
+                        stop,
+                    )
                     .await
                 {
                     tracing::error!("SDS TCP server failed: {e}");
