@@ -142,6 +142,19 @@ impl SdsStream {
         tokio::time::timeout(timeout, self.next()).await.ok()
     }
 
+    /// Asks for a new set of names on this stream (later ACKs name them too).
+    pub async fn request(&mut self, names: &[&str]) {
+        self.names = names.iter().map(|s| s.to_string()).collect();
+        let _ = self
+            .tx
+            .send(DiscoveryRequest {
+                resource_names: self.names.clone(),
+                type_url: SECRET_TYPE_URL.to_string(),
+                ..Default::default()
+            })
+            .await;
+    }
+
     /// Sends a NACK for `version`/`nonce` (for protocol tests).
     pub async fn nack(&self, version: &str, nonce: &str, message: &str) {
         let _ = self

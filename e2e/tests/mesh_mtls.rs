@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use e2e::ca::TestCa;
-use e2e::process::{ChildGuard, eventually, free_port, wait_for_port};
-use e2e::sidecar::{HttpbinPod, InboundPolicy, start_agent};
+use e2e::sidecar::{HttpbinPod, InboundPolicy};
+use e2e::testing::{ChildGuard, eventually, free_port, start_agent, wait_for_port};
 use e2e::tools::workspace_bin;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
