@@ -1,7 +1,8 @@
 //! A SPIFFE Workload API double (what a SPIRE agent serves), for the sds-agent's
 //! `--source spiffe`: `SpiffeWorkloadAPI/FetchX509SVID` over a unix socket, streaming the
 //! current SVID and every update, and refusing requests without the
-//! `workload.spiffe.io: true` header as SPIRE does. Messages follow spiffe's workload.proto.
+//! `workload.spiffe.io: true` header as SPIRE does. It implements the server trait
+//! generated from `mesh/proto/spiffe/workload.proto`; other calls answer UNIMPLEMENTED.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
