@@ -3,13 +3,20 @@
 
 use std::error::Error;
 
-/// The protocol definitions, relative to `proto/`.
-const PROTOS: &[&str] = &["istio/security/v1alpha1/ca.proto", "spiffe/workload.proto"];
-
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = protox::compile(PROTOS, ["proto"])?;
+    // Istio's CA: the sds-agent calls it, the test CA serves it.
+    generate("istio/security/v1alpha1/ca.proto", true)?;
+    // SPIFFE Workload API: the sds-agent reads it through the `spiffe` crate's own
+    // client; only the test double's server side is needed here.
+    generate("spiffe/workload.proto", false)?;
+    Ok(())
+}
+
+fn generate(proto: &str, client: bool) -> Result<(), Box<dyn Error>> {
+    let files = protox::compile([proto], ["proto"])?;
     tonic_prost_build::configure()
+        .build_client(client)
         // Test doubles implement only the calls they stand in for; the rest answer
         // UNIMPLEMENTED, as a real server without that method would.
         .generate_default_stubs(true)
