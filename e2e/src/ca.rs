@@ -8,16 +8,14 @@
 //! it fail, stall, answer for the wrong identity, go away, or rotate its root.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::BoxFuture;
 use mesh::Identity;
 use mesh::ca::{
-    CREATE_CERTIFICATE_PATH, IstioCertificateRequest, IstioCertificateResponse, SERVICE,
+    IstioCertificateRequest, IstioCertificateResponse, IstioCertificateService,
+    IstioCertificateServiceServer,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer,
@@ -192,8 +190,11 @@ impl TestCa {
         let tls = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(cert, key));
         let (stop, stopped) = oneshot::channel::<()>();
-        let svc = CaService(self.state.clone());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let svc = IstioCertificateServiceServer::from_arc(self.state.clone());
+        // istiod (Go) sets TCP_NODELAY on every connection; without it the response's
+        // trailers wait for the client's delayed ACK (about 40 ms on Linux).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         self.task = Some(tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .tls_config(tls)
@@ -329,7 +330,9 @@ fn leaf_params(identity: &Identity, ttl: Duration) -> CertificateParams {
     params
 }
 
-impl State {
+#[tonic::async_trait]
+impl IstioCertificateService for State {
+    /// Records the call, then answers it (see [`State::answer`]).
     async fn create_certificate(
         &self,
         request: tonic::Request<IstioCertificateRequest>,
@@ -360,7 +363,10 @@ impl State {
         self.calls.lock().unwrap().push(record);
         result.map(|(resp, _)| tonic::Response::new(resp))
     }
+}
 
+impl State {
+    /// Authenticates the caller as istiod does and signs its CSR, unless told to misbehave.
     async fn answer(
         &self,
         headers: &HashMap<String, String>,
@@ -437,47 +443,4 @@ impl State {
 
 fn hex_lower(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The tonic service glue for the one unary method.
-#[derive(Clone)]
-struct CaService(Arc<State>);
-
-impl tonic::server::NamedService for CaService {
-    const NAME: &'static str = SERVICE;
-}
-
-impl<B> tower::Service<http::Request<B>> for CaService
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let state = self.0.clone();
-        if req.uri().path() != CREATE_CERTIFICATE_PATH {
-            let path = req.uri().path().to_string();
-            return Box::pin(async move {
-                Ok(tonic::Status::unimplemented(format!(
-                    "{path} is not implemented by the test CA"
-                ))
-                .into_http())
-            });
-        }
-        Box::pin(async move {
-            let method = tower::service_fn(move |r: tonic::Request<IstioCertificateRequest>| {
-                let state = state.clone();
-                async move { state.create_certificate(r).await }
-            });
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.unary(method, req).await)
-        })
-    }
 }

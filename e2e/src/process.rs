@@ -1,4 +1,9 @@
 //! Child processes that die with the test, and port helpers.
+//!
+//! Start a program with [`ChildGuard::spawn`]: its stdout and stderr go to a log file,
+//! it is killed when the guard drops (the log is printed if the test is panicking), and
+//! [`ChildGuard::stop_with`] asks it to stop first with a signal (gunicorn: SIGINT stops
+//! its workers too).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -11,6 +16,8 @@ pub struct ChildGuard {
     /// Where stdout and stderr go.
     pub log: PathBuf,
     name: String,
+    /// Signal sent on drop before SIGKILL, and how long to wait for it to work.
+    stop: Option<(i32, Duration)>,
 }
 
 impl ChildGuard {
@@ -32,7 +39,15 @@ impl ChildGuard {
             child: Some(child),
             log,
             name: name.to_string(),
+            stop: None,
         }
+    }
+
+    /// On drop, sends `signal` (e.g. [`SIGINT`], [`SIGTERM`]) and waits up to `grace`
+    /// before killing.
+    pub fn stop_with(mut self, signal: i32, grace: Duration) -> ChildGuard {
+        self.stop = Some((signal, grace));
+        self
     }
 
     /// The process id.
@@ -47,9 +62,18 @@ impl ChildGuard {
 
     /// Sends SIGTERM and waits up to `timeout`; returns the exit status if it exited.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.signal_and_wait(SIGTERM, timeout)
+    }
+
+    /// Sends `signal` and waits up to `timeout`; returns the exit status if it exited.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: i32,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
         // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc_kill(child.id() as i32, 15) };
+        unsafe { libc_kill(child.id() as i32, signal) };
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -77,19 +101,30 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            self.kill();
-            if std::thread::panicking() {
-                eprintln!(
-                    "---- {} log ({}) ----\n{}",
-                    self.name,
-                    self.log.display(),
-                    self.output()
-                );
-            }
+        if self.child.is_none() {
+            return;
+        }
+        if let Some((signal, grace)) = self.stop
+            && self.is_running()
+        {
+            self.signal_and_wait(signal, grace);
+        }
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.output()
+            );
         }
     }
 }
+
+/// SIGINT, for [`ChildGuard::stop_with`].
+pub const SIGINT: i32 = 2;
+/// SIGTERM, for [`ChildGuard::stop_with`].
+pub const SIGTERM: i32 = 15;
 
 unsafe extern "C" {
     #[link_name = "kill"]
@@ -114,22 +149,4 @@ pub async fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     false
-}
-
-/// Polls `f` until it returns `Some` or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -33,7 +33,8 @@ pub async fn connect_retry(
             Err(e) if std::time::Instant::now() > deadline => {
                 panic!("cannot connect to SDS socket {}: {e}", socket.display())
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+            // Short: start-up benchmarks time the first certificate through this wait.
+            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
 }
@@ -141,6 +142,19 @@ impl SdsStream {
         tokio::time::timeout(timeout, self.next()).await.ok()
     }
 
+    /// Asks for a new set of names on this stream (later ACKs name them too).
+    pub async fn request(&mut self, names: &[&str]) {
+        self.names = names.iter().map(|s| s.to_string()).collect();
+        let _ = self
+            .tx
+            .send(DiscoveryRequest {
+                resource_names: self.names.clone(),
+                type_url: SECRET_TYPE_URL.to_string(),
+                ..Default::default()
+            })
+            .await;
+    }
+
     /// Sends a NACK for `version`/`nonce` (for protocol tests).
     pub async fn nack(&self, version: &str, nonce: &str, message: &str) {
         let _ = self
@@ -159,4 +173,64 @@ impl SdsStream {
             })
             .await;
     }
+}
+
+/// How a server ended a hand-made StreamSecrets call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawOutcome {
+    /// HTTP status of the response headers.
+    pub http_status: u16,
+    /// `grpc-status` from the trailers (or a trailers-only response); `None` if absent.
+    pub grpc_status: Option<tonic::Code>,
+    /// `grpc-message`, percent-decoding left undone.
+    pub grpc_message: String,
+}
+
+/// One gRPC length-prefixed message frame (uncompressed) that *declares* `declared_len`
+/// bytes but carries `payload`: a truncated frame when the payload is shorter.
+pub fn grpc_frame(declared_len: u32, payload: &[u8]) -> bytes::Bytes {
+    let mut frame = Vec::with_capacity(5 + payload.len());
+    frame.push(0);
+    frame.extend_from_slice(&declared_len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame.into()
+}
+
+/// Sends `body` as the entire StreamSecrets request body over raw HTTP/2 on the unix
+/// socket (no tonic client, so the frames are exactly as given), and returns how the
+/// server ended the call.
+pub async fn raw_stream_secrets(socket: &Path, body: bytes::Bytes) -> anyhow::Result<RawOutcome> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = http::Request::post(
+        "http://localhost/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+    )
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(Full::new(body))?;
+    let response = sender.send_request(request).await?;
+    let http_status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let collected = response.into_body().collect().await?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    // A trailers-only response carries the status in the headers.
+    let field = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Ok(RawOutcome {
+        http_status,
+        grpc_status: field("grpc-status")
+            .and_then(|s| s.parse::<i32>().ok())
+            .map(tonic::Code::from_i32),
+        grpc_message: field("grpc-message").unwrap_or_default(),
+    })
 }

@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use mesh::Identity;
 use rustls_pki_types::{CertificateDer, ServerName};
 
-use crate::ca::{ISTIOD_HOST, TestCa};
+use crate::agent::start_agent;
+use crate::ca::TestCa;
 use crate::envoy::{sds_cluster_yaml, sds_config_yaml};
 use crate::process::{ChildGuard, free_port, wait_for_port};
 use crate::tls::LeafRecorder;
-use crate::tools::{tool, workspace_bin};
+use crate::tools::tool;
 
 /// The ALPN values an Istio sidecar's inbound mTLS HTTP chain matches on.
 pub const ISTIO_HTTP_ALPN: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
@@ -232,54 +233,6 @@ async fn start_httpbin(dir: &Path) -> (ChildGuard, SocketAddr) {
         process.kill();
     }
     panic!("httpbin (gunicorn) did not come up; log:\n{last}");
-}
-
-/// Starts an sds-agent for `identity` against `ca` in `dir` (root, token, socket and log
-/// live there) and waits until it is ready; returns it with its admin address and socket.
-pub async fn start_agent(
-    dir: &Path,
-    ca: &TestCa,
-    identity: &Identity,
-    secret_ttl: &str,
-) -> (ChildGuard, SocketAddr, PathBuf) {
-    let root_file = dir.join("root-cert.pem");
-    std::fs::write(&root_file, ca.root_pem()).expect("write root");
-    let token_file = dir.join("istio-token");
-    std::fs::write(&token_file, ca.issue_token(identity)).expect("write token");
-    let socket = dir.join("sds.sock");
-    let mut last = String::new();
-    for _ in 0..3 {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let _ = std::fs::remove_file(&socket);
-        let mut cmd = Command::new(workspace_bin("sds-agent"));
-        cmd.env_clear()
-            .env("RUST_LOG", "info,sds_agent=debug")
-            .env("CA_ADDR", ca.addr().to_string())
-            .env("CA_TLS_SERVER_NAME", ISTIOD_HOST)
-            .env("TRUST_DOMAIN", identity.trust_domain())
-            .env("POD_NAMESPACE", identity.namespace())
-            .env("SERVICE_ACCOUNT", identity.service_account())
-            .env("SECRET_TTL", secret_ttl)
-            .arg("--root-cert")
-            .arg(&root_file)
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--sds-socket")
-            .arg(&socket)
-            .args(["--admin-addr", &admin.to_string()])
-            .args(["--watch-interval", "200ms", "--log-format", "text"]);
-        let mut process = ChildGuard::spawn("sds-agent", cmd, dir.join("agent.log"));
-        let deadline = Instant::now() + STARTUP;
-        while process.is_running() && Instant::now() < deadline {
-            if let Ok((200, _)) = crate::http::get(admin, "/ready").await {
-                return (process, admin, socket);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        last = process.output();
-        process.kill();
-    }
-    panic!("sds-agent for {identity} never became ready; log:\n{last}");
 }
 
 /// Starts Envoy with admin and inbound listener on ports the kernel picks (no races with

@@ -1,61 +1,23 @@
 //! A SPIFFE Workload API double (what a SPIRE agent serves), for the sds-agent's
 //! `--source spiffe`: `SpiffeWorkloadAPI/FetchX509SVID` over a unix socket, streaming the
 //! current SVID and every update, and refusing requests without the
-//! `workload.spiffe.io: true` header as SPIRE does. Messages follow spiffe's workload.proto.
+//! `workload.spiffe.io: true` header as SPIRE does. It implements the server trait
+//! generated from `mesh/proto/spiffe/workload.proto`; other calls answer UNIMPLEMENTED.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::task::{Context, Poll};
+use std::pin::Pin;
 
-use futures_util::future::BoxFuture;
+use futures_util::Stream;
+use mesh::workload_api::{
+    SpiffeWorkloadApi, SpiffeWorkloadApiServer, X509svid, X509svidRequest, X509svidResponse,
+};
 use tokio::sync::watch;
-
-/// `X509SVIDRequest` (empty).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct X509SvidRequest {}
-
-/// `X509SVIDResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct X509SvidResponse {
-    /// The workload's SVIDs; the first is the default.
-    #[prost(message, repeated, tag = "1")]
-    pub svids: Vec<X509Svid>,
-    /// CRLs (DER).
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    pub crl: Vec<Vec<u8>>,
-    /// Bundles of federated trust domains (concatenated DER).
-    #[prost(map = "string, bytes", tag = "3")]
-    pub federated_bundles: HashMap<String, Vec<u8>>,
-}
-
-/// `X509SVID`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct X509Svid {
-    /// SPIFFE id of the SVID.
-    #[prost(string, tag = "1")]
-    pub spiffe_id: String,
-    /// Certificate chain, concatenated DER, leaf first.
-    #[prost(bytes = "vec", tag = "2")]
-    pub x509_svid: Vec<u8>,
-    /// PKCS#8 private key, DER.
-    #[prost(bytes = "vec", tag = "3")]
-    pub x509_svid_key: Vec<u8>,
-    /// Trust bundle of the SVID's trust domain, concatenated DER.
-    #[prost(bytes = "vec", tag = "4")]
-    pub bundle: Vec<u8>,
-    /// Operator hint.
-    #[prost(string, tag = "5")]
-    pub hint: String,
-}
-
-const FETCH_X509_SVID: &str = "/SpiffeWorkloadAPI/FetchX509SVID";
 
 /// A running Workload API server on a unix socket.
 pub struct WorkloadApiServer {
     /// The socket path.
     pub socket: PathBuf,
-    tx: watch::Sender<Option<X509SvidResponse>>,
+    tx: watch::Sender<Option<X509svidResponse>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,7 +27,7 @@ impl WorkloadApiServer {
         let _ = std::fs::remove_file(socket);
         let listener = tokio::net::UnixListener::bind(socket).expect("bind workload API socket");
         let (tx, rx) = watch::channel(None);
-        let svc = Service(rx);
+        let svc = SpiffeWorkloadApiServer::new(Service(rx));
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
@@ -92,8 +54,8 @@ impl WorkloadApiServer {
         key_der: Vec<u8>,
         bundle_der: Vec<u8>,
     ) {
-        let _ = self.tx.send(Some(X509SvidResponse {
-            svids: vec![X509Svid {
+        let _ = self.tx.send(Some(X509svidResponse {
+            svids: vec![X509svid {
                 spiffe_id: spiffe_id.to_string(),
                 x509_svid: chain_der,
                 x509_svid_key: key_der,
@@ -112,67 +74,33 @@ impl Drop for WorkloadApiServer {
     }
 }
 
-#[derive(Clone)]
-struct Service(watch::Receiver<Option<X509SvidResponse>>);
+/// The double: one SVID set, watched, streamed to every caller.
+struct Service(watch::Receiver<Option<X509svidResponse>>);
 
-impl tonic::server::NamedService for Service {
-    const NAME: &'static str = "SpiffeWorkloadAPI";
-}
+type SvidStream = Pin<Box<dyn Stream<Item = Result<X509svidResponse, tonic::Status>> + Send>>;
 
-impl<B> tower::Service<http::Request<B>> for Service
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let rx = self.0.clone();
-        if req.uri().path() != FETCH_X509_SVID {
-            let path = req.uri().path().to_string();
-            return Box::pin(async move {
-                Ok(
-                    tonic::Status::unimplemented(format!("{path} not served by this double"))
-                        .into_http(),
-                )
-            });
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for Service {
+    /// Refuses a call without the security header (as SPIRE does), then streams.
+    async fn fetch_x509svid(
+        &self,
+        request: tonic::Request<X509svidRequest>,
+    ) -> Result<tonic::Response<SvidStream>, tonic::Status> {
+        let ok = request
+            .metadata()
+            .get(mesh::consts::WORKLOAD_API_HEADER)
+            .is_some_and(|v| v == "true");
+        if !ok {
+            return Err(tonic::Status::invalid_argument(
+                "security header missing from request",
+            ));
         }
-        Box::pin(async move {
-            let method = tower::service_fn(move |r: tonic::Request<X509SvidRequest>| {
-                let mut rx = rx.clone();
-                async move {
-                    let ok = r
-                        .metadata()
-                        .get(mesh::consts::WORKLOAD_API_HEADER)
-                        .is_some_and(|v| v == "true");
-                    if !ok {
-                        return Err(tonic::Status::invalid_argument(
-                            "security header missing from request",
-                        ));
-                    }
-                    let stream = async_stream(&mut rx);
-                    Ok(tonic::Response::new(stream))
-                }
-            });
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.server_streaming(method, req).await)
-        })
+        Ok(tonic::Response::new(svid_updates(self.0.clone())))
     }
 }
-
-type SvidStream = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = Result<X509SvidResponse, tonic::Status>> + Send>,
->;
 
 /// Current SVID (once set), then every change.
-fn async_stream(rx: &mut watch::Receiver<Option<X509SvidResponse>>) -> SvidStream {
-    let rx = rx.clone();
+fn svid_updates(rx: watch::Receiver<Option<X509svidResponse>>) -> SvidStream {
     Box::pin(futures_util::stream::unfold(
         (rx, true),
         |(mut rx, first)| async move {

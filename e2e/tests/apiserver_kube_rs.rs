@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::apiserver::ApiServer;
-use e2e::process::eventually;
+use e2e::testing::eventually;
 use e2e::tools::workspace_root;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use e2e::ca::TestCa;
-use e2e::process::{ChildGuard, eventually, free_port, wait_for_port};
-use e2e::sidecar::{HttpbinPod, InboundPolicy, start_agent};
+use e2e::sidecar::{HttpbinPod, InboundPolicy};
+use e2e::testing::{ChildGuard, eventually, free_port, start_agent, wait_for_port};
 use e2e::tools::workspace_bin;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -357,13 +357,14 @@ async fn an_upstream_with_an_unexpected_identity_is_refused_naming_both() {
     );
 }
 
-/// Steady load through the gateway: returns (requests, failures, XFCC hashes seen).
+/// Steady load through the gateway, counting requests in `done` as they finish:
+/// returns (requests, failures, XFCC hashes seen).
 async fn load(
     edge: SocketAddr,
     duration: Duration,
     workers: usize,
+    done: Arc<AtomicU64>,
 ) -> (u64, Vec<String>, HashSet<String>) {
-    let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let until = Instant::now() + duration;
     for _ in 0..workers {
@@ -401,7 +402,8 @@ async fn load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_a_minute_of_load_fails_nothing_and_changes_the_hash() {
     let lab = Lab::start(InboundPolicy::Strict, "", "6s").await;
-    let (requests, failures, hashes) = load(lab.edge, Duration::from_secs(60), 4).await;
+    let (requests, failures, hashes) =
+        load(lab.edge, Duration::from_secs(60), 4, Arc::default()).await;
     assert!(
         failures.is_empty(),
         "{} of {requests} failed, e.g. {:?}\n{}",
@@ -420,10 +422,34 @@ async fn rotation_under_a_minute_of_load_fails_nothing_and_changes_the_hash() {
 async fn gateway_sds_agent_killed_and_restarted_under_load_fails_nothing() {
     let mut lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
     let edge = lab.edge;
-    let traffic = tokio::spawn(async move { load(edge, Duration::from_secs(15), 4).await });
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let counter = done.clone();
+    let traffic =
+        tokio::spawn(async move { load(edge, Duration::from_secs(15), 4, counter).await });
+    let served_since = |from: u64| {
+        let done = done.clone();
+        move || {
+            let n = done.load(Ordering::Relaxed);
+            std::future::ready((n >= from + 50).then_some(n))
+        }
+    };
+    let before_kill = eventually(T, served_since(0))
+        .await
+        .expect("load is flowing");
     lab.agent.take().unwrap().kill();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The gateway has seen its agent go, and kept serving on the certificate it holds.
+    let noticed = eventually(T, || async {
+        (lab.gateway_metric("gateway_sds_reconnects_total").await >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        noticed.is_some(),
+        "the gateway never noticed the agent was gone:\n{}",
+        lab.gateway.output()
+    );
+    eventually(T, served_since(before_kill))
+        .await
+        .expect("load flows while the agent is down");
     lab.restart_agent().await;
     let (requests, failures, _) = traffic.await.unwrap();
     assert!(

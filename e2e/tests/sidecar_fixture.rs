@@ -376,7 +376,7 @@ async fn sidecar_serves_the_rotated_certificate() {
         .unwrap();
     assert_eq!(status, 200);
     let first = serial_of(&recorder.leaf().unwrap());
-    let rotated = e2e::process::eventually(Duration::from_secs(20), || {
+    let rotated = e2e::testing::eventually(Duration::from_secs(20), || {
         let (config, recorder) = client(&ca, Some(&cert), &["istio-http/1.1"]);
         let pod = &pod;
         let first = &first;

@@ -1,10 +1,19 @@
 //! Istio's certificate service, `istio.v1.auth.IstioCertificateService`.
 //!
-//! The messages mirror istio/api `security/v1alpha1/ca.proto` field for field; the
-//! client is the unary call a generated stub would make. Written out by hand because
-//! it is three fields and one method, and it keeps protoc out of the build.
+//! Generated at build time from `proto/istio/security/v1alpha1/ca.proto` (istio/api's
+//! definition): the messages, the client the sds-agent uses, and the server trait the
+//! test CA implements.
 
-use tonic::codegen::http::uri::PathAndQuery;
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    tonic::include_proto!("istio.v1.auth");
+}
+
+pub use generated::istio_certificate_service_client::IstioCertificateServiceClient;
+pub use generated::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+pub use generated::{IstioCertificateRequest, IstioCertificateResponse};
 
 /// The gRPC service name.
 pub const SERVICE: &str = "istio.v1.auth.IstioCertificateService";
@@ -12,58 +21,40 @@ pub const SERVICE: &str = "istio.v1.auth.IstioCertificateService";
 pub const CREATE_CERTIFICATE_PATH: &str =
     "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 
-/// A certificate signing request to the mesh CA.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct IstioCertificateRequest {
-    /// PEM-encoded PKCS#10 certificate signing request.
-    #[prost(string, tag = "1")]
-    pub csr: String,
-    /// Requested lifetime in seconds.
-    #[prost(int64, tag = "3")]
-    pub validity_duration: i64,
-    /// Optional request metadata (e.g. impersonation); unused by this agent.
-    #[prost(message, optional, tag = "4")]
-    pub metadata: Option<prost_types::Struct>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
 
-/// The signed certificate chain: leaf first, root last.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct IstioCertificateResponse {
-    /// PEM certificates.
-    #[prost(string, repeated, tag = "1")]
-    pub cert_chain: Vec<String>,
-}
-
-/// Client for `IstioCertificateService` over any tonic transport.
-#[derive(Debug, Clone)]
-pub struct IstioCertificateServiceClient<T> {
-    inner: tonic::client::Grpc<T>,
-}
-
-impl<T> IstioCertificateServiceClient<T>
-where
-    T: tonic::client::GrpcService<tonic::body::Body>,
-    T::Error: Into<tonic::codegen::StdError>,
-    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-{
-    /// Wraps a transport (usually a `tonic::transport::Channel`).
-    pub fn new(inner: T) -> Self {
-        Self {
-            inner: tonic::client::Grpc::new(inner),
-        }
+    /// The generated messages keep the published field numbers: csr=1,
+    /// validity_duration=3, metadata=4; cert_chain=1.
+    #[test]
+    fn messages_use_the_published_field_numbers() {
+        let request = IstioCertificateRequest {
+            csr: "C".into(),
+            validity_duration: 5,
+            metadata: Some(prost_types::Struct::default()),
+        };
+        // tag 1 (len) "C", tag 3 (varint) 5, tag 4 (len) empty.
+        assert_eq!(request.encode_to_vec(), [0x0a, 1, b'C', 0x18, 5, 0x22, 0]);
+        let response = IstioCertificateResponse {
+            cert_chain: vec!["L".into(), "R".into()],
+        };
+        assert_eq!(response.encode_to_vec(), [0x0a, 1, b'L', 0x0a, 1, b'R']);
     }
 
-    /// Calls `CreateCertificate`.
-    pub async fn create_certificate(
-        &mut self,
-        request: tonic::Request<IstioCertificateRequest>,
-    ) -> Result<tonic::Response<IstioCertificateResponse>, tonic::Status> {
-        self.inner.ready().await.map_err(|e| {
-            tonic::Status::unavailable(format!("CA channel not ready: {}", e.into()))
-        })?;
-        let codec = tonic_prost::ProstCodec::default();
-        let path = PathAndQuery::from_static(CREATE_CERTIFICATE_PATH);
-        self.inner.unary(request, path, codec).await
+    #[test]
+    fn service_name_matches_the_generated_server() {
+        use tonic::server::NamedService;
+        assert_eq!(
+            <IstioCertificateServiceServer<Never> as NamedService>::NAME,
+            SERVICE
+        );
     }
+
+    /// A CA that never answers; only its type is needed.
+    struct Never;
+
+    #[tonic::async_trait]
+    impl IstioCertificateService for Never {}
 }

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod consts;
 pub mod identity;
 pub mod sds;
+pub mod workload_api;
 
 pub use certs::WorkloadCerts;
 pub use identity::Identity;

@@ -7,14 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, SourceConfig};
 use crate::metrics::Metrics;
-use crate::sds::{self, SocketFile};
+use crate::sds;
 use crate::source::{self, SourceContext};
 use crate::store::Store;
+use crate::unix_socket::{self, SocketFile};
 
 /// How long shutdown waits for servers to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -40,8 +42,7 @@ impl Agent {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let unix = sds::bind_unix(&config.sds_socket)
-            .with_context(|| format!("cannot bind SDS socket {}", config.sds_socket.display()))?;
+        let unix = unix_socket::bind_unix(&config.sds_socket)?;
         let socket = SocketFile(config.sds_socket.clone());
         let tcp = match config.sds_tcp_addr {
             Some(addr) => Some(
@@ -89,7 +90,11 @@ impl Agent {
             tasks.spawn(async move {
                 if let Err(e) = tonic::transport::Server::builder()
                     .add_service(svc)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stop)
+                    .serve_with_incoming_shutdown(
+                        // Small SDS pushes must not wait for the client's delayed ACK.
+                        TcpIncoming::from(tcp).with_nodelay(Some(true)),
+                        stop,
+                    )
                     .await
                 {
                     tracing::error!("SDS TCP server failed: {e}");

@@ -13,3 +13,4 @@ pub mod rotation;
 pub mod sds;
 pub mod source;
 pub mod store;
+pub mod unix_socket;

@@ -12,6 +12,11 @@ pub const RENEW_JITTER: f64 = 0.02;
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(150);
+/// While a certificate is held, one retry waits at most this share of its remaining
+/// validity (1/4): the attempts crowd towards expiry instead of leaping past it.
+pub const RETRY_SHARE_OF_REMAINING: u32 = 4;
+/// ...but not less than this, so the last moments before expiry do not spin.
+pub const RETRY_FLOOR: Duration = Duration::from_millis(100);
 
 /// When to renew `certs`: at half its lifetime, jittered so a fleet does not renew in step.
 pub fn renew_at(certs: &WorkloadCerts) -> SystemTime {
@@ -47,9 +52,45 @@ impl Backoff {
     }
 }
 
+/// The wait before the next attempt after a failure: the backoff step, capped while a
+/// certificate is held (`remaining` is its validity left) at a quarter of what remains
+/// (at least [`RETRY_FLOOR`], never past expiry). A CA that returns before the held
+/// certificate lapses is then used before it lapses, not a whole backoff step later.
+pub fn retry_delay(backoff: Duration, remaining: Option<Duration>) -> Duration {
+    match remaining {
+        Some(left) if !left.is_zero() => {
+            let cap = (left / RETRY_SHARE_OF_REMAINING).max(RETRY_FLOOR).min(left);
+            backoff.min(cap)
+        }
+        // Nothing held (or it has lapsed): nothing to protect, plain backoff.
+        _ => backoff,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_waits_at_most_a_quarter_of_the_remaining_validity() {
+        let s = Duration::from_secs;
+        // Far from expiry the backoff step rules.
+        assert_eq!(retry_delay(s(8), Some(s(3600))), s(8));
+        // 8 s step, 4 s left: retry after 1 s, not 4 s after expiry.
+        assert_eq!(retry_delay(s(8), Some(s(4))), s(1));
+        // Near expiry: the floor, but never past expiry.
+        assert_eq!(
+            retry_delay(s(8), Some(Duration::from_millis(200))),
+            RETRY_FLOOR
+        );
+        assert_eq!(
+            retry_delay(s(8), Some(Duration::from_millis(30))),
+            Duration::from_millis(30)
+        );
+        // Nothing held, or lapsed: the backoff step.
+        assert_eq!(retry_delay(s(8), None), s(8));
+        assert_eq!(retry_delay(s(8), Some(Duration::ZERO)), s(8));
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {

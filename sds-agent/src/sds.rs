@@ -1,7 +1,6 @@
 //! Envoy's Secret Discovery Service, state-of-the-world over `StreamSecrets` (and the
 //! unary `FetchSecrets`). Every open stream gets a new version when the store changes.
 
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,12 +14,14 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
 use futures_util::Stream;
 use mesh::consts::SECRET_TYPE_URL;
 use mesh::sds::{RESOURCE_NAMES, ResourceKind, resource_kind, secret_any};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::store::{Published, Store};
+
+/// Largest request message accepted (gRPC's usual 4 MiB; Envoy's SDS requests are a few
+/// KiB). A frame that declares more ends its stream with the decoder's status.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// The SDS service over the agent's [`Store`].
 #[derive(Clone)]
@@ -49,7 +50,7 @@ impl Server {
 
     /// The tonic service to mount.
     pub fn into_service(self) -> SecretDiscoveryServiceServer<Self> {
-        SecretDiscoveryServiceServer::new(self)
+        SecretDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     fn response(
@@ -121,6 +122,103 @@ impl Drop for StreamGuard {
     }
 }
 
+/// One StreamSecrets call: what the client asked for and what it was last sent.
+struct Session {
+    server: Server,
+    inbound: Streaming<DiscoveryRequest>,
+    certs: tokio::sync::watch::Receiver<Option<Published>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The names of the latest request.
+    names: Vec<(String, ResourceKind)>,
+    /// The store version last pushed.
+    sent: Option<u64>,
+    /// Set once an error status has been yielded: nothing follows it.
+    ended: bool,
+    _guard: StreamGuard,
+}
+
+impl Session {
+    /// The next message for the client: a push, or the status that ends the stream;
+    /// `None` when the stream ends cleanly (client done, or shutdown).
+    async fn next_push(&mut self) -> Option<Result<DiscoveryResponse, Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let push = tokio::select! {
+                msg = self.inbound.message() => match msg {
+                    Ok(Some(req)) => match self.on_request(&req) {
+                        Ok(push) => push,
+                        Err(status) => return Some(Err(self.end(status))),
+                    },
+                    Ok(None) => return None,
+                    Err(status) => return Some(Err(self.broken(status))),
+                },
+                _ = until_shutdown(&mut self.shutdown) => return None,
+                changed = self.certs.changed() => {
+                    if changed.is_err() { return None; }
+                    Push::IfNew
+                },
+            };
+            if push == Push::No || self.names.is_empty() {
+                continue;
+            }
+            let current = self.certs.borrow_and_update().clone();
+            let Some(published) = current else { continue };
+            if push == Push::IfNew && self.sent == Some(published.version) {
+                continue;
+            }
+            let response = self.server.response(&self.names, &published);
+            tracing::debug!(version = %response.version_info, nonce = %response.nonce, "SDS push");
+            self.server.metrics.sds_pushes.inc();
+            self.sent = Some(published.version);
+            return Some(Ok(response));
+        }
+    }
+
+    /// Takes in a request: new names, an ACK or a NACK. Refuses unknown names.
+    fn on_request(&mut self, req: &DiscoveryRequest) -> Result<Push, Status> {
+        let requested = resolve(req).inspect_err(|status| {
+            tracing::warn!(names = ?req.resource_names, "SDS request refused: {}", status.message());
+        })?;
+        if let Some(err) = &req.error_detail {
+            tracing::warn!(nonce = %req.response_nonce, version = %req.version_info, "SDS client rejected (NACK) our secrets: {}", err.message);
+            // Counted after logging: whoever sees the count finds the line.
+            self.server.metrics.sds_nacks.inc();
+        } else if !req.response_nonce.is_empty() {
+            tracing::debug!(nonce = %req.response_nonce, version = %req.version_info, "SDS ACK");
+        }
+        let changed = requested != self.names;
+        self.names = requested;
+        // A first request, or a new set of names, is answered with what we hold; an ACK
+        // or NACK of the same names waits for the next version.
+        Ok(if changed || req.response_nonce.is_empty() {
+            Push::Always
+        } else {
+            Push::No
+        })
+    }
+
+    /// A request frame that could not be read (truncated, oversized): the stream ends
+    /// with the decoder's status, so the client sees why, not an OK.
+    fn broken(&mut self, status: Status) -> Status {
+        if matches!(
+            status.code(),
+            tonic::Code::Internal | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ) {
+            tracing::warn!(code = ?status.code(), "SDS request unreadable: {}", status.message());
+        } else {
+            tracing::debug!("SDS stream ended: {status}");
+        }
+        self.end(status)
+    }
+
+    fn end(&mut self, status: Status) -> Status {
+        self.ended = true;
+        status
+    }
+}
+
 #[tonic::async_trait]
 impl SecretDiscoveryService for Server {
     type DeltaSecretsStream = ResponseStream<DeltaDiscoveryResponse>;
@@ -139,72 +237,24 @@ impl SecretDiscoveryService for Server {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel::<Result<DiscoveryResponse, Status>>(4);
-        let server = self.clone();
-        let mut certs = self.store.subscribe();
         self.metrics.sds_streams.inc();
-        let guard = StreamGuard(self.metrics.clone());
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let mut names: Vec<(String, ResourceKind)> = Vec::new();
-            let mut sent: Option<u64> = None;
-            loop {
-                let push = tokio::select! {
-                    msg = inbound.message() => match msg {
-                        Ok(Some(req)) => {
-                            let requested = match resolve(&req) {
-                                Ok(r) => r,
-                                Err(status) => {
-                                    tracing::warn!(names = ?req.resource_names, "SDS request refused: {}", status.message());
-                                    let _ = tx.send(Err(status)).await;
-                                    return;
-                                }
-                            };
-                            if let Some(err) = &req.error_detail {
-                                tracing::warn!(nonce = %req.response_nonce, version = %req.version_info, "SDS client rejected (NACK) our secrets: {}", err.message);
-                                // Counted after logging: whoever sees the count finds the line.
-                                server.metrics.sds_nacks.inc();
-                            } else if !req.response_nonce.is_empty() {
-                                tracing::debug!(nonce = %req.response_nonce, version = %req.version_info, "SDS ACK");
-                            }
-                            let changed = requested != names;
-                            names = requested;
-                            // A first request, or a new set of names, is answered with what we hold;
-                            // an ACK or NACK of the same names waits for the next version.
-                            if changed || req.response_nonce.is_empty() { Push::Always } else { Push::No }
-                        }
-                        Ok(None) => return,
-                        Err(status) => {
-                            tracing::debug!("SDS stream ended: {status}");
-                            return;
-                        }
-                    },
-                    _ = until_shutdown(&mut shutdown) => return,
-                    changed = certs.changed() => {
-                        if changed.is_err() { return; }
-                        Push::IfNew
-                    },
-                };
-                if push == Push::No || names.is_empty() {
-                    continue;
-                }
-                let current = certs.borrow_and_update().clone();
-                let Some(published) = current else { continue };
-                if push == Push::IfNew && sent == Some(published.version) {
-                    continue;
-                }
-                let response = server.response(&names, &published);
-                tracing::debug!(version = %response.version_info, nonce = %response.nonce, "SDS push");
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
-                }
-                server.metrics.sds_pushes.inc();
-                sent = Some(published.version);
-            }
+        let session = Session {
+            server: self.clone(),
+            inbound: request.into_inner(),
+            certs: self.store.subscribe(),
+            shutdown: self.shutdown.clone(),
+            names: Vec::new(),
+            sent: None,
+            ended: false,
+            _guard: StreamGuard(self.metrics.clone()),
+        };
+        // The connection polls this stream directly: a push is one task wake-up, not a
+        // hop through a spawned task and a channel.
+        let pushes = futures_util::stream::unfold(session, |mut session| async move {
+            let push = session.next_push().await?;
+            Some((push, session))
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(pushes)))
     }
 
     async fn fetch_secrets(
@@ -227,30 +277,4 @@ impl SecretDiscoveryService for Server {
 async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it here, not inside a select!.
     let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Binds the SDS unix socket with owner-only permissions, replacing a stale socket file.
-pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(path = %path.display(), "removed stale SDS socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-/// Removes the socket file on drop so a restarted agent finds a clean slate.
-#[derive(Debug)]
-pub struct SocketFile(pub PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Harness;
 use e2e::envoy::{Envoy, port, sds_tls_listener_bootstrap};
-use e2e::process::eventually;
+use e2e::testing::eventually;
 
 #[tokio::test]
 async fn envoy_serves_the_agents_certificate_and_picks_up_rotation_without_restart() {
@@ -38,17 +38,14 @@ async fn envoy_serves_the_agents_certificate_and_picks_up_rotation_without_resta
     let pid = envoy.process.pid();
 
     // After the agent rotates, the same Envoy process serves the new serial.
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let mut served = first_serial.clone();
-    while Instant::now() < deadline && served == first_serial {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Ok(l) = e2e::tls::peer_leaf(addr, &root).await {
-            served = serial_of(&l);
-        }
-    }
-    assert_ne!(
-        served,
-        first_serial,
+    let rotated = eventually(Duration::from_secs(25), || async {
+        let leaf = e2e::tls::peer_leaf(addr, &root).await.ok()?;
+        let serial = serial_of(&leaf);
+        (serial != first_serial).then_some(serial)
+    })
+    .await;
+    assert!(
+        rotated.is_some(),
         "envoy never served a rotated certificate; log:\n{}",
         envoy.process.output()
     );

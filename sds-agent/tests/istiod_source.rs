@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, leaf_info};
 use e2e::ca::{Fault, TestCa};
-use e2e::process::eventually;
 use e2e::sds_client::{self, SdsStream};
+use e2e::testing::{eventually, free_port};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use mesh::Identity;
+use prost::Message;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -358,6 +359,57 @@ async fn unknown_sds_resource_is_refused_with_a_clear_error() {
     );
 }
 
+/// A request frame cut short by the end of the request body: the stream ends with the
+/// decoder's INTERNAL status, never OK.
+#[tokio::test]
+async fn truncated_request_frame_ends_the_stream_with_internal() {
+    let mut h = Harness::new().await;
+    h.start(h.istiod_command("1h")).await;
+    let request = DiscoveryRequest {
+        resource_names: vec!["default".into()],
+        type_url: mesh::consts::SECRET_TYPE_URL.into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let half = &request[..request.len() / 2];
+    let body = sds_client::grpc_frame(request.len() as u32, half);
+    let outcome = sds_client::raw_stream_secrets(&h.socket, body)
+        .await
+        .unwrap();
+    assert_eq!(outcome.http_status, 200);
+    assert_eq!(
+        outcome.grpc_status,
+        Some(tonic::Code::Internal),
+        "{outcome:?}\n{}",
+        h.log()
+    );
+    assert!(outcome.grpc_message.contains("EOF"), "{outcome:?}");
+}
+
+/// A frame declaring more than the limit is refused from its header alone, before the
+/// agent buffers it: the stream ends with tonic's size-limit status (OUT_OF_RANGE).
+#[tokio::test]
+async fn oversized_request_frame_ends_the_stream_with_out_of_range() {
+    let mut h = Harness::new().await;
+    h.start(h.istiod_command("1h")).await;
+    let too_big = sds_agent::sds::MAX_REQUEST_BYTES as u32 + 1;
+    let body = sds_client::grpc_frame(too_big, &[0; 16]);
+    let outcome = sds_client::raw_stream_secrets(&h.socket, body)
+        .await
+        .unwrap();
+    assert_eq!(outcome.http_status, 200);
+    assert_eq!(
+        outcome.grpc_status,
+        Some(tonic::Code::OutOfRange),
+        "{outcome:?}\n{}",
+        h.log()
+    );
+    assert!(
+        outcome.grpc_message.contains(&too_big.to_string()),
+        "names the size: {outcome:?}"
+    );
+}
+
 #[tokio::test]
 async fn nack_is_counted_and_the_same_version_is_not_resent() {
     let mut h = Harness::new().await;
@@ -366,10 +418,16 @@ async fn nack_is_counted_and_the_same_version_is_not_resent() {
     let u = s.next_within(T).await.unwrap().unwrap();
     s.nack(&u.version, "1", "test rejects it").await;
     h.wait_metric("sds_agent_sds_nacks_total", 1.0, T).await;
-    assert!(
-        s.next_within(Duration::from_millis(700)).await.is_none(),
-        "no resend of a NACKed version"
+    // Ask for other names on the same stream. Requests are handled in order, so a resend
+    // of the NACKed version would arrive before the answer to this one.
+    s.request(&["default", "ROOTCA"]).await;
+    let next = s.next_within(T).await.unwrap().unwrap();
+    assert_eq!(
+        next.names(),
+        vec!["default", "ROOTCA"],
+        "the next response answers the new names; the NACKed version was not resent"
     );
+    assert_eq!(next.version, u.version, "same certificate, same version");
     assert!(
         h.log().contains("test rejects it"),
         "NACK is logged with its reason"
@@ -379,7 +437,7 @@ async fn nack_is_counted_and_the_same_version_is_not_resent() {
 #[tokio::test]
 async fn sds_socket_is_owner_only_and_tcp_listener_serves_on_loopback() {
     let mut h = Harness::new().await;
-    let port = e2e::process::free_port();
+    let port = free_port();
     let mut cmd = h.istiod_command("1h");
     cmd.args(["--sds-tcp-addr", &format!("127.0.0.1:{port}")]);
     h.start(cmd).await;

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use e2e::ca::TestCa;
-use e2e::sidecar::{HttpbinPod, InboundPolicy, start_agent};
+use e2e::sidecar::{HttpbinPod, InboundPolicy};
+use e2e::testing::start_agent;
 use mesh::Identity;
 
 #[derive(Parser)]

@@ -4,14 +4,13 @@
 //!
 //! Reports p50/p99 over repeated runs. Run through `scripts/bench-sds`.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use e2e::ca::{ISTIOD_HOST, TestCa};
-use e2e::process::{ChildGuard, free_port};
+use e2e::ca::TestCa;
 use e2e::sds_client::{self, SdsStream};
+use e2e::testing::{AgentFiles, ChildGuard};
 use mesh::Identity;
 
 #[derive(Parser)]
@@ -34,36 +33,26 @@ struct Args {
 struct Env {
     dir: tempfile::TempDir,
     ca: TestCa,
-    identity: Identity,
+    files: AgentFiles,
 }
 
 impl Env {
-    async fn new() -> Env {
+    async fn new(bin: &Path) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::start().await;
         let identity = Identity::new("cluster.local", "gateway-system", "gateway-proxy").unwrap();
-        std::fs::write(dir.path().join("root.pem"), ca.root_pem()).unwrap();
-        std::fs::write(dir.path().join("token"), ca.issue_token(&identity)).unwrap();
-        Env { dir, ca, identity }
+        let mut files = AgentFiles::new(dir.path(), &ca, &identity);
+        files.bin = bin.to_path_buf();
+        Env { dir, ca, files }
     }
 
-    fn agent(&self, bin: &PathBuf, ttl: &str, socket: &PathBuf) -> ChildGuard {
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env("RUST_LOG", "warn")
-            .env("CA_ADDR", self.ca.addr().to_string())
-            .env("CA_TLS_SERVER_NAME", ISTIOD_HOST)
-            .env("POD_NAMESPACE", self.identity.namespace())
-            .env("SERVICE_ACCOUNT", self.identity.service_account())
-            .env("SECRET_TTL", ttl)
-            .arg("--root-cert")
-            .arg(self.dir.path().join("root.pem"))
-            .arg("--token-file")
-            .arg(self.dir.path().join("token"))
-            .arg("--sds-socket")
-            .arg(socket)
-            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())]);
-        ChildGuard::spawn("sds-agent", cmd, self.dir.path().join("agent.log"))
+    /// An agent on `socket` (and a fresh admin port), logging warnings only.
+    fn agent(&mut self, ttl: &str, socket: &Path) -> ChildGuard {
+        self.files.socket = socket.to_path_buf();
+        self.files.new_admin_port();
+        let mut cmd = self.files.istiod_command(&self.ca, ttl);
+        cmd.env("RUST_LOG", "warn");
+        self.files.spawn(cmd)
     }
 }
 
@@ -88,14 +77,14 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 async fn main() {
     e2e::install_crypto();
     let args = Args::parse();
-    let env = Env::new().await;
+    let mut env = Env::new(&args.agent).await;
 
     // 1. Start-up: spawn -> first SDS response carrying a certificate.
     let mut starts = Vec::new();
     for i in 0..args.starts {
         let socket = env.dir.path().join(format!("start-{i}.sock"));
         let t0 = Instant::now();
-        let mut agent = env.agent(&args.agent, "24h", &socket);
+        let mut agent = env.agent("24h", &socket);
         let mut client = sds_client::connect_retry(&socket, Duration::from_secs(10)).await;
         let mut stream = SdsStream::open(&mut client, &["default"]).await.unwrap();
         let update = stream
@@ -110,7 +99,7 @@ async fn main() {
 
     // 2. Rotation fan-out: a short TTL makes the agent renew about every second.
     let socket = env.dir.path().join("rotate.sock");
-    let _agent = env.agent(&args.agent, "2s", &socket);
+    let _agent = env.agent("2s", &socket);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, SystemTime)>();
     for _ in 0..args.streams {
         let socket = socket.clone();
@@ -119,13 +108,14 @@ async fn main() {
             let mut client = sds_client::connect_retry(&socket, Duration::from_secs(10)).await;
             let mut stream = SdsStream::open(&mut client, &["default"]).await.unwrap();
             while let Ok(u) = stream.next().await {
-                let (chain, _) = u.certificate().unwrap();
-                let certs = mesh::certs::parse_pem_certs(&chain, "chain").unwrap();
-                let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
-                if tx
-                    .send((hex(leaf.raw_serial()), SystemTime::now()))
-                    .is_err()
-                {
+                // Stamped on arrival; the serial comes from the version string
+                // (`<n>-<serial>`) so the clock does not include certificate parsing.
+                let at = SystemTime::now();
+                let serial = match u.version.rsplit_once('-') {
+                    Some((_, serial)) => serial.to_string(),
+                    None => leaf_serial(&u),
+                };
+                if tx.send((serial, at)).is_err() {
                     return;
                 }
             }
@@ -177,6 +167,13 @@ async fn main() {
     report("CA issue -> new version on one stream", per_stream);
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// The leaf's serial, lowercase hex, parsed from the served chain.
+fn leaf_serial(update: &sds_client::Update) -> String {
+    let (chain, _) = update.certificate().expect("default is a certificate");
+    let certs = mesh::certs::parse_pem_certs(&chain, "chain").unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+    leaf.raw_serial()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }

@@ -30,6 +30,7 @@ use anyhow::{Context, bail};
 use mesh::Identity;
 
 use crate::ca::{ISTIOD_HOST, TestCa};
+use crate::curl::CurlResult;
 use crate::process::ChildGuard;
 use crate::sidecar::{InboundPolicy, PROXY_ADMIN_PORT, capture_bootstrap_yaml};
 use crate::tools::{tool, workspace_bin};
@@ -562,7 +563,7 @@ impl Lab {
             .output()
             .await
             .context("running curl")?;
-        Ok(CurlResult::parse(&out))
+        Ok(CurlResult::from_output(&out))
     }
 
     /// GETs an admin URL inside `pod` and returns the body (error unless 200).
@@ -652,72 +653,6 @@ fn launch(pod: &Pod, name: &str, spec: &Spec) -> ChildGuard {
     ChildGuard::spawn(name, cmd, pod.dir.join(format!("{name}.log")))
 }
 
-/// What a curl run gave: the status (if a response arrived), headers and body, or why not.
-#[derive(Debug, Clone, Default)]
-pub struct CurlResult {
-    /// HTTP status of the last response, if any.
-    pub status: Option<u16>,
-    /// Response headers (lower-case names).
-    pub headers: Vec<(String, String)>,
-    /// Response body.
-    pub body: String,
-    /// curl's exit code.
-    pub exit: i32,
-    /// curl's error message, if it failed.
-    pub error: String,
-}
-
-impl CurlResult {
-    fn parse(out: &std::process::Output) -> CurlResult {
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut r = CurlResult {
-            exit: out.status.code().unwrap_or(-1),
-            error: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ..Default::default()
-        };
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let mut lines = head.lines();
-        r.status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|c| c.parse().ok());
-        r.headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        r.body = body.to_string();
-        r
-    }
-
-    /// The first value of response header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A request header as httpbin echoed it (`/headers`, `/get`, `/anything` bodies).
-    pub fn echoed_header(&self, name: &str) -> Option<String> {
-        let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
-        v.get("headers")?
-            .as_object()?
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str().map(str::to_string))
-    }
-}
-
-impl std::fmt::Display for CurlResult {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.status {
-            Some(s) => write!(f, "HTTP {s}"),
-            None => write!(f, "no response (curl exit {}: {})", self.exit, self.error),
-        }
-    }
-}
-
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
@@ -740,42 +675,4 @@ pub fn check_prerequisites() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn output(stdout: &str, code: i32) -> std::process::Output {
-        use std::os::unix::process::ExitStatusExt;
-        std::process::Output {
-            status: std::process::ExitStatus::from_raw(code << 8),
-            stdout: stdout.as_bytes().to_vec(),
-            stderr: b"curl: (56) Recv failure: Connection reset by peer".to_vec(),
-        }
-    }
-
-    #[test]
-    fn curl_result_parses_status_headers_and_echoed_headers() {
-        let r = CurlResult::parse(&output(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nLocation: /x\r\n\r\n\
-             {\"headers\": {\"X-Forwarded-Client-Cert\": \"URI=spiffe://a\"}}",
-            0,
-        ));
-        assert_eq!(r.status, Some(200));
-        assert_eq!(r.header("location"), Some("/x"));
-        assert_eq!(
-            r.echoed_header("x-forwarded-client-cert").as_deref(),
-            Some("URI=spiffe://a")
-        );
-        assert_eq!(r.to_string(), "HTTP 200");
-    }
-
-    #[test]
-    fn curl_result_without_a_response_says_why() {
-        let r = CurlResult::parse(&output("", 56));
-        assert_eq!(r.status, None);
-        assert_eq!(r.exit, 56);
-        assert!(r.to_string().contains("Connection reset by peer"), "{r}");
-    }
 }

@@ -1,4 +1,5 @@
-//! A harness that runs the real `sds-agent` binary against the test CA.
+//! A harness that runs the real `sds-agent` binary against the test CA, built on
+//! `e2e::testing` (launcher, process guard, `eventually`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -6,9 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::ca::{ISTIOD_HOST, TestCa};
-use e2e::process::{ChildGuard, eventually, free_port};
+use e2e::ca::TestCa;
 use e2e::sds_client::{self, SdsStream, Update};
+use e2e::testing::{AgentFiles, ChildGuard, eventually, wait_for_port};
 use mesh::Identity;
 
 /// The gateway's identity in the seeds' scenario.
@@ -26,6 +27,7 @@ pub struct Harness {
     pub socket: PathBuf,
     pub admin: SocketAddr,
     pub agent: Option<ChildGuard>,
+    files: AgentFiles,
 }
 
 impl Harness {
@@ -35,60 +37,42 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::start().await;
         let identity = gateway_identity();
-        let root_file = dir.path().join("root-cert.pem");
-        std::fs::write(&root_file, ca.root_pem()).unwrap();
-        let token_file = dir.path().join("istio-token");
-        std::fs::write(&token_file, ca.issue_token(&identity)).unwrap();
-        let socket = dir.path().join("sds.sock");
-        let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut files = AgentFiles::new(dir.path(), &ca, &identity);
+        // The binary cargo built for these tests.
+        files.bin = env!("CARGO_BIN_EXE_sds-agent").into();
         Harness {
+            root_file: files.root_file.clone(),
+            token_file: files.token_file.clone(),
+            socket: files.socket.clone(),
+            admin: files.admin,
             dir,
             ca,
             identity,
-            root_file,
-            token_file,
-            socket,
-            admin,
             agent: None,
+            files,
         }
     }
 
     /// The agent command with the istiod source pointed at the test CA.
     pub fn istiod_command(&self, ttl: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sds-agent"));
-        cmd.env_clear()
-            .env("RUST_LOG", "info,sds_agent=debug")
-            .env("CA_ADDR", self.ca.addr().to_string())
-            .env("CA_TLS_SERVER_NAME", ISTIOD_HOST)
-            .env("TRUST_DOMAIN", self.identity.trust_domain())
-            .env("POD_NAMESPACE", self.identity.namespace())
-            .env("SERVICE_ACCOUNT", self.identity.service_account())
-            .env("SECRET_TTL", ttl)
-            .args(["--root-cert", self.root_file.to_str().unwrap()])
-            .args(["--token-file", self.token_file.to_str().unwrap()])
-            .args(["--sds-socket", self.socket.to_str().unwrap()])
-            .args(["--admin-addr", &self.admin.to_string()])
-            .args(["--watch-interval", "200ms", "--log-format", "text"]);
-        cmd
+        // A test may have moved the root file (e.g. into a ConfigMap-style layout).
+        let files = AgentFiles {
+            root_file: self.root_file.clone(),
+            ..self.files.clone()
+        };
+        files.istiod_command(&self.ca, ttl)
     }
 
     /// A plain agent command (source chosen by the caller).
     pub fn bare_command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sds-agent"));
-        cmd.env_clear()
-            .env("RUST_LOG", "info,sds_agent=debug")
-            .args(["--sds-socket", self.socket.to_str().unwrap()])
-            .args(["--admin-addr", &self.admin.to_string()])
-            .args(["--watch-interval", "200ms", "--log-format", "text"]);
-        cmd
+        self.files.bare_command()
     }
 
     /// Starts `cmd` as the agent and waits for its admin port.
     pub async fn start(&mut self, cmd: Command) {
-        let log = self.dir.path().join("agent.log");
-        self.agent = Some(ChildGuard::spawn("sds-agent", cmd, log));
+        self.agent = Some(self.files.spawn(cmd));
         assert!(
-            e2e::process::wait_for_port(self.admin, Duration::from_secs(20)).await,
+            wait_for_port(self.admin, Duration::from_secs(20)).await,
             "agent admin never came up:\n{}",
             self.log()
         );
