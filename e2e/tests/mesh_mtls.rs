@@ -225,6 +225,8 @@ metadata:
   name: httpbin-1
   namespace: default
   labels: {{app: httpbin, security.istio.io/tlsMode: istio}}
+spec:
+  serviceAccountName: httpbin
 "#,
         port = inbound.port(),
         ip = inbound.ip(),

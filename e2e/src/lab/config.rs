@@ -296,6 +296,8 @@ metadata:
   name: {pod_name}
   namespace: default
   labels: {{app: {svc}, security.istio.io/tlsMode: istio}}
+spec:
+  serviceAccountName: {sa}
 "#,
             pod_name = pod.name,
         ));
