@@ -127,7 +127,7 @@ impl std::str::FromStr for MinVersion {
 }
 
 /// DER bytes; shown as a SHA-256 fingerprint.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Der(pub Vec<u8>);
 
 impl std::fmt::Debug for Der {
@@ -488,8 +488,8 @@ impl BackendTarget {
     /// Whether any endpoint of this backend is reached with mesh mTLS.
     pub fn uses_mesh(&self) -> bool {
         match self {
-            BackendTarget::Endpoints(eps) => eps.iter().any(|e| !e.transport.is_plaintext()),
-            BackendTarget::Dns { transport, .. } => !transport.is_plaintext(),
+            BackendTarget::Endpoints(eps) => eps.iter().any(|e| e.transport.is_mesh()),
+            BackendTarget::Dns { transport, .. } => transport.is_mesh(),
             BackendTarget::Unresolvable(_) => false,
         }
     }
@@ -514,12 +514,45 @@ pub enum Transport {
     Plaintext,
     /// Istio mutual TLS with the gateway's SDS identity.
     Mesh(Arc<MeshTarget>),
+    /// TLS to a non-mesh backend (BackendTLSPolicy).
+    Tls(Arc<TlsTarget>),
+}
+
+/// TLS origination to a backend, from a BackendTLSPolicy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct TlsTarget {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    /// SNI (and the name verified when `subject_alt_names` is empty).
+    pub hostname: String,
+    /// Trusted CAs (DER); empty with `system_roots`.
+    pub ca_certs: Vec<Der>,
+    /// Trust the machine's CA store instead.
+    pub system_roots: bool,
+    /// The certificate must carry one of these (`Hostname` DNS names or `URI`s).
+    pub subject_alt_names: Vec<SanMatch>,
+    /// Speak HTTP/2 (ALPN `h2`) rather than HTTP/1.1.
+    pub http2: bool,
+}
+
+/// A subjectAltName a backend certificate may carry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum SanMatch {
+    /// A DNS name.
+    Hostname(String),
+    /// A URI (e.g. a SPIFFE id).
+    Uri(String),
 }
 
 impl Transport {
     /// Plain TCP?
     pub fn is_plaintext(&self) -> bool {
         matches!(self, Transport::Plaintext)
+    }
+
+    /// Istio mTLS with the gateway's identity?
+    pub fn is_mesh(&self) -> bool {
+        matches!(self, Transport::Mesh(_))
     }
 }
 

@@ -664,3 +664,77 @@ pub struct GrpcMethodMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
 }
+
+/// Spec of the BackendTLSPolicy (`v1`; `v1alpha3` objects parse too): TLS from the gateway
+/// to a Service's pods, validated against given CAs or the system's, by hostname or SANs.
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "BackendTLSPolicy",
+    root = "BackendTlsPolicy",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsPolicySpec {
+    /// The Services (and optionally ports, by name) the policy applies to.
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// How the backend's certificate is validated.
+    pub validation: BackendTlsValidation,
+    /// Implementation-specific options (none read).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `LocalPolicyTargetReferenceWithSectionName`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetReference {
+    /// API group (empty for core).
+    #[serde(default)]
+    pub group: String,
+    /// Kind (`Service`).
+    pub kind: String,
+    /// Name in the policy's namespace.
+    pub name: String,
+    /// Port name; none means every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// `BackendTLSPolicyValidation`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsValidation {
+    /// CA bundles (ConfigMap key `ca.crt`).
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<ObjectReference>,
+    /// `System`: the machine's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub well_known_ca_certificates: Option<String>,
+    /// SNI, and the name verified when no subjectAltNames are given.
+    pub hostname: String,
+    /// Names the certificate must carry one of (instead of `hostname`).
+    #[serde(default)]
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// `SubjectAltName`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectAltName {
+    /// `Hostname` or `URI`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For `Hostname`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// For `URI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}

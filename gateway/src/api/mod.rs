@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub http_routes: Vec<gateway_api::HttpRoute>,
     /// Gateway API GRPCRoutes.
     pub grpc_routes: Vec<gateway_api::GrpcRoute>,
+    /// Gateway API BackendTLSPolicies.
+    pub backend_tls_policies: Vec<gateway_api::BackendTlsPolicy>,
     /// Gateway API ReferenceGrants (cross-namespace references).
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
     /// Secrets (listener certificates, client CAs).

@@ -135,6 +135,9 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
         ("gateway.networking.k8s.io", "GRPCRoute") => out
             .grpc_routes
             .push(typed::<gateway_api::GrpcRoute>(with_metadata(value)).map_err(ctx)?),
+        ("gateway.networking.k8s.io", "BackendTLSPolicy") => out
+            .backend_tls_policies
+            .push(typed::<gateway_api::BackendTlsPolicy>(with_metadata(value)).map_err(ctx)?),
         ("gateway.networking.k8s.io", "ReferenceGrant") => out
             .reference_grants
             .push(typed::<gateway_api::ReferenceGrant>(with_metadata(value)).map_err(ctx)?),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::attachment::GATEWAY_GROUP;
 use super::grants::{self, Reference};
 use super::status::Reason;
-use super::{Findings, Index, TranslateOptions, endpoints, filters};
+use super::{Findings, Index, TranslateOptions, backend_tls, endpoints, filters};
 use crate::api::gateway_api::{HttpBackendRef, ObjectMeta};
 use crate::api::{self, ObjectKey, Snapshot};
 use crate::ir::{Backend, BackendTarget, Endpoint, MeshTarget, Transport};
@@ -264,6 +264,17 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
     // without selector), the Service's own name as service account.
     let fallback = || identities(&[b.name.as_str()], ns, opts).unwrap_or_default();
     let port_name = sport.name.clone().unwrap_or_default();
+    // A BackendTLSPolicy outranks the annotations and auto-mTLS.
+    let policy_tls = match backend_tls::for_service(snap, index, ns, &b.name, &port_name, http2) {
+        Some(Ok(t)) => Some(Transport::Tls(t)),
+        Some(Err(why)) => return fail(Reason::BackendNotFound, why),
+        None => None,
+    };
+    let choose = |target: Option<&Arc<MeshTarget>>, labels: &BTreeMap<String, String>| {
+        policy_tls
+            .clone()
+            .unwrap_or_else(|| mode.transport(target, labels))
+    };
     if let Some(slices) = index.slices.get(&skey) {
         let picked = endpoints::pick(index, slices, ns, &port_name);
         let ids = annotated.unwrap_or_else(|| {
@@ -279,7 +290,7 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
             .into_iter()
             .map(|(address, labels)| Endpoint {
                 address,
-                transport: mode.transport(target.as_ref(), &labels),
+                transport: choose(target.as_ref(), &labels),
                 labels,
             })
             .collect();
@@ -295,7 +306,7 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
         _ => fqdn,
     };
     // No endpoint labels to look at: only istio-mutual sends mTLS to a DNS backend.
-    let transport = mode.transport(mesh_target.as_ref(), &BTreeMap::new());
+    let transport = choose(mesh_target.as_ref(), &BTreeMap::new());
     let target = BackendTarget::Dns {
         host,
         port,

@@ -15,6 +15,7 @@
 //! rejected whole; that decision is made in one place, [`Output::accepted`].
 
 pub mod attachment;
+pub mod backend_tls;
 pub mod backends;
 pub mod endpoints;
 pub mod filters;
@@ -175,6 +176,7 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
         ..Findings::default()
     };
     backends::validate_services(snap, opts, &mut f);
+    backend_tls::validate(snap, &index, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);
     let config = gateways.finish(f.warnings.clone());

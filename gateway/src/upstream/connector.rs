@@ -13,9 +13,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::UpstreamSettings;
+use super::backend_tls::{self, BackendTlsError};
 use crate::identity::{MeshCreds, mesh_tls};
-use crate::ir::MeshTarget;
+use crate::ir::{MeshTarget, TlsTarget};
 use crate::observe::metrics::Metrics;
+
+/// A BackendTLSPolicy pool's client config, or why it could not be built.
+type BackendTlsConfig = Result<Arc<rustls::ClientConfig>, Arc<BackendTlsError>>;
 
 /// TCP connector (plus mesh mTLS for a mesh target) that counts open upstream connections.
 #[derive(Clone)]
@@ -25,6 +29,9 @@ pub struct Connector {
     /// Mesh target and the client config of this connector's pool (`None` inside: no
     /// credentials yet, so every connect fails with [`MeshConnectError::NoIdentity`]).
     mesh: Option<(Arc<MeshTarget>, Option<Arc<rustls::ClientConfig>>)>,
+    /// Backend TLS (BackendTLSPolicy): the SNI and the pool's client config, or why the
+    /// config could not be built (every connect then fails with it).
+    tls: Option<(String, BackendTlsConfig)>,
 }
 
 impl Connector {
@@ -38,6 +45,17 @@ impl Connector {
             inner,
             metrics,
             mesh: None,
+            tls: None,
+        }
+    }
+
+    /// The same connector doing TLS to a BackendTLSPolicy target; its config is built
+    /// here, once for the pool's lifetime.
+    pub fn for_backend_tls(&self, target: &TlsTarget) -> Connector {
+        let config = backend_tls::client_config(target).map_err(Arc::new);
+        Connector {
+            tls: Some((target.hostname.clone(), config)),
+            ..self.clone()
         }
     }
 
@@ -152,6 +170,22 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
+/// Wraps `tcp` in TLS to a BackendTLSPolicy target.
+async fn backend_handshake(
+    tcp: TcpStream,
+    sni: &str,
+    config: &BackendTlsConfig,
+) -> Result<UpstreamStream, Box<dyn std::error::Error + Send + Sync>> {
+    let config = config
+        .as_ref()
+        .map_err(|e| Box::new(BackendTlsError::clone(e)))?;
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await?;
+    Ok(UpstreamStream::Tls(Box::new(tls)))
+}
+
 /// Wraps `tcp` in mesh mTLS for `target` with the pool's client config.
 async fn mesh_handshake(
     tcp: TcpStream,
@@ -196,13 +230,15 @@ impl tower_service::Service<Uri> for Connector {
         let fut = self.inner.call(uri);
         let metrics = self.metrics.clone();
         let mesh = self.mesh.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
             let tcp = fut.await?.into_inner();
-            let stream = match &mesh {
-                None => UpstreamStream::Plain(tcp),
-                Some((target, config)) => {
+            let stream = match (&mesh, &tls) {
+                (Some((target, config)), _) => {
                     mesh_handshake(tcp, target, config.as_ref(), &metrics).await?
                 }
+                (None, Some((sni, config))) => backend_handshake(tcp, sni, config).await?,
+                (None, None) => UpstreamStream::Plain(tcp),
             };
             metrics.upstream_connections.inc();
             metrics.upstream_connections_total.inc();

@@ -8,6 +8,7 @@
 //! on their old connections, which close when the old pool is dropped.
 
 pub mod attempt;
+mod backend_tls;
 mod body;
 pub mod connector;
 
@@ -23,7 +24,7 @@ pub use body::{DownstreamBodyError, RequestBody};
 pub use connector::{Connector, MeshConnectError};
 
 use crate::identity::{MeshCreds, MeshIdentity};
-use crate::ir::{MeshTarget, Transport};
+use crate::ir::{MeshTarget, TlsTarget, Transport};
 use crate::observe::metrics::Metrics;
 
 /// Upstream client settings.
@@ -41,6 +42,9 @@ pub struct UpstreamSettings {
 type MeshClients =
     HashMap<Arc<MeshTarget>, (Option<Arc<MeshCreds>>, Client<Connector, RequestBody>)>;
 
+/// Per BackendTLSPolicy target: its pool.
+type TlsClients = HashMap<Arc<TlsTarget>, Client<Connector, RequestBody>>;
+
 /// Pooled clients: one per protocol for plaintext, one per mesh target for mTLS (a
 /// target's SNI and expected identities are fixed, so its pool never mixes peers).
 ///
@@ -57,6 +61,8 @@ pub struct Upstreams {
     identity: Option<Arc<MeshIdentity>>,
     /// Copy-on-write: lookups are lock-free; a new target (rare) clones the map.
     mesh: Arc<ArcSwap<MeshClients>>,
+    /// Pools per BackendTLSPolicy target (copy-on-write, like `mesh`).
+    tls: Arc<ArcSwap<TlsClients>>,
 }
 
 impl Upstreams {
@@ -84,6 +90,7 @@ impl Upstreams {
             plain: connector,
             identity,
             mesh: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            tls: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         }
     }
 
@@ -113,6 +120,22 @@ impl Upstreams {
                 self.mesh.rcu(|map| {
                     let mut map = HashMap::clone(map);
                     map.insert(target.clone(), (creds.clone(), client.clone()));
+                    map
+                });
+                client
+            }
+            Transport::Tls(target) => {
+                if let Some(c) = self.tls.load().get(target) {
+                    return c.clone();
+                }
+                let mut b = self.builder.clone();
+                if target.http2 {
+                    b.http2_only(true).timer(TokioTimer::new());
+                }
+                let client = b.build(self.plain.for_backend_tls(target));
+                self.tls.rcu(|map| {
+                    let mut map = HashMap::clone(map);
+                    map.insert(target.clone(), client.clone());
                     map
                 });
                 client
