@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,24 +25,18 @@ pub fn tools_bin() -> PathBuf {
 }
 
 /// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// One set of helpers across the workspace: these come from e2e::testing (not every test
+// file uses all of them).
+#[allow(unused_imports)]
+pub use e2e::testing::free_port;
+#[allow(unused_imports)]
+pub use e2e::testing::yaml::{docs, http_gateway};
 
-/// Waits (polling) until `ok` holds; panics naming `what` after `timeout`.
+/// Waits (polling, e2e's `eventually_blocking`) until `ok` holds; panics naming `what`
+/// after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+    e2e::testing::eventually_blocking(timeout, || ok().then_some(()))
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"));
 }
 
 /// A child process stopped (SIGINT, then SIGKILL) when dropped.
@@ -650,31 +644,10 @@ endpoints:
 }
 
 /// Polls `f` every 50 ms until it returns true; panics naming `what` after 10 s.
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(10), f);
 }
 
-pub fn http_gateway(port: u16) -> String {
-    format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: default}}
-spec:
-  gatewayClassName: meshgate
-  listeners:
-    - {{name: http, port: {port}, protocol: HTTP}}
-"#
-    )
-}
-
-/// Joins YAML documents.
-pub fn docs(parts: &[&str]) -> String {
-    parts.join("\n---\n")
-}
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
