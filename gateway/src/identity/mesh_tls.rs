@@ -34,14 +34,37 @@ pub struct IdentityMismatch {
     pub got: String,
 }
 
-/// Chain against ROOTCA (by webpki), then identity by SPIFFE URI SAN (not by DNS name).
-#[derive(Debug)]
-struct SpiffeVerifier {
+/// A server verifier that checks the chain against `roots` (webpki) while ignoring the DNS
+/// name, then the peer's name by its own rule (a SPIFFE id for the mesh, subjectAltNames
+/// for BackendTLSPolicy).
+pub struct ChainThen {
     roots: Arc<WebPkiServerVerifier>,
-    identities: Vec<String>,
+    check: NameCheck,
 }
 
-impl ServerCertVerifier for SpiffeVerifier {
+/// The name rule of a [`ChainThen`] verifier.
+type NameCheck = Box<dyn Fn(&CertificateDer<'_>) -> Result<(), Error> + Send + Sync>;
+
+impl std::fmt::Debug for ChainThen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainThen").finish_non_exhaustive()
+    }
+}
+
+impl ChainThen {
+    /// Chain by `roots`, then name by `check`.
+    pub fn new(
+        roots: Arc<WebPkiServerVerifier>,
+        check: impl Fn(&CertificateDer<'_>) -> Result<(), Error> + Send + Sync + 'static,
+    ) -> Arc<ChainThen> {
+        Arc::new(ChainThen {
+            roots,
+            check: Box::new(check),
+        })
+    }
+}
+
+impl ServerCertVerifier for ChainThen {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -50,9 +73,9 @@ impl ServerCertVerifier for SpiffeVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        // webpki checks the chain before the name; mesh certificates carry no DNS name,
+        // webpki checks the chain before the name; these certificates are named otherwise,
         // so a name mismatch here means the chain itself verified.
-        let placeholder = ServerName::try_from("spiffe.mesh.invalid").expect("static name");
+        let placeholder = ServerName::try_from("chain-only.invalid").expect("static name");
         match self
             .roots
             .verify_server_cert(end_entity, intermediates, &placeholder, ocsp, now)
@@ -62,19 +85,7 @@ impl ServerCertVerifier for SpiffeVerifier {
             | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {}
             Err(e) => return Err(e),
         }
-        let got = mesh::certs::identity_of(end_entity).map_err(|e| {
-            Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-        })?;
-        let got = got.to_string();
-        if self.identities.contains(&got) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        Err(Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(IdentityMismatch {
-                expected: self.identities.join(" or "),
-                got,
-            })),
-        )))
+        (self.check)(end_entity).map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -97,6 +108,27 @@ impl ServerCertVerifier for SpiffeVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.roots.supported_verify_schemes()
+    }
+}
+
+/// Istio's secure naming: the server's SPIFFE id (URI SAN) must be one of `identities`.
+fn spiffe_identity(
+    identities: Vec<String>,
+) -> impl Fn(&CertificateDer<'_>) -> Result<(), Error> + Send + Sync + 'static {
+    move |end_entity| {
+        let got = mesh::certs::identity_of(end_entity).map_err(|e| {
+            Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        let got = got.to_string();
+        if identities.contains(&got) {
+            return Ok(());
+        }
+        Err(Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(IdentityMismatch {
+                expected: identities.join(" or "),
+                got,
+            })),
+        )))
     }
 }
 
@@ -129,10 +161,10 @@ pub fn client_config(creds: &MeshCreds, target: &MeshTarget) -> Arc<rustls::Clie
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeVerifier {
-            roots: creds.roots.clone(),
-            identities: target.identities.clone(),
-        }))
+        .with_custom_certificate_verifier(ChainThen::new(
+            creds.roots.clone(),
+            spiffe_identity(target.identities.clone()),
+        ))
         .with_client_cert_resolver(Arc::new(ClientCert(creds.key.clone())));
     config.alpn_protocols = alpn(target);
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);

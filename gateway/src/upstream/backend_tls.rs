@@ -5,10 +5,10 @@
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, Error};
+use rustls_pki_types::CertificateDer;
 
+use crate::identity::mesh_tls::ChainThen;
 use crate::ir::{SanMatch, TlsTarget};
 
 /// Why a backend TLS config could not be built.
@@ -62,13 +62,10 @@ pub fn client_config(t: &TlsTarget) -> Result<Arc<rustls::ClientConfig>, Backend
     let mut config = if t.subject_alt_names.is_empty() {
         builder.with_webpki_verifier(webpki).with_no_client_auth()
     } else {
-        let verifier = SanVerifier {
-            chain: webpki,
-            sans: t.subject_alt_names.clone(),
-        };
+        let verifier = ChainThen::new(webpki, san_check(t.subject_alt_names.clone()));
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth()
     };
     config.alpn_protocols = if t.http2 {
@@ -79,66 +76,22 @@ pub fn client_config(t: &TlsTarget) -> Result<Arc<rustls::ClientConfig>, Backend
     Ok(Arc::new(config))
 }
 
-/// With subjectAltNames, the chain is verified as usual and the name by those SANs
-/// (Gateway API: the hostname is then only the SNI).
-#[derive(Debug)]
-struct SanVerifier {
-    chain: Arc<WebPkiServerVerifier>,
+/// With subjectAltNames the name is checked by them (Gateway API: the hostname is then
+/// only the SNI).
+fn san_check(
     sans: Vec<SanMatch>,
-}
-
-impl ServerCertVerifier for SanVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        // webpki checks the chain before the name; a name error means the chain passed.
-        let placeholder = ServerName::try_from("backend-tls.invalid").expect("static name");
-        match self
-            .chain
-            .verify_server_cert(end_entity, intermediates, &placeholder, ocsp, now)
-        {
-            Ok(_)
-            | Err(Error::InvalidCertificate(CertificateError::NotValidForName))
-            | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {}
-            Err(e) => return Err(e),
-        }
+) -> impl Fn(&CertificateDer<'_>) -> Result<(), Error> + Send + Sync + 'static {
+    move |end_entity| {
         let names = cert_sans(end_entity);
-        let matched = self.sans.iter().any(|want| match want {
+        let matched = sans.iter().any(|want| match want {
             SanMatch::Hostname(h) => names.dns.iter().any(|d| d.eq_ignore_ascii_case(h)),
             SanMatch::Uri(u) => names.uris.iter().any(|x| x == u),
         });
         if matched {
-            Ok(ServerCertVerified::assertion())
+            Ok(())
         } else {
             Err(Error::InvalidCertificate(CertificateError::NotValidForName))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
     }
 }
 

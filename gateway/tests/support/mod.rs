@@ -648,7 +648,6 @@ pub fn eventually(what: &str, f: impl FnMut() -> bool) {
     wait_for(what, Duration::from_secs(10), f);
 }
 
-
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
