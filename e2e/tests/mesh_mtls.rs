@@ -30,6 +30,8 @@ struct Lab {
     ca: TestCa,
     /// Kept alive for the test's duration.
     _pod: HttpbinPod,
+    /// The CA httpbin's sidecar got its certificate from, when not the mesh's.
+    _rogue_ca: Option<TestCa>,
     agent: Option<ChildGuard>,
     gateway_ttl: String,
     gateway: ChildGuard,
@@ -41,12 +43,28 @@ impl Lab {
     /// `annotations`: YAML flow-map entries for the httpbin Service, e.g.
     /// `meshgate.io/upstream-tls: disable`.
     async fn start(policy: InboundPolicy, annotations: &str, gateway_ttl: &str) -> Lab {
+        Lab::start_with(policy, annotations, gateway_ttl, false).await
+    }
+
+    /// `rogue_pod_ca`: httpbin's sidecar gets its certificate (with the expected identity)
+    /// from a second CA that the mesh root does not vouch for.
+    async fn start_with(
+        policy: InboundPolicy,
+        annotations: &str,
+        gateway_ttl: &str,
+        rogue_pod_ca: bool,
+    ) -> Lab {
         e2e::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::start().await;
+        let rogue = if rogue_pod_ca {
+            Some(TestCa::start().await)
+        } else {
+            None
+        };
         let pod = HttpbinPod::start(
             dir.path(),
-            &ca,
+            rogue.as_ref().unwrap_or(&ca),
             Identity::new("cluster.local", "default", "httpbin").unwrap(),
             policy,
             "1h",
@@ -89,6 +107,7 @@ impl Lab {
             dir,
             ca,
             _pod: pod,
+            _rogue_ca: rogue,
             agent: Some(agent),
             gateway_ttl: gateway_ttl.to_string(),
             gateway,
@@ -471,4 +490,17 @@ async fn gateway_sds_agent_killed_and_restarted_under_load_fails_nothing() {
         lab.gateway.output()
     );
     assert!(lab.gateway_metric("gateway_sds_reconnects_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expected_identity_under_another_ca_is_refused() {
+    let lab = Lab::start_with(InboundPolicy::Strict, "", "1h", true).await;
+    let (status, body) = lab.get("/headers", &[]).await;
+    let why = lab.explain(status, "mesh_untrusted_upstream", &body).await;
+    assert!(why.contains("upstream certificate rejected"), "{why}");
+    assert!(
+        lab.gateway_metric("gateway_upstream_tls_errors_total{reason=\"untrusted_upstream\"}")
+            .await
+            >= 1.0
+    );
 }
