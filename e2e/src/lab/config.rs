@@ -204,7 +204,7 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: httpbin, namespace: default}}
+metadata: {{name: httpbin-lab, namespace: default}}
 spec:
   parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: http}}]
   hostnames: [{httpbin}]
