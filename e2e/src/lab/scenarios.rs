@@ -73,6 +73,10 @@ const SCENARIOS: &[(u8, &str)] = &[
         16,
         "kubernetes: Pod tlsMode label removed -> STRICT refuses plaintext; back: mTLS",
     ),
+    (
+        17,
+        "kubernetes: EndpointSlice scale-out, terminating, scale-in under wrk: 0 failed",
+    ),
 ];
 const TEARDOWN: (u8, &str) = (
     10,
@@ -214,6 +218,7 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         14 => kube::route_deleted(lab).await,
         15 => kube::apiserver_outage(lab).await,
         16 => kube::pod_relabelled(lab).await,
+        17 => kube::endpoints_scaled(lab).await,
         n => bail!("no scenario {n}"),
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use serde_json::Value;
 
-use super::{Lab, hosts, parse_wrk, via, xfcc, xfcc_field};
+use super::{Lab, WrkReport, hosts, parse_wrk, served_by, via, xfcc, xfcc_field};
 use crate::curl::CurlResult;
 use crate::lab::HTTP_PORT;
 
@@ -148,9 +148,12 @@ pub(super) async fn route_deleted(lab: &mut Lab) -> anyhow::Result<String> {
     ))
 }
 
-pub(super) async fn apiserver_outage(lab: &mut Lab) -> anyhow::Result<String> {
-    const OUTAGE: Duration = Duration::from_secs(20);
-    const LOAD: Duration = Duration::from_secs(30);
+/// Starts wrk (2 threads, 8 connections) from the client pod against httpbin through the
+/// native gateway for `load`.
+fn start_wrk(
+    lab: &Lab,
+    load: Duration,
+) -> tokio::task::JoinHandle<std::io::Result<std::process::Output>> {
     let url = format!("http://{}/status/200", lab.gateway.at(HTTP_PORT));
     let wrk = tokio::process::Command::new("ip")
         .args([
@@ -163,10 +166,38 @@ pub(super) async fn apiserver_outage(lab: &mut Lab) -> anyhow::Result<String> {
             "--timeout",
             "5s",
         ])
-        .arg(format!("-d{}s", LOAD.as_secs()))
+        .arg(format!("-d{}s", load.as_secs()))
         .args(["-H", &format!("Host: {}", hosts::HTTPBIN), &url])
         .output();
-    let wrk = tokio::spawn(wrk);
+    tokio::spawn(wrk)
+}
+
+/// wrk's report, which must show no failed request.
+async fn wrk_without_failures(
+    wrk: tokio::task::JoinHandle<std::io::Result<std::process::Output>>,
+) -> anyhow::Result<WrkReport> {
+    let out = wrk.await?.context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = parse_wrk(&text)?;
+    ensure!(
+        report.non_2xx_3xx == 0 && report.socket_errors == 0,
+        "{} requests, {} non-2xx/3xx, {} socket errors:\n{text}",
+        report.requests,
+        report.non_2xx_3xx,
+        report.socket_errors
+    );
+    Ok(report)
+}
+
+pub(super) async fn apiserver_outage(lab: &mut Lab) -> anyhow::Result<String> {
+    const OUTAGE: Duration = Duration::from_secs(20);
+    const LOAD: Duration = Duration::from_secs(30);
+    let wrk = start_wrk(lab, LOAD);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     lab.kill_apiserver()?;
@@ -194,22 +225,7 @@ pub(super) async fn apiserver_outage(lab: &mut Lab) -> anyhow::Result<String> {
     let down_for = down_at.elapsed();
     wait_for(lab, OUTAGE_HOST, "200", status_is(200)).await?;
     let picked_up = back_at.elapsed();
-
-    let out = wrk.await?.context("running wrk")?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    ensure!(
-        out.status.success(),
-        "wrk failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = parse_wrk(&text)?;
-    ensure!(
-        report.non_2xx_3xx == 0 && report.socket_errors == 0,
-        "{} requests, {} non-2xx/3xx, {} socket errors:\n{text}",
-        report.requests,
-        report.non_2xx_3xx,
-        report.socket_errors
-    );
+    let report = wrk_without_failures(wrk).await?;
     Ok(format!(
         "down {:.1}s: {} requests ({:.0}/s), 0 failed; outage change served {} ms after return",
         down_for.as_secs_f64(),
@@ -275,5 +291,106 @@ pub(super) async fn pod_relabelled(lab: &mut Lab) -> anyhow::Result<String> {
         "unlabelled: 503 UC after {} ms (sidecar refused); relabelled: 200, XFCC URI={uri}; \
          labelled + upstream-tls=disable: 503 mesh_mtls_required",
         unlabelled.as_millis()
+    ))
+}
+
+/// An EndpointSlice of Service httpbin holding httpbin-v2's pod, with `conditions`.
+fn extra_slice(lab: &Lab, conditions: &str) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: httpbin-2\n  namespace: default\n  \
+         labels: {{kubernetes.io/service-name: httpbin}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}}}]\n\
+         endpoints:\n  - addresses: [\"{addr}\"]\n    conditions: {conditions}\n    \
+         targetRef: {{kind: Pod, name: {pod}}}\n",
+        port = crate::lab::HTTPBIN_PORT,
+        addr = lab.httpbin_v2.addr,
+        pod = lab.httpbin_v2.name,
+    )
+}
+
+/// Which pods answered `n` requests for Service httpbin (by XFCC `By=`).
+async fn answering(lab: &Lab, n: usize) -> anyhow::Result<Vec<&'static str>> {
+    let mut pods = Vec::new();
+    for _ in 0..n {
+        let r = via(lab, &lab.gateway, hosts::HTTPBIN, "/headers", &[]).await?;
+        pods.push(served_by(lab, &r)?);
+    }
+    Ok(pods)
+}
+
+pub(super) async fn endpoints_scaled(lab: &mut Lab) -> anyhow::Result<String> {
+    const LOAD: Duration = Duration::from_secs(15);
+    let svc = lab.httpbin.service();
+    let (v1, v2) = (lab.httpbin.name, lab.httpbin_v2.name);
+    // The new pod runs as another service account: secure naming must admit it first.
+    lab.kubectl_ok(
+        &[
+            "annotate",
+            "--overwrite",
+            "service",
+            svc,
+            &format!("meshgate.io/service-accounts={v1},{v2}"),
+        ],
+        "",
+    )
+    .await?;
+    let wrk = start_wrk(lab, LOAD);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Scale out: a second slice with a ready endpoint.
+    let t0 = Instant::now();
+    lab.kubectl_ok(
+        &["apply", "-f", "-"],
+        &extra_slice(lab, "{ready: true, serving: true, terminating: false}"),
+    )
+    .await?;
+    let out_after = loop {
+        if answering(lab, 10).await?.contains(&v2) {
+            break t0.elapsed();
+        }
+        ensure!(t0.elapsed() < CONVERGE, "{v2} never answered for {svc}");
+    };
+    // Scale in, as the endpoints controller does: terminating (not ready, still serving)
+    // first, then the slice goes.
+    let t1 = Instant::now();
+    lab.kubectl_ok(
+        &["apply", "-f", "-"],
+        &extra_slice(lab, "{ready: false, serving: true, terminating: true}"),
+    )
+    .await?;
+    let in_after = loop {
+        let pods = answering(lab, 20).await?;
+        if pods.iter().all(|p| *p == v1) {
+            break t1.elapsed();
+        }
+        ensure!(
+            t1.elapsed() < CONVERGE,
+            "the terminating endpoint kept getting requests: {pods:?}"
+        );
+    };
+    lab.kubectl_ok(&["delete", "endpointslice", "httpbin-2"], "")
+        .await?;
+    let report = wrk_without_failures(wrk).await?;
+    lab.kubectl_ok(
+        &[
+            "annotate",
+            "--overwrite",
+            "service",
+            svc,
+            &format!("meshgate.io/service-accounts={v1}"),
+        ],
+        "",
+    )
+    .await?;
+    let pods = answering(lab, 10).await?;
+    ensure!(pods.iter().all(|p| *p == v1), "after scale-in: {pods:?}");
+    Ok(format!(
+        "{v2} added: seen answering within {} ms; terminating: out of rotation within {} ms; \
+         wrk {} requests ({:.0}/s), 0 failed",
+        out_after.as_millis(),
+        in_after.as_millis(),
+        report.requests,
+        report.rps
     ))
 }
