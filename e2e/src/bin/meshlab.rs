@@ -9,8 +9,9 @@ use e2e::lab::{HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, netns, scenari
 
 #[derive(Parser)]
 #[command(
-    about = "The local mesh lab: istiod's CA, both gateway-pod variants, two httpbin pods behind \
-             Istio-shaped sidecars and a client, each in its own network namespace",
+    about = "The local mesh lab: istiod's CA, a Kubernetes API server (the fixture), both \
+             gateway-pod variants, two httpbin pods behind Istio-shaped sidecars and a client, \
+             each in its own network namespace",
     long_about = None
 )]
 struct Cli {
