@@ -24,7 +24,8 @@ const OLDEST_KUBERNETES_VERSION: &str = "1.30.0";
 
 /// Kinds that `kubernetes-validate` has no schema for (custom resources); their
 /// samples are checked field by field in `samples_validate_against_kubernetes_schemas`.
-const CUSTOM_RESOURCE_KINDS: [&str; 3] = ["Gateway", "HTTPRoute", "PeerAuthentication"];
+const CUSTOM_RESOURCE_KINDS: [&str; 4] =
+    ["Gateway", "GatewayClass", "HTTPRoute", "PeerAuthentication"];
 
 const SDS_SOCKET_DIR: &str = "/var/run/secrets/workload-spiffe-uds";
 const SDS_SOCKET: &str = "/var/run/secrets/workload-spiffe-uds/socket";
@@ -234,6 +235,7 @@ const SIDECAR: &[&str] = &[
     "global.istioIntegration.mode=sidecar",
 ];
 const SDS_ONLY: &[&str] = &["global.istioSDS.enabled=true"];
+const FILE_PROVIDER: &[&str] = &["gatewayProxies.gatewayProxy.provider.type=file"];
 
 // ---------------------------------------------------------------- helm lint
 
@@ -272,6 +274,41 @@ fn integration_off_renders_the_gateway_alone() {
     assert!(!r.has_volume("workload-socket"));
     assert!(!r.has_volume("istio-token"));
 
+    // The kubernetes provider is the default: no ConfigMap, no config volume.
+    let gateway_args = args(r.container("gateway"));
+    assert_eq!(
+        gateway_args,
+        [
+            "--provider",
+            "kubernetes",
+            "--gateway",
+            "gateway-system/gateway-proxy",
+            "--secret-namespaces",
+            "gateway-system",
+            "--admin-addr",
+            "127.0.0.1:19000"
+        ]
+    );
+    assert!(!r.has_volume("gateway-config"));
+    assert!(!r.kinds().contains("ConfigMap"));
+    for kind in [
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(r.kinds().contains(kind), "no {kind} rendered");
+    }
+    assert!(!r.kinds().contains("HorizontalPodAutoscaler"));
+}
+
+#[test]
+fn file_provider_is_a_switch_that_mounts_the_standalone_config() {
+    let r = Rendered::with(FILE_PROVIDER);
     let gateway_args = args(r.container("gateway"));
     assert_eq!(
         gateway_args,
@@ -282,6 +319,7 @@ fn integration_off_renders_the_gateway_alone() {
             "127.0.0.1:19000"
         ]
     );
+    assert_eq!(flag(&gateway_args, "--provider"), None);
     assert_eq!(
         mount_path(r.container("gateway"), "gateway-config"),
         Some("/etc/meshgate/")
@@ -290,20 +328,45 @@ fn integration_off_renders_the_gateway_alone() {
         r.volume("gateway-config")["configMap"]["name"],
         "gateway-proxy-config"
     );
-    for kind in [
-        "Deployment",
-        "Service",
-        "ServiceAccount",
-        "ConfigMap",
-        "PodDisruptionBudget",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-    ] {
-        assert!(r.kinds().contains(kind), "no {kind} rendered");
-    }
-    assert!(!r.kinds().contains("HorizontalPodAutoscaler"));
+    assert!(r.kinds().contains("ConfigMap"));
+}
+
+#[test]
+fn kubernetes_provider_serves_the_named_gateway_and_reads_secrets_where_listed() {
+    let r = Rendered::with(&[
+        "gatewayProxies.gatewayProxy.provider.gateway=edge/public",
+        "rbac.secretNamespaces={edge,certs}",
+    ]);
+    let gateway_args = args(r.container("gateway"));
+    assert_eq!(flag(&gateway_args, "--provider"), Some("kubernetes"));
+    assert_eq!(flag(&gateway_args, "--gateway"), Some("edge/public"));
+    assert_eq!(
+        flag(&gateway_args, "--secret-namespaces"),
+        Some("edge,certs")
+    );
+    assert_eq!(flag(&gateway_args, "--config"), None);
+    // The Lease replica name comes from the pod.
+    assert_eq!(
+        env(r.container("gateway"), "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    let secret_roles: BTreeSet<&str> = r
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "gateway-proxy-secrets")
+        .map(|o| o["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(secret_roles, BTreeSet::from(["edge", "certs"]));
+    let bound: BTreeSet<&str> = r
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" && o["metadata"]["name"] == "gateway-proxy-secrets")
+        .map(|o| {
+            assert_eq!(o["subjects"][0]["namespace"], RELEASE_NAMESPACE);
+            o["metadata"]["namespace"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(bound, secret_roles);
 }
 
 #[test]
@@ -330,7 +393,7 @@ fn native_mode_runs_gateway_init_then_gateway_and_sds_agent() {
     );
 
     let gateway_args = args(r.container("gateway"));
-    assert_eq!(flag(&gateway_args, "--config"), Some("/etc/meshgate/"));
+    assert_eq!(flag(&gateway_args, "--provider"), Some("kubernetes"));
     assert_eq!(flag(&gateway_args, "--admin-addr"), Some("127.0.0.1:19000"));
     assert_eq!(flag(&gateway_args, "--sds-socket"), Some(SDS_SOCKET));
     assert_eq!(flag(&gateway_args, "--upstream-tls"), Some("auto"));
@@ -438,20 +501,36 @@ fn ca_addr_follows_a_custom_istio_discovery_address() {
 }
 
 #[test]
-fn sidecar_mode_excludes_edge_ports_from_istio_capture() {
+fn sidecar_mode_leaves_capture_to_istio_annotations_and_runs_no_gateway_init() {
     let r = Rendered::with(SIDECAR);
-    assert_eq!(r.init_containers(), ["gateway-init"]);
+    // Istio's istio-init programs the pod from the annotations; gateway-init would be a
+    // second owner of the same iptables rules.
+    assert!(
+        r.init_containers().is_empty(),
+        "init containers in sidecar mode: {:?}",
+        r.init_containers()
+    );
     // The istio-proxy is injected by Istio and secures upstream traffic: no sds-agent.
     assert_eq!(r.containers(), ["gateway"]);
+    // Edge ports excluded, and Istio's own exclusions (15020 merged metrics, 15021
+    // health, 15090 Envoy's Prometheus) kept.
     assert_eq!(
         r.pod_annotation("traffic.sidecar.istio.io/excludeInboundPorts"),
-        Some("8080,8443")
+        Some("8080,8443,15020,15021,15090")
+    );
+    let traffic: BTreeSet<&str> = r.pod()["metadata"]["annotations"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("traffic.sidecar.istio.io/"))
+        .collect();
+    assert_eq!(
+        traffic,
+        BTreeSet::from(["traffic.sidecar.istio.io/excludeInboundPorts"]),
+        "only the inbound exclusion is set; outbound capture stays Istio's default"
     );
     assert_eq!(r.pod_label("sidecar.istio.io/inject"), Some("true"));
-    assert_eq!(
-        args(r.init_container("gateway-init")),
-        ["--mode", "sidecar", "--edge-ports", "8080,8443"]
-    );
     let gateway_args = args(r.container("gateway"));
     assert_eq!(flag(&gateway_args, "--upstream-tls"), Some("disable"));
     assert_eq!(flag(&gateway_args, "--sds-socket"), None);
@@ -460,16 +539,16 @@ fn sidecar_mode_excludes_edge_ports_from_istio_capture() {
 
 #[test]
 fn custom_edge_ports_reach_init_annotation_container_and_service() {
-    let mut values = SIDECAR.to_vec();
-    values.extend([
+    let ports = [
         "gatewayProxies.gatewayProxy.podTemplate.httpPort=9080",
         "gatewayProxies.gatewayProxy.podTemplate.httpsPort=9443",
-    ]);
-    let r = Rendered::with(&values);
+    ];
+    let r = Rendered::with(&[SIDECAR, &ports].concat());
     assert_eq!(
         r.pod_annotation("traffic.sidecar.istio.io/excludeInboundPorts"),
-        Some("9080,9443")
+        Some("9080,9443,15020,15021,15090")
     );
+    let r = Rendered::with(&[NATIVE, FILE_PROVIDER, &ports].concat());
     assert_eq!(
         flag(&args(r.init_container("gateway-init")), "--edge-ports"),
         Some("9080,9443")
@@ -524,8 +603,9 @@ fn enable_auto_mtls_false_leaves_mtls_to_per_backend_opt_in() {
 
 #[test]
 fn gateway_init_holds_only_net_admin_and_net_raw() {
-    for mode in [NATIVE, SIDECAR] {
-        let r = Rendered::with(mode);
+    // Native mode only: in sidecar mode Istio's istio-init programs the pod.
+    {
+        let r = Rendered::with(NATIVE);
         let sc = &r.init_container("gateway-init")["securityContext"];
         assert_eq!(
             sc["capabilities"]["add"],
@@ -618,44 +698,96 @@ fn service_maps_80_and_443_to_the_edge_ports() {
     }
 }
 
-#[test]
-fn rbac_reads_gateway_api_services_endpointslices_and_writes_only_status() {
-    let r = Rendered::with(INTEGRATION_OFF);
-    let role = r
-        .objects
-        .iter()
-        .find(|o| o["kind"] == "ClusterRole")
-        .unwrap();
+/// (apiGroup, resource) -> verbs, from a role's rules.
+fn grants(role: &Value) -> std::collections::BTreeMap<(String, String), BTreeSet<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
     for rule in role["rules"].as_array().unwrap() {
-        let verbs: BTreeSet<&str> = rule["verbs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let resources: Vec<&str> = rule["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        assert!(
-            !resources.contains(&"secrets"),
-            "Secrets are read only in the release namespace"
-        );
-        let writes = verbs.iter().any(|v| !["get", "list", "watch"].contains(v));
-        if writes {
-            assert!(
-                resources.iter().all(|r| r.ends_with("/status")),
-                "writes only status: {rule}"
-            );
+        for group in strs(&rule["apiGroups"]) {
+            for resource in strs(&rule["resources"]) {
+                out.entry((group.clone(), resource))
+                    .or_insert_with(BTreeSet::new)
+                    .extend(strs(&rule["verbs"]));
+            }
         }
     }
-    let secrets = r.object("Role", "gateway-proxy-secrets");
-    assert_eq!(secrets["metadata"]["namespace"], RELEASE_NAMESPACE);
+    out
+}
+
+#[test]
+fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace() {
+    let r = Rendered::with(INTEGRATION_OFF);
+    let cluster = grants(
+        r.objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole")
+            .unwrap(),
+    );
+    let read: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
+    let write: BTreeSet<String> = ["patch", "update"].map(String::from).into();
+    let mut expected = std::collections::BTreeMap::new();
+    for resource in [
+        "gateways",
+        "httproutes",
+        "grpcroutes",
+        "referencegrants",
+        "gatewayclasses",
+    ] {
+        expected.insert(
+            ("gateway.networking.k8s.io".to_owned(), resource.to_owned()),
+            read.clone(),
+        );
+    }
+    for resource in ["services", "pods", "namespaces"] {
+        expected.insert((String::new(), resource.to_owned()), read.clone());
+    }
+    expected.insert(
+        ("discovery.k8s.io".to_owned(), "endpointslices".to_owned()),
+        read.clone(),
+    );
+    for resource in ["gateways/status", "httproutes/status"] {
+        expected.insert(
+            ("gateway.networking.k8s.io".to_owned(), resource.to_owned()),
+            write.clone(),
+        );
+    }
+    assert_eq!(cluster, expected, "the ClusterRole grants exactly these");
+
+    let leases = grants(r.object("Role", "gateway-proxy-leases"));
     assert_eq!(
-        secrets["rules"][0]["verbs"],
-        serde_json::json!(["get", "list", "watch"])
+        r.object("Role", "gateway-proxy-leases")["metadata"]["namespace"],
+        RELEASE_NAMESPACE
+    );
+    assert_eq!(
+        leases,
+        [(
+            ("coordination.k8s.io".to_owned(), "leases".to_owned()),
+            ["create", "get", "update"].map(String::from).into()
+        )]
+        .into()
+    );
+
+    // Secrets and ConfigMaps: a Role in the release namespace only (the default list).
+    let roles: Vec<&Value> = r
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "gateway-proxy-secrets")
+        .collect();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(
+        grants(roles[0]),
+        [
+            ((String::new(), "configmaps".to_owned()), read.clone()),
+            ((String::new(), "secrets".to_owned()), read.clone()),
+        ]
+        .into()
     );
 }
 
@@ -747,6 +879,7 @@ fn config_resources_without_a_name_fail_naming_the_entry() {
     let values = r#"
 gatewayProxies:
   gatewayProxy:
+    provider: {type: file}
     config:
       resources:
         - apiVersion: gateway.networking.k8s.io/v1
@@ -849,8 +982,9 @@ fn assert_validates(file: &Path, objects: &[Value], version: &str) {
 
 #[test]
 fn rendered_manifests_validate_against_kubernetes_schemas() {
-    let cases: [(&str, Vec<&str>); 5] = [
+    let cases: [(&str, Vec<&str>); 6] = [
         ("integration-off", INTEGRATION_OFF.to_vec()),
+        ("file-provider", FILE_PROVIDER.to_vec()),
         ("native", NATIVE.to_vec()),
         ("sidecar", SIDECAR.to_vec()),
         ("sds-only", SDS_ONLY.to_vec()),
@@ -878,9 +1012,11 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
             assert_validates(&file, &r.objects, version);
         }
         // The gateway's own configuration inside the ConfigMap is well-formed too.
-        let config = r.object("ConfigMap", "gateway-proxy-config");
-        let gateway = parse_documents(config["data"]["gateway.yaml"].as_str().unwrap());
-        assert_gateway_shape(&gateway[0]);
+        if r.kinds().contains("ConfigMap") {
+            let config = r.object("ConfigMap", "gateway-proxy-config");
+            let gateway = parse_documents(config["data"]["gateway.yaml"].as_str().unwrap());
+            assert_gateway_shape(&gateway[0]);
+        }
     }
 }
 
@@ -909,6 +1045,13 @@ fn samples_validate_against_kubernetes_schemas() {
             seen_kinds.insert(o["kind"].as_str().unwrap().to_owned());
             match o["kind"].as_str().unwrap() {
                 "Gateway" => assert_gateway_shape(o),
+                "GatewayClass" => {
+                    assert_eq!(o["apiVersion"], "gateway.networking.k8s.io/v1");
+                    assert_eq!(
+                        o["spec"]["controllerName"],
+                        "meshgate.io/gateway-controller"
+                    );
+                }
                 "HTTPRoute" => assert_httproute_shape(o),
                 "PeerAuthentication" => {
                     assert_eq!(o["apiVersion"], "security.istio.io/v1");

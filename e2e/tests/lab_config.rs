@@ -55,6 +55,7 @@ fn lab_gateway_resources_pass_gateway_validate() {
     for needle in [
         hosts::SECURE,
         hosts::MTLS,
+        hosts::PUBLIC,
         hosts::ECHO,
         "weight: 10",
         "10.77.0.21",

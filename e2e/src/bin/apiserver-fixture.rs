@@ -1,7 +1,7 @@
 //! Runs the Kubernetes API server fixture on loopback, seeded from YAML files, and writes a
 //! kubeconfig so kubectl (or the gateway) can use it: `export KUBECONFIG=<file>`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -10,9 +10,17 @@ use e2e::apiserver::ApiServer;
 #[derive(Parser)]
 #[command(about = "A Kubernetes API server fixture that real kubectl and kube-rs accept")]
 struct Args {
-    /// Port on 127.0.0.1 (0 picks a free one).
+    /// Port (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Address to listen on (the mesh lab serves its pods on the bridge).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    address: IpAddr,
+    /// Start in resourceVersion epoch N (after seeding): objects get resourceVersions from
+    /// N million up, so a client that watched an earlier run of the fixture gets 410 Gone
+    /// and relists, as after an etcd restore. The mesh lab restarts the fixture this way.
+    #[arg(long, default_value_t = 0)]
+    epoch: u32,
     /// YAML files to seed, in order (CRDs before their objects).
     #[arg(long = "seed")]
     seeds: Vec<PathBuf>,
@@ -24,10 +32,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))).await?;
+    let server = ApiServer::start(SocketAddr::from((args.address, args.port))).await?;
     for seed in &args.seeds {
         let objects = server.seed_file(seed)?;
         eprintln!("seeded {} objects from {}", objects.len(), seed.display());
+    }
+    for _ in 0..args.epoch {
+        server.store().restart_epoch();
     }
     server.write_kubeconfig(&args.kubeconfig)?;
     println!("serving {}", server.url());

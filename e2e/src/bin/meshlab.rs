@@ -9,8 +9,9 @@ use e2e::lab::{HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, netns, scenari
 
 #[derive(Parser)]
 #[command(
-    about = "The local mesh lab: istiod's CA, both gateway-pod variants, two httpbin pods behind \
-             Istio-shaped sidecars and a client, each in its own network namespace",
+    about = "The local mesh lab: istiod's CA, a Kubernetes API server (the fixture), both \
+             gateway-pod variants, two httpbin pods behind Istio-shaped sidecars and a client, \
+             each in its own network namespace",
     long_about = None
 )]
 struct Cli {
@@ -20,8 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start the lab, print its addresses as KEY=value lines (then READY=1) and run until
-    /// SIGTERM or Ctrl-C, then remove everything.
+    /// Start the lab, print its addresses as KEY=value lines (with `export KUBECONFIG=...`
+    /// for kubectl against the lab's API server; then READY=1) and run until SIGTERM or
+    /// Ctrl-C, then remove everything.
     Up {
         #[command(flatten)]
         lab: LabArgs,
@@ -31,7 +33,7 @@ enum Cmd {
     E2e {
         #[command(flatten)]
         lab: LabArgs,
-        /// Run only these scenarios (comma-separated numbers, 1-10).
+        /// Run only these scenarios (comma-separated numbers; 10 is the teardown check).
         #[arg(long, value_delimiter = ',')]
         only: Vec<u8>,
     },
@@ -105,6 +107,7 @@ async fn up(options: LabOptions) -> anyhow::Result<()> {
         &lab.httpbin,
         &lab.httpbin_v2,
         &lab.client,
+        &lab.apiserver,
     ] {
         let key = pod.name.to_uppercase().replace('-', "_");
         writeln!(out, "{key}_NS={}", pod.ns)?;
@@ -118,6 +121,10 @@ async fn up(options: LabOptions) -> anyhow::Result<()> {
     writeln!(out, "EDGE_CA={}", lab.certs.server_ca.display())?;
     writeln!(out, "CLIENT_CERT={}", lab.certs.client_cert.display())?;
     writeln!(out, "CLIENT_KEY={}", lab.certs.client_key.display())?;
+    // kubectl from the host reaches the lab's API server with this (a forwarded port).
+    let kubeconfig = lab.kube.host_kubeconfig.display();
+    writeln!(out, "KUBECONFIG={kubeconfig}")?;
+    writeln!(out, "export KUBECONFIG={kubeconfig}")?;
     writeln!(out, "READY=1")?;
     out.flush()?;
     drop(out);

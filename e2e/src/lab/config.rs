@@ -19,12 +19,15 @@ pub mod hosts {
     pub const SECURE: &str = "secure.example.com";
     /// HTTPS with client certificates required (MUTUAL).
     pub const MTLS: &str = "mtls.example.com";
+    /// A second HTTPS listener on the same port as [`SECURE`], with its own route: a
+    /// request whose TLS handshake chose it but whose Host names [`SECURE`] is misdirected.
+    pub const PUBLIC: &str = "public.example.com";
     /// What the path-rewrite route rewrites the Host header to.
     pub const REWRITTEN: &str = "httpbin.default.svc.cluster.local";
 }
 
 /// Edge certificates made with openssl: a server CA, the server certificate for
-/// [`hosts::SECURE`] and [`hosts::MTLS`], a client CA with one client certificate, and a
+/// [`hosts::SECURE`], [`hosts::MTLS`] and [`hosts::PUBLIC`], a client CA with one client certificate, and a
 /// client certificate from the server CA (which the MUTUAL listener must refuse).
 #[derive(Debug, Clone)]
 pub struct EdgeCerts {
@@ -81,9 +84,10 @@ impl EdgeCerts {
             openssl(dir, &args)?;
         }
         let server_ext = format!(
-            "subjectAltName=DNS:{},DNS:{}\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:{},DNS:{},DNS:{}\nextendedKeyUsage=serverAuth\n",
             hosts::SECURE,
-            hosts::MTLS
+            hosts::MTLS,
+            hosts::PUBLIC
         );
         std::fs::write(dir.join("server.ext"), server_ext)?;
         std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
@@ -147,11 +151,13 @@ fn indent(text: &str, n: usize) -> String {
     text.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
-/// The gateway's resources: listeners on 8080 (HTTP), 8443 (HTTPS) and 9443 (HTTPS,
-/// MUTUAL: Gateway API v1.6 validates client certificates per port, in
-/// `spec.tls.frontend.perPort`), the routes the scenarios exercise, and the two httpbin Services with their
-/// EndpointSlices and Pods (labelled `security.istio.io/tlsMode: istio`, as injected
-/// pods are). The same files serve both gateway variants; only `--upstream-tls` differs.
+/// The gateway's resources: Gateway `gateway-system/gateway-proxy` (the chart's name)
+/// with listeners on 8080 (HTTP), 8443 (HTTPS, two hostnames with a route each) and 9443
+/// (HTTPS, MUTUAL: Gateway API v1.6 validates client certificates per port, in
+/// `spec.tls.frontend.perPort`), its Secret and ConfigMap, the routes the scenarios
+/// exercise, and the two httpbin Services with their EndpointSlices and Pods (labelled
+/// `security.istio.io/tlsMode: istio`, as injected pods are). The same objects seed the
+/// lab's API server (the native gateway watches it) and make the sidecar gateway's file.
 pub fn gateway_resources(certs: &EdgeCerts, v1: &Pod, v2: &Pod) -> anyhow::Result<String> {
     let read =
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
@@ -162,7 +168,7 @@ pub fn gateway_resources(certs: &EdgeCerts, v1: &Pod, v2: &Pod) -> anyhow::Resul
     let mut out = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: edge, namespace: default}}
+metadata: {{name: gateway-proxy, namespace: gateway-system}}
 spec:
   gatewayClassName: meshgate
   tls:
@@ -173,25 +179,34 @@ spec:
             validation:
               caCertificateRefs: [{{kind: ConfigMap, name: client-ca}}]
   listeners:
-    - {{name: http, port: 8080, protocol: HTTP}}
+    - {{name: http, port: 8080, protocol: HTTP, allowedRoutes: {all}}}
     - name: https
       port: 8443
       protocol: HTTPS
       hostname: {secure}
+      allowedRoutes: {all}
+      tls:
+        certificateRefs: [{{name: edge-cert}}]
+    - name: https-public
+      port: 8443
+      protocol: HTTPS
+      hostname: {public}
+      allowedRoutes: {all}
       tls:
         certificateRefs: [{{name: edge-cert}}]
     - name: https-mtls
       port: {mtls_port}
       protocol: HTTPS
       hostname: {mtls}
+      allowedRoutes: {all}
       tls:
         certificateRefs: [{{name: edge-cert}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: httpbin, namespace: default}}
+metadata: {{name: httpbin-lab, namespace: default}}
 spec:
-  parentRefs: [{{name: edge, sectionName: http}}]
+  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: http}}]
   hostnames: [{httpbin}]
   rules:
     - matches: [{{path: {{type: PathPrefix, value: /httpbin/}}}}]
@@ -217,7 +232,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: echo, namespace: default}}
 spec:
-  parentRefs: [{{name: edge, sectionName: http}}]
+  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: http}}]
   hostnames: [{echo}]
   rules:
     - backendRefs: [{{name: httpbin-v2, port: {port}}}]
@@ -226,7 +241,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: to-https, namespace: default}}
 spec:
-  parentRefs: [{{name: edge, sectionName: http}}]
+  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: http}}]
   hostnames: [{secure}]
   rules:
     - filters:
@@ -237,14 +252,23 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: secure, namespace: default}}
 spec:
-  parentRefs: [{{name: edge, sectionName: https}}, {{name: edge, sectionName: https-mtls}}]
+  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: https}}, {{name: gateway-proxy, namespace: gateway-system, sectionName: https-mtls}}]
   hostnames: [{secure}, {mtls}]
   rules:
     - backendRefs: [{{name: httpbin, port: {port}}}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: public, namespace: default}}
+spec:
+  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: https-public}}]
+  hostnames: [{public}]
+  rules:
+    - backendRefs: [{{name: httpbin-v2, port: {port}}}]
+---
 apiVersion: v1
 kind: Secret
-metadata: {{name: edge-cert, namespace: default}}
+metadata: {{name: edge-cert, namespace: gateway-system}}
 type: kubernetes.io/tls
 stringData:
   tls.crt: |
@@ -252,12 +276,14 @@ stringData:
 {server_key}---
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: client-ca, namespace: default}}
+metadata: {{name: client-ca, namespace: gateway-system}}
 data:
   ca.crt: |
 {client_ca}"#,
         secure = hosts::SECURE,
         mtls = hosts::MTLS,
+        public = hosts::PUBLIC,
+        all = "{namespaces: {from: All}}",
         mtls_port = super::MTLS_PORT,
         httpbin = hosts::HTTPBIN,
         echo = hosts::ECHO,

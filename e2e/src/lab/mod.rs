@@ -11,12 +11,18 @@
 //!                  (mTLS itself)                                 on 127.0.0.1:8000
 //! ```
 //!
+//! The API server fixture runs in its own pod, `apiserver` (.3, port 6443), seeded with the
+//! Gateway API CRDs and the lab's objects; the native gateway watches it
+//! (`--provider kubernetes`), the sidecar gateway reads the same objects from a file, and
+//! the host reaches it through a forwarded loopback port ([`kube`]).
+//!
 //! Every process runs under `ip netns exec` in its pod's namespace; the istio-proxy
 //! processes (Envoy and the sds-agent beside it) run with group 1337, which gateway-init
 //! exempts from capture exactly as istio-iptables does. Dropping the [`Lab`] kills every
 //! process and deletes every namespace (their interfaces and iptables rules go with them).
 
 pub mod config;
+pub mod kube;
 pub mod netns;
 pub mod proxy;
 pub mod scenarios;
@@ -178,6 +184,13 @@ pub struct Lab {
     pub httpbin_v2: Pod,
     /// curl and wrk.
     pub client: Pod,
+    /// The Kubernetes API server fixture.
+    pub apiserver: Pod,
+    /// Its seeds and kubeconfigs.
+    pub kube: kube::KubeFiles,
+    /// The API server's resourceVersion epoch (one more at each restart).
+    apiserver_epoch: u32,
+    forwarder: Option<kube::Forwarder>,
     options: LabOptions,
     network: Option<Network>,
 }
@@ -215,6 +228,14 @@ impl Lab {
         let httpbin = Pod::new(&dir, "httpbin", "veth-hb1", 20, "default", "httpbin");
         let httpbin_v2 = Pod::new(&dir, "httpbin-v2", "veth-hb2", 21, "default", "httpbin-v2");
         let client = Pod::new(&dir, "client", "veth-client", 100, "default", "client");
+        let apiserver = Pod::new(
+            &dir,
+            "apiserver",
+            "veth-api",
+            3,
+            "kube-system",
+            "kube-apiserver",
+        );
 
         netns::create_network()?;
         for pod in [
@@ -224,6 +245,7 @@ impl Lab {
             &httpbin,
             &httpbin_v2,
             &client,
+            &apiserver,
         ] {
             std::fs::create_dir_all(&pod.dir)?;
             netns::add_pod(&pod.ns, pod.veth, pod.addr)
@@ -234,6 +256,10 @@ impl Lab {
             .with_context(|| format!("binding the test CA on {ca_addr}"))?;
         let ca = TestCa::start_on(listener).await;
         let certs = EdgeCerts::make(&dir.join("edge-certs"))?;
+        let (host_addr, forward) =
+            kube::forward_into(&apiserver.ns, apiserver.at(kube::APISERVER_PORT))?;
+        let objects = config::gateway_resources(&certs, &httpbin, &httpbin_v2)?;
+        let kube = kube::KubeFiles::write(&apiserver, &objects, host_addr)?;
 
         let mut lab = Lab {
             procs: Vec::new(),
@@ -245,6 +271,10 @@ impl Lab {
             httpbin,
             httpbin_v2,
             client,
+            apiserver,
+            kube,
+            apiserver_epoch: 0,
+            forwarder: Some(kube::Forwarder(forward)),
             options,
             network: Some(network),
         };
@@ -253,6 +283,11 @@ impl Lab {
     }
 
     async fn start_pods(&mut self) -> anyhow::Result<()> {
+        let api = self.apiserver.clone();
+        let spec = kube::fixture_spec(&api, &self.kube.seeds, 0);
+        self.spawn(&api, "apiserver", spec);
+        self.wait_apiserver().await?;
+
         // httpbin pods: capture inbound to the sidecar; no edge ports in an app pod.
         for pod in [self.httpbin.clone(), self.httpbin_v2.clone()] {
             self.gateway_init(&pod, &["--mode", "sidecar", "--edge-ports="])?;
@@ -291,7 +326,7 @@ impl Lab {
         self.gateway_init(&gw, &["--mode", "native", "--edge-ports", EDGE_PORTS])?;
         self.write_credentials(&gw)?;
         self.spawn_agent(&gw, false, &self.options.secret_ttl.clone());
-        self.spawn_gateway(&gw, "auto")?;
+        self.spawn_gateway(&gw, "auto", Provider::Kubernetes)?;
 
         // Sidecar gateway pod: gateway sends plaintext; the istio-proxy does mTLS.
         let gws = self.gateway_sidecar.clone();
@@ -310,7 +345,7 @@ impl Lab {
             &gws.dir.join("sds.sock"),
         );
         self.spawn_envoy(&gws, &bootstrap)?;
-        self.spawn_gateway(&gws, "disable")?;
+        self.spawn_gateway(&gws, "disable", Provider::File)?;
 
         // Ready: every admin endpoint answers, then a request crosses each gateway.
         for pod in [self.httpbin.clone(), self.httpbin_v2.clone()] {
@@ -453,18 +488,35 @@ impl Lab {
         Ok(())
     }
 
-    fn spawn_gateway(&mut self, pod: &Pod, upstream_tls: &str) -> anyhow::Result<()> {
-        let cfg = pod.dir.join("gateway.yaml");
-        std::fs::write(
-            &cfg,
-            config::gateway_resources(&self.certs, &self.httpbin, &self.httpbin_v2)?,
-        )?;
-        let mut args = strings(&[
-            "--config",
-            &cfg.display().to_string(),
-            "--upstream-tls",
-            upstream_tls,
-        ]);
+    fn spawn_gateway(
+        &mut self,
+        pod: &Pod,
+        upstream_tls: &str,
+        provider: Provider,
+    ) -> anyhow::Result<()> {
+        let mut args = match provider {
+            Provider::File => {
+                let cfg = pod.dir.join("gateway.yaml");
+                std::fs::write(
+                    &cfg,
+                    config::gateway_resources(&self.certs, &self.httpbin, &self.httpbin_v2)?,
+                )?;
+                strings(&["--config", &cfg.display().to_string()])
+            }
+            Provider::Kubernetes => strings(&[
+                "--provider",
+                "kubernetes",
+                "--gateway",
+                kube::GATEWAY_REF,
+                "--kubeconfig",
+                &self.kube.pod_kubeconfig.display().to_string(),
+                "--pod-name",
+                pod.name,
+                "--debounce",
+                "50ms",
+            ]),
+        };
+        args.extend(strings(&["--upstream-tls", upstream_tls]));
         args.extend(strings(&["--workers", "2", "--log-format", "text"]));
         if upstream_tls != "disable" {
             args.extend(strings(&[
@@ -625,6 +677,7 @@ impl Lab {
             }
         }
         self.procs.clear();
+        self.forwarder.take();
         self.network.take();
         // The network's drop removed everything; this checks.
         let left = netns::existing();
@@ -633,6 +686,15 @@ impl Lab {
         }
         Ok(())
     }
+}
+
+/// Where a lab gateway reads its objects from.
+#[derive(Debug, Clone, Copy)]
+enum Provider {
+    /// `--config gateway.yaml`.
+    File,
+    /// The lab's API server (`--provider kubernetes`).
+    Kubernetes,
 }
 
 fn launch(pod: &Pod, name: &str, spec: &Spec) -> ChildGuard {

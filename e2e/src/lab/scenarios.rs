@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 use super::config::hosts;
+mod kube;
+
 use super::{CurlResult, HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, Pod, netns};
 
 /// One scenario's outcome.
@@ -25,7 +27,7 @@ pub struct Outcome {
 }
 
 /// The scenarios run against a live lab, in order; 10 (teardown) runs after them.
-const SCENARIOS: [(u8, &str); 9] = [
+const SCENARIOS: &[(u8, &str)] = &[
     (
         1,
         "curl httpbin through the gateway; XFCC names the gateway (both variants)",
@@ -53,6 +55,28 @@ const SCENARIOS: [(u8, &str); 9] = [
         9,
         "sidecar variant: edge ports not captured; client address in X-Forwarded-For",
     ),
+    (
+        11,
+        "misdirected request: SNI public, Host secure on one port -> 421 (h1 and h2)",
+    ),
+    (
+        12,
+        "kubernetes: HTTPRoute applied with kubectl -> served; status Accepted",
+    ),
+    (13, "kubernetes: route hostname changed -> the route moves"),
+    (14, "kubernetes: route deleted -> 404"),
+    (
+        15,
+        "kubernetes: API server killed 20 s under wrk: 0 failed; outage change served",
+    ),
+    (
+        16,
+        "kubernetes: Pod tlsMode label removed -> STRICT refuses plaintext; back: mTLS",
+    ),
+    (
+        17,
+        "kubernetes: EndpointSlice scale-out, terminating, scale-in under wrk: 0 failed",
+    ),
 ];
 const TEARDOWN: (u8, &str) = (
     10,
@@ -77,7 +101,7 @@ pub async fn run_suite(options: LabOptions, only: &[u8], out: &mut dyn Write) ->
         }
         Err(e) => {
             let _ = writeln!(out, "the lab did not start: {e:#}\n");
-            for (number, name) in SCENARIOS {
+            for &(number, name) in SCENARIOS {
                 if selected(number) {
                     outcomes.push(Outcome {
                         number,
@@ -92,7 +116,7 @@ pub async fn run_suite(options: LabOptions, only: &[u8], out: &mut dyn Write) ->
     };
     let _ = writeln!(out, "{}", header());
     if let Some(lab) = lab.as_mut() {
-        for (number, name) in SCENARIOS.into_iter().filter(|(n, _)| selected(*n)) {
+        for &(number, name) in SCENARIOS.iter().filter(|(n, _)| selected(*n)) {
             let t = Instant::now();
             let result = match tokio::time::timeout(SCENARIO_LIMIT, run_one(lab, number)).await {
                 Ok(Ok(finding)) => Ok(finding),
@@ -188,6 +212,13 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         7 => rewrite(lab).await,
         8 => rotation_under_load(lab).await,
         9 => edge_ports_not_captured(lab).await,
+        11 => misdirected_request(lab).await,
+        12 => kube::route_applied(lab).await,
+        13 => kube::hostname_moved(lab).await,
+        14 => kube::route_deleted(lab).await,
+        15 => kube::apiserver_outage(lab).await,
+        16 => kube::pod_relabelled(lab).await,
+        17 => kube::endpoints_scaled(lab).await,
         n => bail!("no scenario {n}"),
     }
 }
@@ -729,6 +760,66 @@ async fn edge_ports_not_captured(lab: &mut Lab) -> anyhow::Result<String> {
     );
     Ok(format!(
         "X-Forwarded-For: {xff}; port 9999 captured, {HTTP_PORT} not"
+    ))
+}
+
+/// The TLS handshake names [`hosts::PUBLIC`] (its own listener and route on the HTTPS
+/// port) while `Host` names [`hosts::SECURE`], another listener on the same port: the
+/// gateway must answer 421 `misdirected_request` over HTTP/1.1 and HTTP/2 (RFC 9110
+/// §15.5.20; Gateway API listener isolation) and never serve the secure route.
+async fn misdirected_request(lab: &mut Lab) -> anyhow::Result<String> {
+    let ca = lab.certs.server_ca.display().to_string();
+    let pin = resolve(hosts::PUBLIC, &lab.gateway);
+    let url = format!("https://{}:{HTTPS_PORT}/headers", hosts::PUBLIC);
+    let own = lab
+        .curl(&lab.client, &["--cacert", &ca, "--resolve", &pin, &url])
+        .await?;
+    let pod = served_by(lab, &own).context("the public route itself")?;
+    ensure!(
+        pod == lab.httpbin_v2.name,
+        "{} was served by {pod}, expected its own route (httpbin-v2)",
+        hosts::PUBLIC
+    );
+    let secure_host = format!("Host: {}", hosts::SECURE);
+    let mut found = Vec::new();
+    for version in ["--http1.1", "--http2"] {
+        let r = lab
+            .curl(
+                &lab.client,
+                &[
+                    version,
+                    "--cacert",
+                    &ca,
+                    "--resolve",
+                    &pin,
+                    "-H",
+                    &secure_host,
+                    &url,
+                ],
+            )
+            .await?;
+        ensure!(
+            r.status == Some(421),
+            "{version}: SNI {} with {secure_host} got {r}, expected 421",
+            hosts::PUBLIC
+        );
+        ensure!(
+            r.body.starts_with("421 misdirected_request (request id "),
+            "{version}: 421 body is {:?}, expected `421 misdirected_request (request id ...)`",
+            r.body
+        );
+        ensure!(
+            r.echoed_header("X-Forwarded-Client-Cert").is_none(),
+            "{version}: the 421 carries an upstream's answer: {}",
+            r.body
+        );
+        found.push(format!("{version}: 421 misdirected_request"));
+    }
+    Ok(format!(
+        "{} own route -> httpbin-v2; Host {}: {}",
+        hosts::PUBLIC,
+        hosts::SECURE,
+        found.join(", ")
     ))
 }
 

@@ -78,6 +78,21 @@ disable
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the gateway watches the API server (provider.type=kubernetes). */}}
+{{- define "meshgate.kubernetes" -}}
+{{- if eq .Values.gatewayProxies.gatewayProxy.provider.type "kubernetes" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Gateway the pod serves, "namespace/name". */}}
+{{- define "meshgate.gatewayRef" -}}
+{{- .Values.gatewayProxies.gatewayProxy.provider.gateway | default (printf "%s/%s" .Release.Namespace (include "meshgate.proxyName" .)) -}}
+{{- end -}}
+
+{{/* Namespaces whose Secrets and ConfigMaps the gateway reads, as a list (JSON). */}}
+{{- define "meshgate.secretNamespaces" -}}
+{{- .Values.rbac.secretNamespaces | default (list .Release.Namespace) | uniq | toJson -}}
+{{- end -}}
+
 {{/* Edge ports as "8080,8443". */}}
 {{- define "meshgate.edgePorts" -}}
 {{- $t := .Values.gatewayProxies.gatewayProxy.podTemplate -}}
