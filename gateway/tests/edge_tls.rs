@@ -310,3 +310,67 @@ fn http_to_https_redirect_then_https_request_succeeds() {
         format!("https://www.example.com:{https}/get")
     );
 }
+
+#[test]
+fn allow_insecure_fallback_accepts_any_client_and_the_gateway_says_so() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.ca("client-ca");
+    pki.ca("rogue-ca");
+    pki.leaf("server", "ca", &["fallback.example.com"], false);
+    pki.leaf("client", "client-ca", &[], true);
+    pki.leaf("rogue", "rogue-ca", &[], true);
+    let port = free_port();
+    let fallback = "  tls:\n    frontend:\n      default:\n        validation:\n          \
+                    mode: AllowInsecureFallback\n          \
+                    caCertificateRefs: [{kind: ConfigMap, name: client-ca}]\n";
+    let gw = Gateway::start(&docs(&[
+        &https_gateway_with_tls(
+            port,
+            fallback,
+            "    - name: https\n      port: PORT\n      protocol: HTTPS\n      tls:\n        \
+             certificateRefs: [{name: server-cert}]\n",
+        ),
+        &httpbin_route(),
+        &pki.tls_secret("server-cert", "server"),
+        &pki.ca_config_map("client-ca", "client-ca"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let ca = pki.path("ca.crt");
+    let (resolve, url) = https_url("fallback.example.com", port, "/get");
+    let base = [
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        &url,
+    ];
+    let with = |name: &str| {
+        let (cert, key) = (
+            pki.path(&format!("{name}.crt")),
+            pki.path(&format!("{name}.key")),
+        );
+        let args = [
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        curl(&[&base[..], &args[..]].concat())
+    };
+    assert_eq!(curl(&base).status, 200, "no certificate");
+    assert_eq!(with("client").status, 200, "a valid certificate");
+    assert_eq!(with("rogue").status, 200, "a certificate from another CA");
+    let (_, dump) = gw.admin_get("/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let conditions = &dump["status"]["objects"]["Gateway default/edge"]["conditions"];
+    let insecure = conditions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "InsecureFrontendValidationMode")
+        .unwrap_or_else(|| panic!("{conditions}"));
+    assert_eq!(insecure["status"], true);
+    assert_eq!(insecure["reason"], "ConfigurationChanged");
+}

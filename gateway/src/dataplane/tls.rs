@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::CertificateDer;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::ir::{MinVersion, TlsServer, ValidationMode};
 
@@ -23,13 +25,15 @@ pub fn server_config(t: &TlsServer) -> Result<ServerConfig, String> {
                     .add(CertificateDer::from(c.0.clone()))
                     .map_err(|e| format!("invalid client CA certificate: {e}"))?;
             }
-            let verifier = WebPkiClientVerifier::builder(Arc::new(store));
-            let verifier = match v.mode {
-                ValidationMode::AllowValidOnly => verifier,
-                ValidationMode::AllowInsecureFallback => verifier.allow_unauthenticated(),
-            };
-            let verifier = verifier.build().map_err(|e| format!("client CA: {e}"))?;
-            builder.with_client_cert_verifier(verifier)
+            let verifier = WebPkiClientVerifier::builder(Arc::new(store))
+                .build()
+                .map_err(|e| format!("client CA: {e}"))?;
+            match v.mode {
+                ValidationMode::AllowValidOnly => builder.with_client_cert_verifier(verifier),
+                ValidationMode::AllowInsecureFallback => {
+                    builder.with_client_cert_verifier(Arc::new(InsecureFallback(verifier)))
+                }
+            }
         }
         None => builder.with_no_client_auth(),
     };
@@ -43,4 +47,59 @@ pub fn server_config(t: &TlsServer) -> Result<ServerConfig, String> {
         .map_err(|e| format!("certificate and key: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// `AllowInsecureFallback`: client certificates are requested, but a connection without
+/// one, or with one that does not verify, is accepted all the same (Gateway API: "allows
+/// any HTTPS traffic"); the Gateway says so in its `InsecureFrontendValidationMode`
+/// condition.
+#[derive(Debug)]
+struct InsecureFallback(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for InsecureFallback {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if let Err(e) = self.0.verify_client_cert(end_entity, intermediates, now) {
+            tracing::debug!(error = %e, "client certificate not valid; accepted (AllowInsecureFallback)");
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }

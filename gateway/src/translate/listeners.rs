@@ -206,6 +206,16 @@ pub fn compile(
                 }
             }
         }
+        if frontend.insecure_fallback() {
+            let mut c = ok(
+                C::InsecureFrontendValidationMode,
+                Reason::ConfigurationChanged,
+            );
+            c.message = "spec.tls.frontend uses AllowInsecureFallback: HTTPS clients without a \
+                         valid certificate are accepted"
+                .into();
+            f.report.object_condition(&obj, c);
+        }
         let c = if invalid == 0 {
             ok(C::Accepted, Reason::Accepted)
         } else {
@@ -412,6 +422,14 @@ struct Frontend {
 }
 
 impl Frontend {
+    /// Whether any port's validation accepts clients without a valid certificate.
+    fn insecure_fallback(&self) -> bool {
+        self.default.iter().chain(self.per_port.values()).any(|v| {
+            v.as_ref()
+                .is_ok_and(|v| v.mode == ir::ValidationMode::AllowInsecureFallback)
+        })
+    }
+
     fn for_port(&self, port: u16) -> Option<Result<&ir::ClientValidation, &String>> {
         self.per_port
             .get(&port)

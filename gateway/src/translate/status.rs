@@ -20,6 +20,9 @@ pub enum ConditionType {
     Programmed,
     /// The listener conflicts with another (port protocol, hostname).
     Conflicted,
+    /// Client-certificate validation lets connections through without a valid
+    /// certificate (`AllowInsecureFallback`).
+    InsecureFrontendValidationMode,
 }
 
 /// Reasons, as the spec names them.
@@ -47,6 +50,7 @@ pub enum Reason {
     HostnameConflict,
     PortUnavailable,
     NoConflicts,
+    ConfigurationChanged,
 }
 
 /// One condition.
