@@ -38,7 +38,45 @@ pub async fn forward(
         None
     };
     let path_and_query = upstream_path(&plan, backend, req.uri().query())?;
-    let host = upstream_host(&rule, backend, &rec.authority)?;
+    rewrite_request(
+        conn,
+        &rule,
+        backend,
+        &mut req,
+        rec,
+        downstream_upgrade.is_some(),
+    )?;
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let (parts, body) = req.into_parts();
+    let body = request_body(ctx, &rule, backend, &parts, &path_and_query, body);
+    let request = attempt::Outgoing {
+        parts,
+        body,
+        path_and_query,
+    };
+    let mut resp = attempt::run(ctx, backend, request, deadline(&rule), rec).await?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some((slot, down)) = downstream_upgrade {
+            ctx.tunnels
+                .splice(slot, down, hyper::upgrade::on(&mut resp));
+        }
+    } else {
+        headers::remove_hop_by_hop(resp.headers_mut());
+    }
+    rewrite_response(&rule, backend, origin.as_ref(), resp.headers_mut());
+    Ok(resp.map(BodyKind::Upstream))
+}
+
+/// Host, forwarding headers, the filters' header edits and the upstream's HTTP version.
+fn rewrite_request(
+    conn: &ConnInfo,
+    rule: &Rule,
+    backend: &Backend,
+    req: &mut Request<Incoming>,
+    rec: &Completion,
+    upgrade: bool,
+) -> Result<(), Reject> {
+    let host = upstream_host(rule, backend, &rec.authority)?;
     let fwd = Forwarded {
         peer_ip: conn.peer.ip().to_string(),
         proto: conn.scheme.scheme(),
@@ -46,7 +84,7 @@ pub async fn forward(
         request_id: &rec.request_id,
     };
     let h = req.headers_mut();
-    headers::prepare_upstream(h, downstream_upgrade.is_some(), &fwd);
+    headers::prepare_upstream(h, upgrade, &fwd);
     h.insert(header::HOST, host);
     for edits in [
         &rule.filters.request_headers,
@@ -62,33 +100,38 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let (parts, body) = req.into_parts();
+    Ok(())
+}
+
+/// The client's body, teed to the rule's and backend's mirrors when they take a copy.
+fn request_body(
+    ctx: &ProxyContext,
+    rule: &Rule,
+    backend: &Backend,
+    parts: &http::request::Parts,
+    path_and_query: &PathAndQuery,
+    body: Incoming,
+) -> RequestBody {
     let mirrors: Vec<_> = rule
         .filters
         .mirrors
         .iter()
         .chain(&backend.filters.mirrors)
         .collect();
-    let body = if mirrors.is_empty() {
+    if mirrors.is_empty() {
         RequestBody::Streaming(body)
     } else {
-        mirror::send(ctx, &mirrors, &parts, &path_and_query, body)
-    };
-    let request = attempt::Outgoing {
-        parts,
-        body,
-        path_and_query,
-    };
-    let mut resp = attempt::run(ctx, backend, request, deadline(&rule), rec).await?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some((slot, down)) = downstream_upgrade {
-            ctx.tunnels
-                .splice(slot, down, hyper::upgrade::on(&mut resp));
-        }
-    } else {
-        headers::remove_hop_by_hop(resp.headers_mut());
+        mirror::send(ctx, &mirrors, parts, path_and_query, body)
     }
+}
+
+/// The filters' response header edits and the route's CORS headers.
+fn rewrite_response(
+    rule: &Rule,
+    backend: &Backend,
+    origin: Option<&HeaderValue>,
+    h: &mut http::HeaderMap,
+) {
     for edits in [
         &rule.filters.response_headers,
         &backend.filters.response_headers,
@@ -96,12 +139,11 @@ pub async fn forward(
     .into_iter()
     .flatten()
     {
-        edits.apply(resp.headers_mut());
+        edits.apply(h);
     }
     if let Some(c) = &rule.filters.cors {
-        cors::decorate(c, origin.as_ref(), resp.headers_mut());
+        cors::decorate(c, origin, h);
     }
-    Ok(resp.map(BodyKind::Upstream))
 }
 
 fn pick_backend(rule: &Rule) -> Result<&Backend, Reject> {
