@@ -332,6 +332,29 @@ pub struct Rule {
         serialize_with = "ser_opt_duration"
     )]
     pub backend_request_timeout: Option<Duration>,
+    /// `retry`: when a failed attempt is tried again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// A rule's retry policy, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// Retries after the first attempt (`attempts`).
+    pub retries: u32,
+    /// Response codes retried; connect failures and resets before a response always are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
+    /// Wait before the first retry, doubled for each further one (capped at 10x).
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff: Duration,
+    /// At most this share (percent) of a backend's active requests may be retries...
+    pub budget_percent: u32,
+    /// ...but this many concurrent retries are always allowed.
+    pub min_retry_concurrency: u32,
+    /// Largest request body buffered for replay; larger (or unsized) bodies are
+    /// streamed and not retried.
+    pub max_replay_body_bytes: u64,
 }
 
 /// Filters of a rule or a backendRef (names and values validated).
@@ -463,6 +486,86 @@ pub struct Backend {
     /// BackendRef-level filters.
     #[serde(skip_serializing_if = "Filters::is_empty")]
     pub filters: Filters,
+    /// Traffic policy from the DestinationRule that applies to the Service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Arc<BackendPolicy>>,
+}
+
+/// A DestinationRule's `trafficPolicy`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendPolicy {
+    /// `DestinationRule ns/name`.
+    pub source: String,
+    /// Endpoint choice (`loadBalancer`); none means random.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+    /// `connectionPool` limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ConnectionLimits>,
+    /// `outlierDetection`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierDetection>,
+    /// `tls.mode` (already applied to the endpoints' transports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_mode: Option<String>,
+}
+
+/// How an endpoint is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum LoadBalancer {
+    /// In turn.
+    RoundRobin,
+    /// The less busy of two random endpoints.
+    LeastRequest,
+    /// At random.
+    Random,
+    /// The same key always goes to the same endpoint while it is healthy.
+    ConsistentHash(HashKey),
+}
+
+/// What a consistent hash hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum HashKey {
+    /// A request header (lower case).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The client's IP address.
+    SourceIp,
+    /// A query parameter.
+    QueryParameter(String),
+}
+
+/// Connection-pool limits; an overflow is refused at once with 503 `UO`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionLimits {
+    /// HTTP/1.1 requests in flight (each holds a connection): `tcp.maxConnections`.
+    pub max_connections: u32,
+    /// Requests waiting for one of those: `http.http1MaxPendingRequests`.
+    pub max_pending_requests: u32,
+    /// Requests in flight, any protocol: `http.http2MaxRequests`.
+    pub max_requests: u32,
+    /// Retries in flight: `http.maxRetries`.
+    pub max_retries: u32,
+}
+
+/// Outlier detection settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierDetection {
+    /// 5xx answers and failures in a row that eject an endpoint (0 = off).
+    pub consecutive_5xx: u32,
+    /// 502/503/504 and failures in a row that eject an endpoint (0 = off).
+    pub consecutive_gateway: u32,
+    /// How often ejections are reviewed.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Ejection length; the n-th ejection of an endpoint lasts n times this.
+    #[serde(serialize_with = "ser_duration")]
+    pub base_ejection_time: Duration,
+    /// Most endpoints ejected at once, percent (at least one may always be).
+    pub max_ejection_percent: u32,
+    /// Ejection is suspended while fewer endpoints than this (percent) are healthy.
+    pub min_health_percent: u32,
 }
 
 /// Where a backend's traffic goes.
@@ -539,6 +642,10 @@ impl MeshTarget {
     pub fn sni_for(port: u16, fqdn: &str) -> String {
         format!("outbound_.{port}_._.{fqdn}")
     }
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
 }
 
 fn ser_opt_duration<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -170,3 +170,32 @@ fn listener_conditions_name_each_reason_and_valid_listeners_are_still_served() {
 fn route_conditions_per_parent_and_unresolved_refs_keep_the_route_accepted() {
     status_golden("routes");
 }
+
+/// Traffic policy goldens live in `golden/policy/`: `<name>.yaml` -> `<name>.json`, or
+/// -> `<name>.txt` (the exact errors) for invalid ones.
+fn policy_golden(name: &str) {
+    let dir = golden_dir().join("policy");
+    let table = compile_file(&dir.join(format!("{name}.yaml")))
+        .unwrap_or_else(|e| panic!("{name}.yaml rejected:\n{}", e.join("\n")));
+    let json = serde_json::to_string_pretty(&table).unwrap() + "\n";
+    check(dir.join(format!("{name}.json")), json);
+}
+
+fn policy_error_golden(name: &str) {
+    let dir = golden_dir().join("policy");
+    let errors = match compile_file(&dir.join(format!("{name}.yaml"))) {
+        Ok(_) => panic!("{name}.yaml was accepted but must be rejected"),
+        Err(e) => e,
+    };
+    check(dir.join(format!("{name}.txt")), errors.join("\n") + "\n");
+}
+
+#[test]
+fn route_retry_compiles_codes_attempts_backoff_and_the_budget() {
+    policy_golden("retry");
+}
+
+#[test]
+fn invalid_retry_values_name_the_route_rule_and_field() {
+    policy_error_golden("bad_retry");
+}

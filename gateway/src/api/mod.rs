@@ -5,6 +5,7 @@
 //! Providers fill a [`Snapshot`]; `translate` reads it and nothing else.
 
 pub mod gateway_api;
+pub mod istio;
 mod meta;
 
 pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub grpc_routes: Vec<gateway_api::GrpcRoute>,
     /// Gateway API ReferenceGrants (cross-namespace references).
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
+    /// Istio DestinationRules (any of v1, v1beta1, v1alpha3).
+    pub destination_rules: Vec<istio::DestinationRule>,
     /// Secrets (listener certificates, client CAs).
     pub secrets: Vec<Secret>,
     /// ConfigMaps (client CA bundles).

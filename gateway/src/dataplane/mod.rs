@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::upstream::backend_state::BackendStates;
+
 pub use crate::ir::{HostPattern, Protocol};
 pub use hosts::HostIndex;
 pub use routes::{Backend, Endpoint, RequestView, RouteEntry, Rule, Target, VirtualHost};
@@ -91,8 +93,14 @@ impl ListenerTable {
 /// Builds runtime tables from the IR; a listener whose TLS config cannot be built (e.g.
 /// a key that does not match its certificate) is left out and listed in `unprogrammed`.
 pub fn build(ir: Arc<crate::ir::Config>) -> Tables {
+    build_with(ir, &BackendStates::default())
+}
+
+/// [`build`], with backend state (in-flight counts, retry budgets) taken from the
+/// process's registry, so it survives the reload.
+pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables {
     let mut unprogrammed = Vec::new();
-    let mut rules = routes::RuleCache::default();
+    let mut rules = routes::RuleCache::new(states.clone());
     let mut ports = HashMap::new();
     for (num, p) in &ir.ports {
         let mut listeners = Vec::new();

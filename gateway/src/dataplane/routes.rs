@@ -11,6 +11,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
 use crate::ir::{self, PathModifier, Redirect, Transport};
+use crate::upstream::attempt::RetryPolicy;
+use crate::upstream::backend_state::{BackendState, BackendStates};
+use crate::upstream::outlier::EndpointHealth;
 
 /// Routes of one hostname, first match wins.
 pub struct VirtualHost {
@@ -129,6 +132,8 @@ pub struct Rule {
     pub request_timeout: Option<Duration>,
     /// `timeouts.backendRequest`.
     pub backend_request_timeout: Option<Duration>,
+    /// `retry`; `None` means one attempt.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Rule {
@@ -239,6 +244,10 @@ pub struct Backend {
     pub target: Target,
     /// BackendRef-level filters.
     pub filters: Filters,
+    /// Per-process state (in-flight requests, retry budget), kept across reloads.
+    pub state: Arc<BackendState>,
+    /// DestinationRule traffic policy (load balancer, limits, outlier detection).
+    pub policy: Option<Arc<ir::BackendPolicy>>,
 }
 
 /// Where a backend's traffic goes.
@@ -266,15 +275,35 @@ pub struct Endpoint {
     pub transport: Transport,
     /// The endpoint's Pod is labelled `security.istio.io/tlsMode=istio`.
     pub mesh_labelled: bool,
+    /// Outlier-detection and load state, per process, kept across reloads.
+    pub health: Arc<EndpointHealth>,
+}
+
+impl crate::upstream::lb::Candidate for Endpoint {
+    fn key(&self) -> &str {
+        self.authority.as_str()
+    }
+    fn health(&self) -> &EndpointHealth {
+        &self.health
+    }
 }
 
 /// Builds runtime rules once per IR rule (rules are shared by several entries).
 #[derive(Default)]
 pub struct RuleCache {
     built: HashMap<*const ir::Rule, Arc<Rule>>,
+    states: BackendStates,
 }
 
 impl RuleCache {
+    /// A cache whose backends take their state from `states`.
+    pub fn new(states: BackendStates) -> RuleCache {
+        RuleCache {
+            built: HashMap::new(),
+            states,
+        }
+    }
+
     /// Compiles a virtual host.
     pub fn virtual_host(&mut self, v: &ir::VirtualHost) -> VirtualHost {
         let routes = v
@@ -289,16 +318,22 @@ impl RuleCache {
     }
 
     fn rule(&mut self, r: &Arc<ir::Rule>) -> Arc<Rule> {
+        let states = &self.states;
         self.built
             .entry(Arc::as_ptr(r))
             .or_insert_with(|| {
                 Arc::new(Rule {
                     id: r.id.clone(),
-                    filters: compile_filters(&r.filters),
-                    backends: r.backends.iter().map(compile_backend).collect(),
+                    filters: compile_filters(&r.filters, states),
+                    backends: r
+                        .backends
+                        .iter()
+                        .map(|b| compile_backend(b, states))
+                        .collect(),
                     total_weight: r.total_weight,
                     request_timeout: r.request_timeout,
                     backend_request_timeout: r.backend_request_timeout,
+                    retry: r.retry.as_ref().map(RetryPolicy::from_ir),
                 })
             })
             .clone()
@@ -368,7 +403,7 @@ fn header_edits(e: &ir::HeaderEdits) -> HeaderEdits {
     }
 }
 
-fn compile_filters(f: &ir::Filters) -> Filters {
+fn compile_filters(f: &ir::Filters, states: &BackendStates) -> Filters {
     Filters {
         request_headers: f.request_headers.as_ref().map(header_edits),
         response_headers: f.response_headers.as_ref().map(header_edits),
@@ -390,19 +425,22 @@ fn compile_filters(f: &ir::Filters) -> Filters {
         mirrors: f
             .mirrors
             .iter()
-            .map(|m| (compile_backend(&m.backend), m.parts_per_million))
+            .map(|m| (compile_backend(&m.backend, states), m.parts_per_million))
             .collect(),
     }
 }
 
-fn compile_backend(b: &ir::Backend) -> Backend {
+fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
+    let state = states.get(&b.name);
     let target = match &b.target {
         ir::BackendTarget::Endpoints(eps) => Target::Endpoints(
             eps.iter()
                 .filter_map(|e| {
+                    let key = e.address.to_string();
                     Some(Endpoint {
                         address: e.address,
-                        authority: e.address.to_string().parse().ok()?,
+                        health: state.endpoint(&key),
+                        authority: key.parse().ok()?,
                         transport: e.transport.clone(),
                         mesh_labelled: e
                             .labels
@@ -430,7 +468,9 @@ fn compile_backend(b: &ir::Backend) -> Backend {
         weight: b.weight,
         http2: b.http2,
         target,
-        filters: compile_filters(&b.filters),
+        filters: compile_filters(&b.filters, states),
+        state,
+        policy: b.policy.clone(),
     }
 }
 

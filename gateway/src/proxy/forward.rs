@@ -80,7 +80,15 @@ pub async fn forward(
         body,
         path_and_query,
     };
-    let mut resp = attempt::run(ctx, backend, request, deadline(&rule), rec).await?;
+    let mut resp = attempt::run(
+        ctx,
+        backend,
+        rule.retry.as_ref(),
+        request,
+        deadline(&rule),
+        rec,
+    )
+    .await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some((slot, down)) = downstream_upgrade {
             ctx.tunnels

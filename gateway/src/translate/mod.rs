@@ -21,6 +21,7 @@ pub mod filters;
 pub mod grants;
 pub mod grpc;
 pub mod listeners;
+pub mod policies;
 pub mod rules;
 pub mod status;
 
@@ -126,6 +127,11 @@ pub struct Index<'a> {
     pub pods: HashMap<String, &'a api::Pod>,
     /// The snapshot holds every Pod (see [`Snapshot::pods_complete`]).
     pub pods_complete: bool,
+    /// Valid DestinationRules, for per-Service traffic policy.
+    pub destination_rules: policies::destination_rule::DestinationRules,
+    /// The namespace of the served Gateway (the first one), where Istio looks for
+    /// DestinationRules first.
+    pub gateway_namespace: String,
 }
 
 impl<'a> Index<'a> {
@@ -152,6 +158,12 @@ impl<'a> Index<'a> {
             slices,
             pods: by_key(&snap.pods, |p| &p.metadata),
             pods_complete: snap.pods_complete,
+            destination_rules: Default::default(),
+            gateway_namespace: snap
+                .gateways
+                .first()
+                .map_or("default", |g| g.metadata.ns())
+                .to_string(),
         }
     }
 }
@@ -165,7 +177,7 @@ fn by_key<T>(
 
 /// Compiles a snapshot: the IR of everything valid, conditions, and every error.
 pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
-    let index = Index::new(snap);
+    let mut index = Index::new(snap);
     let mut f = Findings {
         warnings: snap
             .ignored
@@ -174,6 +186,8 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
             .collect(),
         ..Findings::default()
     };
+    index.destination_rules =
+        policies::destination_rule::DestinationRules::compile(snap, opts, &mut f);
     backends::validate_services(snap, opts, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);

@@ -8,8 +8,12 @@
 //! on their old connections, which close when the old pool is dropped.
 
 pub mod attempt;
+pub mod backend_state;
 mod body;
 pub mod connector;
+pub mod lb;
+pub mod outlier;
+pub mod pool_limits;
 
 use std::collections::HashMap;
 use std::sync::Arc;

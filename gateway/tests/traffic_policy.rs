@@ -1,0 +1,240 @@
+//! Traffic policy with the real gateway binary in front of real httpbin (and, where a
+//! peer must fail a set number of times and then succeed, a tiny scripted upstream):
+//! retries, the retry budget, which requests can be replayed.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use support::*;
+
+fn route(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: {name}, namespace: default}}\n{body}"
+    )
+}
+
+/// A route to Service `svc` whose only rule retries as `retry` says (YAML flow map).
+fn retrying_route(svc: &str, retry: &str) -> String {
+    route(
+        "retrying",
+        &format!(
+            "spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n\
+             \x20   - backendRefs: [{{name: {svc}, port: 80}}]\n\
+             \x20     retry: {retry}\n"
+        ),
+    )
+}
+
+/// A Service `name` (port 80) with one endpoint per port in `ports`, all on 127.0.0.1
+/// (one EndpointSlice each, as ports are per slice).
+fn service_with_endpoints(name: &str, ports: &[u16]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  ports: [{{name: http, port: 80}}]\n"
+    );
+    for (i, p) in ports.iter().enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata:\n  name: {name}-{i}\n  namespace: default\n  \
+             labels: {{kubernetes.io/service-name: {name}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {p}}}]\n\
+             endpoints:\n  - addresses: [127.0.0.1]\n"
+        ));
+    }
+    out
+}
+
+/// An HTTP/1.1 upstream that answers 503 to its first `failures` requests and 200 after;
+/// counts the requests it saw.
+struct FlakyUpstream {
+    port: u16,
+    seen: Arc<AtomicUsize>,
+}
+
+impl FlakyUpstream {
+    fn start(failures: usize) -> FlakyUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                if read_request(&mut conn).is_none() {
+                    continue;
+                }
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = if n < failures {
+                    ("503 Service Unavailable", "failing")
+                } else {
+                    ("200 OK", "recovered")
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        FlakyUpstream { port, seen }
+    }
+}
+
+/// Reads one request (headers and a content-length body).
+fn read_request(conn: &mut std::net::TcpStream) -> Option<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = conn.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(());
+        }
+    }
+}
+
+#[test]
+fn a_503_is_retried_until_the_upstream_recovers() {
+    let up = FlakyUpstream::start(2);
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("flaky", "{codes: [503], attempts: 2, backoff: 1ms}"),
+        &service_with_endpoints("flaky", &[up.port]),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "recovered");
+    assert_eq!(up.seen.load(Ordering::SeqCst), 3);
+    let line = gw.wait_access_log(|l| l["status"] == 200);
+    assert_eq!(line["attempts"], 3, "{line}");
+    assert!(line.get("response_flags").is_none(), "{line}");
+}
+
+#[test]
+fn retries_stop_at_the_limit_and_the_last_answer_is_flagged_urx() {
+    let hb = Httpbin::start_logged();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("httpbin", "{codes: [503], attempts: 2, backoff: 1ms}"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/status/503")]);
+    assert_eq!(r.status, 503, "httpbin's own 503 is passed on: {r:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/status/503");
+    assert_eq!(line["attempts"], 3, "{line}");
+    assert_eq!(line["response_flags"], "URX", "{line}");
+    let served: Vec<_> = hb
+        .requests()
+        .into_iter()
+        .filter(|l| l.starts_with("GET /status/503"))
+        .collect();
+    assert_eq!(served.len(), 3, "{served:?}");
+
+    // A code not listed is not retried.
+    let r = curl(&[&format!("http://127.0.0.1:{port}/status/500")]);
+    assert_eq!(r.status, 500);
+    let line = gw.wait_access_log(|l| l["path"] == "/status/500");
+    assert_eq!(line["attempts"], 1, "{line}");
+}
+
+#[test]
+fn a_connect_failure_is_retried_onto_the_live_endpoint() {
+    let hb = Httpbin::start();
+    let dead = free_port();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("mixed", "{attempts: 1, backoff: 1ms}"),
+        &service_with_endpoints("mixed", &[dead, hb.port]),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/post");
+    for i in 0..20 {
+        let body = format!("payload {i}");
+        let r = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: text/plain",
+            "--data-binary",
+            &body,
+            &url,
+        ]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(
+            r.json()["data"],
+            body,
+            "the replayed body reaches httpbin whole"
+        );
+    }
+    let log = gw.access_log();
+    let retried = log.iter().filter(|l| l["attempts"] == 2).count();
+    assert!(
+        retried > 0,
+        "with one dead endpoint of two, some of 20 requests must have hit it first: {log:#?}"
+    );
+    let live = format!("127.0.0.1:{}", hb.port);
+    assert!(log.iter().all(|l| l["upstream_address"] == live.as_str()));
+}
+
+#[test]
+fn a_large_streamed_post_is_not_retried_but_a_small_one_is() {
+    let dead = free_port();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("dead", "{attempts: 2, backoff: 1ms}"),
+        &service_with_endpoints("dead", &[dead]),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let large = dir.path().join("large");
+    std::fs::write(&large, vec![b'x'; 100 * 1024]).unwrap();
+    let url = format!("http://127.0.0.1:{port}/post");
+    let big = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &format!("@{}", large.display()),
+        &url,
+    ]);
+    assert_eq!(big.status, 503, "{big:?}");
+    assert_eq!(error_code(&big), "UF", "one attempt, its own failure");
+    assert_eq!(gw.explain(&big)["attempts"], 1);
+
+    let small = curl(&["-X", "POST", "--data-binary", "small", &url]);
+    assert_eq!(small.status, 503, "{small:?}");
+    assert_eq!(error_code(&small), "URX");
+    let why = gw.explain(&small);
+    assert_eq!(why["attempts"], 3, "{why}");
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retries exhausted after 3 attempt(s)"),
+        "{why}"
+    );
+}
