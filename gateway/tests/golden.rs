@@ -199,3 +199,13 @@ fn route_retry_compiles_codes_attempts_backoff_and_the_budget() {
 fn invalid_retry_values_name_the_route_rule_and_field() {
     policy_error_golden("bad_retry");
 }
+
+#[test]
+fn destination_rules_apply_by_istio_lookup_order_and_export_to() {
+    policy_golden("destination_rule");
+}
+
+#[test]
+fn invalid_destination_rules_name_the_rule_and_field() {
+    policy_error_golden("bad_destination_rule");
+}

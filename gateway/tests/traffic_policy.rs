@@ -49,8 +49,8 @@ fn service_with_endpoints(name: &str, ports: &[u16]) -> String {
     out
 }
 
-/// An HTTP/1.1 upstream that answers 503 to its first `failures` requests and 200 after;
-/// counts the requests it saw.
+/// An HTTP/1.1 upstream that answers 503 to its first `failures` requests and 200 after
+/// (body `recovered`); counts the requests it saw.
 struct FlakyUpstream {
     port: u16,
     seen: Arc<AtomicUsize>,
@@ -58,6 +58,11 @@ struct FlakyUpstream {
 
 impl FlakyUpstream {
     fn start(failures: usize) -> FlakyUpstream {
+        Self::named(failures, "recovered")
+    }
+
+    /// Answers 200 with body `name` once past its failures.
+    fn named(failures: usize, name: &'static str) -> FlakyUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(AtomicUsize::new(0));
@@ -72,7 +77,7 @@ impl FlakyUpstream {
                 let (status, body) = if n < failures {
                     ("503 Service Unavailable", "failing")
                 } else {
-                    ("200 OK", "recovered")
+                    ("200 OK", name)
                 };
                 let _ = write!(
                     conn,
@@ -237,4 +242,201 @@ fn a_large_streamed_post_is_not_retried_but_a_small_one_is() {
             .contains("retries exhausted after 3 attempt(s)"),
         "{why}"
     );
+}
+
+/// A DestinationRule for Service `host` in `default` with this `trafficPolicy` (YAML).
+fn destination_rule(host: &str, traffic_policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: {host}, namespace: default}}\n\
+         spec:\n  host: {host}\n  trafficPolicy:\n{}",
+        traffic_policy
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}
+
+fn plain_route(svc: &str) -> String {
+    route(
+        svc,
+        &format!(
+            "spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n\
+             \x20   - backendRefs: [{{name: {svc}, port: 80}}]\n"
+        ),
+    )
+}
+
+/// The admin page's view of one backend.
+fn backend_state(gw: &Gateway, backend: &str) -> serde_json::Value {
+    let (status, body) = gw.admin_get("/debug/backends");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["backends"][backend].clone()
+}
+
+#[test]
+fn connection_pool_overflow_is_an_immediate_503_uo() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+        &destination_rule(
+            "httpbin",
+            "connectionPool:\n  tcp: {maxConnections: 1}\n  http: {http1MaxPendingRequests: 1}",
+        ),
+    ]));
+    let slow = format!("http://127.0.0.1:{port}/delay/2");
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let url = slow.clone();
+            std::thread::spawn(move || curl(&[&url]).status)
+        })
+        .collect();
+    eventually("one request holding the connection and one queued", || {
+        let b = backend_state(&gw, "Service default/httpbin:80");
+        b["pool"]["connections"] == 1 && b["pool"]["pending"] == 1
+    });
+    let r = curl(&[&format!("http://127.0.0.1:{port}/get")]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(error_code(&r), "UO");
+    let why = gw.explain(&r);
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("from DestinationRule default/httpbin"),
+        "{why}"
+    );
+    for t in in_flight {
+        assert_eq!(
+            t.join().unwrap(),
+            200,
+            "the queued request is served, not refused"
+        );
+    }
+    assert_eq!(
+        gw.metric(
+            "gateway_upstream_policy_events_total{backend=\"Service default/httpbin:80\",event=\"overflow\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn an_endpoint_answering_5xx_is_ejected_and_returns_after_its_ejection_time() {
+    let hb = Httpbin::start();
+    let bad = FlakyUpstream::named(usize::MAX, "never");
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("pair"),
+        &service_with_endpoints("pair", &[bad.port, hb.port]),
+        &destination_rule(
+            "pair",
+            "outlierDetection:\n  consecutive5xxErrors: 2\n  interval: 1s\n  \
+             baseEjectionTime: 2s\n  maxEjectionPercent: 50",
+        ),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let bad_addr = format!("127.0.0.1:{}", bad.port);
+    let bad_state = |gw: &Gateway| {
+        let b = backend_state(gw, "Service default/pair:80");
+        b["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == bad_addr.as_str())
+            .cloned()
+            .unwrap()
+    };
+    eventually("the failing endpoint ejected", || {
+        curl(&[&url]);
+        bad_state(&gw)["state"] == "ejected"
+    });
+    let seen = bad.seen.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let r = curl(&[&url]);
+        assert_eq!(r.status, 200, "request {i} while ejected: {r:?}");
+    }
+    assert_eq!(
+        bad.seen.load(Ordering::SeqCst),
+        seen,
+        "no request reached it"
+    );
+    assert_eq!(bad_state(&gw)["ejections"], 1);
+    eventually("the endpoint back after baseEjectionTime", || {
+        bad_state(&gw)["state"] == "healthy"
+    });
+    eventually("traffic reaching it again", || {
+        curl(&[&url]);
+        bad.seen.load(Ordering::SeqCst) > seen
+    });
+}
+
+/// GETs `path` `n` times on one keep-alive connection; the bodies.
+fn get_many(port: u16, path: &str, header: &str, n: usize) -> Vec<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut bodies = Vec::with_capacity(n);
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        write!(s, "GET {path} HTTP/1.1\r\nHost: h\r\n{header}\r\n\r\n").unwrap();
+        let mut chunk = [0u8; 4096];
+        let body = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("content-length");
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                    buf.drain(..end + 4 + len);
+                    break body;
+                }
+            }
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "gateway closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        bodies.push(body);
+    }
+    bodies
+}
+
+#[test]
+fn consistent_hash_keeps_a_key_on_one_endpoint_across_1000_requests() {
+    let ups = [
+        FlakyUpstream::named(0, "a"),
+        FlakyUpstream::named(0, "b"),
+        FlakyUpstream::named(0, "c"),
+    ];
+    let port = free_port();
+    let ports: Vec<u16> = ups.iter().map(|u| u.port).collect();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("sticky"),
+        &service_with_endpoints("sticky", &ports),
+        &destination_rule(
+            "sticky",
+            "loadBalancer:\n  consistentHash: {httpHeaderName: x-user}",
+        ),
+    ]));
+    let bodies = get_many(port, "/", "x-user: alice", 1000);
+    let first = &bodies[0];
+    assert!(
+        bodies.iter().all(|b| b == first),
+        "alice moved between endpoints"
+    );
+    let mut spread: Vec<String> = (0..30)
+        .map(|i| get_many(port, "/", &format!("x-user: user-{i}"), 1).remove(0))
+        .collect();
+    spread.sort();
+    spread.dedup();
+    assert!(spread.len() > 1, "30 keys all hashed to {spread:?}");
 }

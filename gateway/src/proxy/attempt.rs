@@ -176,7 +176,9 @@ pub async fn run(
             Err(f) => f.outcome(),
         };
         ctx.hooks.finished(&info, outcome, started.elapsed());
-        detect_outlier(backend, &ep, outcome);
+        if detect_outlier(backend, &ep, outcome) {
+            ctx.metrics.policy_event(&backend.name, "outlier_ejection");
+        }
         let retryable = policy.should_retry(attempt, outcome);
         let mut gave_up = None;
         if let Some(replay) = &replay
@@ -193,13 +195,18 @@ pub async fn run(
                 max_retries,
             ) {
                 Some(slot) => {
+                    ctx.metrics.policy_event(&backend.name, "retry");
                     _retry_slot = Some(slot);
                     tokio::time::sleep(policy.backoff_before(attempt)).await;
                     previous = Some(endpoint.to_owned());
                     next = Some(replay.request());
                     continue;
                 }
-                None => gave_up = Some("the retry budget of the backend is spent"),
+                None => {
+                    ctx.metrics
+                        .policy_event(&backend.name, "retry_budget_exhausted");
+                    gave_up = Some("the retry budget of the backend is spent");
+                }
             }
         }
         if replay.is_some() && attempt > 1 && policy.attempts == attempt {
@@ -254,6 +261,7 @@ async fn admit(
             pool_limits::admit(&backend.state, l, backend.http2)
                 .await
                 .map_err(|code| {
+                    ctx.metrics.policy_event(&backend.name, "overflow");
                     let (requests, connections, pending) = backend.state.pool.snapshot();
                     refused(
                         code,
@@ -281,17 +289,17 @@ async fn admit(
 }
 
 /// Counts the attempt's outcome against its endpoint and ejects it at the threshold
-/// when the backend can spare it.
-fn detect_outlier(backend: &Backend, ep: &Pick<'_>, outcome: Outcome) {
+/// when the backend can spare it; true when it did.
+fn detect_outlier(backend: &Backend, ep: &Pick<'_>, outcome: Outcome) -> bool {
     let (Some(od), Some(health), Target::Endpoints(eps)) = (
         backend.policy.as_ref().and_then(|p| p.outlier.as_ref()),
         ep.health,
         &backend.target,
     ) else {
-        return;
+        return false;
     };
     if !health.record(od, outcome) || health.is_ejected() {
-        return;
+        return false;
     }
     let ejected = eps.iter().filter(|e| e.health.is_ejected()).count();
     if outlier::can_eject(od, ejected, eps.len()) {
@@ -302,7 +310,9 @@ fn detect_outlier(backend: &Backend, ep: &Pick<'_>, outcome: Outcome) {
             "outlier ejected for {}",
             humantime::format_duration(time)
         );
+        return true;
     }
+    false
 }
 
 /// Whether an attempt that ended so would have been retried had attempts remained.

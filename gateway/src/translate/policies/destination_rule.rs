@@ -283,7 +283,7 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
     ] {
         if set {
             f.errors.push(format!(
-                "{c}: field {field:?} is not supported by meshgate (upstream pools are shared; use --upstream-* flags)"
+                "{c}: field {field:?} is not supported by meshgate (upstream pools are shared by every backend; --connect-timeout applies to all)"
             ));
         }
     }
