@@ -335,7 +335,70 @@ pub struct Rule {
     /// `retry`: when a failed attempt is tried again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Local rate limits (BackendTrafficPolicy) of the route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
+
+/// A BackendTrafficPolicy's local rate limits for one route; every limit whose
+/// selectors match a request takes a token from its bucket (one bucket per limit and
+/// route, per process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// `BackendTrafficPolicy ns/name`.
+    pub source: String,
+    /// The limits.
+    pub limits: Vec<LocalLimit>,
+}
+
+/// One limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalLimit {
+    /// Any selector matching selects the request; none selects every request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<ClientSelector>,
+    /// Requests per `per`.
+    pub requests: u64,
+    /// The unit.
+    #[serde(serialize_with = "ser_duration")]
+    pub per: Duration,
+}
+
+/// Conditions on a request, all of which must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientSelector {
+    /// Header conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<LimitHeaderMatch>,
+    /// Client address range (`ip/prefix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_cidr: Option<String>,
+}
+
+/// A header condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitHeaderMatch {
+    /// Lower-case name.
+    pub name: String,
+    /// The value match; `None`: the header must be present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<ValueMatch>,
+    /// Matches when the condition does not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+}
+
+impl PartialEq for ValueMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ValueMatch::Exact(a), ValueMatch::Exact(b)) => a == b,
+            (ValueMatch::RegularExpression(a), ValueMatch::RegularExpression(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ValueMatch {}
 
 /// A rule's retry policy, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

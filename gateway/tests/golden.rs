@@ -209,3 +209,13 @@ fn destination_rules_apply_by_istio_lookup_order_and_export_to() {
 fn invalid_destination_rules_name_the_rule_and_field() {
     policy_error_golden("bad_destination_rule");
 }
+
+#[test]
+fn local_rate_limits_attach_to_routes_with_the_route_policy_winning() {
+    policy_golden("rate_limit");
+}
+
+#[test]
+fn invalid_rate_limit_policies_name_the_policy_and_field() {
+    policy_error_golden("bad_rate_limit");
+}

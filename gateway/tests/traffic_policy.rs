@@ -79,11 +79,13 @@ impl FlakyUpstream {
                 } else {
                     ("200 OK", name)
                 };
-                let _ = write!(
-                    conn,
+                // One write: a response split over several small writes meets
+                // Nagle's algorithm and the peer's delayed ACK (40 ms each).
+                let response = format!(
                     "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
+                let _ = conn.write_all(response.as_bytes());
             }
         });
         FlakyUpstream { port, seen }
@@ -376,17 +378,26 @@ fn an_endpoint_answering_5xx_is_ejected_and_returns_after_its_ejection_time() {
     });
 }
 
-/// GETs `path` `n` times on one keep-alive connection; the bodies.
-fn get_many(port: u16, path: &str, header: &str, n: usize) -> Vec<String> {
+/// One response read off a keep-alive connection.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// GETs `path` `n` times on one keep-alive connection.
+fn exchange_many(port: u16, path: &str, header: &str, n: usize) -> Vec<Answer> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let mut bodies = Vec::with_capacity(n);
+    s.set_nodelay(true).unwrap();
+    let mut answers = Vec::with_capacity(n);
     let mut buf = Vec::new();
     for _ in 0..n {
-        write!(s, "GET {path} HTTP/1.1\r\nHost: h\r\n{header}\r\n\r\n").unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\n{header}\r\n\r\n");
+        s.write_all(request.as_bytes()).unwrap();
         let mut chunk = [0u8; 4096];
-        let body = loop {
+        let answer = loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                 let len: usize = head
@@ -397,16 +408,25 @@ fn get_many(port: u16, path: &str, header: &str, n: usize) -> Vec<String> {
                 if buf.len() >= end + 4 + len {
                     let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
                     buf.drain(..end + 4 + len);
-                    break body;
+                    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                    break Answer { status, head, body };
                 }
             }
             let n = s.read(&mut chunk).unwrap();
             assert!(n > 0, "gateway closed the connection");
             buf.extend_from_slice(&chunk[..n]);
         };
-        bodies.push(body);
+        answers.push(answer);
     }
-    bodies
+    answers
+}
+
+/// GETs `path` `n` times on one keep-alive connection; the bodies.
+fn get_many(port: u16, path: &str, header: &str, n: usize) -> Vec<String> {
+    exchange_many(port, path, header, n)
+        .into_iter()
+        .map(|a| a.body)
+        .collect()
 }
 
 #[test]
@@ -439,4 +459,135 @@ fn consistent_hash_keeps_a_key_on_one_endpoint_across_1000_requests() {
     spread.sort();
     spread.dedup();
     assert!(spread.len() > 1, "30 keys all hashed to {spread:?}");
+}
+
+/// A BackendTrafficPolicy on `target` (`Gateway edge` or `HTTPRoute name`) with local
+/// rate-limit `rules` (YAML list items).
+fn rate_limit_policy(kind: &str, name: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {{name: limit-{name}, namespace: default}}\n\
+         spec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: {kind}, name: {name}}}]\n\
+         \x20 rateLimit:\n    type: Local\n    local:\n      rules:\n{}",
+        rules
+            .lines()
+            .map(|l| format!("        {l}\n"))
+            .collect::<String>()
+    )
+}
+
+#[test]
+fn a_local_limit_of_10_per_second_admits_10_and_refuses_the_11th() {
+    let up = FlakyUpstream::named(0, "ok");
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("limited"),
+        &service_with_endpoints("limited", &[up.port]),
+        &rate_limit_policy(
+            "HTTPRoute",
+            "limited",
+            "- limit: {requests: 10, unit: Second}",
+        ),
+    ]));
+    let answers = exchange_many(port, "/", "x: y", 11);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
+    let refused = &answers[10];
+    assert_eq!(refused.status, 429, "{statuses:?}");
+    assert!(
+        refused.body.starts_with("429 RL (request id "),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.head.contains("\r\nretry-after: 1"),
+        "{}",
+        refused.head
+    );
+    assert!(
+        refused.head.contains("\r\nx-ratelimit-limit: 10"),
+        "{}",
+        refused.head
+    );
+    assert!(
+        refused.head.contains("\r\nx-ratelimit-remaining: 0"),
+        "{}",
+        refused.head
+    );
+    assert_eq!(
+        up.seen.load(Ordering::SeqCst),
+        10,
+        "the refused request never left"
+    );
+    let line = gw.wait_access_log(|l| l["status"] == 429);
+    assert_eq!(line["response_flags"], "RL", "{line}");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("BackendTrafficPolicy default/limit-limited"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_gateway_wide_limit_holds_for_the_process_across_workers_and_connections() {
+    let up = FlakyUpstream::named(0, "ok");
+    let port = free_port();
+    // `Gateway::start` runs `--workers 2`; the connections below spread over both.
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("shared"),
+        &service_with_endpoints("shared", &[up.port]),
+        &rate_limit_policy("Gateway", "edge", "- limit: {requests: 10, unit: Minute}"),
+    ]));
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || exchange_many(port, "/", "x: y", 5)))
+        .collect();
+    let statuses: Vec<u16> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn client_selectors_limit_only_the_requests_they_select() {
+    let up = FlakyUpstream::named(0, "ok");
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("selective"),
+        &service_with_endpoints("selective", &[up.port]),
+        &rate_limit_policy(
+            "HTTPRoute",
+            "selective",
+            "- clientSelectors:\n    - headers: [{name: x-tenant, value: free}]\n  \
+             limit: {requests: 2, unit: Hour}\n\
+             - clientSelectors:\n    - sourceCIDR: {value: 10.0.0.0/8}\n  \
+             limit: {requests: 1, unit: Hour}",
+        ),
+    ]));
+    let free: Vec<u16> = exchange_many(port, "/", "x-tenant: free", 3)
+        .iter()
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(free, [200, 200, 429]);
+    // Neither the other tenant nor loopback (outside 10/8) is limited.
+    let paid: Vec<u16> = exchange_many(port, "/", "x-tenant: paid", 5)
+        .iter()
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(paid, [200; 5]);
 }

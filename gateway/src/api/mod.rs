@@ -4,6 +4,7 @@
 //! objects (Secret, ConfigMap, Service, EndpointSlice, Pod) are k8s-openapi's own types.
 //! Providers fill a [`Snapshot`]; `translate` reads it and nothing else.
 
+pub mod envoy_gateway;
 pub mod gateway_api;
 pub mod istio;
 mod meta;
@@ -26,6 +27,8 @@ pub struct Snapshot {
     pub grpc_routes: Vec<gateway_api::GrpcRoute>,
     /// Gateway API ReferenceGrants (cross-namespace references).
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
+    /// Envoy Gateway BackendTrafficPolicies (local rate limits).
+    pub backend_traffic_policies: Vec<envoy_gateway::BackendTrafficPolicy>,
     /// Istio DestinationRules (any of v1, v1beta1, v1alpha3).
     pub destination_rules: Vec<istio::DestinationRule>,
     /// Secrets (listener certificates, client CAs).

@@ -4,6 +4,7 @@
 //! request path reads them through a [`TableReader`] and never parses configuration.
 
 mod hosts;
+pub mod limits;
 pub mod routes;
 mod tls;
 

@@ -2,7 +2,7 @@
 //! ready-made header values, and backends with pre-parsed upstream authorities.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
+use super::limits::{TokenBucket, cidr_contains, parse_cidr};
 use crate::ir::{self, PathModifier, Redirect, Transport};
 use crate::upstream::attempt::RetryPolicy;
 use crate::upstream::backend_state::{BackendState, BackendStates};
@@ -134,6 +135,69 @@ pub struct Rule {
     pub backend_request_timeout: Option<Duration>,
     /// `retry`; `None` means one attempt.
     pub retry: Option<RetryPolicy>,
+    /// Local rate limits (BackendTrafficPolicy).
+    pub rate_limit: Option<RateLimiter>,
+}
+
+/// A route's compiled local rate limits.
+pub struct RateLimiter {
+    /// `BackendTrafficPolicy ns/name`.
+    pub source: String,
+    /// The limits.
+    pub limits: Vec<Limit>,
+}
+
+/// One limit with its bucket.
+pub struct Limit {
+    selectors: Vec<Selector>,
+    /// Requests per `per`.
+    pub requests: u64,
+    /// The unit.
+    pub per: Duration,
+    /// Per process, shared by every rule of the route.
+    pub bucket: Arc<TokenBucket>,
+}
+
+struct Selector {
+    headers: Vec<(HeaderName, Option<ValueMatch>, bool)>,
+    cidr: Option<(IpAddr, u8)>,
+}
+
+/// What selectors look at.
+pub struct SelectorView<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// The client's address.
+    pub client_ip: IpAddr,
+}
+
+impl Selector {
+    fn matches(&self, v: &SelectorView<'_>) -> bool {
+        let headers_ok = self.headers.iter().all(|(name, value, invert)| {
+            let hit = match value {
+                None => v.headers.contains_key(name),
+                Some(m) => v
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .any(|h| h.to_str().is_ok_and(|h| m.matches(h))),
+            };
+            hit != *invert
+        });
+        headers_ok
+            && self
+                .cidr
+                .is_none_or(|(net, len)| cidr_contains(net, len, v.client_ip))
+    }
+}
+
+impl RateLimiter {
+    /// The limits that select a request (a limit without selectors selects every one).
+    pub fn selecting<'a>(&'a self, v: &'a SelectorView<'a>) -> impl Iterator<Item = &'a Limit> {
+        self.limits
+            .iter()
+            .filter(|l| l.selectors.is_empty() || l.selectors.iter().any(|s| s.matches(v)))
+    }
 }
 
 impl Rule {
@@ -293,6 +357,8 @@ impl crate::upstream::lb::Candidate for Endpoint {
 pub struct RuleCache {
     built: HashMap<*const ir::Rule, Arc<Rule>>,
     states: BackendStates,
+    /// Buckets by (route, limit index): the rules of one route share them.
+    buckets: HashMap<(String, usize), Arc<TokenBucket>>,
 }
 
 impl RuleCache {
@@ -301,6 +367,7 @@ impl RuleCache {
         RuleCache {
             built: HashMap::new(),
             states,
+            buckets: HashMap::new(),
         }
     }
 
@@ -318,6 +385,7 @@ impl RuleCache {
     }
 
     fn rule(&mut self, r: &Arc<ir::Rule>) -> Arc<Rule> {
+        let buckets = &mut self.buckets;
         let states = &self.states;
         self.built
             .entry(Arc::as_ptr(r))
@@ -334,9 +402,55 @@ impl RuleCache {
                     request_timeout: r.request_timeout,
                     backend_request_timeout: r.backend_request_timeout,
                     retry: r.retry.as_ref().map(RetryPolicy::from_ir),
+                    rate_limit: r
+                        .rate_limit
+                        .as_ref()
+                        .map(|l| compile_rate_limit(l, &r.route, buckets)),
                 })
             })
             .clone()
+    }
+}
+
+fn compile_rate_limit(
+    l: &ir::RateLimit,
+    route: &str,
+    buckets: &mut HashMap<(String, usize), Arc<TokenBucket>>,
+) -> RateLimiter {
+    let limits = l
+        .limits
+        .iter()
+        .enumerate()
+        .map(|(i, lim)| Limit {
+            selectors: lim
+                .selectors
+                .iter()
+                .map(|s| Selector {
+                    headers: s
+                        .headers
+                        .iter()
+                        .filter_map(|h| {
+                            Some((
+                                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                                h.value.as_ref().map(value),
+                                h.invert,
+                            ))
+                        })
+                        .collect(),
+                    cidr: s.source_cidr.as_deref().and_then(parse_cidr),
+                })
+                .collect(),
+            requests: lim.requests,
+            per: lim.per,
+            bucket: buckets
+                .entry((route.to_owned(), i))
+                .or_insert_with(|| Arc::new(TokenBucket::new(lim.requests, lim.per)))
+                .clone(),
+        })
+        .collect();
+    RateLimiter {
+        source: l.source.clone(),
+        limits,
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{ParseErrors, Update};
-use crate::api::{Snapshot, gateway_api, istio};
+use crate::api::{Snapshot, envoy_gateway, gateway_api, istio};
 
 /// Largest configuration accepted, all files together (a runaway ConfigMap volume or a
 /// wrong path must not make the gateway read gigabytes).
@@ -138,6 +138,9 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
         ("gateway.networking.k8s.io", "ReferenceGrant") => out
             .reference_grants
             .push(typed::<gateway_api::ReferenceGrant>(with_metadata(value)).map_err(ctx)?),
+        ("gateway.envoyproxy.io", "BackendTrafficPolicy") => out
+            .backend_traffic_policies
+            .push(typed::<envoy_gateway::BackendTrafficPolicy>(with_metadata(value)).map_err(ctx)?),
         ("networking.istio.io", "DestinationRule") => {
             let mut v = with_metadata(value);
             // v1beta1 and v1alpha3 carry v1's schema; kube's derive expects v1.

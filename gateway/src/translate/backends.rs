@@ -135,6 +135,8 @@ pub struct RuleCtx<'a> {
     pub opts: &'a TranslateOptions,
     /// The route kind (`HTTPRoute`, `GRPCRoute`), the `from` of ReferenceGrants.
     pub kind: &'a str,
+    /// The route's local rate limits (BackendTrafficPolicy), if any.
+    pub rate_limit: Option<std::sync::Arc<crate::ir::RateLimit>>,
 }
 
 /// Compiles a rule's backendRefs (with their filters); references that do not resolve

@@ -127,6 +127,8 @@ pub struct Index<'a> {
     pub pods: HashMap<String, &'a api::Pod>,
     /// The snapshot holds every Pod (see [`Snapshot::pods_complete`]).
     pub pods_complete: bool,
+    /// Valid local rate limits (BackendTrafficPolicy), by target.
+    pub rate_limits: policies::rate_limit::RateLimits,
     /// Valid DestinationRules, for per-Service traffic policy.
     pub destination_rules: policies::destination_rule::DestinationRules,
     /// The namespace of the served Gateway (the first one), where Istio looks for
@@ -159,6 +161,7 @@ impl<'a> Index<'a> {
             pods: by_key(&snap.pods, |p| &p.metadata),
             pods_complete: snap.pods_complete,
             destination_rules: Default::default(),
+            rate_limits: Default::default(),
             gateway_namespace: snap
                 .gateways
                 .first()
@@ -188,6 +191,7 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     };
     index.destination_rules =
         policies::destination_rule::DestinationRules::compile(snap, opts, &mut f);
+    index.rate_limits = policies::rate_limit::RateLimits::compile(snap, &mut f);
     backends::validate_services(snap, opts, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);

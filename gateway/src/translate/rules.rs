@@ -102,6 +102,7 @@ pub fn compile_rule(
         request_timeout,
         backend_request_timeout,
         retry,
+        rate_limit: rc.rate_limit.clone(),
     };
     Some((Arc::new(rule), matches))
 }

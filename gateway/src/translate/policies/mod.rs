@@ -3,4 +3,5 @@
 //! IR data, naming the object and field at fault.
 
 pub mod destination_rule;
+pub mod rate_limit;
 pub mod retry;
