@@ -20,6 +20,94 @@ pub struct Config {
     /// Some backend may use mesh mTLS (readiness then waits for the SDS identity).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mesh_upstreams: bool,
+    /// Istio AuthorizationPolicies that apply to this gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Arc<Authorization>>,
+}
+
+/// The AuthorizationPolicies of the gateway: any DENY match denies; then, if any ALLOW
+/// policy exists, a request must match one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Authorization {
+    /// Proxies in front of the gateway whose X-Forwarded-For entries are trusted
+    /// (Istio's `numTrustedProxies`): the client address for `remoteIpBlocks`.
+    pub num_trusted_proxies: u32,
+    /// DENY policies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<AuthzPolicy>,
+    /// ALLOW policies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AuthzPolicy>,
+}
+
+/// One policy's rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthzPolicy {
+    /// `AuthorizationPolicy ns/name`.
+    pub source: String,
+    /// Matches every request (a DENY policy with a field meshgate cannot evaluate fails
+    /// closed this way).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub match_all: bool,
+    /// Rules; any matching matches the policy.
+    pub rules: Vec<AuthzRule>,
+}
+
+/// A rule: any `from` and any `to` must match (an empty list matches anything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthzRule {
+    /// Source conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<AuthzSource>,
+    /// Operation conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<AuthzOperation>,
+}
+
+/// IP conditions (CIDRs, validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthzSource {
+    /// Peer in one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_blocks: Vec<String>,
+    /// Peer in none of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ip_blocks: Vec<String>,
+    /// Client in one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip_blocks: Vec<String>,
+    /// Client in none of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_remote_ip_blocks: Vec<String>,
+}
+
+/// Operation conditions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthzOperation {
+    /// Hosts (lower case; `*.suffix`, `prefix.*`, `*`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Not these hosts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_hosts: Vec<String>,
+    /// Listener ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Not these ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<u16>,
+    /// Methods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Not these methods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_methods: Vec<String>,
+    /// Paths (`prefix*`, `*suffix`, `*`, exact).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Not these paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_paths: Vec<String>,
 }
 
 /// Edge protocol of a port.

@@ -219,3 +219,21 @@ fn local_rate_limits_attach_to_routes_with_the_route_policy_winning() {
 fn invalid_rate_limit_policies_name_the_policy_and_field() {
     policy_error_golden("bad_rate_limit");
 }
+
+/// The AuthorizationPolicy golden: the gateway pod is labelled `istio=ingressgateway`
+/// and trusts one proxy in front of it. The IR shows what applies; the errors, how
+/// unsupported fields fail closed.
+#[test]
+fn authorization_policies_select_the_gateway_and_fail_closed() {
+    let dir = golden_dir().join("policy");
+    let opts = TranslateOptions {
+        pod_labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+        num_trusted_proxies: 1,
+        ..TranslateOptions::default()
+    };
+    let out = translate_file(&dir.join("authorization.yaml"), &opts).unwrap();
+    check(dir.join("authorization.txt"), out.errors.join("\n") + "\n");
+    let (config, _) = out.accepted().unwrap();
+    let json = serde_json::to_string_pretty(&config.authorization).unwrap() + "\n";
+    check(dir.join("authorization.json"), json);
+}

@@ -591,3 +591,98 @@ fn client_selectors_limit_only_the_requests_they_select() {
         .collect();
     assert_eq!(paid, [200; 5]);
 }
+
+/// An AuthorizationPolicy in `default` (YAML `spec` body, indented two spaces).
+fn authorization_policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {{name: {name}, namespace: default}}\nspec:\n{}",
+        spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+    )
+}
+
+#[test]
+fn a_deny_policy_refuses_matching_requests_with_rbac_access_denied() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+        &authorization_policy(
+            "no-status",
+            "action: DENY\nrules:\n  - to: [{operation: {paths: [\"/status/*\"], methods: [GET]}}]",
+        ),
+    ]));
+    let denied = curl(&[&format!("http://127.0.0.1:{port}/status/200")]);
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(denied.body, "RBAC: access denied");
+    let why = gw.explain(&denied);
+    assert_eq!(why["response_flags"], "rbac_access_denied");
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("DENY policy AuthorizationPolicy default/no-status"),
+        "{why}"
+    );
+    let posted = curl(&["-X", "POST", &format!("http://127.0.0.1:{port}/status/200")]);
+    assert_eq!(posted.status, 200, "another method is not denied");
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/get")]).status, 200);
+}
+
+#[test]
+fn an_allow_policy_on_remote_ip_blocks_reads_the_client_from_x_forwarded_for() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            &plain_route("httpbin"),
+            &local_service("httpbin", hb.port),
+            &authorization_policy(
+                "office-only",
+                "selector: {matchLabels: {istio: ingressgateway}}\n\
+                 rules:\n  - from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]",
+            ),
+        ]),
+        &[
+            "--pod-labels",
+            "istio=ingressgateway,app=edge",
+            "--num-trusted-proxies",
+            "1",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{port}/get");
+    let with_xff = |xff: &str| curl(&["-H", &format!("x-forwarded-for: {xff}"), &url]).status;
+    assert_eq!(with_xff("203.0.113.5"), 200);
+    assert_eq!(with_xff("198.51.100.1"), 403);
+    // One trusted proxy: the entry it appended (the rightmost) is the client; what the
+    // client wrote before it is not believed.
+    assert_eq!(with_xff("203.0.113.5, 198.51.100.1"), 403);
+    assert_eq!(with_xff("198.51.100.1, 203.0.113.5"), 200);
+    assert_eq!(
+        curl(&[&url]).status,
+        403,
+        "no header: the peer (loopback) is the client"
+    );
+}
+
+#[test]
+fn a_deny_policy_with_an_unsupported_field_fails_closed() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+        &authorization_policy(
+            "by-principal",
+            "action: DENY\nrules:\n  - from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]",
+        ),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/get")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.body, "RBAC: access denied");
+    gw.wait_log("fails closed: it denies every request");
+}

@@ -236,3 +236,169 @@ pub struct Subset {
     #[schemars(skip)]
     pub unsupported: Unsupported,
 }
+
+/// Spec of a `security.istio.io/v1` AuthorizationPolicy; kube derives
+/// [`AuthorizationPolicy`]. The subset that applies at a gateway: ALLOW/DENY on source IP
+/// blocks, hosts, paths, methods and ports.
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "AuthorizationPolicy",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPolicySpec {
+    /// Workloads (Pods) selected by labels, in the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+    /// Gateways the policy applies to (instead of a selector).
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// The single-target form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    /// `ALLOW` (default) or `DENY` (`AUDIT`, `CUSTOM` are reported unsupported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Rules; absent with ALLOW allows nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<AuthzRule>>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `WorkloadSelector`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSelector {
+    /// Labels the Pod must carry.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `PolicyTargetReference`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetReference {
+    /// `gateway.networking.k8s.io`.
+    #[serde(default)]
+    pub group: String,
+    /// `Gateway`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Namespace (the policy's when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `Rule`: matches when any `from`, any `to` (and every `when`) matches.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthzRule {
+    /// Sources.
+    #[serde(default)]
+    pub from: Vec<AuthzFrom>,
+    /// Operations.
+    #[serde(default)]
+    pub to: Vec<AuthzTo>,
+    /// Fields not implemented here (`when`).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `Rule.From`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthzFrom {
+    /// The source.
+    #[serde(default)]
+    pub source: AuthzSource,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `Source`: the IP-block subset.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthzSource {
+    /// The peer address (the TCP connection's).
+    #[serde(default)]
+    pub ip_blocks: Vec<String>,
+    /// Not these peer addresses.
+    #[serde(default)]
+    pub not_ip_blocks: Vec<String>,
+    /// The client address (X-Forwarded-For with numTrustedProxies).
+    #[serde(default)]
+    pub remote_ip_blocks: Vec<String>,
+    /// Not these client addresses.
+    #[serde(default)]
+    pub not_remote_ip_blocks: Vec<String>,
+    /// Fields not implemented here (`principals`, `namespaces`, `requestPrincipals`...).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `Rule.To`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthzTo {
+    /// The operation.
+    #[serde(default)]
+    pub operation: AuthzOperation,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `Operation`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthzOperation {
+    /// Hosts (exact, `*.suffix`, `prefix.*`, `*`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Not these hosts.
+    #[serde(default)]
+    pub not_hosts: Vec<String>,
+    /// Listener ports.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Not these ports.
+    #[serde(default)]
+    pub not_ports: Vec<String>,
+    /// Methods.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Not these methods.
+    #[serde(default)]
+    pub not_methods: Vec<String>,
+    /// Paths (exact, `prefix*`, `*suffix`, `*`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Not these paths.
+    #[serde(default)]
+    pub not_paths: Vec<String>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
     /// Envoy Gateway BackendTrafficPolicies (local rate limits).
     pub backend_traffic_policies: Vec<envoy_gateway::BackendTrafficPolicy>,
+    /// Istio AuthorizationPolicies (v1 or v1beta1).
+    pub authorization_policies: Vec<istio::AuthorizationPolicy>,
     /// Istio DestinationRules (any of v1, v1beta1, v1alpha3).
     pub destination_rules: Vec<istio::DestinationRule>,
     /// Secrets (listener certificates, client CAs).

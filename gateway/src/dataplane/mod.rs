@@ -3,6 +3,7 @@
 //! for wildcards), compiled matches, TLS acceptor configs and upstream targets. The
 //! request path reads them through a [`TableReader`] and never parses configuration.
 
+pub mod authz;
 mod hosts;
 pub mod limits;
 pub mod routes;
@@ -144,7 +145,11 @@ pub fn build(ir: Arc<crate::ir::Config>) -> Tables {
 /// process's registry, so it survives the reload.
 pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables {
     let mut unprogrammed = Vec::new();
-    let mut rules = routes::RuleCache::new(states.clone());
+    let authz = ir
+        .authorization
+        .as_ref()
+        .map(|a| Arc::new(authz::Authorizer::new(a)));
+    let mut rules = routes::RuleCache::new(states.clone(), authz);
     let mut ports = HashMap::new();
     for (num, p) in &ir.ports {
         let mut listeners = Vec::new();

@@ -10,6 +10,7 @@ use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
+use super::authz::Authorizer;
 use super::limits::{TokenBucket, cidr_contains, parse_cidr};
 use crate::ir::{self, PathModifier, Redirect, Transport};
 use crate::upstream::attempt::RetryPolicy;
@@ -137,6 +138,8 @@ pub struct Rule {
     pub retry: Option<RetryPolicy>,
     /// Local rate limits (BackendTrafficPolicy).
     pub rate_limit: Option<RateLimiter>,
+    /// The gateway's AuthorizationPolicies (the same for every rule).
+    pub authorization: Option<Arc<Authorizer>>,
 }
 
 /// A route's compiled local rate limits.
@@ -359,15 +362,17 @@ pub struct RuleCache {
     states: BackendStates,
     /// Buckets by (route, limit index): the rules of one route share them.
     buckets: HashMap<(String, usize), Arc<TokenBucket>>,
+    authz: Option<Arc<Authorizer>>,
 }
 
 impl RuleCache {
     /// A cache whose backends take their state from `states`.
-    pub fn new(states: BackendStates) -> RuleCache {
+    pub fn new(states: BackendStates, authz: Option<Arc<Authorizer>>) -> RuleCache {
         RuleCache {
             built: HashMap::new(),
             states,
             buckets: HashMap::new(),
+            authz,
         }
     }
 
@@ -387,6 +392,7 @@ impl RuleCache {
     fn rule(&mut self, r: &Arc<ir::Rule>) -> Arc<Rule> {
         let buckets = &mut self.buckets;
         let states = &self.states;
+        let authz = &self.authz;
         self.built
             .entry(Arc::as_ptr(r))
             .or_insert_with(|| {
@@ -406,6 +412,7 @@ impl RuleCache {
                         .rate_limit
                         .as_ref()
                         .map(|l| compile_rate_limit(l, &r.route, buckets)),
+                    authorization: authz.clone(),
                 })
             })
             .clone()

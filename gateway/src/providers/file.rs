@@ -141,6 +141,12 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
         ("gateway.envoyproxy.io", "BackendTrafficPolicy") => out
             .backend_traffic_policies
             .push(typed::<envoy_gateway::BackendTrafficPolicy>(with_metadata(value)).map_err(ctx)?),
+        ("security.istio.io", "AuthorizationPolicy") => {
+            let mut v = with_metadata(value);
+            v["apiVersion"] = "security.istio.io/v1".into();
+            out.authorization_policies
+                .push(typed::<istio::AuthorizationPolicy>(v).map_err(ctx)?)
+        }
         ("networking.istio.io", "DestinationRule") => {
             let mut v = with_metadata(value);
             // v1beta1 and v1alpha3 carry v1's schema; kube's derive expects v1.

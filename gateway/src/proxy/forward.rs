@@ -28,6 +28,11 @@ pub async fn forward(
     rec: &mut Completion,
 ) -> Result<Response<BodyKind>, Reject> {
     let rule = plan.rule.clone();
+    if let Some(authz) = &rule.authorization
+        && let Some(denied) = policy::authorize(authz, conn, &plan.path, &req, rec)
+    {
+        return Ok(denied);
+    }
     if let Some(limiter) = &rule.rate_limit
         && let Some(refused) = policy::rate_limit(limiter, req.headers(), conn.peer.ip(), rec)
     {

@@ -1,5 +1,6 @@
-//! Policy checks made before a request is forwarded: local rate limits (Envoy Gateway
-//! BackendTrafficPolicy). A refused request never reaches the upstream.
+//! Policy checks made before a request is forwarded: Istio AuthorizationPolicies, then
+//! local rate limits (Envoy Gateway BackendTrafficPolicy). A refused request never
+//! reaches the upstream.
 //!
 //! Buckets hold `requests` tokens and refill continuously at `requests` per unit, so a
 //! burst of the full limit is admitted at once and the next request waits for a token;
@@ -16,6 +17,11 @@ use super::headers::X_REQUEST_ID;
 use super::reject;
 #[cfg(test)]
 use crate::dataplane::limits::TokenBucket;
+use http::Request;
+use hyper::body::Incoming;
+
+use super::connection::ConnInfo;
+use crate::dataplane::authz::{Authorizer, AuthzRequest};
 use crate::dataplane::routes::{RateLimiter, SelectorView};
 #[cfg(test)]
 use std::time::Duration;
@@ -58,6 +64,51 @@ pub fn rate_limit(
         }
     }
     None
+}
+
+/// Istio's body for a request an AuthorizationPolicy denied.
+pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
+
+/// Applies the gateway's AuthorizationPolicies; `Some(403 response)` when denied.
+pub fn authorize(
+    authz: &Authorizer,
+    conn: &ConnInfo,
+    path: &str,
+    req: &Request<Incoming>,
+    rec: &mut Completion,
+) -> Option<Response<BodyKind>> {
+    let host = rec
+        .authority
+        .rsplit_once(':')
+        .map_or(rec.authority.as_str(), |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                rec.authority.as_str()
+            }
+        });
+    let host = host.to_ascii_lowercase();
+    let view = AuthzRequest {
+        peer: conn.peer.ip(),
+        headers: req.headers(),
+        host: &host,
+        port: conn.port,
+        method: req.method().as_str(),
+        path,
+    };
+    let why = authz.check(&view).err()?;
+    rec.code = Some("rbac_access_denied");
+    rec.reason = Some(why);
+    let mut r = Response::new(BodyKind::Full(Some(Bytes::from_static(
+        RBAC_DENIED_BODY.as_bytes(),
+    ))));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    Some(r)
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ pub struct TranslateOptions {
     pub upstream_tls: UpstreamTls,
     /// Trust domain of upstream SPIFFE identities.
     pub trust_domain: String,
+    /// The gateway pod's labels, for AuthorizationPolicy selectors (`--pod-labels`).
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// Proxies in front of the gateway trusted to append X-Forwarded-For (Istio's
+    /// `numTrustedProxies`).
+    pub num_trusted_proxies: u32,
 }
 
 impl Default for TranslateOptions {
@@ -52,6 +57,8 @@ impl Default for TranslateOptions {
             cluster_domain: "cluster.local".into(),
             upstream_tls: UpstreamTls::Disable,
             trust_domain: mesh::consts::DEFAULT_TRUST_DOMAIN.into(),
+            pod_labels: Default::default(),
+            num_trusted_proxies: 0,
         }
     }
 }
@@ -195,7 +202,15 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     backends::validate_services(snap, opts, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);
-    let config = gateways.finish(f.warnings.clone());
+    let mut config = gateways.finish(f.warnings.clone());
+    let served = snap.gateways.first().map(|g| {
+        (
+            g.metadata.ns(),
+            g.metadata.name.as_deref().unwrap_or_default(),
+        )
+    });
+    config.authorization =
+        policies::authorization::compile(snap, opts, served, &mut f).map(std::sync::Arc::new);
     Output {
         config,
         status: f.report,
