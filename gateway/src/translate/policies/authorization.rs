@@ -18,7 +18,8 @@ use crate::api::{ObjectKey, Snapshot, Unsupported};
 use crate::dataplane::limits::parse_cidr;
 use crate::ir;
 
-/// The policies that apply to the gateway `gateway_ns/gateway_name` with `pod_labels`.
+/// The policies that apply to the served Gateway `(namespace, name)`; `None` when none
+/// does.
 pub fn compile(
     snap: &Snapshot,
     opts: &TranslateOptions,
@@ -82,7 +83,8 @@ pub fn compile(
             out.allow.push(policy);
         }
     }
-    Some(out)
+    // No policy applies: nothing to evaluate per request.
+    (!out.deny.is_empty() || !out.allow.is_empty()).then_some(out)
 }
 
 fn applies(
