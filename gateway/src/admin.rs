@@ -94,6 +94,7 @@ fn route(ctx: &AdminContext, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/ready" => ready(ctx),
         "/certs" => json(&certs(ctx)),
         "/config_dump" => config_dump(ctx),
+        "/debug/backends" => json(&ctx.tables.load().backends_report()),
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(ctx.metrics.render())));
             r.headers_mut().insert(

@@ -124,6 +124,13 @@ pub struct RunArgs {
     /// On SIGTERM, how long open connections may take to finish.
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration)]
     pub drain_timeout: Duration,
+    /// The gateway pod's labels (`k=v,k=v`), for AuthorizationPolicy selectors.
+    #[arg(long, env = "POD_LABELS", value_delimiter = ',', value_parser = label)]
+    pub pod_labels: Vec<(String, String)>,
+    /// Proxies in front of the gateway trusted to append X-Forwarded-For (Istio's
+    /// `numTrustedProxies`); 0 uses the connection's peer as the client.
+    #[arg(long, env = "NUM_TRUSTED_PROXIES", default_value_t = 0)]
+    pub num_trusted_proxies: u32,
     /// Upstream TCP connect timeout.
     #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -266,6 +273,8 @@ impl From<RunArgs> for Config {
                     UpstreamTls::Disable
                 }),
                 trust_domain: a.trust_domain,
+                pod_labels: a.pod_labels.into_iter().collect(),
+                num_trusted_proxies: a.num_trusted_proxies,
             },
             log_json: a.log_format == "json",
             sds_socket: a.sds_socket,
@@ -293,4 +302,12 @@ fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {
         lease_duration: a.lease_duration,
         debounce: a.debounce,
     }
+}
+
+/// Parses `key=value`.
+fn label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
 }

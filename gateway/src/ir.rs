@@ -20,6 +20,94 @@ pub struct Config {
     /// Some backend may use mesh mTLS (readiness then waits for the SDS identity).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mesh_upstreams: bool,
+    /// Istio AuthorizationPolicies that apply to this gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Arc<Authorization>>,
+}
+
+/// The AuthorizationPolicies of the gateway: any DENY match denies; then, if any ALLOW
+/// policy exists, a request must match one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Authorization {
+    /// Proxies in front of the gateway whose X-Forwarded-For entries are trusted
+    /// (Istio's `numTrustedProxies`): the client address for `remoteIpBlocks`.
+    pub num_trusted_proxies: u32,
+    /// DENY policies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<AuthzPolicy>,
+    /// ALLOW policies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AuthzPolicy>,
+}
+
+/// One policy's rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthzPolicy {
+    /// `AuthorizationPolicy ns/name`.
+    pub source: String,
+    /// Matches every request (a DENY policy with a field meshgate cannot evaluate fails
+    /// closed this way).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub match_all: bool,
+    /// Rules; any matching matches the policy.
+    pub rules: Vec<AuthzRule>,
+}
+
+/// A rule: any `from` and any `to` must match (an empty list matches anything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthzRule {
+    /// Source conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<AuthzSource>,
+    /// Operation conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<AuthzOperation>,
+}
+
+/// IP conditions (CIDRs, validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthzSource {
+    /// Peer in one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_blocks: Vec<String>,
+    /// Peer in none of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ip_blocks: Vec<String>,
+    /// Client in one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip_blocks: Vec<String>,
+    /// Client in none of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_remote_ip_blocks: Vec<String>,
+}
+
+/// Operation conditions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthzOperation {
+    /// Hosts (lower case; `*.suffix`, `prefix.*`, `*`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Not these hosts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_hosts: Vec<String>,
+    /// Listener ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Not these ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<u16>,
+    /// Methods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Not these methods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_methods: Vec<String>,
+    /// Paths (`prefix*`, `*suffix`, `*`, exact).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Not these paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_paths: Vec<String>,
 }
 
 /// Edge protocol of a port.
@@ -332,6 +420,92 @@ pub struct Rule {
         serialize_with = "ser_opt_duration"
     )]
     pub backend_request_timeout: Option<Duration>,
+    /// `retry`: when a failed attempt is tried again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Local rate limits (BackendTrafficPolicy) of the route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Arc<RateLimit>>,
+}
+
+/// A BackendTrafficPolicy's local rate limits for one route; every limit whose
+/// selectors match a request takes a token from its bucket (one bucket per limit and
+/// route, per process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// `BackendTrafficPolicy ns/name`.
+    pub source: String,
+    /// The limits.
+    pub limits: Vec<LocalLimit>,
+}
+
+/// One limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalLimit {
+    /// Any selector matching selects the request; none selects every request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<ClientSelector>,
+    /// Requests per `per`.
+    pub requests: u64,
+    /// The unit.
+    #[serde(serialize_with = "ser_duration")]
+    pub per: Duration,
+}
+
+/// Conditions on a request, all of which must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientSelector {
+    /// Header conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<LimitHeaderMatch>,
+    /// Client address range (`ip/prefix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_cidr: Option<String>,
+}
+
+/// A header condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitHeaderMatch {
+    /// Lower-case name.
+    pub name: String,
+    /// The value match; `None`: the header must be present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<ValueMatch>,
+    /// Matches when the condition does not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+}
+
+impl PartialEq for ValueMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ValueMatch::Exact(a), ValueMatch::Exact(b)) => a == b,
+            (ValueMatch::RegularExpression(a), ValueMatch::RegularExpression(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ValueMatch {}
+
+/// A rule's retry policy, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// Retries after the first attempt (`attempts`).
+    pub retries: u32,
+    /// Response codes retried; connect failures and resets before a response always are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
+    /// Wait before the first retry, doubled for each further one (capped at 10x).
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff: Duration,
+    /// At most this share (percent) of a backend's active requests may be retries...
+    pub budget_percent: u32,
+    /// ...but this many concurrent retries are always allowed.
+    pub min_retry_concurrency: u32,
+    /// Largest request body buffered for replay; larger (or unsized) bodies are
+    /// streamed and not retried.
+    pub max_replay_body_bytes: u64,
 }
 
 /// Filters of a rule or a backendRef (names and values validated).
@@ -463,6 +637,86 @@ pub struct Backend {
     /// BackendRef-level filters.
     #[serde(skip_serializing_if = "Filters::is_empty")]
     pub filters: Filters,
+    /// Traffic policy from the DestinationRule that applies to the Service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Arc<BackendPolicy>>,
+}
+
+/// A DestinationRule's `trafficPolicy`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendPolicy {
+    /// `DestinationRule ns/name`.
+    pub source: String,
+    /// Endpoint choice (`loadBalancer`); none means random.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+    /// `connectionPool` limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ConnectionLimits>,
+    /// `outlierDetection`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierDetection>,
+    /// `tls.mode` (already applied to the endpoints' transports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_mode: Option<String>,
+}
+
+/// How an endpoint is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum LoadBalancer {
+    /// In turn.
+    RoundRobin,
+    /// The less busy of two random endpoints.
+    LeastRequest,
+    /// At random.
+    Random,
+    /// The same key always goes to the same endpoint while it is healthy.
+    ConsistentHash(HashKey),
+}
+
+/// What a consistent hash hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum HashKey {
+    /// A request header (lower case).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The client's IP address.
+    SourceIp,
+    /// A query parameter.
+    QueryParameter(String),
+}
+
+/// Connection-pool limits; an overflow is refused at once with 503 `UO`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionLimits {
+    /// HTTP/1.1 requests in flight (each holds a connection): `tcp.maxConnections`.
+    pub max_connections: u32,
+    /// Requests waiting for one of those: `http.http1MaxPendingRequests`.
+    pub max_pending_requests: u32,
+    /// Requests in flight, any protocol: `http.http2MaxRequests`.
+    pub max_requests: u32,
+    /// Retries in flight: `http.maxRetries`.
+    pub max_retries: u32,
+}
+
+/// Outlier detection settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierDetection {
+    /// 5xx answers and failures in a row that eject an endpoint (0 = off).
+    pub consecutive_5xx: u32,
+    /// 502/503/504 and failures in a row that eject an endpoint (0 = off).
+    pub consecutive_gateway: u32,
+    /// How often ejections are reviewed.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Ejection length; the n-th ejection of an endpoint lasts n times this.
+    #[serde(serialize_with = "ser_duration")]
+    pub base_ejection_time: Duration,
+    /// Most endpoints ejected at once, percent (at least one may always be).
+    pub max_ejection_percent: u32,
+    /// Ejection is suspended while fewer endpoints than this (percent) are healthy.
+    pub min_health_percent: u32,
 }
 
 /// Where a backend's traffic goes.
@@ -572,6 +826,10 @@ impl MeshTarget {
     pub fn sni_for(port: u16, fqdn: &str) -> String {
         format!("outbound_.{port}_._.{fqdn}")
     }
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
 }
 
 fn ser_opt_duration<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -27,6 +27,7 @@ use crate::proxy::{self, DrainWatch, ProxyContext, Tunnels};
 use crate::translate::{self, TranslateOptions, status::Report};
 use crate::upstream::Upstreams;
 use crate::upstream::attempt::{AttemptHooks, AttemptMetrics};
+use crate::upstream::backend_state::BackendStates;
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -99,6 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         changed: watch::Sender::new(0),
         source,
+        backend_states: BackendStates::default(),
     };
     let changed = applier.changed.subscribe();
     match &config.provider {
@@ -192,6 +194,8 @@ struct ConfigApplier {
     changed: watch::Sender<u64>,
     /// Where the configuration comes from, for logs.
     source: String,
+    /// Per-backend state shared by every configuration this process serves.
+    backend_states: BackendStates,
 }
 
 impl ConfigApplier {
@@ -206,7 +210,7 @@ impl ConfigApplier {
                 .config_objects_rejected
                 .set(out.errors.len() as i64);
             let (ir, mut report) = out.accepted().map_err(|e| e.0)?;
-            let tables = dataplane::build(Arc::new(ir));
+            let tables = dataplane::build_with(Arc::new(ir), &self.backend_states);
             for l in tables.ir.ports.values().flat_map(|p| &p.listeners) {
                 let problem = tables.unprogrammed.iter().find(|(n, _)| *n == l.name);
                 report.programmed(&l.name, problem.map_or(Ok(()), |(_, why)| Err(why.clone())));

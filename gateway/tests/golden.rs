@@ -170,3 +170,70 @@ fn listener_conditions_name_each_reason_and_valid_listeners_are_still_served() {
 fn route_conditions_per_parent_and_unresolved_refs_keep_the_route_accepted() {
     status_golden("routes");
 }
+
+/// Traffic policy goldens live in `golden/policy/`: `<name>.yaml` -> `<name>.json`, or
+/// -> `<name>.txt` (the exact errors) for invalid ones.
+fn policy_golden(name: &str) {
+    let dir = golden_dir().join("policy");
+    let table = compile_file(&dir.join(format!("{name}.yaml")))
+        .unwrap_or_else(|e| panic!("{name}.yaml rejected:\n{}", e.join("\n")));
+    let json = serde_json::to_string_pretty(&table).unwrap() + "\n";
+    check(dir.join(format!("{name}.json")), json);
+}
+
+fn policy_error_golden(name: &str) {
+    let dir = golden_dir().join("policy");
+    let errors = match compile_file(&dir.join(format!("{name}.yaml"))) {
+        Ok(_) => panic!("{name}.yaml was accepted but must be rejected"),
+        Err(e) => e,
+    };
+    check(dir.join(format!("{name}.txt")), errors.join("\n") + "\n");
+}
+
+#[test]
+fn route_retry_compiles_codes_attempts_backoff_and_the_budget() {
+    policy_golden("retry");
+}
+
+#[test]
+fn invalid_retry_values_name_the_route_rule_and_field() {
+    policy_error_golden("bad_retry");
+}
+
+#[test]
+fn destination_rules_apply_by_istio_lookup_order_and_export_to() {
+    policy_golden("destination_rule");
+}
+
+#[test]
+fn invalid_destination_rules_name_the_rule_and_field() {
+    policy_error_golden("bad_destination_rule");
+}
+
+#[test]
+fn local_rate_limits_attach_to_routes_with_the_route_policy_winning() {
+    policy_golden("rate_limit");
+}
+
+#[test]
+fn invalid_rate_limit_policies_name_the_policy_and_field() {
+    policy_error_golden("bad_rate_limit");
+}
+
+/// The AuthorizationPolicy golden: the gateway pod is labelled `istio=ingressgateway`
+/// and trusts one proxy in front of it. The IR shows what applies; the errors, how
+/// unsupported fields fail closed.
+#[test]
+fn authorization_policies_select_the_gateway_and_fail_closed() {
+    let dir = golden_dir().join("policy");
+    let opts = TranslateOptions {
+        pod_labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+        num_trusted_proxies: 1,
+        ..TranslateOptions::default()
+    };
+    let out = translate_file(&dir.join("authorization.yaml"), &opts).unwrap();
+    check(dir.join("authorization.txt"), out.errors.join("\n") + "\n");
+    let (config, _) = out.accepted().unwrap();
+    let json = serde_json::to_string_pretty(&config.authorization).unwrap() + "\n";
+    check(dir.join("authorization.json"), json);
+}

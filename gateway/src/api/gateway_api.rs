@@ -300,6 +300,28 @@ pub struct HttpRouteRule {
     /// Request and backend-request timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<HttpRouteTimeouts>,
+    /// Retries (experimental channel in v1.6): codes, attempts, backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<HttpRouteRetry>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `HTTPRouteRetry` (GEP-1731, experimental in v1.6).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteRetry {
+    /// Response codes (400-599) that are retried.
+    #[serde(default)]
+    pub codes: Vec<u16>,
+    /// How many times a request may be retried (after the first attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Minimum wait between attempts (Gateway API duration, e.g. `100ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]

@@ -4,7 +4,9 @@
 //! objects (Secret, ConfigMap, Service, EndpointSlice, Pod) are k8s-openapi's own types.
 //! Providers fill a [`Snapshot`]; `translate` reads it and nothing else.
 
+pub mod envoy_gateway;
 pub mod gateway_api;
+pub mod istio;
 mod meta;
 
 pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
@@ -27,6 +29,12 @@ pub struct Snapshot {
     pub backend_tls_policies: Vec<gateway_api::BackendTlsPolicy>,
     /// Gateway API ReferenceGrants (cross-namespace references).
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
+    /// Envoy Gateway BackendTrafficPolicies (local rate limits).
+    pub backend_traffic_policies: Vec<envoy_gateway::BackendTrafficPolicy>,
+    /// Istio AuthorizationPolicies (v1 or v1beta1).
+    pub authorization_policies: Vec<istio::AuthorizationPolicy>,
+    /// Istio DestinationRules (any of v1, v1beta1, v1alpha3).
+    pub destination_rules: Vec<istio::DestinationRule>,
     /// Secrets (listener certificates, client CAs).
     pub secrets: Vec<Secret>,
     /// ConfigMaps (client CA bundles).

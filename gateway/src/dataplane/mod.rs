@@ -3,7 +3,9 @@
 //! for wildcards), compiled matches, TLS acceptor configs and upstream targets. The
 //! request path reads them through a [`TableReader`] and never parses configuration.
 
+pub mod authz;
 mod hosts;
+pub mod limits;
 pub mod routes;
 mod tls;
 
@@ -11,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+
+use crate::upstream::backend_state::BackendStates;
 
 pub use crate::ir::{HostPattern, Protocol};
 pub use hosts::HostIndex;
@@ -88,11 +92,64 @@ impl ListenerTable {
     }
 }
 
+impl Tables {
+    /// Every backend of every route, once: its policy source, in-flight counts and each
+    /// endpoint's outlier state (what `GET /debug/backends` shows).
+    pub fn backends_report(&self) -> serde_json::Value {
+        let mut seen = std::collections::BTreeMap::new();
+        let rules = self
+            .ports
+            .values()
+            .flat_map(|p| &p.listeners)
+            .flat_map(|l| &l.vhosts)
+            .flat_map(|v| &v.routes)
+            .map(|r| &r.rule);
+        for rule in rules {
+            for b in &rule.backends {
+                seen.entry(b.name.clone())
+                    .or_insert_with(|| backend_report(b));
+            }
+        }
+        serde_json::json!({ "backends": seen })
+    }
+}
+
+fn backend_report(b: &Backend) -> serde_json::Value {
+    let (requests, connections, pending) = b.state.pool.snapshot();
+    let endpoints: Vec<_> = match &b.target {
+        Target::Endpoints(eps) => eps
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e.health.report()).unwrap_or_default();
+                v["address"] = e.authority.as_str().into();
+                v
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    serde_json::json!({
+        "policy": b.policy.as_ref().map(|p| p.source.clone()),
+        "active_requests": b.state.active(),
+        "pool": {"requests": requests, "connections": connections, "pending": pending},
+        "endpoints": endpoints,
+    })
+}
+
 /// Builds runtime tables from the IR; a listener whose TLS config cannot be built (e.g.
 /// a key that does not match its certificate) is left out and listed in `unprogrammed`.
 pub fn build(ir: Arc<crate::ir::Config>) -> Tables {
+    build_with(ir, &BackendStates::default())
+}
+
+/// [`build`], with backend state (in-flight counts, retry budgets) taken from the
+/// process's registry, so it survives the reload.
+pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables {
     let mut unprogrammed = Vec::new();
-    let mut rules = routes::RuleCache::default();
+    let authz = ir
+        .authorization
+        .as_ref()
+        .map(|a| Arc::new(authz::Authorizer::new(a)));
+    let mut rules = routes::RuleCache::new(states.clone(), authz);
     let mut ports = HashMap::new();
     for (num, p) in &ir.ports {
         let mut listeners = Vec::new();

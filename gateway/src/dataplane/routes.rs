@@ -2,7 +2,7 @@
 //! ready-made header values, and backends with pre-parsed upstream authorities.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,12 @@ use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
+use super::authz::Authorizer;
+use super::limits::{TokenBucket, cidr_contains, parse_cidr};
 use crate::ir::{self, PathModifier, Redirect, Transport};
+use crate::upstream::attempt::RetryPolicy;
+use crate::upstream::backend_state::{BackendState, BackendStates};
+use crate::upstream::outlier::EndpointHealth;
 
 /// Routes of one hostname, first match wins.
 pub struct VirtualHost {
@@ -129,6 +134,73 @@ pub struct Rule {
     pub request_timeout: Option<Duration>,
     /// `timeouts.backendRequest`.
     pub backend_request_timeout: Option<Duration>,
+    /// `retry`; `None` means one attempt.
+    pub retry: Option<RetryPolicy>,
+    /// Local rate limits (BackendTrafficPolicy).
+    pub rate_limit: Option<RateLimiter>,
+    /// The gateway's AuthorizationPolicies (the same for every rule).
+    pub authorization: Option<Arc<Authorizer>>,
+}
+
+/// A route's compiled local rate limits.
+pub struct RateLimiter {
+    /// `BackendTrafficPolicy ns/name`.
+    pub source: String,
+    /// The limits.
+    pub limits: Vec<Limit>,
+}
+
+/// One limit with its bucket.
+pub struct Limit {
+    selectors: Vec<Selector>,
+    /// Requests per `per`.
+    pub requests: u64,
+    /// The unit.
+    pub per: Duration,
+    /// Per process, shared by every rule of the route.
+    pub bucket: Arc<TokenBucket>,
+}
+
+struct Selector {
+    headers: Vec<(HeaderName, Option<ValueMatch>, bool)>,
+    cidr: Option<(IpAddr, u8)>,
+}
+
+/// What selectors look at.
+pub struct SelectorView<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// The client's address.
+    pub client_ip: IpAddr,
+}
+
+impl Selector {
+    fn matches(&self, v: &SelectorView<'_>) -> bool {
+        let headers_ok = self.headers.iter().all(|(name, value, invert)| {
+            let hit = match value {
+                None => v.headers.contains_key(name),
+                Some(m) => v
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .any(|h| h.to_str().is_ok_and(|h| m.matches(h))),
+            };
+            hit != *invert
+        });
+        headers_ok
+            && self
+                .cidr
+                .is_none_or(|(net, len)| cidr_contains(net, len, v.client_ip))
+    }
+}
+
+impl RateLimiter {
+    /// The limits that select a request (a limit without selectors selects every one).
+    pub fn selecting<'a>(&'a self, v: &'a SelectorView<'a>) -> impl Iterator<Item = &'a Limit> {
+        self.limits
+            .iter()
+            .filter(|l| l.selectors.is_empty() || l.selectors.iter().any(|s| s.matches(v)))
+    }
 }
 
 impl Rule {
@@ -239,6 +311,10 @@ pub struct Backend {
     pub target: Target,
     /// BackendRef-level filters.
     pub filters: Filters,
+    /// Per-process state (in-flight requests, retry budget), kept across reloads.
+    pub state: Arc<BackendState>,
+    /// DestinationRule traffic policy (load balancer, limits, outlier detection).
+    pub policy: Option<Arc<ir::BackendPolicy>>,
 }
 
 /// Where a backend's traffic goes.
@@ -266,15 +342,40 @@ pub struct Endpoint {
     pub transport: Transport,
     /// The endpoint's Pod is labelled `security.istio.io/tlsMode=istio`.
     pub mesh_labelled: bool,
+    /// Outlier-detection and load state, per process, kept across reloads.
+    pub health: Arc<EndpointHealth>,
+}
+
+impl crate::upstream::lb::Candidate for Endpoint {
+    fn key(&self) -> &str {
+        self.authority.as_str()
+    }
+    fn health(&self) -> &EndpointHealth {
+        &self.health
+    }
 }
 
 /// Builds runtime rules once per IR rule (rules are shared by several entries).
 #[derive(Default)]
 pub struct RuleCache {
     built: HashMap<*const ir::Rule, Arc<Rule>>,
+    states: BackendStates,
+    /// Buckets by (route, limit index): the rules of one route share them.
+    buckets: HashMap<(String, usize), Arc<TokenBucket>>,
+    authz: Option<Arc<Authorizer>>,
 }
 
 impl RuleCache {
+    /// A cache whose backends take their state from `states`.
+    pub fn new(states: BackendStates, authz: Option<Arc<Authorizer>>) -> RuleCache {
+        RuleCache {
+            built: HashMap::new(),
+            states,
+            buckets: HashMap::new(),
+            authz,
+        }
+    }
+
     /// Compiles a virtual host.
     pub fn virtual_host(&mut self, v: &ir::VirtualHost) -> VirtualHost {
         let routes = v
@@ -289,19 +390,74 @@ impl RuleCache {
     }
 
     fn rule(&mut self, r: &Arc<ir::Rule>) -> Arc<Rule> {
+        let buckets = &mut self.buckets;
+        let states = &self.states;
+        let authz = &self.authz;
         self.built
             .entry(Arc::as_ptr(r))
             .or_insert_with(|| {
                 Arc::new(Rule {
                     id: r.id.clone(),
-                    filters: compile_filters(&r.filters),
-                    backends: r.backends.iter().map(compile_backend).collect(),
+                    filters: compile_filters(&r.filters, states),
+                    backends: r
+                        .backends
+                        .iter()
+                        .map(|b| compile_backend(b, states))
+                        .collect(),
                     total_weight: r.total_weight,
                     request_timeout: r.request_timeout,
                     backend_request_timeout: r.backend_request_timeout,
+                    retry: r.retry.as_ref().map(RetryPolicy::from_ir),
+                    rate_limit: r
+                        .rate_limit
+                        .as_ref()
+                        .map(|l| compile_rate_limit(l, &r.route, buckets)),
+                    authorization: authz.clone(),
                 })
             })
             .clone()
+    }
+}
+
+fn compile_rate_limit(
+    l: &ir::RateLimit,
+    route: &str,
+    buckets: &mut HashMap<(String, usize), Arc<TokenBucket>>,
+) -> RateLimiter {
+    let limits = l
+        .limits
+        .iter()
+        .enumerate()
+        .map(|(i, lim)| Limit {
+            selectors: lim
+                .selectors
+                .iter()
+                .map(|s| Selector {
+                    headers: s
+                        .headers
+                        .iter()
+                        .filter_map(|h| {
+                            Some((
+                                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                                h.value.as_ref().map(value),
+                                h.invert,
+                            ))
+                        })
+                        .collect(),
+                    cidr: s.source_cidr.as_deref().and_then(parse_cidr),
+                })
+                .collect(),
+            requests: lim.requests,
+            per: lim.per,
+            bucket: buckets
+                .entry((route.to_owned(), i))
+                .or_insert_with(|| Arc::new(TokenBucket::new(lim.requests, lim.per)))
+                .clone(),
+        })
+        .collect();
+    RateLimiter {
+        source: l.source.clone(),
+        limits,
     }
 }
 
@@ -368,7 +524,7 @@ fn header_edits(e: &ir::HeaderEdits) -> HeaderEdits {
     }
 }
 
-fn compile_filters(f: &ir::Filters) -> Filters {
+fn compile_filters(f: &ir::Filters, states: &BackendStates) -> Filters {
     Filters {
         request_headers: f.request_headers.as_ref().map(header_edits),
         response_headers: f.response_headers.as_ref().map(header_edits),
@@ -390,19 +546,22 @@ fn compile_filters(f: &ir::Filters) -> Filters {
         mirrors: f
             .mirrors
             .iter()
-            .map(|m| (compile_backend(&m.backend), m.parts_per_million))
+            .map(|m| (compile_backend(&m.backend, states), m.parts_per_million))
             .collect(),
     }
 }
 
-fn compile_backend(b: &ir::Backend) -> Backend {
+fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
+    let state = states.get(&b.name);
     let target = match &b.target {
         ir::BackendTarget::Endpoints(eps) => Target::Endpoints(
             eps.iter()
                 .filter_map(|e| {
+                    let key = e.address.to_string();
                     Some(Endpoint {
                         address: e.address,
-                        authority: e.address.to_string().parse().ok()?,
+                        health: state.endpoint(&key),
+                        authority: key.parse().ok()?,
                         transport: e.transport.clone(),
                         mesh_labelled: e
                             .labels
@@ -430,7 +589,9 @@ fn compile_backend(b: &ir::Backend) -> Backend {
         weight: b.weight,
         http2: b.http2,
         target,
-        filters: compile_filters(&b.filters),
+        filters: compile_filters(&b.filters, states),
+        state,
+        policy: b.policy.clone(),
     }
 }
 

@@ -31,6 +31,15 @@ pub struct AttemptLabels {
     pub outcome: String,
 }
 
+/// Labels of a traffic-policy event on a backend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyEventLabels {
+    /// `Service ns/name:port`.
+    pub backend: String,
+    /// `retry`, `retry_budget_exhausted`, `overflow` (UO), `outlier_ejection`.
+    pub event: String,
+}
+
 /// Label of a mesh mTLS failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -97,6 +106,8 @@ pub struct Metrics {
     pub sds_rejections: Counter,
     /// SDS stream reconnects.
     pub sds_reconnects: Counter,
+    /// Traffic-policy events (retries, overflows, ejections) by backend.
+    pub upstream_policy_events: Family<PolicyEventLabels, Counter>,
     registry: Registry,
 }
 
@@ -132,6 +143,7 @@ impl Metrics {
             sds_updates: Counter::default(),
             sds_rejections: Counter::default(),
             sds_reconnects: Counter::default(),
+            upstream_policy_events: Family::default(),
             registry: Registry::with_prefix("gateway"),
         };
         let mut reg = Registry::with_prefix("gateway");
@@ -240,6 +252,11 @@ impl Metrics {
             "SDS stream reconnects",
             m.sds_reconnects.clone(),
         );
+        reg.register(
+            "upstream_policy_events",
+            "Traffic-policy events by backend: retry, retry_budget_exhausted, overflow, outlier_ejection",
+            m.upstream_policy_events.clone(),
+        );
         Metrics { registry: reg, ..m }
     }
 
@@ -281,6 +298,16 @@ impl Metrics {
             .get_or_create(&AttemptLabels {
                 backend: backend.to_string(),
                 outcome,
+            })
+            .inc();
+    }
+
+    /// Counts a traffic-policy event on a backend.
+    pub fn policy_event(&self, backend: &str, event: &str) {
+        self.upstream_policy_events
+            .get_or_create(&PolicyEventLabels {
+                backend: backend.to_string(),
+                event: event.to_string(),
             })
             .inc();
     }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{ParseErrors, Update};
-use crate::api::{Snapshot, gateway_api};
+use crate::api::{Snapshot, envoy_gateway, gateway_api, istio};
 
 /// Largest configuration accepted, all files together (a runaway ConfigMap volume or a
 /// wrong path must not make the gateway read gigabytes).
@@ -141,6 +141,22 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
         ("gateway.networking.k8s.io", "ReferenceGrant") => out
             .reference_grants
             .push(typed::<gateway_api::ReferenceGrant>(with_metadata(value)).map_err(ctx)?),
+        ("gateway.envoyproxy.io", "BackendTrafficPolicy") => out
+            .backend_traffic_policies
+            .push(typed::<envoy_gateway::BackendTrafficPolicy>(with_metadata(value)).map_err(ctx)?),
+        ("security.istio.io", "AuthorizationPolicy") => {
+            let mut v = with_metadata(value);
+            v["apiVersion"] = "security.istio.io/v1".into();
+            out.authorization_policies
+                .push(typed::<istio::AuthorizationPolicy>(v).map_err(ctx)?)
+        }
+        ("networking.istio.io", "DestinationRule") => {
+            let mut v = with_metadata(value);
+            // v1beta1 and v1alpha3 carry v1's schema; kube's derive expects v1.
+            v["apiVersion"] = "networking.istio.io/v1".into();
+            out.destination_rules
+                .push(typed::<istio::DestinationRule>(v).map_err(ctx)?)
+        }
         ("", "Secret") => out.secrets.push(typed(value).map_err(ctx)?),
         ("", "ConfigMap") => out.config_maps.push(typed(value).map_err(ctx)?),
         ("", "Service") => out.services.push(typed(value).map_err(ctx)?),

@@ -2,8 +2,10 @@
 //! (TLS for mesh endpoints), send, classify the outcome, tell the hooks, and retry when
 //! the policy says so and the request can be replayed.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
@@ -15,6 +17,9 @@ use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
 use crate::upstream::attempt::{AttemptInfo, Outcome, RetryPolicy};
+use crate::upstream::lb::{self, HashInput};
+use crate::upstream::outlier::{self, EndpointHealth};
+use crate::upstream::pool_limits;
 use crate::upstream::{DownstreamBodyError, MeshConnectError, RequestBody};
 
 /// A request ready to send: headers decided, body, and the path for the upstream URI.
@@ -33,9 +38,22 @@ pub(super) struct Pick<'a> {
     pub(super) transport: &'a Transport,
     /// The endpoint's Pod says it is in the mesh (`security.istio.io/tlsMode=istio`).
     mesh_labelled: bool,
+    /// Its outlier and load state (endpoints from EndpointSlices only).
+    health: Option<&'a EndpointHealth>,
 }
 
 pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
+    pick_avoiding(backend, None, None)
+}
+
+/// Picks an endpoint with the backend's load balancer, skipping ejected endpoints; a
+/// retry avoids the endpoint that just failed when there is another (Envoy's
+/// previous-hosts retry predicate).
+fn pick_avoiding<'a>(
+    backend: &'a Backend,
+    hash: Option<u64>,
+    avoid: Option<&str>,
+) -> Result<Pick<'a>, Reject> {
     match &backend.target {
         Target::Unresolvable(why) => Err(reject(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -48,11 +66,13 @@ pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
             format!("no ready endpoints for {}", backend.name),
         )),
         Target::Endpoints(eps) => {
-            let ep = &eps[fastrand::usize(..eps.len())];
+            let i = lb::pick(backend.policy.as_deref(), &backend.state, eps, hash, avoid);
+            let ep = &eps[i];
             Ok(Pick {
                 authority: &ep.authority,
                 transport: &ep.transport,
                 mesh_labelled: ep.mesh_labelled,
+                health: Some(&ep.health),
             })
         }
         Target::Dns {
@@ -62,36 +82,76 @@ pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
             authority,
             transport,
             mesh_labelled: false,
+            health: None,
         }),
     }
 }
 
-/// Runs attempts until one succeeds or the policy gives up; records the endpoint and
-/// attempt count on `rec`.
+/// What a retry needs to send the request again.
+struct Replay {
+    method: http::Method,
+    version: http::Version,
+    headers: http::HeaderMap,
+    body: Option<Bytes>,
+}
+
+impl Replay {
+    fn request(&self) -> Request<RequestBody> {
+        let mut r = Request::new(RequestBody::Full(self.body.clone()));
+        *r.method_mut() = self.method.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// Runs attempts until one succeeds or the route's retry policy gives up; records the
+/// endpoint and attempt count on `rec`.
 pub async fn run(
     ctx: &ProxyContext,
     backend: &Backend,
+    retry: Option<&RetryPolicy>,
     out: Outgoing,
     deadline: Option<(std::time::Duration, &'static str)>,
     rec: &mut Completion,
 ) -> Result<Response<Incoming>, Reject> {
-    let policy = &RetryPolicy::NONE;
+    static NO_RETRY: RetryPolicy = RetryPolicy::NONE;
+    let policy = retry.unwrap_or(&NO_RETRY);
+    let _active = backend.state.start();
     let Outgoing {
         parts,
         body,
         path_and_query,
     } = out;
+    let hash = lb::request_hash(
+        backend.policy.as_deref(),
+        &HashInput {
+            headers: &parts.headers,
+            query: path_and_query.query(),
+            client_ip: rec.peer.ip(),
+        },
+    );
+    let body = buffer_for_replay(policy, body, deadline, rec.start).await?;
     // Only a request whose body the gateway holds can be sent twice.
-    let replay = (policy.attempts > 1 && body.is_end_stream())
-        .then(|| (parts.method.clone(), parts.version, parts.headers.clone()));
+    let replay = match &body {
+        RequestBody::Full(b) if policy.attempts > 1 => Some(Replay {
+            method: parts.method.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body: b.clone(),
+        }),
+        _ => None,
+    };
     let mut next = Some(Request::from_parts(parts, body));
     let mut attempt = 0;
+    let mut previous: Option<String> = None;
+    let mut _retry_slot = None;
     loop {
         attempt += 1;
         let Some(mut req) = next.take() else {
             unreachable!("a retry always prepares its request")
         };
-        let ep = pick(backend)?;
+        let ep = pick_avoiding(backend, hash, previous.as_deref())?;
         let endpoint = ep.authority.as_str();
         let info = AttemptInfo {
             backend: &backend.name,
@@ -100,38 +160,216 @@ pub async fn run(
         };
         rec.attempts = attempt;
         rec.upstream_address = Some(endpoint.to_owned());
-        if let Err(code) = ctx.hooks.admit(&info) {
-            return Err(reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code,
-                format!("attempt to {} refused ({code})", backend.name),
-            ));
-        }
+        let permit = admit(ctx, backend, &info).await?;
         *req.uri_mut() = upstream_uri(ep.authority, &path_and_query);
         let started = Instant::now();
+        if let Some(h) = ep.health {
+            h.active.fetch_add(1, Ordering::Relaxed);
+        }
         let result = send(ctx, ep.transport, backend.http2, req, deadline, rec.start).await;
+        if let Some(h) = ep.health {
+            h.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(permit);
         let outcome = match &result {
             Ok(resp) => Outcome::Response(resp.status().as_u16()),
             Err(f) => f.outcome(),
         };
         ctx.hooks.finished(&info, outcome, started.elapsed());
-        if let Some((method, version, headers)) = &replay
-            && policy.should_retry(attempt, outcome)
-        {
-            let mut r = Request::new(RequestBody::empty());
-            *r.method_mut() = method.clone();
-            *r.version_mut() = *version;
-            *r.headers_mut() = headers.clone();
-            next = Some(r);
-            continue;
+        if detect_outlier(backend, &ep, outcome) {
+            ctx.metrics.policy_event(&backend.name, "outlier_ejection");
         }
-        return result.map_err(|f| {
-            let r = f.into_reject(endpoint, &ep, deadline);
-            if r.code == "mesh_mtls_required" {
-                ctx.metrics.tls_error("upstream_requires_mtls");
+        let retryable = policy.should_retry(attempt, outcome);
+        let mut gave_up = None;
+        if let Some(replay) = &replay
+            && retryable
+        {
+            let max_retries = backend
+                .policy
+                .as_ref()
+                .and_then(|p| p.limits.as_ref())
+                .map_or(u32::MAX, |l| l.max_retries);
+            match backend.state.try_retry(
+                policy.budget_percent,
+                policy.min_retry_concurrency,
+                max_retries,
+            ) {
+                Some(slot) => {
+                    ctx.metrics.policy_event(&backend.name, "retry");
+                    _retry_slot = Some(slot);
+                    tokio::time::sleep(policy.backoff_before(attempt)).await;
+                    previous = Some(endpoint.to_owned());
+                    next = Some(replay.request());
+                    continue;
+                }
+                None => {
+                    ctx.metrics
+                        .policy_event(&backend.name, "retry_budget_exhausted");
+                    gave_up = Some("the retry budget of the backend is spent");
+                }
             }
-            r
-        });
+        }
+        if replay.is_some() && attempt > 1 && policy.attempts == attempt {
+            gave_up = Some("retries exhausted");
+        }
+        // Envoy's `URX`: the attempt would have been retried, but the policy ran out.
+        let gave_up = gave_up.filter(|_| attempt_failed(policy, outcome));
+        let exhausted_on = |what: &str, gave_up: &str| {
+            format!(
+                "{gave_up} after {attempt} attempt(s) to {}; the last {what}",
+                backend.name
+            )
+        };
+        return match result {
+            Ok(resp) => {
+                if let Some(g) = gave_up {
+                    rec.code = Some("URX");
+                    rec.reason = Some(exhausted_on(
+                        &format!("answered {}", resp.status().as_u16()),
+                        g,
+                    ));
+                }
+                Ok(resp)
+            }
+            Err(f) => {
+                let mut r = f.into_reject(endpoint, &ep, deadline);
+                if r.code == "mesh_mtls_required" {
+                    ctx.metrics.tls_error("upstream_requires_mtls");
+                }
+                if let Some(g) = gave_up {
+                    r.detail = exhausted_on(&format!("failed ({}): {}", r.code, r.detail), g);
+                    r.code = "URX";
+                }
+                Err(r)
+            }
+        };
+    }
+}
+
+/// Asks the backend's connection-pool limits, then the process's hooks, to admit an
+/// attempt; a refusal is an immediate 503 with the refusing code (`UO` on overflow).
+async fn admit(
+    ctx: &ProxyContext,
+    backend: &Backend,
+    info: &AttemptInfo<'_>,
+) -> Result<Option<pool_limits::PoolPermit>, Reject> {
+    let refused =
+        |code: &'static str, why: String| reject(StatusCode::SERVICE_UNAVAILABLE, code, why);
+    let limits = backend.policy.as_ref().and_then(|p| p.limits.as_ref());
+    let permit = match limits {
+        Some(l) => Some(
+            pool_limits::admit(&backend.state, l, backend.http2)
+                .await
+                .map_err(|code| {
+                    ctx.metrics.policy_event(&backend.name, "overflow");
+                    let (requests, connections, pending) = backend.state.pool.snapshot();
+                    refused(
+                        code,
+                        format!(
+                            "connection pool of {} overflowed ({requests} requests, \
+                             {connections} connections, {pending} pending; limits {}, {}, {} from {})",
+                            backend.name,
+                            l.max_requests,
+                            l.max_connections,
+                            l.max_pending_requests,
+                            backend.policy.as_ref().map_or("", |p| p.source.as_str()),
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    ctx.hooks.admit(info).map_err(|code| {
+        refused(
+            code,
+            format!("attempt to {} refused ({code})", backend.name),
+        )
+    })?;
+    Ok(permit)
+}
+
+/// Counts the attempt's outcome against its endpoint and ejects it at the threshold
+/// when the backend can spare it; true when it did.
+fn detect_outlier(backend: &Backend, ep: &Pick<'_>, outcome: Outcome) -> bool {
+    let (Some(od), Some(health), Target::Endpoints(eps)) = (
+        backend.policy.as_ref().and_then(|p| p.outlier.as_ref()),
+        ep.health,
+        &backend.target,
+    ) else {
+        return false;
+    };
+    if !health.record(od, outcome) || health.is_ejected() {
+        return false;
+    }
+    let ejected = eps.iter().filter(|e| e.health.is_ejected()).count();
+    if outlier::can_eject(od, ejected, eps.len()) {
+        let time = health.eject(od);
+        tracing::warn!(
+            backend = %backend.name,
+            endpoint = %ep.authority,
+            "outlier ejected for {}",
+            humantime::format_duration(time)
+        );
+        return true;
+    }
+    false
+}
+
+/// Whether an attempt that ended so would have been retried had attempts remained.
+fn attempt_failed(policy: &RetryPolicy, outcome: Outcome) -> bool {
+    let unlimited = RetryPolicy {
+        attempts: u32::MAX,
+        ..policy.clone()
+    };
+    unlimited.should_retry(1, outcome)
+}
+
+/// Reads a small request body into memory when the route retries, so that it can be
+/// sent again; a body larger than the policy's limit, or of unknown length, streams and
+/// its request is not retried.
+async fn buffer_for_replay(
+    policy: &RetryPolicy,
+    body: RequestBody,
+    deadline: Option<(std::time::Duration, &'static str)>,
+    start: Instant,
+) -> Result<RequestBody, Reject> {
+    if policy.attempts <= 1 {
+        return Ok(body);
+    }
+    let incoming = match body {
+        RequestBody::Streaming(b) if b.is_end_stream() => return Ok(RequestBody::empty()),
+        RequestBody::Streaming(b)
+            if b.size_hint()
+                .upper()
+                .is_some_and(|n| n <= policy.max_replay_body_bytes) =>
+        {
+            b
+        }
+        other => return Ok(other),
+    };
+    let collect = http_body_util::BodyExt::collect(incoming);
+    let collected = match deadline {
+        Some((t, which)) => tokio::time::timeout(t.saturating_sub(start.elapsed()), collect)
+            .await
+            .map_err(|_| {
+                reject(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "UT",
+                    format!("the request body did not arrive within {which}"),
+                )
+            })?,
+        None => collect.await,
+    };
+    match collected {
+        Ok(c) => {
+            let bytes = c.to_bytes();
+            Ok(RequestBody::Full((!bytes.is_empty()).then_some(bytes)))
+        }
+        Err(e) => Err(reject(
+            StatusCode::BAD_REQUEST,
+            "DPE",
+            format!("the client's request body failed while it was buffered for retries: {e}"),
+        )),
     }
 }
 

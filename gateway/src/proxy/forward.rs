@@ -15,7 +15,7 @@ use super::connection::ConnInfo;
 use super::headers::{self, Forwarded};
 use super::reject::{Reject, reject};
 use super::request::ForwardPlan;
-use super::{ProxyContext, attempt, cors, mirror};
+use super::{ProxyContext, attempt, cors, mirror, policy};
 use crate::dataplane::routes::{Backend, Rule, modify_path};
 use crate::upstream::RequestBody;
 
@@ -28,6 +28,16 @@ pub async fn forward(
     rec: &mut Completion,
 ) -> Result<Response<BodyKind>, Reject> {
     let rule = plan.rule.clone();
+    if let Some(authz) = &rule.authorization
+        && let Some(denied) = policy::authorize(authz, conn, &plan.path, &req, rec)
+    {
+        return Ok(denied);
+    }
+    if let Some(limiter) = &rule.rate_limit
+        && let Some(refused) = policy::rate_limit(limiter, req.headers(), conn.peer.ip(), rec)
+    {
+        return Ok(refused);
+    }
     let backend = pick_backend(&rule)?;
     rec.upstream = Some(backend.name.clone());
     // An upgrade needs a connection slot of its own; without one it is refused here,
@@ -54,7 +64,15 @@ pub async fn forward(
         body,
         path_and_query,
     };
-    let mut resp = attempt::run(ctx, backend, request, deadline(&rule), rec).await?;
+    let mut resp = attempt::run(
+        ctx,
+        backend,
+        rule.retry.as_ref(),
+        request,
+        deadline(&rule),
+        rec,
+    )
+    .await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some((slot, down)) = downstream_upgrade {
             ctx.tunnels

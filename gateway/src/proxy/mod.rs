@@ -21,6 +21,7 @@ pub mod forward;
 pub mod headers;
 mod mirror;
 pub mod normalize;
+pub mod policy;
 pub mod reject;
 pub mod request;
 pub mod tunnel;

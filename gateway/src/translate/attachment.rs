@@ -98,6 +98,9 @@ fn attach_route(
     };
     f.unresolved.clear();
     let mut compiled = Vec::new();
+    let rate_limit = index
+        .rate_limits
+        .for_route(kind, &route.metadata, &route.spec.parent_refs);
     for (ri, rule) in src_rules.iter().enumerate() {
         let rc = super::backends::RuleCtx {
             snap,
@@ -105,6 +108,7 @@ fn attach_route(
             meta: &route.metadata,
             opts,
             kind,
+            rate_limit: rate_limit.clone(),
         };
         if let Some(r) = rules::compile_rule(&rc, ri, rule, f) {
             compiled.push(r);

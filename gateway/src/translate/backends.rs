@@ -135,6 +135,8 @@ pub struct RuleCtx<'a> {
     pub opts: &'a TranslateOptions,
     /// The route kind (`HTTPRoute`, `GRPCRoute`), the `from` of ReferenceGrants.
     pub kind: &'a str,
+    /// The route's local rate limits (BackendTrafficPolicy), if any.
+    pub rate_limit: Option<std::sync::Arc<crate::ir::RateLimit>>,
 }
 
 /// Compiles a rule's backendRefs (with their filters); references that do not resolve
@@ -174,6 +176,7 @@ pub fn backend(
             .push(format!("{bctx}: port is required for a Service"));
         return None;
     }
+    let policy = destination_rule(rc, b).map(|a| a.policy);
     let (name, http2, target) = match resolve_backend(rc, b) {
         Ok(ok) => ok,
         Err((name, reason, why)) => {
@@ -187,7 +190,27 @@ pub fn backend(
         http2,
         target,
         filters: Default::default(),
+        policy,
     })
+}
+
+/// The DestinationRule that applies to a Service backendRef, if any.
+fn destination_rule(
+    rc: &RuleCtx<'_>,
+    b: &HttpBackendRef,
+) -> Option<super::policies::destination_rule::Applied> {
+    if b.group.as_deref().is_some_and(|g| !g.is_empty())
+        || b.kind.as_deref().unwrap_or("Service") != "Service"
+    {
+        return None;
+    }
+    let ns = b.namespace.as_deref().unwrap_or(rc.meta.ns());
+    rc.index.destination_rules.lookup(
+        &rc.index.gateway_namespace,
+        ns,
+        &b.name,
+        &rc.opts.cluster_domain,
+    )
 }
 
 /// A resolved backendRef: (display name, speak h2c, target).
@@ -228,10 +251,16 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
     let Some(svc) = index.services.get(&skey) else {
         return fail(Reason::BackendNotFound, format!("Service {skey} not found"));
     };
-    let Ok((mode, annotated)) = mesh_policy(svc, opts) else {
+    let Ok((mut mode, annotated)) = mesh_policy(svc, opts) else {
         let why = format!("Service {skey} has an invalid meshgate.io annotation");
         return fail(Reason::BackendNotFound, why);
     };
+    // A DestinationRule's tls.mode wins over annotations and auto-mTLS.
+    match destination_rule(rc, b).and_then(|a| a.tls_mode).as_deref() {
+        Some("ISTIO_MUTUAL") => mode = UpstreamTls::IstioMutual,
+        Some("DISABLE") => mode = UpstreamTls::Disable,
+        _ => {}
+    }
     let ports = svc
         .spec
         .as_ref()

@@ -32,6 +32,7 @@ pub fn as_http_route(route: &GrpcRoute) -> Result<HttpRoute, String> {
             filters: rule.filters.clone(),
             backend_refs: rule.backend_refs.clone(),
             timeouts: None,
+            retry: None,
             unsupported: rule.unsupported.clone(),
         });
     }

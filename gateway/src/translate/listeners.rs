@@ -104,6 +104,7 @@ impl Gateways {
             ports: self.ports,
             warnings,
             mesh_upstreams,
+            authorization: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod filters;
 pub mod grants;
 pub mod grpc;
 pub mod listeners;
+pub mod policies;
 pub mod rules;
 pub mod status;
 
@@ -43,6 +44,11 @@ pub struct TranslateOptions {
     pub upstream_tls: UpstreamTls,
     /// Trust domain of upstream SPIFFE identities.
     pub trust_domain: String,
+    /// The gateway pod's labels, for AuthorizationPolicy selectors (`--pod-labels`).
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// Proxies in front of the gateway trusted to append X-Forwarded-For (Istio's
+    /// `numTrustedProxies`).
+    pub num_trusted_proxies: u32,
 }
 
 impl Default for TranslateOptions {
@@ -52,6 +58,8 @@ impl Default for TranslateOptions {
             cluster_domain: "cluster.local".into(),
             upstream_tls: UpstreamTls::Disable,
             trust_domain: mesh::consts::DEFAULT_TRUST_DOMAIN.into(),
+            pod_labels: Default::default(),
+            num_trusted_proxies: 0,
         }
     }
 }
@@ -127,6 +135,13 @@ pub struct Index<'a> {
     pub pods: HashMap<String, &'a api::Pod>,
     /// The snapshot holds every Pod (see [`Snapshot::pods_complete`]).
     pub pods_complete: bool,
+    /// Valid local rate limits (BackendTrafficPolicy), by target.
+    pub rate_limits: policies::rate_limit::RateLimits,
+    /// Valid DestinationRules, for per-Service traffic policy.
+    pub destination_rules: policies::destination_rule::DestinationRules,
+    /// The namespace of the served Gateway (the first one), where Istio looks for
+    /// DestinationRules first.
+    pub gateway_namespace: String,
 }
 
 impl<'a> Index<'a> {
@@ -153,6 +168,13 @@ impl<'a> Index<'a> {
             slices,
             pods: by_key(&snap.pods, |p| &p.metadata),
             pods_complete: snap.pods_complete,
+            destination_rules: Default::default(),
+            rate_limits: Default::default(),
+            gateway_namespace: snap
+                .gateways
+                .first()
+                .map_or("default", |g| g.metadata.ns())
+                .to_string(),
         }
     }
 }
@@ -166,7 +188,7 @@ fn by_key<T>(
 
 /// Compiles a snapshot: the IR of everything valid, conditions, and every error.
 pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
-    let index = Index::new(snap);
+    let mut index = Index::new(snap);
     let mut f = Findings {
         warnings: snap
             .ignored
@@ -175,11 +197,22 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
             .collect(),
         ..Findings::default()
     };
+    index.destination_rules =
+        policies::destination_rule::DestinationRules::compile(snap, opts, &mut f);
+    index.rate_limits = policies::rate_limit::RateLimits::compile(snap, &mut f);
     backends::validate_services(snap, opts, &mut f);
     backend_tls::validate(snap, &index, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);
-    let config = gateways.finish(f.warnings.clone());
+    let mut config = gateways.finish(f.warnings.clone());
+    let served = snap.gateways.first().map(|g| {
+        (
+            g.metadata.ns(),
+            g.metadata.name.as_deref().unwrap_or_default(),
+        )
+    });
+    config.authorization =
+        policies::authorization::compile(snap, opts, served, &mut f).map(std::sync::Arc::new);
     Output {
         config,
         status: f.report,

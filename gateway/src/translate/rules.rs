@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Findings, backends, filters};
+use super::{Findings, backends, filters, policies};
 use crate::api::ObjectKey;
 use crate::api::gateway_api::{HttpRouteMatch, HttpRouteRule, HttpValueMatch, ObjectMeta};
 use crate::ir::{self, PathMatch, PathModifier, RouteMatch, ValueMatch};
@@ -85,6 +85,10 @@ pub fn compile_rule(
     let backends = backends::compile_backend_refs(rc, &rule.backend_refs, &ctx, f);
     let total_weight = backends.iter().map(|b| b.weight).sum();
     let (request_timeout, backend_request_timeout) = timeouts(rule, &ctx, &mut f.errors);
+    let retry = rule
+        .retry
+        .as_ref()
+        .and_then(|r| policies::retry::compile(r, &ctx, f));
     if f.errors.len() > before {
         return None;
     }
@@ -97,6 +101,8 @@ pub fn compile_rule(
         total_weight,
         request_timeout,
         backend_request_timeout,
+        retry,
+        rate_limit: rc.rate_limit.clone(),
     };
     Some((Arc::new(rule), matches))
 }

@@ -120,6 +120,14 @@ pub struct RetryPolicy {
     pub on_gateway_error: bool,
     /// Retry these response codes.
     pub on_status: Vec<u16>,
+    /// Wait before the first retry, doubled for each further one (capped at 10x).
+    pub backoff: Duration,
+    /// Retry budget: share (percent) of the backend's active requests that may be retries.
+    pub budget_percent: u32,
+    /// Retry budget: concurrent retries always allowed.
+    pub min_retry_concurrency: u32,
+    /// Largest body buffered for replay.
+    pub max_replay_body_bytes: u64,
 }
 
 impl RetryPolicy {
@@ -130,7 +138,33 @@ impl RetryPolicy {
         on_reset: false,
         on_gateway_error: false,
         on_status: Vec::new(),
+        backoff: Duration::ZERO,
+        budget_percent: 0,
+        min_retry_concurrency: 0,
+        max_replay_body_bytes: 0,
     };
+
+    /// The runtime policy of a route's `retry`: connect failures and resets before a
+    /// response are always retried, response codes only when listed.
+    pub fn from_ir(r: &crate::ir::Retry) -> RetryPolicy {
+        RetryPolicy {
+            attempts: r.retries.saturating_add(1),
+            on_connect_failure: true,
+            on_reset: true,
+            on_gateway_error: false,
+            on_status: r.codes.clone(),
+            backoff: r.backoff,
+            budget_percent: r.budget_percent,
+            min_retry_concurrency: r.min_retry_concurrency,
+            max_replay_body_bytes: r.max_replay_body_bytes,
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first retry).
+    pub fn backoff_before(&self, retry: u32) -> Duration {
+        let factor = 1u32 << retry.saturating_sub(1).min(4);
+        (self.backoff * factor).min(self.backoff * 10)
+    }
 
     /// Whether attempt number `attempt` (1-based) that ended in `outcome` is retried.
     pub fn should_retry(&self, attempt: u32, outcome: Outcome) -> bool {

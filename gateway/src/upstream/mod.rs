@@ -9,8 +9,12 @@
 
 pub mod attempt;
 mod backend_tls;
+pub mod backend_state;
 mod body;
 pub mod connector;
+pub mod lb;
+pub mod outlier;
+pub mod pool_limits;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,127 @@
+//! Policy checks made before a request is forwarded: Istio AuthorizationPolicies, then
+//! local rate limits (Envoy Gateway BackendTrafficPolicy). A refused request never
+//! reaches the upstream.
+//!
+//! Buckets hold `requests` tokens and refill continuously at `requests` per unit, so a
+//! burst of the full limit is admitted at once and the next request waits for a token;
+//! they are per process (shared by every worker) and per route.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::{BodyKind, Completion};
+use super::headers::X_REQUEST_ID;
+use super::reject;
+#[cfg(test)]
+use crate::dataplane::limits::TokenBucket;
+use http::Request;
+use hyper::body::Incoming;
+
+use super::connection::ConnInfo;
+use crate::dataplane::authz::{Authorizer, AuthzRequest};
+use crate::dataplane::routes::{RateLimiter, SelectorView};
+#[cfg(test)]
+use std::time::Duration;
+
+/// Applies the route's rate limits; `Some(429 response)` when one refuses.
+pub fn rate_limit(
+    limiter: &RateLimiter,
+    headers: &HeaderMap,
+    client_ip: IpAddr,
+    rec: &mut Completion,
+) -> Option<Response<BodyKind>> {
+    let view = SelectorView { headers, client_ip };
+    for limit in limiter.selecting(&view) {
+        if let Err(empty) = limit.bucket.take() {
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            rec.code = Some("RL");
+            rec.reason = Some(format!(
+                "local rate limit of {} requests per {} from {} reached",
+                limit.requests,
+                humantime::format_duration(limit.per),
+                limiter.source
+            ));
+            let body = reject::body(status, "RL", &rec.request_id);
+            let mut r = Response::new(BodyKind::Full(Some(Bytes::from(body))));
+            *r.status_mut() = status;
+            let retry_after = empty.wait.as_secs_f64().ceil().max(1.0) as u64;
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            h.insert(header::RETRY_AFTER, retry_after.into());
+            h.insert("x-ratelimit-limit", limit.requests.into());
+            h.insert("x-ratelimit-remaining", 0u64.into());
+            h.insert("x-ratelimit-reset", retry_after.into());
+            if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+                h.insert(X_REQUEST_ID, v);
+            }
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// Istio's body for a request an AuthorizationPolicy denied.
+pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
+
+/// Applies the gateway's AuthorizationPolicies; `Some(403 response)` when denied.
+pub fn authorize(
+    authz: &Authorizer,
+    conn: &ConnInfo,
+    path: &str,
+    req: &Request<Incoming>,
+    rec: &mut Completion,
+) -> Option<Response<BodyKind>> {
+    let host = rec
+        .authority
+        .rsplit_once(':')
+        .map_or(rec.authority.as_str(), |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                rec.authority.as_str()
+            }
+        });
+    let host = host.to_ascii_lowercase();
+    let view = AuthzRequest {
+        peer: conn.peer.ip(),
+        headers: req.headers(),
+        host: &host,
+        port: conn.port,
+        method: req.method().as_str(),
+        path,
+    };
+    let why = authz.check(&view).err()?;
+    rec.code = Some("rbac_access_denied");
+    rec.reason = Some(why);
+    let mut r = Response::new(BodyKind::Full(Some(Bytes::from_static(
+        RBAC_DENIED_BODY.as_bytes(),
+    ))));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_bucket_admits_its_burst_then_refuses() {
+        let b = TokenBucket::new(10, Duration::from_secs(3600));
+        for left in (0..10).rev() {
+            assert_eq!(b.take().unwrap(), left);
+        }
+        let empty = b.take().unwrap_err();
+        assert!(empty.wait > Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,377 @@
+//! Istio DestinationRules -> [`ir::BackendPolicy`] per Service, looked up as Istio does:
+//! a rule in the gateway's namespace first, then one in the Service's namespace, then
+//! one in the root namespace `istio-system`; a rule is seen only where its `exportTo`
+//! exports it (empty or `*`: everywhere; `.`: its own namespace; else the names listed).
+//! Within one namespace an exact host beats a wildcard, then the older rule wins.
+//!
+//! An invalid rule is left out whole (its errors name the rule and the field); the
+//! Services it would have covered keep their defaults.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::super::{Findings, TranslateOptions};
+use crate::api::ObjectKey;
+use crate::api::Snapshot;
+use crate::api::istio::{
+    ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection, TrafficPolicy,
+};
+use crate::ir::{self, BackendPolicy, ConnectionLimits, HashKey, LoadBalancer};
+
+/// Istio's root namespace, whose rules apply mesh-wide.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// One valid rule, ready for lookups.
+#[derive(Debug)]
+struct Compiled {
+    namespace: String,
+    /// Lower-case FQDN or `*.suffix` pattern.
+    host: ir::HostPattern,
+    export_to: Vec<String>,
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    policy: Arc<BackendPolicy>,
+    /// `ISTIO_MUTUAL` or `DISABLE`, when set.
+    tls_mode: Option<String>,
+}
+
+/// The valid DestinationRules, by namespace.
+#[derive(Debug, Default)]
+pub struct DestinationRules {
+    by_namespace: HashMap<String, Vec<Compiled>>,
+}
+
+/// What applies to one Service.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The policy.
+    pub policy: Arc<BackendPolicy>,
+    /// `tls.mode`, when the rule sets one (it wins over annotations and auto-mTLS).
+    pub tls_mode: Option<String>,
+}
+
+impl DestinationRules {
+    /// Compiles every rule of the snapshot; invalid ones are reported and left out.
+    pub fn compile(snap: &Snapshot, opts: &TranslateOptions, f: &mut Findings) -> Self {
+        let mut out = DestinationRules::default();
+        for dr in &snap.destination_rules {
+            if let Some(c) = compile_rule(dr, opts, f) {
+                out.by_namespace
+                    .entry(c.namespace.clone())
+                    .or_default()
+                    .push(c);
+            }
+        }
+        out
+    }
+
+    /// The rule for Service `svc_ns/svc_name` as seen from the gateway's namespace.
+    pub fn lookup(
+        &self,
+        gateway_ns: &str,
+        svc_ns: &str,
+        svc_name: &str,
+        cluster_domain: &str,
+    ) -> Option<Applied> {
+        let fqdn = format!("{svc_name}.{svc_ns}.svc.{cluster_domain}");
+        [gateway_ns, svc_ns, ROOT_NAMESPACE]
+            .into_iter()
+            .find_map(|ns| {
+                let rules = self.by_namespace.get(ns)?;
+                rules
+                    .iter()
+                    .filter(|c| c.host.matches(&fqdn) && exported(c, gateway_ns))
+                    .min_by_key(|c| (c.host.specificity(), c.created.clone()))
+                    .map(|c| Applied {
+                        policy: c.policy.clone(),
+                        tls_mode: c.tls_mode.clone(),
+                    })
+            })
+    }
+}
+
+fn exported(c: &Compiled, to: &str) -> bool {
+    c.export_to.is_empty()
+        || c.export_to
+            .iter()
+            .any(|e| e == "*" || (e == "." && c.namespace == to) || (e != "." && e == to))
+}
+
+/// The host as an FQDN pattern: short names are in the rule's namespace.
+fn host_pattern(host: &str, ns: &str, domain: &str) -> ir::HostPattern {
+    let h = host.to_ascii_lowercase();
+    let fqdn = if h.starts_with('*') || h.ends_with(&format!(".svc.{domain}")) {
+        h
+    } else {
+        match h.split('.').count() {
+            1 => format!("{h}.{ns}.svc.{domain}"),
+            2 => format!("{h}.svc.{domain}"),
+            _ => h,
+        }
+    };
+    ir::HostPattern::parse(&fqdn)
+}
+
+fn compile_rule(
+    dr: &DestinationRule,
+    opts: &TranslateOptions,
+    f: &mut Findings,
+) -> Option<Compiled> {
+    let key = dr.metadata.key();
+    let ctx = format!("DestinationRule {key}");
+    let before = f.errors.len();
+    let spec = &dr.spec;
+    f.unsupported(&ctx, &spec.unsupported);
+    if spec.host.is_empty() {
+        f.errors.push(format!("{ctx}: host is required"));
+    }
+    if !spec.subsets.is_empty() {
+        f.errors.push(format!(
+            "{ctx}: field \"subsets\" is not supported by meshgate (HTTPRoutes select Services, not subsets)"
+        ));
+    }
+    let tp = spec.traffic_policy.clone().unwrap_or_default();
+    let policy = traffic_policy(&tp, &format!("{ctx} trafficPolicy"), &key, f);
+    if f.errors.len() > before {
+        return None;
+    }
+    let ns = dr.metadata.ns().to_string();
+    Some(Compiled {
+        host: host_pattern(&spec.host, &ns, &opts.cluster_domain),
+        export_to: spec.export_to.clone(),
+        created: dr.metadata.creation_timestamp.clone(),
+        tls_mode: policy.tls_mode.clone(),
+        policy: Arc::new(policy),
+        namespace: ns,
+    })
+}
+
+fn traffic_policy(tp: &TrafficPolicy, ctx: &str, key: &str, f: &mut Findings) -> BackendPolicy {
+    f.unsupported(ctx, &tp.unsupported);
+    let load_balancer = tp
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| load_balancer(lb, &format!("{ctx}.loadBalancer"), f));
+    let limits = tp
+        .connection_pool
+        .as_ref()
+        .map(|cp| limits(cp, &format!("{ctx}.connectionPool"), f));
+    let outlier = tp
+        .outlier_detection
+        .as_ref()
+        .map(|od| outlier(od, &format!("{ctx}.outlierDetection"), f));
+    let tls_mode = tp.tls.as_ref().and_then(|t| {
+        let tctx = format!("{ctx}.tls");
+        f.unsupported(&tctx, &t.unsupported);
+        match t.mode.as_deref() {
+            None => None,
+            Some(m @ ("DISABLE" | "ISTIO_MUTUAL")) => Some(m.to_string()),
+            Some(m @ ("SIMPLE" | "MUTUAL")) => {
+                f.errors.push(format!(
+                    "{tctx}: mode {m} is not supported by meshgate (DISABLE, ISTIO_MUTUAL are)"
+                ));
+                None
+            }
+            Some(m) => {
+                f.errors.push(format!(
+                    "{tctx}: mode {m:?} is not one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL"
+                ));
+                None
+            }
+        }
+    });
+    BackendPolicy {
+        source: format!("DestinationRule {key}"),
+        load_balancer,
+        limits,
+        outlier,
+        tls_mode,
+    }
+}
+
+fn load_balancer(lb: &LoadBalancerSettings, ctx: &str, f: &mut Findings) -> Option<LoadBalancer> {
+    f.unsupported(ctx, &lb.unsupported);
+    if lb.simple.is_some() && lb.consistent_hash.is_some() {
+        f.errors.push(format!(
+            "{ctx}: simple and consistentHash cannot both be set"
+        ));
+        return None;
+    }
+    if let Some(ch) = &lb.consistent_hash {
+        let hctx = format!("{ctx}.consistentHash");
+        f.unsupported(&hctx, &ch.unsupported);
+        let mut keys = Vec::new();
+        if let Some(h) = &ch.http_header_name {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                f.errors
+                    .push(format!("{hctx}: httpHeaderName {h:?} is not a header name"));
+            }
+            keys.push(HashKey::Header(h.to_ascii_lowercase()));
+        }
+        if let Some(c) = &ch.http_cookie {
+            f.unsupported(&format!("{hctx}.httpCookie"), &c.unsupported);
+            if c.name.is_empty() {
+                f.errors
+                    .push(format!("{hctx}: httpCookie.name is required"));
+            }
+            keys.push(HashKey::Cookie(c.name.clone()));
+        }
+        if ch.use_source_ip == Some(true) {
+            keys.push(HashKey::SourceIp);
+        }
+        if let Some(q) = &ch.http_query_parameter_name {
+            keys.push(HashKey::QueryParameter(q.clone()));
+        }
+        if keys.len() != 1 {
+            f.errors.push(format!(
+                "{hctx}: exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName must be set"
+            ));
+            return None;
+        }
+        return keys.pop().map(LoadBalancer::ConsistentHash);
+    }
+    match lb.simple.as_deref() {
+        None | Some("UNSPECIFIED") => None,
+        Some("ROUND_ROBIN") => Some(LoadBalancer::RoundRobin),
+        Some("LEAST_REQUEST" | "LEAST_CONN") => Some(LoadBalancer::LeastRequest),
+        Some("RANDOM") => Some(LoadBalancer::Random),
+        Some("PASSTHROUGH") => {
+            f.errors.push(format!(
+                "{ctx}: simple PASSTHROUGH is not supported by meshgate"
+            ));
+            None
+        }
+        Some(other) => {
+            f.errors.push(format!(
+                "{ctx}: simple {other:?} is not one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, PASSTHROUGH"
+            ));
+            None
+        }
+    }
+}
+
+/// A count field: unset or 0 means Istio's default (unlimited); negative is an error.
+fn count(v: Option<i64>, ctx: &str, field: &str, f: &mut Findings) -> u32 {
+    match v {
+        None | Some(0) => u32::MAX,
+        Some(n) if n < 0 => {
+            f.errors
+                .push(format!("{ctx}: {field} {n} must not be negative"));
+            u32::MAX
+        }
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+    }
+}
+
+fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> ConnectionLimits {
+    f.unsupported(ctx, &cp.unsupported);
+    let tcp = cp.tcp.clone().unwrap_or_default();
+    let http = cp.http.clone().unwrap_or_default();
+    let tctx = format!("{ctx}.tcp");
+    let hctx = format!("{ctx}.http");
+    f.unsupported(&tctx, &tcp.unsupported);
+    f.unsupported(&hctx, &http.unsupported);
+    // Per-backend connection pools do not exist yet: these are reported, not ignored.
+    for (set, field, c) in [
+        (tcp.connect_timeout.is_some(), "connectTimeout", &tctx),
+        (http.idle_timeout.is_some(), "idleTimeout", &hctx),
+        (
+            http.max_requests_per_connection.is_some(),
+            "maxRequestsPerConnection",
+            &hctx,
+        ),
+    ] {
+        if set {
+            f.errors.push(format!(
+                "{c}: field {field:?} is not supported by meshgate (upstream pools are shared by every backend; --connect-timeout applies to all)"
+            ));
+        }
+    }
+    ConnectionLimits {
+        max_connections: count(tcp.max_connections, &tctx, "maxConnections", f),
+        max_pending_requests: count(
+            http.http1_max_pending_requests,
+            &hctx,
+            "http1MaxPendingRequests",
+            f,
+        ),
+        max_requests: count(http.http2_max_requests, &hctx, "http2MaxRequests", f),
+        max_retries: count(http.max_retries, &hctx, "maxRetries", f),
+    }
+}
+
+fn duration(
+    v: Option<&str>,
+    default: Duration,
+    ctx: &str,
+    field: &str,
+    f: &mut Findings,
+) -> Duration {
+    let Some(v) = v else { return default };
+    match humantime::parse_duration(v) {
+        Ok(d) if d >= Duration::from_millis(1) => d,
+        Ok(_) => {
+            f.errors
+                .push(format!("{ctx}: {field} {v:?} must be at least 1ms"));
+            default
+        }
+        Err(e) => {
+            f.errors
+                .push(format!("{ctx}: {field} {v:?} is not a duration: {e}"));
+            default
+        }
+    }
+}
+
+fn percent(v: Option<i32>, default: u32, ctx: &str, field: &str, f: &mut Findings) -> u32 {
+    match v {
+        None => default,
+        Some(p @ 0..=100) => p as u32,
+        Some(p) => {
+            f.errors.push(format!(
+                "{ctx}: {field} {p} is not a percentage between 0 and 100"
+            ));
+            default
+        }
+    }
+}
+
+fn outlier(od: &OutlierDetection, ctx: &str, f: &mut Findings) -> ir::OutlierDetection {
+    f.unsupported(ctx, &od.unsupported);
+    ir::OutlierDetection {
+        // Istio's defaults: 5 consecutive 5xx, gateway errors off, 10s, 30s, 10%, 0%.
+        consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(5),
+        consecutive_gateway: od.consecutive_gateway_errors.unwrap_or(0),
+        interval: duration(
+            od.interval.as_deref(),
+            Duration::from_secs(10),
+            ctx,
+            "interval",
+            f,
+        ),
+        base_ejection_time: duration(
+            od.base_ejection_time.as_deref(),
+            Duration::from_secs(30),
+            ctx,
+            "baseEjectionTime",
+            f,
+        ),
+        max_ejection_percent: percent(od.max_ejection_percent, 10, ctx, "maxEjectionPercent", f),
+        min_health_percent: percent(od.min_health_percent, 0, ctx, "minHealthPercent", f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_namespaced_hosts_become_fqdns_in_the_rules_namespace() {
+        let p = host_pattern("httpbin", "apps", "cluster.local");
+        assert!(p.matches("httpbin.apps.svc.cluster.local"));
+        let p = host_pattern("httpbin.other", "apps", "cluster.local");
+        assert!(p.matches("httpbin.other.svc.cluster.local"));
+        let p = host_pattern("*.apps.svc.cluster.local", "x", "cluster.local");
+        assert!(p.matches("httpbin.apps.svc.cluster.local"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Endpoint pickers for DestinationRule `loadBalancer`: ROUND_ROBIN, LEAST_REQUEST (the
+//! less busy of two random endpoints), RANDOM (the default), and consistentHash by
+//! header, cookie, source IP or query parameter (rendezvous hashing: a key stays on its
+//! endpoint while that endpoint is healthy, and only the keys of an endpoint that leaves
+//! move). Ejected endpoints are skipped unless too few are healthy.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use http::HeaderMap;
+
+use super::backend_state::BackendState;
+use super::outlier::{self, EndpointHealth};
+use crate::ir::{BackendPolicy, HashKey, LoadBalancer};
+
+/// The request properties a consistent hash may use.
+pub struct HashInput<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Raw query string.
+    pub query: Option<&'a str>,
+    /// The client's address.
+    pub client_ip: IpAddr,
+}
+
+/// The hash of the request's key, when the backend hashes and the key is present.
+pub fn request_hash(policy: Option<&BackendPolicy>, input: &HashInput<'_>) -> Option<u64> {
+    let Some(LoadBalancer::ConsistentHash(key)) = policy.and_then(|p| p.load_balancer.as_ref())
+    else {
+        return None;
+    };
+    let mut h = DefaultHasher::new();
+    match key {
+        HashKey::Header(name) => input.headers.get(name.as_str())?.as_bytes().hash(&mut h),
+        HashKey::Cookie(name) => cookie(input.headers, name)?.hash(&mut h),
+        HashKey::SourceIp => input.client_ip.hash(&mut h),
+        HashKey::QueryParameter(name) => input
+            .query?
+            .split('&')
+            .find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == name).then_some(v)
+            })?
+            .hash(&mut h),
+    }
+    Some(h.finish())
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// One endpoint as the picker sees it.
+pub trait Candidate {
+    /// `ip:port`, the identity hashed and compared with the endpoint to avoid.
+    fn key(&self) -> &str;
+    /// Its health.
+    fn health(&self) -> &EndpointHealth;
+}
+
+/// Picks the index of an endpoint of a non-empty list; `avoid` (the endpoint a retry
+/// just failed on) is skipped when another is available.
+pub fn pick<C: Candidate>(
+    policy: Option<&BackendPolicy>,
+    state: &BackendState,
+    eps: &[C],
+    hash: Option<u64>,
+    avoid: Option<&str>,
+) -> usize {
+    let od = policy.and_then(|p| p.outlier.as_ref());
+    let mut usable: Vec<usize> = (0..eps.len())
+        .filter(|&i| od.is_none() || !eps[i].health().is_ejected())
+        .collect();
+    if usable.is_empty() || !outlier::honour_ejections(od, usable.len(), eps.len()) {
+        usable = (0..eps.len()).collect();
+    }
+    if usable.len() > 1
+        && let Some(a) = avoid
+    {
+        usable.retain(|&i| eps[i].key() != a);
+    }
+    let lb = policy.and_then(|p| p.load_balancer.as_ref());
+    match (lb, hash) {
+        (Some(LoadBalancer::ConsistentHash(_)), Some(h)) => *usable
+            .iter()
+            .max_by_key(|&&i| {
+                let mut s = DefaultHasher::new();
+                (h, eps[i].key()).hash(&mut s);
+                s.finish()
+            })
+            .expect("usable is not empty"),
+        (Some(LoadBalancer::RoundRobin), _) => usable[state.next_round_robin() % usable.len()],
+        (Some(LoadBalancer::LeastRequest), _) if usable.len() > 1 => {
+            let a = usable[fastrand::usize(..usable.len())];
+            let mut b = usable[fastrand::usize(..usable.len() - 1)];
+            if b == a {
+                b = usable[usable.len() - 1];
+            }
+            let load = |i: usize| eps[i].health().active.load(Ordering::Relaxed);
+            if load(b) < load(a) { b } else { a }
+        }
+        _ => usable[fastrand::usize(..usable.len())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ep(String, EndpointHealth);
+    impl Candidate for Ep {
+        fn key(&self) -> &str {
+            &self.0
+        }
+        fn health(&self) -> &EndpointHealth {
+            &self.1
+        }
+    }
+
+    fn eps(n: usize) -> Vec<Ep> {
+        (0..n)
+            .map(|i| Ep(format!("10.0.0.{i}:80"), EndpointHealth::default()))
+            .collect()
+    }
+
+    fn policy(lb: LoadBalancer) -> BackendPolicy {
+        BackendPolicy {
+            source: "test".into(),
+            load_balancer: Some(lb),
+            limits: None,
+            outlier: None,
+            tls_mode: None,
+        }
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint_in_turn() {
+        let p = policy(LoadBalancer::RoundRobin);
+        let s = BackendState::default();
+        let e = eps(3);
+        let picks: Vec<_> = (0..6).map(|_| pick(Some(&p), &s, &e, None, None)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn a_hash_key_stays_on_one_endpoint_and_a_retry_moves_off_it() {
+        let p = policy(LoadBalancer::ConsistentHash(HashKey::SourceIp));
+        let s = BackendState::default();
+        let e = eps(5);
+        let first = pick(Some(&p), &s, &e, Some(42), None);
+        for _ in 0..100 {
+            assert_eq!(pick(Some(&p), &s, &e, Some(42), None), first);
+        }
+        assert_ne!(pick(Some(&p), &s, &e, Some(42), Some(&e[first].0)), first);
+    }
+}

@@ -1,0 +1,690 @@
+//! Traffic policy with the real gateway binary in front of real httpbin (and, where a
+//! peer must fail a set number of times and then succeed, a tiny scripted upstream):
+//! retries, the retry budget, which requests can be replayed.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use support::*;
+
+fn route(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: {name}, namespace: default}}\n{body}"
+    )
+}
+
+/// A route to Service `svc` whose only rule retries as `retry` says (YAML flow map).
+fn retrying_route(svc: &str, retry: &str) -> String {
+    route(
+        "retrying",
+        &format!(
+            "spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n\
+             \x20   - backendRefs: [{{name: {svc}, port: 80}}]\n\
+             \x20     retry: {retry}\n"
+        ),
+    )
+}
+
+/// A Service `name` (port 80) with one endpoint per port in `ports`, all on 127.0.0.1
+/// (one EndpointSlice each, as ports are per slice).
+fn service_with_endpoints(name: &str, ports: &[u16]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  ports: [{{name: http, port: 80}}]\n"
+    );
+    for (i, p) in ports.iter().enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata:\n  name: {name}-{i}\n  namespace: default\n  \
+             labels: {{kubernetes.io/service-name: {name}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {p}}}]\n\
+             endpoints:\n  - addresses: [127.0.0.1]\n"
+        ));
+    }
+    out
+}
+
+/// An HTTP/1.1 upstream that answers 503 to its first `failures` requests and 200 after
+/// (body `recovered`); counts the requests it saw.
+struct FlakyUpstream {
+    port: u16,
+    seen: Arc<AtomicUsize>,
+}
+
+impl FlakyUpstream {
+    fn start(failures: usize) -> FlakyUpstream {
+        Self::named(failures, "recovered")
+    }
+
+    /// Answers 200 with body `name` once past its failures.
+    fn named(failures: usize, name: &'static str) -> FlakyUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                if read_request(&mut conn).is_none() {
+                    continue;
+                }
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = if n < failures {
+                    ("503 Service Unavailable", "failing")
+                } else {
+                    ("200 OK", name)
+                };
+                // One write: a response split over several small writes meets
+                // Nagle's algorithm and the peer's delayed ACK (40 ms each).
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes());
+            }
+        });
+        FlakyUpstream { port, seen }
+    }
+}
+
+/// Reads one request (headers and a content-length body).
+fn read_request(conn: &mut std::net::TcpStream) -> Option<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = conn.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(());
+        }
+    }
+}
+
+#[test]
+fn a_503_is_retried_until_the_upstream_recovers() {
+    let up = FlakyUpstream::start(2);
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("flaky", "{codes: [503], attempts: 2, backoff: 1ms}"),
+        &service_with_endpoints("flaky", &[up.port]),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "recovered");
+    assert_eq!(up.seen.load(Ordering::SeqCst), 3);
+    let line = gw.wait_access_log(|l| l["status"] == 200);
+    assert_eq!(line["attempts"], 3, "{line}");
+    assert!(line.get("response_flags").is_none(), "{line}");
+}
+
+#[test]
+fn retries_stop_at_the_limit_and_the_last_answer_is_flagged_urx() {
+    let hb = Httpbin::start_logged();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("httpbin", "{codes: [503], attempts: 2, backoff: 1ms}"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/status/503")]);
+    assert_eq!(r.status, 503, "httpbin's own 503 is passed on: {r:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/status/503");
+    assert_eq!(line["attempts"], 3, "{line}");
+    assert_eq!(line["response_flags"], "URX", "{line}");
+    // gunicorn writes its access log asynchronously: wait for the three lines.
+    let served = || {
+        hb.requests()
+            .into_iter()
+            .filter(|l| l.starts_with("GET /status/503"))
+            .count()
+    };
+    eventually("httpbin to log three attempts", || served() == 3);
+
+    // A code not listed is not retried.
+    let r = curl(&[&format!("http://127.0.0.1:{port}/status/500")]);
+    assert_eq!(r.status, 500);
+    let line = gw.wait_access_log(|l| l["path"] == "/status/500");
+    assert_eq!(line["attempts"], 1, "{line}");
+}
+
+#[test]
+fn a_connect_failure_is_retried_onto_the_live_endpoint() {
+    let hb = Httpbin::start();
+    let dead = free_port();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("mixed", "{attempts: 1, backoff: 1ms}"),
+        &service_with_endpoints("mixed", &[dead, hb.port]),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/post");
+    for i in 0..20 {
+        let body = format!("payload {i}");
+        let r = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: text/plain",
+            "--data-binary",
+            &body,
+            &url,
+        ]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(
+            r.json()["data"],
+            body,
+            "the replayed body reaches httpbin whole"
+        );
+    }
+    let log = gw.access_log();
+    let retried = log.iter().filter(|l| l["attempts"] == 2).count();
+    assert!(
+        retried > 0,
+        "with one dead endpoint of two, some of 20 requests must have hit it first: {log:#?}"
+    );
+    let live = format!("127.0.0.1:{}", hb.port);
+    assert!(log.iter().all(|l| l["upstream_address"] == live.as_str()));
+}
+
+#[test]
+fn a_large_streamed_post_is_not_retried_but_a_small_one_is() {
+    let dead = free_port();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("dead", "{attempts: 2, backoff: 1ms}"),
+        &service_with_endpoints("dead", &[dead]),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let large = dir.path().join("large");
+    std::fs::write(&large, vec![b'x'; 100 * 1024]).unwrap();
+    let url = format!("http://127.0.0.1:{port}/post");
+    let big = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &format!("@{}", large.display()),
+        &url,
+    ]);
+    assert_eq!(big.status, 503, "{big:?}");
+    assert_eq!(error_code(&big), "UF", "one attempt, its own failure");
+    assert_eq!(gw.explain(&big)["attempts"], 1);
+
+    let small = curl(&["-X", "POST", "--data-binary", "small", &url]);
+    assert_eq!(small.status, 503, "{small:?}");
+    assert_eq!(error_code(&small), "URX");
+    let why = gw.explain(&small);
+    assert_eq!(why["attempts"], 3, "{why}");
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retries exhausted after 3 attempt(s)"),
+        "{why}"
+    );
+}
+
+/// A DestinationRule for Service `host` in `default` with this `trafficPolicy` (YAML).
+fn destination_rule(host: &str, traffic_policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: {host}, namespace: default}}\n\
+         spec:\n  host: {host}\n  trafficPolicy:\n{}",
+        traffic_policy
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}
+
+fn plain_route(svc: &str) -> String {
+    route(
+        svc,
+        &format!(
+            "spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n\
+             \x20   - backendRefs: [{{name: {svc}, port: 80}}]\n"
+        ),
+    )
+}
+
+/// The admin page's view of one backend.
+fn backend_state(gw: &Gateway, backend: &str) -> serde_json::Value {
+    let (status, body) = gw.admin_get("/debug/backends");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["backends"][backend].clone()
+}
+
+#[test]
+fn connection_pool_overflow_is_an_immediate_503_uo() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+        &destination_rule(
+            "httpbin",
+            "connectionPool:\n  tcp: {maxConnections: 1}\n  http: {http1MaxPendingRequests: 1}",
+        ),
+    ]));
+    let slow = format!("http://127.0.0.1:{port}/delay/2");
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let url = slow.clone();
+            std::thread::spawn(move || curl(&[&url]).status)
+        })
+        .collect();
+    eventually("one request holding the connection and one queued", || {
+        let b = backend_state(&gw, "Service default/httpbin:80");
+        b["pool"]["connections"] == 1 && b["pool"]["pending"] == 1
+    });
+    let r = curl(&[&format!("http://127.0.0.1:{port}/get")]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(error_code(&r), "UO");
+    let why = gw.explain(&r);
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("from DestinationRule default/httpbin"),
+        "{why}"
+    );
+    for t in in_flight {
+        assert_eq!(
+            t.join().unwrap(),
+            200,
+            "the queued request is served, not refused"
+        );
+    }
+    assert_eq!(
+        gw.metric(
+            "gateway_upstream_policy_events_total{backend=\"Service default/httpbin:80\",event=\"overflow\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn an_endpoint_answering_5xx_is_ejected_and_returns_after_its_ejection_time() {
+    let hb = Httpbin::start();
+    let bad = FlakyUpstream::named(usize::MAX, "never");
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("pair"),
+        &service_with_endpoints("pair", &[bad.port, hb.port]),
+        &destination_rule(
+            "pair",
+            "outlierDetection:\n  consecutive5xxErrors: 2\n  interval: 1s\n  \
+             baseEjectionTime: 2s\n  maxEjectionPercent: 50",
+        ),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let bad_addr = format!("127.0.0.1:{}", bad.port);
+    let bad_state = |gw: &Gateway| {
+        let b = backend_state(gw, "Service default/pair:80");
+        b["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == bad_addr.as_str())
+            .cloned()
+            .unwrap()
+    };
+    eventually("the failing endpoint ejected", || {
+        curl(&[&url]);
+        bad_state(&gw)["state"] == "ejected"
+    });
+    let seen = bad.seen.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let r = curl(&[&url]);
+        assert_eq!(r.status, 200, "request {i} while ejected: {r:?}");
+    }
+    assert_eq!(
+        bad.seen.load(Ordering::SeqCst),
+        seen,
+        "no request reached it"
+    );
+    assert_eq!(bad_state(&gw)["ejections"], 1);
+    eventually("the endpoint back after baseEjectionTime", || {
+        bad_state(&gw)["state"] == "healthy"
+    });
+    eventually("traffic reaching it again", || {
+        curl(&[&url]);
+        bad.seen.load(Ordering::SeqCst) > seen
+    });
+}
+
+/// One response read off a keep-alive connection.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// GETs `path` `n` times on one keep-alive connection.
+fn exchange_many(port: u16, path: &str, header: &str, n: usize) -> Vec<Answer> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut answers = Vec::with_capacity(n);
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\n{header}\r\n\r\n");
+        s.write_all(request.as_bytes()).unwrap();
+        let mut chunk = [0u8; 4096];
+        let answer = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("content-length");
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                    buf.drain(..end + 4 + len);
+                    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                    break Answer { status, head, body };
+                }
+            }
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "gateway closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        answers.push(answer);
+    }
+    answers
+}
+
+/// GETs `path` `n` times on one keep-alive connection; the bodies.
+fn get_many(port: u16, path: &str, header: &str, n: usize) -> Vec<String> {
+    exchange_many(port, path, header, n)
+        .into_iter()
+        .map(|a| a.body)
+        .collect()
+}
+
+#[test]
+fn consistent_hash_keeps_a_key_on_one_endpoint_across_1000_requests() {
+    let ups = [
+        FlakyUpstream::named(0, "a"),
+        FlakyUpstream::named(0, "b"),
+        FlakyUpstream::named(0, "c"),
+    ];
+    let port = free_port();
+    let ports: Vec<u16> = ups.iter().map(|u| u.port).collect();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("sticky"),
+        &service_with_endpoints("sticky", &ports),
+        &destination_rule(
+            "sticky",
+            "loadBalancer:\n  consistentHash: {httpHeaderName: x-user}",
+        ),
+    ]));
+    let bodies = get_many(port, "/", "x-user: alice", 1000);
+    let first = &bodies[0];
+    assert!(
+        bodies.iter().all(|b| b == first),
+        "alice moved between endpoints"
+    );
+    let mut spread: Vec<String> = (0..30)
+        .map(|i| get_many(port, "/", &format!("x-user: user-{i}"), 1).remove(0))
+        .collect();
+    spread.sort();
+    spread.dedup();
+    assert!(spread.len() > 1, "30 keys all hashed to {spread:?}");
+}
+
+/// A BackendTrafficPolicy on `target` (`Gateway edge` or `HTTPRoute name`) with local
+/// rate-limit `rules` (YAML list items).
+fn rate_limit_policy(kind: &str, name: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {{name: limit-{name}, namespace: default}}\n\
+         spec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: {kind}, name: {name}}}]\n\
+         \x20 rateLimit:\n    type: Local\n    local:\n      rules:\n{}",
+        rules
+            .lines()
+            .map(|l| format!("        {l}\n"))
+            .collect::<String>()
+    )
+}
+
+#[test]
+fn a_local_limit_of_10_per_second_admits_10_and_refuses_the_11th() {
+    let up = FlakyUpstream::named(0, "ok");
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("limited"),
+        &service_with_endpoints("limited", &[up.port]),
+        &rate_limit_policy(
+            "HTTPRoute",
+            "limited",
+            "- limit: {requests: 10, unit: Second}",
+        ),
+    ]));
+    let answers = exchange_many(port, "/", "x: y", 11);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
+    let refused = &answers[10];
+    assert_eq!(refused.status, 429, "{statuses:?}");
+    assert!(
+        refused.body.starts_with("429 RL (request id "),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.head.contains("\r\nretry-after: 1"),
+        "{}",
+        refused.head
+    );
+    assert!(
+        refused.head.contains("\r\nx-ratelimit-limit: 10"),
+        "{}",
+        refused.head
+    );
+    assert!(
+        refused.head.contains("\r\nx-ratelimit-remaining: 0"),
+        "{}",
+        refused.head
+    );
+    assert_eq!(
+        up.seen.load(Ordering::SeqCst),
+        10,
+        "the refused request never left"
+    );
+    let line = gw.wait_access_log(|l| l["status"] == 429);
+    assert_eq!(line["response_flags"], "RL", "{line}");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("BackendTrafficPolicy default/limit-limited"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_gateway_wide_limit_holds_for_the_process_across_workers_and_connections() {
+    let up = FlakyUpstream::named(0, "ok");
+    let port = free_port();
+    // `Gateway::start` runs `--workers 2`; the connections below spread over both.
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("shared"),
+        &service_with_endpoints("shared", &[up.port]),
+        &rate_limit_policy("Gateway", "edge", "- limit: {requests: 10, unit: Minute}"),
+    ]));
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || exchange_many(port, "/", "x: y", 5)))
+        .collect();
+    let statuses: Vec<u16> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn client_selectors_limit_only_the_requests_they_select() {
+    let up = FlakyUpstream::named(0, "ok");
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("selective"),
+        &service_with_endpoints("selective", &[up.port]),
+        &rate_limit_policy(
+            "HTTPRoute",
+            "selective",
+            "- clientSelectors:\n    - headers: [{name: x-tenant, value: free}]\n  \
+             limit: {requests: 2, unit: Hour}\n\
+             - clientSelectors:\n    - sourceCIDR: {value: 10.0.0.0/8}\n  \
+             limit: {requests: 1, unit: Hour}",
+        ),
+    ]));
+    let free: Vec<u16> = exchange_many(port, "/", "x-tenant: free", 3)
+        .iter()
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(free, [200, 200, 429]);
+    // Neither the other tenant nor loopback (outside 10/8) is limited.
+    let paid: Vec<u16> = exchange_many(port, "/", "x-tenant: paid", 5)
+        .iter()
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(paid, [200; 5]);
+}
+
+/// An AuthorizationPolicy in `default` (YAML `spec` body, indented two spaces).
+fn authorization_policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {{name: {name}, namespace: default}}\nspec:\n{}",
+        spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+    )
+}
+
+#[test]
+fn a_deny_policy_refuses_matching_requests_with_rbac_access_denied() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+        &authorization_policy(
+            "no-status",
+            "action: DENY\nrules:\n  - to: [{operation: {paths: [\"/status/*\"], methods: [GET]}}]",
+        ),
+    ]));
+    let denied = curl(&[&format!("http://127.0.0.1:{port}/status/200")]);
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(denied.body, "RBAC: access denied");
+    let why = gw.explain(&denied);
+    assert_eq!(why["response_flags"], "rbac_access_denied");
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .contains("DENY policy AuthorizationPolicy default/no-status"),
+        "{why}"
+    );
+    let posted = curl(&["-X", "POST", &format!("http://127.0.0.1:{port}/status/200")]);
+    assert_eq!(posted.status, 200, "another method is not denied");
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/get")]).status, 200);
+}
+
+#[test]
+fn an_allow_policy_on_remote_ip_blocks_reads_the_client_from_x_forwarded_for() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            &plain_route("httpbin"),
+            &local_service("httpbin", hb.port),
+            &authorization_policy(
+                "office-only",
+                "selector: {matchLabels: {istio: ingressgateway}}\n\
+                 rules:\n  - from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]",
+            ),
+        ]),
+        &[
+            "--pod-labels",
+            "istio=ingressgateway,app=edge",
+            "--num-trusted-proxies",
+            "1",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{port}/get");
+    let with_xff = |xff: &str| curl(&["-H", &format!("x-forwarded-for: {xff}"), &url]).status;
+    assert_eq!(with_xff("203.0.113.5"), 200);
+    assert_eq!(with_xff("198.51.100.1"), 403);
+    // One trusted proxy: the entry it appended (the rightmost) is the client; what the
+    // client wrote before it is not believed.
+    assert_eq!(with_xff("203.0.113.5, 198.51.100.1"), 403);
+    assert_eq!(with_xff("198.51.100.1, 203.0.113.5"), 200);
+    assert_eq!(
+        curl(&[&url]).status,
+        403,
+        "no header: the peer (loopback) is the client"
+    );
+}
+
+#[test]
+fn a_deny_policy_with_an_unsupported_field_fails_closed() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+        &authorization_policy(
+            "by-principal",
+            "action: DENY\nrules:\n  - from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]",
+        ),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/get")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.body, "RBAC: access denied");
+    gw.wait_log("fails closed: it denies every request");
+}
