@@ -30,7 +30,7 @@ use crate::upstream::attempt::{AttemptHooks, AttemptMetrics};
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_source(config.source_workload.clone()));
     let identity = config
         .sds_socket
         .as_ref()
@@ -41,7 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let binds = BindState::default();
     let debug = RequestLog::default();
     let access_log = if config.access_log {
-        AccessLog::stdout(metrics.clone())
+        AccessLog::stdout(metrics.clone(), config.access_log_filter)
     } else {
         AccessLog::disabled(metrics.clone())
     };

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
 use crate::ir::{self, PathModifier, Redirect, Transport};
+use crate::observe::istio_metrics::Destination;
 
 /// Routes of one hostname, first match wins.
 pub struct VirtualHost {
@@ -239,6 +240,9 @@ pub struct Backend {
     pub target: Target,
     /// BackendRef-level filters.
     pub filters: Filters,
+    /// Istio's destination labels before an endpoint is picked (the Service only), and
+    /// for a DNS target.
+    pub destination: Arc<Destination>,
 }
 
 /// Where a backend's traffic goes.
@@ -266,6 +270,8 @@ pub struct Endpoint {
     pub transport: Transport,
     /// The endpoint's Pod is labelled `security.istio.io/tlsMode=istio`.
     pub mesh_labelled: bool,
+    /// Istio's destination labels for requests to this endpoint.
+    pub destination: Arc<Destination>,
 }
 
 /// Builds runtime rules once per IR rule (rules are shared by several entries).
@@ -396,6 +402,7 @@ fn compile_filters(f: &ir::Filters) -> Filters {
 }
 
 fn compile_backend(b: &ir::Backend) -> Backend {
+    let base = Destination::for_backend(b);
     let target = match &b.target {
         ir::BackendTarget::Endpoints(eps) => Target::Endpoints(
             eps.iter()
@@ -408,6 +415,7 @@ fn compile_backend(b: &ir::Backend) -> Backend {
                             .labels
                             .get(mesh::consts::TLS_MODE_LABEL)
                             .is_some_and(|v| v == "istio"),
+                        destination: Arc::new(Destination::for_endpoint(&base, e)),
                     })
                 })
                 .collect(),
@@ -431,6 +439,7 @@ fn compile_backend(b: &ir::Backend) -> Backend {
         http2: b.http2,
         target,
         filters: compile_filters(&b.filters),
+        destination: Arc::new(base),
     }
 }
 

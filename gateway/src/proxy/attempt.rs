@@ -2,6 +2,7 @@
 //! (TLS for mesh endpoints), send, classify the outcome, tell the hooks, and retry when
 //! the policy says so and the request can be replayed.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::request::Parts;
@@ -14,6 +15,7 @@ use super::body::Completion;
 use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
+use crate::observe::istio_metrics::Destination;
 use crate::upstream::attempt::{AttemptInfo, Outcome, RetryPolicy};
 use crate::upstream::{DownstreamBodyError, MeshConnectError, RequestBody};
 
@@ -33,6 +35,8 @@ pub(super) struct Pick<'a> {
     pub(super) transport: &'a Transport,
     /// The endpoint's Pod says it is in the mesh (`security.istio.io/tlsMode=istio`).
     mesh_labelled: bool,
+    /// Istio's destination labels.
+    pub(super) destination: &'a Arc<Destination>,
 }
 
 pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
@@ -53,6 +57,7 @@ pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
                 authority: &ep.authority,
                 transport: &ep.transport,
                 mesh_labelled: ep.mesh_labelled,
+                destination: &ep.destination,
             })
         }
         Target::Dns {
@@ -62,6 +67,7 @@ pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
             authority,
             transport,
             mesh_labelled: false,
+            destination: &backend.destination,
         }),
     }
 }
@@ -100,6 +106,8 @@ pub async fn run(
         };
         rec.attempts = attempt;
         rec.upstream_address = Some(endpoint.to_owned());
+        rec.destination = ep.destination.clone();
+        rec.mutual_tls = !ep.transport.is_plaintext();
         if let Err(code) = ctx.hooks.admit(&info) {
             return Err(reject(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -111,7 +119,10 @@ pub async fn run(
         let started = Instant::now();
         let result = send(ctx, ep.transport, backend.http2, req, deadline, rec.start).await;
         let outcome = match &result {
-            Ok(resp) => Outcome::Response(resp.status().as_u16()),
+            Ok(resp) => {
+                rec.upstream_service_time = Some(started.elapsed());
+                Outcome::Response(resp.status().as_u16())
+            }
             Err(f) => f.outcome(),
         };
         ctx.hooks.finished(&info, outcome, started.elapsed());
