@@ -437,3 +437,154 @@ fn errors_filter_logs_failed_requests_only() {
     assert_eq!(paths.len(), 2, "{paths:?}");
     assert!(gw.access_log().iter().all(|l| l["response_code"] != 200));
 }
+
+/// rotel (OTLP collector from PyPI) printing the spans it receives.
+struct Rotel {
+    port: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+    _process: ChildGuard,
+}
+
+impl Rotel {
+    fn start() -> Rotel {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rotel.out");
+        let port = free_port();
+        let child = Command::new(tools_bin().join("rotel-agent"))
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args([
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args(["--exporter", "blackhole", "--debug-log", "traces"])
+            .args(["--debug-log-verbosity", "detailed"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rotel-agent (scripts/install-tools)");
+        wait_for("rotel listening", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Rotel {
+            port,
+            out,
+            _dir: dir,
+            _process: ChildGuard(child),
+        }
+    }
+
+    /// The spans printed so far, each as `field -> value` (`Trace ID`, `Parent ID`, `ID`,
+    /// `Kind`, `Name`, ...).
+    fn spans(&self) -> Vec<std::collections::BTreeMap<String, String>> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.split("Span #")
+            .skip(1)
+            .map(|block| {
+                block
+                    .lines()
+                    .filter_map(|l| l.split_once(" : ").or_else(|| l.split_once(": ")))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn otlp_server_and_client_spans_reach_rotel_and_keep_the_incoming_trace_id() {
+    let rotel = Rotel::start();
+    let hb = Httpbin::start();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
+    // Default sampling (parent-based 1%): a sampled parent is always followed.
+    let gw = Gateway::start_with_env(
+        &config(port, hb.port, "httpbin.example.com"),
+        &[],
+        "/ready",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "meshgate-test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        &format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+        &format!("http://127.0.0.1:{port}/get"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    // What the upstream received: the same trace, the CLIENT span as parent, in W3C and B3.
+    let sent = r.json()["headers"].clone();
+    let upstream_parent = sent["Traceparent"].as_str().unwrap().to_string();
+    assert!(
+        upstream_parent.starts_with(&format!("00-{trace}-")),
+        "{sent}"
+    );
+    assert!(upstream_parent.ends_with("-01"), "{sent}");
+    assert_eq!(sent["X-B3-Traceid"], trace);
+    let client_id = upstream_parent.split('-').nth(2).unwrap().to_string();
+    assert_ne!(client_id, "00f067aa0ba902b7");
+
+    let mut spans = Vec::new();
+    wait_for(
+        "the SERVER and CLIENT spans in rotel",
+        Duration::from_secs(20),
+        || {
+            spans = rotel.spans();
+            spans
+                .iter()
+                .filter(|s| s.get("Trace ID").map(String::as_str) == Some(trace))
+                .count()
+                == 2
+        },
+    );
+    let kind = |k: &str| {
+        spans
+            .iter()
+            .find(|s| s["Trace ID"] == trace && s["Kind"] == k)
+            .unwrap_or_else(|| panic!("no {k} span in {spans:#?}"))
+    };
+    let server = kind("SPAN_KIND_SERVER");
+    let client = kind("SPAN_KIND_CLIENT");
+    assert_eq!(server["Parent ID"], "00f067aa0ba902b7");
+    assert_eq!(client["Parent ID"], server["ID"]);
+    assert_eq!(client["ID"], client_id);
+    assert!(
+        std::fs::read_to_string(&rotel.out)
+            .unwrap()
+            .contains("service.name: Str(meshgate-test)")
+    );
+
+    let line = gw.wait_access_log(|l| l["trace_id"] == trace);
+    assert_eq!(line["span_id"], server["ID"].as_str());
+
+    // B3 single header: the trace id is kept as well.
+    let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        &format!("b3: {b3_trace}-e457b5a2e4d86bd1-1"),
+        &format!("http://127.0.0.1:{port}/get"),
+    ]);
+    assert_eq!(r.json()["headers"]["X-B3-Traceid"], b3_trace);
+    wait_for(
+        "the B3 request's SERVER span",
+        Duration::from_secs(20),
+        || {
+            rotel.spans().iter().any(|s| {
+                s.get("Trace ID").map(String::as_str) == Some(b3_trace)
+                    && s["Kind"] == "SPAN_KIND_SERVER"
+                    && s["Parent ID"] == "e457b5a2e4d86bd1"
+            })
+        },
+    );
+}

@@ -16,6 +16,7 @@ use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
 use crate::observe::istio_metrics::Destination;
+use crate::observe::traces;
 use crate::upstream::attempt::{AttemptInfo, Outcome, RetryPolicy};
 use crate::upstream::{DownstreamBodyError, MeshConnectError, RequestBody};
 
@@ -116,6 +117,11 @@ pub async fn run(
             ));
         }
         *req.uri_mut() = upstream_uri(ep.authority, &path_and_query);
+        let span = rec
+            .trace
+            .as_ref()
+            .zip(ctx.tracing.as_ref())
+            .map(|(s, t)| s.attempt(t, &backend.name, endpoint, attempt, req.headers_mut()));
         let started = Instant::now();
         let result = send(ctx, ep.transport, backend.http2, req, deadline, rec.start).await;
         let outcome = match &result {
@@ -126,6 +132,10 @@ pub async fn run(
             Err(f) => f.outcome(),
         };
         ctx.hooks.finished(&info, outcome, started.elapsed());
+        if let Some(span) = span {
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            traces::end_attempt(span, status, outcome.code());
+        }
         if let Some((method, version, headers)) = &replay
             && policy.should_retry(attempt, outcome)
         {

@@ -16,6 +16,7 @@ use super::connection::InFlight;
 use crate::observe::access_log::Entry;
 use crate::observe::istio_metrics::{Destination, RequestRecord, UNKNOWN};
 use crate::observe::metrics::{RequestLabels, RouteLabels};
+use crate::observe::traces::RequestSpan;
 
 /// What the gateway knows about one request; logged once, when the response ends.
 pub struct Completion {
@@ -56,12 +57,19 @@ pub struct Completion {
     pub(super) x_forwarded_for: Option<String>,
     /// The client's `user-agent`.
     pub(super) user_agent: Option<String>,
+    /// The request's SERVER span, when tracing is on.
+    pub(super) trace: Option<RequestSpan>,
     /// Keeps the connection from idling out while the request is in flight.
     pub(super) _in_flight: InFlight,
 }
 
 impl Completion {
-    fn finish(self, bytes_sent: u64, grpc_status: Option<u8>) {
+    fn finish(mut self, bytes_sent: u64, grpc_status: Option<u8>) {
+        let trace_ids = self.trace.take().map(|t| {
+            let ids = t.ids();
+            t.finish(self.route.as_deref(), self.status, self.code);
+            ids
+        });
         let elapsed = self.start.elapsed();
         let m = &self.ctx.metrics;
         m.istio.record(&RequestRecord {
@@ -100,10 +108,10 @@ impl Completion {
                 }),
             );
         }
-        self.log(elapsed, bytes_sent);
+        self.log(elapsed, bytes_sent, trace_ids.as_ref());
     }
 
-    fn log(&self, elapsed: std::time::Duration, bytes_sent: u64) {
+    fn log(&self, elapsed: std::time::Duration, bytes_sent: u64, ids: Option<&(String, String)>) {
         let log = &self.ctx.access_log;
         if !log.wants(self.status, self.code) {
             return;
@@ -132,8 +140,8 @@ impl Completion {
             route: self.route.as_deref(),
             upstream: self.upstream.as_deref(),
             reason: self.reason.as_deref(),
-            trace_id: None,
-            span_id: None,
+            trace_id: ids.map(|i| i.0.as_str()),
+            span_id: ids.map(|i| i.1.as_str()),
         });
     }
 

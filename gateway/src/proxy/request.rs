@@ -63,6 +63,10 @@ pub async fn handle(
         upstream_service_time: None,
         x_forwarded_for: header_string(&req, "x-forwarded-for"),
         user_agent: header_string(&req, header::USER_AGENT.as_str()),
+        trace: ctx
+            .tracing
+            .as_ref()
+            .map(|t| t.server_span(req.method().as_str(), req.headers())),
         _in_flight: conn.activity.request_started(),
     });
     let result = match plan(&ctx, conn, &req, &mut rec) {
