@@ -234,7 +234,6 @@ metadata:
   labels: {{app: httpbin, security.istio.io/tlsMode: istio}}
 spec:
   serviceAccountName: httpbin
-  containers: [{{name: httpbin, image: httpbin}}]
 "#,
         port = inbound.port(),
         ip = inbound.ip(),
