@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 use gateway::ir;
@@ -34,7 +33,7 @@ fn main() {
         filters: Default::default(),
         service_host: Some("httpbin.default.svc.cluster.local".into()),
     };
-    let dest = Arc::new(Destination::for_backend(&backend));
+    let dest = Destination::for_backend(&backend).interned();
     let rec = RequestRecord {
         destination: dest,
         grpc: false,

@@ -415,7 +415,7 @@ fn compile_backend(b: &ir::Backend) -> Backend {
                             .labels
                             .get(mesh::consts::TLS_MODE_LABEL)
                             .is_some_and(|v| v == "istio"),
-                        destination: Arc::new(Destination::for_endpoint(&base, e)),
+                        destination: Destination::for_endpoint(&base, e).interned(),
                     })
                 })
                 .collect(),
@@ -439,7 +439,7 @@ fn compile_backend(b: &ir::Backend) -> Backend {
         http2: b.http2,
         target,
         filters: compile_filters(&b.filters),
-        destination: Arc::new(base),
+        destination: base.interned(),
     }
 }
 

@@ -9,8 +9,10 @@
 //! goes to the `unknown` destination.
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -123,17 +125,34 @@ pub struct Destination {
     pub workload: Workload,
 }
 
+/// Every destination made so far, one `Arc` per distinct label set, so that a series key
+/// compares and hashes destinations by pointer (a table rebuild hands out the same `Arc`
+/// for the same labels). Bounded by configuration, like the series themselves.
+static INTERNED: LazyLock<Mutex<HashSet<Arc<Destination>>>> = LazyLock::new(Default::default);
+
 static UNKNOWN_DESTINATION: LazyLock<Arc<Destination>> = LazyLock::new(|| {
     let u: Arc<str> = UNKNOWN.into();
-    Arc::new(Destination {
+    Destination {
         service: u.clone(),
         service_name: u.clone(),
         service_namespace: u,
         workload: Workload::unknown(),
-    })
+    }
+    .interned()
 });
 
 impl Destination {
+    /// The one shared `Arc` for these labels.
+    pub fn interned(self) -> Arc<Destination> {
+        let mut set = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = set.get(&self) {
+            return d.clone();
+        }
+        let d = Arc::new(self);
+        set.insert(d.clone());
+        d
+    }
+
     /// The destination of a request that reached no backend (no route, a redirect).
     pub fn unknown() -> Arc<Destination> {
         UNKNOWN_DESTINATION.clone()
@@ -185,8 +204,10 @@ fn principal_of(identities: &[String], ns: &str, sa: &str) -> String {
         .unwrap_or_else(|| UNKNOWN.to_string())
 }
 
-/// One series of the Istio request metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One series of the Istio request metrics. Compared and hashed with the source and
+/// destination by pointer: there is one source per process and destinations are
+/// [interned](Destination::interned), so equal labels are the same `Arc`.
+#[derive(Debug, Clone)]
 pub struct IstioLabels {
     /// The gateway (one per process).
     pub source: Arc<Workload>,
@@ -202,6 +223,33 @@ pub struct IstioLabels {
     pub response_flags: &'static str,
     /// The gateway originated mesh mTLS to the endpoint.
     pub mutual_tls: bool,
+}
+
+impl PartialEq for IstioLabels {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.source, &o.source)
+            && Arc::ptr_eq(&self.destination, &o.destination)
+            && (
+                self.request_protocol,
+                self.response_code,
+                self.grpc_response_status,
+            ) == (o.request_protocol, o.response_code, o.grpc_response_status)
+            && (self.response_flags, self.mutual_tls) == (o.response_flags, o.mutual_tls)
+    }
+}
+
+impl Eq for IstioLabels {}
+
+impl Hash for IstioLabels {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        Arc::as_ptr(&self.source).hash(h);
+        Arc::as_ptr(&self.destination).hash(h);
+        self.request_protocol.hash(h);
+        self.response_code.hash(h);
+        self.grpc_response_status.hash(h);
+        self.response_flags.hash(h);
+        self.mutual_tls.hash(h);
+    }
 }
 
 impl EncodeLabelSet for IstioLabels {
@@ -441,7 +489,7 @@ mod tests {
         let base = Destination::for_backend(&backend);
         let dest = Destination::for_endpoint(&base, &mesh_endpoint("httpbin"));
         let m = IstioMetrics::new(source());
-        m.record(&record(Arc::new(dest), true));
+        m.record(&record(dest.interned(), true));
         let out = render(&m);
         let line = out
             .lines()
@@ -532,5 +580,21 @@ mod tests {
         assert_eq!(les[0], "0.5");
         assert_eq!(les[18], "3600000.0");
         assert_eq!(les[19], "+Inf");
+    }
+}
+
+#[cfg(test)]
+mod interning {
+    use super::*;
+
+    #[test]
+    fn equal_destinations_share_one_arc_so_a_rebuild_keeps_the_series() {
+        let make = || Destination {
+            service: "a.b.svc.cluster.local".into(),
+            service_name: "a".into(),
+            service_namespace: "b".into(),
+            workload: Workload::unknown(),
+        };
+        assert!(Arc::ptr_eq(&make().interned(), &make().interned()));
     }
 }
