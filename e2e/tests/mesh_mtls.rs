@@ -101,7 +101,14 @@ impl Lab {
                 "2",
             ])
             .arg("--sds-socket")
-            .arg(&socket);
+            .arg(&socket)
+            // The gateway's identity, as the Istio metrics' source principal.
+            .args([
+                "--pod-namespace",
+                "gateway-system",
+                "--service-account",
+                "gateway-proxy",
+            ]);
         let gateway = ChildGuard::spawn("gateway", cmd, dir.path().join("gateway.log"));
         let lab = Lab {
             dir,
@@ -298,6 +305,35 @@ async fn xfcc_through_a_strict_sidecar_names_the_gateway_identity_and_hash() {
         Some(leaf),
         "Hash is the gateway's current leaf: {xfcc}"
     );
+    // Istio's metrics report the edge as mutual TLS, with the gateway's principal.
+    let metrics = e2e::http::get(lab.gateway_admin, "/metrics")
+        .await
+        .unwrap()
+        .1;
+    let edge = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("destination_service_name=\"httpbin\"")
+        })
+        .unwrap_or_else(|| panic!("no httpbin edge in:\n{metrics}"));
+    assert!(
+        edge.contains("connection_security_policy=\"mutual_tls\""),
+        "{edge}"
+    );
+    assert!(
+        edge.contains(&format!("source_principal=\"{GATEWAY_ID}\"")),
+        "{edge}"
+    );
+    assert!(
+        edge.contains(&format!("destination_principal=\"{HTTPBIN_ID}\"")),
+        "{edge}"
+    );
+    assert!(
+        edge.contains("destination_workload=\"httpbin-1\""),
+        "{edge}"
+    );
+    assert!(edge.ends_with(" 1"), "{edge}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //!
 //! Every flag has an environment variable; both are listed in `gateway/README.md`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ir::MinVersion;
+use crate::observe::access_log;
+use crate::observe::istio_metrics::{UNKNOWN, Workload};
 use crate::providers::file::DEFAULT_MAX_CONFIG_BYTES;
 use crate::providers::kubernetes::{GatewayRef, Settings as KubeSettings};
 use crate::proxy::Limits;
@@ -89,6 +92,31 @@ pub struct RunArgs {
     #[arg(long, env = "GATEWAY_ACCESS_LOG", default_value = "stdout",
           value_parser = ["stdout", "off"])]
     pub access_log: String,
+    /// Which requests the access log records: `all`, or `errors` (status 400 and above,
+    /// or any response flag).
+    #[arg(long, env = "GATEWAY_ACCESS_LOG_FILTER", default_value = "all",
+          value_parser = ["all", "errors"])]
+    pub access_log_filter: String,
+    /// This pod's namespace: `source_workload_namespace` of the Istio metrics and the
+    /// namespace of the gateway's SPIFFE identity.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// This pod's service account (the gateway's SPIFFE identity: `source_principal`).
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// The gateway's workload name in the Istio metrics (`source_workload`) [default:
+    /// the canonical service from --workload-labels, else `unknown`].
+    #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
+    pub workload_name: Option<String>,
+    /// This pod's labels, `key=value` comma-separated: `app`, `version` and Istio's
+    /// canonical service and revision labels fill the `source_*` labels of the Istio
+    /// metrics by Istio's rules.
+    #[arg(long, env = "GATEWAY_WORKLOAD_LABELS", value_delimiter = ',', value_parser = label_pair)]
+    pub workload_labels: Vec<(String, String)>,
+    /// Cluster id for `source_cluster` / `destination_cluster` (Istio's
+    /// `ISTIO_META_CLUSTER_ID`).
+    #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = crate::observe::istio_metrics::DEFAULT_CLUSTER_ID)]
+    pub cluster_id: String,
     /// Largest request header block accepted (bytes); larger gets 431.
     #[arg(long, env = "GATEWAY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
@@ -214,6 +242,10 @@ pub struct Config {
     pub max_config_bytes: u64,
     /// Access log to stdout.
     pub access_log: bool,
+    /// Which requests the access log records.
+    pub access_log_filter: access_log::Filter,
+    /// The gateway's own workload in the Istio metrics.
+    pub source_workload: Workload,
     /// Downstream limits.
     pub limits: Limits,
     /// Drain time on SIGTERM.
@@ -230,6 +262,7 @@ pub struct Config {
 
 impl From<RunArgs> for Config {
     fn from(a: RunArgs) -> Config {
+        let source_workload = source_workload(&a);
         let provider = match (a.provider.as_str(), a.gateway.clone()) {
             ("kubernetes", Some(gateway)) => Provider::Kubernetes(kube_settings(&a, gateway)),
             _ => Provider::File,
@@ -248,6 +281,8 @@ impl From<RunArgs> for Config {
             poll_interval: a.poll_interval,
             max_config_bytes: a.max_config_bytes,
             access_log: a.access_log == "stdout",
+            access_log_filter: access_log::Filter::parse(&a.access_log_filter).unwrap_or_default(),
+            source_workload,
             limits: Limits {
                 max_header_bytes: a.max_header_bytes,
                 max_uri_bytes: a.max_uri_bytes,
@@ -279,6 +314,29 @@ impl From<RunArgs> for Config {
             log_json: a.log_format == "json",
             sds_socket: a.sds_socket,
         }
+    }
+}
+
+/// The gateway as Istio's metrics name the source workload.
+fn source_workload(a: &RunArgs) -> Workload {
+    let labels: BTreeMap<String, String> = a.workload_labels.iter().cloned().collect();
+    let ns = a.pod_namespace.as_deref().unwrap_or(UNKNOWN);
+    let principal = match (&a.pod_namespace, &a.service_account) {
+        (Some(ns), Some(sa)) => format!("spiffe://{}/ns/{ns}/sa/{sa}", a.trust_domain),
+        _ => UNKNOWN.to_string(),
+    };
+    let canonical = Workload::from_labels(UNKNOWN, ns, &principal, &labels, &a.cluster_id);
+    let name = a
+        .workload_name
+        .clone()
+        .unwrap_or_else(|| canonical.canonical_service.to_string());
+    Workload::from_labels(&name, ns, &principal, &labels, &a.cluster_id)
+}
+
+fn label_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
     }
 }
 

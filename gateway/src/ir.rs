@@ -640,6 +640,10 @@ pub struct Backend {
     /// Traffic policy from the DestinationRule that applies to the Service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Arc<BackendPolicy>>,
+    /// The Service's host (`name.namespace.svc.<cluster domain>`) when the reference
+    /// resolved to a Service: Istio's `destination_service`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_host: Option<String>,
 }
 
 /// A DestinationRule's `trafficPolicy`, validated.
@@ -759,6 +763,20 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// How to connect.
     pub transport: Transport,
+    /// The workload of the endpoint's Pod, when the Pod is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+}
+
+/// The workload behind an endpoint (from its Pod), for Istio's destination labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    /// Istio's workload name (the Deployment, or the Pod's owner, or the Pod).
+    pub name: String,
+    /// The Pod's namespace.
+    pub namespace: String,
+    /// The Pod's service account.
+    pub service_account: String,
 }
 
 /// How the gateway connects to one endpoint.

@@ -31,7 +31,11 @@ use crate::upstream::backend_state::BackendStates;
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_source(config.source_workload.clone()));
+    let tracing = crate::observe::traces::Tracing::from_env()?;
+    if tracing.is_some() {
+        tracing::info!("OTLP tracing on");
+    }
     let identity = config
         .sds_socket
         .as_ref()
@@ -42,7 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let binds = BindState::default();
     let debug = RequestLog::default();
     let access_log = if config.access_log {
-        AccessLog::stdout(metrics.clone())
+        AccessLog::stdout(metrics.clone(), config.access_log_filter)
     } else {
         AccessLog::disabled(metrics.clone())
     };
@@ -55,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hooks: AttemptHooks::new(vec![Arc::new(AttemptMetrics(metrics.clone()))]),
         metrics: metrics.clone(),
         access_log,
+        tracing: tracing.clone(),
         debug: debug.clone(),
         server: proxy::server_builder(&config.limits),
         limits: config.limits.clone(),
@@ -128,6 +133,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     shutdown_signal().await;
     drain(&config, &readiness, &stop_tx, listeners, &accept, &metrics).await;
+    if let Some(t) = tracing {
+        // The batch exporter blocks while it flushes; keep the runtime's threads free.
+        tokio::task::spawn_blocking(move || t.shutdown()).await?;
+    }
     Ok(())
 }
 

@@ -102,7 +102,7 @@ fn host_of_another_https_listener_on_the_same_port_gets_421_over_h1_and_h2() {
     let secure_on_public = gw
         .access_log()
         .into_iter()
-        .filter(|l| l["route"] == "default/secure/0" && l["status"] != 200)
+        .filter(|l| l["route"] == "default/secure/0" && l["response_code"] != 200)
         .count();
     assert_eq!(secure_on_public, 0);
 }

@@ -46,12 +46,12 @@ fn routes_by_host_and_answers_404_without_a_route() {
             .contains("no route for host \"other.example.com\""),
         "{why}"
     );
-    let line = gw.wait_access_log(|l| l["status"] == 404);
+    let line = gw.wait_access_log(|l| l["response_code"] == 404);
     assert!(
         line["reason"].as_str().unwrap().contains("no route"),
         "{line}"
     );
-    let ok_line = gw.wait_access_log(|l| l["status"] == 200);
+    let ok_line = gw.wait_access_log(|l| l["response_code"] == 200);
     assert_eq!(ok_line["route"], "default/httpbin/0");
     assert_eq!(ok_line["method"], "GET");
     assert_eq!(ok_line["path"], "/get");
@@ -277,7 +277,7 @@ fn error_responses_say_why_503_500_503_504() {
     let r = get("/delay/3");
     assert_eq!((r.status, error_code(&r).as_str()), (504, "UT"));
     assert!(reason(&r).contains("timeouts.request"));
-    let line = gw.wait_access_log(|l| l["status"] == 504);
+    let line = gw.wait_access_log(|l| l["response_code"] == 504);
     assert_eq!(line["response_flags"], "UT");
     assert!(line["reason"].as_str().unwrap().contains("did not answer"));
 }

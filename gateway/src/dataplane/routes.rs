@@ -13,6 +13,7 @@ use regex::Regex;
 use super::authz::Authorizer;
 use super::limits::{TokenBucket, cidr_contains, parse_cidr};
 use crate::ir::{self, PathModifier, Redirect, Transport};
+use crate::observe::istio_metrics::Destination;
 use crate::upstream::attempt::RetryPolicy;
 use crate::upstream::backend_state::{BackendState, BackendStates};
 use crate::upstream::outlier::EndpointHealth;
@@ -315,6 +316,9 @@ pub struct Backend {
     pub state: Arc<BackendState>,
     /// DestinationRule traffic policy (load balancer, limits, outlier detection).
     pub policy: Option<Arc<ir::BackendPolicy>>,
+    /// Istio's destination labels before an endpoint is picked (the Service only), and
+    /// for a DNS target.
+    pub destination: Arc<Destination>,
 }
 
 /// Where a backend's traffic goes.
@@ -344,6 +348,8 @@ pub struct Endpoint {
     pub mesh_labelled: bool,
     /// Outlier-detection and load state, per process, kept across reloads.
     pub health: Arc<EndpointHealth>,
+    /// Istio's destination labels for requests to this endpoint.
+    pub destination: Arc<Destination>,
 }
 
 impl crate::upstream::lb::Candidate for Endpoint {
@@ -553,6 +559,7 @@ fn compile_filters(f: &ir::Filters, states: &BackendStates) -> Filters {
 
 fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
     let state = states.get(&b.name);
+    let base = Destination::for_backend(b);
     let target = match &b.target {
         ir::BackendTarget::Endpoints(eps) => Target::Endpoints(
             eps.iter()
@@ -567,6 +574,7 @@ fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
                             .labels
                             .get(mesh::consts::TLS_MODE_LABEL)
                             .is_some_and(|v| v == "istio"),
+                        destination: Destination::for_endpoint(&base, e).interned(),
                     })
                 })
                 .collect(),
@@ -592,6 +600,7 @@ fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
         filters: compile_filters(&b.filters, states),
         state,
         policy: b.policy.clone(),
+        destination: base.interned(),
     }
 }
 

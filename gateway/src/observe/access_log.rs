@@ -12,49 +12,99 @@ use crate::observe::metrics::Metrics;
 /// Lines buffered before new ones are dropped (and counted).
 const QUEUE: usize = 8192;
 
-/// One access-log line.
+/// One access-log line: Istio's default JSON access log fields (Envoy's command
+/// operators of the same names), then the gateway's own (`attempts`, `route`,
+/// `upstream`, `reason`, `downstream_remote_address`).
 #[derive(Debug, Serialize)]
 pub struct Entry<'a> {
     /// RFC 3339 time the request started.
     pub start_time: String,
     pub method: &'a str,
-    pub authority: &'a str,
+    /// Path and query as received.
     pub path: &'a str,
     pub protocol: &'a str,
-    pub status: u16,
-    /// Envoy's response flag (`UF`, `UH`, `NR`, ...) or our reason code.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_flags: Option<&'a str>,
-    /// `namespace/name/rule` of the matched HTTPRoute rule.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<&'a str>,
-    /// Backend and address the request went to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_address: Option<&'a str>,
-    /// Upstream attempts made (0 when none was).
-    pub attempts: u32,
-    pub duration_ms: f64,
+    /// Status code sent to the client.
+    pub response_code: u16,
+    /// Envoy's response flag (`UF`, `UH`, `NR`, ...) or our reason code; `-` when none.
+    pub response_flags: &'a str,
+    /// Request body bytes.
+    pub bytes_received: u64,
     /// Response body bytes sent.
     pub bytes_sent: u64,
+    /// Milliseconds from the request's start until the response ended.
+    pub duration: u64,
+    /// Milliseconds the upstream took to answer (headers) on the last attempt.
+    pub upstream_service_time: Option<u64>,
+    /// Address of the endpoint of the last attempt.
+    pub upstream_host: Option<&'a str>,
+    /// Envoy's cluster name, `outbound|<port>||<service host>`.
+    pub upstream_cluster: Option<&'a str>,
+    /// The client's `x-forwarded-for` as received.
+    pub x_forwarded_for: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
     pub request_id: &'a str,
+    pub authority: &'a str,
+    /// Upstream attempts made (0 when none was).
+    pub attempts: u32,
     pub downstream_remote_address: &'a str,
+    /// `namespace/name/rule` of the matched route rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    /// The backend (`Service ns/name:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
     /// Why the gateway answered with an error itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// W3C trace id (32 hex digits) when the request was traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    /// The request's SERVER span id (16 hex digits) when traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
+}
+
+/// Which requests are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filter {
+    /// Every request.
+    #[default]
+    All,
+    /// Requests answered with a status of 400 or above, or with a response flag.
+    Errors,
+}
+
+impl Filter {
+    /// Parses `all` or `errors`.
+    pub fn parse(s: &str) -> Option<Filter> {
+        match s {
+            "all" => Some(Filter::All),
+            "errors" => Some(Filter::Errors),
+            _ => None,
+        }
+    }
+
+    /// Whether a request with this status and response flag is logged.
+    pub fn matches(self, status: u16, flag: Option<&str>) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Errors => status >= 400 || flag.is_some(),
+        }
+    }
 }
 
 /// Handle to the access log; cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
     tx: Option<mpsc::Sender<Vec<u8>>>,
+    filter: Filter,
     metrics: Arc<Metrics>,
 }
 
 impl AccessLog {
-    /// Logs to stdout; spawns the writer task (needs a Tokio runtime).
-    pub fn stdout(metrics: Arc<Metrics>) -> AccessLog {
+    /// Logs the requests `filter` selects to stdout; spawns the writer task (needs a
+    /// Tokio runtime).
+    pub fn stdout(metrics: Arc<Metrics>, filter: Filter) -> AccessLog {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         tokio::spawn(async move {
             let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
@@ -69,19 +119,31 @@ impl AccessLog {
         });
         AccessLog {
             tx: Some(tx),
+            filter,
             metrics,
         }
     }
 
     /// No access log.
     pub fn disabled(metrics: Arc<Metrics>) -> AccessLog {
-        AccessLog { tx: None, metrics }
+        AccessLog {
+            tx: None,
+            filter: Filter::All,
+            metrics,
+        }
     }
 
+    /// Whether anything is logged at all.
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
 
+    /// Whether a request with this status and response flag is logged.
+    pub fn wants(&self, status: u16, flag: Option<&str>) -> bool {
+        self.tx.is_some() && self.filter.matches(status, flag)
+    }
+
+    /// Queues one line (dropped and counted when the writer is behind).
     pub fn log(&self, entry: &Entry<'_>) {
         let Some(tx) = &self.tx else { return };
         let Ok(mut line) = serde_json::to_vec(entry) else {
@@ -91,5 +153,22 @@ impl AccessLog {
         if tx.try_send(line).is_err() {
             self.metrics.access_log_dropped.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_filter_keeps_error_statuses_and_flagged_requests_only() {
+        let f = Filter::parse("errors").unwrap();
+        assert!(!f.matches(200, None));
+        assert!(!f.matches(301, None));
+        assert!(f.matches(404, Some("NR")));
+        assert!(f.matches(503, Some("UH")));
+        assert!(f.matches(200, Some("DPE")));
+        assert!(Filter::parse("all").unwrap().matches(200, None));
+        assert_eq!(Filter::parse("some"), None);
     }
 }

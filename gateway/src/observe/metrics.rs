@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::observe::istio_metrics::{IstioMetrics, Workload};
+
 /// Labels of a proxied request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -108,12 +110,19 @@ pub struct Metrics {
     pub sds_reconnects: Counter,
     /// Traffic-policy events (retries, overflows, ejections) by backend.
     pub upstream_policy_events: Family<PolicyEventLabels, Counter>,
+    /// Istio's standard request metrics (`istio_*`).
+    pub istio: IstioMetrics,
     registry: Registry,
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// Registers every metric; the Istio metrics name an unknown source workload.
     pub fn new() -> Metrics {
+        Metrics::with_source(Workload::unknown())
+    }
+
+    /// Registers every metric; `source` is the gateway's workload in the Istio metrics.
+    pub fn with_source(source: Workload) -> Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
@@ -144,9 +153,12 @@ impl Metrics {
             sds_rejections: Counter::default(),
             sds_reconnects: Counter::default(),
             upstream_policy_events: Family::default(),
-            registry: Registry::with_prefix("gateway"),
+            istio: IstioMetrics::new(source),
+            registry: Registry::default(),
         };
-        let mut reg = Registry::with_prefix("gateway");
+        let mut root = Registry::default();
+        m.istio.register(&mut root);
+        let reg = root.sub_registry_with_prefix("gateway");
         reg.register(
             "requests",
             "Requests by route and status code",
@@ -257,7 +269,10 @@ impl Metrics {
             "Traffic-policy events by backend: retry, retry_budget_exhausted, overflow, outlier_ejection",
             m.upstream_policy_events.clone(),
         );
-        Metrics { registry: reg, ..m }
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 
     /// Counts a downstream connection closed by a timeout (`first_request`, `idle`).

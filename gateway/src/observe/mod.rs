@@ -1,6 +1,9 @@
-//! What operators see: Prometheus [`metrics`], the JSON [`access_log`], and recent request
-//! explanations ([`debug`]).
+//! What operators see: Prometheus [`metrics`] (the gateway's own and Istio's standard
+//! [`istio_metrics`]), the JSON [`access_log`], OTLP [`traces`], and recent request explanations
+//! ([`debug`]).
 
 pub mod access_log;
 pub mod debug;
+pub mod istio_metrics;
 pub mod metrics;
+pub mod traces;

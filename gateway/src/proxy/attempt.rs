@@ -2,6 +2,7 @@
 //! (TLS for mesh endpoints), send, classify the outcome, tell the hooks, and retry when
 //! the policy says so and the request can be replayed.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -16,6 +17,8 @@ use super::body::Completion;
 use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
+use crate::observe::istio_metrics::Destination;
+use crate::observe::traces;
 use crate::upstream::attempt::{AttemptInfo, Outcome, RetryPolicy};
 use crate::upstream::lb::{self, HashInput};
 use crate::upstream::outlier::{self, EndpointHealth};
@@ -40,6 +43,8 @@ pub(super) struct Pick<'a> {
     mesh_labelled: bool,
     /// Its outlier and load state (endpoints from EndpointSlices only).
     health: Option<&'a EndpointHealth>,
+    /// Istio's destination labels.
+    pub(super) destination: &'a Arc<Destination>,
 }
 
 pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
@@ -73,6 +78,7 @@ fn pick_avoiding<'a>(
                 transport: &ep.transport,
                 mesh_labelled: ep.mesh_labelled,
                 health: Some(&ep.health),
+                destination: &ep.destination,
             })
         }
         Target::Dns {
@@ -83,6 +89,7 @@ fn pick_avoiding<'a>(
             transport,
             mesh_labelled: false,
             health: None,
+            destination: &backend.destination,
         }),
     }
 }
@@ -160,8 +167,15 @@ pub async fn run(
         };
         rec.attempts = attempt;
         rec.upstream_address = Some(endpoint.to_owned());
+        rec.destination = ep.destination.clone();
+        rec.mutual_tls = ep.transport.is_mesh();
         let permit = admit(ctx, backend, &info).await?;
         *req.uri_mut() = upstream_uri(ep.authority, &path_and_query);
+        let span = rec
+            .trace
+            .as_ref()
+            .zip(ctx.tracing.as_ref())
+            .map(|(s, t)| s.attempt(t, &backend.name, endpoint, attempt, req.headers_mut()));
         let started = Instant::now();
         if let Some(h) = ep.health {
             h.active.fetch_add(1, Ordering::Relaxed);
@@ -172,10 +186,17 @@ pub async fn run(
         }
         drop(permit);
         let outcome = match &result {
-            Ok(resp) => Outcome::Response(resp.status().as_u16()),
+            Ok(resp) => {
+                rec.upstream_service_time = Some(started.elapsed());
+                Outcome::Response(resp.status().as_u16())
+            }
             Err(f) => f.outcome(),
         };
         ctx.hooks.finished(&info, outcome, started.elapsed());
+        if let Some(span) = span {
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            traces::end_attempt(span, status, outcome.code());
+        }
         if detect_outlier(backend, &ep, outcome) {
             ctx.metrics.policy_event(&backend.name, "outlier_ejection");
         }

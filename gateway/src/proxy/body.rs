@@ -14,7 +14,9 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::ProxyContext;
 use super::connection::InFlight;
 use crate::observe::access_log::Entry;
+use crate::observe::istio_metrics::{Destination, RequestRecord, UNKNOWN};
 use crate::observe::metrics::{RequestLabels, RouteLabels};
+use crate::observe::traces::RequestSpan;
 
 /// What the gateway knows about one request; logged once, when the response ends.
 pub struct Completion {
@@ -38,14 +40,49 @@ pub struct Completion {
     pub(super) attempts: u32,
     /// The client speaks gRPC: the gateway's own errors are gRPC statuses.
     pub(super) grpc: bool,
+    /// Istio's destination labels (the Service, then the endpoint's workload once one
+    /// is picked); `unknown` until a backend is chosen.
+    pub(super) destination: Arc<Destination>,
+    /// The last attempt went over mesh mTLS.
+    pub(super) mutual_tls: bool,
+    /// Request header bytes (request line included, approximately as sent).
+    pub(super) request_header_bytes: u64,
+    /// Request body bytes (from `content-length`; 0 for a chunked body).
+    pub(super) request_body_bytes: u64,
+    /// Response header bytes (approximately as sent).
+    pub(super) response_header_bytes: u64,
+    /// Time the upstream took to send response headers on the last attempt.
+    pub(super) upstream_service_time: Option<std::time::Duration>,
+    /// The client's `x-forwarded-for`, as received.
+    pub(super) x_forwarded_for: Option<String>,
+    /// The client's `user-agent`.
+    pub(super) user_agent: Option<String>,
+    /// The request's SERVER span, when tracing is on.
+    pub(super) trace: Option<RequestSpan>,
     /// Keeps the connection from idling out while the request is in flight.
     pub(super) _in_flight: InFlight,
 }
 
 impl Completion {
-    fn finish(self, bytes_sent: u64) {
+    fn finish(mut self, bytes_sent: u64, grpc_status: Option<u8>) {
+        let trace_ids = self.trace.take().map(|t| {
+            let ids = t.ids();
+            t.finish(self.route.as_deref(), self.status, self.code);
+            ids
+        });
         let elapsed = self.start.elapsed();
         let m = &self.ctx.metrics;
+        m.istio.record(&RequestRecord {
+            destination: self.destination.clone(),
+            grpc: self.grpc,
+            response_code: self.status,
+            grpc_status,
+            response_flags: self.code.unwrap_or("-"),
+            mutual_tls: self.mutual_tls,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            request_bytes: self.request_header_bytes + self.request_body_bytes,
+            response_bytes: self.response_header_bytes + bytes_sent,
+        });
         let route = self.route.clone().unwrap_or_default();
         m.requests
             .get_or_create(&RequestLabels {
@@ -71,27 +108,52 @@ impl Completion {
                 }),
             );
         }
+        self.log(elapsed, bytes_sent, trace_ids.as_ref());
+    }
+
+    fn log(&self, elapsed: std::time::Duration, bytes_sent: u64, ids: Option<&(String, String)>) {
         let log = &self.ctx.access_log;
-        if log.enabled() {
-            let peer = self.peer.to_string();
-            log.log(&Entry {
-                start_time: humantime::format_rfc3339_millis(self.start_time).to_string(),
-                method: &self.method,
-                authority: &self.authority,
-                path: &self.path,
-                protocol: version_str(self.version),
-                status: self.status,
-                response_flags: self.code,
-                route: self.route.as_deref(),
-                upstream: self.upstream.as_deref(),
-                upstream_address: self.upstream_address.as_deref(),
-                attempts: self.attempts,
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
-                bytes_sent,
-                request_id: &self.request_id,
-                downstream_remote_address: &peer,
-                reason: self.reason.as_deref(),
-            });
+        if !log.wants(self.status, self.code) {
+            return;
+        }
+        let peer = self.peer.to_string();
+        let upstream_cluster = self.upstream.as_deref().map(|u| self.upstream_cluster(u));
+        log.log(&Entry {
+            start_time: humantime::format_rfc3339_millis(self.start_time).to_string(),
+            method: &self.method,
+            path: &self.path,
+            protocol: version_str(self.version),
+            response_code: self.status,
+            response_flags: self.code.unwrap_or("-"),
+            bytes_received: self.request_body_bytes,
+            bytes_sent,
+            duration: elapsed.as_millis() as u64,
+            upstream_service_time: self.upstream_service_time.map(|d| d.as_millis() as u64),
+            upstream_host: self.upstream_address.as_deref(),
+            upstream_cluster: upstream_cluster.as_deref(),
+            x_forwarded_for: self.x_forwarded_for.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            request_id: &self.request_id,
+            authority: &self.authority,
+            attempts: self.attempts,
+            downstream_remote_address: &peer,
+            route: self.route.as_deref(),
+            upstream: self.upstream.as_deref(),
+            reason: self.reason.as_deref(),
+            trace_id: ids.map(|i| i.0.as_str()),
+            span_id: ids.map(|i| i.1.as_str()),
+        });
+    }
+
+    /// Envoy's cluster name for a Service backend (`outbound|<port>||<host>`), else the
+    /// backend's own name.
+    fn upstream_cluster(&self, backend: &str) -> String {
+        let port = backend.rsplit_once(':').map(|(_, p)| p);
+        match port {
+            Some(p) if &*self.destination.service_name != UNKNOWN => {
+                format!("outbound|{p}||{}", self.destination.service)
+            }
+            _ => backend.to_string(),
         }
     }
 }
@@ -112,6 +174,8 @@ fn version_str(v: Version) -> &'static str {
 pub struct ProxyBody {
     pub(super) kind: BodyKind,
     pub(super) bytes: u64,
+    /// `grpc-status` of the response (headers of a trailers-only response, or trailers).
+    pub(super) grpc_status: Option<u8>,
     pub(super) completion: Option<Box<Completion>>,
 }
 
@@ -136,10 +200,12 @@ impl Body for ProxyBody {
             BodyKind::Upstream(b) => Pin::new(b).poll_frame(cx),
             BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
-        if let Poll::Ready(Some(Ok(f))) = &r
-            && let Some(d) = f.data_ref()
-        {
-            this.bytes += d.len() as u64;
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.bytes += d.len() as u64;
+            } else if let Some(t) = f.trailers_ref() {
+                this.grpc_status = grpc_status(t).or(this.grpc_status);
+            }
         }
         r
     }
@@ -162,7 +228,19 @@ impl Body for ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let Some(c) = self.completion.take() {
-            c.finish(self.bytes);
+            c.finish(self.bytes, self.grpc_status);
         }
     }
+}
+
+/// The `grpc-status` in a header or trailer map.
+pub(super) fn grpc_status(h: &http::HeaderMap) -> Option<u8> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Approximate bytes of a header block as HTTP/1.1 sends it (`name: value\r\n`).
+pub(super) fn header_bytes(h: &http::HeaderMap) -> u64 {
+    h.iter()
+        .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
+        .sum()
 }

@@ -40,6 +40,7 @@ pub async fn forward(
     }
     let backend = pick_backend(&rule)?;
     rec.upstream = Some(backend.name.clone());
+    rec.destination = backend.destination.clone();
     // An upgrade needs a connection slot of its own; without one it is refused here,
     // before anything reaches the upstream.
     let downstream_upgrade = if headers::is_upgrade(req.headers()) {

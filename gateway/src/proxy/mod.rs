@@ -77,6 +77,8 @@ pub struct ProxyContext {
     pub metrics: Arc<Metrics>,
     /// Access log.
     pub access_log: AccessLog,
+    /// OTLP tracing, when an endpoint is configured.
+    pub tracing: Option<crate::observe::traces::Tracing>,
     /// Recent request explanations.
     pub debug: RequestLog,
     /// Downstream limits.

@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::body::{BodyKind, Completion, ProxyBody};
+use super::body::{self, BodyKind, Completion, ProxyBody};
 use super::connection::ConnInfo;
 use super::headers::{self, X_REQUEST_ID};
 use super::reject::{self, Reject, reject};
@@ -18,6 +18,7 @@ use super::{ProxyContext, checks, forward, normalize};
 use crate::dataplane::routes::{Rule, modify_path};
 use crate::dataplane::{ListenerTable, RequestView, Tables};
 use crate::ir::Redirect;
+use crate::observe::istio_metrics::Destination;
 
 /// Handles one request and always answers.
 pub async fn handle(
@@ -50,6 +51,22 @@ pub async fn handle(
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
+        destination: Destination::unknown(),
+        mutual_tls: false,
+        request_header_bytes: request_line_bytes(&req) + body::header_bytes(req.headers()),
+        request_body_bytes: req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0),
+        response_header_bytes: 0,
+        upstream_service_time: None,
+        x_forwarded_for: header_string(&req, "x-forwarded-for"),
+        user_agent: header_string(&req, header::USER_AGENT.as_str()),
+        trace: ctx
+            .tracing
+            .as_ref()
+            .map(|t| t.server_span(req.method().as_str(), req.headers())),
         _in_flight: conn.activity.request_started(),
     });
     let result = match plan(&ctx, conn, &req, &mut rec) {
@@ -68,11 +85,14 @@ fn respond(
         Ok(resp) => {
             let (parts, kind) = resp.into_parts();
             rec.status = parts.status.as_u16();
+            rec.response_header_bytes = STATUS_LINE_BYTES + body::header_bytes(&parts.headers);
+            let grpc_status = body::grpc_status(&parts.headers);
             Response::from_parts(
                 parts,
                 ProxyBody {
                     kind,
                     bytes: 0,
+                    grpc_status,
                     completion: Some(rec),
                 },
             )
@@ -103,16 +123,35 @@ fn respond(
             .map(|kind| ProxyBody {
                 kind,
                 bytes: 0,
+                grpc_status: None,
                 completion: None,
             });
             let h = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
                 h.insert(X_REQUEST_ID, v);
             }
+            rec.response_header_bytes = STATUS_LINE_BYTES + body::header_bytes(h);
+            resp.body_mut().grpc_status = body::grpc_status(resp.headers());
             resp.body_mut().completion = Some(rec);
             resp
         }
     }
+}
+
+/// `HTTP/1.1 200 OK\r\n`, counted in Istio's response size.
+const STATUS_LINE_BYTES: u64 = 17;
+
+/// Bytes of the request line (`GET /path HTTP/1.1\r\n`), counted in Istio's request size.
+fn request_line_bytes(req: &Request<Incoming>) -> u64 {
+    let pq = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    (req.method().as_str().len() + pq + 12) as u64
+}
+
+fn header_string(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// A refusal caused by what the client sent (malformed or over a limit), as opposed to

@@ -184,6 +184,9 @@ pub fn backend(
             (name, false, BackendTarget::Unresolvable(why))
         }
     };
+    let is_service = b.group.as_deref().unwrap_or("").is_empty()
+        && b.kind.as_deref().unwrap_or("Service") == "Service";
+    let ns = b.namespace.as_deref().unwrap_or(rc.meta.ns());
     Some(Backend {
         name,
         weight: b.weight.unwrap_or(1),
@@ -191,6 +194,7 @@ pub fn backend(
         target,
         filters: Default::default(),
         policy,
+        service_host: is_service.then(|| format!("{}.{ns}.svc.{}", b.name, rc.opts.cluster_domain)),
     })
 }
 
@@ -317,10 +321,11 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
         let endpoints = picked
             .endpoints
             .into_iter()
-            .map(|(address, labels)| Endpoint {
+            .map(|(address, labels, workload)| Endpoint {
                 address,
                 transport: choose(target.as_ref(), &labels),
                 labels,
+                workload,
             })
             .collect();
         return Ok((name, http2, BackendTarget::Endpoints(endpoints)));

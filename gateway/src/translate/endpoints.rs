@@ -17,12 +17,15 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::Index;
 use crate::api;
+use crate::ir;
+use crate::observe::istio_metrics::workload_name;
 
 /// The endpoints used for one Service port.
 #[derive(Debug, Default)]
 pub struct Picked {
-    /// Address and labels of each endpoint used, sorted by address.
-    pub endpoints: Vec<(SocketAddr, BTreeMap<String, String>)>,
+    /// Address, labels and workload (when its Pod is known) of each endpoint used,
+    /// sorted by address.
+    pub endpoints: Vec<(SocketAddr, BTreeMap<String, String>, Option<ir::Workload>)>,
     /// Service accounts of the Pods behind the endpoints used.
     pub service_accounts: BTreeSet<String>,
 }
@@ -50,6 +53,7 @@ struct Candidate {
     address: SocketAddr,
     labels: BTreeMap<String, String>,
     service_account: Option<String>,
+    workload: Option<ir::Workload>,
 }
 
 /// Picks the endpoints of `slices` for the Service port named `port_name`.
@@ -85,12 +89,24 @@ pub fn pick(
                     .and_then(|s| s.service_account_name.clone())
                     .unwrap_or_else(|| "default".into())
             });
+            let workload = pod
+                .zip(service_account.as_ref())
+                .map(|(p, sa)| ir::Workload {
+                    name: pod_workload(p, &labels),
+                    namespace: p
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| ns.to_string()),
+                    service_account: sa.clone(),
+                });
             for a in &ep.addresses {
                 if let Ok(ip) = a.parse::<IpAddr>() {
                     bucket.push(Candidate {
                         address: SocketAddr::new(ip, target),
                         labels: labels.clone(),
                         service_account: service_account.clone(),
+                        workload: workload.clone(),
                     });
                 }
             }
@@ -104,8 +120,25 @@ pub fn pick(
             .iter()
             .filter_map(|c| c.service_account.clone())
             .collect(),
-        endpoints: used.into_iter().map(|c| (c.address, c.labels)).collect(),
+        endpoints: used
+            .into_iter()
+            .map(|c| (c.address, c.labels, c.workload))
+            .collect(),
     }
+}
+
+/// Istio's workload name of a Pod, from its controller owner.
+fn pod_workload(pod: &api::Pod, labels: &BTreeMap<String, String>) -> String {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.as_str(), o.name.as_str()));
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    workload_name(name, owner, labels)
 }
 
 fn target_port(slice: &api::EndpointSlice, port_name: &str) -> Option<u16> {
@@ -176,7 +209,7 @@ mod tests {
     fn addrs(p: &Picked) -> Vec<String> {
         p.endpoints
             .iter()
-            .map(|(a, _)| a.ip().to_string())
+            .map(|(a, _, _)| a.ip().to_string())
             .collect()
     }
 

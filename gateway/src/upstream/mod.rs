@@ -8,8 +8,8 @@
 //! on their old connections, which close when the old pool is dropped.
 
 pub mod attempt;
-mod backend_tls;
 pub mod backend_state;
+mod backend_tls;
 mod body;
 pub mod connector;
 pub mod lb;

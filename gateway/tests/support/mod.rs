@@ -217,6 +217,16 @@ impl Gateway {
     /// Starts the gateway and waits until admin `wait_path` answers 200 (`/healthz` for
     /// a gateway that cannot be ready, e.g. mesh upstreams without an SDS identity).
     pub fn start_waiting_for(config: &str, extra_args: &[&str], wait_path: &str) -> Gateway {
+        Self::start_with_env(config, extra_args, wait_path, &[])
+    }
+
+    /// Starts the gateway with extra environment variables (e.g. `OTEL_*`).
+    pub fn start_with_env(
+        config: &str,
+        extra_args: &[&str],
+        wait_path: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let log_dir = tempfile::tempdir().unwrap();
@@ -240,6 +250,7 @@ impl Gateway {
             .args(["--log-format", "text"])
             .args(extra_args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(log_dir.path().join("access.log")).unwrap())
             .stderr(std::fs::File::create(log_dir.path().join("gateway.log")).unwrap())
             .spawn()

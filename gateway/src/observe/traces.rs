@@ -1,0 +1,354 @@
+//! OTLP tracing: one SERVER span per request and one CLIENT span per upstream attempt,
+//! exported over OTLP/gRPC (tonic) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//!
+//! Spans are made with the OpenTelemetry SDK directly rather than through
+//! `tracing-opentelemetry`: a request's SERVER span starts when its headers arrive and ends
+//! when its response body ends (in the body's completion record), which is not the scope
+//! of any `tracing` span, and the request path then pays nothing for a tracing layer when
+//! tracing is off.
+//!
+//! Context: W3C `traceparent` and B3 (`b3` single header, or `X-B3-*`) are read from the
+//! request (traceparent first); the CLIENT span's context is sent upstream in both forms.
+//! Sampling: `OTEL_TRACES_SAMPLER` / `_ARG` as the SDK reads them; unset, parent-based 1%
+//! (Istio's default).
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+
+/// The OTLP endpoint variable: unset means no tracing.
+pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Sampling ratio for root spans when `OTEL_TRACES_SAMPLER` is unset (Istio's 1%).
+pub const DEFAULT_RATIO: f64 = 0.01;
+/// `service.name` when `OTEL_SERVICE_NAME` is unset.
+pub const DEFAULT_SERVICE_NAME: &str = "meshgate";
+
+/// Why tracing could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("OTLP exporter for {endpoint}: {source}")]
+pub struct TracingError {
+    /// The configured endpoint.
+    endpoint: String,
+    #[source]
+    source: opentelemetry_otlp::ExporterBuildError,
+}
+
+/// The process's tracer; cheap to clone.
+#[derive(Clone)]
+pub struct Tracing {
+    tracer: SdkTracer,
+    provider: SdkTracerProvider,
+}
+
+impl Tracing {
+    /// Tracing as the `OTEL_*` environment configures it; `None` without an endpoint.
+    /// Needs a Tokio runtime (the exporter's gRPC channel).
+    pub fn from_env() -> Result<Option<Tracing>, TracingError> {
+        let Some(endpoint) = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.is_empty()) else {
+            return Ok(None);
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|source| TracingError { endpoint, source })?;
+        let mut resource = Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name(DEFAULT_SERVICE_NAME);
+        }
+        let mut builder = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build());
+        if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
+            builder = builder.with_sampler(Sampler::ParentBased(Box::new(
+                Sampler::TraceIdRatioBased(DEFAULT_RATIO),
+            )));
+        }
+        let provider = builder.build();
+        Ok(Some(Tracing {
+            tracer: provider.tracer("meshgate"),
+            provider,
+        }))
+    }
+
+    /// Exports what is buffered (at shutdown).
+    pub fn shutdown(&self) {
+        let _ = self.provider.force_flush();
+        let _ = self.provider.shutdown_with_timeout(Duration::from_secs(5));
+    }
+
+    /// Starts the SERVER span of a request, child of the context its headers carry.
+    pub fn server_span(&self, method: &str, headers: &HeaderMap) -> RequestSpan {
+        let parent = extract(headers)
+            .map(|sc| Context::new().with_remote_span_context(sc))
+            .unwrap_or_default();
+        let span = self
+            .tracer
+            .span_builder(method.to_string())
+            .with_kind(SpanKind::Server)
+            .with_attributes([KeyValue::new("http.request.method", method.to_string())])
+            .start_with_context(&self.tracer, &parent);
+        RequestSpan {
+            cx: Context::new().with_remote_span_context(span.span_context().clone()),
+            span,
+        }
+    }
+}
+
+/// A request's SERVER span, and the context its CLIENT spans descend from.
+pub struct RequestSpan {
+    span: Span,
+    cx: Context,
+}
+
+impl RequestSpan {
+    /// `(trace_id, span_id)` in hex, for the access log.
+    pub fn ids(&self) -> (String, String) {
+        let sc = self.span.span_context();
+        (sc.trace_id().to_string(), sc.span_id().to_string())
+    }
+
+    /// Starts the CLIENT span of one attempt and writes its context into the upstream
+    /// request's headers (W3C and B3).
+    pub fn attempt(
+        &self,
+        t: &Tracing,
+        backend: &str,
+        endpoint: &str,
+        n: u32,
+        headers: &mut HeaderMap,
+    ) -> Span {
+        let span = t
+            .tracer
+            .span_builder(format!("attempt {n} {backend}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("server.address", endpoint.to_string()),
+                KeyValue::new("meshgate.backend", backend.to_string()),
+                KeyValue::new("meshgate.attempt", i64::from(n)),
+            ])
+            .start_with_context(&t.tracer, &self.cx);
+        inject(span.span_context(), headers);
+        span
+    }
+
+    /// Ends the SERVER span with the response's status.
+    pub fn finish(mut self, route: Option<&str>, status: u16, flag: Option<&str>) {
+        if let Some(r) = route {
+            self.span
+                .set_attribute(KeyValue::new("http.route", r.to_string()));
+        }
+        self.span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if let Some(f) = flag {
+            self.span
+                .set_attribute(KeyValue::new("meshgate.response_flags", f.to_string()));
+        }
+        if status >= 500 {
+            self.span
+                .set_status(Status::error(flag.unwrap_or("").to_string()));
+        }
+        self.span.end();
+    }
+}
+
+/// Ends an attempt's CLIENT span with its outcome (a status, or Envoy's flag).
+pub fn end_attempt(mut span: Span, status: Option<u16>, flag: &str) {
+    match status {
+        Some(s) => {
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(s)));
+            if s >= 500 {
+                span.set_status(Status::error(String::new()));
+            }
+        }
+        None => {
+            span.set_attribute(KeyValue::new("meshgate.response_flags", flag.to_string()));
+            span.set_status(Status::error(flag.to_string()));
+        }
+    }
+    span.end();
+}
+
+/// The remote parent in `traceparent`, else in B3; `None` when absent or malformed.
+pub fn extract(h: &HeaderMap) -> Option<SpanContext> {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    if let Some(sc) = get("traceparent").and_then(parse_traceparent) {
+        return Some(sc);
+    }
+    if let Some(sc) = get("b3").and_then(parse_b3_single) {
+        return Some(sc);
+    }
+    let trace = get("x-b3-traceid")?;
+    let span = get("x-b3-spanid")?;
+    let sampled =
+        matches!(get("x-b3-sampled"), Some("1" | "true")) || get("x-b3-flags") == Some("1");
+    remote(trace, span, sampled)
+}
+
+/// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>` (W3C Trace Context level 1;
+/// later versions may append fields after the flags).
+fn parse_traceparent(v: &str) -> Option<SpanContext> {
+    let mut parts = v.trim().split('-');
+    let version = parts.next()?;
+    let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    remote(trace, span, flags & 1 == 1)
+}
+
+/// `<trace id>-<span id>[-<sampling>[-<parent span id>]]`, or a bare sampling decision
+/// (which carries no parent).
+fn parse_b3_single(v: &str) -> Option<SpanContext> {
+    let mut parts = v.trim().split('-');
+    let (trace, span) = (parts.next()?, parts.next()?);
+    let sampled = matches!(parts.next(), Some("1" | "d"));
+    remote(trace, span, sampled)
+}
+
+fn remote(trace: &str, span: &str, sampled: bool) -> Option<SpanContext> {
+    if !(trace.len() == 16 || trace.len() == 32) || span.len() != 16 {
+        return None;
+    }
+    // A 64-bit B3 trace id is the low half of a 128-bit one.
+    let trace = TraceId::from_hex(&format!("{trace:0>32}")).ok()?;
+    let span = SpanId::from_hex(span).ok()?;
+    if trace == TraceId::INVALID || span == SpanId::INVALID {
+        return None;
+    }
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    Some(SpanContext::new(
+        trace,
+        span,
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// Writes `sc` as `traceparent` and as B3 multi headers, replacing what the client sent.
+pub fn inject(sc: &SpanContext, h: &mut HeaderMap) {
+    for n in [
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+    ] {
+        h.remove(n);
+    }
+    let sampled = sc.is_sampled();
+    let tp = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
+    let pairs = [
+        ("traceparent", tp),
+        ("x-b3-traceid", sc.trace_id().to_string()),
+        ("x-b3-spanid", sc.span_id().to_string()),
+        ("x-b3-sampled", if sampled { "1" } else { "0" }.to_string()),
+    ];
+    for (n, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(n, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.insert(*n, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn traceparent_gives_the_remote_parent_and_its_sampled_flag() {
+        let h = headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        let sc = extract(&h).unwrap();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+    }
+
+    #[test]
+    fn malformed_traceparent_falls_back_to_b3() {
+        let h = headers(&[
+            ("traceparent", "00-zz-00f067aa0ba902b7-01"),
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "1"),
+        ]);
+        let sc = extract(&h).unwrap();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "0000000000000000463ac35c9f6413ad"
+        );
+        assert!(sc.is_sampled());
+    }
+
+    #[test]
+    fn b3_single_header_and_unsampled_decisions() {
+        let h = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")]);
+        let sc = extract(&h).unwrap();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
+        assert!(!sc.is_sampled());
+        assert!(extract(&headers(&[("b3", "0")])).is_none());
+        assert!(extract(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn inject_writes_w3c_and_b3_and_drops_the_clients() {
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let mut h = headers(&[("b3", "1"), ("x-b3-parentspanid", "a2fb4a1d1a96d312")]);
+        inject(&sc, &mut h);
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert!(h.get("b3").is_none() && h.get("x-b3-parentspanid").is_none());
+    }
+}

@@ -1,0 +1,590 @@
+//! What operators see, checked with real peers: Istio's standard metrics scraped by a real
+//! Prometheus (Debian's) and queried with the PromQL Kiali's graph uses, label cardinality
+//! under hostile paths and hosts, and the access log's Istio/Envoy fields and filter.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+/// The gateway's own workload, as the Istio metrics' source.
+const SOURCE_ARGS: &[&str] = &[
+    "--pod-namespace",
+    "istio-ingress",
+    "--service-account",
+    "meshgate",
+    "--workload-name",
+    "meshgate",
+    "--workload-labels",
+    "app=meshgate,version=v2,service.istio.io/canonical-name=meshgate-gw",
+];
+
+/// A route to httpbin for `hosts`, and httpbin as a Service whose one endpoint's Pod
+/// belongs to the Deployment `httpbin` (ReplicaSet `httpbin-5d8f9c`) and runs as the
+/// service account `httpbin`.
+fn config(port: u16, httpbin_port: u16, hosts: &str) -> String {
+    docs(&[
+        &http_gateway(port),
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: httpbin, namespace: default}}\n\
+             spec:\n  parentRefs: [{{name: edge}}]\n  hostnames: [{hosts}]\n  \
+             rules:\n    - backendRefs: [{{name: httpbin, port: 80}}]\n"
+        ),
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {httpbin_port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: httpbin-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: httpbin}}
+addressType: IPv4
+ports: [{{name: http, port: {httpbin_port}}}]
+endpoints:
+  - addresses: [127.0.0.1]
+    targetRef: {{kind: Pod, name: httpbin-5d8f9c-x7k2p, namespace: default}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: httpbin-5d8f9c-x7k2p
+  namespace: default
+  labels: {{app: httpbin, version: v1, pod-template-hash: 5d8f9c}}
+  ownerReferences:
+    - {{apiVersion: apps/v1, kind: ReplicaSet, name: httpbin-5d8f9c, uid: u1, controller: true}}
+spec:
+  serviceAccountName: httpbin
+  containers: [{{name: httpbin, image: httpbin}}]
+"#
+        ),
+    ])
+}
+
+/// Debian's Prometheus, scraping the gateway's admin `/metrics` every second.
+struct Prometheus {
+    port: u16,
+    _dir: tempfile::TempDir,
+    _process: ChildGuard,
+}
+
+/// Kills the child on drop (Prometheus exits cleanly on SIGKILL for a test's TSDB).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn prometheus_bin() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/prometheus");
+    assert!(
+        p.exists(),
+        "prometheus not found (Debian package `prometheus`; run scripts/install-tools)"
+    );
+    p
+}
+
+impl Prometheus {
+    fn scrape(target: std::net::SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 scrape_configs:\n  - job_name: meshgate\n    \
+                 static_configs: [{{targets: ['{target}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("spawn prometheus");
+        let p = Prometheus {
+            port,
+            _dir: dir,
+            _process: ChildGuard(child),
+        };
+        wait_for("prometheus ready", Duration::from_secs(30), || {
+            curl(&[&format!("http://127.0.0.1:{port}/-/ready")]).status == 200
+        });
+        p
+    }
+
+    /// Evaluates `promql` through the HTTP API; the result vector.
+    fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let r = curl(&[
+            "--get",
+            "--data-urlencode",
+            &format!("query={promql}"),
+            &format!("http://127.0.0.1:{}/api/v1/query", self.port),
+        ]);
+        assert_eq!(r.status, 200, "{r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["status"], "success", "{v}");
+        v["data"]["result"].as_array().unwrap().clone()
+    }
+}
+
+fn value(sample: &serde_json::Value) -> f64 {
+    sample["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn kiali_edge_query_through_prometheus_shows_gateway_to_httpbin_with_exact_counts() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
+    let prom = Prometheus::scrape(gw.admin);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let total = "sum(istio_requests_total{reporter=\"source\",source_workload=\"meshgate\"})";
+    // The edge's first request, scraped before the rest: rate() sees them as an increase
+    // (a series' first sample is its start, as for Kiali).
+    let r = curl(&["-H", "Host: httpbin.example.com", &url("/get")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_for(
+        "Prometheus to scrape the first request",
+        Duration::from_secs(30),
+        || prom.query(total).first().map(value) == Some(1.0),
+    );
+    for _ in 0..6 {
+        let r = curl(&["-H", "Host: httpbin.example.com", &url("/get")]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    for _ in 0..3 {
+        let r = curl(&["-H", "Host: httpbin.example.com", &url("/status/503")]);
+        assert_eq!(r.status, 503, "{r:?}");
+    }
+    let r = curl(&["-H", "Host: nowhere.example.com", &url("/get")]);
+    assert_eq!(error_code(&r), "NR");
+
+    // Exact counts: the counters themselves, by the labels Kiali groups an edge by.
+    let counts = "sum(istio_requests_total{reporter=\"source\",source_workload=\"meshgate\"}) \
+                  by (source_workload_namespace, source_canonical_service, \
+                  destination_service_name, destination_workload, destination_canonical_revision, \
+                  response_code, response_flags, connection_security_policy)";
+    let mut rows = Vec::new();
+    wait_for(
+        "Prometheus to scrape all 11 requests",
+        Duration::from_secs(30),
+        || {
+            rows = prom.query(counts);
+            rows.iter().map(value).sum::<f64>() == 11.0
+        },
+    );
+    let mut seen = BTreeSet::new();
+    for row in &rows {
+        let m = &row["metric"];
+        assert_eq!(m["source_workload_namespace"], "istio-ingress", "{row}");
+        assert_eq!(m["source_canonical_service"], "meshgate-gw", "{row}");
+        assert_eq!(m["connection_security_policy"], "none", "{row}");
+        seen.insert((
+            m["destination_service_name"].as_str().unwrap().to_string(),
+            m["destination_workload"].as_str().unwrap().to_string(),
+            m["response_code"].as_str().unwrap().to_string(),
+            m["response_flags"].as_str().unwrap().to_string(),
+            value(row) as u64,
+        ));
+    }
+    let want: BTreeSet<_> = [
+        ("httpbin", "httpbin", "200", "-", 7),
+        ("httpbin", "httpbin", "503", "-", 3),
+        ("unknown", "unknown", "404", "NR", 1),
+    ]
+    .into_iter()
+    .map(|(s, w, c, f, n)| (s.into(), w.into(), c.into(), f.into(), n))
+    .collect();
+    assert_eq!(seen, want);
+    let httpbin_revision = rows
+        .iter()
+        .find(|r| r["metric"]["destination_service_name"] == "httpbin")
+        .map(|r| r["metric"]["destination_canonical_revision"].clone());
+    assert_eq!(httpbin_revision, Some("v1".into()));
+
+    // The query Kiali's graph runs for the gateway's outgoing edges.
+    let kiali = "sum(rate(istio_requests_total{reporter=\"source\",source_workload=\"meshgate\",\
+                 source_workload_namespace=\"istio-ingress\"}[1m])) \
+                 by (destination_service_name, destination_service_namespace, connection_security_policy)";
+    // rate() needs two scrapes of the series inside the window.
+    let mut edges = Vec::new();
+    wait_for(
+        "the gateway -> httpbin edge in Kiali's query",
+        Duration::from_secs(30),
+        || {
+            edges = prom.query(kiali);
+            edges
+                .iter()
+                .any(|e| e["metric"]["destination_service_name"] == "httpbin")
+        },
+    );
+    let httpbin: Vec<_> = edges
+        .iter()
+        .filter(|e| e["metric"]["destination_service_name"] == "httpbin")
+        .collect();
+    assert_eq!(httpbin.len(), 1, "{edges:?}");
+    assert_eq!(
+        httpbin[0]["metric"]["destination_service_namespace"],
+        "default"
+    );
+    assert_eq!(httpbin[0]["metric"]["connection_security_policy"], "none");
+    assert!(value(httpbin[0]) > 0.0, "{edges:?}");
+
+    // The duration histogram has Istio's buckets, and every request landed in +Inf.
+    let inf = prom
+        .query("sum(istio_request_duration_milliseconds_bucket{reporter=\"source\",le=\"+Inf\"})");
+    assert_eq!(value(&inf[0]), 11.0);
+    let buckets = prom.query("count(istio_request_duration_milliseconds_bucket{destination_service_name=\"httpbin\",response_code=\"200\"}) by (le)");
+    assert_eq!(buckets.len(), 20, "19 Istio buckets and +Inf: {buckets:?}");
+    // Response sizes: 7 bodies of /get, so the sum is more than 7 x headers.
+    let bytes = prom.query("sum(istio_response_bytes_count{destination_service_name=\"httpbin\"})");
+    assert_eq!(value(&bytes[0]), 10.0);
+}
+
+/// Sends `n` HTTP/1.1 HEAD requests on one keep-alive connection (pipelined by a writer
+/// thread) and returns how many responses came back.
+fn pipeline(port: u16, requests: Vec<String>) -> usize {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let n = requests.len();
+    let writer = std::thread::spawn(move || {
+        for r in requests {
+            w.write_all(r.as_bytes()).unwrap();
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let count = |b: &[u8]| b.windows(9).filter(|w| *w == b"HTTP/1.1 ").count();
+    while count(&got) < n {
+        let k = s.read(&mut buf).expect("read responses");
+        assert!(k > 0, "connection closed after {} responses", count(&got));
+        got.extend_from_slice(&buf[..k]);
+    }
+    writer.join().unwrap();
+    count(&got)
+}
+
+fn istio_series(gw: &Gateway) -> usize {
+    gw.admin_get("/metrics")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .count()
+}
+
+#[test]
+fn ten_thousand_random_paths_and_hosts_add_no_istio_series() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &config(port, hb.port, "\"*.example.com\""),
+        &["--access-log", "off"],
+    );
+    let head = |host: &str, path: &str| {
+        format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fuzz-{path}\r\n\r\n")
+    };
+    // One request of each kind first: routed (200) and unrouted (404 NR).
+    assert_eq!(
+        pipeline(
+            port,
+            vec![
+                head("a.example.com", "/anything/a"),
+                head("a.other.org", "/x")
+            ]
+        ),
+        2
+    );
+    let before = istio_series(&gw);
+    assert_eq!(before, 2, "{}", gw.admin_get("/metrics").1);
+    let random = || {
+        (0..12)
+            .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+            .collect::<String>()
+    };
+    let requests: Vec<String> = (0..10_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                head(
+                    &format!("{}.example.com", random()),
+                    &format!("/anything/{}", random()),
+                )
+            } else {
+                head(
+                    &format!("{}.{}.org", random(), random()),
+                    &format!("/{}?q={}", random(), random()),
+                )
+            }
+        })
+        .collect();
+    assert_eq!(pipeline(port, requests), 10_000);
+    gw.wait_metric("istio_requests_total{", 10_002.0);
+    assert_eq!(istio_series(&gw), before);
+    let metrics = gw.admin_get("/metrics").1;
+    assert!(
+        !metrics.contains(".org"),
+        "a request host became a label value"
+    );
+    assert!(
+        !metrics.contains("/anything/"),
+        "a request path became a label value"
+    );
+}
+
+#[test]
+fn access_log_lines_carry_istio_default_fields() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&config(port, hb.port, "httpbin.example.com"));
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        "-A",
+        "observability-test/1",
+        "--data-binary",
+        "0123456789",
+        &format!("http://127.0.0.1:{port}/post"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/post");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["protocol"], "HTTP/1.1");
+    assert_eq!(line["response_code"], 200);
+    assert_eq!(line["response_flags"], "-");
+    assert_eq!(line["bytes_received"], 10);
+    assert_eq!(
+        line["bytes_sent"].as_u64().unwrap(),
+        r.body.len() as u64,
+        "{line}"
+    );
+    assert_eq!(line["upstream_host"], format!("127.0.0.1:{}", hb.port));
+    assert_eq!(
+        line["upstream_cluster"],
+        "outbound|80||httpbin.default.svc.cluster.local"
+    );
+    assert_eq!(line["x_forwarded_for"], "203.0.113.9");
+    assert_eq!(line["user_agent"], "observability-test/1");
+    assert_eq!(line["authority"], "httpbin.example.com");
+    assert_eq!(line["attempts"], 1);
+    assert_eq!(line["route"], "default/httpbin/0");
+    assert!(line["request_id"].as_str().unwrap().len() >= 32, "{line}");
+    assert!(line["duration"].is_u64(), "{line}");
+    assert!(line["upstream_service_time"].is_u64(), "{line}");
+    assert!(
+        line["start_time"].as_str().unwrap().ends_with('Z'),
+        "{line}"
+    );
+    assert!(
+        line.get("trace_id").is_none(),
+        "no tracing configured: {line}"
+    );
+}
+
+#[test]
+fn errors_filter_logs_failed_requests_only() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &config(port, hb.port, "httpbin.example.com"),
+        &["--access-log-filter", "errors"],
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    assert_eq!(
+        curl(&["-H", "Host: httpbin.example.com", &url("/get")]).status,
+        200
+    );
+    assert_eq!(
+        curl(&["-H", "Host: httpbin.example.com", &url("/status/500")]).status,
+        500
+    );
+    assert_eq!(
+        curl(&["-H", "Host: elsewhere.example.com", &url("/get")]).status,
+        404
+    );
+    let nr = gw.wait_access_log(|l| l["response_flags"] == "NR");
+    assert_eq!(nr["response_code"], 404);
+    gw.wait_access_log(|l| l["response_code"] == 500);
+    // Both error lines are written; the 200 before them never is.
+    let paths: Vec<_> = gw
+        .access_log()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(gw.access_log().iter().all(|l| l["response_code"] != 200));
+}
+
+/// rotel (OTLP collector from PyPI) printing the spans it receives.
+struct Rotel {
+    port: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+    _process: ChildGuard,
+}
+
+impl Rotel {
+    fn start() -> Rotel {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rotel.out");
+        let port = free_port();
+        let child = Command::new(tools_bin().join("rotel-agent"))
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args([
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args(["--exporter", "blackhole", "--debug-log", "traces"])
+            .args(["--debug-log-verbosity", "detailed"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rotel-agent (scripts/install-tools)");
+        wait_for("rotel listening", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Rotel {
+            port,
+            out,
+            _dir: dir,
+            _process: ChildGuard(child),
+        }
+    }
+
+    /// The spans printed so far, each as `field -> value` (`Trace ID`, `Parent ID`, `ID`,
+    /// `Kind`, `Name`, ...).
+    fn spans(&self) -> Vec<std::collections::BTreeMap<String, String>> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.split("Span #")
+            .skip(1)
+            .map(|block| {
+                block
+                    .lines()
+                    .filter_map(|l| l.split_once(" : ").or_else(|| l.split_once(": ")))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn otlp_server_and_client_spans_reach_rotel_and_keep_the_incoming_trace_id() {
+    let rotel = Rotel::start();
+    let hb = Httpbin::start();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
+    // Default sampling (parent-based 1%): a sampled parent is always followed.
+    let gw = Gateway::start_with_env(
+        &config(port, hb.port, "httpbin.example.com"),
+        &[],
+        "/ready",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "meshgate-test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        &format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+        &format!("http://127.0.0.1:{port}/get"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    // What the upstream received: the same trace, the CLIENT span as parent, in W3C and B3.
+    let sent = r.json()["headers"].clone();
+    let upstream_parent = sent["Traceparent"].as_str().unwrap().to_string();
+    assert!(
+        upstream_parent.starts_with(&format!("00-{trace}-")),
+        "{sent}"
+    );
+    assert!(upstream_parent.ends_with("-01"), "{sent}");
+    assert_eq!(sent["X-B3-Traceid"], trace);
+    let client_id = upstream_parent.split('-').nth(2).unwrap().to_string();
+    assert_ne!(client_id, "00f067aa0ba902b7");
+
+    let mut spans = Vec::new();
+    wait_for(
+        "the SERVER and CLIENT spans in rotel",
+        Duration::from_secs(20),
+        || {
+            spans = rotel.spans();
+            spans
+                .iter()
+                .filter(|s| s.get("Trace ID").map(String::as_str) == Some(trace))
+                .count()
+                == 2
+        },
+    );
+    let kind = |k: &str| {
+        spans
+            .iter()
+            .find(|s| s["Trace ID"] == trace && s["Kind"] == k)
+            .unwrap_or_else(|| panic!("no {k} span in {spans:#?}"))
+    };
+    let server = kind("SPAN_KIND_SERVER");
+    let client = kind("SPAN_KIND_CLIENT");
+    assert_eq!(server["Parent ID"], "00f067aa0ba902b7");
+    assert_eq!(client["Parent ID"], server["ID"]);
+    assert_eq!(client["ID"], client_id);
+    assert!(
+        std::fs::read_to_string(&rotel.out)
+            .unwrap()
+            .contains("service.name: Str(meshgate-test)")
+    );
+
+    let line = gw.wait_access_log(|l| l["trace_id"] == trace);
+    assert_eq!(line["span_id"], server["ID"].as_str());
+
+    // B3 single header: the trace id is kept as well.
+    let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        &format!("b3: {b3_trace}-e457b5a2e4d86bd1-1"),
+        &format!("http://127.0.0.1:{port}/get"),
+    ]);
+    assert_eq!(r.json()["headers"]["X-B3-Traceid"], b3_trace);
+    wait_for(
+        "the B3 request's SERVER span",
+        Duration::from_secs(20),
+        || {
+            rotel.spans().iter().any(|s| {
+                s.get("Trace ID").map(String::as_str) == Some(b3_trace)
+                    && s["Kind"] == "SPAN_KIND_SERVER"
+                    && s["Parent ID"] == "e457b5a2e4d86bd1"
+            })
+        },
+    );
+}
