@@ -640,6 +640,69 @@ fn gateway_and_sds_agent_run_unprivileged_and_never_as_istio_proxy_uid() {
 }
 
 #[test]
+fn gateway_knows_its_workload_identity_and_labels_for_metrics_and_policy() {
+    let r = Rendered::with(NATIVE);
+    let gateway = r.container("gateway");
+    assert_eq!(
+        env(gateway, "SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName"
+    );
+    assert_eq!(
+        env(gateway, "ISTIO_META_WORKLOAD_NAME")["value"],
+        "gateway-proxy"
+    );
+    assert_eq!(env(gateway, "ISTIO_META_CLUSTER_ID")["value"], "Kubernetes");
+    // Every pod label, so AuthorizationPolicy selectors and Istio's app/version
+    // rules see what Kubernetes sees.
+    let labels = env(gateway, "POD_LABELS")["value"].as_str().unwrap();
+    let pairs: BTreeSet<&str> = labels.split(',').collect();
+    for (k, v) in r.pod()["metadata"]["labels"].as_object().unwrap() {
+        let pair = format!("{k}={}", v.as_str().unwrap());
+        assert!(
+            pairs.contains(pair.as_str()),
+            "{pair} missing from {labels}"
+        );
+    }
+    assert!(pairs.contains("sidecar.istio.io/inject=false"), "{labels}");
+}
+
+#[test]
+fn tracing_is_off_by_default_and_set_by_endpoint_and_percent() {
+    let off = Rendered::with(INTEGRATION_OFF);
+    let no_otel = off.container("gateway")["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| !e["name"].as_str().unwrap().starts_with("OTEL_"));
+    assert!(no_otel, "no OTEL_* env without an endpoint");
+
+    let on = Rendered::with(&[
+        "gatewayProxies.gatewayProxy.podTemplate.tracing.otlpEndpoint=http://collector:4317",
+        "gatewayProxies.gatewayProxy.podTemplate.tracing.samplingPercent=10",
+    ]);
+    let gateway = on.container("gateway");
+    let value = |name| env(gateway, name)["value"].as_str().unwrap().to_owned();
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "http://collector:4317"
+    );
+    assert_eq!(value("OTEL_TRACES_SAMPLER"), "parentbased_traceidratio");
+    assert_eq!(value("OTEL_TRACES_SAMPLER_ARG"), "0.1");
+    assert_eq!(
+        value("OTEL_SERVICE_NAME"),
+        format!("gateway-proxy.{RELEASE_NAMESPACE}")
+    );
+}
+
+#[test]
+fn tracing_sampling_over_100_percent_fails_naming_the_key() {
+    let err = render_failure(
+        "gatewayProxies:\n  gatewayProxy:\n    podTemplate:\n      tracing:\n        samplingPercent: 150\n",
+    );
+    assert!(err.contains("samplingPercent"), "{err}");
+}
+
+#[test]
 fn probes_exec_the_binaries_against_loopback_admin_servers() {
     let r = Rendered::with(NATIVE);
     let expect = [

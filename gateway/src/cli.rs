@@ -108,11 +108,6 @@ pub struct RunArgs {
     /// the canonical service from --workload-labels, else `unknown`].
     #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
     pub workload_name: Option<String>,
-    /// This pod's labels, `key=value` comma-separated: `app`, `version` and Istio's
-    /// canonical service and revision labels fill the `source_*` labels of the Istio
-    /// metrics by Istio's rules.
-    #[arg(long, env = "GATEWAY_WORKLOAD_LABELS", value_delimiter = ',', value_parser = label_pair)]
-    pub workload_labels: Vec<(String, String)>,
     /// Cluster id for `source_cluster` / `destination_cluster` (Istio's
     /// `ISTIO_META_CLUSTER_ID`).
     #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = crate::observe::istio_metrics::DEFAULT_CLUSTER_ID)]
@@ -152,7 +147,9 @@ pub struct RunArgs {
     /// On SIGTERM, how long open connections may take to finish.
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration)]
     pub drain_timeout: Duration,
-    /// The gateway pod's labels (`k=v,k=v`), for AuthorizationPolicy selectors.
+    /// The gateway pod's labels (`k=v,k=v`): AuthorizationPolicy selectors, and the
+    /// `source_*` labels of the Istio metrics (`app`, `version`, Istio's canonical
+    /// service and revision labels) by Istio's rules.
     #[arg(long, env = "POD_LABELS", value_delimiter = ',', value_parser = label)]
     pub pod_labels: Vec<(String, String)>,
     /// Proxies in front of the gateway trusted to append X-Forwarded-For (Istio's
@@ -319,7 +316,7 @@ impl From<RunArgs> for Config {
 
 /// The gateway as Istio's metrics name the source workload.
 fn source_workload(a: &RunArgs) -> Workload {
-    let labels: BTreeMap<String, String> = a.workload_labels.iter().cloned().collect();
+    let labels: BTreeMap<String, String> = a.pod_labels.iter().cloned().collect();
     let ns = a.pod_namespace.as_deref().unwrap_or(UNKNOWN);
     let principal = match (&a.pod_namespace, &a.service_account) {
         (Some(ns), Some(sa)) => format!("spiffe://{}/ns/{ns}/sa/{sa}", a.trust_domain),
@@ -331,13 +328,6 @@ fn source_workload(a: &RunArgs) -> Workload {
         .clone()
         .unwrap_or_else(|| canonical.canonical_service.to_string());
     Workload::from_labels(&name, ns, &principal, &labels, &a.cluster_id)
-}
-
-fn label_pair(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => Err(format!("{s:?} is not key=value")),
-    }
 }
 
 fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {

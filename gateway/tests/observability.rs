@@ -21,7 +21,7 @@ const SOURCE_ARGS: &[&str] = &[
     "meshgate",
     "--workload-name",
     "meshgate",
-    "--workload-labels",
+    "--pod-labels",
     "app=meshgate,version=v2,service.istio.io/canonical-name=meshgate-gw",
 ];
 
