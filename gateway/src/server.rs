@@ -108,13 +108,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         backend_states: BackendStates::default(),
     };
     let changed = applier.changed.subscribe();
-    match &config.provider {
-        Provider::File => start_provider(&config, applier).await?,
-        Provider::Kubernetes(settings) => {
-            start_kubernetes(settings, &config, applier, data_plane).await?
-        }
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let status_writer = match &config.provider {
+        Provider::File => {
+            start_provider(&config, applier).await?;
+            None
+        }
+        Provider::Kubernetes(settings) => {
+            let stop = stop_rx.clone();
+            Some(start_kubernetes(settings, &config, applier, data_plane, stop).await?)
+        }
+    };
     let accept = AcceptShared {
         proxy,
         drain: DrainWatch::default(),
@@ -133,6 +137,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     shutdown_signal().await;
     drain(&config, &readiness, &stop_tx, listeners, &accept, &metrics).await;
+    if let Some(writer) = status_writer {
+        // The Lease release began with the drain; give it a moment if it is still going.
+        let _ = tokio::time::timeout(LEASE_RELEASE_WAIT, writer).await;
+    }
     if let Some(t) = tracing {
         // The batch exporter blocks while it flushes; keep the runtime's threads free.
         tokio::task::spawn_blocking(move || t.shutdown()).await?;
@@ -158,14 +166,18 @@ async fn start_provider(config: &Config, applier: ConfigApplier) -> anyhow::Resu
     Ok(())
 }
 
+/// How long shutdown waits, after the drain, for the status Lease to be released.
+const LEASE_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// Starts the Kubernetes provider (nothing is served until every watch has listed once)
-/// and the status writer.
+/// and the status writer, which ends when `stop` turns true.
 async fn start_kubernetes(
     settings: &kubernetes::Settings,
     config: &Config,
     applier: ConfigApplier,
     (tables, binds): (TableReader, admin::BindState),
-) -> anyhow::Result<()> {
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
     let (tx, rx) = watch::channel(None);
     let (client, feed) = kubernetes::start(settings.clone(), config.translate.clone(), tx).await?;
     let writer = StatusWriter {
@@ -175,10 +187,11 @@ async fn start_kubernetes(
         tables,
         binds,
         applied: applier.changed.subscribe(),
+        stop,
     };
-    tokio::spawn(writer.run());
+    let writer = tokio::spawn(writer.run());
     tokio::spawn(apply_updates(rx, applier));
-    Ok(())
+    Ok(writer)
 }
 
 /// Applies every update a provider sends, in order, until the provider is gone.

@@ -149,6 +149,10 @@ impl Cluster {
     }
 
     fn gateway_waiting_for(&self, name: &str, bind: &str, wait_path: &str) -> Gateway {
+        self.gateway_with_lease(name, bind, wait_path, "2s")
+    }
+
+    fn gateway_with_lease(&self, name: &str, bind: &str, wait_path: &str, lease: &str) -> Gateway {
         let kubeconfig = self.kubeconfig().display().to_string();
         Gateway::start_waiting_for(
             "",
@@ -164,7 +168,7 @@ impl Cluster {
                 "--bind-address",
                 bind,
                 "--lease-duration",
-                "2s",
+                lease,
                 "--debounce",
                 "50ms",
             ],
@@ -515,6 +519,38 @@ async fn only_the_lease_holder_writes_status_and_another_replica_takes_over_when
     ));
     wait_for("route status from the new holder", || {
         our_conditions(&cluster.get_json(&["httproute", "second"]))
+    });
+    assert!(b.log().contains("HTTPRoute status written"), "{}", b.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_releases_the_lease_on_sigterm_and_the_other_replica_takes_over() {
+    let cluster = Cluster::start().await;
+    // A 60 s Lease: gw-b retries every 20 s, but could only take an unreleased Lease
+    // over 60 s after it last saw it renewed, longer than `wait_for` waits.
+    let mut a = cluster.gateway_with_lease("gw-a", "127.0.0.1", "/ready", "60s");
+    wait_for("gw-a to hold the Lease", || {
+        let l = cluster.get_json(&["lease", "meshgate-edge"]);
+        (l["spec"]["holderIdentity"] == "gw-a").then_some(())
+    });
+    let b = cluster.gateway_with_lease("gw-b", "127.0.0.2", "/ready", "60s");
+    assert!(
+        a.process().terminate(Duration::from_secs(30)),
+        "gw-a exits after SIGTERM"
+    );
+    assert!(a.log().contains("status Lease released"), "{}", a.log());
+    let released = cluster.get_json(&["lease", "meshgate-edge"]);
+    assert_ne!(
+        released["spec"]["holderIdentity"], "gw-a",
+        "gw-a gave the Lease up before exiting: {released}"
+    );
+    wait_for("gw-b to take the released Lease", || {
+        let l = cluster.get_json(&["lease", "meshgate-edge"]);
+        (l["spec"]["holderIdentity"] == "gw-b").then_some(())
+    });
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    wait_for("route status from the new holder", || {
+        our_conditions(&cluster.get_json(&["httproute", "httpbin"]))
     });
     assert!(b.log().contains("HTTPRoute status written"), "{}", b.log());
 }

@@ -35,10 +35,13 @@ pub struct StatusWriter {
     pub binds: BindState,
     /// Bumped after each table swap.
     pub applied: watch::Receiver<u64>,
+    /// Becomes true on SIGTERM: the holder gives the Lease up and the writer ends.
+    pub stop: watch::Receiver<bool>,
 }
 
 impl StatusWriter {
-    /// Holds (or waits for) the Lease and writes status on every change, forever.
+    /// Holds (or waits for) the Lease and writes status on every change, until stopped;
+    /// a holder releases the Lease on the way out so another replica takes over at once.
     pub async fn run(mut self) {
         let gw = self.settings.gateway.clone();
         let lease_name = format!("meshgate-{}", gw.name);
@@ -68,6 +71,17 @@ impl StatusWriter {
                 r = self.feed.changed() => { if r.is_err() { return } dirty = true; }
                 r = self.applied.changed() => { if r.is_err() { return } dirty = true; }
                 _ = tokio::time::sleep_until(next_renew) => {}
+                r = self.stop.changed() => {
+                    let stopping = r.is_err() || *self.stop.borrow();
+                    if !stopping {
+                        continue;
+                    }
+                    if held_until.is_some() {
+                        lock.release().await;
+                        tracing::info!("shutting down: status Lease released");
+                    }
+                    return;
+                }
             }
         }
     }
