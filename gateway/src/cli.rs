@@ -105,7 +105,7 @@ pub struct RunArgs {
     #[arg(long, env = "SERVICE_ACCOUNT")]
     pub service_account: Option<String>,
     /// The gateway's workload name in the Istio metrics (`source_workload`) [default:
-    /// the canonical service from --workload-labels, else `unknown`].
+    /// the canonical service from --pod-labels, else `unknown`].
     #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
     pub workload_name: Option<String>,
     /// Cluster id for `source_cluster` / `destination_cluster` (Istio's
