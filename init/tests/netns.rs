@@ -1,8 +1,8 @@
 //! Real traffic through the rules `gateway-init` programs: the real binary runs inside a
 //! "pod" network namespace joined to a "client" namespace by a veth pair; listeners stand
 //! in for the gateway (edge port), the sidecar (15006 inbound, 15001 outbound), the admin
-//! ports and an upstream. Needs root (CI runs as root); otherwise each test prints
-//! `SKIPPED` and passes. Needs `ip` (iproute2), iptables (nft and legacy), `setpriv`,
+//! ports and an upstream. Needs root, so every test is `#[ignore]`d: `scripts/test` runs
+//! them with `--include-ignored` when root (CI is), and elsewhere they show as ignored. Needs `ip` (iproute2), iptables (nft and legacy), `setpriv`,
 //! `timeout` and `bash`.
 
 #[path = "support/cases.rs"]
@@ -16,7 +16,7 @@ use std::process::Output;
 use gateway_init::live::LiveRules;
 use netns::{
     CLIENT_V4, CLIENT_V6, Listener, Netns, POD_V4, POD_V6, PodAndClient, connect, connect_as, must,
-    root_or_skip,
+    require_root,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-init");
@@ -60,12 +60,9 @@ fn url(host: &str, port: u16) -> String {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn sidecar_mode_edge_port_reaches_gateway_directly_and_other_ports_land_on_15006() {
-    if !root_or_skip(
-        "sidecar_mode_edge_port_reaches_gateway_directly_and_other_ports_land_on_15006",
-    ) {
-        return;
-    }
+    require_root();
     let net = PodAndClient::new();
     let _gateway = Listener::start(&net.pod, "gateway", "[::]:8080");
     let _app = Listener::start(&net.pod, "app", "[::]:7070");
@@ -100,12 +97,9 @@ fn sidecar_mode_edge_port_reaches_gateway_directly_and_other_ports_land_on_15006
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn sidecar_mode_outbound_from_ordinary_uid_lands_on_15001_and_from_proxy_uid_goes_out_directly() {
-    if !root_or_skip(
-        "sidecar_mode_outbound_from_ordinary_uid_lands_on_15001_and_from_proxy_uid_goes_out_directly",
-    ) {
-        return;
-    }
+    require_root();
     let net = PodAndClient::new();
     let _outbound = Listener::start(&net.pod, "sidecar-outbound", "[::]:15001");
     let _upstream = Listener::start(&net.client, "upstream", "[::]:9000");
@@ -134,10 +128,9 @@ fn sidecar_mode_outbound_from_ordinary_uid_lands_on_15001_and_from_proxy_uid_goe
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn native_mode_admin_port_is_refused_from_client_and_answers_on_loopback() {
-    if !root_or_skip("native_mode_admin_port_is_refused_from_client_and_answers_on_loopback") {
-        return;
-    }
+    require_root();
     let net = PodAndClient::new();
     let _admin = Listener::start(&net.pod, "gateway-admin", "[::]:19000");
     let _sds_admin = Listener::start(&net.pod, "sds-agent-admin", "[::]:15030");
@@ -281,28 +274,23 @@ fn apply_twice_verify_and_clean_up(backend: &str) {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn apply_twice_then_verify_passes_and_cleanup_restores_the_original_rules_nft() {
-    if !root_or_skip("apply_twice_then_verify_passes_and_cleanup_restores_the_original_rules_nft") {
-        return;
-    }
+    require_root();
     apply_twice_verify_and_clean_up("nft");
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn apply_twice_then_verify_passes_and_cleanup_restores_the_original_rules_legacy() {
-    if !root_or_skip(
-        "apply_twice_then_verify_passes_and_cleanup_restores_the_original_rules_legacy",
-    ) {
-        return;
-    }
+    require_root();
     apply_twice_verify_and_clean_up("legacy");
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn auto_backend_follows_the_backend_that_holds_rules() {
-    if !root_or_skip("auto_backend_follows_the_backend_that_holds_rules") {
-        return;
-    }
+    require_root();
     for (holder, other) in [("legacy", "nft"), ("nft", "legacy")] {
         let pod = Netns::new("pod");
         add_foreign_rules(&pod, holder);
@@ -322,10 +310,9 @@ fn auto_backend_follows_the_backend_that_holds_rules() {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn a_failing_restore_is_rolled_back_and_reported() {
-    if !root_or_skip("a_failing_restore_is_rolled_back_and_reported") {
-        return;
-    }
+    require_root();
     for backend in ["nft", "legacy"] {
         let pod = Netns::new("pod");
         add_foreign_rules(&pod, backend);
@@ -368,10 +355,9 @@ fn a_failing_restore_is_rolled_back_and_reported() {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn a_restore_that_fails_half_way_through_a_family_is_rolled_back() {
-    if !root_or_skip("a_restore_that_fails_half_way_through_a_family_is_rolled_back") {
-        return;
-    }
+    require_root();
     for backend in ["nft", "legacy"] {
         let pod = Netns::new("pod");
         let be = ["--backend", backend, "--ipv6", "false"];
@@ -409,10 +395,9 @@ fn a_restore_that_fails_half_way_through_a_family_is_rolled_back() {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn every_golden_case_applies_and_verifies_on_both_backends() {
-    if !root_or_skip("every_golden_case_applies_and_verifies_on_both_backends") {
-        return;
-    }
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     for backend in ["nft", "legacy"] {
         let pod = Netns::new("pod");
@@ -441,10 +426,9 @@ fn every_golden_case_applies_and_verifies_on_both_backends() {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces and iptables rules (scripts/test runs it as root)"]
 fn missing_iptables_and_missing_net_admin_are_reported() {
-    if !root_or_skip("missing_iptables_and_missing_net_admin_are_reported") {
-        return;
-    }
+    require_root();
     let pod = Netns::new("pod");
     let out = pod
         .command(BIN)

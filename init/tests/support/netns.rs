@@ -24,18 +24,15 @@ pub const CLIENT_V6: &str = "fd77::1";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// True when this process may create namespaces; otherwise prints that `test` skipped.
-/// Written straight to stderr (not `eprintln!`) so the test harness does not swallow it.
-pub fn root_or_skip(test: &str) -> bool {
+/// Panics with a clear message unless this process may create namespaces: these tests
+/// are `#[ignore]`d and run only where asked (`scripts/test` as root).
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {test}: needs root (creates network namespaces and iptables rules)"
-        );
-    }
-    root
+    assert!(
+        root,
+        "needs root: creates network namespaces and iptables rules (run as root, or leave it ignored)"
+    );
 }
 
 /// Runs a command, panicking with its output if it fails.
