@@ -2,8 +2,8 @@
 //! "pod" network namespace joined to a "client" namespace by a veth pair; listeners stand
 //! in for the gateway (edge port), the sidecar (15006 inbound, 15001 outbound), the admin
 //! ports and an upstream. Needs root, so every test is `#[ignore]`d: `scripts/test` runs
-//! them with `--include-ignored` when root (CI is), and elsewhere they show as ignored. Needs `ip` (iproute2), iptables (nft and legacy), `setpriv`,
-//! `timeout` and `bash`.
+//! them with `--include-ignored` when root (CI is), and elsewhere they show as ignored.
+//! Needs `ip` (iproute2), iptables (nft and legacy), `setpriv`, `timeout` and `bash`.
 
 #[path = "support/cases.rs"]
 mod cases;
