@@ -376,15 +376,7 @@ fn a_broken_route_is_left_out_while_the_route_next_to_it_keeps_serving() {
     };
 
     gw.write_config(&routes("PathPrefixx"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gw.metric("gateway_config_objects_rejected") < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not left out: {}",
-            gw.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gw.wait_metric_at_least("gateway_config_objects_rejected", 1.0);
     let expected = "HTTPRoute default/second rule 0 match 0: path type \"PathPrefixx\" is not one of Exact, PathPrefix, RegularExpression";
     assert!(gw.log().contains(expected), "{}", gw.log());
     // The broken route serves nothing (404 NR); its neighbour keeps serving.
@@ -453,15 +445,7 @@ fn unparsable_config_is_rejected_whole_and_the_last_good_one_keeps_serving() {
     let gw = Gateway::start(&good);
     let url = format!("http://127.0.0.1:{port}/status/200");
     gw.write_config(&format!("{good}---\nkind: [unclosed\n"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gw.metric("gateway_config_rejections_total") < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no rejection: {}",
-            gw.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gw.wait_metric_at_least("gateway_config_rejections_total", 1.0);
     assert!(gw.log().contains("configuration rejected"), "{}", gw.log());
     assert_eq!(
         curl(&[&url]).status,
@@ -492,15 +476,10 @@ fn admin_serves_ready_config_dump_metrics_and_probe() {
             ["rule"]["id"],
         "default/httpbin/0"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while gw.metric("gateway_requests_total{route=\"default/httpbin/0\",code=\"200\"}") < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            gw.admin_get("/metrics").1
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gw.wait_metric_at_least(
+        "gateway_requests_total{route=\"default/httpbin/0\",code=\"200\"}",
+        1.0,
+    );
     let (_, metrics) = gw.admin_get("/metrics");
     for m in [
         "gateway_request_duration_seconds_bucket",

@@ -342,13 +342,23 @@ impl Gateway {
 
     /// Waits until the metric line(s) starting with `prefix` sum to `value`.
     pub fn wait_metric(&self, prefix: &str, value: f64) {
+        self.wait_metric_where(prefix, &format!("{value}"), |v| v == value);
+    }
+
+    /// Waits until the metric line(s) starting with `prefix` sum to at least `min`.
+    pub fn wait_metric_at_least(&self, prefix: &str, min: f64) {
+        self.wait_metric_where(prefix, &format!(">= {min}"), |v| v >= min);
+    }
+
+    fn wait_metric_where(&self, prefix: &str, want: &str, ok: impl Fn(f64) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.metric(prefix) != value {
+        while !ok(self.metric(prefix)) {
             if Instant::now() > deadline {
                 panic!(
-                    "{prefix} is {} (want {value}):\n{}",
+                    "{prefix} is {} (want {want}):\n{}\nlog:\n{}",
                     self.metric(prefix),
-                    self.admin_get("/metrics").1
+                    self.admin_get("/metrics").1,
+                    self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
