@@ -110,7 +110,7 @@ pub struct AuthzOperation {
     pub not_paths: Vec<String>,
 }
 
-/// Edge protocol of a port.
+/// Edge protocol of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Protocol {
     /// Plain HTTP/1.1 and h2c.
@@ -119,6 +119,13 @@ pub enum Protocol {
     /// TLS-terminated HTTP/1.1 and HTTP/2.
     #[serde(rename = "HTTPS")]
     Https,
+    /// TLS chosen by SNI: passed through untouched, or terminated and then proxied as
+    /// TCP.
+    #[serde(rename = "TLS")]
+    Tls,
+    /// Plain TCP, proxied byte for byte.
+    #[serde(rename = "TCP")]
+    Tcp,
 }
 
 impl Protocol {
@@ -126,8 +133,31 @@ impl Protocol {
     pub fn scheme(self) -> &'static str {
         match self {
             Protocol::Http => "http",
-            Protocol::Https => "https",
+            Protocol::Https | Protocol::Tls => "https",
+            Protocol::Tcp => "tcp",
         }
+    }
+
+    /// The API spelling (`HTTP`, `HTTPS`, `TLS`, `TCP`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Https => "HTTPS",
+            Protocol::Tls => "TLS",
+            Protocol::Tcp => "TCP",
+        }
+    }
+
+    /// Whether listeners of both protocols can share a port: HTTPS and TLS can (the
+    /// ClientHello's SNI picks the listener, as Gateway API and Istio allow); every other
+    /// protocol needs a port of its own.
+    pub fn shares_port_with(self, other: Protocol) -> bool {
+        self == other || (self.is_tls() && other.is_tls())
+    }
+
+    /// Does a connection start with a TLS ClientHello?
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::Tls)
     }
 }
 
@@ -136,7 +166,8 @@ impl Protocol {
 pub struct Port {
     /// Port number.
     pub port: u16,
-    /// One protocol per port (a second claim is a conflict).
+    /// The port's protocol (its first listener's); HTTPS and TLS listeners may share a
+    /// port, any other second protocol is a conflict.
     pub protocol: Protocol,
     /// Listeners; each keeps its own virtual hosts.
     pub listeners: Vec<Listener>,
@@ -149,11 +180,32 @@ pub struct Listener {
     pub name: String,
     /// Hostname the listener serves.
     pub hostname: HostPattern,
-    /// TLS termination (HTTPS).
+    /// The listener's protocol.
+    pub protocol: Protocol,
+    /// TLS termination (HTTPS, TLS with mode Terminate); none on a TLS listener means
+    /// passthrough.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsServer>,
-    /// Virtual hosts, most specific hostname first; `*` last.
+    /// Virtual hosts, most specific hostname first; `*` last (HTTP and HTTPS).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Connection routes (TCP and TLS), most specific SNI hostname first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l4_routes: Vec<L4Route>,
+}
+
+/// Where the connections of one SNI hostname (TLS) or of a whole listener (TCP) go.
+#[derive(Debug, Serialize)]
+pub struct L4Route {
+    /// SNI hostname (`*` on TCP listeners).
+    pub hostname: HostPattern,
+    /// `Kind namespace/name`, the name used in logs.
+    pub route: String,
+    /// Weighted backends (shared by every hostname and listener the route serves); none,
+    /// or an unresolvable one picked, refuses the connection.
+    pub backends: Arc<Vec<Backend>>,
+    /// Sum of backend weights.
+    pub total_weight: u32,
 }
 
 /// TLS server settings of a listener.
@@ -837,6 +889,9 @@ pub struct MeshTarget {
     pub identities: Vec<String>,
     /// Speak HTTP/2 (ALPN `istio-h2`) rather than HTTP/1.1 (`istio-http/1.1`).
     pub http2: bool,
+    /// Raw TCP: ALPN `istio` only, so the sidecar matches its TCP filter chain.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
 }
 
 impl MeshTarget {

@@ -237,3 +237,34 @@ fn authorization_policies_select_the_gateway_and_fail_closed() {
     let json = serde_json::to_string_pretty(&config.authorization).unwrap() + "\n";
     check(dir.join("authorization.json"), json);
 }
+
+/// TCP, TLS Passthrough and TLS Terminate listeners and their routes:
+/// `golden/l4/<name>.yaml` -> the IR (`.json`) and, for refusals, the conditions
+/// (`.status.json`) of each object.
+fn l4_golden(name: &str) {
+    let dir = golden_dir().join("l4");
+    let out = translate_file(
+        &dir.join(format!("{name}.yaml")),
+        &TranslateOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
+    let status = serde_json::to_string_pretty(&out.status).unwrap() + "\n";
+    check(dir.join(format!("{name}.status.json")), status);
+    let errors = out.errors.join("\n") + "\n";
+    check(dir.join(format!("{name}.errors.txt")), errors);
+    let (config, _) = out
+        .accepted()
+        .expect("per-object acceptance keeps the rest");
+    let json = serde_json::to_string_pretty(&config).unwrap() + "\n";
+    check(dir.join(format!("{name}.json")), json);
+}
+
+#[test]
+fn tcp_and_tls_routes_attach_by_listener_and_sni_with_the_oldest_route_winning() {
+    l4_golden("l4_routes");
+}
+
+#[test]
+fn tcp_and_tls_listener_and_route_mistakes_are_refused_alone_by_name() {
+    l4_golden("l4_refusals");
+}

@@ -1,4 +1,5 @@
-//! Gateway API v1.6 (`gateway.networking.k8s.io/v1`) Gateway and HTTPRoute.
+//! Gateway API v1.6 (`gateway.networking.k8s.io`): Gateway, HTTPRoute, GRPCRoute,
+//! TCPRoute, TLSRoute, ReferenceGrant and BackendTLSPolicy.
 //!
 //! Derived by hand from the v1.6 CRDs for the fields this gateway implements, in their API
 //! spelling; every struct flattens an [`Unsupported`] map, so a field we do not implement
@@ -759,4 +760,113 @@ pub struct SubjectAltName {
     /// For `URI`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+}
+
+/// Spec of the TCPRoute (`v1alpha2`, experimental channel): every connection on a TCP
+/// listener goes to the rule's backends; kube derives [`TcpRoute`].
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1alpha2",
+    kind = "TCPRoute",
+    root = "TcpRoute",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRouteSpec {
+    /// Gateways (and listeners) the route attaches to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// Rules (the first one is used; v1alpha2 allows only one).
+    #[serde(default)]
+    pub rules: Vec<L4RouteRule>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Spec of the TLSRoute (`v1`, standard channel since v1.5; `v1alpha2` objects parse
+/// too): connections on a TLS listener chosen by SNI; kube derives [`TlsRoute`].
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "TLSRoute",
+    root = "TlsRoute",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteSpec {
+    /// Gateways (and listeners) the route attaches to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// SNI host names the route serves (exact or `*.suffix`).
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Rules (the first one is used).
+    #[serde(default)]
+    pub rules: Vec<L4RouteRule>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `TCPRouteRule` / `TLSRouteRule`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct L4RouteRule {
+    /// Optional rule name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Weighted backends for the connection.
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `BackendRef` (no filters, unlike [`HttpBackendRef`]).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// API group; empty is core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Defaults to `Service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Defaults to the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Service port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Relative weight (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+impl BackendRef {
+    /// The same reference in HTTPRoute's shape (no filters), for backend resolution.
+    pub fn as_http(&self) -> HttpBackendRef {
+        HttpBackendRef {
+            group: self.group.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            port: self.port,
+            weight: self.weight,
+            filters: Vec::new(),
+        }
+    }
 }

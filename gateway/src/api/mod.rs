@@ -25,6 +25,10 @@ pub struct Snapshot {
     pub http_routes: Vec<gateway_api::HttpRoute>,
     /// Gateway API GRPCRoutes.
     pub grpc_routes: Vec<gateway_api::GrpcRoute>,
+    /// Gateway API TCPRoutes.
+    pub tcp_routes: Vec<gateway_api::TcpRoute>,
+    /// Gateway API TLSRoutes.
+    pub tls_routes: Vec<gateway_api::TlsRoute>,
     /// Gateway API BackendTLSPolicies.
     pub backend_tls_policies: Vec<gateway_api::BackendTlsPolicy>,
     /// Gateway API ReferenceGrants (cross-namespace references).

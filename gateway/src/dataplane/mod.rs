@@ -5,6 +5,7 @@
 
 pub mod authz;
 mod hosts;
+pub mod l4;
 pub mod limits;
 pub mod routes;
 mod tls;
@@ -72,8 +73,12 @@ pub struct ListenerTable {
     pub name: String,
     /// Listener hostname.
     pub hostname: HostPattern,
-    /// TLS server config (HTTPS).
+    /// Listener protocol.
+    pub protocol: Protocol,
+    /// TLS server config (HTTPS, TLS Terminate).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connection routes (TCP, TLS).
+    pub l4: l4::L4Routes,
     /// Virtual hosts.
     vhosts: Vec<VirtualHost>,
     /// Virtual host index by hostname.
@@ -104,11 +109,15 @@ impl Tables {
             .flat_map(|l| &l.vhosts)
             .flat_map(|v| &v.routes)
             .map(|r| &r.rule);
-        for rule in rules {
-            for b in &rule.backends {
-                seen.entry(b.name.clone())
-                    .or_insert_with(|| backend_report(b));
-            }
+        let l4 = self
+            .ports
+            .values()
+            .flat_map(|p| &p.listeners)
+            .flat_map(|l| l.l4.iter())
+            .flat_map(|r| &r.backends);
+        for b in rules.flat_map(|r| &r.backends).chain(l4) {
+            seen.entry(b.name.clone())
+                .or_insert_with(|| backend_report(b));
         }
         serde_json::json!({ "backends": seen })
     }
@@ -173,7 +182,9 @@ pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables 
             listeners.push(ListenerTable {
                 name: l.name.clone(),
                 hostname: l.hostname.clone(),
+                protocol: l.protocol,
                 tls,
+                l4: l4::L4Routes::build(&l.l4_routes, states),
                 hosts: HostIndex::new(l.virtual_hosts.iter().map(|v| &v.hostname)),
                 vhosts,
             });

@@ -207,18 +207,23 @@ impl RateLimiter {
 impl Rule {
     /// Weighted random pick; `None` when every weight is 0 or there are no backends.
     pub fn pick_backend(&self) -> Option<&Backend> {
-        if self.total_weight == 0 {
-            return None;
-        }
-        let mut n = fastrand::u32(0..self.total_weight);
-        for b in &self.backends {
-            if n < b.weight {
-                return Some(b);
-            }
-            n -= b.weight;
-        }
-        None
+        pick_weighted(&self.backends, self.total_weight)
     }
+}
+
+/// Weighted random pick among backends whose weights sum to `total`.
+pub fn pick_weighted(backends: &[Backend], total: u32) -> Option<&Backend> {
+    if total == 0 {
+        return None;
+    }
+    let mut n = fastrand::u32(0..total);
+    for b in backends {
+        if n < b.weight {
+            return Some(b);
+        }
+        n -= b.weight;
+    }
+    None
 }
 
 /// Compiled filters.
@@ -557,7 +562,8 @@ fn compile_filters(f: &ir::Filters, states: &BackendStates) -> Filters {
     }
 }
 
-fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
+/// Compiles one backend, its state taken from (and kept in) `states`.
+pub(super) fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
     let state = states.get(&b.name);
     let base = Destination::for_backend(b);
     let target = match &b.target {

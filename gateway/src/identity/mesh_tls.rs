@@ -1,7 +1,8 @@
 //! Istio mutual TLS to mesh upstreams, the way an Istio client does it: the gateway's
 //! SDS certificate as client certificate, the server chain verified against ROOTCA, the
 //! server's URI SAN checked against the expected SPIFFE identities, SNI
-//! `outbound_.<port>_._.<fqdn>`, ALPN `istio-http/1.1` or `istio-h2` plus `istio`.
+//! `outbound_.<port>_._.<fqdn>`, ALPN `istio-http/1.1` or `istio-h2` plus `istio` (only `istio`
+//! for raw TCP).
 
 use std::sync::Arc;
 
@@ -16,6 +17,9 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 /// ALPN protocols offered, as Istio clients offer them.
 pub fn alpn(target: &MeshTarget) -> Vec<Vec<u8>> {
+    if target.tcp {
+        return vec![b"istio".to_vec()];
+    }
     let first: &[u8] = if target.http2 {
         b"istio-h2"
     } else {

@@ -44,6 +44,9 @@ pub struct Entry<'a> {
     pub user_agent: Option<&'a str>,
     pub request_id: &'a str,
     pub authority: &'a str,
+    /// SNI of a TLS connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_server_name: Option<&'a str>,
     /// Upstream attempts made (0 when none was).
     pub attempts: u32,
     pub downstream_remote_address: &'a str,

@@ -268,6 +268,7 @@ impl EncodeLabelSet for IstioLabels {
         };
         let grpc = self.grpc_response_status.map(|g| g.to_string());
         let code = self.response_code.to_string();
+        let tcp = self.request_protocol == "tcp";
         let labels: [(&str, &str); ISTIO_LABELS] = [
             ("reporter", "source"),
             ("source_workload", &s.name),
@@ -295,11 +296,28 @@ impl EncodeLabelSet for IstioLabels {
             ("response_flags", self.response_flags),
             ("connection_security_policy", policy),
         ];
-        for l in &labels {
+        // Istio's TCP series have no response code (there is no response).
+        let skip = |name: &str| tcp && matches!(name, "response_code" | "grpc_response_status");
+        for l in labels.iter().filter(|(name, _)| !skip(name)) {
             l.encode(e.encode_label())?;
         }
         Ok(())
     }
+}
+
+/// What one finished connection of a connection route contributes.
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    /// Where it went ([`Destination::unknown`] when nowhere).
+    pub destination: Arc<Destination>,
+    /// Envoy response flag or `-`.
+    pub response_flags: &'static str,
+    /// Mesh mTLS to the endpoint.
+    pub mutual_tls: bool,
+    /// Bytes from the client to the upstream.
+    pub received_bytes: u64,
+    /// Bytes from the upstream to the client.
+    pub sent_bytes: u64,
 }
 
 /// How many labels an Istio request series carries (`reporter` included).
@@ -329,9 +347,15 @@ pub struct RequestRecord {
 }
 
 /// `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`,
-/// `istio_response_bytes`.
+/// `istio_response_bytes`, and for connection routes `istio_tcp_connections_opened_total`,
+/// `istio_tcp_connections_closed_total`, `istio_tcp_received_bytes_total`,
+/// `istio_tcp_sent_bytes_total`.
 pub struct IstioMetrics {
     source: Arc<Workload>,
+    tcp_opened: Family<IstioLabels, Counter>,
+    tcp_closed: Family<IstioLabels, Counter>,
+    tcp_received: Family<IstioLabels, Counter>,
+    tcp_sent: Family<IstioLabels, Counter>,
     requests: Family<IstioLabels, Counter>,
     duration: Family<IstioLabels, Histogram>,
     request_bytes: Family<IstioLabels, Histogram>,
@@ -343,6 +367,10 @@ impl IstioMetrics {
     pub fn new(source: Workload) -> IstioMetrics {
         IstioMetrics {
             source: Arc::new(source),
+            tcp_opened: Family::default(),
+            tcp_closed: Family::default(),
+            tcp_received: Family::default(),
+            tcp_sent: Family::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS_MS)),
             request_bytes: Family::new_with_constructor(|| Histogram::new(SIZE_BUCKETS)),
@@ -368,6 +396,51 @@ impl IstioMetrics {
             "Response size (headers and body)",
             self.response_bytes.clone(),
         );
+        let tcp = [
+            (
+                "istio_tcp_connections_opened",
+                "TCP connections opened",
+                &self.tcp_opened,
+            ),
+            (
+                "istio_tcp_connections_closed",
+                "TCP connections closed",
+                &self.tcp_closed,
+            ),
+            (
+                "istio_tcp_received_bytes",
+                "Bytes received from clients",
+                &self.tcp_received,
+            ),
+            (
+                "istio_tcp_sent_bytes",
+                "Bytes sent to clients",
+                &self.tcp_sent,
+            ),
+        ];
+        for (name, help, family) in tcp {
+            reg.register(name, help, family.clone());
+        }
+    }
+
+    /// Records a connection of a connection route once it has closed (opened and closed
+    /// then carry the same labels, flags included).
+    pub fn record_connection(&self, r: &ConnectionRecord) {
+        let labels = IstioLabels {
+            source: self.source.clone(),
+            destination: r.destination.clone(),
+            request_protocol: "tcp",
+            response_code: 0,
+            grpc_response_status: None,
+            response_flags: r.response_flags,
+            mutual_tls: r.mutual_tls,
+        };
+        self.tcp_opened.get_or_create(&labels).inc();
+        self.tcp_received
+            .get_or_create(&labels)
+            .inc_by(r.received_bytes);
+        self.tcp_sent.get_or_create(&labels).inc_by(r.sent_bytes);
+        self.tcp_closed.get_or_create(&labels).inc();
     }
 
     /// Records one finished request.
@@ -435,6 +508,7 @@ mod tests {
                 sni: "outbound_.8000_._.httpbin.default.svc.cluster.local".into(),
                 identities: vec!["spiffe://cluster.local/ns/default/sa/httpbin".into()],
                 http2: false,
+                tcp: false,
             })),
             workload: Some(ir::Workload {
                 name: "httpbin".into(),

@@ -135,6 +135,12 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
         ("gateway.networking.k8s.io", "GRPCRoute") => out
             .grpc_routes
             .push(typed::<gateway_api::GrpcRoute>(with_metadata(value)).map_err(ctx)?),
+        ("gateway.networking.k8s.io", "TCPRoute") => out
+            .tcp_routes
+            .push(typed::<gateway_api::TcpRoute>(with_version(value, "v1alpha2")).map_err(ctx)?),
+        ("gateway.networking.k8s.io", "TLSRoute") => out
+            .tls_routes
+            .push(typed::<gateway_api::TlsRoute>(with_version(value, "v1")).map_err(ctx)?),
         ("gateway.networking.k8s.io", "BackendTLSPolicy") => out
             .backend_tls_policies
             .push(typed::<gateway_api::BackendTlsPolicy>(with_metadata(value)).map_err(ctx)?),
@@ -176,6 +182,14 @@ fn typed<T: serde::de::DeserializeOwned>(v: serde_yaml::Value) -> Result<T, serd
 
 /// Adds an empty `metadata` to an object that has none: kube's derived root types require
 /// the field, while the standalone files have always allowed leaving it out.
+/// [`with_metadata`], with the apiVersion kube's derive expects: the versions a kind is
+/// served as (TLSRoute `v1alpha2` and `v1`) carry the same fields here.
+fn with_version(value: serde_yaml::Value, version: &str) -> serde_yaml::Value {
+    let mut v = with_metadata(value);
+    v["apiVersion"] = format!("gateway.networking.k8s.io/{version}").into();
+    v
+}
+
 fn with_metadata(mut value: serde_yaml::Value) -> serde_yaml::Value {
     if let Some(map) = value.as_mapping_mut()
         && !map.contains_key("metadata")

@@ -135,6 +135,7 @@ impl Completion {
             user_agent: self.user_agent.as_deref(),
             request_id: &self.request_id,
             authority: &self.authority,
+            requested_server_name: None,
             attempts: self.attempts,
             downstream_remote_address: &peer,
             route: self.route.as_deref(),

@@ -1,5 +1,6 @@
-//! Downstream connections: TLS by SNI (the listener is chosen at the handshake and kept
-//! for the connection), hyper's auto server (HTTP/1.1, HTTP/2, h2c, ALPN), the
+//! Downstream connections: TLS by SNI (the ClientHello is read first and picks the
+//! listener, kept for the connection: HTTPS, TLS Terminate or TLS Passthrough), TCP
+//! listeners handed to [`l4`], hyper's auto server (HTTP/1.1, HTTP/2, h2c, ALPN), the
 //! first-request deadline, the idle timeout, and graceful drain through hyper-util's
 //! graceful-shutdown watcher.
 
@@ -16,8 +17,9 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{ProxyContext, request};
+use super::{ProxyContext, l4, request, sni};
 use crate::dataplane::Protocol;
+use crate::dataplane::l4::L4Route;
 
 /// Hands out graceful-shutdown watchers until the drain starts.
 #[derive(Clone)]
@@ -73,7 +75,7 @@ pub async fn serve_connection(
         Some(p) => p.protocol,
         None => return,
     };
-    let mut conn = ConnInfo {
+    let conn = ConnInfo {
         peer,
         port,
         scheme,
@@ -82,48 +84,119 @@ pub async fn serve_connection(
     };
     match scheme {
         Protocol::Http => serve_io(ctx, tcp, conn, watcher, first_request_by).await,
-        Protocol::Https => {
-            let tls = accept_tls(&ctx, tcp, peer, port, first_request_by).await;
-            let Some((stream, listener)) = tls else {
-                return;
+        Protocol::Tcp => {
+            let route = {
+                let tables = ctx.tables.load();
+                let pt = tables.ports.get(&port);
+                pt.and_then(|p| p.listeners.first())
+                    .and_then(|l| l.l4.find(None).cloned())
             };
-            conn.listener = Some(listener);
-            serve_io(ctx, stream, conn, watcher, first_request_by).await
+            l4::serve(&ctx, tcp, route, downstream(peer, None)).await
+        }
+        Protocol::Https | Protocol::Tls => {
+            serve_tls(ctx, tcp, conn, watcher, first_request_by).await
         }
     }
 }
 
-/// Reads the ClientHello, picks the listener by SNI and completes its handshake.
-async fn accept_tls(
-    ctx: &ProxyContext,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    port: u16,
+fn downstream(peer: SocketAddr, sni: Option<String>) -> l4::Downstream {
+    l4::Downstream {
+        peer,
+        sni,
+        accepted: Instant::now(),
+        start_time: std::time::SystemTime::now(),
+    }
+}
+
+/// What the ClientHello's SNI selected on a TLS port.
+enum TlsTarget {
+    /// An HTTPS listener: its TLS config and name.
+    Https(Arc<rustls::ServerConfig>, Arc<str>),
+    /// A TLS Terminate listener: its TLS config and the SNI's route (`None`: none).
+    Terminate(Arc<rustls::ServerConfig>, Option<Arc<L4Route>>),
+    /// A TLS Passthrough listener's route (`None`: no route for this SNI).
+    Passthrough(Option<Arc<L4Route>>),
+}
+
+/// A TLS port: the ClientHello is read first, its SNI picks the listener, and the
+/// connection is served as HTTPS, passed through, or terminated and proxied as TCP.
+async fn serve_tls(
+    ctx: Arc<ProxyContext>,
+    mut tcp: TcpStream,
+    mut conn: ConnInfo,
+    watcher: Watcher,
     deadline: tokio::time::Instant,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Arc<str>)> {
-    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
-    let start = match tokio::time::timeout_at(deadline, acceptor).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+) {
+    let peer = conn.peer;
+    let accepted = downstream(peer, None);
+    let hello = match sni::peek(&mut tcp, deadline).await {
+        Ok(h) => h,
+        Err(e) => {
+            if matches!(e, sni::PeekError::Timeout) {
+                ctx.metrics.downstream_timeout("first_request");
+            }
             tracing::debug!(%peer, error = %e, "TLS ClientHello failed");
-            return None;
-        }
-        Err(_) => {
-            ctx.metrics.downstream_timeout("first_request");
-            return None;
+            return;
         }
     };
-    let sni = start.client_hello().server_name().map(str::to_owned);
-    let (config, listener) = {
-        let tables = ctx.tables.load();
-        let pt = tables.ports.get(&port)?;
-        let l = &pt.listeners[pt.listener_for_sni(sni.as_deref())?];
-        (l.tls.clone()?, Arc::<str>::from(l.name.as_str()))
+    let Some(target) = tls_target(&ctx, conn.port, hello.sni.as_deref()) else {
+        return;
     };
-    match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
-        Ok(Ok(s)) => Some((s, listener)),
+    let d = l4::Downstream {
+        sni: hello.sni.clone(),
+        ..accepted
+    };
+    let stream = sni::Rewind::new(hello.buffered, tcp);
+    match target {
+        TlsTarget::Passthrough(route) => l4::serve(&ctx, stream, route, d).await,
+        TlsTarget::Terminate(config, route) => {
+            if let Some(tls) = handshake(&ctx, stream, config, peer, deadline).await {
+                l4::serve(&ctx, tls, route, d).await
+            }
+        }
+        TlsTarget::Https(config, listener) => {
+            if let Some(tls) = handshake(&ctx, stream, config, peer, deadline).await {
+                conn.listener = Some(listener);
+                serve_io(ctx, tls, conn, watcher, deadline).await
+            }
+        }
+    }
+}
+
+/// The listener (and, on TLS listeners, the route) an SNI selects on `port`.
+fn tls_target(ctx: &ProxyContext, port: u16, sni: Option<&str>) -> Option<TlsTarget> {
+    let tables = ctx.tables.load();
+    let pt = tables.ports.get(&port)?;
+    let l = &pt.listeners[pt.listener_for_sni(sni)?];
+    let route = || l.l4.find(sni).cloned();
+    Some(match (&l.tls, l.protocol) {
+        (None, _) => TlsTarget::Passthrough(route()),
+        (Some(c), Protocol::Tls) => TlsTarget::Terminate(c.clone(), route()),
+        (Some(c), _) => TlsTarget::Https(c.clone(), l.name.as_str().into()),
+    })
+}
+
+/// Completes the TLS handshake (the ClientHello is replayed from `stream`).
+async fn handshake<S>(
+    ctx: &ProxyContext,
+    stream: S,
+    config: Arc<rustls::ServerConfig>,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let result = tokio::time::timeout_at(deadline, async {
+        acceptor.await?.into_stream(config).await
+    })
+    .await;
+    match result {
+        Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            tracing::debug!(%peer, ?sni, error = %e, "TLS handshake failed");
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
@@ -242,15 +315,25 @@ impl Drop for InFlight {
     }
 }
 
-/// IO wrapper recording activity for the idle timeout.
+/// IO wrapper recording activity for the idle timeout, and the bytes read.
 pub(super) struct ActivityIo<I> {
     inner: I,
     activity: Arc<Activity>,
+    read: u64,
 }
 
 impl<I> ActivityIo<I> {
     pub(super) fn new(inner: I, activity: Arc<Activity>) -> ActivityIo<I> {
-        ActivityIo { inner, activity }
+        ActivityIo {
+            inner,
+            activity,
+            read: 0,
+        }
+    }
+
+    /// Bytes read from the inner stream so far.
+    pub(super) fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
 
@@ -262,7 +345,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read += n as u64;
             self.activity.touch();
         }
         r

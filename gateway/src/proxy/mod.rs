@@ -10,6 +10,8 @@
 //! - [`checks`]: what a request must be before it is routed (Host, method).
 //! - [`normalize`]: the request path as routes see it (dot segments, percent-encoding).
 //! - [`tunnel`]: upgraded connections (WebSocket): slots, idle timeout, drain.
+//! - [`sni`]: the ClientHello read first on TLS ports (SNI picks the listener).
+//! - [`l4`]: connection routes (TCP, TLS passthrough, TLS terminated then TCP).
 //! - [`headers`], [`body`], [`reject`]: helpers of the above.
 
 pub mod attempt;
@@ -19,11 +21,13 @@ pub mod connection;
 pub mod cors;
 pub mod forward;
 pub mod headers;
+pub mod l4;
 mod mirror;
 pub mod normalize;
 pub mod policy;
 pub mod reject;
 pub mod request;
+pub mod sni;
 pub mod tunnel;
 
 use std::sync::Arc;

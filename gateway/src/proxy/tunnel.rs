@@ -75,7 +75,7 @@ impl Tunnels {
     pub fn splice(&self, slot: Slot, down: OnUpgrade, up: OnUpgrade) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let _open = OpenTunnel::new(inner.clone(), slot);
+            let _open = OpenTunnel::new(inner.clone(), Some(slot));
             let (d, u) = match tokio::try_join!(down, up) {
                 Ok(both) => both,
                 Err(e) => {
@@ -88,6 +88,18 @@ impl Tunnels {
             let mut u = TokioIo::new(u);
             run(&inner, &activity, &mut d, &mut u).await;
         });
+    }
+
+    /// Copies bytes both ways for a connection route (TCP, TLS); the connection keeps the
+    /// slot its accept took. Counted as an open tunnel, so the drain waits for it and
+    /// closes it at the deadline; closed when idle for the idle timeout.
+    pub async fn pipe<D, U>(&self, activity: &Activity, down: &mut D, up: &mut U)
+    where
+        D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let _open = OpenTunnel::new(self.inner.clone(), None);
+        run(&self.inner, activity, down, up).await;
     }
 
     /// Waits until no tunnel is open.
@@ -141,23 +153,28 @@ where
     }
 }
 
-/// Counts a tunnel (and holds its slot) for its lifetime.
+/// Counts a tunnel (and holds the slot of an upgraded one) for its lifetime.
 struct OpenTunnel {
     inner: Arc<Inner>,
-    _slot: Slot,
+    /// An upgraded tunnel's own slot; `None` for a connection route.
+    slot: Option<Slot>,
 }
 
 impl OpenTunnel {
-    fn new(inner: Arc<Inner>, slot: Slot) -> Self {
+    fn new(inner: Arc<Inner>, slot: Option<Slot>) -> Self {
         inner.open.send_modify(|n| *n += 1);
-        inner.metrics.tunnels_active.inc();
-        OpenTunnel { inner, _slot: slot }
+        if slot.is_some() {
+            inner.metrics.tunnels_active.inc();
+        }
+        OpenTunnel { inner, slot }
     }
 }
 
 impl Drop for OpenTunnel {
     fn drop(&mut self) {
-        self.inner.metrics.tunnels_active.dec();
+        if self.slot.is_some() {
+            self.inner.metrics.tunnels_active.dec();
+        }
         self.inner.open.send_modify(|n| *n -= 1);
     }
 }

@@ -109,6 +109,7 @@ fn attach_route(
             opts,
             kind,
             rate_limit: rate_limit.clone(),
+            l4: false,
         };
         if let Some(r) = rules::compile_rule(&rc, ri, rule, f) {
             compiled.push(r);
@@ -174,7 +175,7 @@ fn attach_route(
 
 /// The listeners each parentRef selects, with `Accepted` and `ResolvedRefs` per parent.
 /// `invalid` (the route's first error) refuses every parent.
-fn parents(
+pub(super) fn parents(
     snap: &Snapshot,
     route: &HttpRoute,
     gateways: &Gateways,
@@ -273,6 +274,19 @@ fn parent_listeners(
         ));
     }
     let route_ns = route.metadata.ns();
+    if !candidates.iter().any(|l| l.kinds.contains(&kind)) {
+        let serves: Vec<String> = candidates
+            .iter()
+            .map(|l| format!("{:?} serves {}", l.name, l.kinds.join(", ")))
+            .collect();
+        return Err((
+            Reason::NotAllowedByListeners,
+            format!(
+                "{pctx}: no listener of Gateway {gw} serves {kind}s ({})",
+                serves.join("; ")
+            ),
+        ));
+    }
     let allowed: Vec<ListenerInfo> = candidates
         .into_iter()
         .filter(|l| l.kinds.contains(&kind) && namespace_allowed(snap, l, route_ns))

@@ -137,6 +137,8 @@ pub struct RuleCtx<'a> {
     pub kind: &'a str,
     /// The route's local rate limits (BackendTrafficPolicy), if any.
     pub rate_limit: Option<std::sync::Arc<crate::ir::RateLimit>>,
+    /// A connection route (TCP, TLS): mesh upstreams get ALPN `istio` only.
+    pub l4: bool,
 }
 
 /// Compiles a rule's backendRefs (with their filters); references that do not resolve
@@ -288,7 +290,8 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
             Arc::new(MeshTarget {
                 sni: MeshTarget::sni_for(port, &fqdn),
                 identities,
-                http2,
+                http2: http2 && !rc.l4,
+                tcp: rc.l4,
             })
         })
     };

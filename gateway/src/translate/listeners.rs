@@ -65,6 +65,8 @@ pub struct Gateways {
     pub ports: BTreeMap<u16, ir::Port>,
     /// Route entries per (port, listener full name), then per host.
     pub pending: BTreeMap<(u16, String), PendingHosts>,
+    /// Connection routes per (port, listener full name), then per SNI host.
+    pub l4_pending: super::l4::PendingL4,
 }
 
 impl Gateways {
@@ -86,20 +88,31 @@ impl Gateways {
                 });
             }
         }
+        for ((port, listener), hosts) in std::mem::take(&mut self.l4_pending) {
+            if let Some(l) = self
+                .ports
+                .get_mut(&port)
+                .and_then(|p| p.listeners.iter_mut().find(|l| l.name == listener))
+            {
+                l.l4_routes.extend(hosts.into_values());
+            }
+        }
         for p in self.ports.values_mut() {
             p.listeners.sort_by_key(|l| l.hostname.specificity());
             for l in &mut p.listeners {
                 l.virtual_hosts.sort_by_key(|v| v.hostname.specificity());
+                l.l4_routes.sort_by_key(|r| r.hostname.specificity());
             }
         }
-        let mesh_upstreams = self
-            .ports
-            .values()
-            .flat_map(|p| p.listeners.iter())
+        let listeners = || self.ports.values().flat_map(|p| p.listeners.iter());
+        let http = listeners()
             .flat_map(|l| l.virtual_hosts.iter())
             .flat_map(|vh| vh.routes.iter())
-            .flat_map(|r| r.rule.backends.iter())
-            .any(|b| b.target.uses_mesh());
+            .flat_map(|r| r.rule.backends.iter());
+        let l4 = listeners()
+            .flat_map(|l| l.l4_routes.iter())
+            .flat_map(|r| r.backends.iter());
+        let mesh_upstreams = http.chain(l4).any(|b| b.target.uses_mesh());
         ir::Config {
             ports: self.ports,
             warnings,
@@ -248,8 +261,10 @@ fn compile_listener(
     let protocol = match l.protocol.as_str() {
         "HTTP" => Protocol::Http,
         "HTTPS" => Protocol::Https,
+        "TLS" => Protocol::Tls,
+        "TCP" => Protocol::Tcp,
         other => {
-            let msg = format!("{ctx}: protocol {other:?} is not one of HTTP, HTTPS");
+            let msg = format!("{ctx}: protocol {other:?} is not one of HTTP, HTTPS, TLS, TCP");
             return Err(refuse(C::Accepted, Reason::UnsupportedProtocol, msg));
         }
     };
@@ -258,24 +273,27 @@ fn compile_listener(
         return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
     }
     let hostname = match &l.hostname {
+        // Gateway API: the hostname of a TCP listener is ignored (there is no SNI).
+        Some(_) if protocol == Protocol::Tcp => HostPattern::Any,
         Some(h) => validate_hostname(h).map_err(|e| {
             let msg = format!("{ctx}: hostname {h:?}: {e}");
             refuse(C::Accepted, Reason::UnsupportedValue, msg)
         })?,
         None => HostPattern::Any,
     };
-    let (allowed_from, kinds) = allowed_routes(l, ctx, f)?;
     let tls = listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts)?;
+    let served = route_kinds(protocol, tls.is_some());
+    let (allowed_from, kinds) = allowed_routes(l, ctx, served, f)?;
     let port = out.ports.entry(l.port).or_insert_with(|| ir::Port {
         port: l.port,
         protocol,
         listeners: Vec::new(),
     });
-    if port.protocol != protocol {
+    if !port.protocol.shares_port_with(protocol) {
         let msg = format!(
             "{ctx}: port {} is already used with protocol {}",
             l.port,
-            port.protocol.scheme().to_ascii_uppercase()
+            port.protocol.name()
         );
         return Err(refuse(C::Conflicted, Reason::ProtocolConflict, msg));
     }
@@ -298,8 +316,10 @@ fn compile_listener(
     port.listeners.push(ir::Listener {
         name: info.full_name(),
         hostname,
+        protocol,
         tls,
         virtual_hosts: Vec::new(),
+        l4_routes: Vec::new(),
     });
     Ok(info)
 }
@@ -315,12 +335,19 @@ fn listener_tls_for(
     frontend: &Frontend,
     opts: &TranslateOptions,
 ) -> Result<Option<ir::TlsServer>, ListenerError> {
-    if protocol != Protocol::Https {
-        if l.tls.is_some() {
-            let msg = format!("{ctx}: tls is only allowed on HTTPS listeners");
-            return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
+    match protocol {
+        Protocol::Https => {}
+        Protocol::Tls if tls_mode(l) == Some("Passthrough") => {
+            return passthrough_tls(l, ctx);
         }
-        return Ok(None);
+        Protocol::Tls => {}
+        Protocol::Http | Protocol::Tcp => {
+            if l.tls.is_some() {
+                let msg = format!("{ctx}: tls is only allowed on HTTPS and TLS listeners");
+                return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
+            }
+            return Ok(None);
+        }
     }
     let validation = match frontend.for_port(l.port) {
         Some(Err(e)) => {
@@ -341,15 +368,52 @@ fn listener_tls_for(
 }
 
 /// Route kinds an HTTP or HTTPS listener serves.
-const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+const HTTP_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+
+/// The route kinds a listener serves: HTTP ones on HTTP and HTTPS, TLSRoute on TLS (and,
+/// once terminated, TCPRoute), TCPRoute on TCP.
+fn route_kinds(protocol: Protocol, terminates: bool) -> &'static [&'static str] {
+    match protocol {
+        Protocol::Http | Protocol::Https => HTTP_KINDS,
+        Protocol::Tls if terminates => &["TLSRoute", "TCPRoute"],
+        Protocol::Tls => &["TLSRoute"],
+        Protocol::Tcp => &["TCPRoute"],
+    }
+}
+
+/// `tls.mode` as written.
+fn tls_mode(l: &gateway_api::Listener) -> Option<&str> {
+    l.tls.as_ref().and_then(|t| t.mode.as_deref())
+}
+
+/// A TLS listener in Passthrough mode: no certificate, nothing terminated.
+fn passthrough_tls(
+    l: &gateway_api::Listener,
+    ctx: &str,
+) -> Result<Option<ir::TlsServer>, ListenerError> {
+    let t = l.tls.as_ref().expect("mode was read from tls");
+    if let Some(name) = t.unsupported.keys().next() {
+        let msg = format!("{ctx}: tls: field {name:?} is not supported by meshgate");
+        return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
+    }
+    if !t.certificate_refs.is_empty() {
+        let msg = format!(
+            "{ctx}: tls.certificateRefs must be empty with mode Passthrough (the backend \
+             presents its own certificate)"
+        );
+        return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
+    }
+    Ok(None)
+}
 
 fn allowed_routes(
     l: &gateway_api::Listener,
     ctx: &str,
+    served: &[&'static str],
     f: &mut Findings,
 ) -> Result<(AllowedFrom, Vec<&'static str>), ListenerError> {
     let Some(ar) = &l.allowed_routes else {
-        return Ok((AllowedFrom::Same, ROUTE_KINDS.to_vec()));
+        return Ok((AllowedFrom::Same, served.to_vec()));
     };
     let invalid = |msg: String| refuse(C::Accepted, Reason::UnsupportedValue, msg);
     let from = match ar.namespaces.as_ref().and_then(|n| n.from.as_deref()) {
@@ -370,12 +434,12 @@ fn allowed_routes(
         }
     };
     if ar.kinds.is_empty() {
-        return Ok((from, ROUTE_KINDS.to_vec()));
+        return Ok((from, served.to_vec()));
     }
     let group = super::attachment::GATEWAY_GROUP;
     let mut kinds = Vec::new();
     for (i, k) in ar.kinds.iter().enumerate() {
-        let known = ROUTE_KINDS.iter().find(|r| **r == k.kind);
+        let known = served.iter().find(|r| **r == k.kind);
         match known {
             Some(r) if k.group.as_deref().unwrap_or(group) == group => kinds.push(*r),
             _ => f.warnings.push(format!(
@@ -388,7 +452,8 @@ fn allowed_routes(
         let asked: Vec<&str> = ar.kinds.iter().map(|k| k.kind.as_str()).collect();
         let msg = format!(
             "{ctx}: allowedRoutes.kinds {asked:?}: none is a route kind this listener serves \
-             (HTTPRoute, GRPCRoute)"
+             ({})",
+            served.join(", ")
         );
         return Err(refuse(C::ResolvedRefs, Reason::InvalidRouteKinds, msg));
     }
@@ -602,7 +667,8 @@ fn listener_tls(
     let bad_ref = |m: String| refuse(C::ResolvedRefs, Reason::InvalidCertificateRef, m);
     let Some(t) = &l.tls else {
         return Err(invalid(format!(
-            "{ctx}: HTTPS listener needs tls.certificateRefs"
+            "{ctx}: {} listener needs tls.certificateRefs",
+            l.protocol
         )));
     };
     if t.unsupported.contains_key("frontendValidation") {
@@ -616,15 +682,23 @@ fn listener_tls(
             "{ctx}: tls: field {name:?} is not supported by meshgate"
         )));
     }
-    let mode = t.mode.as_deref().unwrap_or("Terminate");
-    if mode != "Terminate" {
-        return Err(invalid(format!(
-            "{ctx}: tls.mode {mode:?} is not supported (only Terminate)"
-        )));
+    match t.mode.as_deref().unwrap_or("Terminate") {
+        "Terminate" => {}
+        "Passthrough" => {
+            return Err(invalid(format!(
+                "{ctx}: tls.mode Passthrough needs protocol TLS (an HTTPS listener terminates)"
+            )));
+        }
+        other => {
+            return Err(invalid(format!(
+                "{ctx}: tls.mode {other:?} is not one of Terminate, Passthrough"
+            )));
+        }
     }
     let Some(cref) = t.certificate_refs.first() else {
         return Err(invalid(format!(
-            "{ctx}: HTTPS listener needs tls.certificateRefs"
+            "{ctx}: {} listener needs tls.certificateRefs",
+            l.protocol
         )));
     };
     let kind = cref.kind.as_deref().unwrap_or("Secret");

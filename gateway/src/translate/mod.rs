@@ -2,7 +2,7 @@
 //!
 //! One module per concern: [`listeners`] (Gateways, the port table, TLS material),
 //! [`attachment`] (parentRefs, allowedRoutes, hostnames), [`rules`] (matches and
-//! precedence), [`filters`], [`backends`] (Services, EndpointSlices, mesh policy) and
+//! precedence), [`filters`], [`l4`] (TCPRoute, TLSRoute), [`backends`] (Services, EndpointSlices, mesh policy) and
 //! [`status`]. Every error names the object and the field at fault, e.g. `HTTPRoute
 //! default/httpbin rule 0 match 0: path type "PathPrefixx" is not one of Exact,
 //! PathPrefix, RegularExpression`; all errors are collected, not just the first.
@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod filters;
 pub mod grants;
 pub mod grpc;
+pub mod l4;
 pub mod listeners;
 pub mod policies;
 pub mod rules;
@@ -204,6 +205,7 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     backend_tls::validate(snap, &index, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);
+    l4::attach_l4_routes(snap, &index, opts, &mut gateways, &mut f);
     let mut config = gateways.finish(f.warnings.clone());
     let served = snap.gateways.first().map(|g| {
         (

@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+/// A connect error of any layer (TCP, TLS, mesh identity).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use body::{DownstreamBodyError, RequestBody};
 pub use connector::{Connector, MeshConnectError};
@@ -96,6 +99,30 @@ impl Upstreams {
             mesh: Arc::new(ArcSwap::from_pointee(HashMap::new())),
             tls: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         }
+    }
+
+    /// A new (unpooled) connection for a connection route: TCP, then mesh mTLS (ALPN
+    /// `istio`) or BackendTLSPolicy TLS, as the endpoint's transport says.
+    pub async fn connect_stream(
+        &self,
+        transport: &Transport,
+        authority: &http::uri::Authority,
+    ) -> Result<TokioIo<connector::CountedIo>, BoxError> {
+        let mut connector = match transport {
+            Transport::Plaintext => self.plain.clone(),
+            Transport::Mesh(target) => {
+                let creds = self.identity.as_ref().and_then(|i| i.current());
+                self.plain.for_mesh(target, creds.as_deref())
+            }
+            Transport::Tls(target) => self.plain.for_backend_tls(target),
+        };
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()?;
+        let io = tower_service::Service::call(&mut connector, uri).await?;
+        Ok(TokioIo::new(io))
     }
 
     /// The pooled client for an endpoint's transport and the backend's protocol.

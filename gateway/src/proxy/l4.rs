@@ -1,0 +1,203 @@
+//! Connection routes: a TCP listener's connections, TLS passed through by SNI, or TLS
+//! terminated and then proxied as TCP. One upstream connection per downstream one
+//! (TCP, mesh mTLS with ALPN `istio`, or BackendTLSPolicy TLS), bytes copied both ways
+//! with half-close, closed when idle or at the drain deadline; one access-log line and
+//! Istio's `istio_tcp_*` metrics per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::ProxyContext;
+use super::connection::{Activity, ActivityIo};
+use crate::dataplane::l4::L4Route;
+use crate::dataplane::routes::{Backend, Target};
+use crate::ir::Transport;
+use crate::observe::access_log::Entry;
+use crate::observe::istio_metrics::{ConnectionRecord, Destination};
+use crate::upstream::lb;
+
+/// The downstream side of a routed connection.
+pub struct Downstream {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// SNI, for TLS listeners.
+    pub sni: Option<String>,
+    /// When the connection was accepted.
+    pub accepted: Instant,
+    /// Wall-clock time of the accept, for the log.
+    pub start_time: SystemTime,
+}
+
+/// How a connection ended, for the log and metrics.
+struct Ended<'a> {
+    route: Option<&'a str>,
+    backend: Option<&'a Backend>,
+    upstream_host: Option<String>,
+    destination: Arc<Destination>,
+    mutual_tls: bool,
+    /// Envoy's response flag, `-` when none.
+    flag: &'static str,
+    reason: Option<String>,
+    received: u64,
+    sent: u64,
+}
+
+/// Why no upstream connection was made: Envoy's flag and the reason.
+type Refused = (&'static str, String);
+
+/// Proxies one connection along `route` (`None`: nothing serves it, and it is closed).
+pub async fn serve<D>(ctx: &ProxyContext, down: D, route: Option<Arc<L4Route>>, d: Downstream)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(route) = route else {
+        let why = match &d.sni {
+            Some(sni) => format!("no TLSRoute serves SNI {sni:?} on this listener"),
+            None => "no route serves this listener".to_string(),
+        };
+        return finish(ctx, &d, Ended::refused(None, None, ("NR", why)));
+    };
+    let Some(backend) = route.pick_backend() else {
+        let why = format!("{} has no backend with weight", route.route);
+        return finish(
+            ctx,
+            &d,
+            Ended::refused(Some(&route.route), None, ("NR", why)),
+        );
+    };
+    let (up, host, destination, mutual_tls) = match connect(ctx, backend).await {
+        Ok(ok) => ok,
+        Err(refused) => {
+            let ended = Ended::refused(Some(&route.route), Some(backend), refused);
+            return finish(ctx, &d, ended);
+        }
+    };
+    let activity = Arc::new(Activity::new());
+    let mut down = ActivityIo::new(down, activity.clone());
+    let mut up = ActivityIo::new(up, activity.clone());
+    ctx.tunnels.pipe(&activity, &mut down, &mut up).await;
+    let ended = Ended {
+        route: Some(&route.route),
+        backend: Some(backend),
+        upstream_host: Some(host),
+        destination,
+        mutual_tls,
+        flag: "-",
+        reason: None,
+        received: down.bytes_read(),
+        sent: up.bytes_read(),
+    };
+    finish(ctx, &d, ended);
+}
+
+/// Picks an endpoint and connects to it.
+async fn connect(
+    ctx: &ProxyContext,
+    backend: &Backend,
+) -> Result<
+    (
+        impl AsyncRead + AsyncWrite + Unpin,
+        String,
+        Arc<Destination>,
+        bool,
+    ),
+    Refused,
+> {
+    let (authority, transport, destination) = match &backend.target {
+        Target::Endpoints(eps) if eps.is_empty() => {
+            return Err(("UH", format!("{} has no ready endpoint", backend.name)));
+        }
+        Target::Endpoints(eps) => {
+            let i = lb::pick(backend.policy.as_deref(), &backend.state, eps, None, None);
+            let ep = &eps[i];
+            (&ep.authority, &ep.transport, ep.destination.clone())
+        }
+        Target::Dns {
+            authority,
+            transport,
+        } => (authority, transport, backend.destination.clone()),
+        Target::Unresolvable(why) => return Err(("NC", why.clone())),
+    };
+    match ctx.upstreams.connect_stream(transport, authority).await {
+        Ok(io) => {
+            let mesh = matches!(transport, Transport::Mesh(_));
+            Ok((io, authority.to_string(), destination, mesh))
+        }
+        Err(e) => Err(("UF", format!("connecting to {authority} failed: {e}"))),
+    }
+}
+
+impl<'a> Ended<'a> {
+    fn refused(route: Option<&'a str>, backend: Option<&'a Backend>, (flag, why): Refused) -> Self {
+        Ended {
+            route,
+            backend,
+            upstream_host: None,
+            destination: backend.map_or_else(Destination::unknown, |b| b.destination.clone()),
+            mutual_tls: false,
+            flag,
+            reason: Some(why),
+            received: 0,
+            sent: 0,
+        }
+    }
+}
+
+/// Metrics and the access-log line of a closed connection.
+fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
+    if let Some(why) = &e.reason {
+        tracing::debug!(peer = %d.peer, flag = e.flag, "connection refused: {why}");
+    }
+    ctx.metrics.istio.record_connection(&ConnectionRecord {
+        destination: e.destination.clone(),
+        response_flags: e.flag,
+        mutual_tls: e.mutual_tls,
+        received_bytes: e.received,
+        sent_bytes: e.sent,
+    });
+    let flag = (e.flag != "-").then_some(e.flag);
+    if !ctx.access_log.wants(0, flag) {
+        return;
+    }
+    let peer = d.peer.to_string();
+    let cluster = e.backend.map(|b| upstream_cluster(b, &e.destination));
+    ctx.access_log.log(&Entry {
+        start_time: humantime::format_rfc3339_millis(d.start_time).to_string(),
+        method: "-",
+        path: "-",
+        protocol: "-",
+        response_code: 0,
+        response_flags: e.flag,
+        bytes_received: e.received,
+        bytes_sent: e.sent,
+        duration: d.accepted.elapsed().as_millis() as u64,
+        upstream_service_time: None,
+        upstream_host: e.upstream_host.as_deref(),
+        upstream_cluster: cluster.as_deref(),
+        x_forwarded_for: None,
+        user_agent: None,
+        request_id: "-",
+        authority: "-",
+        requested_server_name: d.sni.as_deref(),
+        attempts: u32::from(e.upstream_host.is_some()),
+        downstream_remote_address: &peer,
+        route: e.route,
+        upstream: e.backend.map(|b| b.name.as_str()),
+        reason: e.reason.as_deref(),
+        trace_id: None,
+        span_id: None,
+    });
+}
+
+/// Envoy's cluster name (`outbound|<port>||<service host>`) for a Service backend.
+fn upstream_cluster(b: &Backend, dest: &Destination) -> String {
+    match b.name.rsplit_once(':') {
+        Some((_, port)) if &*dest.service_name != crate::observe::istio_metrics::UNKNOWN => {
+            format!("outbound|{port}||{}", dest.service)
+        }
+        _ => b.name.clone(),
+    }
+}

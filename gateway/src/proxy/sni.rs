@@ -1,0 +1,207 @@
+//! The ClientHello of a TLS connection, read before anything is decided: its SNI picks
+//! the listener (HTTPS, TLS Terminate or TLS Passthrough), and the bytes read are
+//! replayed ([`Rewind`]) to the TLS acceptor or, untouched, to a passthrough upstream.
+//! rustls parses the hello (on a copy), so no TLS parsing is hand-written here.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// Largest ClientHello read before giving up (a hello is one handshake message of at
+/// most a few records; post-quantum key shares make it a few KiB).
+const MAX_HELLO_BYTES: usize = 64 * 1024;
+
+/// What was read: the bytes, and the server name asked for.
+pub struct ClientHello {
+    /// Every byte read so far (the whole ClientHello, perhaps more).
+    pub buffered: Vec<u8>,
+    /// SNI, lower case; `None` when the client sent none.
+    pub sni: Option<String>,
+}
+
+/// Why no ClientHello was read.
+#[derive(Debug, thiserror::Error)]
+pub enum PeekError {
+    /// The deadline passed first.
+    #[error("no TLS ClientHello within the header read timeout")]
+    Timeout,
+    /// The client closed, or the socket failed.
+    #[error("connection closed before a complete ClientHello: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not TLS, or a malformed hello.
+    #[error("not a TLS ClientHello: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Larger than [`MAX_HELLO_BYTES`].
+    #[error("ClientHello larger than {MAX_HELLO_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Reads until a whole ClientHello has arrived, by `deadline`.
+pub async fn peek<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    deadline: tokio::time::Instant,
+) -> Result<ClientHello, PeekError> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut buffered = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if buffered.len() > MAX_HELLO_BYTES {
+            return Err(PeekError::TooLarge);
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .map_err(|_| PeekError::Timeout)??;
+        if n == 0 {
+            let eof = std::io::ErrorKind::UnexpectedEof;
+            return Err(PeekError::Io(eof.into()));
+        }
+        buffered.extend_from_slice(&chunk[..n]);
+        let mut rest = &chunk[..n];
+        while !rest.is_empty() {
+            if acceptor.read_tls(&mut rest)? == 0 {
+                return Err(PeekError::TooLarge);
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted
+                    .client_hello()
+                    .server_name()
+                    .map(str::to_ascii_lowercase);
+                return Ok(ClientHello { buffered, sni });
+            }
+            Ok(None) => continue,
+            Err((e, _alert)) => return Err(PeekError::Tls(e)),
+        }
+    }
+}
+
+/// A stream that first yields bytes already read from it.
+pub struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// `inner`, with `prefix` read again first.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Rewind<S> {
+        Rewind {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A real ClientHello, from rustls's client, for `sni`.
+    fn client_hello(sni: &str) -> Vec<u8> {
+        let roots = rustls::RootCertStore::empty();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn reads_sni_from_a_hello_split_into_one_byte_writes_and_replays_every_byte() {
+        let hello = client_hello("Passthrough.Example.com");
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let sent = hello.clone();
+        tokio::spawn(async move {
+            for b in sent {
+                client.write_all(&[b]).await.unwrap();
+            }
+            client.write_all(b"after").await.unwrap();
+        });
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let got = peek(&mut server, deadline).await.unwrap();
+        assert_eq!(got.sni.as_deref(), Some("passthrough.example.com"));
+        let mut replay = Rewind::new(got.buffered, server);
+        let mut all = vec![0u8; hello.len() + 5];
+        replay.read_exact(&mut all).await.unwrap();
+        assert_eq!(&all[..hello.len()], &hello[..]);
+        assert_eq!(&all[hello.len()..], b"after");
+    }
+
+    #[tokio::test]
+    async fn plaintext_http_is_refused_as_not_tls() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = peek(&mut server, deadline).await.err().unwrap();
+        assert!(matches!(err, PeekError::Tls(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_times_out_at_the_deadline() {
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+        let err = peek(&mut server, deadline).await.err().unwrap();
+        assert!(matches!(err, PeekError::Timeout), "{err}");
+    }
+}
