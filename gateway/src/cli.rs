@@ -137,7 +137,8 @@ pub struct RunArgs {
     /// before accept; capped by net.core.somaxconn).
     #[arg(long, env = "GATEWAY_LISTEN_BACKLOG", default_value_t = 1024)]
     pub listen_backlog: u32,
-    /// A downstream connection with no traffic for this long is closed.
+    /// A downstream connection with no traffic for this long is closed (HTTP, upgraded
+    /// tunnels, and TCP/TLS connection routes: no bytes either way).
     #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
     pub idle_timeout: Duration,
     /// Open downstream connections (upgraded tunnels included) above which new ones are

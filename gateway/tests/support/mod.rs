@@ -46,6 +46,14 @@ pub struct Process {
 }
 
 impl Process {
+    /// Guards a child spawned by the test itself.
+    pub fn adopt(child: Child, name: &str) -> Process {
+        Process {
+            child,
+            name: name.into(),
+        }
+    }
+
     fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
