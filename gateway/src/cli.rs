@@ -307,6 +307,7 @@ impl From<RunArgs> for Config {
                 }),
                 trust_domain: a.trust_domain,
                 pod_labels: a.pod_labels.into_iter().collect(),
+                pod_namespace: a.pod_namespace.clone(),
                 num_trusted_proxies: a.num_trusted_proxies,
             },
             log_json: a.log_format == "json",

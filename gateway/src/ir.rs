@@ -414,6 +414,8 @@ pub enum PathMatch {
     PathPrefix(String),
     /// An (already validated) expression matched against the whole path.
     RegularExpression(String),
+    /// A plain string prefix (Istio's `uri.prefix`: `/foo` also matches `/foobar`).
+    Prefix(String),
 }
 
 /// A header or query value match.
@@ -642,6 +644,9 @@ pub enum PathModifier {
     ReplaceFullPath(String),
     /// Replace the prefix the request matched (a PathPrefix match) with this.
     ReplacePrefixMatch(String),
+    /// Replace the matched string prefix with this, byte for byte (Istio's `rewrite.uri`
+    /// after a `uri.prefix` match: `/foo` -> `/bar` turns `/foobar` into `/barbar`).
+    ReplaceStringPrefix(String),
 }
 
 /// RequestRedirect.

@@ -268,3 +268,33 @@ fn tcp_and_tls_routes_attach_by_listener_and_sni_with_the_oldest_route_winning()
 fn tcp_and_tls_listener_and_route_mistakes_are_refused_alone_by_name() {
     l4_golden("l4_refusals");
 }
+
+/// The Istio dialect: `golden/istio/<name>.yaml` compiled for a pod labelled
+/// `istio=ingressgateway` -> the IR (`.json`) and every error and warning (`.errors.txt`).
+fn istio_golden(name: &str) {
+    let dir = golden_dir().join("istio");
+    let opts = TranslateOptions {
+        pod_labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+        pod_namespace: Some("istio-system".into()),
+        ..TranslateOptions::default()
+    };
+    let out = translate_file(&dir.join(format!("{name}.yaml")), &opts)
+        .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
+    let errors = out.errors.join("\n") + "\n";
+    check(dir.join(format!("{name}.errors.txt")), errors);
+    let (config, _) = out
+        .accepted()
+        .expect("per-object acceptance keeps the rest");
+    let json = serde_json::to_string_pretty(&config).unwrap() + "\n";
+    check(dir.join(format!("{name}.json")), json);
+}
+
+#[test]
+fn istio_gateway_and_virtual_services_compile_the_seed_walkthroughs() {
+    istio_golden("istio_seed");
+}
+
+#[test]
+fn istio_fields_meshgate_does_not_implement_are_refused_by_name() {
+    istio_golden("istio_refusals");
+}

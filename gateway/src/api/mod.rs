@@ -7,6 +7,7 @@
 pub mod envoy_gateway;
 pub mod gateway_api;
 pub mod istio;
+pub mod istio_gateway;
 mod meta;
 
 pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
@@ -37,6 +38,10 @@ pub struct Snapshot {
     pub backend_traffic_policies: Vec<envoy_gateway::BackendTrafficPolicy>,
     /// Istio AuthorizationPolicies (v1 or v1beta1).
     pub authorization_policies: Vec<istio::AuthorizationPolicy>,
+    /// Istio Gateways (any of v1, v1beta1, v1alpha3).
+    pub istio_gateways: Vec<istio_gateway::IstioGateway>,
+    /// Istio VirtualServices (any of v1, v1beta1, v1alpha3).
+    pub virtual_services: Vec<istio_gateway::VirtualService>,
     /// Istio DestinationRules (any of v1, v1beta1, v1alpha3).
     pub destination_rules: Vec<istio::DestinationRule>,
     /// Secrets (listener certificates, client CAs).

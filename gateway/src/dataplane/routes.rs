@@ -61,6 +61,8 @@ pub enum PathMatch {
     PathPrefix(String),
     /// Anchored expression.
     RegularExpression(Regex),
+    /// Plain string prefix (Istio).
+    Prefix(String),
 }
 
 enum ValueMatch {
@@ -100,6 +102,7 @@ impl RouteMatch {
                         && matches!(req.path.as_bytes().get(p.len()), None | Some(b'/')))
             }
             PathMatch::RegularExpression(r) => r.is_match(req.path),
+            PathMatch::Prefix(p) => req.path.starts_with(p.as_str()),
         };
         if !path_ok || self.method.as_ref().is_some_and(|m| m != req.method) {
             return false;
@@ -275,10 +278,11 @@ pub struct Rewrite {
 }
 
 impl PathMatch {
-    /// Length of the matched prefix (PathPrefix), else 0: what ReplacePrefixMatch replaces.
+    /// Length of the matched prefix (PathPrefix, Prefix), else 0: what
+    /// ReplacePrefixMatch replaces.
     pub fn prefix_len(&self) -> usize {
         match self {
-            PathMatch::PathPrefix(p) => p.len(),
+            PathMatch::PathPrefix(p) | PathMatch::Prefix(p) => p.len(),
             _ => 0,
         }
     }
@@ -288,6 +292,10 @@ impl PathMatch {
 pub fn modify_path(m: &PathModifier, path: &str, prefix_len: usize) -> String {
     match m {
         PathModifier::ReplaceFullPath(p) => p.clone(),
+        PathModifier::ReplaceStringPrefix(replacement) => {
+            let out = format!("{replacement}{}", path.get(prefix_len..).unwrap_or(""));
+            if out.is_empty() { "/".to_string() } else { out }
+        }
         PathModifier::ReplacePrefixMatch(replacement) => {
             let rest = path.get(prefix_len..).unwrap_or("");
             let repl = replacement.trim_end_matches('/');
@@ -490,6 +498,7 @@ fn compile_match(m: &ir::RouteMatch) -> RouteMatch {
             ir::PathMatch::Exact(p) => PathMatch::Exact(p.clone()),
             ir::PathMatch::PathPrefix(p) => PathMatch::PathPrefix(p.clone()),
             ir::PathMatch::RegularExpression(r) => PathMatch::RegularExpression(anchored(r)),
+            ir::PathMatch::Prefix(p) => PathMatch::Prefix(p.clone()),
         },
         headers: m
             .headers

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{ParseErrors, Update};
-use crate::api::{Snapshot, envoy_gateway, gateway_api, istio};
+use crate::api::{Snapshot, envoy_gateway, gateway_api, istio, istio_gateway};
 
 /// Largest configuration accepted, all files together (a runaway ConfigMap volume or a
 /// wrong path must not make the gateway read gigabytes).
@@ -155,6 +155,18 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
             v["apiVersion"] = "security.istio.io/v1".into();
             out.authorization_policies
                 .push(typed::<istio::AuthorizationPolicy>(v).map_err(ctx)?)
+        }
+        ("networking.istio.io", "Gateway") => {
+            let mut v = with_metadata(value);
+            v["apiVersion"] = "networking.istio.io/v1".into();
+            out.istio_gateways
+                .push(typed::<istio_gateway::IstioGateway>(v).map_err(ctx)?)
+        }
+        ("networking.istio.io", "VirtualService") => {
+            let mut v = with_metadata(value);
+            v["apiVersion"] = "networking.istio.io/v1".into();
+            out.virtual_services
+                .push(typed::<istio_gateway::VirtualService>(v).map_err(ctx)?)
         }
         ("networking.istio.io", "DestinationRule") => {
             let mut v = with_metadata(value);

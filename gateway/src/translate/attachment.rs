@@ -304,10 +304,12 @@ fn parent_listeners(
     Ok(allowed)
 }
 
-fn namespace_allowed(snap: &Snapshot, l: &ListenerInfo, route_ns: &str) -> bool {
+/// Whether routes from `route_ns` may attach to `l`.
+pub(super) fn namespace_allowed(snap: &Snapshot, l: &ListenerInfo, route_ns: &str) -> bool {
     match &l.allowed_from {
         AllowedFrom::All => true,
         AllowedFrom::Same => l.gateway.split('/').next() == Some(route_ns),
+        AllowedFrom::Namespace(ns) => ns == route_ns,
         AllowedFrom::Selector(sel) => {
             let labels = snap
                 .namespaces

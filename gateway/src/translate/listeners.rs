@@ -23,6 +23,8 @@ pub enum AllowedFrom {
     All,
     /// Namespaces whose labels match.
     Selector(LabelSelector),
+    /// One namespace (an Istio server host's `namespace/` prefix).
+    Namespace(String),
 }
 
 /// One accepted listener, as routes see it.
@@ -34,6 +36,9 @@ pub struct ListenerInfo {
     pub name: String,
     /// Port.
     pub port: u16,
+    /// The port as its object wrote it (an Istio server's number, which is the gateway
+    /// Service's port; `port` is then its targetPort).
+    pub declared_port: u16,
     /// Protocol.
     pub protocol: Protocol,
     /// Hostname.
@@ -169,7 +174,7 @@ pub fn compile(
     f: &mut Findings,
 ) -> Gateways {
     let mut out = Gateways::default();
-    if snap.gateways.is_empty() {
+    if snap.gateways.is_empty() && snap.istio_gateways.is_empty() {
         f.fatal
             .push("no Gateway found in the configuration".to_string());
     }
@@ -201,7 +206,7 @@ pub fn compile(
                 Err(refuse(C::Accepted, Reason::Invalid, msg))
             };
             match result {
-                Ok(info) => {
+                Ok(_) => {
                     for c in [
                         ok(C::Accepted, Reason::Accepted),
                         ok(C::ResolvedRefs, Reason::ResolvedRefs),
@@ -209,7 +214,6 @@ pub fn compile(
                     ] {
                         f.report.listener_condition(&obj, &l.name, c);
                     }
-                    out.listeners.push(info);
                 }
                 Err(e) => {
                     invalid += 1;
@@ -284,44 +288,63 @@ fn compile_listener(
     let tls = listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts)?;
     let served = route_kinds(protocol, tls.is_some());
     let (allowed_from, kinds) = allowed_routes(l, ctx, served, f)?;
-    let port = out.ports.entry(l.port).or_insert_with(|| ir::Port {
-        port: l.port,
-        protocol,
-        listeners: Vec::new(),
-    });
-    if !port.protocol.shares_port_with(protocol) {
-        let msg = format!(
-            "{ctx}: port {} is already used with protocol {}",
-            l.port,
-            port.protocol.name()
-        );
-        return Err(refuse(C::Conflicted, Reason::ProtocolConflict, msg));
-    }
-    if port.listeners.iter().any(|o| o.hostname == hostname) {
-        let msg = format!(
-            "{ctx}: another listener on port {} has the same hostname {hostname}",
-            l.port
-        );
-        return Err(refuse(C::Conflicted, Reason::HostnameConflict, msg));
-    }
     let info = ListenerInfo {
         gateway: gw.metadata.key(),
         name: l.name.clone(),
         port: l.port,
+        declared_port: l.port,
         protocol,
-        hostname: hostname.clone(),
+        hostname,
         allowed_from,
         kinds,
     };
-    port.listeners.push(ir::Listener {
-        name: info.full_name(),
-        hostname,
-        protocol,
-        tls,
-        virtual_hosts: Vec::new(),
-        l4_routes: Vec::new(),
-    });
-    Ok(info)
+    let (reason, msg) = match out.add(info.clone(), tls) {
+        Ok(()) => return Ok(info),
+        Err(e) => e,
+    };
+    Err(refuse(C::Conflicted, reason, format!("{ctx}: {msg}")))
+}
+
+impl Gateways {
+    /// Adds a listener to the port table: a port holds one protocol (HTTPS and TLS may
+    /// share one) and each hostname once. Errors: the reason and why.
+    pub fn add(
+        &mut self,
+        info: ListenerInfo,
+        tls: Option<ir::TlsServer>,
+    ) -> Result<(), (Reason, String)> {
+        let port = self.ports.entry(info.port).or_insert_with(|| ir::Port {
+            port: info.port,
+            protocol: info.protocol,
+            listeners: Vec::new(),
+        });
+        if !port.protocol.shares_port_with(info.protocol) {
+            let first = port.listeners.first().map_or("", |l| l.name.as_str());
+            let msg = format!(
+                "port {} is already used with protocol {} (listener {first})",
+                info.port,
+                port.protocol.name()
+            );
+            return Err((Reason::ProtocolConflict, msg));
+        }
+        if let Some(o) = port.listeners.iter().find(|o| o.hostname == info.hostname) {
+            let msg = format!(
+                "another listener on port {} has the same hostname {} ({})",
+                info.port, info.hostname, o.name
+            );
+            return Err((Reason::HostnameConflict, msg));
+        }
+        port.listeners.push(ir::Listener {
+            name: info.full_name(),
+            hostname: info.hostname.clone(),
+            protocol: info.protocol,
+            tls,
+            virtual_hosts: Vec::new(),
+            l4_routes: Vec::new(),
+        });
+        self.listeners.push(info);
+        Ok(())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

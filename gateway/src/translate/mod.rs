@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod filters;
 pub mod grants;
 pub mod grpc;
+pub mod istio;
 pub mod l4;
 pub mod listeners;
 pub mod policies;
@@ -45,8 +46,12 @@ pub struct TranslateOptions {
     pub upstream_tls: UpstreamTls,
     /// Trust domain of upstream SPIFFE identities.
     pub trust_domain: String,
-    /// The gateway pod's labels, for AuthorizationPolicy selectors (`--pod-labels`).
+    /// The gateway pod's labels, for AuthorizationPolicy and Istio Gateway selectors
+    /// (`--pod-labels`).
     pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// The gateway pod's namespace, where Istio Gateways' `credentialName` Secrets live
+    /// (`--pod-namespace`); unknown: the Istio Gateway's own namespace.
+    pub pod_namespace: Option<String>,
     /// Proxies in front of the gateway trusted to append X-Forwarded-For (Istio's
     /// `numTrustedProxies`).
     pub num_trusted_proxies: u32,
@@ -60,6 +65,7 @@ impl Default for TranslateOptions {
             upstream_tls: UpstreamTls::Disable,
             trust_domain: mesh::consts::DEFAULT_TRUST_DOMAIN.into(),
             pod_labels: Default::default(),
+            pod_namespace: None,
             num_trusted_proxies: 0,
         }
     }
@@ -204,8 +210,10 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     backends::validate_services(snap, opts, &mut f);
     backend_tls::validate(snap, &index, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);
+    let redirects = istio::gateway::compile(snap, &index, opts, &mut gateways, &mut f);
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);
     l4::attach_l4_routes(snap, &index, opts, &mut gateways, &mut f);
+    istio::virtual_service::attach(snap, &index, opts, &redirects, &mut gateways, &mut f);
     let mut config = gateways.finish(f.warnings.clone());
     let served = snap.gateways.first().map(|g| {
         (

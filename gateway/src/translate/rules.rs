@@ -43,7 +43,7 @@ pub fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> 
     let (rank, len) = match &m.path {
         PathMatch::Exact(p) => (0, p.len()),
         PathMatch::RegularExpression(r) => (1, r.len()),
-        PathMatch::PathPrefix(p) => (2, p.len()),
+        PathMatch::PathPrefix(p) | PathMatch::Prefix(p) => (2, p.len()),
     };
     (
         rank,
