@@ -97,8 +97,9 @@ pub struct RunArgs {
     #[arg(long, env = "GATEWAY_ACCESS_LOG_FILTER", default_value = "all",
           value_parser = ["all", "errors"])]
     pub access_log_filter: String,
-    /// This pod's namespace: `source_workload_namespace` of the Istio metrics and the
-    /// namespace of the gateway's SPIFFE identity.
+    /// This pod's namespace: `source_workload_namespace` of the Istio metrics, the
+    /// namespace of the gateway's SPIFFE identity, and where Istio Gateways'
+    /// `credentialName` Secrets are read from (as Istio reads them).
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
     /// This pod's service account (the gateway's SPIFFE identity: `source_principal`).
@@ -148,8 +149,8 @@ pub struct RunArgs {
     /// On SIGTERM, how long open connections may take to finish.
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration)]
     pub drain_timeout: Duration,
-    /// The gateway pod's labels (`k=v,k=v`): AuthorizationPolicy selectors, and the
-    /// `source_*` labels of the Istio metrics (`app`, `version`, Istio's canonical
+    /// The gateway pod's labels (`k=v,k=v`): Istio Gateway and AuthorizationPolicy
+    /// selectors, and the `source_*` labels of the Istio metrics (`app`, `version`, Istio's canonical
     /// service and revision labels) by Istio's rules.
     #[arg(long, env = "POD_LABELS", value_delimiter = ',', value_parser = label)]
     pub pod_labels: Vec<(String, String)>,

@@ -1,0 +1,344 @@
+//! The Istio dialect against real peers: the seed walkthroughs written as
+//! `networking.istio.io` Gateway + VirtualService, served to curl (HTTP with and without
+//! the Host, HTTPS SIMPLE from `credentialName`, httpsRedirect, MUTUAL, two certificates
+//! by SNI, SIMPLE and MUTUAL sharing a port), a TCP echo (socat) and SNI passthrough.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+/// The flags that make this gateway the pod Istio Gateways select.
+const POD: [&str; 4] = [
+    "--pod-labels",
+    "istio=ingressgateway",
+    "--pod-namespace",
+    "istio-system",
+];
+
+fn istio_gateway(servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\n\
+         metadata: {{name: coolstore-gateway, namespace: istioinaction}}\nspec:\n  \
+         selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
+    )
+}
+
+fn webapp_vs(hosts: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {{name: webapp-vs-from-gw, namespace: istioinaction}}\nspec:\n  \
+         hosts: [{hosts}]\n  gateways: [coolstore-gateway]\n  http:\n    \
+         - match: [{{uri: {{prefix: /api/}}}}]\n      rewrite: {{uri: /anything/}}\n      \
+         route: [{{destination: {{host: webapp, port: {{number: 80}}}}}}]\n    \
+         - route: [{{destination: {{host: webapp}}}}]\n"
+    )
+}
+
+/// A Secret in istio-system (the gateway pod's namespace, where Istio reads
+/// `credentialName`) with `tls.crt`/`tls.key` and, for MUTUAL, `ca.crt`.
+fn credential(pki: &Pki, name: &str, leaf: &str, client_ca: Option<&str>) -> String {
+    let indent = |s: String| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let ca = client_ca
+        .map(|c| format!("  ca.crt: |\n{}", indent(pki.read(&format!("{c}.crt")))))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}{ca}",
+        indent(pki.read(&format!("{leaf}.crt"))),
+        indent(pki.read(&format!("{leaf}.key")))
+    )
+}
+
+fn curl_host(port: u16, host: Option<&str>, path: &str) -> CurlResult {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    match host {
+        Some(h) => curl(&["-H", &format!("Host: {h}"), &url]),
+        None => curl(&[&url]),
+    }
+}
+
+fn https(ca: &str, host: &str, port: u16, extra: &[&str]) -> CurlResult {
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let url = format!("https://{host}:{port}/get");
+    curl(&[&["--cacert", ca, "--resolve", &resolve][..], extra, &[&url]].concat())
+}
+
+#[test]
+fn webapp_is_served_for_its_host_only_and_the_prefix_rewrite_is_istios() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [webapp.istioinaction.io]\n"
+            )),
+            &webapp_vs("webapp.istioinaction.io"),
+            &local_service_in("istioinaction", "webapp", hb.port),
+        ]),
+        &POD,
+    );
+    let ok = curl_host(port, Some("webapp.istioinaction.io"), "/get");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let none = curl_host(port, None, "/get");
+    assert_eq!(none.status, 404, "{none:?}");
+    // Istio's prefix rewrite replaces the matched string: /api/x -> /anything/x.
+    let rw = curl_host(port, Some("webapp.istioinaction.io"), "/api/x?q=1");
+    assert_eq!(rw.status, 200, "{rw:?}");
+    assert_eq!(
+        rw.json()["url"],
+        "http://webapp.istioinaction.io/anything/x?q=1"
+    );
+    let line = gw.wait_access_log(|l| l["path"] == "/api/x?q=1");
+    assert_eq!(line["route"], "istioinaction/webapp-vs-from-gw/0", "{line}");
+}
+
+#[test]
+fn the_gateway_listens_on_the_gateway_services_target_port_for_a_server_port() {
+    let hb = Httpbin::start();
+    let target = free_port();
+    let gw_service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: istio-ingressgateway, namespace: istio-system}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  ports: [{{name: http2, port: 80, targetPort: {target}}}]\n"
+    );
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(
+                "    - port: {number: 80, name: http, protocol: HTTP}\n      \
+                 hosts: [webapp.istioinaction.io]\n",
+            ),
+            &webapp_vs("webapp.istioinaction.io"),
+            &gw_service,
+            &local_service_in("istioinaction", "webapp", hb.port),
+        ]),
+        &POD,
+    );
+    let ok = curl_host(target, Some("webapp.istioinaction.io"), "/get");
+    assert_eq!(ok.status, 200, "{ok:?}");
+}
+
+#[test]
+fn https_simple_mutual_redirect_and_two_certificates_by_sni() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.ca("client-ca");
+    pki.leaf("webapp", "ca", &["webapp.istioinaction.io"], false);
+    pki.leaf("catalog", "ca", &["catalog.istioinaction.io"], false);
+    pki.leaf("client", "client-ca", &[], true);
+    let (http_port, port, mtls) = (free_port(), free_port(), free_port());
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {http_port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [webapp.istioinaction.io]\n      tls: {{httpsRedirect: true}}\n    \
+                 - port: {{number: {port}, name: https-webapp, protocol: HTTPS}}\n      \
+                 hosts: [webapp.istioinaction.io]\n      \
+                 tls: {{mode: SIMPLE, credentialName: webapp-credential}}\n    \
+                 - port: {{number: {port}, name: https-catalog, protocol: HTTPS}}\n      \
+                 hosts: [catalog.istioinaction.io]\n      \
+                 tls: {{mode: SIMPLE, credentialName: catalog-credential}}\n    \
+                 - port: {{number: {mtls}, name: https-mtls, protocol: HTTPS}}\n      \
+                 hosts: [webapp.istioinaction.io]\n      \
+                 tls: {{mode: MUTUAL, credentialName: webapp-mtls}}\n"
+            )),
+            &webapp_vs("webapp.istioinaction.io, catalog.istioinaction.io"),
+            &credential(&pki, "webapp-credential", "webapp", None),
+            &credential(&pki, "catalog-credential", "catalog", None),
+            &credential(&pki, "webapp-mtls", "webapp", Some("client-ca")),
+            &local_service_in("istioinaction", "webapp", hb.port),
+        ]),
+        &POD,
+    );
+    let ca = pki.path("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let redirect = curl_host(http_port, Some("webapp.istioinaction.io"), "/get?x=1");
+    assert_eq!(redirect.status, 301, "{redirect:?}");
+    assert_eq!(
+        redirect.header("location").as_deref(),
+        Some("https://webapp.istioinaction.io/get?x=1")
+    );
+    for host in ["webapp.istioinaction.io", "catalog.istioinaction.io"] {
+        let ok = https(ca, host, port, &[]);
+        assert_eq!(ok.status, 200, "{host}: {ok:?}");
+    }
+    let no_cert = https(ca, "webapp.istioinaction.io", mtls, &["--tls-max", "1.2"]);
+    assert_eq!(no_cert.status, 0, "{no_cert:?}");
+    assert!(
+        no_cert
+            .stderr
+            .to_ascii_lowercase()
+            .contains("certificate required"),
+        "{no_cert:?}"
+    );
+    let (cert, key) = (pki.path("client.crt"), pki.path("client.key"));
+    let with_cert = https(
+        ca,
+        "webapp.istioinaction.io",
+        mtls,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(with_cert.status, 200, "{with_cert:?}");
+}
+
+#[test]
+fn sni_public_with_host_secure_never_reaches_the_mutual_server_over_h1_and_h2() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.ca("client-ca");
+    pki.leaf("public", "ca", &["public.example.com"], false);
+    pki.leaf("secure", "ca", &["secure.example.com"], false);
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: https-public, protocol: HTTPS}}\n      \
+                 hosts: [public.example.com]\n      \
+                 tls: {{mode: SIMPLE, credentialName: public}}\n    \
+                 - port: {{number: {port}, name: https-secure, protocol: HTTPS}}\n      \
+                 hosts: [secure.example.com]\n      \
+                 tls: {{mode: MUTUAL, credentialName: secure}}\n"
+            )),
+            &webapp_vs("public.example.com, secure.example.com"),
+            &credential(&pki, "public", "public", None),
+            &credential(&pki, "secure", "secure", Some("client-ca")),
+            &local_service_in("istioinaction", "webapp", hb.port),
+        ]),
+        &POD,
+    );
+    let ca = pki.path("ca.crt");
+    for version in ["--http1.1", "--http2"] {
+        let r = https(
+            ca.to_str().unwrap(),
+            "public.example.com",
+            port,
+            &[version, "-H", "Host: secure.example.com"],
+        );
+        assert_eq!(r.status, 421, "{version}: {r:?}");
+        assert_eq!(error_code(&r), "misdirected_request");
+    }
+    assert!(
+        gw.access_log().iter().all(|l| l["response_code"] != 200),
+        "a request reached httpbin: {:?}",
+        gw.access_log()
+    );
+}
+
+#[test]
+fn tcp_echo_on_31400_style_server_and_sni_passthrough_from_virtual_services() {
+    let echo_port = free_port();
+    let child = Command::new("socat")
+        .arg(format!(
+            "TCP-LISTEN:{echo_port},bind=127.0.0.1,reuseaddr,fork"
+        ))
+        .arg("EXEC:cat")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn socat");
+    let _echo = Process::adopt(child, "socat");
+    wait_for("socat", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", echo_port)).is_ok()
+    });
+    let pki = Pki::new();
+    pki.ca("upstream-ca");
+    pki.leaf(
+        "sni",
+        "upstream-ca",
+        &["simple-sni-1.istioinaction.io"],
+        false,
+    );
+    let tls_up = Httpbin::start_tls(&pki.path("sni.crt"), &pki.path("sni.key"));
+    let (tcp, pass) = (free_port(), free_port());
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {{name: tcp-echo, namespace: istioinaction}}\nspec:\n  hosts: [\"*\"]\n  \
+         gateways: [coolstore-gateway]\n  tcp:\n    - match: [{{port: {tcp}}}]\n      \
+         route: [{{destination: {{host: tcp-echo, port: {{number: 80}}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {{name: simple-sni-1, namespace: istioinaction}}\nspec:\n  \
+         hosts: [simple-sni-1.istioinaction.io]\n  gateways: [coolstore-gateway]\n  tls:\n    \
+         - match: [{{port: {pass}, sniHosts: [simple-sni-1.istioinaction.io]}}]\n      \
+         route: [{{destination: {{host: simple-tls-service-1, port: {{number: 80}}}}}}]\n"
+    );
+    let gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {tcp}, name: tcp-echo, protocol: TCP}}\n      hosts: [\"*\"]\n    \
+                 - port: {{number: {pass}, name: tls, protocol: TLS}}\n      \
+                 hosts: [simple-sni-1.istioinaction.io]\n      tls: {{mode: PASSTHROUGH}}\n"
+            )),
+            &vs,
+            &local_service_in("istioinaction", "tcp-echo", echo_port),
+            &local_service_in("istioinaction", "simple-tls-service-1", tls_up.port),
+        ]),
+        &POD,
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"hello istio tcp").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello istio tcp");
+    let r = https(
+        pki.path("upstream-ca.crt").to_str().unwrap(),
+        "simple-sni-1.istioinaction.io",
+        pass,
+        &[],
+    );
+    assert_eq!(
+        r.status, 200,
+        "the client verified the upstream's own certificate: {r:?}"
+    );
+    let line = gw.wait_access_log(|l| l["route"] == "VirtualService istioinaction/simple-sni-1");
+    assert_eq!(
+        line["requested_server_name"],
+        "simple-sni-1.istioinaction.io"
+    );
+}
+
+#[test]
+fn a_virtual_service_with_an_unsupported_field_is_refused_alone_by_name() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let fault = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: faulty, namespace: istioinaction}\nspec:\n  \
+         hosts: [faulty.istioinaction.io]\n  gateways: [coolstore-gateway]\n  http:\n    \
+         - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n      \
+         route: [{destination: {host: webapp, port: {number: 80}}}]\n";
+    let gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [\"*\"]\n"
+            )),
+            &webapp_vs("webapp.istioinaction.io"),
+            fault,
+            &local_service_in("istioinaction", "webapp", hb.port),
+        ]),
+        &POD,
+    );
+    assert_eq!(
+        curl_host(port, Some("webapp.istioinaction.io"), "/get").status,
+        200
+    );
+    assert_eq!(
+        curl_host(port, Some("faulty.istioinaction.io"), "/get").status,
+        404
+    );
+    gw.wait_log(
+        "VirtualService istioinaction/faulty http[0]: field \"fault\" is not supported by meshgate",
+    );
+}
