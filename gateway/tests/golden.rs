@@ -298,3 +298,23 @@ fn istio_gateway_and_virtual_services_compile_the_seed_walkthroughs() {
 fn istio_fields_meshgate_does_not_implement_are_refused_by_name() {
     istio_golden("istio_refusals");
 }
+
+#[test]
+fn gloo_virtual_services_and_upstreams_compile_with_unsupported_options_named() {
+    let dir = golden_dir().join("gloo");
+    let name = "gloo_walkthrough";
+    let out = translate_file(
+        &dir.join(format!("{name}.yaml")),
+        &TranslateOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
+    check(
+        dir.join(format!("{name}.errors.txt")),
+        out.errors.join("\n") + "\n",
+    );
+    let (config, _) = out
+        .accepted()
+        .expect("per-object acceptance keeps the rest");
+    let json = serde_json::to_string_pretty(&config).unwrap() + "\n";
+    check(dir.join(format!("{name}.json")), json);
+}

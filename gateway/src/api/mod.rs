@@ -6,6 +6,7 @@
 
 pub mod envoy_gateway;
 pub mod gateway_api;
+pub mod gloo;
 pub mod istio;
 pub mod istio_gateway;
 mod meta;
@@ -42,6 +43,12 @@ pub struct Snapshot {
     pub istio_gateways: Vec<istio_gateway::IstioGateway>,
     /// Istio VirtualServices (any of v1, v1beta1, v1alpha3).
     pub virtual_services: Vec<istio_gateway::VirtualService>,
+    /// Gloo Edge Gateways (`gateway.solo.io/v1`).
+    pub gloo_gateways: Vec<gloo::GlooGateway>,
+    /// Gloo Edge VirtualServices (`gateway.solo.io/v1`).
+    pub gloo_virtual_services: Vec<gloo::GlooVirtualService>,
+    /// Gloo Edge Upstreams (`gloo.solo.io/v1`).
+    pub gloo_upstreams: Vec<gloo::Upstream>,
     /// Istio DestinationRules (any of v1, v1beta1, v1alpha3).
     pub destination_rules: Vec<istio::DestinationRule>,
     /// Secrets (listener certificates, client CAs).

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{ParseErrors, Update};
-use crate::api::{Snapshot, envoy_gateway, gateway_api, istio, istio_gateway};
+use crate::api::{Snapshot, envoy_gateway, gateway_api, gloo, istio, istio_gateway};
 
 /// Largest configuration accepted, all files together (a runaway ConfigMap volume or a
 /// wrong path must not make the gateway read gigabytes).
@@ -156,6 +156,15 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
             out.authorization_policies
                 .push(typed::<istio::AuthorizationPolicy>(v).map_err(ctx)?)
         }
+        ("gateway.solo.io", "VirtualService") => out
+            .gloo_virtual_services
+            .push(typed::<gloo::GlooVirtualService>(with_metadata(value)).map_err(ctx)?),
+        ("gateway.solo.io", "Gateway") => out
+            .gloo_gateways
+            .push(typed::<gloo::GlooGateway>(with_metadata(value)).map_err(ctx)?),
+        ("gloo.solo.io", "Upstream") => out
+            .gloo_upstreams
+            .push(typed::<gloo::Upstream>(with_metadata(value)).map_err(ctx)?),
         ("networking.istio.io", "Gateway") => {
             let mut v = with_metadata(value);
             v["apiVersion"] = "networking.istio.io/v1".into();

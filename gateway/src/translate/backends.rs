@@ -246,9 +246,10 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
         to_namespace: ns,
         to_name: &b.name,
     };
-    // Istio routes to any namespace's Services (visibility is exportTo's business, which
-    // applies to sidecars); ReferenceGrants are Gateway API's rule.
-    if rc.kind != super::istio::gateway::KIND && !grants::permitted(snap, &grant) {
+    // Istio and Gloo route to any namespace's Services (Istio's visibility is exportTo's
+    // business, which applies to sidecars); ReferenceGrants are Gateway API's rule.
+    let dialect = [super::istio::gateway::KIND, super::gloo::KIND].contains(&rc.kind);
+    if !dialect && !grants::permitted(snap, &grant) {
         let why = format!(
             "backendRef to Service {ns}/{} crosses namespaces and no ReferenceGrant in {ns} allows it",
             b.name

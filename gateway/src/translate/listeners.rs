@@ -174,7 +174,7 @@ pub fn compile(
     f: &mut Findings,
 ) -> Gateways {
     let mut out = Gateways::default();
-    if snap.gateways.is_empty() && snap.istio_gateways.is_empty() {
+    if snap.gateways.is_empty() && snap.istio_gateways.is_empty() && snap.gloo_gateways.is_empty() {
         f.fatal
             .push("no Gateway found in the configuration".to_string());
     }

@@ -19,6 +19,7 @@ pub mod backend_tls;
 pub mod backends;
 pub mod endpoints;
 pub mod filters;
+pub mod gloo;
 pub mod grants;
 pub mod grpc;
 pub mod istio;
@@ -214,6 +215,8 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     attachment::attach_routes(snap, &index, opts, &mut gateways, &mut f);
     l4::attach_l4_routes(snap, &index, opts, &mut gateways, &mut f);
     istio::virtual_service::attach(snap, &index, opts, &redirects, &mut gateways, &mut f);
+    let gloo_listeners = gloo::compile_gateways(snap, &mut gateways, &mut f);
+    gloo::attach(snap, &index, opts, &gloo_listeners, &mut gateways, &mut f);
     let mut config = gateways.finish(f.warnings.clone());
     let served = snap.gateways.first().map(|g| {
         (

@@ -174,7 +174,8 @@ fn compile_http(
                     let Some((rule, _)) = rules::compile_rule(rc, i, &body, f) else {
                         break;
                     };
-                    let rule = with_istio_rewrite(rule, h, prefix);
+                    let uri = h.rewrite.as_ref().and_then(|r| r.uri.clone());
+                    let rule = with_string_prefix_rewrite(rule, uri, prefix);
                     by_flavour.insert(prefix, rule.clone());
                     rule
                 }
@@ -187,8 +188,11 @@ fn compile_http(
 }
 
 /// After a prefix match Istio replaces the matched string prefix, byte for byte.
-fn with_istio_rewrite(mut rule: Arc<ir::Rule>, h: &HttpRoute, prefix: bool) -> Arc<ir::Rule> {
-    let uri = h.rewrite.as_ref().and_then(|r| r.uri.clone());
+pub(crate) fn with_string_prefix_rewrite(
+    mut rule: Arc<ir::Rule>,
+    uri: Option<String>,
+    prefix: bool,
+) -> Arc<ir::Rule> {
     if let (Some(uri), Some(r)) = (uri, Arc::get_mut(&mut rule))
         && let Some(rw) = r.filters.rewrite.as_mut()
     {
@@ -433,7 +437,7 @@ fn rule_body(rc: &RuleCtx<'_>, h: &HttpRoute, ctx: &str, f: &mut Findings) -> Ht
 
 /// Istio's weight: absent on every destination means equal shares; absent on some
 /// means 0 for those (Istio's weights then must add up to 100).
-fn weight(w: Option<u32>, all: impl Iterator<Item = Option<u32>>) -> u32 {
+pub(crate) fn weight(w: Option<u32>, all: impl Iterator<Item = Option<u32>>) -> u32 {
     let mut all = all;
     match w {
         Some(w) => w,
@@ -584,11 +588,24 @@ fn retry(
     f: &mut Findings,
 ) -> gapi::HttpRouteRetry {
     f.unsupported(&format!("{ctx}.retries"), &r.unsupported);
-    let mut codes = Vec::new();
     let on = r
         .retry_on
         .as_deref()
         .unwrap_or("connect-failure,refused-stream,503");
+    let codes = retry_on_codes(on, &format!("{ctx}.retries.retryOn"), &mut f.errors);
+    gapi::HttpRouteRetry {
+        codes,
+        attempts: Some(r.attempts),
+        backoff: None,
+        unsupported: Default::default(),
+    }
+}
+
+/// The status codes Envoy's `retryOn` conditions name (`5xx`, `gateway-error`,
+/// `retriable-4xx`, numbers); connection failures and resets need none, meshgate always
+/// retries them.
+pub(crate) fn retry_on_codes(on: &str, ctx: &str, errors: &mut Vec<String>) -> Vec<u16> {
+    let mut codes = Vec::new();
     for cond in on.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         match cond {
             "5xx" => codes.extend(500..=599),
@@ -597,21 +614,16 @@ fn retry(
             "connect-failure" | "refused-stream" | "reset" | "reset-before-request" => {}
             n => match n.parse::<u16>() {
                 Ok(c) if (400..=599).contains(&c) => codes.push(c),
-                _ => f.errors.push(format!(
-                    "{ctx}.retries.retryOn: {n:?} is not one of 5xx, gateway-error, \
-                     retriable-4xx, connect-failure, refused-stream, reset, or a status code"
+                _ => errors.push(format!(
+                    "{ctx}: {n:?} is not one of 5xx, gateway-error, retriable-4xx, \
+                     connect-failure, refused-stream, reset, or a status code"
                 )),
             },
         }
     }
     codes.sort_unstable();
     codes.dedup();
-    gapi::HttpRouteRetry {
-        codes,
-        attempts: Some(r.attempts),
-        backoff: None,
-        unsupported: Default::default(),
-    }
+    codes
 }
 
 /// A destination as a Service backendRef: short names in the VirtualService's
@@ -673,16 +685,23 @@ fn only_port(index: &Index<'_>, ns: &str, name: &str) -> Option<u16> {
     }
 }
 
-/// Istio's order as a precedence key: creation time, name, rule, match.
-fn istio_order(vs: &VirtualService, rule: usize, mi: usize) -> PrecedenceKey {
+/// Declaration order as a precedence key (first match wins, as Istio and Gloo have
+/// it): creation time, name, rule, match. Rank 3 sorts after every HTTPRoute match, so
+/// where both serve one host (Gloo VirtualServices on a Gateway API listener) the
+/// HTTPRoutes take precedence.
+pub(crate) fn declaration_order(
+    meta: &crate::api::gateway_api::ObjectMeta,
+    rule: usize,
+    mi: usize,
+) -> PrecedenceKey {
     (
-        0,
+        3,
         Reverse(0),
         Reverse(false),
         Reverse(0),
         Reverse(0),
-        vs.metadata.creation_timestamp.clone(),
-        vs.metadata.key(),
+        meta.creation_timestamp.clone(),
+        meta.key(),
         rule,
         mi,
     )
@@ -711,7 +730,7 @@ fn add_http(
                     continue;
                 }
                 entry.1.push(Pending {
-                    key: istio_order(vs, r.index, mi),
+                    key: declaration_order(&vs.metadata, r.index, mi),
                     entry: ir::RouteEntry {
                         matcher: m.clone(),
                         rule: rule.clone(),
