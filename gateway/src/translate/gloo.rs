@@ -158,6 +158,7 @@ fn compile_vs(
     f: &mut Findings,
 ) -> Option<Compiled> {
     let before = f.errors.len();
+    f.unresolved.clear();
     f.unsupported(&format!("{obj} spec"), &vs.spec.unsupported);
     let vh = &vs.spec.virtual_host;
     f.unsupported(&format!("{obj} virtualHost"), &vh.unsupported);
@@ -189,6 +190,9 @@ fn compile_vs(
     for (ri, route) in vh.routes.iter().enumerate() {
         let ctx = format!("{obj} virtualHost.routes[{ri}]");
         entries.extend(compile_route(&rc, ri, route, &ctx, f));
+    }
+    for (_, why) in std::mem::take(&mut f.unresolved) {
+        f.warnings.push(why);
     }
     // An invalid VirtualService is left out whole, like an invalid route.
     (f.errors.len() == before).then_some((hosts, entries))

@@ -52,6 +52,7 @@ fn attach_one(
     let obj = format!("VirtualService {}", vs.metadata.key());
     let ns = vs.metadata.ns();
     let before = f.errors.len();
+    f.unresolved.clear();
     f.unsupported(&format!("{obj} spec"), &vs.spec.unsupported);
     let bound: Vec<String> = vs
         .spec
@@ -90,6 +91,11 @@ fn attach_one(
     let l4_rc = RuleCtx { l4: true, ..rc };
     let tcp = compile_l4(&l4_rc, &tcp_entries(&vs.spec), &obj, "tcp", f);
     let tls = compile_l4(&l4_rc, &tls_entries(&vs.spec), &obj, "tls", f);
+    // Istio objects have no Gateway API conditions: unresolved destinations (their
+    // share of requests gets a 500) are reported as warnings.
+    for (_, why) in std::mem::take(&mut f.unresolved) {
+        f.warnings.push(why);
+    }
     if f.errors.len() > before {
         // Serving part of what its author wrote could send traffic where they did not
         // mean it to go: an invalid VirtualService is left out whole.
