@@ -6,8 +6,10 @@
 //! a TLS inspector picks the filter chain; the mTLS chain matches only Istio's ALPN
 //! (`istio-http/1.0`, `istio-http/1.1`, `istio-h2`), requires a client certificate
 //! validated against `ROOTCA`, and its connection manager appends to
-//! `X-Forwarded-Client-Cert` (`APPEND_FORWARD`, subject + URI + DNS). STRICT has only that
-//! chain; PERMISSIVE adds a plaintext (`raw_buffer`) chain.
+//! `X-Forwarded-Client-Cert` (`APPEND_FORWARD`, subject + URI + DNS). A second mTLS
+//! chain matches Istio's TCP ALPN (`istio`, no HTTP ALPN) and proxies bytes to the app,
+//! logging the peer's URI SAN. STRICT has only those chains; PERMISSIVE adds a plaintext
+//! (`raw_buffer`) chain.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -377,12 +379,8 @@ fn inbound_bootstrap(
         ),
         None => (0, "127.0.0.1", 0, ""),
     };
-    let mut chains = format!(
-        r#"    - name: "0.0.0.0_{port}"
-      filter_chain_match:{dest_match}
-        transport_protocol: tls
-        application_protocols: [{alpn}]
-      transport_socket:
+    let tls = format!(
+        r#"      transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
@@ -398,10 +396,35 @@ fn inbound_bootstrap(
               default_validation_context: {{}}
               validation_context_sds_secret_config:
                 name: ROOTCA
-{sds_root}      filters:
-{hcm}"#,
+{sds_root}"#,
         sds_default = sds_config_yaml(14),
         sds_root = sds_config_yaml(16),
+    );
+    // Istio's TCP chain: mTLS without an HTTP ALPN (`istio`), bytes to the app.
+    let mut chains = format!(
+        r#"    - name: "0.0.0.0_{port}"
+      filter_chain_match:{dest_match}
+        transport_protocol: tls
+        application_protocols: [{alpn}]
+{tls}      filters:
+{hcm}    - name: "0.0.0.0_{port}-tcp"
+      filter_chain_match:{dest_match}
+        transport_protocol: tls
+        application_protocols: ["istio-peer-exchange", "istio"]
+{tls}      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: "inbound_tcp_{port}"
+          cluster: "{cluster}"
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "tcp-inbound peer=%DOWNSTREAM_PEER_URI_SAN% received=%BYTES_RECEIVED% sent=%BYTES_SENT%\n"
+"#
     );
     if policy == InboundPolicy::Permissive {
         chains.push_str(&format!(

@@ -36,6 +36,8 @@ struct Lab {
     gateway_ttl: String,
     gateway: ChildGuard,
     edge: SocketAddr,
+    /// The gateway's TCP listener (a TCPRoute to the same httpbin Service).
+    tcp_edge: SocketAddr,
     gateway_admin: SocketAddr,
 }
 
@@ -79,11 +81,12 @@ impl Lab {
 
         // The gateway, configured with Kubernetes-shaped objects.
         let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let tcp_edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let gateway_admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
             &config,
-            gateway_config(edge.port(), pod.inbound, annotations),
+            gateway_config(edge.port(), tcp_edge.port(), pod.inbound, annotations),
         )
         .unwrap();
         let mut cmd = Command::new(workspace_bin("gateway"));
@@ -119,6 +122,7 @@ impl Lab {
             gateway_ttl: gateway_ttl.to_string(),
             gateway,
             edge,
+            tcp_edge,
             gateway_admin,
         };
         lab.wait_ready().await;
@@ -209,14 +213,23 @@ impl Lab {
     }
 }
 
-fn gateway_config(edge_port: u16, inbound: SocketAddr, annotations: &str) -> String {
+fn gateway_config(edge_port: u16, tcp_port: u16, inbound: SocketAddr, annotations: &str) -> String {
     format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gateway-proxy, namespace: default}}
 spec:
   gatewayClassName: meshgate
-  listeners: [{{name: http, port: {edge_port}, protocol: HTTP}}]
+  listeners:
+    - {{name: http, port: {edge_port}, protocol: HTTP}}
+    - {{name: tcp, port: {tcp_port}, protocol: TCP}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: httpbin-tcp, namespace: default}}
+spec:
+  parentRefs: [{{name: gateway-proxy, sectionName: tcp}}]
+  rules: [{{backendRefs: [{{name: httpbin, port: 8000}}]}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -539,4 +552,49 @@ async fn the_expected_identity_under_another_ca_is_refused() {
             .await
             >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_route_reaches_the_strict_sidecars_tcp_chain_with_the_gateway_identity() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
+    let mut s = tokio::net::TcpStream::connect(lab.tcp_edge).await.unwrap();
+    s.write_all(b"GET /headers HTTP/1.1\r\nHost: httpbin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(T, s.read_to_string(&mut response))
+        .await
+        .expect("the response within the limit")
+        .unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "{response}\n{}",
+        lab.gateway.output()
+    );
+    // Bytes, not HTTP, crossed the sidecar: its TCP chain added no XFCC.
+    assert!(!response.contains("X-Forwarded-Client-Cert"), "{response}");
+    // Envoy's tcp_proxy half-closes and logs once both directions have ended.
+    drop(s);
+    let peer = format!("tcp-inbound peer={GATEWAY_ID}");
+    let logged = eventually(T, || async {
+        lab._pod.envoy_log().contains(&peer).then_some(())
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "the sidecar's TCP chain did not log {peer}:\n{}",
+        lab._pod.envoy_log()
+    );
+    let mtls = "istio_tcp_connections_closed_total{reporter=\"source\"";
+    let closed = eventually(T, || async {
+        let m = e2e::http::get(lab.gateway_admin, "/metrics").await.ok()?.1;
+        m.lines()
+            .find(|l| {
+                l.starts_with(mtls) && l.contains("connection_security_policy=\"mutual_tls\"")
+            })
+            .map(str::to_string)
+    })
+    .await;
+    assert!(closed.is_some(), "no mutual_tls TCP series");
 }
