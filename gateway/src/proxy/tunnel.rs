@@ -86,7 +86,7 @@ impl Tunnels {
             let activity = Arc::new(Activity::new());
             let mut d = ActivityIo::new(TokioIo::new(d), activity.clone());
             let mut u = TokioIo::new(u);
-            run(&inner, &activity, &mut d, &mut u).await;
+            run(&inner, &activity, &mut d, &mut u, TUNNEL_BUFFER_BYTES).await;
         });
     }
 
@@ -99,7 +99,7 @@ impl Tunnels {
         U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let _open = OpenTunnel::new(self.inner.clone(), None);
-        run(&self.inner, activity, down, up).await;
+        run(&self.inner, activity, down, up, L4_BUFFER_BYTES).await;
     }
 
     /// Waits until no tunnel is open.
@@ -119,8 +119,17 @@ impl Tunnels {
     }
 }
 
+/// Copy buffer per direction of an upgraded tunnel (tokio's default): WebSocket messages
+/// are small and such tunnels are many.
+const TUNNEL_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Copy buffer per direction of a TCP/TLS connection route: bulk transfers with 8 KiB
+/// buffers cost a syscall pair per 8 KiB (`scripts/bench-tcp`, strace); 64 KiB cuts that
+/// eightfold for 128 KiB per open connection.
+const L4_BUFFER_BYTES: usize = 64 * 1024;
+
 /// The copy loop; returning drops (closes) both sockets.
-async fn run<D, U>(inner: &Inner, activity: &Activity, down: &mut D, up: &mut U)
+async fn run<D, U>(inner: &Inner, activity: &Activity, down: &mut D, up: &mut U, buf: usize)
 where
     D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -128,7 +137,7 @@ where
     let mut closing = inner.closing.subscribe();
     let idle = inner.idle_timeout;
     let tick = (idle / 4).max(Duration::from_millis(50));
-    let copy = tokio::io::copy_bidirectional(down, up);
+    let copy = tokio::io::copy_bidirectional_with_sizes(down, up, buf, buf);
     tokio::pin!(copy);
     loop {
         tokio::select! {
