@@ -701,6 +701,10 @@ pub struct Backend {
     /// resolved to a Service: Istio's `destination_service`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_host: Option<String>,
+    /// The DestinationRule subset (an Istio destination's `subset`): only endpoints with
+    /// its labels, with its policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
 }
 
 /// A DestinationRule's `trafficPolicy`, validated.

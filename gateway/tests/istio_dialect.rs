@@ -342,3 +342,86 @@ fn a_virtual_service_with_an_unsupported_field_is_refused_alone_by_name() {
         "VirtualService istioinaction/faulty http[0]: field \"fault\" is not supported by meshgate",
     );
 }
+
+/// A Service whose two endpoints (one per httpbin) are Pods labelled `version`.
+fn versioned_catalog(v1: u16, v2: u16) -> String {
+    let slice = |version: &str, port: u16| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: catalog-{version}, namespace: istioinaction, \
+             labels: {{kubernetes.io/service-name: catalog}}}}\naddressType: IPv4\n\
+             ports: [{{name: http, port: {port}}}]\n\
+             endpoints: [{{addresses: [127.0.0.1], targetRef: {{kind: Pod, name: catalog-{version}}}}}]\n---\n\
+             apiVersion: v1\nkind: Pod\n\
+             metadata: {{name: catalog-{version}, namespace: istioinaction, \
+             labels: {{app: catalog, version: {version}}}}}\nspec: {{serviceAccountName: catalog}}\n"
+        )
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: catalog, namespace: istioinaction}}\n\
+         spec: {{ports: [{{name: http, port: 80}}]}}\n---\n{}---\n{}",
+        slice("v1", v1),
+        slice("v2", v2)
+    )
+}
+
+#[test]
+fn destination_rule_subsets_split_one_service_by_pod_labels() {
+    let (v1, v2) = (Httpbin::start_logged(), Httpbin::start_logged());
+    let port = free_port();
+    let vs_and_dr = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: catalog, namespace: istioinaction}\nspec:\n  \
+         hosts: [catalog.istioinaction.io]\n  gateways: [coolstore-gateway]\n  http:\n    \
+         - match: [{headers: {x-version: {exact: v2}}}]\n      \
+         route: [{destination: {host: catalog, subset: version-v2}}]\n    \
+         - route: [{destination: {host: catalog, subset: version-v1}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {name: catalog, namespace: istioinaction}\nspec:\n  host: catalog\n  \
+         subsets:\n    - {name: version-v1, labels: {version: v1}}\n    \
+         - {name: version-v2, labels: {version: v2}}\n";
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [catalog.istioinaction.io]\n"
+            )),
+            vs_and_dr,
+            &versioned_catalog(v1.port, v2.port),
+        ]),
+        &POD,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    for i in 0..10 {
+        let plain = curl(&[
+            "-H",
+            "Host: catalog.istioinaction.io",
+            &format!("{url}/anything/plain{i}"),
+        ]);
+        assert_eq!(plain.status, 200, "{plain:?}");
+        let canary = curl(&[
+            "-H",
+            "Host: catalog.istioinaction.io",
+            "-H",
+            "x-version: v2",
+            &format!("{url}/anything/canary{i}"),
+        ]);
+        assert_eq!(canary.status, 200, "{canary:?}");
+    }
+    let routed = |hb: &Httpbin| -> Vec<String> {
+        hb.requests()
+            .into_iter()
+            .filter(|l| l.contains("/anything/"))
+            .collect()
+    };
+    let done = e2e::testing::eventually_blocking(Duration::from_secs(10), || {
+        (routed(&v1).len() == 10 && routed(&v2).len() == 10).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "v1: {:?}\nv2: {:?}",
+        v1.requests(),
+        v2.requests()
+    );
+    assert!(routed(&v1).iter().all(|l| l.contains("/anything/plain")));
+    assert!(routed(&v2).iter().all(|l| l.contains("/anything/canary")));
+}

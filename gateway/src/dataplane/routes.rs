@@ -573,7 +573,11 @@ fn compile_filters(f: &ir::Filters, states: &BackendStates) -> Filters {
 
 /// Compiles one backend, its state taken from (and kept in) `states`.
 pub(super) fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
-    let state = states.get(&b.name);
+    // A subset keeps its own in-flight counts and retry budget.
+    let state = match &b.subset {
+        Some(s) => states.get(&format!("{} subset {s}", b.name)),
+        None => states.get(&b.name),
+    };
     let base = Destination::for_backend(b);
     let target = match &b.target {
         ir::BackendTarget::Endpoints(eps) => Target::Endpoints(

@@ -560,6 +560,7 @@ mod tests {
             filters: Default::default(),
             policy: None,
             service_host: Some("httpbin.default.svc.cluster.local".into()),
+            subset: None,
         };
         let base = Destination::for_backend(&backend);
         let dest = Destination::for_endpoint(&base, &mesh_endpoint("httpbin"));

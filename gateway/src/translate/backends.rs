@@ -197,6 +197,7 @@ pub fn backend(
         filters: Default::default(),
         policy,
         service_host: is_service.then(|| format!("{}.{ns}.svc.{}", b.name, rc.opts.cluster_domain)),
+        subset: None,
     })
 }
 

@@ -614,6 +614,7 @@ fn with_static_backends(mut rule: Arc<ir::Rule>, statics: &[Static]) -> Arc<ir::
                 filters: Default::default(),
                 policy: None,
                 service_host: None,
+                subset: None,
             });
             r.total_weight += s.weight;
         }

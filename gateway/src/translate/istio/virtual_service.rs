@@ -181,7 +181,13 @@ fn compile_http(
                         break;
                     };
                     let uri = h.rewrite.as_ref().and_then(|r| r.uri.clone());
-                    let rule = with_string_prefix_rewrite(rule, uri, prefix);
+                    let mut rule = with_string_prefix_rewrite(rule, uri, prefix);
+                    if let Some(r) = Arc::get_mut(&mut rule) {
+                        let dests = h.route.iter().map(|d| &d.destination);
+                        for (b, d) in r.backends.iter_mut().zip(dests) {
+                            apply_subset(rc, b, d, f);
+                        }
+                    }
                     by_flavour.insert(prefix, rule.clone());
                     rule
                 }
@@ -525,6 +531,12 @@ fn mirrors(
                 .push(format!("{mctx}: percentage {pct} is not 0-100"));
             continue;
         }
+        if let Some(s) = &d.subset {
+            f.errors.push(format!(
+                "{mctx}.subset {s:?}: mirroring to a subset is not supported by meshgate"
+            ));
+            continue;
+        }
         let Some(backend_ref) = backend_ref(rc, d, &mctx, &mut f.errors) else {
             continue;
         };
@@ -646,12 +658,6 @@ fn backend_ref(
             "{ctx}.destination: field {k:?} is not supported by meshgate"
         ));
     }
-    if let Some(s) = &d.subset {
-        errors.push(format!(
-            "{ctx}.destination.subset {s:?}: DestinationRule subsets are not supported yet"
-        ));
-        return None;
-    }
     let suffix = format!(".svc.{}", rc.opts.cluster_domain);
     let (name, ns) = if !d.host.contains('.') {
         (d.host.clone(), rc.meta.ns().to_string())
@@ -681,6 +687,42 @@ fn backend_ref(
         port,
         ..Default::default()
     })
+}
+
+/// Narrows a destination's backend to its DestinationRule subset: the endpoints carrying
+/// the subset's labels, with the subset's policy. A subset no DestinationRule defines
+/// gets no endpoint (Istio answers such requests with 503 too), and a warning.
+fn apply_subset(rc: &RuleCtx<'_>, b: &mut ir::Backend, d: &Destination, f: &mut Findings) {
+    let Some(name) = &d.subset else { return };
+    let Some((svc_ns, svc)) = b
+        .service_host
+        .as_deref()
+        .and_then(|h| h.split_once('.'))
+        .and_then(|(svc, rest)| Some((rest.split_once('.')?.0, svc)))
+    else {
+        return;
+    };
+    let applied = rc.index.destination_rules.lookup(
+        &rc.index.gateway_namespace,
+        svc_ns,
+        svc,
+        &rc.opts.cluster_domain,
+    );
+    b.subset = Some(name.clone());
+    let Some((labels, policy)) = applied.as_ref().and_then(|a| a.subset(name)) else {
+        let why = format!(
+            "subset {name:?} of {} is not defined by a DestinationRule",
+            d.host
+        );
+        f.warnings
+            .push(format!("VirtualService {}: {why}", rc.meta.key()));
+        b.target = ir::BackendTarget::Unresolvable(why);
+        return;
+    };
+    if let ir::BackendTarget::Endpoints(eps) = &mut b.target {
+        eps.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+    }
+    b.policy = Some(policy);
 }
 
 fn only_port(index: &Index<'_>, ns: &str, name: &str) -> Option<u16> {
@@ -822,7 +864,10 @@ fn compile_l4(
                 continue;
             };
             b.weight = Some(weight(d.weight, route.iter().map(|r| r.weight)));
-            backends.extend(backends::backend(rc, &b, &dctx, f));
+            if let Some(mut backend) = backends::backend(rc, &b, &dctx, f) {
+                apply_subset(rc, &mut backend, &d.destination, f);
+                backends.push(backend);
+            }
         }
         out.push(L4Rule {
             sni,

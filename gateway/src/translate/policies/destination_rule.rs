@@ -33,6 +33,16 @@ struct Compiled {
     policy: Arc<BackendPolicy>,
     /// `ISTIO_MUTUAL` or `DISABLE`, when set.
     tls_mode: Option<String>,
+    /// Subsets by name: the labels an endpoint must carry and the subset's policy (its
+    /// `trafficPolicy` fields over the rule's).
+    subsets: HashMap<String, Subset>,
+}
+
+/// A compiled subset.
+#[derive(Debug, Clone)]
+struct Subset {
+    labels: std::collections::BTreeMap<String, String>,
+    policy: Arc<BackendPolicy>,
 }
 
 /// The valid DestinationRules, by namespace.
@@ -48,6 +58,23 @@ pub struct Applied {
     pub policy: Arc<BackendPolicy>,
     /// `tls.mode`, when the rule sets one (it wins over annotations and auto-mTLS).
     pub tls_mode: Option<String>,
+    /// The rule's subsets: name -> (labels, policy).
+    subsets: HashMap<String, Subset>,
+}
+
+impl Applied {
+    /// A subset's endpoint labels and policy (with its `tls.mode`), when the rule has it.
+    pub fn subset(
+        &self,
+        name: &str,
+    ) -> Option<(
+        &std::collections::BTreeMap<String, String>,
+        Arc<BackendPolicy>,
+    )> {
+        self.subsets
+            .get(name)
+            .map(|s| (&s.labels, s.policy.clone()))
+    }
 }
 
 impl DestinationRules {
@@ -85,6 +112,7 @@ impl DestinationRules {
                     .map(|c| Applied {
                         policy: c.policy.clone(),
                         tls_mode: c.tls_mode.clone(),
+                        subsets: c.subsets.clone(),
                     })
             })
     }
@@ -125,13 +153,9 @@ fn compile_rule(
     if spec.host.is_empty() {
         f.errors.push(format!("{ctx}: host is required"));
     }
-    if !spec.subsets.is_empty() {
-        f.errors.push(format!(
-            "{ctx}: field \"subsets\" is not supported by meshgate (HTTPRoutes select Services, not subsets)"
-        ));
-    }
     let tp = spec.traffic_policy.clone().unwrap_or_default();
     let policy = traffic_policy(&tp, &format!("{ctx} trafficPolicy"), &key, f);
+    let subsets = subsets(dr, &policy, f);
     if f.errors.len() > before {
         return None;
     }
@@ -143,7 +167,45 @@ fn compile_rule(
         tls_mode: policy.tls_mode.clone(),
         policy: Arc::new(policy),
         namespace: ns,
+        subsets,
     })
+}
+
+/// The rule's subsets (VirtualService destinations select them): each subset's
+/// `trafficPolicy` fields replace the rule's, field by field.
+fn subsets(
+    dr: &DestinationRule,
+    base: &BackendPolicy,
+    f: &mut Findings,
+) -> HashMap<String, Subset> {
+    let key = dr.metadata.key();
+    let mut out = HashMap::new();
+    for (i, sub) in dr.spec.subsets.iter().enumerate() {
+        let ctx = format!("DestinationRule {key} subsets[{i}]");
+        f.unsupported(&ctx, &sub.unsupported);
+        if sub.name.is_empty() {
+            f.errors.push(format!("{ctx}: name is required"));
+            continue;
+        }
+        let mut policy = base.clone();
+        if let Some(tp) = &sub.traffic_policy {
+            let own = traffic_policy(tp, &format!("{ctx} trafficPolicy"), &key, f);
+            policy.load_balancer = own.load_balancer.or(policy.load_balancer);
+            policy.limits = own.limits.or(policy.limits);
+            policy.outlier = own.outlier.or(policy.outlier);
+            policy.tls_mode = own.tls_mode.or(policy.tls_mode);
+        }
+        policy.source = format!("DestinationRule {key} subset {}", sub.name);
+        let subset = Subset {
+            labels: sub.labels.clone(),
+            policy: Arc::new(policy),
+        };
+        if out.insert(sub.name.clone(), subset).is_some() {
+            f.errors
+                .push(format!("{ctx}: subset name {:?} is used twice", sub.name));
+        }
+    }
+    out
 }
 
 fn traffic_policy(tp: &TrafficPolicy, ctx: &str, key: &str, f: &mut Findings) -> BackendPolicy {
