@@ -33,6 +33,7 @@ fn main() {
         filters: Default::default(),
         policy: None,
         service_host: Some("httpbin.default.svc.cluster.local".into()),
+        subset: None,
     };
     let dest = Destination::for_backend(&backend).interned();
     let rec = RequestRecord {
