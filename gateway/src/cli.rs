@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// service and revision labels) by Istio's rules.
     #[arg(long, env = "POD_LABELS", value_delimiter = ',', value_parser = label)]
     pub pod_labels: Vec<(String, String)>,
+    /// The pod's labels as a Kubernetes downward-API `labels` file (`key="value"` per
+    /// line), read at start; `--pod-labels` entries win over it.
+    #[arg(long, env = "POD_LABELS_FILE", value_parser = labels_file)]
+    pub pod_labels_file: Option<LabelsFile>,
     /// Proxies in front of the gateway trusted to append X-Forwarded-For (Istio's
     /// `numTrustedProxies`); 0 uses the connection's peer as the client.
     #[arg(long, env = "NUM_TRUSTED_PROXIES", default_value_t = 0)]
@@ -262,6 +266,7 @@ pub struct Config {
 impl From<RunArgs> for Config {
     fn from(a: RunArgs) -> Config {
         let source_workload = source_workload(&a);
+        let labels = pod_labels(&a);
         let provider = match (a.provider.as_str(), a.gateway.clone()) {
             ("kubernetes", Some(gateway)) => Provider::Kubernetes(kube_settings(&a, gateway)),
             _ => Provider::File,
@@ -307,7 +312,7 @@ impl From<RunArgs> for Config {
                     UpstreamTls::Disable
                 }),
                 trust_domain: a.trust_domain,
-                pod_labels: a.pod_labels.into_iter().collect(),
+                pod_labels: labels,
                 pod_namespace: a.pod_namespace.clone(),
                 num_trusted_proxies: a.num_trusted_proxies,
             },
@@ -317,9 +322,15 @@ impl From<RunArgs> for Config {
     }
 }
 
+/// The pod's labels: the downward-API file's, then `--pod-labels` over them.
+fn pod_labels(a: &RunArgs) -> BTreeMap<String, String> {
+    let file = a.pod_labels_file.iter().flat_map(|f| &f.0);
+    file.chain(&a.pod_labels).cloned().collect()
+}
+
 /// The gateway as Istio's metrics name the source workload.
 fn source_workload(a: &RunArgs) -> Workload {
-    let labels: BTreeMap<String, String> = a.pod_labels.iter().cloned().collect();
+    let labels = pod_labels(a);
     let ns = a.pod_namespace.as_deref().unwrap_or(UNKNOWN);
     let principal = match (&a.pod_namespace, &a.service_account) {
         (Some(ns), Some(sa)) => format!("spiffe://{}/ns/{ns}/sa/{sa}", a.trust_domain),
@@ -356,6 +367,28 @@ fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {
 }
 
 /// Parses `key=value`.
+/// The labels read from a downward-API labels file.
+#[derive(Debug, Clone)]
+pub struct LabelsFile(pub Vec<(String, String)>);
+
+/// Reads a downward-API labels file: `key="value"` lines, values quoted and escaped as
+/// Go's `%q` writes them.
+fn labels_file(path: &str) -> Result<LabelsFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| format!("{path}: {l:?} is not key=\"value\""))?;
+            let v: String = serde_json::from_str(v.trim())
+                .map_err(|e| format!("{path}: value of {k:?} is not a quoted string: {e}"))?;
+            Ok((k.trim().to_string(), v))
+        })
+        .collect::<Result<_, String>>()
+        .map(LabelsFile)
+}
+
 fn label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')

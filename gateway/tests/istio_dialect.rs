@@ -425,3 +425,37 @@ fn destination_rule_subsets_split_one_service_by_pod_labels() {
     assert!(routed(&v1).iter().all(|l| l.contains("/anything/plain")));
     assert!(routed(&v2).iter().all(|l| l.contains("/anything/canary")));
 }
+
+#[test]
+fn pod_labels_from_a_downward_api_file_select_the_istio_gateway() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let labels = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        labels.path(),
+        "app=\"istio-ingressgateway\"\nistio=\"ingressgateway\"\n",
+    )
+    .unwrap();
+    let config = docs(&[
+        &istio_gateway(&format!(
+            "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+             hosts: [webapp.istioinaction.io]\n"
+        )),
+        &webapp_vs("webapp.istioinaction.io"),
+        &local_service_in("istioinaction", "webapp", hb.port),
+    ]);
+    let file = labels.path().to_str().unwrap();
+    let _gw = Gateway::start_with(&config, &["--pod-labels-file", file]);
+    let ok = curl_host(port, Some("webapp.istioinaction.io"), "/get");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    // Another pod's labels: the Gateway does not select it, so nothing listens there.
+    std::fs::write(labels.path(), "istio=\"eastwestgateway\"\n").unwrap();
+    let other = free_port();
+    let config = config.replace(&port.to_string(), &other.to_string());
+    let gw = Gateway::start_waiting_for(&config, &["--pod-labels-file", file], "/healthz");
+    assert_eq!(
+        curl_host(other, Some("webapp.istioinaction.io"), "/get").status,
+        0
+    );
+    gw.wait_log("does not match this pod's labels");
+}

@@ -150,6 +150,11 @@ impl Report {
             return;
         };
         let obj = format!("Gateway {gw}");
+        // Gateway API listeners only: an Istio server's or a Gloo Gateway's listener has
+        // no such object (its bind result is in /config_dump's listeners and the log).
+        if !self.objects.contains_key(&obj) {
+            return;
+        }
         let c = match result {
             Ok(()) => ok(ConditionType::Programmed, Reason::Programmed),
             Err(why) => failed(ConditionType::Programmed, Reason::Invalid, why),
