@@ -44,9 +44,12 @@ fn lab_gateway_resources_pass_gateway_validate() {
     let certs = EdgeCerts::make(&dir.path().join("certs")).expect("openssl certificates");
     let (_, v1, v2) = pods(dir.path());
     let yaml = gateway_resources(&certs, &v1, &v2).unwrap();
+    // The sidecar-layout gateway's file: the Gateway API objects, Istio's and Gloo's.
+    let yaml = format!("{yaml}---\n{}", e2e::lab::config::dialect_resources());
     let file = dir.path().join("gateway.yaml");
     std::fs::write(&file, &yaml).unwrap();
     let out = Command::new(workspace_bin("gateway"))
+        .args(["--pod-labels", e2e::lab::config::GATEWAY_POD_LABELS])
         .args(["validate", "--config"])
         .arg(&file)
         .output()

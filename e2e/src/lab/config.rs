@@ -24,6 +24,63 @@ pub mod hosts {
     pub const PUBLIC: &str = "public.example.com";
     /// What the path-rewrite route rewrites the Host header to.
     pub const REWRITTEN: &str = "httpbin.default.svc.cluster.local";
+    /// An Istio Gateway server + VirtualService (the sidecar-layout gateway), on the HTTP
+    /// edge port beside the Gateway API listener.
+    pub const WEBAPP: &str = "webapp.istioinaction.io";
+    /// A Gloo Edge VirtualService to the Upstream `default-httpbin-8000` (sidecar layout).
+    pub const GLOO: &str = "gloo.example.com";
+}
+
+/// The sidecar-layout gateway pod's labels, which the lab's Istio Gateway selects.
+pub const GATEWAY_POD_LABELS: &str = "istio=ingressgateway,app=gateway-sidecar";
+
+/// The Istio and Gloo objects the sidecar-layout gateway also serves (its file config):
+/// the seed walkthroughs' Gateway + VirtualService for [`hosts::WEBAPP`] on the HTTP edge
+/// port, and Gloo's VirtualService + Upstream for [`hosts::GLOO`], both to httpbin.
+pub fn dialect_resources() -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: coolstore-gateway, namespace: istioinaction}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+    - port: {{number: {http}, name: http, protocol: HTTP}}
+      hosts: ["*/{webapp}"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: webapp-vs-from-gw, namespace: istioinaction}}
+spec:
+  hosts: [{webapp}]
+  gateways: [coolstore-gateway]
+  http:
+    - route:
+        - destination: {{host: httpbin.default.svc.cluster.local, port: {{number: {port}}}}}
+---
+apiVersion: gloo.solo.io/v1
+kind: Upstream
+metadata: {{name: default-httpbin-{port}, namespace: gloo-system}}
+spec:
+  kube: {{serviceName: httpbin, serviceNamespace: default, servicePort: {port}}}
+---
+apiVersion: gateway.solo.io/v1
+kind: VirtualService
+metadata: {{name: default, namespace: gloo-system}}
+spec:
+  virtualHost:
+    domains: [{gloo}]
+    routes:
+      - matchers: [{{prefix: /}}]
+        routeAction:
+          single:
+            upstream: {{name: default-httpbin-{port}, namespace: gloo-system}}
+"#,
+        http = super::HTTP_PORT,
+        port = HTTPBIN_PORT,
+        webapp = hosts::WEBAPP,
+        gloo = hosts::GLOO,
+    )
 }
 
 /// Edge certificates made with openssl: a server CA, the server certificate for

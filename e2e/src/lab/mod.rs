@@ -497,11 +497,16 @@ impl Lab {
         let mut args = match provider {
             Provider::File => {
                 let cfg = pod.dir.join("gateway.yaml");
-                std::fs::write(
-                    &cfg,
-                    config::gateway_resources(&self.certs, &self.httpbin, &self.httpbin_v2)?,
-                )?;
-                strings(&["--config", &cfg.display().to_string()])
+                let objects =
+                    config::gateway_resources(&self.certs, &self.httpbin, &self.httpbin_v2)?;
+                let dialects = config::dialect_resources();
+                std::fs::write(&cfg, format!("{objects}---\n{dialects}"))?;
+                strings(&[
+                    "--config",
+                    &cfg.display().to_string(),
+                    "--pod-labels",
+                    config::GATEWAY_POD_LABELS,
+                ])
             }
             Provider::Kubernetes => strings(&[
                 "--provider",

@@ -77,6 +77,14 @@ const SCENARIOS: &[(u8, &str)] = &[
         17,
         "kubernetes: EndpointSlice scale-out, terminating, scale-in under wrk: 0 failed",
     ),
+    (
+        18,
+        "Istio Gateway + VirtualService beside Gateway API on one port: XFCC; 404 without host",
+    ),
+    (
+        19,
+        "Gloo VirtualService + Upstream default-httpbin-8000 -> httpbin over mTLS (XFCC)",
+    ),
 ];
 const TEARDOWN: (u8, &str) = (
     10,
@@ -219,6 +227,8 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         15 => kube::apiserver_outage(lab).await,
         16 => kube::pod_relabelled(lab).await,
         17 => kube::endpoints_scaled(lab).await,
+        18 => istio_dialect(lab).await,
+        19 => gloo_dialect(lab).await,
         n => bail!("no scenario {n}"),
     }
 }
@@ -346,6 +356,50 @@ async fn strict_refuses_plaintext(lab: &mut Lab) -> anyhow::Result<String> {
     ensure!(r.status == Some(200), "through the gateway: {r}");
     Ok(format!(
         "direct: {direct}, refused by the sidecar; via gateway: HTTP 200"
+    ))
+}
+
+/// The seed walkthrough's Istio objects on the sidecar-layout gateway: its server for
+/// [`hosts::WEBAPP`] shares the HTTP edge port with the Gateway API listener.
+async fn istio_dialect(lab: &mut Lab) -> anyhow::Result<String> {
+    let gw = lab.gateway_sidecar.clone();
+    let r = via(lab, &gw, hosts::WEBAPP, "/headers", &[]).await?;
+    let x = xfcc(&r).context("Istio VirtualService route")?;
+    let uri = xfcc_field(&x, "URI").unwrap_or_default();
+    ensure!(
+        uri == gw.identity.to_string(),
+        "XFCC URI={uri}, expected the gateway pod's {}",
+        gw.identity
+    );
+    let none = via(lab, &gw, "nope.istioinaction.io", "/headers", &[]).await?;
+    ensure!(none.status == Some(404), "an unrouted host got {none}");
+    let api = via(lab, &gw, hosts::HTTPBIN, "/headers", &[]).await?;
+    ensure!(
+        api.status == Some(200),
+        "the Gateway API route on the same port: {api}"
+    );
+    Ok(format!(
+        "{}: XFCC URI={uri}; other host 404; HTTPRoute host still 200",
+        hosts::WEBAPP
+    ))
+}
+
+/// Gloo's walkthrough: a VirtualService to the Upstream Gloo's discovery names
+/// `default-httpbin-8000`, served on the Gateway API HTTP listener.
+async fn gloo_dialect(lab: &mut Lab) -> anyhow::Result<String> {
+    let gw = lab.gateway_sidecar.clone();
+    let r = via(lab, &gw, hosts::GLOO, "/headers", &[]).await?;
+    let by = served_by(lab, &r).context("Gloo VirtualService route")?;
+    let x = xfcc(&r)?;
+    let uri = xfcc_field(&x, "URI").unwrap_or_default();
+    ensure!(
+        uri == gw.identity.to_string(),
+        "XFCC URI={uri}, expected {}",
+        gw.identity
+    );
+    Ok(format!(
+        "{}: served by {by} over mTLS, XFCC URI={uri}",
+        hosts::GLOO
     ))
 }
 
