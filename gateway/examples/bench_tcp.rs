@@ -98,7 +98,8 @@ fn check(port: u16, bytes: usize) -> std::io::Result<()> {
         let data = pattern(bytes);
         let ok = tokio::time::timeout(Duration::from_secs(10), round_trip(port, &data))
             .await
-            .map_err(|_| std::io::Error::other("timed out after 10 s"))??;
+            .map_err(|_| std::io::Error::other(format!("port {port}: timed out after 10 s")))?
+            .map_err(|e| std::io::Error::other(format!("port {port}: {e}")))?;
         if ok {
             Ok(())
         } else {
