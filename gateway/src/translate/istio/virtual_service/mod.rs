@@ -1,0 +1,330 @@
+//! VirtualServices bound to this pod's Istio Gateways -> route entries. HTTP rules keep
+//! Istio's order (first match wins: declaration order within a VirtualService, creation
+//! order between VirtualServices for one host); `tcp` rules serve TCP (and terminated
+//! TLS) servers by port; `tls` rules pass TLS through by SNI.
+
+//!
+//! - [`http`]: `http[]` entries: rule bodies in HTTPRoute's shape, Istio's rewrite.
+//! - [`matches`]: `match[]` -> route matches (Istio's string prefix, `ignoreUriCase`).
+//! - [`l4`]: `tcp[]` by server port, `tls[]` by SNI.
+
+mod http;
+mod l4;
+mod matches;
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use super::gateway::{KIND, Redirects};
+use crate::api::gateway_api::HttpBackendRef;
+use crate::api::istio_gateway::{Destination, VirtualService};
+use crate::api::{ObjectKey, Snapshot};
+use crate::ir::{self, HostPattern, PathMatch, Protocol, RouteMatch};
+use crate::translate::attachment::namespace_allowed;
+use crate::translate::backends::RuleCtx;
+use crate::translate::listeners::{Gateways, ListenerInfo, validate_hostname};
+use crate::translate::rules::{Pending, PrecedenceKey};
+use crate::translate::{Findings, Index, TranslateOptions};
+
+use http::{add_http, compile_http};
+pub(crate) use http::{retry_on_codes, weight, with_string_prefix_rewrite};
+use l4::{add_tcp, add_tls, compile_l4, tcp_entries, tls_entries};
+
+/// Attaches every bound VirtualService, oldest first, and the httpsRedirect servers'
+/// redirects.
+pub fn attach(
+    snap: &Snapshot,
+    index: &Index<'_>,
+    opts: &TranslateOptions,
+    redirects: &Redirects,
+    gateways: &mut Gateways,
+    f: &mut Findings,
+) {
+    for l in &redirects.0 {
+        https_redirect(l, gateways);
+    }
+    let mut vss: Vec<&VirtualService> = snap.virtual_services.iter().collect();
+    vss.sort_by_key(|v| (v.metadata.creation_timestamp.clone(), v.metadata.key()));
+    for vs in vss {
+        attach_one(snap, index, opts, vs, gateways, f);
+    }
+}
+
+fn attach_one(
+    snap: &Snapshot,
+    index: &Index<'_>,
+    opts: &TranslateOptions,
+    vs: &VirtualService,
+    gateways: &mut Gateways,
+    f: &mut Findings,
+) {
+    let obj = format!("VirtualService {}", vs.metadata.key());
+    let ns = vs.metadata.ns();
+    let before = f.errors.len();
+    f.unresolved.clear();
+    f.unsupported(&format!("{obj} spec"), &vs.spec.unsupported);
+    let bound: Vec<String> = vs
+        .spec
+        .gateways
+        .iter()
+        .filter(|g| *g != "mesh")
+        .map(|g| match g.split_once('/') {
+            Some(_) => g.clone(),
+            None => format!("{ns}/{g}"),
+        })
+        .collect();
+    if bound.is_empty() {
+        f.warnings.push(format!(
+            "{obj}: gateways names no Gateway (only the mesh's sidecars); not served here"
+        ));
+        return;
+    }
+    let listeners: Vec<ListenerInfo> = gateways
+        .listeners
+        .iter()
+        .filter(|l| bound.contains(&l.gateway) && l.kinds.contains(&KIND))
+        .filter(|l| namespace_allowed(snap, l, ns))
+        .cloned()
+        .collect();
+    let hosts = vs_hosts(vs, opts, &obj, f);
+    let rc = RuleCtx {
+        snap,
+        index,
+        meta: &vs.metadata,
+        opts,
+        kind: KIND,
+        rate_limit: None,
+        l4: false,
+    };
+    let http = compile_http(&rc, vs, &obj, f);
+    let l4_rc = RuleCtx { l4: true, ..rc };
+    let tcp = compile_l4(&l4_rc, &tcp_entries(&vs.spec), &obj, "tcp", f);
+    let tls = compile_l4(&l4_rc, &tls_entries(&vs.spec), &obj, "tls", f);
+    // Istio objects have no Gateway API conditions: unresolved destinations (their
+    // share of requests gets a 500) are reported as warnings.
+    for (_, why) in std::mem::take(&mut f.unresolved) {
+        f.warnings.push(why);
+    }
+    if f.errors.len() > before {
+        // Serving part of what its author wrote could send traffic where they did not
+        // mean it to go: an invalid VirtualService is left out whole.
+        return;
+    }
+    if listeners.is_empty() {
+        f.warnings.push(format!(
+            "{obj}: none of its gateways {bound:?} has a server this pod serves whose hosts \
+             allow namespace {ns:?}; not served"
+        ));
+        return;
+    }
+    for l in &listeners {
+        match l.protocol {
+            Protocol::Http | Protocol::Https => add_http(l, &hosts, &http, vs, gateways),
+            Protocol::Tcp => add_tcp(l, &tcp, &obj, gateways, f),
+            Protocol::Tls => add_tls(l, &tls, &tcp, &obj, gateways, f),
+        }
+    }
+}
+
+/// The VirtualService's hosts; a short name is the Service FQDN in its namespace.
+fn vs_hosts(
+    vs: &VirtualService,
+    opts: &TranslateOptions,
+    obj: &str,
+    f: &mut Findings,
+) -> Vec<HostPattern> {
+    let mut out = Vec::new();
+    for (i, h) in vs.spec.hosts.iter().enumerate() {
+        let full = if h != "*" && !h.contains('.') {
+            format!("{h}.{}.svc.{}", vs.metadata.ns(), opts.cluster_domain)
+        } else {
+            h.clone()
+        };
+        if full == "*" {
+            out.push(HostPattern::Any);
+            continue;
+        }
+        match validate_hostname(&full) {
+            Ok(p) => out.push(p),
+            Err(e) => f.errors.push(format!("{obj} hosts[{i}] {h:?}: {e}")),
+        }
+    }
+    if out.is_empty() {
+        f.errors.push(format!("{obj}: hosts is empty"));
+    }
+    out
+}
+
+/// A destination as a Service backendRef: short names in the VirtualService's
+/// namespace, `name.namespace.svc.<domain>` FQDNs; the port may be left out when the
+/// Service has one.
+pub(super) fn backend_ref(
+    rc: &RuleCtx<'_>,
+    d: &Destination,
+    ctx: &str,
+    errors: &mut Vec<String>,
+) -> Option<HttpBackendRef> {
+    for k in d.unsupported.keys() {
+        errors.push(format!(
+            "{ctx}.destination: field {k:?} is not supported by meshgate"
+        ));
+    }
+    let suffix = format!(".svc.{}", rc.opts.cluster_domain);
+    let (name, ns) = if !d.host.contains('.') {
+        (d.host.clone(), rc.meta.ns().to_string())
+    } else if let Some((name, ns)) = d.host.strip_suffix(&suffix).and_then(|r| r.split_once('.')) {
+        (name.to_string(), ns.to_string())
+    } else {
+        errors.push(format!(
+            "{ctx}.destination.host {:?} is not a Service of this cluster (a short name or \
+             <name>.<namespace>{suffix}; ServiceEntry hosts are not supported)",
+            d.host
+        ));
+        return None;
+    };
+    let port = match &d.port {
+        Some(p) => u16::try_from(p.number).ok(),
+        None => only_port(rc.index, &ns, &name),
+    };
+    if port.is_none() {
+        errors.push(format!(
+            "{ctx}.destination.port is required: Service {ns}/{name} is unknown or has several ports"
+        ));
+        return None;
+    }
+    Some(HttpBackendRef {
+        name,
+        namespace: Some(ns),
+        port,
+        ..Default::default()
+    })
+}
+
+/// Narrows a destination's backend to its DestinationRule subset: the endpoints carrying
+/// the subset's labels, with the subset's policy. A subset no DestinationRule defines
+/// gets no endpoint (Istio answers such requests with 503 too), and a warning.
+pub(super) fn apply_subset(
+    rc: &RuleCtx<'_>,
+    b: &mut ir::Backend,
+    d: &Destination,
+    f: &mut Findings,
+) {
+    let Some(name) = &d.subset else { return };
+    let Some((svc_ns, svc)) = b
+        .service_host
+        .as_deref()
+        .and_then(|h| h.split_once('.'))
+        .and_then(|(svc, rest)| Some((rest.split_once('.')?.0, svc)))
+    else {
+        return;
+    };
+    let applied = rc.index.destination_rules.lookup(
+        &rc.index.gateway_namespace,
+        svc_ns,
+        svc,
+        &rc.opts.cluster_domain,
+    );
+    b.subset = Some(name.clone());
+    let Some((labels, policy)) = applied.as_ref().and_then(|a| a.subset(name)) else {
+        let why = format!(
+            "subset {name:?} of {} is not defined by a DestinationRule",
+            d.host
+        );
+        f.warnings
+            .push(format!("VirtualService {}: {why}", rc.meta.key()));
+        b.target = ir::BackendTarget::Unresolvable(why);
+        return;
+    };
+    if let ir::BackendTarget::Endpoints(eps) = &mut b.target {
+        eps.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+    }
+    b.policy = Some(policy);
+}
+
+fn only_port(index: &Index<'_>, ns: &str, name: &str) -> Option<u16> {
+    let svc = index.services.get(&format!("{ns}/{name}"))?;
+    match svc.spec.as_ref()?.ports.as_deref()? {
+        [one] => u16::try_from(one.port).ok(),
+        _ => None,
+    }
+}
+
+/// Declaration order as a precedence key (first match wins, as Istio and Gloo have
+/// it): creation time, name, rule, match. Rank 3 sorts after every HTTPRoute match, so
+/// where both serve one host (Gloo VirtualServices on a Gateway API listener) the
+/// HTTPRoutes take precedence.
+pub(crate) fn declaration_order(
+    meta: &crate::api::gateway_api::ObjectMeta,
+    rule: usize,
+    mi: usize,
+) -> PrecedenceKey {
+    (
+        3,
+        Reverse(0),
+        Reverse(false),
+        Reverse(0),
+        Reverse(0),
+        meta.creation_timestamp.clone(),
+        meta.key(),
+        rule,
+        mi,
+    )
+}
+
+/// An httpsRedirect server: every request gets a 301 to https on the same host.
+fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
+    let id = format!("{}/{}", l.gateway, l.name);
+    let rule = Arc::new(ir::Rule {
+        route: l.gateway.clone(),
+        index: 0,
+        id,
+        filters: ir::Filters {
+            redirect: Some(ir::Redirect {
+                scheme: Some("https".into()),
+                hostname: None,
+                port: None,
+                path: None,
+                status: 301,
+            }),
+            ..Default::default()
+        },
+        backends: vec![],
+        total_weight: 0,
+        request_timeout: None,
+        backend_request_timeout: None,
+        retry: None,
+        rate_limit: None,
+    });
+    let matcher = RouteMatch {
+        path: PathMatch::Prefix("/".into()),
+        headers: vec![],
+        query_params: vec![],
+        method: None,
+    };
+    let host = l.hostname.clone();
+    gateways
+        .pending
+        .entry((l.port, l.full_name()))
+        .or_default()
+        .entry(host.to_string())
+        .or_insert_with(|| (host, Vec::new()))
+        .1
+        .push(Pending {
+            key: (
+                0,
+                Reverse(0),
+                Reverse(false),
+                Reverse(0),
+                Reverse(0),
+                None,
+                id_key(l),
+                0,
+                0,
+            ),
+            entry: ir::RouteEntry { matcher, rule },
+        });
+}
+
+fn id_key(l: &ListenerInfo) -> String {
+    l.full_name()
+}
