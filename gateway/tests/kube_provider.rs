@@ -315,6 +315,78 @@ async fn route_status_says_accepted_and_a_broken_route_is_refused_while_the_firs
     });
 }
 
+/// A condition as (type, status, reason).
+type Summary = (String, String, String);
+
+/// Our entries in a route's `status.parents`, keyed by `parentRef.sectionName`, with
+/// their conditions.
+fn our_entries_by_section(route: &Value) -> Vec<(String, Vec<Summary>)> {
+    let parents = route["status"]["parents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    parents
+        .iter()
+        .filter(|p| p["controllerName"] == "meshgate.io/gateway-controller")
+        .map(|p| {
+            let section = p["parentRef"]["sectionName"].as_str().unwrap_or_default();
+            let cs = p["conditions"].as_array().cloned().unwrap_or_default();
+            let cs = cs
+                .iter()
+                .map(|c| {
+                    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                    (s("type"), s("status"), s("reason"))
+                })
+                .collect();
+            (section.to_string(), cs)
+        })
+        .collect()
+}
+
+fn condition(t: &str, s: &str, r: &str) -> Summary {
+    (t.into(), s.into(), r.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_ref_without_a_matching_listener_is_refused_alone_and_the_route_serves_through_the_other()
+ {
+    let cluster = Cluster::start().await;
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: two, namespace: default}\nspec:\n  \
+         parentRefs: [{name: edge, sectionName: http}, {name: edge, sectionName: nope}]\n  \
+         hostnames: [two.example.com]\n  rules:\n  - backendRefs: [{name: httpbin, port: 80}]\n",
+    );
+    wait_for(
+        "the route to be served through its matching parentRef",
+        || (cluster.get("two.example.com", "/get").status == 200).then_some(()),
+    );
+    let entries = wait_for("both of our status entries", || {
+        let e = our_entries_by_section(&cluster.get_json(&["httproute", "two"]));
+        (e.len() == 2).then_some(e)
+    });
+    assert_eq!(
+        entries,
+        [
+            (
+                "http".to_string(),
+                vec![
+                    condition("Accepted", "True", "Accepted"),
+                    condition("ResolvedRefs", "True", "ResolvedRefs")
+                ]
+            ),
+            (
+                "nope".to_string(),
+                vec![
+                    condition("Accepted", "False", "NoMatchingParent"),
+                    condition("ResolvedRefs", "True", "ResolvedRefs")
+                ]
+            ),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_controllers_entries_in_route_status_are_kept() {
     let cluster = Cluster::start().await;

@@ -36,6 +36,8 @@ pub struct GatewayClassSpec {
 /// the decoding error, and everything else keeps being served.
 #[derive(Debug, Clone)]
 pub struct Undecodable {
+    /// The route's kind (`HTTPRoute`, `GRPCRoute`).
+    pub kind: &'static str,
     /// `namespace/name`.
     pub key: String,
     /// The decoding error.
@@ -122,6 +124,7 @@ impl Caches {
                     let parent_refs = raw_refs_to(&e.parent_refs, ns, gw);
                     if !parent_refs.is_empty() {
                         out.undecodable.push(Undecodable {
+                            kind: "HTTPRoute",
                             key,
                             message: format!("cannot be decoded: {message}"),
                             parent_refs,

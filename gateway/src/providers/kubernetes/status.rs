@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::quarantine::Translated;
+use super::quarantine::{Translated, parent_key};
 use super::snapshot::{Caches, names_gateway};
 use super::{CONTROLLER_NAME, GatewayRef};
 use crate::api::gateway_api::Listener;
@@ -76,7 +76,6 @@ impl Desired {
         let mut routes = Vec::new();
         for (key, entry) in caches.http_routes.entries() {
             let ns = key.split('/').next().unwrap_or("default");
-            let unresolved = translated.unresolved.get(&key);
             let conditions = report.objects.get(&format!("HTTPRoute {key}"));
             let parents = entry
                 .parent_refs
@@ -89,7 +88,10 @@ impl Desired {
                     if !names_gateway(&p, ns, gw) || gateway.is_none() {
                         return None;
                     }
-                    let cs = parent_conditions(conditions, &p, ns, unresolved);
+                    let cs = conditions
+                        .and_then(|o| o.parents.get(&parent_key(&p, ns)))
+                        .cloned()
+                        .unwrap_or_default();
                     Some((raw.clone(), cs))
                 })
                 .collect();
@@ -102,42 +104,6 @@ impl Desired {
         }
         Desired { gateway, routes }
     }
-}
-
-/// A route's conditions for one parent: translation's (Accepted), plus ResolvedRefs
-/// from the backends that could not be resolved.
-fn parent_conditions(
-    conditions: Option<&ObjectStatus>,
-    p: &ParentReference,
-    route_ns: &str,
-    unresolved: Option<&Vec<String>>,
-) -> Vec<Condition> {
-    let gw = format!("{}/{}", p.namespace.as_deref().unwrap_or(route_ns), p.name);
-    let parent = match &p.section_name {
-        Some(s) => format!("{gw}/{s}"),
-        None => gw,
-    };
-    let mut cs = conditions
-        .and_then(|o| o.parents.get(&parent))
-        .cloned()
-        .unwrap_or_default();
-    let accepted = cs
-        .iter()
-        .any(|c| c.kind == ConditionType::Accepted && c.status);
-    if accepted && !cs.iter().any(|c| c.kind == ConditionType::ResolvedRefs) {
-        cs.push(match unresolved {
-            Some(why) if !why.is_empty() => {
-                let reason = if why.iter().any(|w| w.contains("kind")) {
-                    Reason::InvalidKind
-                } else {
-                    Reason::BackendNotFound
-                };
-                failed(ConditionType::ResolvedRefs, reason, why.join("; "))
-            }
-            _ => ok(ConditionType::ResolvedRefs, Reason::ResolvedRefs),
-        });
-    }
-    cs
 }
 
 /// One condition as the API writes it.
