@@ -626,3 +626,321 @@ async fn the_holder_releases_the_lease_on_sigterm_and_the_other_replica_takes_ov
     });
     assert!(b.log().contains("HTTPRoute status written"), "{}", b.log());
 }
+
+/// A CustomResourceDefinition that keeps every field (the gateway decodes and validates
+/// them), serving `versions` with the first one stored.
+fn crd(group: &str, kind: &str, plural: &str, versions: &[&str]) -> String {
+    let versions: String = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "  - name: {v}\n    served: true\n    storage: {}\n    subresources: {{status: {{}}}}\n    \
+                 schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          \
+                 spec: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n          \
+                 status: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n",
+                i == 0
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+         metadata: {{name: {plural}.{group}}}\nspec:\n  group: {group}\n  \
+         names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {}}}\n  \
+         scope: Namespaced\n  versions:\n{versions}",
+        kind.to_lowercase()
+    )
+}
+
+/// The Gateway API v1.6 kinds beyond Gateway and HTTPRoute, as v1.6 serves them.
+fn more_gateway_api_crds() -> String {
+    const GW: &str = "gateway.networking.k8s.io";
+    [
+        crd(GW, "GRPCRoute", "grpcroutes", &["v1"]),
+        crd(GW, "ReferenceGrant", "referencegrants", &["v1beta1"]),
+        crd(GW, "BackendTLSPolicy", "backendtlspolicies", &["v1"]),
+    ]
+    .join("---\n")
+}
+
+/// Our entry in a policy's `status.ancestors`: (ancestorRef, conditions).
+fn our_ancestor(policy: &Value) -> Option<(Value, Vec<Summary>)> {
+    let ancestors = policy["status"]["ancestors"].as_array()?;
+    let ours = ancestors
+        .iter()
+        .find(|a| a["controllerName"] == "meshgate.io/gateway-controller")?;
+    let cs = ours["conditions"].as_array()?;
+    let cs = cs
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("status"), s("reason"))
+        })
+        .collect();
+    Some((ours["ancestorRef"].clone(), cs))
+}
+
+mod grpc_backend {
+    //! A tonic server (Envoy's SecretDiscoveryService) that answers FetchSecrets with its
+    //! tag, so a test sees a call reach it through the gateway.
+    use std::pin::Pin;
+
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    };
+    use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+        SecretDiscoveryService, SecretDiscoveryServiceServer,
+    };
+    use tokio_stream::Stream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    type Replies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    struct Tagged(&'static str);
+
+    #[tonic::async_trait]
+    impl SecretDiscoveryService for Tagged {
+        type DeltaSecretsStream = Replies<DeltaDiscoveryResponse>;
+        type StreamSecretsStream = Replies<DiscoveryResponse>;
+
+        async fn delta_secrets(
+            &self,
+            _: Request<Streaming<DeltaDiscoveryRequest>>,
+        ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+            Err(Status::unimplemented("delta"))
+        }
+
+        async fn stream_secrets(
+            &self,
+            _: Request<Streaming<DiscoveryRequest>>,
+        ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+            Err(Status::unimplemented("stream"))
+        }
+
+        async fn fetch_secrets(
+            &self,
+            _: Request<DiscoveryRequest>,
+        ) -> Result<Response<DiscoveryResponse>, Status> {
+            Ok(Response::new(DiscoveryResponse {
+                version_info: self.0.into(),
+                ..Default::default()
+            }))
+        }
+    }
+
+    /// Serves on a free port; returns it.
+    pub async fn serve(tag: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SecretDiscoveryServiceServer::new(Tagged(tag)))
+                .serve_with_incoming(incoming),
+        );
+        port
+    }
+
+    /// One FetchSecrets call over h2c to `port`: the tag that answered, or the status.
+    pub async fn fetch(port: u16) -> Result<String, tonic::Code> {
+        let mut client = SecretDiscoveryServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .map_err(|_| tonic::Code::Unavailable)?;
+        client
+            .fetch_secrets(DiscoveryRequest::default())
+            .await
+            .map(|r| r.into_inner().version_info)
+            .map_err(|s| s.code())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_route_applied_with_kubectl_is_served_and_gets_route_status() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&more_gateway_api_crds());
+    let backend = grpc_backend::serve("sds-backend").await;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: sds, namespace: default}}\n\
+         spec: {{ports: [{{name: grpc, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: sds-1, namespace: default, labels: {{kubernetes.io/service-name: sds}}}}\n\
+         addressType: IPv4\nports: [{{name: grpc, port: {backend}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
+    ));
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    assert_eq!(
+        grpc_backend::fetch(cluster.port).await,
+        Err(tonic::Code::Unimplemented),
+        "no route yet: 404 NR, which gRPC reads as UNIMPLEMENTED"
+    );
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n\
+         metadata: {name: sds, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+         rules:\n  - matches: [{method: {service: envoy.service.secret.v3.SecretDiscoveryService, method: FetchSecrets}}]\n    \
+         backendRefs: [{name: sds, port: 80}]\n",
+    );
+    let answered = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match grpc_backend::fetch(cluster.port).await {
+                Ok(tag) => break tag,
+                Err(code) => assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for the GRPCRoute to be served (last: {code:?})"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(answered, "sds-backend");
+    let conditions = wait_for("Accepted and ResolvedRefs on the GRPCRoute", || {
+        let cs = our_conditions(&cluster.get_json(&["grpcroute", "sds"]))?;
+        (cs.len() == 2).then_some(cs)
+    });
+    assert_eq!(
+        conditions,
+        [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_namespace_backend_ref_is_served_only_while_a_reference_grant_allows_it() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&more_gateway_api_crds());
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
+    cluster.apply(&local_service_in("other", "shared", cluster.httpbin_port));
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: cross, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+         hostnames: [cross.example.com]\n  rules:\n  - backendRefs: [{name: shared, namespace: other, port: 80}]\n",
+    );
+    let refused = wait_for("ResolvedRefs=False without a ReferenceGrant", || {
+        let cs = our_conditions(&cluster.get_json(&["httproute", "cross"]))?;
+        (cs.len() == 2).then_some(cs)
+    });
+    assert_eq!(
+        refused,
+        [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "False", "RefNotPermitted")
+        ]
+    );
+    let r = cluster.get("cross.example.com", "/get");
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (500, "backend_unresolvable")
+    );
+
+    let grant = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+         metadata: {name: from-default, namespace: other}\nspec:\n  \
+         from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]\n  \
+         to: [{group: \"\", kind: Service, name: shared}]\n";
+    cluster.apply(grant);
+    wait_for("the granted backend to serve", || {
+        (cluster.get("cross.example.com", "/get").status == 200).then_some(())
+    });
+    wait_for("ResolvedRefs=True once granted", || {
+        let cs = our_conditions(&cluster.get_json(&["httproute", "cross"]))?;
+        (cs == [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "True", "ResolvedRefs"),
+        ])
+        .then_some(())
+    });
+
+    cluster.kubectl(
+        &["delete", "referencegrant", "from-default", "-n", "other"],
+        None,
+    );
+    wait_for("the backend refused again once the grant is gone", || {
+        (cluster.get("cross.example.com", "/get").status == 500).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_policy_gets_ancestor_status_and_serves_once_its_ca_config_map_exists() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&more_gateway_api_crds());
+    let pki = Pki::new();
+    pki.ca("backend-ca");
+    pki.leaf("backend", "backend-ca", &["httpbin.backend.test"], false);
+    let tls_hb = Httpbin::start_tls(&pki.path("backend.crt"), &pki.path("backend.key"));
+    cluster.apply(&local_service("secure", tls_hb.port));
+    cluster.apply(&route(
+        "secure",
+        "secure.example.com",
+        "{type: PathPrefix, value: /}",
+        "secure",
+    ));
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\n\
+         metadata: {name: secure, namespace: default}\nspec:\n  \
+         targetRefs: [{group: \"\", kind: Service, name: secure}]\n  validation:\n    \
+         caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]\n    \
+         hostname: httpbin.backend.test\n",
+    );
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    let (ancestor, missing) = wait_for("the policy's ancestor entry", || {
+        our_ancestor(&cluster.get_json(&["backendtlspolicy", "secure"]))
+    });
+    assert_eq!(
+        ancestor,
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default", "name": "edge"})
+    );
+    assert_eq!(
+        missing,
+        [
+            condition("Accepted", "False", "NoValidCACertificate"),
+            condition("ResolvedRefs", "False", "InvalidCACertificateRef")
+        ]
+    );
+    let r = cluster.get("secure.example.com", "/get");
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (500, "backend_unresolvable")
+    );
+
+    cluster.apply(&pki.ca_config_map("backend-ca", "backend-ca"));
+    wait_for("the TLS backend to serve", || {
+        (cluster.get("secure.example.com", "/get").status == 200).then_some(())
+    });
+    wait_for("Accepted and ResolvedRefs on the policy", || {
+        let (_, cs) = our_ancestor(&cluster.get_json(&["backendtlspolicy", "secure"]))?;
+        (cs == [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "True", "ResolvedRefs"),
+        ])
+        .then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_istio_authorization_policy_served_only_as_v1beta1_is_watched_and_enforced() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&crd(
+        "security.istio.io",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        &["v1beta1"],
+    ));
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    wait_for("the route to be served", || {
+        (cluster.get("httpbin.example.com", "/status/418").status == 418).then_some(())
+    });
+    cluster.apply(
+        "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\n\
+         metadata: {name: no-teapots, namespace: default}\nspec:\n  action: DENY\n  \
+         rules: [{to: [{operation: {paths: [/status/418]}}]}]\n",
+    );
+    let denied = wait_for("the DENY policy in force", || {
+        let r = cluster.get("httpbin.example.com", "/status/418");
+        (r.status == 403).then_some(r)
+    });
+    assert_eq!(denied.body.trim(), "RBAC: access denied");
+    assert_eq!(cluster.get("httpbin.example.com", "/get").status, 200);
+}

@@ -7,22 +7,89 @@
 
 use serde_json::{Value, json};
 
+use super::cache::Cache;
 use super::quarantine::{Translated, parent_key};
 use super::snapshot::{Caches, names_gateway};
 use super::{CONTROLLER_NAME, GatewayRef};
 use crate::api::gateway_api::Listener;
 use crate::api::gateway_api::ParentReference;
 use crate::translate::attachment::GATEWAY_GROUP;
-use crate::translate::status::{Condition, ConditionType, ObjectStatus, Reason, failed, ok};
+use crate::translate::status::{
+    Condition, ConditionType, ObjectStatus, Reason, Report, failed, ok,
+};
 
 /// The desired status of our Gateway and of every route, from one translation.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
     /// The Gateway served, if it is ours to serve (class ours): its status is written.
     pub gateway: Option<GatewayDesired>,
-    /// Every route in the cache, with the entries it should have for our Gateway (none
-    /// when it no longer names it: a stale entry of ours is then removed).
+    /// Every route (HTTPRoute, GRPCRoute) and BackendTLSPolicy in the caches, with the
+    /// entries it should have for our Gateway (none when it no longer concerns it: a stale
+    /// entry of ours is then removed).
     pub routes: Vec<RouteDesired>,
+}
+
+/// Where an object keeps the entries of each controller: a route's `status.parents`
+/// (keyed by `parentRef`) or a policy's `status.ancestors` (keyed by `ancestorRef`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusList {
+    /// Kind, for logs and the API path.
+    pub kind: &'static str,
+    /// Resource plural.
+    pub plural: &'static str,
+    /// API version written.
+    pub api_version: &'static str,
+    /// `parents` or `ancestors`.
+    pub list: &'static str,
+    /// `parentRef` or `ancestorRef`.
+    pub reference: &'static str,
+}
+
+/// HTTPRoute `status.parents`.
+pub const HTTP_ROUTE_PARENTS: StatusList = StatusList {
+    kind: "HTTPRoute",
+    plural: "httproutes",
+    api_version: "v1",
+    list: "parents",
+    reference: "parentRef",
+};
+/// GRPCRoute `status.parents`.
+pub const GRPC_ROUTE_PARENTS: StatusList = StatusList {
+    kind: "GRPCRoute",
+    plural: "grpcroutes",
+    api_version: "v1",
+    list: "parents",
+    reference: "parentRef",
+};
+
+/// A condition as written: the spec's type and reason names (policies have reasons that
+/// translate's route and Gateway conditions do not, e.g. `Conflicted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCondition {
+    /// Type (`Accepted`, `ResolvedRefs`).
+    pub kind: String,
+    /// True or False.
+    pub status: bool,
+    /// The spec's reason.
+    pub reason: String,
+    /// For a person; names the field at fault.
+    pub message: String,
+}
+
+impl From<&Condition> for StatusCondition {
+    fn from(c: &Condition) -> Self {
+        let name = |v: serde_json::Result<Value>| {
+            v.ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        };
+        StatusCondition {
+            kind: name(serde_json::to_value(c.kind)),
+            status: c.status,
+            reason: name(serde_json::to_value(c.reason)),
+            message: c.message.clone(),
+        }
+    }
 }
 
 /// Inputs of the Gateway's status.
@@ -40,17 +107,19 @@ pub struct GatewayDesired {
     pub listeners: Vec<Listener>,
 }
 
-/// One route's entries for our Gateway.
+/// One route's (or policy's) entries for our Gateway.
 #[derive(Debug, Clone)]
 pub struct RouteDesired {
+    /// Which list of which kind.
+    pub list: StatusList,
     /// `namespace/name`.
     pub key: String,
     /// `metadata.generation`.
     pub generation: Option<i64>,
     /// Status as last seen.
     pub current: Value,
-    /// Our entries: (parentRef as written in the spec, conditions).
-    pub parents: Vec<(Value, Vec<Condition>)>,
+    /// Our entries: (parentRef as written in the spec, or ancestorRef; conditions).
+    pub parents: Vec<(Value, Vec<StatusCondition>)>,
 }
 
 impl Desired {
@@ -73,43 +142,80 @@ impl Desired {
                 .unwrap_or_default(),
             listeners: g.spec.listeners.clone(),
         });
-        let mut routes = Vec::new();
-        for (key, entry) in caches.http_routes.entries() {
-            let ns = key.split('/').next().unwrap_or("default");
-            let conditions = report.objects.get(&format!("HTTPRoute {key}"));
-            let parents = entry
-                .parent_refs
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|raw| {
-                    let p: ParentReference = serde_json::from_value(raw.clone()).ok()?;
-                    if !names_gateway(&p, ns, gw) || gateway.is_none() {
-                        return None;
-                    }
-                    let cs = conditions
-                        .and_then(|o| o.parents.get(&parent_key(&p, ns)))
-                        .cloned()
-                        .unwrap_or_default();
-                    Some((raw.clone(), cs))
-                })
-                .collect();
-            routes.push(RouteDesired {
-                key,
-                generation: entry.generation,
-                current: entry.status,
-                parents,
-            });
-        }
+        let served = gateway.is_some();
+        let mut routes = route_entries(HTTP_ROUTE_PARENTS, &caches.http_routes, report, gw, served);
+        routes.extend(route_entries(
+            GRPC_ROUTE_PARENTS,
+            &caches.grpc_routes,
+            report,
+            gw,
+            served,
+        ));
+        routes.extend(super::policy_status::backend_tls_policies(
+            caches,
+            &translated.snapshot,
+            gw,
+            served,
+        ));
         Desired { gateway, routes }
     }
 }
 
+/// Each route of `cache` with the `status.parents` entries it should have for our Gateway.
+fn route_entries<T>(
+    list: StatusList,
+    cache: &Cache<T>,
+    report: &Report,
+    gw: &GatewayRef,
+    served: bool,
+) -> Vec<RouteDesired> {
+    let mut routes = Vec::new();
+    for (key, entry) in cache.entries() {
+        let ns = key.split('/').next().unwrap_or("default");
+        let conditions = report.objects.get(&format!("{} {key}", list.kind));
+        let parents = entry
+            .parent_refs
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|raw| {
+                let p: ParentReference = serde_json::from_value(raw.clone()).ok()?;
+                if !names_gateway(&p, ns, gw) || !served {
+                    return None;
+                }
+                let cs = conditions
+                    .and_then(|o| o.parents.get(&parent_key(&p, ns)))
+                    .map(|cs| cs.iter().map(StatusCondition::from).collect())
+                    .unwrap_or_default();
+                Some((raw.clone(), cs))
+            })
+            .collect();
+        routes.push(RouteDesired {
+            list,
+            key,
+            generation: entry.generation,
+            current: entry.status,
+            parents,
+        });
+    }
+    routes
+}
+
 /// One condition as the API writes it.
 pub fn condition_json(c: &Condition, generation: Option<i64>, current: &Value, now: &str) -> Value {
-    let kind = serde_json::to_value(c.kind).unwrap_or_default();
-    let reason = serde_json::to_value(c.reason).unwrap_or_default();
+    status_condition_json(&StatusCondition::from(c), generation, current, now)
+}
+
+/// One condition as the API writes it, from its names.
+pub fn status_condition_json(
+    c: &StatusCondition,
+    generation: Option<i64>,
+    current: &Value,
+    now: &str,
+) -> Value {
+    let kind = Value::String(c.kind.clone());
+    let reason = Value::String(c.reason.clone());
     let status = if c.status { "True" } else { "False" };
     let previous = current
         .as_array()
@@ -225,34 +331,40 @@ fn listener_status(
     })
 }
 
-/// Whether a `status.parents` entry is ours: written by our controller for our Gateway.
-pub fn is_our_entry(entry: &Value, route_ns: &str, gw: &GatewayRef) -> bool {
+/// Whether a `status.parents` (or `ancestors`) entry is ours: written by our controller
+/// for our Gateway.
+pub fn is_our_entry(entry: &Value, list: &StatusList, route_ns: &str, gw: &GatewayRef) -> bool {
     entry["controllerName"] == CONTROLLER_NAME
-        && serde_json::from_value::<ParentReference>(entry["parentRef"].clone())
+        && serde_json::from_value::<ParentReference>(entry[list.reference].clone())
             .is_ok_and(|p| names_gateway(&p, route_ns, gw))
 }
 
-/// A route's new `status.parents`: other controllers' (and other Gateways') entries as
-/// they are, then ours.
+/// A route's new `status.parents` (a policy's `status.ancestors`): other controllers'
+/// (and other Gateways') entries as they are, then ours.
 pub fn route_parents(r: &RouteDesired, current: &Value, gw: &GatewayRef, now: &str) -> Value {
     let ns = r.key.split('/').next().unwrap_or("default");
-    let existing = current["parents"].as_array().cloned().unwrap_or_default();
+    let l = &r.list;
+    let existing = current[l.list].as_array().cloned().unwrap_or_default();
     let mut out: Vec<Value> = existing
         .iter()
-        .filter(|e| !is_our_entry(e, ns, gw))
+        .filter(|e| !is_our_entry(e, l, ns, gw))
         .cloned()
         .collect();
-    for (parent_ref, conditions) in &r.parents {
+    for (reference, conditions) in &r.parents {
         let previous = existing
             .iter()
-            .find(|e| is_our_entry(e, ns, gw) && e["parentRef"] == *parent_ref)
+            .find(|e| is_our_entry(e, l, ns, gw) && e[l.reference] == *reference)
             .map(|e| e["conditions"].clone())
             .unwrap_or_default();
-        out.push(json!({
-            "parentRef": parent_ref,
-            "controllerName": CONTROLLER_NAME,
-            "conditions": conditions.iter().map(|c| condition_json(c, r.generation, &previous, now)).collect::<Vec<_>>(),
-        }));
+        let conditions: Vec<Value> = conditions
+            .iter()
+            .map(|c| status_condition_json(c, r.generation, &previous, now))
+            .collect();
+        let mut entry = serde_json::Map::new();
+        entry.insert(l.reference.into(), reference.clone());
+        entry.insert("controllerName".into(), CONTROLLER_NAME.into());
+        entry.insert("conditions".into(), conditions.into());
+        out.push(Value::Object(entry));
     }
     Value::Array(out)
 }

@@ -157,7 +157,7 @@ impl StatusWriter {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),
             &g.key.namespace,
-            &resource("Gateway", "gateways"),
+            &resource("v1", "Gateway", "gateways"),
         );
         let patch = json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
@@ -183,7 +183,8 @@ impl StatusWriter {
 
     async fn write_route(&self, r: &status::RouteDesired, now: &str) -> bool {
         let gw = &self.settings.gateway;
-        let current_parents = |status: &Value| match &status["parents"] {
+        let list = r.list;
+        let current_parents = |status: &Value| match &status[list.list] {
             Value::Null => json!([]),
             p => p.clone(),
         };
@@ -192,17 +193,14 @@ impl StatusWriter {
             return true;
         }
         let (ns, name) = r.key.split_once('/').unwrap_or(("default", &r.key));
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            ns,
-            &resource("HTTPRoute", "httproutes"),
-        );
+        let ar = resource(list.api_version, list.kind, list.plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         for _ in 0..CONFLICT_RETRIES {
             let mut obj = match api.get_opt(name).await {
                 Ok(Some(o)) => o,
                 Ok(None) => return true,
                 Err(e) => {
-                    tracing::warn!(route = %r.key, error = %e, "cannot read HTTPRoute for status");
+                    tracing::warn!(object = %r.key, error = %e, "cannot read {} for status", list.kind);
                     return false;
                 }
             };
@@ -212,26 +210,26 @@ impl StatusWriter {
                 return true;
             }
             let mut st = if fresh.is_object() { fresh } else { json!({}) };
-            st["parents"] = wanted;
+            st[list.list] = wanted;
             obj.data["status"] = st;
             match api.replace_status(name, &PostParams::default(), &obj).await {
                 Ok(_) => {
-                    tracing::info!(route = %r.key, "HTTPRoute status written");
+                    tracing::info!(object = %r.key, "{} status written", list.kind);
                     return true;
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => {
-                    tracing::warn!(route = %r.key, error = %e, "cannot write HTTPRoute status");
+                    tracing::warn!(object = %r.key, error = %e, "cannot write {} status", list.kind);
                     return false;
                 }
             }
         }
-        tracing::warn!(route = %r.key, "HTTPRoute status: resourceVersion conflicts on every attempt; retrying on the next change");
+        tracing::warn!(object = %r.key, "{} status: resourceVersion conflicts on every attempt; retrying on the next change", list.kind);
         false
     }
 }
 
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", kind);
+fn resource(version: &str, kind: &str, plural: &str) -> ApiResource {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", version, kind);
     ApiResource::from_gvk_with_plural(&gvk, plural)
 }
