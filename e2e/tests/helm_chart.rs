@@ -816,6 +816,7 @@ fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace()
         read.clone(),
     );
     for resource in [
+        "gatewayclasses/status",
         "gateways/status",
         "httproutes/status",
         "grpcroutes/status",

@@ -944,3 +944,34 @@ async fn an_istio_authorization_policy_served_only_as_v1beta1_is_watched_and_enf
     assert_eq!(denied.body.trim(), "RBAC: access denied");
     assert_eq!(cluster.get("httpbin.example.com", "/get").status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_class_of_our_controller_is_accepted_and_a_foreign_one_is_left_alone() {
+    let cluster = Cluster::start().await;
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\n\
+         metadata: {name: foreign}\nspec: {controllerName: example.com/other-controller}\n",
+    );
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    let class = wait_for("status on GatewayClass meshgate", || {
+        let c = cluster.get_json(&["gatewayclass", "meshgate"]);
+        c["status"]["conditions"].is_array().then_some(c)
+    });
+    let conditions: Vec<(&str, &str, &str)> = class["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default();
+            (s("type"), s("status"), s("reason"))
+        })
+        .collect();
+    assert_eq!(conditions, [("Accepted", "True", "Accepted")]);
+    assert_eq!(
+        class["status"]["conditions"][0]["observedGeneration"],
+        class["metadata"]["generation"]
+    );
+    // Both classes were in the same write round: the foreign one got nothing from us.
+    let foreign = cluster.get_json(&["gatewayclass", "foreign"]);
+    assert!(foreign["status"]["conditions"].is_null(), "{foreign}");
+}

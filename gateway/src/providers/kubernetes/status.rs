@@ -27,6 +27,19 @@ pub struct Desired {
     /// entries it should have for our Gateway (none when it no longer concerns it: a stale
     /// entry of ours is then removed).
     pub routes: Vec<RouteDesired>,
+    /// Every GatewayClass whose controllerName is ours: each is `Accepted`.
+    pub gateway_classes: Vec<ClassDesired>,
+}
+
+/// A GatewayClass of our controller, as last seen.
+#[derive(Debug, Clone)]
+pub struct ClassDesired {
+    /// Name (cluster-scoped).
+    pub name: String,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// Status as last seen.
+    pub current: Value,
 }
 
 /// Where an object keeps the entries of each controller: a route's `status.parents`
@@ -157,7 +170,26 @@ impl Desired {
             gw,
             served,
         ));
-        Desired { gateway, routes }
+        let gateway_classes = caches
+            .gateway_classes
+            .entries()
+            .into_iter()
+            .filter(|(_, e)| {
+                e.object
+                    .as_ref()
+                    .is_ok_and(|c| c.spec.controller_name == CONTROLLER_NAME)
+            })
+            .map(|(name, e)| ClassDesired {
+                name,
+                generation: e.generation,
+                current: e.status,
+            })
+            .collect();
+        Desired {
+            gateway,
+            routes,
+            gateway_classes,
+        }
     }
 }
 
@@ -329,6 +361,13 @@ fn listener_status(
         "attachedRoutes": from_report.map(|s| s.attached_routes).unwrap_or(0),
         "conditions": cs.iter().map(|c| condition_json(c, d.generation, &current, now)).collect::<Vec<_>>(),
     })
+}
+
+/// A GatewayClass's `status`: we accept every class that names our controller (there is
+/// nothing in a class's spec meshgate could refuse: `parametersRef` is not read).
+pub fn gateway_class_status(c: &ClassDesired, now: &str) -> Value {
+    let accepted = ok(ConditionType::Accepted, Reason::Accepted);
+    json!({"conditions": [condition_json(&accepted, c.generation, &c.current["conditions"], now)]})
 }
 
 /// Whether a `status.parents` (or `ancestors`) entry is ours: written by our controller

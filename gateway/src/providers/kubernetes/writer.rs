@@ -1,5 +1,5 @@
-//! Writes status while this replica holds the status Lease: the Gateway's by
-//! server-side apply (field manager `meshgate`), each route's `status.parents` (an
+//! Writes status while this replica holds the status Lease: our GatewayClasses' and the
+//! Gateway's by server-side apply (field manager `meshgate`), each route's `status.parents` (an
 //! atomic list other controllers write too) by read-modify-write of `/status` with the
 //! resourceVersion read, keeping other entries and retrying on 409.
 
@@ -123,6 +123,9 @@ impl StatusWriter {
         };
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         let mut ok = true;
+        for c in &desired.gateway_classes {
+            ok &= self.write_gateway_class(c, &now).await;
+        }
         if let Some(g) = &desired.gateway {
             ok &= self.write_gateway(g, &now).await;
         }
@@ -176,6 +179,34 @@ impl StatusWriter {
             }
             Err(e) => {
                 tracing::warn!(gateway = %g.key, error = %e, "cannot write Gateway status");
+                false
+            }
+        }
+    }
+
+    async fn write_gateway_class(&self, c: &status::ClassDesired, now: &str) -> bool {
+        let doc = status::gateway_class_status(c, now);
+        if same_ignoring_timestamps(&doc["conditions"], &c.current["conditions"]) {
+            return true;
+        }
+        let api: Api<DynamicObject> = Api::all_with(
+            self.client.clone(),
+            &resource("v1", "GatewayClass", "gatewayclasses"),
+        );
+        let patch = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": c.name},
+            "status": doc,
+        });
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(&c.name, &pp, &Patch::Apply(&patch)).await {
+            Ok(_) => {
+                tracing::info!(gateway_class = %c.name, "GatewayClass status written");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(gateway_class = %c.name, error = %e, "cannot write GatewayClass status");
                 false
             }
         }
