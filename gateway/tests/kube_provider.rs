@@ -975,3 +975,54 @@ async fn the_gateway_class_of_our_controller_is_accepted_and_a_foreign_one_is_le
     let foreign = cluster.get_json(&["gatewayclass", "foreign"]);
     assert!(foreign["status"]["conditions"].is_null(), "{foreign}");
 }
+
+/// Server-side applies to a status path the fixture has served so far.
+fn status_applies(cluster: &Cluster, path: &str) -> usize {
+    let path = format!("/apis/gateway.networking.k8s.io/v1/{path}/status?");
+    cluster
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.uri.starts_with(&path))
+        .count()
+}
+
+fn gateway_status_writes(cluster: &Cluster) -> usize {
+    status_applies(cluster, "namespaces/default/gateways/edge")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_applied_once_per_change_and_not_again_before_the_write_is_seen() {
+    let cluster = Cluster::start().await;
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    wait_for("the Gateway Programmed", || {
+        let g = cluster.get_json(&["gateway", "edge"]);
+        (g["status"]["conditions"][1]["status"] == "True").then_some(())
+    });
+    let before = gateway_status_writes(&cluster);
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    wait_for("one attached route in the Gateway's status", || {
+        let g = cluster.get_json(&["gateway", "edge"]);
+        (g["status"]["listeners"][0]["attachedRoutes"] == 1).then_some(())
+    });
+    wait_for("the route's status", || {
+        our_conditions(&cluster.get_json(&["httproute", "httpbin"]))
+    });
+    // A duplicate would follow within a debounce (50 ms) and a table swap of the write;
+    // an absence can only be observed over a window.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        gateway_status_writes(&cluster) - before,
+        1,
+        "Gateway status writes for one change: {:?}",
+        cluster
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.uri.contains("status"))
+            .map(|r| format!("{} {}", r.method, r.uri))
+            .collect::<Vec<_>>()
+    );
+    // At start-up the table swap came right after the class's first write.
+    assert_eq!(status_applies(&cluster, "gatewayclasses/meshgate"), 1);
+}

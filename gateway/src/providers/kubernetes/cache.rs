@@ -17,6 +17,8 @@ pub struct Entry<T> {
     pub object: Result<Arc<T>, String>,
     /// `metadata.generation`.
     pub generation: Option<i64>,
+    /// `metadata.resourceVersion`: which version of the object `status` is from.
+    pub resource_version: Option<String>,
     /// `status` as the API server holds it (to skip writes that change nothing).
     pub status: Value,
     /// `spec.parentRefs` as written (for the status of routes that cannot be decoded).
@@ -28,6 +30,7 @@ impl<T> Clone for Entry<T> {
         Entry {
             object: self.object.clone(),
             generation: self.generation,
+            resource_version: self.resource_version.clone(),
             status: self.status.clone(),
             parent_refs: self.parent_refs.clone(),
         }
@@ -153,6 +156,7 @@ impl<T: DeserializeOwned> Cache<T> {
     fn decode(&self, obj: DynamicObject) -> (String, Entry<T>) {
         let key = key_of(&obj);
         let generation = obj.metadata.generation;
+        let resource_version = obj.metadata.resource_version.clone();
         // Only Gateway API objects get status written; a Pod's status is large and unused.
         let ours = obj
             .types
@@ -175,6 +179,7 @@ impl<T: DeserializeOwned> Cache<T> {
         let entry = Entry {
             object,
             generation,
+            resource_version,
             status,
             parent_refs,
         };

@@ -77,6 +77,7 @@ pub fn backend_tls_policies(
             list: BACKEND_TLS_POLICY_ANCESTORS,
             key,
             generation: entry.generation,
+            resource_version: entry.resource_version,
             current: entry.status,
             parents,
         });

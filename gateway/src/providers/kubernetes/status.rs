@@ -38,6 +38,8 @@ pub struct ClassDesired {
     pub name: String,
     /// `metadata.generation`.
     pub generation: Option<i64>,
+    /// `metadata.resourceVersion` of the object `current` was read from.
+    pub resource_version: Option<String>,
     /// Status as last seen.
     pub current: Value,
 }
@@ -112,6 +114,8 @@ pub struct GatewayDesired {
     pub key: GatewayRef,
     /// `metadata.generation`.
     pub generation: Option<i64>,
+    /// `metadata.resourceVersion` of the object `current` was read from.
+    pub resource_version: Option<String>,
     /// Status as last seen.
     pub current: Value,
     /// Object and listener conditions from translation.
@@ -129,6 +133,8 @@ pub struct RouteDesired {
     pub key: String,
     /// `metadata.generation`.
     pub generation: Option<i64>,
+    /// `metadata.resourceVersion` of the object `current` was read from.
+    pub resource_version: Option<String>,
     /// Status as last seen.
     pub current: Value,
     /// Our entries: (parentRef as written in the spec, or ancestorRef; conditions).
@@ -140,14 +146,12 @@ impl Desired {
     pub fn new(gw: &GatewayRef, caches: &Caches, translated: &Translated) -> Desired {
         let report = &translated.report;
         let served = translated.snapshot.gateways.first();
+        let cached = caches.gateways.get(&gw.to_string());
         let gateway = served.map(|g| GatewayDesired {
             key: gw.clone(),
             generation: g.metadata.generation,
-            current: caches
-                .gateways
-                .get(&gw.to_string())
-                .map(|e| e.status)
-                .unwrap_or_default(),
+            resource_version: cached.as_ref().and_then(|e| e.resource_version.clone()),
+            current: cached.map(|e| e.status).unwrap_or_default(),
             conditions: report
                 .objects
                 .get(&format!("Gateway {gw}"))
@@ -182,6 +186,7 @@ impl Desired {
             .map(|(name, e)| ClassDesired {
                 name,
                 generation: e.generation,
+                resource_version: e.resource_version,
                 current: e.status,
             })
             .collect();
@@ -227,6 +232,7 @@ fn route_entries<T>(
             list,
             key,
             generation: entry.generation,
+            resource_version: entry.resource_version,
             current: entry.status,
             parents,
         });
