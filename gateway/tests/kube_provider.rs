@@ -1026,3 +1026,99 @@ async fn status_is_applied_once_per_change_and_not_again_before_the_write_is_see
     // At start-up the table swap came right after the class's first write.
     assert_eq!(status_applies(&cluster, "gatewayclasses/meshgate"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_crds_are_reported_never_hold_readiness_back_and_are_watched_once_installed() {
+    let cluster = Cluster::start().await;
+    // Only Gateway, HTTPRoute and GatewayClass are installed; `gateway()` waits for /ready.
+    let gw = cluster.gateway("gw-a", "127.0.0.1");
+    let log = gw.log();
+    for kind in [
+        "GRPCRoute",
+        "ReferenceGrant",
+        "BackendTLSPolicy",
+        "DestinationRule",
+        "AuthorizationPolicy",
+        "BackendTrafficPolicy",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("not installed on the API server") && l.contains(kind)),
+            "{kind} reported missing:\n{log}"
+        );
+    }
+    cluster.seed(&crd(
+        "gateway.networking.k8s.io",
+        "GRPCRoute",
+        "grpcroutes",
+        &["v1"],
+    ));
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n\
+         metadata: {name: late, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+         rules:\n  - backendRefs: [{name: httpbin, port: 80}]\n",
+    );
+    // Discovery looks again every 10 s.
+    let conditions = wait_for("the GRPCRoute of a CRD installed later", || {
+        our_conditions(&cluster.get_json(&["grpcroute", "late"]))
+    });
+    assert_eq!(conditions[0], condition("Accepted", "True", "Accepted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_gateway_backend_traffic_policy_applied_with_kubectl_rate_limits_its_route() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&crd(
+        "gateway.envoyproxy.io",
+        "BackendTrafficPolicy",
+        "backendtrafficpolicies",
+        &["v1alpha1"],
+    ));
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    wait_for("the route to be served", || {
+        (cluster.get("httpbin.example.com", "/get").status == 200).then_some(())
+    });
+    cluster.apply(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {name: slow-down, namespace: default}\nspec:\n  \
+         targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: httpbin}]\n  \
+         rateLimit:\n    type: Local\n    local:\n      rules: [{limit: {requests: 2, unit: Hour}}]\n",
+    );
+    let limited = wait_for("a 429 from the local rate limit", || {
+        let r = cluster.get("httpbin.example.com", "/get");
+        (r.status == 429).then_some(r)
+    });
+    assert!(limited.header("retry-after").is_some(), "{limited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_istio_destination_rule_applied_with_kubectl_sets_the_upstream_tls_mode() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&crd(
+        "networking.istio.io",
+        "DestinationRule",
+        "destinationrules",
+        &["v1", "v1beta1"],
+    ));
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    // Mesh upstreams without an SDS identity: the gateway is never ready once one exists.
+    let _gw = cluster.gateway_waiting_for("gw-a", "127.0.0.1", "/healthz");
+    wait_for("the route to be served in plaintext", || {
+        (cluster.get("httpbin.example.com", "/get").status == 200).then_some(())
+    });
+    cluster.apply(
+        "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\n\
+         metadata: {name: httpbin, namespace: default}\nspec:\n  host: httpbin\n  \
+         trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
+    );
+    let refused = wait_for("ISTIO_MUTUAL in force", || {
+        let r = cluster.get("httpbin.example.com", "/get");
+        (r.status != 200).then_some(r)
+    });
+    assert_eq!(
+        (refused.status, error_code(&refused).as_str()),
+        (503, "mesh_no_identity"),
+        "{refused:?}"
+    );
+}
