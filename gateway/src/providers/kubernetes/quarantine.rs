@@ -138,6 +138,58 @@ mod tests {
         );
     }
 
+    /// A Service with a bad annotation is no longer cut out of the snapshot: the routes
+    /// that use it say why their backend is unresolved, the others are untouched.
+    #[test]
+    fn a_service_with_a_bad_annotation_unresolves_only_the_routes_that_use_it() {
+        let svc = |name: &str, ann: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default, \
+                 annotations: {{meshgate.io/upstream-tls: {ann}}}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+            )
+        };
+        let with_backend = |name: &str, backend: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+                 metadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: edge}}]\n  \
+                 hostnames: [{name}.example.com]\n  rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+            )
+        };
+        let yaml = [
+            GATEWAY,
+            &svc("good", "auto"),
+            &svc("bad", "sometimes"),
+            &with_backend("uses-good", "good"),
+            &with_backend("uses-bad", "bad"),
+        ];
+        let t = apply(
+            parse_str(&yaml.join("---\n")).unwrap(),
+            &[],
+            &TranslateOptions::default(),
+        );
+        assert_eq!(t.snapshot.services.len(), 2);
+        let bad = &t.report.objects["HTTPRoute default/uses-bad"].parents["default/edge"];
+        assert_eq!(
+            summary(bad),
+            [
+                (ConditionType::Accepted, true, Reason::Accepted),
+                (ConditionType::ResolvedRefs, false, Reason::BackendNotFound)
+            ]
+        );
+        assert!(
+            bad[1]
+                .message
+                .contains("Service default/bad has an invalid meshgate.io annotation"),
+            "{}",
+            bad[1].message
+        );
+        let good = &t.report.objects["HTTPRoute default/uses-good"].parents["default/edge"];
+        assert_eq!(
+            summary(good)[1],
+            (ConditionType::ResolvedRefs, true, Reason::ResolvedRefs)
+        );
+    }
+
     #[test]
     fn an_undecodable_route_gets_accepted_false_with_the_decoding_error() {
         let snap = parse_str(GATEWAY).unwrap();
