@@ -217,3 +217,90 @@ fn validity(snap: &Snapshot, index: &Index<'_>, p: &BackendTlsPolicy) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::file::parse_str;
+
+    fn policy(name: &str, created: &str, service: &str, validation: &str) -> String {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\n\
+             metadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\n\
+             spec:\n  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n  \
+             validation: {validation}\n"
+        )
+    }
+
+    fn summary(snap: &Snapshot, name: &str) -> Vec<(String, bool, String)> {
+        let index = Index::new(snap);
+        let p = snap
+            .backend_tls_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap();
+        conditions(snap, &index, p)
+            .into_iter()
+            .map(|c| (c.kind, c.status, c.reason))
+            .collect()
+    }
+
+    fn c(kind: &str, status: bool, reason: &str) -> (String, bool, String) {
+        (kind.into(), status, reason.into())
+    }
+
+    #[test]
+    fn policy_conditions_follow_the_spec_reasons() {
+        let system = "{wellKnownCACertificates: System, hostname: a.test}";
+        let yaml = [
+            policy("older", "2026-01-01T00:00:00Z", "web", system),
+            policy("newer", "2026-02-01T00:00:00Z", "web", system),
+            policy(
+                "no-ca",
+                "2026-01-01T00:00:00Z",
+                "api",
+                "{caCertificateRefs: [{group: \"\", kind: ConfigMap, name: nope}], hostname: a.test}",
+            ),
+            policy(
+                "secret-ca",
+                "2026-01-01T00:00:00Z",
+                "db",
+                "{caCertificateRefs: [{group: \"\", kind: Secret, name: ca}], hostname: a.test}",
+            ),
+            policy(
+                "bad-host",
+                "2026-01-01T00:00:00Z",
+                "cache",
+                "{wellKnownCACertificates: System, hostname: \"*.a.test\"}",
+            ),
+        ];
+        let snap = parse_str(&yaml.join("---\n")).unwrap();
+        let resolved = c("ResolvedRefs", true, "ResolvedRefs");
+        assert_eq!(
+            summary(&snap, "older"),
+            [c("Accepted", true, "Accepted"), resolved.clone()]
+        );
+        assert_eq!(
+            summary(&snap, "newer"),
+            [c("Accepted", false, "Conflicted"), resolved.clone()]
+        );
+        assert_eq!(
+            summary(&snap, "no-ca"),
+            [
+                c("Accepted", false, "NoValidCACertificate"),
+                c("ResolvedRefs", false, "InvalidCACertificateRef")
+            ]
+        );
+        assert_eq!(
+            summary(&snap, "secret-ca"),
+            [
+                c("Accepted", false, "NoValidCACertificate"),
+                c("ResolvedRefs", false, "InvalidKind")
+            ]
+        );
+        assert_eq!(
+            summary(&snap, "bad-host"),
+            [c("Accepted", false, "Invalid"), resolved]
+        );
+    }
+}
