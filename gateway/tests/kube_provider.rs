@@ -276,6 +276,13 @@ async fn route_status_says_accepted_and_a_broken_route_is_refused_while_the_firs
         gw["status"]["conditions"][0]["observedGeneration"],
         gw["metadata"]["generation"]
     );
+    assert_eq!(
+        gw["status"]["listeners"][0]["supportedKinds"],
+        serde_json::json!([
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+        ])
+    );
 
     // Valid for the API server's schema, not for the gateway: a regex that does not compile.
     cluster.apply(&route(

@@ -357,10 +357,10 @@ fn listener_status(
         .and_then(|ls| ls.iter().find(|c| c["name"] == l.name.as_str()))
         .map(|c| c["conditions"].clone())
         .unwrap_or_default();
-    let kinds = match l.protocol.as_str() {
-        "HTTP" | "HTTPS" => vec![json!({"group": GATEWAY_GROUP, "kind": "HTTPRoute"})],
-        _ => vec![],
-    };
+    let kinds: Vec<Value> = supported_kinds(l)
+        .into_iter()
+        .map(|k| json!({"group": GATEWAY_GROUP, "kind": k}))
+        .collect();
     json!({
         "name": l.name,
         "supportedKinds": kinds,
@@ -374,6 +374,30 @@ fn listener_status(
 pub fn gateway_class_status(c: &ClassDesired, now: &str) -> Value {
     let accepted = ok(ConditionType::Accepted, Reason::Accepted);
     json!({"conditions": [condition_json(&accepted, c.generation, &c.current["conditions"], now)]})
+}
+
+/// Route kinds an HTTP or HTTPS listener serves.
+const HTTP_ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// A listener's `supportedKinds`: the route kinds meshgate serves on its protocol, narrowed
+/// to `allowedRoutes.kinds` when given (translate attaches by the same rule; its report
+/// does not carry the list, so it is read from the spec here).
+fn supported_kinds(l: &Listener) -> Vec<&'static str> {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
+        return Vec::new();
+    }
+    let asked = l.allowed_routes.as_ref().map(|a| &a.kinds);
+    match asked {
+        Some(kinds) if !kinds.is_empty() => HTTP_ROUTE_KINDS
+            .into_iter()
+            .filter(|k| {
+                kinds.iter().any(|a| {
+                    a.kind == *k && a.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                })
+            })
+            .collect(),
+        _ => HTTP_ROUTE_KINDS.to_vec(),
+    }
 }
 
 /// Whether a `status.parents` (or `ancestors`) entry is ours: written by our controller
@@ -429,5 +453,26 @@ fn strip(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
         other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(yaml: &str) -> Listener {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn supported_kinds_are_the_served_route_kinds_narrowed_by_allowed_routes() {
+        let plain = listener("{name: http, port: 80, protocol: HTTP}");
+        assert_eq!(supported_kinds(&plain), ["HTTPRoute", "GRPCRoute"]);
+        let grpc_only = listener(
+            "{name: h, port: 80, protocol: HTTPS, allowedRoutes: {kinds: [{kind: GRPCRoute}, {kind: TCPRoute}]}}",
+        );
+        assert_eq!(supported_kinds(&grpc_only), ["GRPCRoute"]);
+        let tcp = listener("{name: t, port: 9000, protocol: TCP}");
+        assert!(supported_kinds(&tcp).is_empty());
     }
 }
