@@ -1129,3 +1129,32 @@ async fn an_istio_destination_rule_applied_with_kubectl_sets_the_upstream_tls_mo
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_tls_policy_served_only_as_v1alpha3_gets_its_status_written_at_that_version() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&crd(
+        "gateway.networking.k8s.io",
+        "BackendTLSPolicy",
+        "backendtlspolicies",
+        &["v1alpha3"],
+    ));
+    cluster.apply(&httpbin_route("httpbin.example.com"));
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: BackendTLSPolicy\n\
+         metadata: {name: system-roots, namespace: default}\nspec:\n  \
+         targetRefs: [{group: \"\", kind: Service, name: httpbin}]\n  \
+         validation: {wellKnownCACertificates: System, hostname: httpbin.example.com}\n",
+    );
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    let (_, conditions) = wait_for("the policy's ancestor entry", || {
+        our_ancestor(&cluster.get_json(&["backendtlspolicy", "system-roots"]))
+    });
+    assert_eq!(
+        conditions,
+        [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+}

@@ -46,6 +46,8 @@ struct State<T> {
     synced: bool,
     /// Discovery says the API server does not serve this kind (a CRD not installed).
     missing: bool,
+    /// The version discovery found served (what status is written to).
+    version: Option<String>,
 }
 
 /// The objects of one watch, keyed `namespace/name` (`name` for cluster-scoped kinds).
@@ -70,6 +72,7 @@ impl<T> Cache<T> {
                 relist: None,
                 synced: false,
                 missing: false,
+                version: None,
             }),
             trim,
         }
@@ -89,6 +92,16 @@ impl<T> Cache<T> {
     /// Records whether discovery found the kind installed.
     pub fn set_missing(&self, missing: bool) {
         self.lock().missing = missing;
+    }
+
+    /// Records the version the watch uses (the first of the kind's versions served).
+    pub fn set_version(&self, version: &str) {
+        self.lock().version = Some(version.to_string());
+    }
+
+    /// The version the watch uses, once discovered.
+    pub fn version(&self) -> Option<String> {
+        self.lock().version.clone()
     }
 
     /// Every entry, by key.

@@ -75,6 +75,7 @@ pub fn backend_tls_policies(
         };
         out.push(RouteDesired {
             list: BACKEND_TLS_POLICY_ANCESTORS,
+            served_version: caches.backend_tls_policies.version(),
             key,
             generation: entry.generation,
             resource_version: entry.resource_version,

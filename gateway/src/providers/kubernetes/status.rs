@@ -129,6 +129,8 @@ pub struct GatewayDesired {
 pub struct RouteDesired {
     /// Which list of which kind.
     pub list: StatusList,
+    /// The version the API server serves the kind at (written through), when discovered.
+    pub served_version: Option<String>,
     /// `namespace/name`.
     pub key: String,
     /// `metadata.generation`.
@@ -230,6 +232,7 @@ fn route_entries<T>(
             .collect();
         routes.push(RouteDesired {
             list,
+            served_version: cache.version(),
             key,
             generation: entry.generation,
             resource_version: entry.resource_version,

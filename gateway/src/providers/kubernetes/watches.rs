@@ -162,6 +162,7 @@ async fn discover_until_installed<T>(
         match client::discover(client, kind).await {
             Ok(Some(ar)) => {
                 cache.set_missing(false);
+                cache.set_version(&ar.version);
                 return ar;
             }
             Ok(None) => {

@@ -266,7 +266,10 @@ impl StatusWriter {
             return true;
         }
         let (ns, name) = r.key.split_once('/').unwrap_or(("default", &r.key));
-        let ar = resource(list.api_version, list.kind, list.plural);
+        // The status of a kind served at an older version (BackendTLSPolicy v1alpha3) is
+        // written there; the shapes are the same.
+        let version = r.served_version.as_deref().unwrap_or(list.api_version);
+        let ar = resource(version, list.kind, list.plural);
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         for _ in 0..CONFLICT_RETRIES {
             let mut obj = match api.get_opt(name).await {
