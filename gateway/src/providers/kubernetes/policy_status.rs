@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::GatewayRef;
 use super::snapshot::Caches;
-use super::status::{RouteDesired, StatusCondition, StatusList};
+use super::status::{ListDesired, StatusCondition, StatusList};
 use crate::api::gateway_api::{BackendTlsPolicy, PolicyTargetReference};
 use crate::api::{ObjectKey, Snapshot};
 use crate::translate::attachment::GATEWAY_GROUP;
@@ -53,7 +53,7 @@ pub fn backend_tls_policies(
     snap: &Snapshot,
     gw: &GatewayRef,
     served: bool,
-) -> Vec<RouteDesired> {
+) -> Vec<ListDesired> {
     let index = Index::new(snap);
     let ancestor = json!({
         "group": GATEWAY_GROUP,
@@ -73,14 +73,14 @@ pub fn backend_tls_policies(
             }
             _ => Vec::new(),
         };
-        out.push(RouteDesired {
+        out.push(ListDesired {
             list: BACKEND_TLS_POLICY_ANCESTORS,
             served_version: caches.backend_tls_policies.version(),
             key,
             generation: entry.generation,
             resource_version: entry.resource_version,
             current: entry.status,
-            parents,
+            entries: parents,
         });
     }
     out

@@ -18,7 +18,8 @@ use crate::translate::status::{
     Condition, ConditionType, ObjectStatus, Reason, Report, failed, ok,
 };
 
-/// The desired status of our Gateway and of every route, from one translation.
+/// The desired status of our GatewayClasses, our Gateway, every route and every
+/// BackendTLSPolicy, from one translation.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
     /// The Gateway served, if it is ours to serve (class ours): its status is written.
@@ -26,7 +27,7 @@ pub struct Desired {
     /// Every route (HTTPRoute, GRPCRoute) and BackendTLSPolicy in the caches, with the
     /// entries it should have for our Gateway (none when it no longer concerns it: a stale
     /// entry of ours is then removed).
-    pub routes: Vec<RouteDesired>,
+    pub lists: Vec<ListDesired>,
     /// Every GatewayClass whose controllerName is ours: each is `Accepted`.
     pub gateway_classes: Vec<ClassDesired>,
 }
@@ -124,9 +125,9 @@ pub struct GatewayDesired {
     pub listeners: Vec<Listener>,
 }
 
-/// One route's (or policy's) entries for our Gateway.
+/// One route's `status.parents` (or policy's `status.ancestors`) entries for our Gateway.
 #[derive(Debug, Clone)]
-pub struct RouteDesired {
+pub struct ListDesired {
     /// Which list of which kind.
     pub list: StatusList,
     /// The version the API server serves the kind at (written through), when discovered.
@@ -140,7 +141,7 @@ pub struct RouteDesired {
     /// Status as last seen.
     pub current: Value,
     /// Our entries: (parentRef as written in the spec, or ancestorRef; conditions).
-    pub parents: Vec<(Value, Vec<StatusCondition>)>,
+    pub entries: Vec<(Value, Vec<StatusCondition>)>,
 }
 
 impl Desired {
@@ -162,15 +163,15 @@ impl Desired {
             listeners: g.spec.listeners.clone(),
         });
         let served = gateway.is_some();
-        let mut routes = route_entries(HTTP_ROUTE_PARENTS, &caches.http_routes, report, gw, served);
-        routes.extend(route_entries(
+        let mut lists = route_entries(HTTP_ROUTE_PARENTS, &caches.http_routes, report, gw, served);
+        lists.extend(route_entries(
             GRPC_ROUTE_PARENTS,
             &caches.grpc_routes,
             report,
             gw,
             served,
         ));
-        routes.extend(super::policy_status::backend_tls_policies(
+        lists.extend(super::policy_status::backend_tls_policies(
             caches,
             &translated.snapshot,
             gw,
@@ -194,7 +195,7 @@ impl Desired {
             .collect();
         Desired {
             gateway,
-            routes,
+            lists,
             gateway_classes,
         }
     }
@@ -207,7 +208,7 @@ fn route_entries<T>(
     report: &Report,
     gw: &GatewayRef,
     served: bool,
-) -> Vec<RouteDesired> {
+) -> Vec<ListDesired> {
     let mut routes = Vec::new();
     for (key, entry) in cache.entries() {
         let ns = key.split('/').next().unwrap_or("default");
@@ -230,14 +231,14 @@ fn route_entries<T>(
                 Some((raw.clone(), cs))
             })
             .collect();
-        routes.push(RouteDesired {
+        routes.push(ListDesired {
             list,
             served_version: cache.version(),
             key,
             generation: entry.generation,
             resource_version: entry.resource_version,
             current: entry.status,
-            parents,
+            entries: parents,
         });
     }
     routes
@@ -413,7 +414,7 @@ pub fn is_our_entry(entry: &Value, list: &StatusList, route_ns: &str, gw: &Gatew
 
 /// A route's new `status.parents` (a policy's `status.ancestors`): other controllers'
 /// (and other Gateways') entries as they are, then ours.
-pub fn route_parents(r: &RouteDesired, current: &Value, gw: &GatewayRef, now: &str) -> Value {
+pub fn list_entries(r: &ListDesired, current: &Value, gw: &GatewayRef, now: &str) -> Value {
     let ns = r.key.split('/').next().unwrap_or("default");
     let l = &r.list;
     let existing = current[l.list].as_array().cloned().unwrap_or_default();
@@ -422,7 +423,7 @@ pub fn route_parents(r: &RouteDesired, current: &Value, gw: &GatewayRef, now: &s
         .filter(|e| !is_our_entry(e, l, ns, gw))
         .cloned()
         .collect();
-    for (reference, conditions) in &r.parents {
+    for (reference, conditions) in &r.entries {
         let previous = existing
             .iter()
             .find(|e| is_our_entry(e, l, ns, gw) && e[l.reference] == *reference)

@@ -130,8 +130,8 @@ impl StatusWriter {
         if let Some(g) = &desired.gateway {
             ok &= self.write_gateway(g, &now, written).await;
         }
-        for r in &desired.routes {
-            ok &= self.write_route(r, &now, written).await;
+        for r in &desired.lists {
+            ok &= self.write_list(r, &now, written).await;
         }
         // Forget deleted objects: a route recreated under its name starts afresh.
         let keys: std::collections::HashSet<String> = desired
@@ -141,7 +141,7 @@ impl StatusWriter {
             .chain(desired.gateway.iter().map(|g| format!("Gateway {}", g.key)))
             .chain(
                 desired
-                    .routes
+                    .lists
                     .iter()
                     .map(|r| format!("{} {}", r.list.kind, r.key)),
             )
@@ -245,19 +245,14 @@ impl StatusWriter {
         }
     }
 
-    async fn write_route(
-        &self,
-        r: &status::RouteDesired,
-        now: &str,
-        written: &mut Written,
-    ) -> bool {
+    async fn write_list(&self, r: &status::ListDesired, now: &str, written: &mut Written) -> bool {
         let gw = &self.settings.gateway;
         let list = r.list;
         let current_parents = |status: &Value| match &status[list.list] {
             Value::Null => json!([]),
             p => p.clone(),
         };
-        let wanted = status::route_parents(r, &r.current, gw, now);
+        let wanted = status::list_entries(r, &r.current, gw, now);
         let key = format!("{} {}", list.kind, r.key);
         let seen = &r.resource_version;
         if same_ignoring_timestamps(&wanted, &current_parents(&r.current))
@@ -281,7 +276,7 @@ impl StatusWriter {
                 }
             };
             let fresh = obj.data.get("status").cloned().unwrap_or(Value::Null);
-            let wanted = status::route_parents(r, &fresh, gw, now);
+            let wanted = status::list_entries(r, &fresh, gw, now);
             if same_ignoring_timestamps(&wanted, &current_parents(&fresh)) {
                 return true;
             }
