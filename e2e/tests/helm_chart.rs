@@ -799,6 +799,8 @@ fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace()
         "gateways",
         "httproutes",
         "grpcroutes",
+        "tcproutes",
+        "tlsroutes",
         "referencegrants",
         "backendtlspolicies",
         "gatewayclasses",
@@ -820,6 +822,8 @@ fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace()
         "gateways/status",
         "httproutes/status",
         "grpcroutes/status",
+        "tcproutes/status",
+        "tlsroutes/status",
         "backendtlspolicies/status",
     ] {
         expected.insert(

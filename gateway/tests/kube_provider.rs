@@ -1042,6 +1042,8 @@ async fn missing_crds_are_reported_never_hold_readiness_back_and_are_watched_onc
     let log = gw.log();
     for kind in [
         "GRPCRoute",
+        "TCPRoute",
+        "TLSRoute",
         "ReferenceGrant",
         "BackendTLSPolicy",
         "DestinationRule",
@@ -1156,5 +1158,54 @@ async fn a_backend_tls_policy_served_only_as_v1alpha3_gets_its_status_written_at
             condition("Accepted", "True", "Accepted"),
             condition("ResolvedRefs", "True", "ResolvedRefs")
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_route_applied_with_kubectl_is_served_on_a_tcp_listener_with_its_status() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&crd(
+        "gateway.networking.k8s.io",
+        "TCPRoute",
+        "tcproutes",
+        &["v1alpha2"],
+    ));
+    let tcp_port = free_port();
+    cluster.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: edge, namespace: default}}\nspec:\n  gatewayClassName: meshgate\n  \
+         listeners:\n  - {{name: http, port: {}, protocol: HTTP}}\n  \
+         - {{name: tcp, port: {tcp_port}, protocol: TCP}}\n",
+        cluster.port
+    ));
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    cluster.apply(
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n\
+         metadata: {name: raw, namespace: default}\nspec:\n  \
+         parentRefs: [{name: edge, sectionName: tcp}]\n  \
+         rules: [{backendRefs: [{name: httpbin, port: 80}]}]\n",
+    );
+    let url = format!("http://127.0.0.1:{tcp_port}/get");
+    wait_for("httpbin through the TCP listener", || {
+        (curl(&[&url]).status == 200).then_some(())
+    });
+    let conditions = wait_for("the TCPRoute's status", || {
+        let cs = our_conditions(&cluster.get_json(&["tcproute", "raw"]))?;
+        (cs.len() == 2).then_some(cs)
+    });
+    assert_eq!(
+        conditions,
+        [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+    let gw = wait_for("the TCP listener's attached route", || {
+        let g = cluster.get_json(&["gateway", "edge"]);
+        (g["status"]["listeners"][1]["attachedRoutes"] == 1).then_some(g)
+    });
+    assert_eq!(
+        gw["status"]["listeners"][1]["supportedKinds"],
+        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}])
     );
 }

@@ -84,6 +84,10 @@ pub const GATEWAY_CLASS: KindRef = KindRef::new(GW, &["v1"], "GatewayClass");
 pub const GATEWAY: KindRef = KindRef::new(GW, &["v1"], "Gateway");
 /// Gateway API HTTPRoute.
 pub const HTTP_ROUTE: KindRef = KindRef::new(GW, &["v1"], "HTTPRoute");
+/// Gateway API TCPRoute (experimental channel).
+pub const TCP_ROUTE: KindRef = KindRef::new(GW, &["v1alpha2"], "TCPRoute");
+/// Gateway API TLSRoute (`v1` in v1.6; older releases serve `v1alpha3` or `v1alpha2`).
+pub const TLS_ROUTE: KindRef = KindRef::new(GW, &["v1", "v1alpha3", "v1alpha2"], "TLSRoute");
 /// Gateway API GRPCRoute.
 pub const GRPC_ROUTE: KindRef = KindRef::new(GW, &["v1"], "GRPCRoute");
 /// Gateway API ReferenceGrant (v1.6 serves it as v1beta1; v1 preferred when served).
@@ -120,13 +124,6 @@ pub const POD: KindRef = KindRef::new("", &["v1"], "Pod");
 pub const SECRET: KindRef = KindRef::new("", &["v1"], "Secret");
 /// ConfigMap.
 pub const CONFIG_MAP: KindRef = KindRef::new("", &["v1"], "ConfigMap");
-
-/// Gateway API kinds that are watched for once translate reads them: reported as
-/// "installed, not yet served" so a user sees why their TLSRoute does nothing.
-pub const NOT_YET_TRANSLATED: [KindRef; 2] = [
-    KindRef::new(GW, &["v1alpha2"], "TLSRoute"),
-    KindRef::new(GW, &["v1alpha2"], "TCPRoute"),
-];
 
 /// Looks a kind up in discovery: the resource of the first of its versions that is
 /// served, `None` when the API server serves none of them (a CRD not installed), an

@@ -1,10 +1,10 @@
 //! The caches -> the objects this pod serves: its Gateway (only when its GatewayClass
-//! names our controller), the HTTPRoutes and GRPCRoutes whose parentRefs name it (with
-//! the parentRefs to other Gateways left out: their status is someone else's), every
-//! ReferenceGrant, BackendTLSPolicy, DestinationRule, AuthorizationPolicy,
-//! BackendTrafficPolicy, Service, EndpointSlice, Pod and Namespace (translate decides
-//! what applies), and the Secrets and ConfigMaps the Gateway or a BackendTLSPolicy refers
-//! to.
+//! names our controller), the HTTPRoutes, GRPCRoutes, TCPRoutes and TLSRoutes whose
+//! parentRefs name it (with the parentRefs to other Gateways left out: their status is
+//! someone else's), every ReferenceGrant, BackendTLSPolicy, DestinationRule,
+//! AuthorizationPolicy, BackendTrafficPolicy, Service, EndpointSlice, Pod and Namespace
+//! (translate decides what applies), and the Secrets and ConfigMaps the Gateway or a
+//! BackendTLSPolicy refers to.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use super::{Assembled, CONTROLLER_NAME, GatewayRef, Settings};
 use crate::api::envoy_gateway::BackendTrafficPolicy;
 use crate::api::gateway_api::{
     BackendTlsPolicy, Gateway, GrpcRoute, HttpRoute, ObjectMeta, ParentReference, ReferenceGrant,
+    TcpRoute, TlsRoute,
 };
 use crate::api::istio::{AuthorizationPolicy, DestinationRule};
 use crate::api::{ConfigMap, EndpointSlice, Namespace, ObjectKey, Pod, Secret, Service};
@@ -67,6 +68,10 @@ pub struct Caches {
     pub http_routes: Arc<Cache<HttpRoute>>,
     /// GRPCRoutes, all namespaces.
     pub grpc_routes: Arc<Cache<GrpcRoute>>,
+    /// TCPRoutes, all namespaces.
+    pub tcp_routes: Arc<Cache<TcpRoute>>,
+    /// TLSRoutes, all namespaces.
+    pub tls_routes: Arc<Cache<TlsRoute>>,
     /// ReferenceGrants, all namespaces.
     pub reference_grants: Arc<Cache<ReferenceGrant>>,
     /// BackendTLSPolicies, all namespaces.
@@ -97,6 +102,8 @@ impl Caches {
             gateways: Arc::default(),
             http_routes: Arc::default(),
             grpc_routes: Arc::default(),
+            tcp_routes: Arc::default(),
+            tls_routes: Arc::default(),
             reference_grants: Arc::default(),
             backend_tls_policies: Arc::default(),
             destination_rules: Arc::default(),
@@ -121,6 +128,8 @@ impl Caches {
             ("Gateway", self.gateways.synced()),
             ("HTTPRoute", self.http_routes.synced()),
             ("GRPCRoute", self.grpc_routes.synced()),
+            ("TCPRoute", self.tcp_routes.synced()),
+            ("TLSRoute", self.tls_routes.synced()),
             ("ReferenceGrant", self.reference_grants.synced()),
             ("BackendTLSPolicy", self.backend_tls_policies.synced()),
             ("DestinationRule", self.destination_rules.synced()),
@@ -152,6 +161,8 @@ impl Caches {
         let gateway = self.served_gateway(gw, &mut out.notes);
         snap.http_routes = routes(&self.http_routes, gw, &mut out.undecodable);
         snap.grpc_routes = routes(&self.grpc_routes, gw, &mut out.undecodable);
+        snap.tcp_routes = routes(&self.tcp_routes, gw, &mut out.undecodable);
+        snap.tls_routes = routes(&self.tls_routes, gw, &mut out.undecodable);
         snap.reference_grants = decoded("ReferenceGrant", &self.reference_grants, &mut out.notes);
         snap.backend_tls_policies = decoded(
             "BackendTLSPolicy",
@@ -256,6 +267,26 @@ impl Route for HttpRoute {
 
 impl Route for GrpcRoute {
     const KIND: &'static str = "GRPCRoute";
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn parent_refs_mut(&mut self) -> &mut Vec<ParentReference> {
+        &mut self.spec.parent_refs
+    }
+}
+
+impl Route for TcpRoute {
+    const KIND: &'static str = "TCPRoute";
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn parent_refs_mut(&mut self) -> &mut Vec<ParentReference> {
+        &mut self.spec.parent_refs
+    }
+}
+
+impl Route for TlsRoute {
+    const KIND: &'static str = "TLSRoute";
     fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }

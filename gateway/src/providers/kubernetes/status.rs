@@ -78,6 +78,23 @@ pub const GRPC_ROUTE_PARENTS: StatusList = StatusList {
     reference: "parentRef",
 };
 
+/// TCPRoute `status.parents`.
+pub const TCP_ROUTE_PARENTS: StatusList = StatusList {
+    kind: "TCPRoute",
+    plural: "tcproutes",
+    api_version: "v1alpha2",
+    list: "parents",
+    reference: "parentRef",
+};
+/// TLSRoute `status.parents`.
+pub const TLS_ROUTE_PARENTS: StatusList = StatusList {
+    kind: "TLSRoute",
+    plural: "tlsroutes",
+    api_version: "v1",
+    list: "parents",
+    reference: "parentRef",
+};
+
 /// A condition as written: the spec's type and reason names (policies have reasons that
 /// translate's route and Gateway conditions do not, e.g. `Conflicted`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +184,20 @@ impl Desired {
         lists.extend(route_entries(
             GRPC_ROUTE_PARENTS,
             &caches.grpc_routes,
+            report,
+            gw,
+            served,
+        ));
+        lists.extend(route_entries(
+            TCP_ROUTE_PARENTS,
+            &caches.tcp_routes,
+            report,
+            gw,
+            served,
+        ));
+        lists.extend(route_entries(
+            TLS_ROUTE_PARENTS,
+            &caches.tls_routes,
             report,
             gw,
             served,
@@ -380,27 +411,34 @@ pub fn gateway_class_status(c: &ClassDesired, now: &str) -> Value {
     json!({"conditions": [condition_json(&accepted, c.generation, &c.current["conditions"], now)]})
 }
 
-/// Route kinds an HTTP or HTTPS listener serves.
-const HTTP_ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+/// The route kinds a listener's protocol serves: HTTP ones on HTTP and HTTPS, TLSRoute on
+/// TLS (and TCPRoute once terminated, i.e. not Passthrough), TCPRoute on TCP.
+fn protocol_kinds(l: &Listener) -> &'static [&'static str] {
+    let passthrough = l.tls.as_ref().and_then(|t| t.mode.as_deref()) == Some("Passthrough");
+    match l.protocol.as_str() {
+        "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
+        "TLS" if passthrough => &["TLSRoute"],
+        "TLS" => &["TLSRoute", "TCPRoute"],
+        "TCP" => &["TCPRoute"],
+        _ => &[],
+    }
+}
 
 /// A listener's `supportedKinds`: the route kinds meshgate serves on its protocol, narrowed
 /// to `allowedRoutes.kinds` when given (translate attaches by the same rule; its report
 /// does not carry the list, so it is read from the spec here).
 fn supported_kinds(l: &Listener) -> Vec<&'static str> {
-    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
-        return Vec::new();
-    }
+    let served = protocol_kinds(l).iter().copied();
     let asked = l.allowed_routes.as_ref().map(|a| &a.kinds);
     match asked {
-        Some(kinds) if !kinds.is_empty() => HTTP_ROUTE_KINDS
-            .into_iter()
+        Some(kinds) if !kinds.is_empty() => served
             .filter(|k| {
                 kinds.iter().any(|a| {
                     a.kind == *k && a.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
                 })
             })
             .collect(),
-        _ => HTTP_ROUTE_KINDS.to_vec(),
+        _ => served.collect(),
     }
 }
 
@@ -477,6 +515,13 @@ mod tests {
         );
         assert_eq!(supported_kinds(&grpc_only), ["GRPCRoute"]);
         let tcp = listener("{name: t, port: 9000, protocol: TCP}");
-        assert!(supported_kinds(&tcp).is_empty());
+        assert_eq!(supported_kinds(&tcp), ["TCPRoute"]);
+        let terminated = listener("{name: t, port: 9443, protocol: TLS}");
+        assert_eq!(supported_kinds(&terminated), ["TLSRoute", "TCPRoute"]);
+        let passthrough =
+            listener("{name: p, port: 9443, protocol: TLS, tls: {mode: Passthrough}}");
+        assert_eq!(supported_kinds(&passthrough), ["TLSRoute"]);
+        let udp = listener("{name: u, port: 53, protocol: UDP}");
+        assert!(supported_kinds(&udp).is_empty());
     }
 }

@@ -51,6 +51,8 @@ pub fn start_all(
         &caches.grpc_routes,
         changed,
     );
+    start(client, client::TCP_ROUTE, None, &caches.tcp_routes, changed);
+    start(client, client::TLS_ROUTE, None, &caches.tls_routes, changed);
     start(
         client,
         client::REFERENCE_GRANT,
@@ -100,7 +102,6 @@ pub fn start_all(
         start(client, client::SECRET, Some(ns), secrets, changed);
         start(client, client::CONFIG_MAP, Some(ns), config_maps, changed);
     }
-    tokio::spawn(report_untranslated(client.clone()));
 }
 
 fn start<T: DeserializeOwned + Send + Sync + 'static>(
@@ -194,16 +195,6 @@ fn retag(event: watcher::Event<DynamicObject>, api_version: &str) -> watcher::Ev
         Event::InitApply(o) => Event::InitApply(set(o)),
         Event::Delete(o) => Event::Delete(set(o)),
         other => other,
-    }
-}
-
-/// Logs the Gateway API kinds that are installed but not yet served by meshgate, so a
-/// user whose TLSRoute does nothing finds out why.
-async fn report_untranslated(client: Client) {
-    for kind in client::NOT_YET_TRANSLATED {
-        if let Ok(Some(_)) = client::discover(&client, kind).await {
-            tracing::warn!(%kind, "installed, but meshgate does not serve this kind yet; its objects are ignored");
-        }
     }
 }
 
