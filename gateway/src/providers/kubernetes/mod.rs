@@ -11,8 +11,8 @@
 //! - [`quarantine`]: one translation pass (translate accepts per object, so a bad route
 //!   is left out with `Accepted=False` and the rest is served), plus `Accepted=False` for
 //!   routes that could not be decoded at all.
-//! - [`status`], [`policy_status`] and [`lease`]: the Lease holder writes Gateway, route
-//!   (HTTPRoute, GRPCRoute) and BackendTLSPolicy status.
+//! - [`status`], [`policy_status`] and [`lease`]: the Lease holder writes GatewayClass,
+//!   Gateway, route (HTTPRoute, GRPCRoute, TCPRoute, TLSRoute) and BackendTLSPolicy status.
 //!
 //! The provider sends nothing until every watch has listed once, so `/ready` (which needs
 //! a first table) waits for a complete view. A broken watch keeps its last objects: the
