@@ -799,7 +799,10 @@ fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace()
         "gateways",
         "httproutes",
         "grpcroutes",
+        "tcproutes",
+        "tlsroutes",
         "referencegrants",
+        "backendtlspolicies",
         "gatewayclasses",
     ] {
         expected.insert(
@@ -814,11 +817,26 @@ fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace()
         ("discovery.k8s.io".to_owned(), "endpointslices".to_owned()),
         read.clone(),
     );
-    for resource in ["gateways/status", "httproutes/status"] {
+    for resource in [
+        "gatewayclasses/status",
+        "gateways/status",
+        "httproutes/status",
+        "grpcroutes/status",
+        "tcproutes/status",
+        "tlsroutes/status",
+        "backendtlspolicies/status",
+    ] {
         expected.insert(
             ("gateway.networking.k8s.io".to_owned(), resource.to_owned()),
             write.clone(),
         );
+    }
+    for (group, resource) in [
+        ("networking.istio.io", "destinationrules"),
+        ("security.istio.io", "authorizationpolicies"),
+        ("gateway.envoyproxy.io", "backendtrafficpolicies"),
+    ] {
+        expected.insert((group.to_owned(), resource.to_owned()), read.clone());
     }
     assert_eq!(cluster, expected, "the ClusterRole grants exactly these");
 

@@ -737,8 +737,13 @@ pub struct BackendTlsValidation {
     /// CA bundles (ConfigMap key `ca.crt`).
     #[serde(default)]
     pub ca_certificate_refs: Vec<ObjectReference>,
-    /// `System`: the machine's trust store.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `System`: the machine's trust store. (camelCase alone would spell it
+    /// `wellKnownCaCertificates`; the spec's field is `wellKnownCACertificates`.)
+    #[serde(
+        default,
+        rename = "wellKnownCACertificates",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub well_known_ca_certificates: Option<String>,
     /// SNI, and the name verified when no subjectAltNames are given.
     pub hostname: String,

@@ -312,6 +312,18 @@ mod tests {
     }
 
     #[test]
+    fn backend_tls_policy_reads_well_known_ca_certificates_as_the_spec_spells_it() {
+        let snap = parse_str(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\n\
+             metadata: {name: p}\nspec:\n  targetRefs: [{group: \"\", kind: Service, name: s}]\n  \
+             validation: {wellKnownCACertificates: System, hostname: s.test}\n",
+        )
+        .unwrap();
+        let v = &snap.backend_tls_policies[0].spec.validation;
+        assert_eq!(v.well_known_ca_certificates.as_deref(), Some("System"));
+    }
+
+    #[test]
     fn creation_timestamp_that_is_not_rfc3339_is_rejected_naming_the_route() {
         let errors = parse_str(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\

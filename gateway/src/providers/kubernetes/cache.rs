@@ -17,6 +17,8 @@ pub struct Entry<T> {
     pub object: Result<Arc<T>, String>,
     /// `metadata.generation`.
     pub generation: Option<i64>,
+    /// `metadata.resourceVersion`: which version of the object `status` is from.
+    pub resource_version: Option<String>,
     /// `status` as the API server holds it (to skip writes that change nothing).
     pub status: Value,
     /// `spec.parentRefs` as written (for the status of routes that cannot be decoded).
@@ -28,6 +30,7 @@ impl<T> Clone for Entry<T> {
         Entry {
             object: self.object.clone(),
             generation: self.generation,
+            resource_version: self.resource_version.clone(),
             status: self.status.clone(),
             parent_refs: self.parent_refs.clone(),
         }
@@ -43,6 +46,8 @@ struct State<T> {
     synced: bool,
     /// Discovery says the API server does not serve this kind (a CRD not installed).
     missing: bool,
+    /// The version discovery found served (what status is written to).
+    version: Option<String>,
 }
 
 /// The objects of one watch, keyed `namespace/name` (`name` for cluster-scoped kinds).
@@ -67,6 +72,7 @@ impl<T> Cache<T> {
                 relist: None,
                 synced: false,
                 missing: false,
+                version: None,
             }),
             trim,
         }
@@ -86,6 +92,16 @@ impl<T> Cache<T> {
     /// Records whether discovery found the kind installed.
     pub fn set_missing(&self, missing: bool) {
         self.lock().missing = missing;
+    }
+
+    /// Records the version the watch uses (the first of the kind's versions served).
+    pub fn set_version(&self, version: &str) {
+        self.lock().version = Some(version.to_string());
+    }
+
+    /// The version the watch uses, once discovered.
+    pub fn version(&self) -> Option<String> {
+        self.lock().version.clone()
     }
 
     /// Every entry, by key.
@@ -153,6 +169,7 @@ impl<T: DeserializeOwned> Cache<T> {
     fn decode(&self, obj: DynamicObject) -> (String, Entry<T>) {
         let key = key_of(&obj);
         let generation = obj.metadata.generation;
+        let resource_version = obj.metadata.resource_version.clone();
         // Only Gateway API objects get status written; a Pod's status is large and unused.
         let ours = obj
             .types
@@ -175,6 +192,7 @@ impl<T: DeserializeOwned> Cache<T> {
         let entry = Entry {
             object,
             generation,
+            resource_version,
             status,
             parent_refs,
         };

@@ -30,36 +30,48 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ProviderError>
     Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
-/// A kind the provider watches, as `group/version Kind`.
+/// A kind the provider watches, as `group Kind` and the versions it may be served at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindRef {
     /// API group ("" for core).
     pub group: &'static str,
-    /// Version.
-    pub version: &'static str,
+    /// Versions in order of preference: the first one discovery shows served is watched.
+    /// The first of all is the one the Rust type is derived for; objects of the others
+    /// carry the same schema and are decoded as that one.
+    pub versions: &'static [&'static str],
     /// Kind.
     pub kind: &'static str,
 }
 
 impl KindRef {
-    const fn new(group: &'static str, version: &'static str, kind: &'static str) -> Self {
+    const fn new(
+        group: &'static str,
+        versions: &'static [&'static str],
+        kind: &'static str,
+    ) -> Self {
         KindRef {
             group,
-            version,
+            versions,
             kind,
         }
     }
 
-    fn gvk(&self) -> GroupVersionKind {
-        GroupVersionKind::gvk(self.group, self.version, self.kind)
+    /// The `apiVersion` the Rust type of this kind expects.
+    pub fn typed_api_version(&self) -> String {
+        let v = self.versions[0];
+        match self.group {
+            "" => v.to_string(),
+            g => format!("{g}/{v}"),
+        }
     }
 }
 
 impl std::fmt::Display for KindRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let versions = self.versions.join("|");
         match self.group {
-            "" => write!(f, "{} {}", self.version, self.kind),
-            g => write!(f, "{g}/{} {}", self.version, self.kind),
+            "" => write!(f, "{versions} {}", self.kind),
+            g => write!(f, "{g}/{versions} {}", self.kind),
         }
     }
 }
@@ -67,41 +79,64 @@ impl std::fmt::Display for KindRef {
 const GW: &str = "gateway.networking.k8s.io";
 
 /// Gateway API GatewayClass.
-pub const GATEWAY_CLASS: KindRef = KindRef::new(GW, "v1", "GatewayClass");
+pub const GATEWAY_CLASS: KindRef = KindRef::new(GW, &["v1"], "GatewayClass");
 /// Gateway API Gateway.
-pub const GATEWAY: KindRef = KindRef::new(GW, "v1", "Gateway");
+pub const GATEWAY: KindRef = KindRef::new(GW, &["v1"], "Gateway");
 /// Gateway API HTTPRoute.
-pub const HTTP_ROUTE: KindRef = KindRef::new(GW, "v1", "HTTPRoute");
+pub const HTTP_ROUTE: KindRef = KindRef::new(GW, &["v1"], "HTTPRoute");
+/// Gateway API TCPRoute (experimental channel).
+pub const TCP_ROUTE: KindRef = KindRef::new(GW, &["v1alpha2"], "TCPRoute");
+/// Gateway API TLSRoute (`v1` in v1.6; older releases serve `v1alpha3` or `v1alpha2`).
+pub const TLS_ROUTE: KindRef = KindRef::new(GW, &["v1", "v1alpha3", "v1alpha2"], "TLSRoute");
+/// Gateway API GRPCRoute.
+pub const GRPC_ROUTE: KindRef = KindRef::new(GW, &["v1"], "GRPCRoute");
+/// Gateway API ReferenceGrant (v1.6 serves it as v1beta1; v1 preferred when served).
+pub const REFERENCE_GRANT: KindRef = KindRef::new(GW, &["v1beta1", "v1"], "ReferenceGrant");
+/// Gateway API BackendTLSPolicy (v1 since Gateway API v1.4; v1alpha3 before).
+pub const BACKEND_TLS_POLICY: KindRef = KindRef::new(GW, &["v1", "v1alpha3"], "BackendTLSPolicy");
+/// Istio DestinationRule (v1, v1beta1 and v1alpha3 carry one schema).
+pub const DESTINATION_RULE: KindRef = KindRef::new(
+    "networking.istio.io",
+    &["v1", "v1beta1", "v1alpha3"],
+    "DestinationRule",
+);
+/// Istio AuthorizationPolicy (v1 and v1beta1 carry one schema).
+pub const AUTHORIZATION_POLICY: KindRef = KindRef::new(
+    "security.istio.io",
+    &["v1", "v1beta1"],
+    "AuthorizationPolicy",
+);
+/// Envoy Gateway BackendTrafficPolicy (local rate limits).
+pub const BACKEND_TRAFFIC_POLICY: KindRef = KindRef::new(
+    "gateway.envoyproxy.io",
+    &["v1alpha1"],
+    "BackendTrafficPolicy",
+);
 /// Namespace.
-pub const NAMESPACE: KindRef = KindRef::new("", "v1", "Namespace");
+pub const NAMESPACE: KindRef = KindRef::new("", &["v1"], "Namespace");
 /// Service.
-pub const SERVICE: KindRef = KindRef::new("", "v1", "Service");
+pub const SERVICE: KindRef = KindRef::new("", &["v1"], "Service");
 /// EndpointSlice.
-pub const ENDPOINT_SLICE: KindRef = KindRef::new("discovery.k8s.io", "v1", "EndpointSlice");
+pub const ENDPOINT_SLICE: KindRef = KindRef::new("discovery.k8s.io", &["v1"], "EndpointSlice");
 /// Pod.
-pub const POD: KindRef = KindRef::new("", "v1", "Pod");
+pub const POD: KindRef = KindRef::new("", &["v1"], "Pod");
 /// Secret.
-pub const SECRET: KindRef = KindRef::new("", "v1", "Secret");
+pub const SECRET: KindRef = KindRef::new("", &["v1"], "Secret");
 /// ConfigMap.
-pub const CONFIG_MAP: KindRef = KindRef::new("", "v1", "ConfigMap");
+pub const CONFIG_MAP: KindRef = KindRef::new("", &["v1"], "ConfigMap");
 
-/// Gateway API kinds that are watched for once translate reads them: reported as
-/// "installed, not yet served" so a user sees why their GRPCRoute does nothing.
-pub const NOT_YET_TRANSLATED: [KindRef; 5] = [
-    KindRef::new(GW, "v1", "GRPCRoute"),
-    KindRef::new(GW, "v1alpha2", "TLSRoute"),
-    KindRef::new(GW, "v1alpha2", "TCPRoute"),
-    KindRef::new(GW, "v1beta1", "ReferenceGrant"),
-    KindRef::new(GW, "v1", "BackendTLSPolicy"),
-];
-
-/// Looks a kind up in discovery: its resource when installed, `None` when the API server
-/// does not serve it (a CRD not installed), an error when discovery itself failed.
+/// Looks a kind up in discovery: the resource of the first of its versions that is
+/// served, `None` when the API server serves none of them (a CRD not installed), an
+/// error when discovery itself failed.
 pub async fn discover(client: &Client, kind: KindRef) -> Result<Option<ApiResource>, kube::Error> {
-    match kube::discovery::pinned_kind(client, &kind.gvk()).await {
-        Ok((ar, _caps)) => Ok(Some(ar)),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(kube::Error::Discovery(_)) => Ok(None),
-        Err(e) => Err(e),
+    for version in kind.versions {
+        let gvk = GroupVersionKind::gvk(kind.group, version, kind.kind);
+        match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok((ar, _caps)) => return Ok(Some(ar)),
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(kube::Error::Discovery(_)) => continue,
+            Err(e) => return Err(e),
+        }
     }
+    Ok(None)
 }

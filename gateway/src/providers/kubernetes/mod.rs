@@ -8,9 +8,11 @@
 //!   reported on its own and never stalls a watch.
 //! - [`snapshot`]: the caches -> the objects this pod serves (its Gateway, if its
 //!   GatewayClass is ours; the routes that name it; referenced Secrets and ConfigMaps).
-//! - [`quarantine`]: one bad route must not block everyone else's changes: routes (and
-//!   Services) with errors are left out with `Accepted=False`, the rest is served.
-//! - [`status`] and [`lease`]: the Lease holder writes Gateway and route status.
+//! - [`quarantine`]: one translation pass (translate accepts per object, so a bad route
+//!   is left out with `Accepted=False` and the rest is served), plus `Accepted=False` for
+//!   routes that could not be decoded at all.
+//! - [`status`], [`policy_status`] and [`lease`]: the Lease holder writes GatewayClass,
+//!   Gateway, route (HTTPRoute, GRPCRoute, TCPRoute, TLSRoute) and BackendTLSPolicy status.
 //!
 //! The provider sends nothing until every watch has listed once, so `/ready` (which needs
 //! a first table) waits for a complete view. A broken watch keeps its last objects: the
@@ -19,6 +21,7 @@
 pub mod cache;
 pub mod client;
 pub mod lease;
+pub mod policy_status;
 pub mod quarantine;
 pub mod snapshot;
 pub mod status;
@@ -126,7 +129,7 @@ pub async fn start(
 }
 
 /// Waits for changes, lets them settle for the debounce time, then (once every watch has
-/// listed) assembles, quarantines and sends a snapshot.
+/// listed) assembles, translates once and sends a snapshot and the status it implies.
 async fn snapshot_loop(
     settings: Settings,
     opts: TranslateOptions,
@@ -164,7 +167,7 @@ async fn snapshot_loop(
     }
 }
 
-/// A snapshot assembled from the caches, before quarantine.
+/// A snapshot assembled from the caches, before translation.
 #[derive(Debug, Default)]
 pub struct Assembled {
     /// The objects served.

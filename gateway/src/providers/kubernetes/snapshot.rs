@@ -1,7 +1,10 @@
 //! The caches -> the objects this pod serves: its Gateway (only when its GatewayClass
-//! names our controller), the HTTPRoutes whose parentRefs name it (with the parentRefs
-//! to other Gateways left out: their status is someone else's), every Service,
-//! EndpointSlice, Pod and Namespace, and the Secrets and ConfigMaps the Gateway refers to.
+//! names our controller), the HTTPRoutes, GRPCRoutes, TCPRoutes and TLSRoutes whose
+//! parentRefs name it (with the parentRefs to other Gateways left out: their status is
+//! someone else's), every ReferenceGrant, BackendTLSPolicy, DestinationRule,
+//! AuthorizationPolicy, BackendTrafficPolicy, Service, EndpointSlice, Pod and Namespace
+//! (translate decides what applies), and the Secrets and ConfigMaps the Gateway or a
+//! BackendTLSPolicy refers to.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,7 +14,12 @@ use serde_json::Value;
 
 use super::cache::{Cache, Entry};
 use super::{Assembled, CONTROLLER_NAME, GatewayRef, Settings};
-use crate::api::gateway_api::{Gateway, HttpRoute, ObjectMeta, ParentReference};
+use crate::api::envoy_gateway::BackendTrafficPolicy;
+use crate::api::gateway_api::{
+    BackendTlsPolicy, Gateway, GrpcRoute, HttpRoute, ObjectMeta, ParentReference, ReferenceGrant,
+    TcpRoute, TlsRoute,
+};
+use crate::api::istio::{AuthorizationPolicy, DestinationRule};
 use crate::api::{ConfigMap, EndpointSlice, Namespace, ObjectKey, Pod, Secret, Service};
 use crate::translate::attachment::GATEWAY_GROUP;
 
@@ -36,6 +44,8 @@ pub struct GatewayClassSpec {
 /// the decoding error, and everything else keeps being served.
 #[derive(Debug, Clone)]
 pub struct Undecodable {
+    /// The route's kind (`HTTPRoute`, `GRPCRoute`).
+    pub kind: &'static str,
     /// `namespace/name`.
     pub key: String,
     /// The decoding error.
@@ -56,6 +66,22 @@ pub struct Caches {
     pub gateways: Arc<Cache<Gateway>>,
     /// HTTPRoutes, all namespaces.
     pub http_routes: Arc<Cache<HttpRoute>>,
+    /// GRPCRoutes, all namespaces.
+    pub grpc_routes: Arc<Cache<GrpcRoute>>,
+    /// TCPRoutes, all namespaces.
+    pub tcp_routes: Arc<Cache<TcpRoute>>,
+    /// TLSRoutes, all namespaces.
+    pub tls_routes: Arc<Cache<TlsRoute>>,
+    /// ReferenceGrants, all namespaces.
+    pub reference_grants: Arc<Cache<ReferenceGrant>>,
+    /// BackendTLSPolicies, all namespaces.
+    pub backend_tls_policies: Arc<Cache<BackendTlsPolicy>>,
+    /// Istio DestinationRules, all namespaces.
+    pub destination_rules: Arc<Cache<DestinationRule>>,
+    /// Istio AuthorizationPolicies, all namespaces.
+    pub authorization_policies: Arc<Cache<AuthorizationPolicy>>,
+    /// Envoy Gateway BackendTrafficPolicies, all namespaces.
+    pub backend_traffic_policies: Arc<Cache<BackendTrafficPolicy>>,
     /// Namespaces.
     pub namespaces: Arc<Cache<Namespace>>,
     /// Services.
@@ -75,6 +101,14 @@ impl Caches {
             gateway_classes: Arc::default(),
             gateways: Arc::default(),
             http_routes: Arc::default(),
+            grpc_routes: Arc::default(),
+            tcp_routes: Arc::default(),
+            tls_routes: Arc::default(),
+            reference_grants: Arc::default(),
+            backend_tls_policies: Arc::default(),
+            destination_rules: Arc::default(),
+            authorization_policies: Arc::default(),
+            backend_traffic_policies: Arc::default(),
             namespaces: Arc::default(),
             services: Arc::default(),
             endpoint_slices: Arc::default(),
@@ -93,6 +127,17 @@ impl Caches {
             ("GatewayClass", self.gateway_classes.synced()),
             ("Gateway", self.gateways.synced()),
             ("HTTPRoute", self.http_routes.synced()),
+            ("GRPCRoute", self.grpc_routes.synced()),
+            ("TCPRoute", self.tcp_routes.synced()),
+            ("TLSRoute", self.tls_routes.synced()),
+            ("ReferenceGrant", self.reference_grants.synced()),
+            ("BackendTLSPolicy", self.backend_tls_policies.synced()),
+            ("DestinationRule", self.destination_rules.synced()),
+            ("AuthorizationPolicy", self.authorization_policies.synced()),
+            (
+                "BackendTrafficPolicy",
+                self.backend_traffic_policies.synced(),
+            ),
             ("Namespace", self.namespaces.synced()),
             ("Service", self.services.synced()),
             ("EndpointSlice", self.endpoint_slices.synced()),
@@ -114,29 +159,35 @@ impl Caches {
         let mut out = Assembled::default();
         let snap = &mut out.snapshot;
         let gateway = self.served_gateway(gw, &mut out.notes);
-        for (key, e) in self.http_routes.entries() {
-            match &e.object {
-                Ok(route) => snap.http_routes.extend(ours_only(route, gw)),
-                Err(message) => {
-                    let (ns, _) = key.split_once('/').unwrap_or(("default", &key));
-                    let parent_refs = raw_refs_to(&e.parent_refs, ns, gw);
-                    if !parent_refs.is_empty() {
-                        out.undecodable.push(Undecodable {
-                            key,
-                            message: format!("cannot be decoded: {message}"),
-                            parent_refs,
-                        });
-                    }
-                }
-            }
-        }
+        snap.http_routes = routes(&self.http_routes, gw, &mut out.undecodable);
+        snap.grpc_routes = routes(&self.grpc_routes, gw, &mut out.undecodable);
+        snap.tcp_routes = routes(&self.tcp_routes, gw, &mut out.undecodable);
+        snap.tls_routes = routes(&self.tls_routes, gw, &mut out.undecodable);
+        snap.reference_grants = decoded("ReferenceGrant", &self.reference_grants, &mut out.notes);
+        snap.backend_tls_policies = decoded(
+            "BackendTLSPolicy",
+            &self.backend_tls_policies,
+            &mut out.notes,
+        );
+        snap.destination_rules =
+            decoded("DestinationRule", &self.destination_rules, &mut out.notes);
+        snap.authorization_policies = decoded(
+            "AuthorizationPolicy",
+            &self.authorization_policies,
+            &mut out.notes,
+        );
+        snap.backend_traffic_policies = decoded(
+            "BackendTrafficPolicy",
+            &self.backend_traffic_policies,
+            &mut out.notes,
+        );
         snap.services = decoded("Service", &self.services, &mut out.notes);
         snap.endpoint_slices = decoded("EndpointSlice", &self.endpoint_slices, &mut out.notes);
         snap.pods = decoded("Pod", &self.pods, &mut out.notes);
         snap.pods_complete = true;
         snap.namespaces = decoded("Namespace", &self.namespaces, &mut out.notes);
         if let Some(g) = gateway {
-            let wanted = referenced_names(&g);
+            let wanted = referenced_names(&g, &snap.backend_tls_policies);
             for (_, secrets, config_maps) in &self.referenced {
                 let keep = |meta: &ObjectMeta| wanted.contains(&meta.key());
                 let s = decoded("Secret", secrets, &mut out.notes);
@@ -194,20 +245,90 @@ pub fn names_gateway(p: &ParentReference, route_ns: &str, gw: &GatewayRef) -> bo
         && p.name == gw.name
 }
 
-/// The route with only the parentRefs naming our Gateway; none when it names it nowhere.
-fn ours_only(route: &HttpRoute, gw: &GatewayRef) -> Option<HttpRoute> {
-    let ns = route.metadata.ns();
-    if !route
-        .spec
-        .parent_refs
-        .iter()
-        .any(|p| names_gateway(p, ns, gw))
-    {
-        return None;
+/// A route kind: its parentRefs can be narrowed to the ones naming our Gateway.
+pub trait Route: Clone {
+    /// `HTTPRoute`, `GRPCRoute`.
+    const KIND: &'static str;
+    /// Metadata.
+    fn meta(&self) -> &ObjectMeta;
+    /// `spec.parentRefs`.
+    fn parent_refs_mut(&mut self) -> &mut Vec<ParentReference>;
+}
+
+impl Route for HttpRoute {
+    const KIND: &'static str = "HTTPRoute";
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
     }
-    let mut r = route.clone();
-    r.spec.parent_refs.retain(|p| names_gateway(p, ns, gw));
-    Some(r)
+    fn parent_refs_mut(&mut self) -> &mut Vec<ParentReference> {
+        &mut self.spec.parent_refs
+    }
+}
+
+impl Route for GrpcRoute {
+    const KIND: &'static str = "GRPCRoute";
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn parent_refs_mut(&mut self) -> &mut Vec<ParentReference> {
+        &mut self.spec.parent_refs
+    }
+}
+
+impl Route for TcpRoute {
+    const KIND: &'static str = "TCPRoute";
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn parent_refs_mut(&mut self) -> &mut Vec<ParentReference> {
+        &mut self.spec.parent_refs
+    }
+}
+
+impl Route for TlsRoute {
+    const KIND: &'static str = "TLSRoute";
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn parent_refs_mut(&mut self) -> &mut Vec<ParentReference> {
+        &mut self.spec.parent_refs
+    }
+}
+
+/// The routes of a cache that name our Gateway (narrowed to those parentRefs); the ones
+/// naming it that cannot be decoded go to `undecodable`.
+fn routes<R: Route>(
+    cache: &Cache<R>,
+    gw: &GatewayRef,
+    undecodable: &mut Vec<Undecodable>,
+) -> Vec<R> {
+    let mut out = Vec::new();
+    for (key, e) in cache.entries() {
+        match &e.object {
+            Ok(route) => out.extend(ours_only(R::clone(route), gw)),
+            Err(message) => {
+                let (ns, _) = key.split_once('/').unwrap_or(("default", &key));
+                let parent_refs = raw_refs_to(&e.parent_refs, ns, gw);
+                if !parent_refs.is_empty() {
+                    undecodable.push(Undecodable {
+                        kind: R::KIND,
+                        key,
+                        message: format!("cannot be decoded: {message}"),
+                        parent_refs,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The route with only the parentRefs naming our Gateway; none when it names it nowhere.
+fn ours_only<R: Route>(mut route: R, gw: &GatewayRef) -> Option<R> {
+    let ns = route.meta().ns().to_string();
+    let refs = route.parent_refs_mut();
+    refs.retain(|p| names_gateway(p, &ns, gw));
+    (!refs.is_empty()).then_some(route)
 }
 
 fn raw_refs_to(refs: &Value, route_ns: &str, gw: &GatewayRef) -> Vec<Value> {
@@ -234,8 +355,8 @@ fn decoded<T: Clone>(kind: &str, cache: &Cache<T>, notes: &mut Vec<String>) -> V
 }
 
 /// `namespace/name` of every Secret and ConfigMap the Gateway refers to (listener
-/// certificates, client-certificate CAs).
-fn referenced_names(g: &Gateway) -> BTreeSet<String> {
+/// certificates, client-certificate CAs) and of the BackendTLSPolicies' CA ConfigMaps.
+fn referenced_names(g: &Gateway, policies: &[BackendTlsPolicy]) -> BTreeSet<String> {
     let ns = g.metadata.ns();
     let mut refs = Vec::new();
     for l in &g.spec.listeners {
@@ -254,8 +375,14 @@ fn referenced_names(g: &Gateway) -> BTreeSet<String> {
             );
         }
     }
+    let policy_cas = policies.iter().flat_map(|p| {
+        let ns = p.metadata.ns();
+        let cas = p.spec.validation.ca_certificate_refs.iter();
+        cas.map(move |r| format!("{ns}/{}", r.name))
+    });
     refs.iter()
         .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or(ns), r.name))
+        .chain(policy_cas)
         .collect()
 }
 

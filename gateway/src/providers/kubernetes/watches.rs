@@ -44,6 +44,50 @@ pub fn start_all(
         &caches.http_routes,
         changed,
     );
+    start(
+        client,
+        client::GRPC_ROUTE,
+        None,
+        &caches.grpc_routes,
+        changed,
+    );
+    start(client, client::TCP_ROUTE, None, &caches.tcp_routes, changed);
+    start(client, client::TLS_ROUTE, None, &caches.tls_routes, changed);
+    start(
+        client,
+        client::REFERENCE_GRANT,
+        None,
+        &caches.reference_grants,
+        changed,
+    );
+    start(
+        client,
+        client::BACKEND_TLS_POLICY,
+        None,
+        &caches.backend_tls_policies,
+        changed,
+    );
+    start(
+        client,
+        client::DESTINATION_RULE,
+        None,
+        &caches.destination_rules,
+        changed,
+    );
+    start(
+        client,
+        client::AUTHORIZATION_POLICY,
+        None,
+        &caches.authorization_policies,
+        changed,
+    );
+    start(
+        client,
+        client::BACKEND_TRAFFIC_POLICY,
+        None,
+        &caches.backend_traffic_policies,
+        changed,
+    );
     start(client, client::NAMESPACE, None, &caches.namespaces, changed);
     start(client, client::SERVICE, None, &caches.services, changed);
     start(
@@ -58,7 +102,6 @@ pub fn start_all(
         start(client, client::SECRET, Some(ns), secrets, changed);
         start(client, client::CONFIG_MAP, Some(ns), config_maps, changed);
     }
-    tokio::spawn(report_untranslated(client.clone()));
 }
 
 fn start<T: DeserializeOwned + Send + Sync + 'static>(
@@ -93,11 +136,12 @@ async fn watch_kind<T: DeserializeOwned + Send + Sync + 'static>(
     let mut events = watcher(api, watcher::Config::default())
         .backoff(WatchBackoff::default())
         .boxed();
-    tracing::info!(%kind, namespace = namespace.as_deref().unwrap_or("*"), "watching");
+    tracing::info!(%kind, version = %ar.version, namespace = namespace.as_deref().unwrap_or("*"), "watching");
+    let typed = kind.typed_api_version();
     while let Some(event) = events.next().await {
         match event {
             Ok(e) => {
-                if cache.apply(e) {
+                if cache.apply(retag(e, &typed)) {
                     changed.notify_one();
                 }
             }
@@ -119,6 +163,7 @@ async fn discover_until_installed<T>(
         match client::discover(client, kind).await {
             Ok(Some(ar)) => {
                 cache.set_missing(false);
+                cache.set_version(&ar.version);
                 return ar;
             }
             Ok(None) => {
@@ -135,13 +180,21 @@ async fn discover_until_installed<T>(
     }
 }
 
-/// Logs the Gateway API kinds that are installed but not yet served by meshgate, so a
-/// user whose GRPCRoute does nothing finds out why.
-async fn report_untranslated(client: Client) {
-    for kind in client::NOT_YET_TRANSLATED {
-        if let Ok(Some(_)) = client::discover(&client, kind).await {
-            tracing::warn!(%kind, "installed, but meshgate does not serve this kind yet; its objects are ignored");
+/// Presents every object as the version its Rust type is derived for: the versions a
+/// kind lists carry one schema, but the derived types check `apiVersion`.
+fn retag(event: watcher::Event<DynamicObject>, api_version: &str) -> watcher::Event<DynamicObject> {
+    use watcher::Event;
+    let set = |mut o: DynamicObject| {
+        if let Some(t) = o.types.as_mut() {
+            t.api_version = api_version.to_string();
         }
+        o
+    };
+    match event {
+        Event::Apply(o) => Event::Apply(set(o)),
+        Event::InitApply(o) => Event::InitApply(set(o)),
+        Event::Delete(o) => Event::Delete(set(o)),
+        other => other,
     }
 }
 
