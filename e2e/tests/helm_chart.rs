@@ -832,7 +832,12 @@ fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace()
         );
     }
     for (group, resource) in [
+        ("networking.istio.io", "gateways"),
+        ("networking.istio.io", "virtualservices"),
         ("networking.istio.io", "destinationrules"),
+        ("gateway.solo.io", "gateways"),
+        ("gateway.solo.io", "virtualservices"),
+        ("gloo.solo.io", "upstreams"),
         ("security.istio.io", "authorizationpolicies"),
         ("gateway.envoyproxy.io", "backendtrafficpolicies"),
     ] {

@@ -346,7 +346,10 @@ fn source_workload(a: &RunArgs) -> Workload {
 
 fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {
     let secret_namespaces = if a.secret_namespaces.is_empty() {
-        vec![gateway.namespace.clone()]
+        // Istio reads credentialName Secrets from the gateway pod's namespace.
+        let mut ns = vec![gateway.namespace.clone()];
+        ns.extend(a.pod_namespace.clone().filter(|p| *p != gateway.namespace));
+        ns
     } else {
         a.secret_namespaces.clone()
     };
@@ -359,6 +362,7 @@ fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {
         gateway,
         kubeconfig: a.kubeconfig.clone(),
         secret_namespaces,
+        pod_namespace: a.pod_namespace.clone(),
         identity,
         status_addresses: a.status_address.clone(),
         lease_duration: a.lease_duration,

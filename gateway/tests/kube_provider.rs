@@ -153,9 +153,19 @@ impl Cluster {
     }
 
     fn gateway_with_lease(&self, name: &str, bind: &str, wait_path: &str, lease: &str) -> Gateway {
+        self.gateway_with_args(name, bind, wait_path, lease, &[])
+    }
+
+    fn gateway_with_args(
+        &self,
+        name: &str,
+        bind: &str,
+        wait_path: &str,
+        lease: &str,
+        extra: &[&str],
+    ) -> Gateway {
         let kubeconfig = self.kubeconfig().display().to_string();
-        Gateway::start_waiting_for(
-            "",
+        let args = [
             &[
                 "--provider",
                 "kubernetes",
@@ -171,9 +181,11 @@ impl Cluster {
                 lease,
                 "--debounce",
                 "50ms",
-            ],
-            wait_path,
-        )
+            ][..],
+            extra,
+        ]
+        .concat();
+        Gateway::start_waiting_for("", &args, wait_path)
     }
 
     fn url(&self, path: &str) -> String {
@@ -1208,4 +1220,64 @@ async fn a_tcp_route_applied_with_kubectl_is_served_on_a_tcp_listener_with_its_s
         gw["status"]["listeners"][1]["supportedKinds"],
         serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_and_gloo_objects_applied_with_kubectl_are_served_and_removed() {
+    let cluster = Cluster::start().await;
+    for f in ["istio.yaml", "gloo.yaml"] {
+        let crds = workspace_root()
+            .join("e2e/tests/fixtures/apiserver/crds")
+            .join(f);
+        cluster.server.seed_file(&crds).expect("CRDs");
+    }
+    cluster.seed(&crd("gloo.solo.io", "Upstream", "upstreams", &["v1"]));
+    let istio_port = free_port();
+    let extra = [
+        "--pod-labels",
+        "istio=ingressgateway",
+        "--pod-namespace",
+        "default",
+    ];
+    let _gw = cluster.gateway_with_args("gw-a", "127.0.0.1", "/ready", "2s", &extra);
+    cluster.apply(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\n\
+         metadata: {{name: coolstore-gateway, namespace: default}}\nspec:\n  \
+         selector: {{istio: ingressgateway}}\n  servers:\n  \
+         - port: {{number: {istio_port}, name: http, protocol: HTTP}}\n    \
+         hosts: [webapp.istioinaction.io]\n---\n\
+         apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n\
+         metadata: {{name: webapp, namespace: default}}\nspec:\n  \
+         hosts: [webapp.istioinaction.io]\n  gateways: [coolstore-gateway]\n  \
+         http: [{{route: [{{destination: {{host: httpbin, port: {{number: 80}}}}}}]}}]\n"
+    ));
+    let webapp = || {
+        let url = format!("http://127.0.0.1:{istio_port}/get");
+        curl(&["-H", "Host: webapp.istioinaction.io", &url]).status
+    };
+    wait_for("the Istio VirtualService served", || {
+        (webapp() == 200).then_some(())
+    });
+    cluster.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: gloo-system}\n---\n\
+         apiVersion: gloo.solo.io/v1\nkind: Upstream\n\
+         metadata: {name: default-httpbin-80, namespace: gloo-system}\n\
+         spec: {kube: {serviceName: httpbin, serviceNamespace: default, servicePort: 80}}\n---\n\
+         apiVersion: gateway.solo.io/v1\nkind: VirtualService\n\
+         metadata: {name: default, namespace: gloo-system}\nspec:\n  virtualHost:\n    \
+         domains: [gloo.example.com]\n    routes:\n    \
+         - routeAction: {single: {upstream: {name: default-httpbin-80}}}\n",
+    );
+    wait_for(
+        "the Gloo VirtualService served on the Gateway's HTTP listener",
+        || (cluster.get("gloo.example.com", "/get").status == 200).then_some(()),
+    );
+    cluster.kubectl(
+        &["delete", "virtualservices.networking.istio.io", "webapp"],
+        None,
+    );
+    wait_for("the deleted VirtualService no longer served", || {
+        (webapp() == 404).then_some(())
+    });
+    assert_eq!(cluster.get("gloo.example.com", "/get").status, 200);
 }

@@ -94,6 +94,25 @@ pub const GRPC_ROUTE: KindRef = KindRef::new(GW, &["v1"], "GRPCRoute");
 pub const REFERENCE_GRANT: KindRef = KindRef::new(GW, &["v1beta1", "v1"], "ReferenceGrant");
 /// Gateway API BackendTLSPolicy (v1 since Gateway API v1.4; v1alpha3 before).
 pub const BACKEND_TLS_POLICY: KindRef = KindRef::new(GW, &["v1", "v1alpha3"], "BackendTLSPolicy");
+/// Istio Gateway (v1, v1beta1 and v1alpha3 carry one schema).
+pub const ISTIO_GATEWAY: KindRef = KindRef::new(
+    "networking.istio.io",
+    &["v1", "v1beta1", "v1alpha3"],
+    "Gateway",
+);
+/// Istio VirtualService (v1, v1beta1 and v1alpha3 carry one schema).
+pub const VIRTUAL_SERVICE: KindRef = KindRef::new(
+    "networking.istio.io",
+    &["v1", "v1beta1", "v1alpha3"],
+    "VirtualService",
+);
+/// Gloo Edge VirtualService.
+pub const GLOO_VIRTUAL_SERVICE: KindRef =
+    KindRef::new("gateway.solo.io", &["v1"], "VirtualService");
+/// Gloo Edge Gateway.
+pub const GLOO_GATEWAY: KindRef = KindRef::new("gateway.solo.io", &["v1"], "Gateway");
+/// Gloo Edge Upstream.
+pub const GLOO_UPSTREAM: KindRef = KindRef::new("gloo.solo.io", &["v1"], "Upstream");
 /// Istio DestinationRule (v1, v1beta1 and v1alpha3 carry one schema).
 pub const DESTINATION_RULE: KindRef = KindRef::new(
     "networking.istio.io",

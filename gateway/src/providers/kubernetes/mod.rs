@@ -83,6 +83,8 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     /// Namespaces whose Secrets and ConfigMaps are watched.
     pub secret_namespaces: Vec<String>,
+    /// This pod's namespace (Istio `credentialName` Secrets live there).
+    pub pod_namespace: Option<String>,
     /// This replica's holder identity in the status Lease.
     pub identity: String,
     /// Addresses written to the Gateway's `status.addresses`.

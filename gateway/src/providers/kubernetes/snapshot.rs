@@ -19,7 +19,9 @@ use crate::api::gateway_api::{
     BackendTlsPolicy, Gateway, GrpcRoute, HttpRoute, ObjectMeta, ParentReference, ReferenceGrant,
     TcpRoute, TlsRoute,
 };
+use crate::api::gloo::{GlooGateway, GlooVirtualService, Upstream};
 use crate::api::istio::{AuthorizationPolicy, DestinationRule};
+use crate::api::istio_gateway::{IstioGateway, VirtualService};
 use crate::api::{ConfigMap, EndpointSlice, Namespace, ObjectKey, Pod, Secret, Service};
 use crate::translate::attachment::GATEWAY_GROUP;
 
@@ -76,6 +78,16 @@ pub struct Caches {
     pub reference_grants: Arc<Cache<ReferenceGrant>>,
     /// BackendTLSPolicies, all namespaces.
     pub backend_tls_policies: Arc<Cache<BackendTlsPolicy>>,
+    /// Istio Gateways, all namespaces (translate serves those selecting this pod).
+    pub istio_gateways: Arc<Cache<IstioGateway>>,
+    /// Istio VirtualServices, all namespaces.
+    pub virtual_services: Arc<Cache<VirtualService>>,
+    /// Gloo Edge VirtualServices, all namespaces.
+    pub gloo_virtual_services: Arc<Cache<GlooVirtualService>>,
+    /// Gloo Edge Gateways, all namespaces.
+    pub gloo_gateways: Arc<Cache<GlooGateway>>,
+    /// Gloo Edge Upstreams, all namespaces.
+    pub gloo_upstreams: Arc<Cache<Upstream>>,
     /// Istio DestinationRules, all namespaces.
     pub destination_rules: Arc<Cache<DestinationRule>>,
     /// Istio AuthorizationPolicies, all namespaces.
@@ -92,6 +104,8 @@ pub struct Caches {
     pub pods: Arc<Cache<Pod>>,
     /// Secrets and ConfigMaps, one pair of caches per watched namespace.
     pub referenced: Vec<NamespaceRefs>,
+    /// Where Istio Gateways' `credentialName` Secrets are read (the pod's namespace).
+    pub credential_namespace: Option<String>,
 }
 
 impl Caches {
@@ -106,6 +120,11 @@ impl Caches {
             tls_routes: Arc::default(),
             reference_grants: Arc::default(),
             backend_tls_policies: Arc::default(),
+            istio_gateways: Arc::default(),
+            virtual_services: Arc::default(),
+            gloo_virtual_services: Arc::default(),
+            gloo_gateways: Arc::default(),
+            gloo_upstreams: Arc::default(),
             destination_rules: Arc::default(),
             authorization_policies: Arc::default(),
             backend_traffic_policies: Arc::default(),
@@ -118,6 +137,7 @@ impl Caches {
                 .iter()
                 .map(|ns| (ns.clone(), Arc::default(), Arc::default()))
                 .collect(),
+            credential_namespace: settings.pod_namespace.clone(),
         }
     }
 
@@ -132,6 +152,14 @@ impl Caches {
             ("TLSRoute", self.tls_routes.synced()),
             ("ReferenceGrant", self.reference_grants.synced()),
             ("BackendTLSPolicy", self.backend_tls_policies.synced()),
+            ("Gateway.networking.istio.io", self.istio_gateways.synced()),
+            ("VirtualService", self.virtual_services.synced()),
+            (
+                "VirtualService.gateway.solo.io",
+                self.gloo_virtual_services.synced(),
+            ),
+            ("Gateway.gateway.solo.io", self.gloo_gateways.synced()),
+            ("Upstream", self.gloo_upstreams.synced()),
             ("DestinationRule", self.destination_rules.synced()),
             ("AuthorizationPolicy", self.authorization_policies.synced()),
             (
@@ -171,6 +199,16 @@ impl Caches {
         );
         snap.destination_rules =
             decoded("DestinationRule", &self.destination_rules, &mut out.notes);
+        let notes = &mut out.notes;
+        snap.istio_gateways = decoded("Gateway.networking.istio.io", &self.istio_gateways, notes);
+        snap.virtual_services = decoded("VirtualService", &self.virtual_services, notes);
+        snap.gloo_virtual_services = decoded(
+            "VirtualService.gateway.solo.io",
+            &self.gloo_virtual_services,
+            notes,
+        );
+        snap.gloo_gateways = decoded("Gateway.gateway.solo.io", &self.gloo_gateways, notes);
+        snap.gloo_upstreams = decoded("Upstream", &self.gloo_upstreams, notes);
         snap.authorization_policies = decoded(
             "AuthorizationPolicy",
             &self.authorization_policies,
@@ -187,7 +225,11 @@ impl Caches {
         snap.pods_complete = true;
         snap.namespaces = decoded("Namespace", &self.namespaces, &mut out.notes);
         if let Some(g) = gateway {
-            let wanted = referenced_names(&g, &snap.backend_tls_policies);
+            let mut wanted = referenced_names(&g, &snap.backend_tls_policies);
+            wanted.extend(credential_names(
+                &snap.istio_gateways,
+                self.credential_namespace.as_deref(),
+            ));
             for (_, secrets, config_maps) in &self.referenced {
                 let keep = |meta: &ObjectMeta| wanted.contains(&meta.key());
                 let s = decoded("Secret", secrets, &mut out.notes);
@@ -349,6 +391,26 @@ fn decoded<T: Clone>(kind: &str, cache: &Cache<T>, notes: &mut Vec<String>) -> V
         match object {
             Ok(o) => out.push(T::clone(&o)),
             Err(e) => notes.push(format!("{kind} {key} cannot be decoded (left out): {e}")),
+        }
+    }
+    out
+}
+
+/// `namespace/name` of the Secrets Istio Gateways name in `credentialName` (and their
+/// `-cacert` companions), read from `ns` (the pod's namespace) as Istio reads them, else
+/// from each Gateway's own namespace.
+fn credential_names(gateways: &[IstioGateway], ns: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in gateways {
+        let ns = ns.unwrap_or(g.metadata.ns());
+        let names = g
+            .spec
+            .servers
+            .iter()
+            .filter_map(|s| s.tls.as_ref()?.credential_name.clone());
+        for name in names {
+            out.push(format!("{ns}/{name}-cacert"));
+            out.push(format!("{ns}/{name}"));
         }
     }
     out

@@ -69,6 +69,41 @@ pub fn start_all(
     );
     start(
         client,
+        client::ISTIO_GATEWAY,
+        None,
+        &caches.istio_gateways,
+        changed,
+    );
+    start(
+        client,
+        client::VIRTUAL_SERVICE,
+        None,
+        &caches.virtual_services,
+        changed,
+    );
+    start(
+        client,
+        client::GLOO_VIRTUAL_SERVICE,
+        None,
+        &caches.gloo_virtual_services,
+        changed,
+    );
+    start(
+        client,
+        client::GLOO_GATEWAY,
+        None,
+        &caches.gloo_gateways,
+        changed,
+    );
+    start(
+        client,
+        client::GLOO_UPSTREAM,
+        None,
+        &caches.gloo_upstreams,
+        changed,
+    );
+    start(
+        client,
         client::DESTINATION_RULE,
         None,
         &caches.destination_rules,
