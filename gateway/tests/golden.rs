@@ -238,16 +238,13 @@ fn authorization_policies_select_the_gateway_and_fail_closed() {
     check(dir.join("authorization.json"), json);
 }
 
-/// TCP, TLS Passthrough and TLS Terminate listeners and their routes:
-/// `golden/l4/<name>.yaml` -> the IR (`.json`) and, for refusals, the conditions
-/// (`.status.json`) of each object.
-fn l4_golden(name: &str) {
-    let dir = golden_dir().join("l4");
-    let out = translate_file(
-        &dir.join(format!("{name}.yaml")),
-        &TranslateOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
+/// A golden of one dialect: `golden/<dir>/<name>.yaml` translated with `opts` -> every
+/// error and warning (`.errors.txt`), the conditions of each object (`.status.json`) and
+/// the IR of what is served (`.json`).
+fn dialect_golden(dir: &str, name: &str, opts: &TranslateOptions) {
+    let dir = golden_dir().join(dir);
+    let out = translate_file(&dir.join(format!("{name}.yaml")), opts)
+        .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
     let status = serde_json::to_string_pretty(&out.status).unwrap() + "\n";
     check(dir.join(format!("{name}.status.json")), status);
     let errors = out.errors.join("\n") + "\n";
@@ -257,6 +254,11 @@ fn l4_golden(name: &str) {
         .expect("per-object acceptance keeps the rest");
     let json = serde_json::to_string_pretty(&config).unwrap() + "\n";
     check(dir.join(format!("{name}.json")), json);
+}
+
+/// TCP, TLS Passthrough and TLS Terminate listeners and their routes.
+fn l4_golden(name: &str) {
+    dialect_golden("l4", name, &TranslateOptions::default());
 }
 
 #[test]
@@ -269,24 +271,15 @@ fn tcp_and_tls_listener_and_route_mistakes_are_refused_alone_by_name() {
     l4_golden("l4_refusals");
 }
 
-/// The Istio dialect: `golden/istio/<name>.yaml` compiled for a pod labelled
-/// `istio=ingressgateway` -> the IR (`.json`) and every error and warning (`.errors.txt`).
+/// The Istio dialect, compiled for a pod labelled `istio=ingressgateway` in
+/// `istio-system`.
 fn istio_golden(name: &str) {
-    let dir = golden_dir().join("istio");
     let opts = TranslateOptions {
         pod_labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
         pod_namespace: Some("istio-system".into()),
         ..TranslateOptions::default()
     };
-    let out = translate_file(&dir.join(format!("{name}.yaml")), &opts)
-        .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
-    let errors = out.errors.join("\n") + "\n";
-    check(dir.join(format!("{name}.errors.txt")), errors);
-    let (config, _) = out
-        .accepted()
-        .expect("per-object acceptance keeps the rest");
-    let json = serde_json::to_string_pretty(&config).unwrap() + "\n";
-    check(dir.join(format!("{name}.json")), json);
+    dialect_golden("istio", name, &opts);
 }
 
 #[test]
@@ -301,20 +294,5 @@ fn istio_fields_meshgate_does_not_implement_are_refused_by_name() {
 
 #[test]
 fn gloo_virtual_services_and_upstreams_compile_with_unsupported_options_named() {
-    let dir = golden_dir().join("gloo");
-    let name = "gloo_walkthrough";
-    let out = translate_file(
-        &dir.join(format!("{name}.yaml")),
-        &TranslateOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("{name}.yaml does not parse:\n{}", e.join("\n")));
-    check(
-        dir.join(format!("{name}.errors.txt")),
-        out.errors.join("\n") + "\n",
-    );
-    let (config, _) = out
-        .accepted()
-        .expect("per-object acceptance keeps the rest");
-    let json = serde_json::to_string_pretty(&config).unwrap() + "\n";
-    check(dir.join(format!("{name}.json")), json);
+    dialect_golden("gloo", "gloo_walkthrough", &TranslateOptions::default());
 }

@@ -7,7 +7,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -237,20 +236,8 @@ fn sni_public_with_host_secure_never_reaches_the_mutual_server_over_h1_and_h2() 
 
 #[test]
 fn tcp_echo_on_31400_style_server_and_sni_passthrough_from_virtual_services() {
-    let echo_port = free_port();
-    let child = Command::new("socat")
-        .arg(format!(
-            "TCP-LISTEN:{echo_port},bind=127.0.0.1,reuseaddr,fork"
-        ))
-        .arg("EXEC:cat")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn socat");
-    let _echo = Process::adopt(child, "socat");
-    wait_for("socat", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", echo_port)).is_ok()
-    });
+    let echo = Echo::start();
+    let echo_port = echo.port;
     let pki = Pki::new();
     pki.ca("upstream-ca");
     pki.leaf(

@@ -8,39 +8,10 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-
-/// A socat TCP echo server (`fork`: one `cat` per connection; `cat` ends at the
-/// client's half-close, and socat then closes its side).
-struct Echo {
-    port: u16,
-    _process: Process,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        let port = free_port();
-        let child = Command::new("socat")
-            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
-            .arg("EXEC:cat")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn socat (scripts/install-tools installs it)");
-        let process = Process::adopt(child, "socat");
-        wait_for("socat echo", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Echo {
-            port,
-            _process: process,
-        }
-    }
-}
 
 fn gateway_yaml(listeners: &str) -> String {
     format!(

@@ -680,3 +680,31 @@ pub fn eventually(what: &str, f: impl FnMut() -> bool) {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A socat TCP echo server (`fork`: one `cat` per connection; `cat` ends at the
+/// client's half-close, and socat then closes its side).
+pub struct Echo {
+    pub port: u16,
+    _process: Process,
+}
+
+impl Echo {
+    pub fn start() -> Echo {
+        let port = free_port();
+        let child = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg("EXEC:cat")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn socat (scripts/install-tools installs it)");
+        let process = Process::adopt(child, "socat");
+        wait_for("socat echo", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Echo {
+            port,
+            _process: process,
+        }
+    }
+}
