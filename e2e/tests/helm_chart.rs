@@ -840,6 +840,7 @@ fn rbac_reads_cluster_wide_writes_only_status_and_leases_secrets_per_namespace()
         ("gloo.solo.io", "upstreams"),
         ("security.istio.io", "authorizationpolicies"),
         ("gateway.envoyproxy.io", "backendtrafficpolicies"),
+        ("gateway.envoyproxy.io", "clienttrafficpolicies"),
     ] {
         expected.insert((group.to_owned(), resource.to_owned()), read.clone());
     }

@@ -166,11 +166,23 @@ impl Protocol {
 pub struct Port {
     /// Port number.
     pub port: u16,
+    /// Connections start with a PROXY protocol header (ClientTrafficPolicy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// The port's protocol (its first listener's); HTTPS and TLS listeners may share a
     /// port, any other second protocol is a conflict.
     pub protocol: Protocol,
     /// Listeners; each keeps its own virtual hosts.
     pub listeners: Vec<Listener>,
+}
+
+/// The PROXY protocol on a port: the header's source address becomes the client's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyProtocol {
+    /// `ClientTrafficPolicy ns/name`.
+    pub source: String,
+    /// Connections without a header are accepted too (as they are).
+    pub optional: bool,
 }
 
 /// One listener: a hostname on a port, its TLS, and the routes attached to it.

@@ -296,3 +296,13 @@ fn istio_fields_meshgate_does_not_implement_are_refused_by_name() {
 fn gloo_virtual_services_and_upstreams_compile_with_unsupported_options_named() {
     dialect_golden("gloo", "gloo_walkthrough", &TranslateOptions::default());
 }
+
+#[test]
+fn client_traffic_policies_set_the_proxy_protocol_per_port_oldest_first() {
+    policy_golden("client_traffic");
+}
+
+#[test]
+fn invalid_client_traffic_policies_name_the_policy_and_field() {
+    policy_error_golden("bad_client_traffic");
+}

@@ -1,5 +1,5 @@
-//! Envoy Gateway `gateway.envoyproxy.io/v1alpha1` BackendTrafficPolicy: the local rate
-//! limit subset (`rateLimit.type: Local`).
+//! Envoy Gateway `gateway.envoyproxy.io/v1alpha1` BackendTrafficPolicy (the local rate
+//! limit subset, `rateLimit.type: Local`) and ClientTrafficPolicy (the PROXY protocol).
 //!
 //! Derived by hand from Envoy Gateway's published API for the fields this gateway
 //! implements; every struct flattens an [`Unsupported`] map, so any other field
@@ -170,6 +170,67 @@ pub struct RateLimitValue {
     /// `Second`, `Minute`, `Hour`, `Day`.
     #[serde(default)]
     pub unit: String,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Spec of a ClientTrafficPolicy (Envoy Gateway `v1alpha1`): how the gateway treats its
+/// downstream connections. The subset implemented: the PROXY protocol. Kube derives
+/// [`ClientTrafficPolicy`].
+#[derive(CustomResource, Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "gateway.envoyproxy.io",
+    version = "v1alpha1",
+    kind = "ClientTrafficPolicy",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTrafficPolicySpec {
+    /// Gateways (optionally one listener, by `sectionName`) in the policy's namespace.
+    #[serde(default)]
+    pub target_refs: Vec<ListenerTargetReference>,
+    /// The older single-target form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<ListenerTargetReference>,
+    /// PROXY protocol v1/v2 required before anything else on the targeted ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolSettings>,
+    /// The older switch for the same (required PROXY protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_proxy_protocol: Option<bool>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `LocalPolicyTargetReferenceWithSectionName` for a Gateway.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTargetReference {
+    /// `gateway.networking.k8s.io`.
+    #[serde(default)]
+    pub group: String,
+    /// `Gateway`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name, in the policy's namespace.
+    #[serde(default)]
+    pub name: String,
+    /// One listener of the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// `ProxyProtocolSettings`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyProtocolSettings {
+    /// Also accept connections that start without a PROXY header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub backend_tls_policies: Vec<gateway_api::BackendTlsPolicy>,
     /// Gateway API ReferenceGrants (cross-namespace references).
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
+    /// Envoy Gateway ClientTrafficPolicies (PROXY protocol).
+    pub client_traffic_policies: Vec<envoy_gateway::ClientTrafficPolicy>,
     /// Envoy Gateway BackendTrafficPolicies (local rate limits).
     pub backend_traffic_policies: Vec<envoy_gateway::BackendTrafficPolicy>,
     /// Istio AuthorizationPolicies (v1 or v1beta1).

@@ -40,6 +40,8 @@ pub struct PortTable {
     pub port: u16,
     /// Edge protocol.
     pub protocol: Protocol,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: Option<crate::ir::ProxyProtocol>,
     /// Listeners, most specific hostname first.
     pub listeners: Vec<ListenerTable>,
     /// Listener index by hostname.
@@ -193,6 +195,7 @@ pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables 
         let table = PortTable {
             port: *num,
             protocol: p.protocol,
+            proxy_protocol: p.proxy_protocol.clone(),
             listeners,
             hosts,
         };

@@ -147,6 +147,9 @@ fn add_object(out: &mut Snapshot, value: serde_yaml::Value) -> Result<(), String
         ("gateway.networking.k8s.io", "ReferenceGrant") => out
             .reference_grants
             .push(typed::<gateway_api::ReferenceGrant>(with_metadata(value)).map_err(ctx)?),
+        ("gateway.envoyproxy.io", "ClientTrafficPolicy") => out
+            .client_traffic_policies
+            .push(typed::<envoy_gateway::ClientTrafficPolicy>(with_metadata(value)).map_err(ctx)?),
         ("gateway.envoyproxy.io", "BackendTrafficPolicy") => out
             .backend_traffic_policies
             .push(typed::<envoy_gateway::BackendTrafficPolicy>(with_metadata(value)).map_err(ctx)?),

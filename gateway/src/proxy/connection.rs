@@ -17,7 +17,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{ProxyContext, l4, request, sni};
+use super::{ProxyContext, l4, proxy_protocol, request, sni};
 use crate::dataplane::Protocol;
 use crate::dataplane::l4::L4Route;
 
@@ -62,39 +62,70 @@ pub struct ConnInfo {
 /// Serves one accepted TCP connection on `port` until it closes, idles out or drains.
 pub async fn serve_connection(
     ctx: Arc<ProxyContext>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     port: u16,
     watcher: Watcher,
 ) {
-    // The first-request deadline runs from accept: a client that trickles its TLS
-    // handshake, its HTTP/2 preface or its first request line gets no extra time.
+    // The first-request deadline runs from accept: a client that trickles its PROXY
+    // header, TLS handshake, HTTP/2 preface or first request line gets no extra time.
     let first_request_by = tokio::time::Instant::now() + ctx.limits.header_read_timeout;
     let _ = tcp.set_nodelay(true);
-    let scheme = match ctx.tables.load().ports.get(&port) {
-        Some(p) => p.protocol,
+    let (scheme, proxy) = match ctx.tables.load().ports.get(&port) {
+        Some(p) => (p.protocol, p.proxy_protocol.as_ref().map(|pp| pp.optional)),
         None => return,
     };
-    let conn = ConnInfo {
+    let conn = |peer| ConnInfo {
         peer,
         port,
         scheme,
         listener: None,
         activity: Arc::new(Activity::new()),
     };
-    match scheme {
-        Protocol::Http => serve_io(ctx, tcp, conn, watcher, first_request_by).await,
+    let Some(optional) = proxy else {
+        return dispatch(ctx, tcp, conn(peer), watcher, first_request_by).await;
+    };
+    match proxy_protocol::read(&mut tcp, first_request_by, optional).await {
+        Ok(a) => {
+            let client = a.source.unwrap_or(peer);
+            let stream = sni::Rewind::new(a.leftover, tcp);
+            dispatch(ctx, stream, conn(client), watcher, first_request_by).await
+        }
+        Err(e) => {
+            match e {
+                proxy_protocol::ProxyHeaderError::Timeout => {
+                    ctx.metrics.downstream_timeout("first_request")
+                }
+                _ => ctx.metrics.downstream_error("proxy_protocol"),
+            }
+            tracing::debug!(%peer, error = %e, "connection closed");
+        }
+    }
+}
+
+/// Serves a connection by its port's protocol: HTTP, TCP, or TLS (by SNI).
+async fn dispatch<S>(
+    ctx: Arc<ProxyContext>,
+    stream: S,
+    conn: ConnInfo,
+    watcher: Watcher,
+    first_request_by: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match conn.scheme {
+        Protocol::Http => serve_io(ctx, stream, conn, watcher, first_request_by).await,
         Protocol::Tcp => {
             let route = {
                 let tables = ctx.tables.load();
-                let pt = tables.ports.get(&port);
+                let pt = tables.ports.get(&conn.port);
                 pt.and_then(|p| p.listeners.first())
                     .and_then(|l| l.l4.find(None).cloned())
             };
-            l4::serve(&ctx, tcp, route, downstream(peer, None)).await
+            l4::serve(&ctx, stream, route, downstream(conn.peer, None)).await
         }
         Protocol::Https | Protocol::Tls => {
-            serve_tls(ctx, tcp, conn, watcher, first_request_by).await
+            serve_tls(ctx, stream, conn, watcher, first_request_by).await
         }
     }
 }
@@ -120,13 +151,15 @@ enum TlsTarget {
 
 /// A TLS port: the ClientHello is read first, its SNI picks the listener, and the
 /// connection is served as HTTPS, passed through, or terminated and proxied as TCP.
-async fn serve_tls(
+async fn serve_tls<S>(
     ctx: Arc<ProxyContext>,
-    mut tcp: TcpStream,
+    mut tcp: S,
     mut conn: ConnInfo,
     watcher: Watcher,
     deadline: tokio::time::Instant,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer = conn.peer;
     let accepted = downstream(peer, None);
     let hello = match sni::peek(&mut tcp, deadline).await {

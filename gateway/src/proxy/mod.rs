@@ -10,6 +10,7 @@
 //! - [`checks`]: what a request must be before it is routed (Host, method).
 //! - [`normalize`]: the request path as routes see it (dot segments, percent-encoding).
 //! - [`tunnel`]: upgraded connections (WebSocket): slots, idle timeout, drain.
+//! - [`proxy_protocol`]: the PROXY protocol header read at accept where a policy asks.
 //! - [`sni`]: the ClientHello read first on TLS ports (SNI picks the listener).
 //! - [`l4`]: connection routes (TCP, TLS passthrough, TLS terminated then TCP).
 //! - [`headers`], [`body`], [`reject`]: helpers of the above.
@@ -25,6 +26,7 @@ pub mod l4;
 mod mirror;
 pub mod normalize;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod reject;
 pub mod request;
 pub mod sni;

@@ -315,6 +315,7 @@ impl Gateways {
     ) -> Result<(), (Reason, String)> {
         let port = self.ports.entry(info.port).or_insert_with(|| ir::Port {
             port: info.port,
+            proxy_protocol: None,
             protocol: info.protocol,
             listeners: Vec::new(),
         });

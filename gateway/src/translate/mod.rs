@@ -217,6 +217,7 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     istio::virtual_service::attach(snap, &index, opts, &redirects, &mut gateways, &mut f);
     let gloo_listeners = gloo::compile_gateways(snap, &mut gateways, &mut f);
     gloo::attach(snap, &index, opts, &gloo_listeners, &mut gateways, &mut f);
+    policies::client_traffic::apply(snap, &mut gateways, &mut f);
     let mut config = gateways.finish(f.warnings.clone());
     let served = snap.gateways.first().map(|g| {
         (

@@ -131,6 +131,12 @@ pub const BACKEND_TRAFFIC_POLICY: KindRef = KindRef::new(
     &["v1alpha1"],
     "BackendTrafficPolicy",
 );
+/// Envoy Gateway ClientTrafficPolicy (the PROXY protocol).
+pub const CLIENT_TRAFFIC_POLICY: KindRef = KindRef::new(
+    "gateway.envoyproxy.io",
+    &["v1alpha1"],
+    "ClientTrafficPolicy",
+);
 /// Namespace.
 pub const NAMESPACE: KindRef = KindRef::new("", &["v1"], "Namespace");
 /// Service.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::cache::{Cache, Entry};
 use super::{Assembled, CONTROLLER_NAME, GatewayRef, Settings};
-use crate::api::envoy_gateway::BackendTrafficPolicy;
+use crate::api::envoy_gateway::{BackendTrafficPolicy, ClientTrafficPolicy};
 use crate::api::gateway_api::{
     BackendTlsPolicy, Gateway, GrpcRoute, HttpRoute, ObjectMeta, ParentReference, ReferenceGrant,
     TcpRoute, TlsRoute,
@@ -92,6 +92,8 @@ pub struct Caches {
     pub destination_rules: Arc<Cache<DestinationRule>>,
     /// Istio AuthorizationPolicies, all namespaces.
     pub authorization_policies: Arc<Cache<AuthorizationPolicy>>,
+    /// Envoy Gateway ClientTrafficPolicies, all namespaces.
+    pub client_traffic_policies: Arc<Cache<ClientTrafficPolicy>>,
     /// Envoy Gateway BackendTrafficPolicies, all namespaces.
     pub backend_traffic_policies: Arc<Cache<BackendTrafficPolicy>>,
     /// Namespaces.
@@ -128,6 +130,7 @@ impl Caches {
             destination_rules: Arc::default(),
             authorization_policies: Arc::default(),
             backend_traffic_policies: Arc::default(),
+            client_traffic_policies: Arc::default(),
             namespaces: Arc::default(),
             services: Arc::default(),
             endpoint_slices: Arc::default(),
@@ -166,6 +169,7 @@ impl Caches {
                 "BackendTrafficPolicy",
                 self.backend_traffic_policies.synced(),
             ),
+            ("ClientTrafficPolicy", self.client_traffic_policies.synced()),
             ("Namespace", self.namespaces.synced()),
             ("Service", self.services.synced()),
             ("EndpointSlice", self.endpoint_slices.synced()),
@@ -217,6 +221,11 @@ impl Caches {
         snap.backend_traffic_policies = decoded(
             "BackendTrafficPolicy",
             &self.backend_traffic_policies,
+            &mut out.notes,
+        );
+        snap.client_traffic_policies = decoded(
+            "ClientTrafficPolicy",
+            &self.client_traffic_policies,
             &mut out.notes,
         );
         snap.services = decoded("Service", &self.services, &mut out.notes);

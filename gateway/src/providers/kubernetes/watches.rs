@@ -123,6 +123,13 @@ pub fn start_all(
         &caches.backend_traffic_policies,
         changed,
     );
+    start(
+        client,
+        client::CLIENT_TRAFFIC_POLICY,
+        None,
+        &caches.client_traffic_policies,
+        changed,
+    );
     start(client, client::NAMESPACE, None, &caches.namespaces, changed);
     start(client, client::SERVICE, None, &caches.services, changed);
     start(

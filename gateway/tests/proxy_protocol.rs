@@ -1,0 +1,117 @@
+//! The PROXY protocol from an Envoy Gateway ClientTrafficPolicy, against real httpbin:
+//! curl's own `--haproxy-protocol` header, hand-written v1 and ppp-built v2 headers
+//! naming another client (which httpbin then sees in X-Forwarded-For), and the refusals:
+//! no header where one is required, a forged one, and a TLS port where the header comes
+//! first.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::*;
+
+fn config(port: u16, httpbin: u16, proxy_protocol: &str) -> String {
+    docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: httpbin, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+         rules: [{backendRefs: [{name: httpbin, port: 80}]}]\n",
+        &format!(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\n\
+             metadata: {{name: proxy-protocol, namespace: default}}\nspec:\n  \
+             targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge}}]\n  \
+             {proxy_protocol}\n"
+        ),
+        &local_service("httpbin", httpbin),
+    ])
+}
+
+/// Sends `header` then a GET of /headers; returns the raw response ("" if closed).
+fn raw_get(port: u16, header: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(header).unwrap();
+    let _ =
+        s.write_all(b"GET /headers?show_env=1 HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_header_names_the_client_and_a_connection_without_one_is_refused() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&config(port, hb.port, "proxyProtocol: {}"));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let with = curl(&["--haproxy-protocol", &url]);
+    assert_eq!(with.status, 200, "{with:?}");
+    let without = curl(&[&url]);
+    assert_eq!(
+        without.status, 0,
+        "a required header is missing: {without:?}"
+    );
+    gw.wait_metric(
+        "gateway_downstream_request_errors_total{code=\"proxy_protocol\"}",
+        1.0,
+    );
+
+    let v1 = raw_get(port, b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 8080\r\n");
+    assert!(v1.starts_with("HTTP/1.1 200"), "{v1}");
+    assert!(v1.contains("\"X-Forwarded-For\": \"203.0.113.7\""), "{v1}");
+
+    let addrs = ppp::v2::IPv4::new([198, 51, 100, 9], [10, 0, 0, 1], 4242, 8080);
+    let v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        addrs,
+    )
+    .build()
+    .unwrap();
+    let r = raw_get(port, &v2);
+    assert!(r.contains("\"X-Forwarded-For\": \"198.51.100.9\""), "{r}");
+    let line = gw.wait_access_log(|l| l["downstream_remote_address"] == "198.51.100.9:4242");
+    assert_eq!(line["response_code"], 200, "{line}");
+
+    let forged = raw_get(port, b"PROXY TCP4 203.0.113.7 not-an-ip 1 2\r\n");
+    assert_eq!(forged, "", "a malformed header closes the connection");
+}
+
+#[test]
+fn optional_serves_clients_with_and_without_the_header() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&config(port, hb.port, "proxyProtocol: {optional: true}"));
+    let url = format!("http://127.0.0.1:{port}/get");
+    assert_eq!(curl(&[&url]).status, 200);
+    let r = raw_get(port, b"PROXY TCP4 203.0.113.8 10.0.0.1 1 8080\r\n");
+    assert!(r.contains("\"X-Forwarded-For\": \"203.0.113.8\""), "{r}");
+}
+
+#[test]
+fn the_header_comes_before_tls_on_an_https_port() {
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.leaf("server", "ca", &["a.example.com"], false);
+    let port = free_port();
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n  \
+         - name: https\n    port: {port}\n    protocol: HTTPS\n    \
+         tls: {{certificateRefs: [{{name: cert}}]}}\n"
+    );
+    let cfg =
+        config(port, hb.port, "enableProxyProtocol: true").replace(&http_gateway(port), &gateway);
+    let _gw = Gateway::start(&docs(&[&cfg, &pki.tls_secret("cert", "server")]));
+    let ca = pki.path("ca.crt");
+    let url = format!("https://a.example.com:{port}/get");
+    let resolve = format!("a.example.com:{port}:127.0.0.1");
+    let base = ["--cacert", ca.to_str().unwrap(), "--resolve", &resolve];
+    let ok = curl(&[&base[..], &["--haproxy-protocol", &url]].concat());
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let without = curl(&[&base[..], &[url.as_str()]].concat());
+    assert_eq!(without.status, 0, "{without:?}");
+}
