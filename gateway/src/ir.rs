@@ -501,6 +501,11 @@ pub struct Rule {
 pub struct RateLimit {
     /// `BackendTrafficPolicy ns/name`.
     pub source: String,
+    /// Proxies in front of the gateway trusted to append X-Forwarded-For
+    /// (`--num-trusted-proxies`): the client address `sourceCIDR` matches is the N-th
+    /// entry from the right, as for AuthorizationPolicy.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub num_trusted_proxies: u32,
     /// The limits.
     pub limits: Vec<LocalLimit>,
 }
@@ -953,4 +958,8 @@ mod tests {
         assert!(p.matches("a.b.example.com"));
         assert!(!p.matches("example.com"));
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -33,8 +33,9 @@ fn raw_get(port: u16, header: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(header).unwrap();
-    let _ =
-        s.write_all(b"GET /headers?show_env=1 HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(
+        b"GET /headers?show_env=1 HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out

@@ -597,6 +597,41 @@ fn client_selectors_limit_only_the_requests_they_select() {
     assert_eq!(paid, [200; 5]);
 }
 
+#[test]
+fn source_cidr_matches_the_client_behind_trusted_proxies_not_the_load_balancer() {
+    let up = FlakyUpstream::named(0, "ok");
+    let port = free_port();
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            &plain_route("behind-lb"),
+            &service_with_endpoints("behind-lb", &[up.port]),
+            &rate_limit_policy(
+                "HTTPRoute",
+                "behind-lb",
+                "- clientSelectors:\n    - sourceCIDR: {value: 203.0.113.0/24}\n  \
+                 limit: {requests: 2, unit: Hour}",
+            ),
+        ]),
+        &["--num-trusted-proxies", "1"],
+    );
+    // The load balancer (one trusted proxy) appended the client's address; what a client
+    // wrote before it is not trusted.
+    let limited: Vec<u16> = exchange_many(port, "/", "x-forwarded-for: 10.9.9.9, 203.0.113.5", 3)
+        .iter()
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(limited, [200, 200, 429]);
+    let other: Vec<u16> = exchange_many(port, "/", "x-forwarded-for: 203.0.113.5, 198.51.100.1", 3)
+        .iter()
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(
+        other, [200; 3],
+        "a spoofed leftmost entry does not select the limit"
+    );
+}
+
 /// An AuthorizationPolicy in `default` (YAML `spec` body, indented two spaces).
 fn authorization_policy(name: &str, spec: &str) -> String {
     format!(

@@ -150,6 +150,8 @@ pub struct Rule {
 pub struct RateLimiter {
     /// `BackendTrafficPolicy ns/name`.
     pub source: String,
+    /// Trusted X-Forwarded-For hops: which address is the client's.
+    pub num_trusted_proxies: u32,
     /// The limits.
     pub limits: Vec<Limit>,
 }
@@ -476,6 +478,7 @@ fn compile_rate_limit(
         .collect();
     RateLimiter {
         source: l.source.clone(),
+        num_trusted_proxies: l.num_trusted_proxies,
         limits,
     }
 }

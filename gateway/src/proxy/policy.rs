@@ -33,6 +33,9 @@ pub fn rate_limit(
     client_ip: IpAddr,
     rec: &mut Completion,
 ) -> Option<Response<BodyKind>> {
+    // sourceCIDR matches the client as AuthorizationPolicy sees it (trusted XFF hops).
+    let client_ip =
+        crate::dataplane::authz::client_ip(limiter.num_trusted_proxies, client_ip, headers);
     let view = SelectorView { headers, client_ip };
     for limit in limiter.selecting(&view) {
         if let Err(empty) = limit.bucket.take() {

@@ -207,7 +207,8 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     };
     index.destination_rules =
         policies::destination_rule::DestinationRules::compile(snap, opts, &mut f);
-    index.rate_limits = policies::rate_limit::RateLimits::compile(snap, &mut f);
+    index.rate_limits =
+        policies::rate_limit::RateLimits::compile(snap, opts.num_trusted_proxies, &mut f);
     backends::validate_services(snap, opts, &mut f);
     backend_tls::validate(snap, &index, &mut f);
     let mut gateways = listeners::compile(snap, &index, opts, &mut f);

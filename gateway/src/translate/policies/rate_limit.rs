@@ -31,12 +31,13 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Compiles every policy; invalid ones are reported and left out.
-    pub fn compile(snap: &Snapshot, f: &mut Findings) -> RateLimits {
+    pub fn compile(snap: &Snapshot, num_trusted_proxies: u32, f: &mut Findings) -> RateLimits {
         let mut out = RateLimits::default();
         for p in &snap.backend_traffic_policies {
-            let Some((targets, limit)) = compile_policy(p, f) else {
+            let Some((targets, mut limit)) = compile_policy(p, f) else {
                 continue;
             };
+            limit.num_trusted_proxies = num_trusted_proxies;
             let limit = Arc::new(limit);
             let created = p.metadata.creation_timestamp.clone();
             for t in targets {
@@ -128,6 +129,7 @@ fn compile_policy(p: &BackendTrafficPolicy, f: &mut Findings) -> Option<(Vec<Str
         targets,
         RateLimit {
             source: format!("BackendTrafficPolicy {key}"),
+            num_trusted_proxies: 0,
             limits,
         },
     ))
