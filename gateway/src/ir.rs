@@ -947,6 +947,10 @@ fn ser_pairs<S: Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Er
     m.end()
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,8 +962,4 @@ mod tests {
         assert!(p.matches("a.b.example.com"));
         assert!(!p.matches("example.com"));
     }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
