@@ -162,4 +162,31 @@ mod tests {
         }
         assert_ne!(pick(Some(&p), &s, &e, Some(42), Some(&e[first].0)), first);
     }
+
+    #[test]
+    fn adding_a_fifth_endpoint_moves_about_a_fifth_of_the_keys_and_only_to_it() {
+        let p = policy(LoadBalancer::ConsistentHash(HashKey::SourceIp));
+        let s = BackendState::default();
+        let (four, five) = (eps(4), eps(5));
+        let keys = 0..10_000u64;
+        let mut moved = 0;
+        for k in keys.clone() {
+            let before = pick(Some(&p), &s, &four, Some(k), None);
+            let after = pick(Some(&p), &s, &five, Some(k), None);
+            if before != after {
+                assert_eq!(after, 4, "key {k} moved between old endpoints");
+                moved += 1;
+            }
+        }
+        // Rendezvous hashing: a new endpoint takes 1/N of the keys (N = 5), from all.
+        let share = moved as f64 / 10_000.0;
+        assert!((0.17..0.23).contains(&share), "{moved} of 10000 keys moved");
+        // And removing it again puts every key back where it was.
+        for k in keys.step_by(97) {
+            assert_eq!(
+                pick(Some(&p), &s, &four, Some(k), None),
+                pick(Some(&p), &s, &five[..4], Some(k), None)
+            );
+        }
+    }
 }
