@@ -335,9 +335,11 @@ fn tls_client(
     for c in rustls_pemfile_certs(&pem) {
         roots.add(c).unwrap();
     }
-    let config = rustls::ClientConfig::builder()
+    let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Offered so the test can check that a TLS Terminate listener selects none.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -374,6 +376,11 @@ fn tls_terminate_listener_decrypts_and_proxies_the_bytes_as_tcp_to_socat() {
     let mut buf = [0u8; 14];
     tls.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hello over tls");
+    assert_eq!(
+        tls.conn.alpn_protocol(),
+        None,
+        "bytes, not HTTP: no ALPN selected"
+    );
     tls.conn.send_close_notify();
     tls.flush().unwrap();
     let line = gw.wait_access_log(|l| l["route"] == "TLSRoute default/db");

@@ -167,7 +167,13 @@ pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables 
         for l in &p.listeners {
             let tls = match &l.tls {
                 Some(t) => match tls::server_config(t) {
-                    Ok(c) => Some(Arc::new(c)),
+                    Ok(mut c) => {
+                        // A TLS Terminate listener carries bytes, not HTTP: no ALPN.
+                        if l.protocol == Protocol::Tls {
+                            c.alpn_protocols.clear();
+                        }
+                        Some(Arc::new(c))
+                    }
                     Err(e) => {
                         let why = format!("{}: {e}", t.certificate_ref);
                         unprogrammed.push((l.name.clone(), why));
