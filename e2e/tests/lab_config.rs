@@ -46,7 +46,8 @@ fn lab_gateway_resources_pass_gateway_validate() {
     let (_, v1, v2) = pods(dir.path());
     let yaml = gateway_resources(&certs, &v1, &v2).unwrap();
     // The sidecar-layout gateway's file: the Gateway API objects, Istio's and Gloo's.
-    let yaml = format!("{yaml}---\n{}", e2e::lab::config::dialect_resources());
+    let client = std::net::Ipv4Addr::new(10, 77, 0, 100);
+    let yaml = format!("{yaml}---\n{}", e2e::lab::config::sidecar_extras(client));
     let file = dir.path().join("gateway.yaml");
     std::fs::write(&file, &yaml).unwrap();
     let out = Command::new(workspace_bin("gateway"))

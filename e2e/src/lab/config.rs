@@ -29,15 +29,24 @@ pub mod hosts {
     pub const WEBAPP: &str = "webapp.istioinaction.io";
     /// A Gloo Edge VirtualService to the Upstream `default-httpbin-8000` (sidecar layout).
     pub const GLOO: &str = "gloo.example.com";
+    /// An HTTPRoute with a local rate limit (sidecar layout).
+    pub const RATE_LIMITED: &str = "ratelimit.example.com";
+    /// An HTTPRoute behind an AuthorizationPolicy that denies the client pod's address.
+    pub const AUTHZ: &str = "authz.example.com";
 }
+
+/// The local rate limit on [`hosts::RATE_LIMITED`], requests per second.
+pub const RATE_LIMIT_PER_SECOND: u64 = 100;
 
 /// The sidecar-layout gateway pod's labels, which the lab's Istio Gateway selects.
 pub const GATEWAY_POD_LABELS: &str = "istio=ingressgateway,app=gateway-sidecar";
 
-/// The Istio and Gloo objects the sidecar-layout gateway also serves (its file config):
-/// the seed walkthroughs' Gateway + VirtualService for [`hosts::WEBAPP`] on the HTTP edge
-/// port, and Gloo's VirtualService + Upstream for [`hosts::GLOO`], both to httpbin.
-pub fn dialect_resources() -> String {
+/// What the sidecar-layout gateway serves beside the common objects (its file config):
+/// the seed walkthroughs' Istio Gateway + VirtualService for [`hosts::WEBAPP`] on the HTTP
+/// edge port and Gloo's VirtualService + Upstream for [`hosts::GLOO`], both to httpbin;
+/// a route with a local rate limit ([`hosts::RATE_LIMITED`]) and one behind an
+/// AuthorizationPolicy denying the client pod's address ([`hosts::AUTHZ`]).
+pub fn sidecar_extras(client: std::net::Ipv4Addr) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -75,7 +84,46 @@ spec:
         routeAction:
           single:
             upstream: {{name: default-httpbin-{port}, namespace: gloo-system}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: limited, namespace: default}}
+spec:
+  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: http}}]
+  hostnames: [{limited}]
+  rules: [{{backendRefs: [{{name: httpbin, port: {port}}}]}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: limited, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: limited}}]
+  rateLimit:
+    type: Local
+    local:
+      rules: [{{limit: {{requests: {per_second}, unit: Second}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: authz, namespace: default}}
+spec:
+  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: http}}]
+  hostnames: [{authz}]
+  rules: [{{backendRefs: [{{name: httpbin, port: {port}}}]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-client-pod, namespace: gateway-system}}
+spec:
+  selector: {{matchLabels: {{app: gateway-sidecar}}}}
+  action: DENY
+  rules:
+    - from: [{{source: {{ipBlocks: ["{client}/32"]}}}}]
+      to: [{{operation: {{hosts: [{authz}]}}}}]
 "#,
+        limited = hosts::RATE_LIMITED,
+        authz = hosts::AUTHZ,
+        per_second = RATE_LIMIT_PER_SECOND,
         http = super::HTTP_PORT,
         port = HTTPBIN_PORT,
         webapp = hosts::WEBAPP,

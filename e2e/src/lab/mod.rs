@@ -499,8 +499,8 @@ impl Lab {
                 let cfg = pod.dir.join("gateway.yaml");
                 let objects =
                     config::gateway_resources(&self.certs, &self.httpbin, &self.httpbin_v2)?;
-                let dialects = config::dialect_resources();
-                std::fs::write(&cfg, format!("{objects}---\n{dialects}"))?;
+                let extras = config::sidecar_extras(self.client.addr);
+                std::fs::write(&cfg, format!("{objects}---\n{extras}"))?;
                 strings(&[
                     "--config",
                     &cfg.display().to_string(),

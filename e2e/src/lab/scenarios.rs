@@ -85,6 +85,14 @@ const SCENARIOS: &[(u8, &str)] = &[
         19,
         "Gloo VirtualService + Upstream default-httpbin-8000 -> httpbin over mTLS (XFCC)",
     ),
+    (
+        20,
+        "local rate limit 100/s under wrk for 5 s: 200s within 10% of the bucket's allowance",
+    ),
+    (
+        21,
+        "AuthorizationPolicy DENY by ipBlocks: the client pod 403, another pod's address 200",
+    ),
 ];
 const TEARDOWN: (u8, &str) = (
     10,
@@ -229,6 +237,8 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         17 => kube::endpoints_scaled(lab).await,
         18 => istio_dialect(lab).await,
         19 => gloo_dialect(lab).await,
+        20 => rate_limit_under_load(lab).await,
+        21 => authz_by_address(lab).await,
         n => bail!("no scenario {n}"),
     }
 }
@@ -400,6 +410,85 @@ async fn gloo_dialect(lab: &mut Lab) -> anyhow::Result<String> {
     Ok(format!(
         "{}: served by {by} over mTLS, XFCC URI={uri}",
         hosts::GLOO
+    ))
+}
+
+/// A BackendTrafficPolicy of 100 requests/second on one route, under wrk: a token bucket
+/// admits its capacity plus the refill, 100 + 100 x seconds; the rest get 429.
+async fn rate_limit_under_load(lab: &mut Lab) -> anyhow::Result<String> {
+    let gw = lab.gateway_sidecar.clone();
+    let seconds = 5;
+    let url = format!("http://{}/status/200", gw.at(HTTP_PORT));
+    let out = tokio::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client.ns,
+            "wrk",
+            "-t2",
+            "-c8",
+            "--timeout",
+            "5s",
+        ])
+        .arg(format!("-d{seconds}s"))
+        .args(["-H", &format!("Host: {}", hosts::RATE_LIMITED), &url])
+        .output()
+        .await
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(out.status.success(), "wrk failed: {text}");
+    let r = parse_wrk(&text)?;
+    ensure!(
+        r.socket_errors == 0,
+        "socket errors under the limit:\n{text}"
+    );
+    let admitted = r.requests - r.non_2xx_3xx;
+    let per_second = super::config::RATE_LIMIT_PER_SECOND;
+    // wrk's duration is measured from its first connection; allow for its ramp.
+    let expected = per_second + per_second * seconds;
+    let off = (admitted as f64 - expected as f64).abs() / expected as f64;
+    ensure!(
+        off <= 0.10,
+        "{admitted} of {} requests admitted, expected {expected} +-10% ({:.1}% off)",
+        r.requests,
+        off * 100.0
+    );
+    Ok(format!(
+        "{admitted} admitted of {} in {seconds} s (expected {expected}, {:.1}% off), {} refused with 429",
+        r.requests,
+        off * 100.0,
+        r.non_2xx_3xx
+    ))
+}
+
+/// An AuthorizationPolicy DENY on the client pod's address (ipBlocks) for one host: the
+/// client pod gets Istio's 403, a request from another pod's address is served.
+async fn authz_by_address(lab: &mut Lab) -> anyhow::Result<String> {
+    let gw = lab.gateway_sidecar.clone();
+    let denied = via(lab, &gw, hosts::AUTHZ, "/headers", &[]).await?;
+    ensure!(
+        denied.status == Some(403) && denied.body.trim() == "RBAC: access denied",
+        "from the client pod ({}): {denied}",
+        lab.client.addr
+    );
+    let other = lab.istiod.clone();
+    let url = format!("http://{}/headers", gw.at(HTTP_PORT));
+    let host = format!("Host: {}", hosts::AUTHZ);
+    let allowed = lab.curl(&other, &["-H", &host, &url]).await?;
+    ensure!(
+        allowed.status == Some(200),
+        "from {} ({}): {allowed}",
+        other.name,
+        other.addr
+    );
+    let still = via(lab, &gw, hosts::HTTPBIN, "/headers", &[]).await?;
+    ensure!(
+        still.status == Some(200),
+        "other hosts from the client pod: {still}"
+    );
+    Ok(format!(
+        "{} (client pod): 403 RBAC: access denied; {} ({}): 200; other hosts 200",
+        lab.client.addr, other.addr, other.name
     ))
 }
 
