@@ -3,7 +3,7 @@
 //!
 //! Derived by hand from Istio's published API for the fields this gateway implements, in
 //! their API spelling; every struct flattens an [`Unsupported`] map, so a field we do not
-//! implement (`portLevelSettings`, `workloadSelector`, `tls.sni`...) is reported by name.
+//! implement (`workloadSelector`, `tls.sni`...) is reported by name.
 //! Enumerations and durations stay strings: `translate` validates them and names the
 //! object and field at fault.
 
@@ -59,10 +59,45 @@ pub struct TrafficPolicy {
     /// Upstream TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
+    /// Overrides for single Service ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// `TrafficPolicy.PortTrafficPolicy`: the policy for one Service port.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortTrafficPolicy {
+    /// The Service port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+    /// Endpoint choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection and request limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Ejection of failing endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Upstream TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsSettings>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `PortSelector`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+pub struct PortSelector {
+    /// Port number.
+    pub number: u32,
 }
 
 /// `LoadBalancerSettings`.

@@ -216,6 +216,7 @@ fn destination_rule(
         &rc.index.gateway_namespace,
         ns,
         &b.name,
+        b.port.unwrap_or(0),
         &rc.opts.cluster_domain,
     )
 }

@@ -31,11 +31,11 @@ struct Compiled {
     export_to: Vec<String>,
     created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     policy: Arc<BackendPolicy>,
-    /// `ISTIO_MUTUAL` or `DISABLE`, when set.
-    tls_mode: Option<String>,
     /// Subsets by name: the labels an endpoint must carry and the subset's policy (its
     /// `trafficPolicy` fields over the rule's).
     subsets: HashMap<String, Subset>,
+    /// `portLevelSettings` by Service port: its fields over the rule's.
+    ports: HashMap<u16, Arc<BackendPolicy>>,
 }
 
 /// A compiled subset.
@@ -92,12 +92,14 @@ impl DestinationRules {
         out
     }
 
-    /// The rule for Service `svc_ns/svc_name` as seen from the gateway's namespace.
+    /// The rule for port `port` of Service `svc_ns/svc_name` as seen from the gateway's
+    /// namespace (the port's `portLevelSettings` over the rule's policy).
     pub fn lookup(
         &self,
         gateway_ns: &str,
         svc_ns: &str,
         svc_name: &str,
+        port: u16,
         cluster_domain: &str,
     ) -> Option<Applied> {
         let fqdn = format!("{svc_name}.{svc_ns}.svc.{cluster_domain}");
@@ -109,10 +111,13 @@ impl DestinationRules {
                     .iter()
                     .filter(|c| c.host.matches(&fqdn) && exported(c, gateway_ns))
                     .min_by_key(|c| (c.host.specificity(), c.created.clone()))
-                    .map(|c| Applied {
-                        policy: c.policy.clone(),
-                        tls_mode: c.tls_mode.clone(),
-                        subsets: c.subsets.clone(),
+                    .map(|c| {
+                        let policy = c.ports.get(&port).unwrap_or(&c.policy).clone();
+                        Applied {
+                            tls_mode: policy.tls_mode.clone(),
+                            policy,
+                            subsets: c.subsets.clone(),
+                        }
                     })
             })
     }
@@ -156,6 +161,7 @@ fn compile_rule(
     let tp = spec.traffic_policy.clone().unwrap_or_default();
     let policy = traffic_policy(&tp, &format!("{ctx} trafficPolicy"), &key, f);
     let subsets = subsets(dr, &policy, f);
+    let ports = port_policies(dr, &tp, &policy, f);
     if f.errors.len() > before {
         return None;
     }
@@ -164,11 +170,57 @@ fn compile_rule(
         host: host_pattern(&spec.host, &ns, &opts.cluster_domain),
         export_to: spec.export_to.clone(),
         created: dr.metadata.creation_timestamp.clone(),
-        tls_mode: policy.tls_mode.clone(),
         policy: Arc::new(policy),
         namespace: ns,
         subsets,
+        ports,
     })
+}
+
+/// `trafficPolicy.portLevelSettings`: per Service port, its fields over the rule's.
+fn port_policies(
+    dr: &DestinationRule,
+    tp: &TrafficPolicy,
+    base: &BackendPolicy,
+    f: &mut Findings,
+) -> HashMap<u16, Arc<BackendPolicy>> {
+    let key = dr.metadata.key();
+    let mut out = HashMap::new();
+    for (i, pl) in tp.port_level_settings.iter().enumerate() {
+        let ctx = format!("DestinationRule {key} trafficPolicy.portLevelSettings[{i}]");
+        let Some(port) = pl.port.as_ref().and_then(|p| u16::try_from(p.number).ok()) else {
+            f.errors.push(format!("{ctx}: port.number is required (1-65535)"));
+            continue;
+        };
+        let own = traffic_policy(
+            &TrafficPolicy {
+                load_balancer: pl.load_balancer.clone(),
+                connection_pool: pl.connection_pool.clone(),
+                outlier_detection: pl.outlier_detection.clone(),
+                tls: pl.tls.clone(),
+                port_level_settings: Vec::new(),
+                unsupported: pl.unsupported.clone(),
+            },
+            &ctx,
+            &key,
+            f,
+        );
+        let mut policy = base.clone();
+        overlay(&mut policy, own);
+        policy.source = format!("DestinationRule {key} port {port}");
+        if out.insert(port, Arc::new(policy)).is_some() {
+            f.errors.push(format!("{ctx}: port {port} is listed twice"));
+        }
+    }
+    out
+}
+
+/// The fields `own` sets replace those of `policy`.
+fn overlay(policy: &mut BackendPolicy, own: BackendPolicy) {
+    policy.load_balancer = own.load_balancer.or(policy.load_balancer.take());
+    policy.limits = own.limits.or(policy.limits.take());
+    policy.outlier = own.outlier.or(policy.outlier.take());
+    policy.tls_mode = own.tls_mode.or(policy.tls_mode.take());
 }
 
 /// The rule's subsets (VirtualService destinations select them): each subset's
@@ -189,11 +241,14 @@ fn subsets(
         }
         let mut policy = base.clone();
         if let Some(tp) = &sub.traffic_policy {
-            let own = traffic_policy(tp, &format!("{ctx} trafficPolicy"), &key, f);
-            policy.load_balancer = own.load_balancer.or(policy.load_balancer);
-            policy.limits = own.limits.or(policy.limits);
-            policy.outlier = own.outlier.or(policy.outlier);
-            policy.tls_mode = own.tls_mode.or(policy.tls_mode);
+            let tctx = format!("{ctx} trafficPolicy");
+            if !tp.port_level_settings.is_empty() {
+                f.errors.push(format!(
+                    "{tctx}: field \"portLevelSettings\" is not supported by meshgate in a subset"
+                ));
+            }
+            let own = traffic_policy(tp, &tctx, &key, f);
+            overlay(&mut policy, own);
         }
         policy.source = format!("DestinationRule {key} subset {}", sub.name);
         let subset = Subset {

@@ -218,10 +218,12 @@ pub(super) fn apply_subset(
     else {
         return;
     };
+    let port = b.name.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
     let applied = rc.index.destination_rules.lookup(
         &rc.index.gateway_namespace,
         svc_ns,
         svc,
+        port.unwrap_or(0),
         &rc.opts.cluster_domain,
     );
     b.subset = Some(name.clone());
