@@ -501,10 +501,10 @@ fn otlp_server_and_client_spans_reach_rotel_and_keep_the_incoming_trace_id() {
     let hb = Httpbin::start();
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{}", rotel.port);
-    // Default sampling (parent-based 1%): a sampled parent is always followed.
+    // Default sampling (parent-based 1%): a trusted hop's sampled parent is followed.
     let gw = Gateway::start_with_env(
         &config(port, hb.port, "httpbin.example.com"),
-        &[],
+        &["--num-trusted-proxies", "1"],
         "/ready",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -586,5 +586,42 @@ fn otlp_server_and_client_spans_reach_rotel_and_keep_the_incoming_trace_id() {
                     && s["Parent ID"] == "e457b5a2e4d86bd1"
             })
         },
+    );
+}
+
+#[test]
+fn an_edge_clients_sampled_flag_keeps_its_trace_id_but_does_not_force_sampling() {
+    let rotel = Rotel::start();
+    let hb = Httpbin::start();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
+    // No trusted proxy in front: the client itself is the hop.
+    let _gw = Gateway::start_with_env(
+        &config(port, hb.port, "httpbin.example.com"),
+        &[],
+        "/ready",
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+    );
+    // A trace id the default 1% ratio does not sample.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        &format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+        &format!("http://127.0.0.1:{port}/get"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let sent = r.json()["headers"]["Traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sent.starts_with(&format!("00-{trace}-")),
+        "the trace id is kept: {sent}"
+    );
+    assert!(
+        sent.ends_with("-00"),
+        "the client's sampled flag was obeyed: {sent}"
     );
 }

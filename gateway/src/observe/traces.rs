@@ -10,18 +10,23 @@
 //! Context: W3C `traceparent` and B3 (`b3` single header, or `X-B3-*`) are read from the
 //! request (traceparent first); the CLIENT span's context is sent upstream in both forms.
 //! Sampling: `OTEL_TRACES_SAMPLER` / `_ARG` as the SDK reads them; unset, parent-based 1%
-//! (Istio's default).
+//! (Istio's default), where the parent's decision is honoured only from a trusted hop
+//! (`--num-trusted-proxies` > 0): an edge client's `sampled` flag keeps its trace id but
+//! cannot force (or veto) sampling, so no client can make the gateway trace everything.
 
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
+use opentelemetry::trace::Link;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingResult, SdkTracer, SdkTracerProvider, ShouldSample, Span,
+};
 
 /// The OTLP endpoint variable: unset means no tracing.
 pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -45,12 +50,46 @@ pub struct TracingError {
 pub struct Tracing {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
+    /// Incoming sampling decisions come from a trusted hop.
+    trusted_parents: bool,
+}
+
+/// Marks a remote parent whose sampling decision is not trusted (a Context value, never
+/// propagated).
+#[derive(Debug, Clone, Copy)]
+struct UntrustedParent;
+
+/// Parent-based ratio sampling that decides by trace id alone for untrusted parents.
+#[derive(Debug, Clone)]
+struct EdgeSampler {
+    ratio: f64,
+}
+
+impl ShouldSample for EdgeSampler {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let ratio = Sampler::TraceIdRatioBased(self.ratio);
+        let sampler = if parent.is_some_and(|c| c.get::<UntrustedParent>().is_some()) {
+            ratio
+        } else {
+            Sampler::ParentBased(Box::new(ratio))
+        };
+        sampler.should_sample(parent, trace_id, name, kind, attributes, links)
+    }
 }
 
 impl Tracing {
     /// Tracing as the `OTEL_*` environment configures it; `None` without an endpoint.
-    /// Needs a Tokio runtime (the exporter's gRPC channel).
-    pub fn from_env() -> Result<Option<Tracing>, TracingError> {
+    /// `trusted_parents`: incoming sampling decisions come from a trusted hop. Needs a
+    /// Tokio runtime (the exporter's gRPC channel).
+    pub fn from_env(trusted_parents: bool) -> Result<Option<Tracing>, TracingError> {
         let Some(endpoint) = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.is_empty()) else {
             return Ok(None);
         };
@@ -66,14 +105,15 @@ impl Tracing {
             .with_batch_exporter(exporter)
             .with_resource(resource.build());
         if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
-            builder = builder.with_sampler(Sampler::ParentBased(Box::new(
-                Sampler::TraceIdRatioBased(DEFAULT_RATIO),
-            )));
+            builder = builder.with_sampler(EdgeSampler {
+                ratio: DEFAULT_RATIO,
+            });
         }
         let provider = builder.build();
         Ok(Some(Tracing {
             tracer: provider.tracer("meshgate"),
             provider,
+            trusted_parents,
         }))
     }
 
@@ -86,7 +126,14 @@ impl Tracing {
     /// Starts the SERVER span of a request, child of the context its headers carry.
     pub fn server_span(&self, method: &str, headers: &HeaderMap) -> RequestSpan {
         let parent = extract(headers)
-            .map(|sc| Context::new().with_remote_span_context(sc))
+            .map(|sc| {
+                let cx = Context::new().with_remote_span_context(sc);
+                if self.trusted_parents {
+                    cx
+                } else {
+                    cx.with_value(UntrustedParent)
+                }
+            })
             .unwrap_or_default();
         let span = self
             .tracer
@@ -350,5 +397,51 @@ mod tests {
         assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(h["x-b3-sampled"], "1");
         assert!(h.get("b3").is_none() && h.get("x-b3-parentspanid").is_none());
+    }
+
+    fn decide(sampled: bool, trusted: bool, trace: u128) -> bool {
+        let sc = SpanContext::new(
+            TraceId::from_bytes(trace.to_be_bytes()),
+            SpanId::from_bytes([1; 8]),
+            if sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            true,
+            TraceState::default(),
+        );
+        let mut cx = Context::new().with_remote_span_context(sc);
+        if !trusted {
+            cx = cx.with_value(UntrustedParent);
+        }
+        let r = EdgeSampler {
+            ratio: DEFAULT_RATIO,
+        }
+        .should_sample(
+            Some(&cx),
+            TraceId::from_bytes(trace.to_be_bytes()),
+            "GET",
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        r.decision == opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
+    }
+
+    #[test]
+    fn an_untrusted_sampled_flag_neither_forces_nor_vetoes_sampling() {
+        // A trace id the 1% ratio rejects, and one it accepts.
+        let (rejected, accepted) = (u128::MAX, 1);
+        assert!(
+            decide(true, true, rejected),
+            "a trusted hop's decision is kept"
+        );
+        assert!(!decide(false, true, accepted), "a trusted hop's no is kept");
+        assert!(
+            !decide(true, false, rejected),
+            "an edge client cannot force sampling"
+        );
+        assert!(decide(false, false, accepted), "nor veto the ratio");
     }
 }

@@ -189,7 +189,8 @@ fn port_policies(
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let ctx = format!("DestinationRule {key} trafficPolicy.portLevelSettings[{i}]");
         let Some(port) = pl.port.as_ref().and_then(|p| u16::try_from(p.number).ok()) else {
-            f.errors.push(format!("{ctx}: port.number is required (1-65535)"));
+            f.errors
+                .push(format!("{ctx}: port.number is required (1-65535)"));
             continue;
         };
         let own = traffic_policy(
