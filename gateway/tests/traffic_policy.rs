@@ -498,6 +498,11 @@ fn a_local_limit_of_10_per_second_admits_10_and_refuses_the_11th() {
     let answers = exchange_many(port, "/", "x: y", 11);
     let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
+    // Admitted responses carry the quota too (Envoy's draft-03 headers).
+    let first = &answers[0].head;
+    assert!(first.contains("\r\nx-ratelimit-limit: 10"), "{first}");
+    assert!(first.contains("\r\nx-ratelimit-remaining: 9"), "{first}");
+    assert!(first.contains("\r\nx-ratelimit-reset: 1"), "{first}");
     let refused = &answers[10];
     assert_eq!(refused.status, 429, "{statuses:?}");
     assert!(
@@ -590,11 +595,14 @@ fn client_selectors_limit_only_the_requests_they_select() {
         .collect();
     assert_eq!(free, [200, 200, 429]);
     // Neither the other tenant nor loopback (outside 10/8) is limited.
-    let paid: Vec<u16> = exchange_many(port, "/", "x-tenant: paid", 5)
-        .iter()
-        .map(|a| a.status)
-        .collect();
-    assert_eq!(paid, [200; 5]);
+    let paid = exchange_many(port, "/", "x-tenant: paid", 5);
+    let statuses: Vec<u16> = paid.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [200; 5]);
+    assert!(
+        !paid[0].head.contains("x-ratelimit-"),
+        "no limit selected it, so no quota: {}",
+        paid[0].head
+    );
 }
 
 #[test]

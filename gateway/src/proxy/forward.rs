@@ -33,11 +33,13 @@ pub async fn forward(
     {
         return Ok(denied);
     }
-    if let Some(limiter) = &rule.rate_limit
-        && let Some(refused) = policy::rate_limit(limiter, req.headers(), conn.peer.ip(), rec)
-    {
-        return Ok(refused);
-    }
+    let quota = match &rule.rate_limit {
+        Some(limiter) => match policy::rate_limit(limiter, req.headers(), conn.peer.ip(), rec) {
+            Ok(quota) => quota,
+            Err(refused) => return Ok(refused),
+        },
+        None => None,
+    };
     let backend = pick_backend(&rule)?;
     rec.upstream = Some(backend.name.clone());
     rec.destination = backend.destination.clone();
@@ -83,6 +85,9 @@ pub async fn forward(
         headers::remove_hop_by_hop(resp.headers_mut());
     }
     rewrite_response(&rule, backend, origin.as_ref(), resp.headers_mut());
+    if let Some(q) = quota {
+        q.write(resp.headers_mut());
+    }
     Ok(resp.map(BodyKind::Upstream))
 }
 

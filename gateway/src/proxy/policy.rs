@@ -26,19 +26,51 @@ use crate::dataplane::routes::{RateLimiter, SelectorView};
 #[cfg(test)]
 use std::time::Duration;
 
-/// Applies the route's rate limits; `Some(429 response)` when one refuses.
+/// What the tightest limit that admitted a request has left: the `x-ratelimit-*` headers
+/// of its response (Envoy's local rate limit with draft-03 headers, as Envoy Gateway
+/// configures it).
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    limit: u64,
+    remaining: u64,
+    reset_secs: u64,
+}
+
+impl Quota {
+    /// Writes `x-ratelimit-limit`, `-remaining` and `-reset`.
+    pub fn write(&self, h: &mut HeaderMap) {
+        h.insert("x-ratelimit-limit", self.limit.into());
+        h.insert("x-ratelimit-remaining", self.remaining.into());
+        h.insert("x-ratelimit-reset", self.reset_secs.into());
+    }
+}
+
+/// Applies the route's rate limits: `Err(429 response)` when one refuses, else the
+/// tightest admitting limit's quota (none when no limit selected the request).
 pub fn rate_limit(
     limiter: &RateLimiter,
     headers: &HeaderMap,
     client_ip: IpAddr,
     rec: &mut Completion,
-) -> Option<Response<BodyKind>> {
+) -> Result<Option<Quota>, Response<BodyKind>> {
+    let mut tightest: Option<Quota> = None;
     // sourceCIDR matches the client as AuthorizationPolicy sees it (trusted XFF hops).
     let client_ip =
         crate::dataplane::authz::client_ip(limiter.num_trusted_proxies, client_ip, headers);
     let view = SelectorView { headers, client_ip };
     for limit in limiter.selecting(&view) {
-        if let Err(empty) = limit.bucket.take() {
+        let left = limit.bucket.take();
+        if let Ok(remaining) = left {
+            let quota = Quota {
+                limit: limit.requests,
+                remaining,
+                reset_secs: limit.per.as_secs().max(1),
+            };
+            if tightest.is_none_or(|t| remaining < t.remaining) {
+                tightest = Some(quota);
+            }
+        }
+        if let Err(empty) = left {
             let status = StatusCode::TOO_MANY_REQUESTS;
             rec.code = Some("RL");
             rec.reason = Some(format!(
@@ -63,10 +95,10 @@ pub fn rate_limit(
             if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
                 h.insert(X_REQUEST_ID, v);
             }
-            return Some(r);
+            return Err(r);
         }
     }
-    None
+    Ok(tightest)
 }
 
 /// Istio's body for a request an AuthorizationPolicy denied.
