@@ -36,7 +36,7 @@ pub async fn forward(
     let quota = match &rule.rate_limit {
         Some(limiter) => match policy::rate_limit(limiter, req.headers(), conn.peer.ip(), rec) {
             Ok(quota) => quota,
-            Err(refused) => return Ok(refused),
+            Err(refused) => return Ok(*refused),
         },
         None => None,
     };

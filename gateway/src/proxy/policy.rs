@@ -52,7 +52,7 @@ pub fn rate_limit(
     headers: &HeaderMap,
     client_ip: IpAddr,
     rec: &mut Completion,
-) -> Result<Option<Quota>, Response<BodyKind>> {
+) -> Result<Option<Quota>, Box<Response<BodyKind>>> {
     let mut tightest: Option<Quota> = None;
     // sourceCIDR matches the client as AuthorizationPolicy sees it (trusted XFF hops).
     let client_ip =
@@ -95,7 +95,7 @@ pub fn rate_limit(
             if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
                 h.insert(X_REQUEST_ID, v);
             }
-            return Err(r);
+            return Err(Box::new(r));
         }
     }
     Ok(tightest)
