@@ -625,3 +625,28 @@ fn an_edge_clients_sampled_flag_keeps_its_trace_id_but_does_not_force_sampling()
         "the client's sampled flag was obeyed: {sent}"
     );
 }
+
+#[test]
+fn a_chunked_request_body_is_counted_as_it_streams() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&config(port, hb.port, "httpbin.example.com"));
+    let body = "x".repeat(12_345);
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &body,
+        &format!("http://127.0.0.1:{port}/post"),
+    ]);
+    // (httpbin under gunicorn's sync worker answers without reading a chunked body; the
+    // gateway still streamed every byte to it.)
+    assert_eq!(r.status, 200, "{r:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/post");
+    assert_eq!(line["bytes_received"], 12_345, "{line}");
+    // istio_request_bytes counts headers plus those body bytes.
+    let sum = gw.metric("istio_request_bytes_sum");
+    assert!(sum > 12_345.0, "istio_request_bytes_sum {sum}");
+}

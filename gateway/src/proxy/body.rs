@@ -47,8 +47,11 @@ pub struct Completion {
     pub(super) mutual_tls: bool,
     /// Request header bytes (request line included, approximately as sent).
     pub(super) request_header_bytes: u64,
-    /// Request body bytes (from `content-length`; 0 for a chunked body).
+    /// Request body bytes (from `content-length`).
     pub(super) request_body_bytes: u64,
+    /// A body of unknown length (chunked, HTTP/2 without content-length): its bytes as
+    /// they are streamed upstream.
+    pub(super) request_body_counted: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Response header bytes (approximately as sent).
     pub(super) response_header_bytes: u64,
     /// Time the upstream took to send response headers on the last attempt.
@@ -65,6 +68,9 @@ pub struct Completion {
 
 impl Completion {
     fn finish(mut self, bytes_sent: u64, grpc_status: Option<u8>) {
+        if let Some(n) = &self.request_body_counted {
+            self.request_body_bytes = n.load(std::sync::atomic::Ordering::Relaxed);
+        }
         let trace_ids = self.trace.take().map(|t| {
             let ids = t.ids();
             t.finish(self.route.as_deref(), self.status, self.code);

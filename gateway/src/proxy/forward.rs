@@ -61,7 +61,18 @@ pub async fn forward(
     )?;
     let origin = req.headers().get(header::ORIGIN).cloned();
     let (parts, body) = req.into_parts();
-    let body = request_body(ctx, &rule, backend, &parts, &path_and_query, body);
+    let body = match request_body(ctx, &rule, backend, &parts, &path_and_query, body) {
+        // A body of unknown length is counted as it streams (Istio's request bytes).
+        RequestBody::Streaming(b)
+            if hyper::body::Body::size_hint(&b).exact().is_none()
+                && !hyper::body::Body::is_end_stream(&b) =>
+        {
+            let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            rec.request_body_counted = Some(n.clone());
+            RequestBody::Counted(b, n)
+        }
+        other => other,
+    };
     let request = attempt::Outgoing {
         parts,
         body,

@@ -59,6 +59,7 @@ pub async fn handle(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0),
+        request_body_counted: None,
         response_header_bytes: 0,
         upstream_service_time: None,
         x_forwarded_for: header_string(&req, "x-forwarded-for"),

@@ -6,6 +6,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// The downstream client's request body failed (bad chunked encoding, a reset stream, a
@@ -26,6 +28,9 @@ pub enum RequestBody {
     Tee(Incoming, Vec<mpsc::Sender<Bytes>>),
     /// A mirror's copy of a streamed body.
     Copy(mpsc::Receiver<Bytes>),
+    /// Streamed from the client, its data bytes counted (a body of unknown length, whose
+    /// size only the stream tells: Istio's `istio_request_bytes`).
+    Counted(Incoming, Arc<AtomicU64>),
 }
 
 impl RequestBody {
@@ -56,12 +61,23 @@ impl Body for RequestBody {
                 r.map_err(DownstreamBodyError)
             }
             RequestBody::Copy(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
+            RequestBody::Counted(b, n) => {
+                let r = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &r
+                    && let Some(data) = f.data_ref()
+                {
+                    n.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                r.map_err(DownstreamBodyError)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Streaming(b) | RequestBody::Tee(b, _) => b.is_end_stream(),
+            RequestBody::Streaming(b) | RequestBody::Tee(b, _) | RequestBody::Counted(b, _) => {
+                b.is_end_stream()
+            }
             RequestBody::Full(b) => b.is_none(),
             RequestBody::Copy(_) => false,
         }
@@ -69,7 +85,9 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Streaming(b) | RequestBody::Tee(b, _) => b.size_hint(),
+            RequestBody::Streaming(b) | RequestBody::Tee(b, _) | RequestBody::Counted(b, _) => {
+                b.size_hint()
+            }
             RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RequestBody::Copy(_) => SizeHint::default(),
         }
