@@ -133,7 +133,10 @@ mod tests {
         assert_eq!(n("/.well-known/x"), "/.well-known/x");
         assert_eq!(n("/a/.b/../c"), "/a/c");
         assert_eq!(n("/a.b/c."), "/a.b/c.");
-        assert!(matches!(path("/a//b", false), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            path("/a//b", false),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
