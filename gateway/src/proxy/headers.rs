@@ -38,16 +38,13 @@ pub fn request_authority<B>(req: &Request<B>) -> Option<String> {
 /// Strips the port (IPv6 brackets kept) and lowercases.
 pub fn host_without_port(authority: &str) -> String {
     let host = if authority.starts_with('[') {
-        authority
-            .split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
+        // `[v6]` with its closing bracket (added back when missing).
+        match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => return format!("{authority}]").to_ascii_lowercase(),
+        }
     } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(h, _)| h)
-            .to_owned()
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     host.to_ascii_lowercase()
 }
@@ -183,5 +180,13 @@ mod tests {
             uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
             "01234567-89ab-4def-8123-456789abcdef"
         );
+    }
+
+    #[test]
+    fn host_without_port_strips_the_port_and_lowercases() {
+        assert_eq!(host_without_port("App.Example.com:8080"), "app.example.com");
+        assert_eq!(host_without_port("app.example.com"), "app.example.com");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
     }
 }
