@@ -29,7 +29,9 @@ pub fn path(raw: &str, merge_slashes: bool) -> Cow<'_, str> {
 /// Whether an absolute path is already normal (the common case, decided without
 /// allocating): no escapes, no segment starting with a dot, no `//` to merge.
 fn is_normal(raw: &str, merge_slashes: bool) -> bool {
-    !raw.contains('%') && !raw.contains("/.") && !(merge_slashes && raw.contains("//"))
+    let needs_work =
+        raw.contains('%') || raw.contains("/.") || (merge_slashes && raw.contains("//"));
+    !needs_work
 }
 
 /// RFC 3986 §2.3: `%41` and `A` are the same URI, so routes see `A`; other escapes are
