@@ -137,7 +137,7 @@ fn lab_envoy_bootstraps_pass_envoy_validate() {
 
 #[test]
 fn lab_scripts_pass_bash_n_and_shellcheck() {
-    for name in ["demo", "e2e", "test", "bench-tcp"] {
+    for name in ["demo", "e2e", "test", "bench", "bench-tcp"] {
         let script = workspace_root().join("scripts").join(name);
         ok(
             Command::new("bash")
