@@ -34,16 +34,17 @@ fn check_method<B>(req: &Request<B>) -> Result<(), Reject> {
 
 fn check_host<B>(req: &Request<B>) -> Result<(), Reject> {
     let bad = |code, detail: String| Err(reject(StatusCode::BAD_REQUEST, code, detail));
-    let hosts: Vec<&HeaderValue> = req.headers().get_all(header::HOST).iter().collect();
-    if hosts.len() > 1 {
+    let mut lines = req.headers().get_all(header::HOST).iter();
+    let host = lines.next();
+    if lines.next().is_some() {
         // RFC 9112 §3.2: more than one Host line is a 400 even when they agree, since
         // two parsers may pick different ones.
+        let hosts: Vec<&HeaderValue> = req.headers().get_all(header::HOST).iter().collect();
         return bad(
             "duplicate_host",
             format!("{} Host header lines: {hosts:?}", hosts.len()),
         );
     }
-    let host = hosts.first().copied();
     if let Some(h) = host
         && !valid_host(h.as_bytes())
     {

@@ -38,16 +38,13 @@ pub fn request_authority<B>(req: &Request<B>) -> Option<String> {
 /// Strips the port (IPv6 brackets kept) and lowercases.
 pub fn host_without_port(authority: &str) -> String {
     let host = if authority.starts_with('[') {
-        authority
-            .split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
+        // `[v6]` with its closing bracket (added back when missing).
+        match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => return format!("{authority}]").to_ascii_lowercase(),
+        }
     } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(h, _)| h)
-            .to_owned()
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     host.to_ascii_lowercase()
 }
@@ -150,16 +147,46 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
 
 /// A random UUID v4 string.
 fn new_request_id() -> String {
-    let v = fastrand::u128(..);
+    uuid_v4(fastrand::u128(..))
+}
+
+/// A UUID v4 string from 128 random bits (version and variant bits set).
+fn uuid_v4(v: u128) -> String {
     let v = (v & !(0xf << 76)) | (0x4 << 76);
     let v = (v & !(0x3 << 62)) | (0x2 << 62);
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    // 8-4-4-4-12 lowercase hex digits, written into one string.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        let nibble = (v >> (124 - 4 * i)) & 0xf;
+        id.push(char::from(HEX[nibble as usize]));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4_strings() {
+        // What `format!("{v:032x}")` split 8-4-4-4-12 gave before.
+        assert_eq!(uuid_v4(0), "00000000-0000-4000-8000-000000000000");
+        assert_eq!(uuid_v4(u128::MAX), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(
+            uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            "01234567-89ab-4def-8123-456789abcdef"
+        );
+    }
+
+    #[test]
+    fn host_without_port_strips_the_port_and_lowercases() {
+        assert_eq!(host_without_port("App.Example.com:8080"), "app.example.com");
+        assert_eq!(host_without_port("app.example.com"), "app.example.com");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
 }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 /// The normalized form of an origin-form path (`*` and other forms are returned as is).
 pub fn path(raw: &str, merge_slashes: bool) -> Cow<'_, str> {
-    if !raw.starts_with('/') {
+    if !raw.starts_with('/') || is_normal(raw, merge_slashes) {
         return Cow::Borrowed(raw);
     }
     let decoded = decode_unreserved(raw);
@@ -24,6 +24,14 @@ pub fn path(raw: &str, merge_slashes: bool) -> Cow<'_, str> {
     } else {
         Cow::Owned(resolved)
     }
+}
+
+/// Whether an absolute path is already normal (the common case, decided without
+/// allocating): no escapes, no segment starting with a dot, no `//` to merge.
+fn is_normal(raw: &str, merge_slashes: bool) -> bool {
+    let needs_work =
+        raw.contains('%') || raw.contains("/.") || (merge_slashes && raw.contains("//"));
+    !needs_work
 }
 
 /// RFC 3986 §2.3: `%41` and `A` are the same URI, so routes see `A`; other escapes are
@@ -122,6 +130,13 @@ mod tests {
         assert_eq!(n("*"), "*");
         assert!(matches!(
             path("/plain/path", false),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(n("/.well-known/x"), "/.well-known/x");
+        assert_eq!(n("/a/.b/../c"), "/a/c");
+        assert_eq!(n("/a.b/c."), "/a.b/c.");
+        assert!(matches!(
+            path("/a//b", false),
             std::borrow::Cow::Borrowed(_)
         ));
     }

@@ -1,0 +1,282 @@
+//! Heap allocations per request on the plain HTTP/1 path, counted by a counting global
+//! allocator and kept under a documented budget (gateway/README.md, "Allocations per
+//! request").
+//!
+//! The gateway runs in this process (`gateway::server::run` on a current-thread runtime,
+//! what `--workers 1` runs) on one thread that turns counting on; the upstream (a hyper
+//! server) and the client (blocking std sockets) run on other threads, so only the
+//! proxy's allocations are counted. The client sends keep-alive requests one at a time,
+//! so every request is counted in full; no timing is measured or asserted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Allocations (alloc, alloc_zeroed and realloc calls) the proxy may make per proxied
+/// HTTP/1.1 GET (access log off, no policies): measured 37 plus a margin of about 10%, so
+/// a new per-request allocation shows up as a failure. See gateway/README.md.
+const BUDGET_PER_REQUEST: u64 = 41;
+
+/// Requests counted (after [`WARMUP`] uncounted ones: pools, buffers and series exist).
+const REQUESTS: u64 = 2_000;
+const WARMUP: u64 = 200;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set on the gateway's runtime thread only.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// Set while a backtrace is being taken (its own allocations are not traced).
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// With `ALLOC_BACKTRACES=1`, where each counted allocation of one request comes from.
+static TRACE: AtomicBool = AtomicBool::new(false);
+static TRACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn count(size: usize) {
+    if !COUNTED.try_with(Cell::get).unwrap_or(false) {
+        return;
+    }
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    if TRACE.load(Ordering::Relaxed) && !TRACING.with(|t| t.replace(true)) {
+        let bt = std::backtrace::Backtrace::force_capture().to_string();
+        // The first frames outside the allocator and std's collections.
+        let frames: Vec<&str> = bt
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("at "))
+            .map(|l| l.split_once(": ").map_or(l, |(_, f)| f))
+            .filter(|f| {
+                !f.starts_with("std::")
+                    && !f.starts_with("alloc::")
+                    && !f.starts_with("core::")
+                    && !f.starts_with("<alloc::")
+                    && !f.contains("request_allocations::")
+                    && !f.starts_with("__rust")
+            })
+            .take(3)
+            .collect();
+        TRACES
+            .lock()
+            .unwrap()
+            .push(format!("{size:>6} B  {}", frames.join(" <- ")));
+        TRACING.with(|t| t.set(false));
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; counting touches
+// only atomics and a const-initialised thread-local (neither allocates).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// A hyper HTTP/1.1 server answering every request with a small fixed body (what
+/// `examples/bench_upstream.rs` serves), on its own (uncounted) thread.
+fn start_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(
+                                b"hello from the upstream\n",
+                            )),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    port
+}
+
+/// Starts the gateway in this process on a thread whose allocations are counted.
+fn start_gateway(config_dir: &std::path::Path, admin: u16) {
+    let args = [
+        "gateway".to_string(),
+        "--config".into(),
+        config_dir.display().to_string(),
+        "--admin-addr".into(),
+        format!("127.0.0.1:{admin}"),
+        "--bind-address".into(),
+        "127.0.0.1".into(),
+        "--workers".into(),
+        "1".into(),
+        "--access-log".into(),
+        "off".into(),
+        // No config polling while requests are counted.
+        "--poll-interval".into(),
+        "1h".into(),
+    ];
+    let config = gateway::cli::Config::from(gateway::cli::Cli::parse_from(args).run);
+    gateway::install_crypto_provider();
+    std::thread::Builder::new()
+        .name("gateway".into())
+        .spawn(move || {
+            COUNTED.with(|c| c.set(true));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(gateway::server::run(config)).unwrap();
+        })
+        .unwrap();
+}
+
+/// A keep-alive HTTP/1.1 client on blocking sockets.
+struct Client {
+    reader: BufReader<TcpStream>,
+    host: String,
+}
+
+impl Client {
+    fn connect(port: u16, host: &str) -> std::io::Result<Client> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Client {
+            reader: BufReader::new(s),
+            host: host.into(),
+        })
+    }
+
+    /// Sends a GET and reads the whole response; its status.
+    fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: alloc-test\r\nAccept: */*\r\n\r\n",
+            self.host
+        )?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok(status)
+    }
+}
+
+#[test]
+fn proxied_http1_request_allocations_stay_under_the_budget() {
+    let upstream = start_upstream();
+    let port = e2e::testing::free_port();
+    let admin = e2e::testing::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: edge, namespace: default}}\n\
+             spec:\n  listeners: [{{name: http, port: {port}, protocol: HTTP}}]\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: app, namespace: default}}\n\
+             spec:\n  parentRefs: [{{name: edge}}]\n  hostnames: [app.example.com]\n\
+             \x20 rules: [{{backendRefs: [{{name: upstream, port: 80}}]}}]\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: upstream, namespace: default}}\n\
+             spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: upstream-1, namespace: default, labels: {{kubernetes.io/service-name: upstream}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {upstream}}}]\n\
+             endpoints: [{{addresses: [127.0.0.1]}}]\n"
+        ),
+    )
+    .unwrap();
+    start_gateway(dir.path(), admin);
+    let mut client = e2e::testing::eventually_blocking(Duration::from_secs(20), || {
+        let mut c = Client::connect(port, "app.example.com").ok()?;
+        (c.get("/").ok()? == 200).then_some(c)
+    })
+    .expect("the in-process gateway proxies to the upstream");
+
+    for _ in 0..WARMUP {
+        assert_eq!(client.get("/").unwrap(), 200);
+    }
+    let (a0, b0) = (
+        ALLOCATIONS.load(Ordering::SeqCst),
+        BYTES.load(Ordering::SeqCst),
+    );
+    for _ in 0..REQUESTS {
+        assert_eq!(client.get("/").unwrap(), 200);
+    }
+    let (a1, b1) = (
+        ALLOCATIONS.load(Ordering::SeqCst),
+        BYTES.load(Ordering::SeqCst),
+    );
+    if std::env::var_os("ALLOC_BACKTRACES").is_some() {
+        TRACE.store(true, Ordering::SeqCst);
+        assert_eq!(client.get("/").unwrap(), 200);
+        assert_eq!(client.get("/").unwrap(), 200);
+        TRACE.store(false, Ordering::SeqCst);
+        for t in TRACES.lock().unwrap().iter() {
+            eprintln!("{t}");
+        }
+    }
+    let per_request = (a1 - a0) as f64 / REQUESTS as f64;
+    let bytes_per_request = (b1 - b0) as f64 / REQUESTS as f64;
+    eprintln!(
+        "proxied HTTP/1.1 GET: {per_request:.2} allocations and {bytes_per_request:.0} bytes \
+         allocated per request ({REQUESTS} requests; budget {BUDGET_PER_REQUEST})"
+    );
+    assert!(
+        per_request <= BUDGET_PER_REQUEST as f64,
+        "{per_request:.2} allocations per request, over the budget of {BUDGET_PER_REQUEST} \
+         (gateway/README.md explains the budget; raise it only for a reason written there)"
+    );
+}
