@@ -1,7 +1,7 @@
 //! The mesh lab's generated configuration, checked by the real programs without root:
 //! the gateway's own `validate` for the Gateway API files, Envoy's `--mode validate` for
 //! the sidecar and istio-proxy bootstraps, and shellcheck for the lab's scripts (and
-//! `scripts/bench-tcp`, `scripts/bench-tracing`).
+//! `scripts/bench-tcp`, `scripts/bench-tracing`, `scripts/bench-kube`).
 
 use std::path::Path;
 use std::process::Command;
@@ -138,7 +138,7 @@ fn lab_envoy_bootstraps_pass_envoy_validate() {
 
 #[test]
 fn lab_scripts_pass_bash_n_and_shellcheck() {
-    for name in ["demo", "e2e", "test", "bench", "bench-tcp", "bench-tracing"] {
+    for name in ["demo", "e2e", "test", "bench", "bench-tcp", "bench-tracing", "bench-kube"] {
         let script = workspace_root().join("scripts").join(name);
         ok(
             Command::new("bash")

@@ -111,10 +111,21 @@ impl ApiServer {
         addr: SocketAddr,
         bookmark_interval: Duration,
     ) -> std::io::Result<Self> {
+        Self::start_with_store(addr, bookmark_interval, Store::new()).await
+    }
+
+    /// Serves `store`, seeded beforehand (see [`seed_store`]): nothing is answered before
+    /// the seed is complete, as a restarted API server answers once it has read etcd, so a
+    /// client never lists half a seed.
+    pub async fn start_with_store(
+        addr: SocketAddr,
+        bookmark_interval: Duration,
+        store: Store,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            store: Store::new(),
+            store,
             faults: Faults::default(),
             addr,
             bookmark_interval,
@@ -171,24 +182,12 @@ impl ApiServer {
 
     /// Creates (or replaces) every object in a multi-document YAML text, in order.
     pub fn seed_yaml(&self, text: &str) -> Result<Vec<Value>, SeedError> {
-        let mut out = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(text) {
-            let obj = Value::deserialize(doc)?;
-            if obj.is_null() {
-                continue;
-            }
-            out.push(seed_one(&self.shared.store, obj)?);
-        }
-        Ok(out)
+        seed_store(&self.shared.store, text)
     }
 
     /// Seeds from a YAML file.
     pub fn seed_file(&self, path: &Path) -> Result<Vec<Value>, SeedError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SeedError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        self.seed_yaml(&text)
+        seed_store_file(&self.shared.store, path)
     }
 
     /// Writes a kubeconfig whose current context points at this server.
@@ -209,6 +208,28 @@ pub fn kubeconfig(server: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: fixture\n  cluster:\n    server: {server}\ncontexts:\n- name: fixture\n  context:\n    cluster: fixture\n    user: fixture\n    namespace: default\ncurrent-context: fixture\nusers:\n- name: fixture\n  user: {{}}\n"
     )
+}
+
+/// Creates (or replaces) every object in a multi-document YAML text in `store`, in order.
+pub fn seed_store(store: &Store, text: &str) -> Result<Vec<Value>, SeedError> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let obj = Value::deserialize(doc)?;
+        if obj.is_null() {
+            continue;
+        }
+        out.push(seed_one(store, obj)?);
+    }
+    Ok(out)
+}
+
+/// [`seed_store`] from a YAML file.
+pub fn seed_store_file(store: &Store, path: &Path) -> Result<Vec<Value>, SeedError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SeedError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    seed_store(store, &text)
 }
 
 fn seed_one(store: &Store, obj: Value) -> Result<Value, SeedError> {

@@ -2,6 +2,7 @@
 //! (a watch from before the history's start gets 410 Expired, as with etcd compaction).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -172,7 +173,9 @@ impl Store {
     }
 
     /// Lists objects of `rt` in `ns` (all namespaces if empty) matching `filter`, from the
-    /// key after `start`, at most `limit`.
+    /// key after `start` (`ns/name`, as [`Page::next`] gives it), at most `limit`. A page
+    /// starts where the last one ended (a range of the map, not a scan from the first
+    /// object), so listing n objects in pages costs O(n) plus the remaining counts.
     pub fn list(
         &self,
         rt: &ResourceType,
@@ -185,22 +188,22 @@ impl Store {
         let mut items = Vec::new();
         let mut next = None;
         if let Some(objects) = st.objects.get(&rt.key()) {
-            for ((ons, name), obj) in objects {
-                let key = format!("{ons}/{name}");
-                if (!ns.is_empty() && ons != ns)
-                    || start.is_some_and(|s| key.as_str() <= s)
-                    || !filter(obj)
-                {
-                    continue;
+            let lower = match start {
+                Some(s) => {
+                    let (n, m) = s.split_once('/').unwrap_or(("", s));
+                    Bound::Excluded((n.to_string(), m.to_string()))
                 }
+                None if !ns.is_empty() => Bound::Included((ns.to_string(), String::new())),
+                None => Bound::Unbounded,
+            };
+            let mut rest = objects
+                .range((lower, Bound::Unbounded))
+                .take_while(|((ons, _), _)| ns.is_empty() || ons.as_str() <= ns)
+                .filter(|((ons, _), obj)| (ns.is_empty() || ons == ns) && filter(obj));
+            while let Some((_, obj)) = rest.next() {
                 if items.len() == limit {
-                    let remaining = objects
-                        .iter()
-                        .filter(|((n, m), o)| {
-                            format!("{n}/{m}") >= key && (ns.is_empty() || n == ns) && filter(o)
-                        })
-                        .count();
-                    next = Some((items_last_key(&items), remaining));
+                    // This object and every matching one after it.
+                    next = Some((items_last_key(&items), 1 + rest.count()));
                     break;
                 }
                 items.push(obj.clone());

@@ -3,9 +3,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
-use e2e::apiserver::ApiServer;
+use e2e::apiserver::{ApiServer, Store, seed_store_file};
 
 #[derive(Parser)]
 #[command(about = "A Kubernetes API server fixture that real kubectl and kube-rs accept")]
@@ -32,14 +33,21 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let server = ApiServer::start(SocketAddr::from((args.address, args.port))).await?;
+    // Seeded before it listens, so no client lists half a seed (a large one takes seconds).
+    let store = Store::new();
     for seed in &args.seeds {
-        let objects = server.seed_file(seed)?;
+        let objects = seed_store_file(&store, seed)?;
         eprintln!("seeded {} objects from {}", objects.len(), seed.display());
     }
     for _ in 0..args.epoch {
-        server.store().restart_epoch();
+        store.restart_epoch();
     }
+    let server = ApiServer::start_with_store(
+        SocketAddr::from((args.address, args.port)),
+        Duration::from_secs(1),
+        store,
+    )
+    .await?;
     server.write_kubeconfig(&args.kubeconfig)?;
     println!("serving {}", server.url());
     println!(
