@@ -138,7 +138,15 @@ fn lab_envoy_bootstraps_pass_envoy_validate() {
 
 #[test]
 fn lab_scripts_pass_bash_n_and_shellcheck() {
-    for name in ["demo", "e2e", "test", "bench", "bench-tcp", "bench-tracing", "bench-kube"] {
+    for name in [
+        "demo",
+        "e2e",
+        "test",
+        "bench",
+        "bench-tcp",
+        "bench-tracing",
+        "bench-kube",
+    ] {
         let script = workspace_root().join("scripts").join(name);
         ok(
             Command::new("bash")
