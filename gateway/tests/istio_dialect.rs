@@ -423,22 +423,24 @@ fn pod_labels_from_a_downward_api_file_select_the_istio_gateway() {
         "app=\"istio-ingressgateway\"\nistio=\"ingressgateway\"\n",
     )
     .unwrap();
-    let config = docs(&[
-        &istio_gateway(&format!(
-            "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
-             hosts: [webapp.istioinaction.io]\n"
-        )),
-        &webapp_vs("webapp.istioinaction.io"),
-        &local_service_in("istioinaction", "webapp", hb.port),
-    ]);
+    let config = |port: u16| {
+        docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [webapp.istioinaction.io]\n"
+            )),
+            &webapp_vs("webapp.istioinaction.io"),
+            &local_service_in("istioinaction", "webapp", hb.port),
+        ])
+    };
     let file = labels.path().to_str().unwrap();
-    let _gw = Gateway::start_with(&config, &["--pod-labels-file", file]);
+    let _gw = Gateway::start_with(&config(port), &["--pod-labels-file", file]);
     let ok = curl_host(port, Some("webapp.istioinaction.io"), "/get");
     assert_eq!(ok.status, 200, "{ok:?}");
     // Another pod's labels: the Gateway does not select it, so nothing listens there.
     std::fs::write(labels.path(), "istio=\"eastwestgateway\"\n").unwrap();
     let other = free_port();
-    let config = config.replace(&port.to_string(), &other.to_string());
+    let config = config(other);
     let gw = Gateway::start_waiting_for(&config, &["--pod-labels-file", file], "/healthz");
     assert_eq!(
         curl_host(other, Some("webapp.istioinaction.io"), "/get").status,
