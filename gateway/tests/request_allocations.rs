@@ -8,6 +8,8 @@
 //! proxy's allocations are counted. The client sends keep-alive requests one at a time,
 //! so every request is counted in full; no timing is measured or asserted.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -97,39 +99,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// A hyper HTTP/1.1 server answering every request with a small fixed body (what
-/// `examples/bench_upstream.rs` serves), on its own (uncounted) thread.
-fn start_upstream() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(
-                                b"hello from the upstream\n",
-                            )),
-                        ))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    port
-}
-
 /// Starts the gateway in this process on a thread whose allocations are counted.
 fn start_gateway(config_dir: &std::path::Path, admin: u16) {
     let args = [
@@ -215,7 +184,7 @@ impl Client {
 
 #[test]
 fn proxied_http1_request_allocations_stay_under_the_budget() {
-    let upstream = start_upstream();
+    let upstream = support::hyper_upstream(b"hello from the upstream\n");
     let port = e2e::testing::free_port();
     let admin = e2e::testing::free_port();
     let dir = tempfile::tempdir().unwrap();

@@ -18,36 +18,6 @@ const ROUTES: usize = 10_000;
 const SWAPS: usize = 4;
 const CLIENTS: usize = 4;
 
-/// A hyper HTTP/1.1 upstream answering 200 to everything, on its own thread.
-fn start_upstream() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
-                        ))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    port
-}
-
 /// The Gateway, the upstream Service and the route the clients use (in every version),
 /// plus `routes` HTTPRoutes named `<prefix><i>` for hosts `<prefix><i>.example.com`
 /// (every tenth a wildcard), each with a header-matched rule and a catch-all.
@@ -147,7 +117,7 @@ fn exchange(c: &mut BufReader<TcpStream>, host: &str) -> std::io::Result<(u16, b
 
 #[test]
 fn swapping_two_10k_route_tables_under_load_fails_no_request() {
-    let upstream = start_upstream();
+    let upstream = hyper_upstream(b"ok\n");
     let port = free_port();
     let gw = Gateway::start(&config(port, upstream, "a", 0));
     let versions = [

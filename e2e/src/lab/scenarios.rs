@@ -418,23 +418,8 @@ async fn gloo_dialect(lab: &mut Lab) -> anyhow::Result<String> {
 async fn rate_limit_under_load(lab: &mut Lab) -> anyhow::Result<String> {
     let gw = lab.gateway_sidecar.clone();
     let seconds = 5;
-    let url = format!("http://{}/status/200", gw.at(HTTP_PORT));
-    let out = tokio::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.client.ns,
-            "wrk",
-            "-t2",
-            "-c8",
-            "--timeout",
-            "5s",
-        ])
-        .arg(format!("-d{seconds}s"))
-        .args(["-H", &format!("Host: {}", hosts::RATE_LIMITED), &url])
-        .output()
-        .await
-        .context("running wrk")?;
+    let wrk = start_wrk(lab, &gw, hosts::RATE_LIMITED, Duration::from_secs(seconds));
+    let out = wrk.await?.context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     ensure!(out.status.success(), "wrk failed: {text}");
     let r = parse_wrk(&text)?;
@@ -752,6 +737,23 @@ struct WrkReport {
     rps: f64,
 }
 
+/// Starts wrk (2 threads, 8 connections, `GET /status/200` with `Host: host`) from the
+/// client pod through `gateway`'s HTTP edge port for `load`.
+fn start_wrk(
+    lab: &Lab,
+    gateway: &Pod,
+    host: &str,
+    load: Duration,
+) -> tokio::task::JoinHandle<std::io::Result<std::process::Output>> {
+    let url = format!("http://{}/status/200", gateway.at(HTTP_PORT));
+    let wrk = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &lab.client.ns, "wrk", "-t2", "-c8"])
+        .args(["--timeout", "5s", &format!("-d{}s", load.as_secs())])
+        .args(["-H", &format!("Host: {host}"), &url])
+        .output();
+    tokio::spawn(wrk)
+}
+
 fn parse_wrk(text: &str) -> anyhow::Result<WrkReport> {
     let mut r = WrkReport::default();
     for line in text.lines().map(str::trim) {
@@ -789,22 +791,7 @@ async fn rotation_under_load(lab: &mut Lab) -> anyhow::Result<String> {
         "Hash",
     );
 
-    let url = format!("http://{}/status/200", gw.at(HTTP_PORT));
-    let wrk = tokio::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.client.ns,
-            "wrk",
-            "-t2",
-            "-c8",
-            "--timeout",
-            "5s",
-        ])
-        .arg(format!("-d{}s", LOAD.as_secs()))
-        .args(["-H", &format!("Host: {}", hosts::HTTPBIN), &url])
-        .output();
-    let wrk = tokio::spawn(wrk);
+    let wrk = start_wrk(lab, &gw, hosts::HTTPBIN, LOAD);
 
     // Watch the serial the gateway uses while the load runs.
     let mut serials = vec![first.clone()];

@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use super::{Lab, WrkReport, hosts, parse_wrk, served_by, via, xfcc, xfcc_field};
 use crate::curl::CurlResult;
-use crate::lab::HTTP_PORT;
 
 /// How long a change may take to show at the gateway (it takes milliseconds; this only
 /// bounds the poll).
@@ -148,30 +147,6 @@ pub(super) async fn route_deleted(lab: &mut Lab) -> anyhow::Result<String> {
     ))
 }
 
-/// Starts wrk (2 threads, 8 connections) from the client pod against httpbin through the
-/// native gateway for `load`.
-fn start_wrk(
-    lab: &Lab,
-    load: Duration,
-) -> tokio::task::JoinHandle<std::io::Result<std::process::Output>> {
-    let url = format!("http://{}/status/200", lab.gateway.at(HTTP_PORT));
-    let wrk = tokio::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.client.ns,
-            "wrk",
-            "-t2",
-            "-c8",
-            "--timeout",
-            "5s",
-        ])
-        .arg(format!("-d{}s", load.as_secs()))
-        .args(["-H", &format!("Host: {}", hosts::HTTPBIN), &url])
-        .output();
-    tokio::spawn(wrk)
-}
-
 /// wrk's report, which must show no failed request.
 async fn wrk_without_failures(
     wrk: tokio::task::JoinHandle<std::io::Result<std::process::Output>>,
@@ -197,7 +172,7 @@ async fn wrk_without_failures(
 pub(super) async fn apiserver_outage(lab: &mut Lab) -> anyhow::Result<String> {
     const OUTAGE: Duration = Duration::from_secs(20);
     const LOAD: Duration = Duration::from_secs(30);
-    let wrk = start_wrk(lab, LOAD);
+    let wrk = super::start_wrk(lab, &lab.gateway, hosts::HTTPBIN, LOAD);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     lab.kill_apiserver()?;
@@ -335,7 +310,7 @@ pub(super) async fn endpoints_scaled(lab: &mut Lab) -> anyhow::Result<String> {
         "",
     )
     .await?;
-    let wrk = start_wrk(lab, LOAD);
+    let wrk = super::start_wrk(lab, &lab.gateway, hosts::HTTPBIN, LOAD);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Scale out: a second slice with a ready endpoint.
