@@ -802,7 +802,7 @@ pub struct OutlierDetection {
 }
 
 /// Where a backend's traffic goes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub enum BackendTarget {
     /// Addresses from EndpointSlices (possibly none: 503).
     Endpoints(Vec<Endpoint>),

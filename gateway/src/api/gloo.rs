@@ -133,6 +133,10 @@ pub struct QueryParameterMatcher {
     /// `value` is a regex.
     #[serde(default)]
     pub regex: bool,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// `RouteAction`: `single` or `multi`.
@@ -157,6 +161,10 @@ pub struct MultiDestination {
     /// Weighted destinations.
     #[serde(default)]
     pub destinations: Vec<WeightedDestination>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// `WeightedDestination`.
@@ -167,6 +175,10 @@ pub struct WeightedDestination {
     pub weight: u32,
     /// Where.
     pub destination: GlooDestination,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// `Destination`: an Upstream or a Kubernetes Service.
@@ -193,6 +205,10 @@ pub struct ResourceRef {
     /// Namespace (default: the VirtualService's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// `KubernetesServiceDestination`.
@@ -203,6 +219,10 @@ pub struct KubeDestination {
     pub service: ResourceRef,
     /// Its port.
     pub port: u32,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// `RedirectAction`.
@@ -288,7 +308,7 @@ pub struct GlooGatewaySpec {
     /// Which VirtualServices it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_gateway: Option<HttpGateway>,
-    /// Listen address (ignored: every address).
+    /// Listen address: `::` or `0.0.0.0` (the gateway's `--bind-address` applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_address: Option<String>,
     /// Fields not implemented here.
@@ -352,6 +372,10 @@ pub struct StaticUpstream {
     /// Addresses.
     #[serde(default)]
     pub hosts: Vec<StaticHost>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// One static address.
@@ -361,4 +385,8 @@ pub struct StaticHost {
     pub addr: String,
     /// Port.
     pub port: u32,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }

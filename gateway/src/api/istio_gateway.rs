@@ -127,7 +127,7 @@ pub struct VirtualServiceSpec {
     /// TLS passthrough rules (by SNI).
     #[serde(default)]
     pub tls: Vec<TlsRoute>,
-    /// Namespaces the service is visible to (visibility for sidecars; not used here).
+    /// Namespaces whose proxies see it (`*`, `.` its own, or names); empty means all.
     #[serde(default)]
     pub export_to: Vec<String>,
     /// Fields not implemented here.

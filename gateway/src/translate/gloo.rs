@@ -64,6 +64,13 @@ fn compile_gateway(gw: &GlooGateway, out: &mut Gateways, f: &mut Findings) -> Op
     let obj = format!("Gateway.gateway.solo.io {}", gw.metadata.key());
     let before = f.errors.len();
     f.unsupported(&format!("{obj} spec"), &gw.spec.unsupported);
+    if let Some(a) = gw.spec.bind_address.as_deref()
+        && !matches!(a, "::" | "0.0.0.0")
+    {
+        f.errors.push(format!(
+            "{obj} spec.bindAddress {a:?}: meshgate binds every address (--bind-address); only \"::\" and \"0.0.0.0\" are accepted"
+        ));
+    }
     if gw.spec.ssl {
         f.errors.push(format!("{obj} spec.ssl: TLS Gloo Gateways are not supported by meshgate (use a Gateway API HTTPS listener)"));
     }
@@ -298,12 +305,9 @@ fn compile_matcher(m: &Matcher, ctx: &str, errors: &mut Vec<String>) -> Option<R
     }
     let mut query_params = Vec::new();
     for (i, q) in m.query_parameters.iter().enumerate() {
-        let value = value(
-            &q.value,
-            q.regex,
-            &format!("{ctx}.queryParameters[{i}]"),
-            errors,
-        )?;
+        let qctx = format!("{ctx}.queryParameters[{i}]");
+        unsupported(&qctx, &q.unsupported, errors);
+        let value = value(&q.value, q.regex, &qctx, errors)?;
         query_params.push(ir::QueryMatch {
             name: q.name.clone(),
             value,
@@ -325,6 +329,13 @@ fn compile_matcher(m: &Matcher, ctx: &str, errors: &mut Vec<String>) -> Option<R
         query_params,
         method,
     })
+}
+
+/// Reports every field of `fields` at `ctx` by name.
+fn unsupported(ctx: &str, fields: &crate::api::Unsupported, errors: &mut Vec<String>) {
+    for k in fields.keys() {
+        errors.push(format!("{ctx}: field {k:?} is not supported by meshgate"));
+    }
 }
 
 fn value(v: &str, regex: bool, ctx: &str, errors: &mut Vec<String>) -> Option<ValueMatch> {
@@ -368,11 +379,18 @@ fn rule_body(
             f.unsupported(&format!("{ctx}.routeAction"), &a.unsupported);
             let dests: Vec<(u32, &GlooDestination)> = match (&a.single, &a.multi) {
                 (Some(d), None) => vec![(1, d)],
-                (None, Some(m)) => m
-                    .destinations
-                    .iter()
-                    .map(|w| (w.weight, &w.destination))
-                    .collect(),
+                (None, Some(m)) => {
+                    let mctx = format!("{ctx}.routeAction.multi");
+                    unsupported(&mctx, &m.unsupported, &mut f.errors);
+                    for (i, w) in m.destinations.iter().enumerate() {
+                        let wctx = format!("{mctx}.destinations[{i}]");
+                        unsupported(&wctx, &w.unsupported, &mut f.errors);
+                    }
+                    m.destinations
+                        .iter()
+                        .map(|w| (w.weight, &w.destination))
+                        .collect()
+                }
                 _ => {
                     f.errors
                         .push(format!("{ctx}.routeAction: set one of single, multi"));
@@ -502,6 +520,13 @@ fn destination(
             ..Default::default()
         })
     };
+    if let Some(u) = &d.upstream {
+        unsupported(&format!("{ctx}.upstream"), &u.unsupported, errors);
+    }
+    if let Some(k) = &d.kube {
+        unsupported(&format!("{ctx}.kube"), &k.unsupported, errors);
+        unsupported(&format!("{ctx}.kube.ref"), &k.service.unsupported, errors);
+    }
     match (&d.upstream, &d.kube) {
         (Some(u), None) => {
             let uns = u.namespace.as_deref().unwrap_or(ns);
@@ -558,6 +583,11 @@ fn static_target(
     ctx: &str,
     errors: &mut Vec<String>,
 ) -> Option<ir::BackendTarget> {
+    // Fields such as `useTls` change how the upstream is reached: refused, not dropped.
+    unsupported(&format!("{ctx}.static"), &s.unsupported, errors);
+    for (i, h) in s.hosts.iter().enumerate() {
+        unsupported(&format!("{ctx}.static.hosts[{i}]"), &h.unsupported, errors);
+    }
     let port = |p: u32| u16::try_from(p).ok().filter(|p| *p > 0);
     match &s.hosts[..] {
         [] => {
@@ -600,17 +630,7 @@ fn with_static_backends(mut rule: Arc<ir::Rule>, statics: &[Static]) -> Arc<ir::
                 name: s.name.clone(),
                 weight: s.weight,
                 http2: false,
-                target: match &s.target {
-                    ir::BackendTarget::Dns { host, port, .. } => ir::BackendTarget::Dns {
-                        host: host.clone(),
-                        port: *port,
-                        transport: ir::Transport::Plaintext,
-                    },
-                    ir::BackendTarget::Endpoints(eps) => ir::BackendTarget::Endpoints(eps.clone()),
-                    ir::BackendTarget::Unresolvable(w) => {
-                        ir::BackendTarget::Unresolvable(w.clone())
-                    }
-                },
+                target: s.target.clone(),
                 filters: Default::default(),
                 policy: None,
                 service_host: None,

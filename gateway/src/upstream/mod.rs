@@ -52,6 +52,10 @@ type MeshClients =
 /// Per BackendTLSPolicy target: its pool.
 type TlsClients = HashMap<Arc<TlsTarget>, Client<Connector, RequestBody>>;
 
+/// Connectors of connection routes (TCP, TLS), by transport, with the mesh credentials
+/// they were built with: their rustls config is built once, not per connection.
+type StreamConnectors = HashMap<Transport, (Option<Arc<MeshCreds>>, Connector)>;
+
 /// Pooled clients: one per protocol for plaintext, one per mesh target for mTLS (a
 /// target's SNI and expected identities are fixed, so its pool never mixes peers).
 ///
@@ -70,6 +74,8 @@ pub struct Upstreams {
     mesh: Arc<ArcSwap<MeshClients>>,
     /// Pools per BackendTLSPolicy target (copy-on-write, like `mesh`).
     tls: Arc<ArcSwap<TlsClients>>,
+    /// Connectors for connection routes (copy-on-write, like `mesh`).
+    streams: Arc<ArcSwap<StreamConnectors>>,
 }
 
 impl Upstreams {
@@ -98,6 +104,7 @@ impl Upstreams {
             identity,
             mesh: Arc::new(ArcSwap::from_pointee(HashMap::new())),
             tls: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            streams: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         }
     }
 
@@ -108,14 +115,7 @@ impl Upstreams {
         transport: &Transport,
         authority: &http::uri::Authority,
     ) -> Result<TokioIo<connector::CountedIo>, BoxError> {
-        let mut connector = match transport {
-            Transport::Plaintext => self.plain.clone(),
-            Transport::Mesh(target) => {
-                let creds = self.identity.as_ref().and_then(|i| i.current());
-                self.plain.for_mesh(target, creds.as_deref())
-            }
-            Transport::Tls(target) => self.plain.for_backend_tls(target),
-        };
+        let mut connector = self.stream_connector(transport);
         let uri = http::Uri::builder()
             .scheme("http")
             .authority(authority.clone())
@@ -125,6 +125,32 @@ impl Upstreams {
         Ok(TokioIo::new(io))
     }
 
+    /// The connector for a connection route's transport, built once per transport and
+    /// mesh credentials version (a new certificate from SDS gives a new one).
+    fn stream_connector(&self, transport: &Transport) -> Connector {
+        let creds = match transport {
+            Transport::Plaintext => return self.plain.clone(),
+            Transport::Mesh(_) => self.identity.as_ref().and_then(|i| i.current()),
+            Transport::Tls(_) => None,
+        };
+        if let Some((built_with, c)) = self.streams.load().get(transport)
+            && same_creds(built_with, &creds)
+        {
+            return c.clone();
+        }
+        let connector = match transport {
+            Transport::Mesh(target) => self.plain.for_mesh(target, creds.as_deref()),
+            Transport::Tls(target) => self.plain.for_backend_tls(target),
+            Transport::Plaintext => self.plain.clone(),
+        };
+        self.streams.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(transport.clone(), (creds.clone(), connector.clone()));
+            map
+        });
+        connector
+    }
+
     /// The pooled client for an endpoint's transport and the backend's protocol.
     pub fn client(&self, transport: &Transport, http2: bool) -> Client<Connector, RequestBody> {
         match transport {
@@ -132,13 +158,8 @@ impl Upstreams {
             Transport::Plaintext => self.http1.clone(),
             Transport::Mesh(target) => {
                 let creds = self.identity.as_ref().and_then(|i| i.current());
-                let same = |a: &Option<Arc<MeshCreds>>| match (a, &creds) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    (None, None) => true,
-                    _ => false,
-                };
                 if let Some((built_with, c)) = self.mesh.load().get(target)
-                    && same(built_with)
+                    && same_creds(built_with, &creds)
                 {
                     return c.clone();
                 }
@@ -172,5 +193,14 @@ impl Upstreams {
                 client
             }
         }
+    }
+}
+
+/// Whether a pool or connector was built with the credentials current now.
+fn same_creds(built_with: &Option<Arc<MeshCreds>>, now: &Option<Arc<MeshCreds>>) -> bool {
+    match (built_with, now) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }

@@ -84,6 +84,7 @@ fn attach_one(
         .iter()
         .filter(|l| bound.contains(&l.gateway) && l.kinds.contains(&KIND))
         .filter(|l| namespace_allowed(snap, l, ns))
+        .filter(|l| exported(vs, opts, l))
         .cloned()
         .collect();
     let hosts = vs_hosts(vs, opts, &obj, f);
@@ -113,7 +114,7 @@ fn attach_one(
     if listeners.is_empty() {
         f.warnings.push(format!(
             "{obj}: none of its gateways {bound:?} has a server this pod serves whose hosts \
-             allow namespace {ns:?}; not served"
+             allow namespace {ns:?} (or its exportTo hides it from the gateway); not served"
         ));
         return;
     }
@@ -124,6 +125,19 @@ fn attach_one(
             Protocol::Tls => add_tls(l, &tls, &tcp, &obj, gateways, f),
         }
     }
+}
+
+/// Whether `exportTo` lets the gateway proxy see the VirtualService: the proxy lives in
+/// the pod's namespace (`--pod-namespace`), else the bound Istio Gateway's.
+fn exported(vs: &VirtualService, opts: &TranslateOptions, l: &ListenerInfo) -> bool {
+    let gw_ns = l.gateway.split('/').next().unwrap_or_default();
+    let viewer = opts.pod_namespace.as_deref().unwrap_or(gw_ns);
+    let own = vs.metadata.ns();
+    let to = &vs.spec.export_to;
+    to.is_empty()
+        || to
+            .iter()
+            .any(|e| e == "*" || (e == "." && own == viewer) || e == viewer)
 }
 
 /// The VirtualService's hosts; a short name is the Service FQDN in its namespace.
@@ -319,14 +333,10 @@ fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
                 Reverse(0),
                 Reverse(0),
                 None,
-                id_key(l),
+                l.full_name(),
                 0,
                 0,
             ),
             entry: ir::RouteEntry { matcher, rule },
         });
-}
-
-fn id_key(l: &ListenerInfo) -> String {
-    l.full_name()
 }
