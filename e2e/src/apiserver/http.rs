@@ -77,6 +77,16 @@ impl Call {
     }
 
     fn json_body(&self) -> Result<Value, ApiError> {
+        // Protobuf bodies are refused as the API server refuses them for kinds it cannot
+        // encode that way (custom resources); client-go then retries in JSON.
+        if self
+            .header("content-type")
+            .starts_with("application/vnd.kubernetes.protobuf")
+        {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into(),
+            ));
+        }
         serde_json::from_slice(&self.body)
             .or_else(|_| serde_yaml::from_slice(&self.body))
             .map_err(|e| ApiError::BadRequest(format!("the body could not be decoded: {e}")))

@@ -33,10 +33,18 @@ pub mod hosts {
     pub const RATE_LIMITED: &str = "ratelimit.example.com";
     /// An HTTPRoute behind an AuthorizationPolicy that denies the client pod's address.
     pub const AUTHZ: &str = "authz.example.com";
+    /// The Istio walkthrough's second HTTPS host (its own certificate, chosen by SNI).
+    pub const CATALOG: &str = "catalog.istioinaction.io";
+    /// The Istio walkthrough's TLS passthrough host (the upstream's own certificate).
+    pub const SNI_PASSTHROUGH: &str = "simple-sni-1.istioinaction.io";
 }
 
 /// The local rate limit on [`hosts::RATE_LIMITED`], requests per second.
 pub const RATE_LIMIT_PER_SECOND: u64 = 100;
+
+/// The native gateway pod's labels: Istio's ingress gateway label, which the
+/// walkthrough's Istio Gateways select.
+pub const NATIVE_POD_LABELS: &str = "istio=ingressgateway,app=gateway";
 
 /// The sidecar-layout gateway pod's labels, which the lab's Istio Gateway selects.
 pub const GATEWAY_POD_LABELS: &str = "istio=ingressgateway,app=gateway-sidecar";
@@ -152,7 +160,72 @@ pub struct EdgeCerts {
     pub rogue_cert: PathBuf,
     /// Its key.
     pub rogue_key: PathBuf,
+    /// The Istio walkthrough's `webapp-credential` certificate (server CA).
+    pub webapp_cert: PathBuf,
+    /// Its key.
+    pub webapp_key: PathBuf,
+    /// The walkthrough's `catalog-credential` certificate (server CA).
+    pub catalog_cert: PathBuf,
+    /// Its key.
+    pub catalog_key: PathBuf,
+    /// The CA of the TLS upstream behind SNI passthrough (the gateway never holds it).
+    pub upstream_ca: PathBuf,
+    /// That upstream's own certificate for [`hosts::SNI_PASSTHROUGH`].
+    pub sni_upstream_cert: PathBuf,
+    /// Its key.
+    pub sni_upstream_key: PathBuf,
 }
+
+/// Key pair and certificate `<name>.{key,crt}` for `CN=cn` signed by CA `<ca>`: a server
+/// certificate for the DNS names in `san`, else a client certificate.
+fn leaf(dir: &Path, name: &str, ca: &str, cn: &str, san: Option<&str>) -> anyhow::Result<()> {
+    let ext_file = format!("{name}.ext");
+    let ext = match san {
+        Some(san) => format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
+        None => "extendedKeyUsage=clientAuth\n".to_string(),
+    };
+    std::fs::write(dir.join(&ext_file), ext)?;
+    let (key, csr, crt, subj) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("/CN={cn}"),
+    );
+    let mut args = vec!["req"];
+    args.extend(CURVE);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+    openssl(dir, &args)?;
+    let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "30",
+            "-extfile",
+            &ext_file,
+        ],
+    )
+}
+
+/// openssl's arguments for a new P-256 key, unencrypted.
+const CURVE: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
 
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("openssl")
@@ -167,19 +240,13 @@ impl EdgeCerts {
     /// Makes the certificates in `dir` (P-256 keys, 30 days).
     pub fn make(dir: &Path) -> anyhow::Result<EdgeCerts> {
         std::fs::create_dir_all(dir)?;
-        let curve = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         for (name, cn) in [
             ("server-ca", "meshlab edge CA"),
             ("client-ca", "meshlab client CA"),
+            ("upstream-ca", "meshlab upstream CA"),
         ] {
             let mut args = vec!["req", "-x509"];
-            args.extend(curve);
+            args.extend(CURVE);
             let (key, crt, subj) = (
                 format!("{name}.key"),
                 format!("{name}.crt"),
@@ -188,54 +255,37 @@ impl EdgeCerts {
             args.extend(["-keyout", &key, "-out", &crt, "-subj", &subj, "-days", "30"]);
             openssl(dir, &args)?;
         }
-        let server_ext = format!(
-            "subjectAltName=DNS:{},DNS:{},DNS:{}\nextendedKeyUsage=serverAuth\n",
-            hosts::SECURE,
-            hosts::MTLS,
-            hosts::PUBLIC
-        );
-        std::fs::write(dir.join("server.ext"), server_ext)?;
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
-        for (name, ca, subj) in [
-            ("server", "server-ca", format!("/CN={}", hosts::SECURE)),
-            ("client", "client-ca", "/CN=meshlab-client".to_string()),
-            ("rogue-client", "server-ca", "/CN=meshlab-rogue".to_string()),
-        ] {
-            let ext = if name == "server" {
-                "server.ext"
-            } else {
-                "client.ext"
-            };
-            let (key, csr, crt) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.crt"),
-            );
-            let mut args = vec!["req"];
-            args.extend(curve);
-            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            openssl(dir, &args)?;
-            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &ca_crt,
-                    "-CAkey",
-                    &ca_key,
-                    "-CAcreateserial",
-                    "-out",
-                    &crt,
-                    "-days",
-                    "30",
-                    "-extfile",
-                    ext,
-                ],
-            )?;
+        let server_san = [hosts::SECURE, hosts::MTLS, hosts::PUBLIC].map(|h| format!("DNS:{h}"));
+        let leaves = [
+            (
+                "server",
+                "server-ca",
+                hosts::SECURE,
+                Some(server_san.join(",")),
+            ),
+            ("client", "client-ca", "meshlab-client", None),
+            ("rogue-client", "server-ca", "meshlab-rogue", None),
+            (
+                "webapp",
+                "server-ca",
+                hosts::WEBAPP,
+                Some(format!("DNS:{}", hosts::WEBAPP)),
+            ),
+            (
+                "catalog",
+                "server-ca",
+                hosts::CATALOG,
+                Some(format!("DNS:{}", hosts::CATALOG)),
+            ),
+            (
+                "sni-upstream",
+                "upstream-ca",
+                hosts::SNI_PASSTHROUGH,
+                Some(format!("DNS:{}", hosts::SNI_PASSTHROUGH)),
+            ),
+        ];
+        for (name, ca, cn, san) in leaves {
+            leaf(dir, name, ca, cn, san.as_deref())?;
         }
         Ok(EdgeCerts {
             server_ca: dir.join("server-ca.crt"),
@@ -246,6 +296,13 @@ impl EdgeCerts {
             client_key: dir.join("client.key"),
             rogue_cert: dir.join("rogue-client.crt"),
             rogue_key: dir.join("rogue-client.key"),
+            webapp_cert: dir.join("webapp.crt"),
+            webapp_key: dir.join("webapp.key"),
+            catalog_cert: dir.join("catalog.crt"),
+            catalog_key: dir.join("catalog.key"),
+            upstream_ca: dir.join("upstream-ca.crt"),
+            sni_upstream_cert: dir.join("sni-upstream.crt"),
+            sni_upstream_key: dir.join("sni-upstream.key"),
         })
     }
 }
@@ -434,4 +491,103 @@ spec:
         ));
     }
     Ok(out)
+}
+
+/// The gateway Service of Istio's ingress (ports 80, 443 and 31400 onto the pod's 8080,
+/// 8443 and 31400), which decides where the walkthrough's Istio Gateway servers listen.
+pub const INGRESS_SERVICE_PORTS: [(u16, u16); 3] = [(80, 8080), (443, 8443), (31400, 31400)];
+
+/// The port of the walkthrough's TCP echo Service (and of socat in its pod).
+pub const TCP_ECHO_PORT: u16 = 2701;
+/// The port of the TLS upstream behind SNI passthrough (openssl s_server in the echo pod).
+pub const SNI_UPSTREAM_PORT: u16 = 8443;
+/// The app port of the `webapp` pod (the walkthrough's Service port 8080).
+pub const WEBAPP_PORT: u16 = 8080;
+/// The app port of the `reviews` pod (Bookinfo's 9080).
+pub const REVIEWS_PORT: u16 = 9080;
+
+/// A Service `name` in the pod's namespace with one port (`port` onto `target`) and an
+/// EndpointSlice holding `pod`. No `meshgate.io/service-accounts` annotation: the identity
+/// comes from the Pod object (Istio's secure naming).
+fn service_on(name: &str, (port_name, port, target): (&str, u16, u16), pod: &Pod) -> String {
+    let ns = pod.identity.namespace();
+    format!(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{ports: [{{name: {port_name}, port: {port}, targetPort: {target}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: {port_name}, port: {target}}}]
+endpoints:
+  - addresses: ["{addr}"]
+    targetRef: {{kind: Pod, name: {pod_name}, namespace: {ns}}}
+"#,
+        addr = pod.addr,
+        pod_name = pod.name,
+    )
+}
+
+/// `pod`'s Pod object with `labels`, running as its service account.
+fn pod_object(pod: &Pod, labels: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: {}, labels: {labels}}}\n\
+         spec: {{serviceAccountName: {}}}\n",
+        pod.name,
+        pod.identity.namespace(),
+        pod.identity.service_account()
+    )
+}
+
+/// What only the lab's API server holds (the native gateway's objects beyond
+/// [`gateway_resources`]): Istio's ingress gateway Service, the walkthrough's Services in
+/// `istioinaction` (`webapp` and `catalog` on the webapp pod, `tcp-echo-service` and
+/// `simple-tls-service-1` on the echo pod, outside the mesh) and Bookinfo's `reviews`.
+pub fn kube_extras(webapp: &Pod, echo: &Pod, reviews: &Pod) -> String {
+    let ports: Vec<String> = INGRESS_SERVICE_PORTS
+        .iter()
+        .map(|(port, target)| format!("{{name: p{port}, port: {port}, targetPort: {target}}}"))
+        .collect();
+    let mut out = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: istioinaction}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: istio-ingressgateway, namespace: gateway-system}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  ports: [{}]\n",
+        ports.join(", ")
+    );
+    let mesh = |app: &str| format!("{{app: {app}, security.istio.io/tlsMode: istio}}");
+    out.push_str(&service_on(
+        "webapp",
+        ("http", WEBAPP_PORT, WEBAPP_PORT),
+        webapp,
+    ));
+    // catalog is a second Service over the same pod (its own host and certificate at the
+    // edge; one workload is enough behind it).
+    out.push_str(&service_on("catalog", ("http", 80, WEBAPP_PORT), webapp));
+    out.push_str(&pod_object(webapp, &mesh("webapp")));
+    out.push_str(&service_on(
+        "tcp-echo-service",
+        ("tcp", TCP_ECHO_PORT, TCP_ECHO_PORT),
+        echo,
+    ));
+    out.push_str(&service_on(
+        "simple-tls-service-1",
+        ("tls", 80, SNI_UPSTREAM_PORT),
+        echo,
+    ));
+    // Outside the mesh: no tlsMode label, so `auto` connects in plaintext.
+    out.push_str(&pod_object(echo, "{app: tcp-echo}"));
+    out.push_str(&service_on(
+        "reviews",
+        ("http", REVIEWS_PORT, REVIEWS_PORT),
+        reviews,
+    ));
+    out.push_str(&pod_object(reviews, &mesh("reviews")));
+    out
 }

@@ -63,11 +63,16 @@ impl KubeFiles {
     /// Writes the seeds (CRDs; GatewayClass and `objects`) and both kubeconfigs into
     /// `pod.dir`; `host` is the forwarded loopback address.
     pub fn write(pod: &Pod, objects: &str, host: SocketAddr) -> anyhow::Result<KubeFiles> {
-        let crds_src = workspace_root().join("e2e/tests/fixtures/apiserver/crds/gateway-api.yaml");
-        let crds = std::fs::read_to_string(&crds_src)
-            .with_context(|| format!("reading {}", crds_src.display()))?;
+        let mut crds = String::new();
+        for name in ["gateway-api", "istio"] {
+            let src =
+                workspace_root().join(format!("e2e/tests/fixtures/apiserver/crds/{name}.yaml"));
+            let text = std::fs::read_to_string(&src)
+                .with_context(|| format!("reading {}", src.display()))?;
+            crds.push_str(&format!("{text}\n---\n"));
+        }
         let crd_file = pod.dir.join("crds.yaml");
-        std::fs::write(&crd_file, format!("{crds}\n---\n{GATEWAY_CLASS_CRD}"))?;
+        std::fs::write(&crd_file, format!("{crds}{GATEWAY_CLASS_CRD}"))?;
         let objects_file = pod.dir.join("objects.yaml");
         std::fs::write(&objects_file, format!("{GATEWAY_CLASS}---\n{objects}"))?;
         let pod_kubeconfig = pod.dir.join("kubeconfig.pods");

@@ -9,10 +9,14 @@
 //!                  sds-agent          istio-proxy Envoy 15001/   inbound -> Envoy 15006)
 //!                  gateway 8080-9443  15006 + its sds-agent      Envoy + sds-agent, httpbin
 //!                  (mTLS itself)                                 on 127.0.0.1:8000
+//!
+//!   webapp .22 / reviews .23: httpbin behind a STRICT sidecar (the Istio walkthrough's
+//!   webapp, Bookinfo's reviews); tcp-echo .30, outside the mesh: socat echo, openssl
+//!   s_server (SNI passthrough upstream); gateway-2 .12: a second replica, on demand.
 //! ```
 //!
 //! The API server fixture runs in its own pod, `apiserver` (.3, port 6443), seeded with the
-//! Gateway API CRDs and the lab's objects; the native gateway watches it
+//! Gateway API and Istio CRDs and the lab's objects; the native gateway watches it
 //! (`--provider kubernetes`), the sidecar gateway reads the same objects from a file, and
 //! the host reaches it through a forwarded loopback port ([`kube`]).
 //!
@@ -186,6 +190,12 @@ pub struct Lab {
     pub client: Pod,
     /// The Kubernetes API server fixture.
     pub apiserver: Pod,
+    /// The Istio walkthrough's `webapp` (httpbin behind a STRICT sidecar, `istioinaction`).
+    pub webapp: Pod,
+    /// Bookinfo's `reviews` service account (httpbin behind a STRICT sidecar).
+    pub reviews: Pod,
+    /// Outside the mesh: socat's TCP echo and openssl's TLS server (SNI passthrough).
+    pub echo: Pod,
     /// Its seeds and kubeconfigs.
     pub kube: kube::KubeFiles,
     /// The API server's resourceVersion epoch (one more at each restart).
@@ -228,6 +238,16 @@ impl Lab {
         let httpbin = Pod::new(&dir, "httpbin", "veth-hb1", 20, "default", "httpbin");
         let httpbin_v2 = Pod::new(&dir, "httpbin-v2", "veth-hb2", 21, "default", "httpbin-v2");
         let client = Pod::new(&dir, "client", "veth-client", 100, "default", "client");
+        let webapp = Pod::new(&dir, "webapp", "veth-webapp", 22, "istioinaction", "webapp");
+        let reviews = Pod::new(&dir, "reviews", "veth-reviews", 23, "default", "reviews");
+        let echo = Pod::new(
+            &dir,
+            "tcp-echo",
+            "veth-echo",
+            30,
+            "istioinaction",
+            "tcp-echo",
+        );
         let apiserver = Pod::new(
             &dir,
             "apiserver",
@@ -246,6 +266,9 @@ impl Lab {
             &httpbin_v2,
             &client,
             &apiserver,
+            &webapp,
+            &reviews,
+            &echo,
         ] {
             std::fs::create_dir_all(&pod.dir)?;
             netns::add_pod(&pod.ns, pod.veth, pod.addr)
@@ -259,7 +282,9 @@ impl Lab {
         let (host_addr, forward) =
             kube::forward_into(&apiserver.ns, apiserver.at(kube::APISERVER_PORT))?;
         let objects = config::gateway_resources(&certs, &httpbin, &httpbin_v2)?;
-        let kube = kube::KubeFiles::write(&apiserver, &objects, host_addr)?;
+        let extras = config::kube_extras(&webapp, &echo, &reviews);
+        let kube =
+            kube::KubeFiles::write(&apiserver, &format!("{objects}---\n{extras}"), host_addr)?;
 
         let mut lab = Lab {
             procs: Vec::new(),
@@ -272,6 +297,9 @@ impl Lab {
             httpbin_v2,
             client,
             apiserver,
+            webapp,
+            reviews,
+            echo,
             kube,
             apiserver_epoch: 0,
             forwarder: Some(kube::Forwarder(forward)),
@@ -289,10 +317,10 @@ impl Lab {
         self.wait_apiserver().await?;
 
         // httpbin pods: capture inbound to the sidecar; no edge ports in an app pod.
-        for pod in [self.httpbin.clone(), self.httpbin_v2.clone()] {
+        for (pod, port) in self.app_pods() {
             self.gateway_init(&pod, &["--mode", "sidecar", "--edge-ports="])?;
             self.write_credentials(&pod)?;
-            let app = SocketAddr::from((Ipv4Addr::LOCALHOST, HTTPBIN_PORT));
+            let app = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             self.spawn(
                 &pod,
                 "httpbin",
@@ -320,6 +348,7 @@ impl Lab {
             );
             self.spawn_envoy(&pod, &bootstrap)?;
         }
+        self.spawn_echo()?;
 
         // Native gateway pod: nothing captured; the gateway does Istio mTLS itself.
         let gw = self.gateway.clone();
@@ -348,11 +377,11 @@ impl Lab {
         self.spawn_gateway(&gws, "disable", Provider::File)?;
 
         // Ready: every admin endpoint answers, then a request crosses each gateway.
-        for pod in [self.httpbin.clone(), self.httpbin_v2.clone()] {
+        for (pod, port) in self.app_pods() {
             self.wait_ok(
                 &pod,
                 "httpbin",
-                &format!("http://127.0.0.1:{HTTPBIN_PORT}/status/200"),
+                &format!("http://127.0.0.1:{port}/status/200"),
             )
             .await?;
             self.wait_ok(&pod, "sds-agent", &agent_ready()).await?;
@@ -398,6 +427,45 @@ impl Lab {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        Ok(())
+    }
+
+    /// The pods running httpbin behind a STRICT sidecar, with httpbin's port.
+    fn app_pods(&self) -> [(Pod, u16); 4] {
+        [
+            (self.httpbin.clone(), HTTPBIN_PORT),
+            (self.httpbin_v2.clone(), HTTPBIN_PORT),
+            (self.webapp.clone(), config::WEBAPP_PORT),
+            (self.reviews.clone(), config::REVIEWS_PORT),
+        ]
+    }
+
+    /// The echo pod, outside the mesh: socat echoes TCP (the walkthrough's tcp-echo) and
+    /// openssl serves TLS with its own certificate (the SNI passthrough upstream).
+    fn spawn_echo(&mut self) -> anyhow::Result<()> {
+        let pod = self.echo.clone();
+        let listen = format!("TCP-LISTEN:{},fork,reuseaddr", config::TCP_ECHO_PORT);
+        let socat = Spec {
+            program: crate::tools::tool_or_system("socat"),
+            args: strings(&[&listen, "EXEC:cat"]),
+            env: Vec::new(),
+            proxy_group: false,
+        };
+        self.spawn(&pod, "socat", socat);
+        let (cert, key) = (
+            self.certs.sni_upstream_cert.display().to_string(),
+            self.certs.sni_upstream_key.display().to_string(),
+        );
+        let port = config::SNI_UPSTREAM_PORT.to_string();
+        let s_server = Spec {
+            program: "openssl".into(),
+            args: strings(&[
+                "s_server", "-accept", &port, "-cert", &cert, "-key", &key, "-www",
+            ]),
+            env: Vec::new(),
+            proxy_group: false,
+        };
+        self.spawn(&pod, "s_server", s_server);
         Ok(())
     }
 
@@ -519,6 +587,12 @@ impl Lab {
                 pod.name,
                 "--debounce",
                 "50ms",
+                // What the downward API gives the chart's pod: the labels Istio Gateways
+                // select and the namespace credentialName Secrets are read from.
+                "--pod-labels",
+                config::NATIVE_POD_LABELS,
+                "--pod-namespace",
+                pod.identity.namespace(),
             ]),
         };
         args.extend(strings(&["--upstream-tls", upstream_tls]));
@@ -581,6 +655,61 @@ impl Lab {
         p.guard = launch(pod, "sds-agent", &spec);
         p.spec = spec;
         self.wait_ok(pod, "sds-agent", &agent_ready()).await
+    }
+
+    /// What process `name` in `pod` has written so far (its whole log).
+    pub fn output(&mut self, pod: &Pod, name: &str) -> anyhow::Result<String> {
+        Ok(self.proc_mut(pod, name)?.guard.output())
+    }
+
+    /// Kills process `name` in `pod` with SIGKILL (a crashed pod: nothing is released).
+    pub fn kill(&mut self, pod: &Pod, name: &str) -> anyhow::Result<()> {
+        self.proc_mut(pod, name)?.guard.kill();
+        Ok(())
+    }
+
+    /// Stops process `name` in `pod` with SIGTERM (as the kubelet does), waiting for it.
+    pub fn terminate(&mut self, pod: &Pod, name: &str) -> anyhow::Result<()> {
+        let p = self.proc_mut(pod, name)?;
+        if p.guard.terminate(Duration::from_secs(30)).is_none() {
+            p.guard.kill();
+            bail!("{name} in the {} pod ignored SIGTERM for 30 s", pod.name);
+        }
+        Ok(())
+    }
+
+    /// Starts process `name` in `pod` again as it was first started (after [`Lab::kill`]
+    /// or [`Lab::terminate`]).
+    pub fn relaunch(&mut self, pod: &Pod, name: &str) -> anyhow::Result<()> {
+        let p = self.proc_mut(pod, name)?;
+        p.guard = launch(pod, name, &p.spec);
+        Ok(())
+    }
+
+    /// A second native gateway replica in a new pod (`name` at `10.77.0.<last_octet>`,
+    /// the same service account), watching the same Gateway; returns once it is ready.
+    pub async fn add_gateway_replica(
+        &mut self,
+        name: &'static str,
+        veth: &'static str,
+        last_octet: u8,
+    ) -> anyhow::Result<Pod> {
+        let (ns, sa) = (
+            self.gateway.identity.namespace(),
+            self.gateway.identity.service_account(),
+        );
+        let pod = Pod::new(&self.options.dir, name, veth, last_octet, ns, sa);
+        std::fs::create_dir_all(&pod.dir)?;
+        netns::add_pod(&pod.ns, pod.veth, pod.addr)
+            .with_context(|| format!("creating pod namespace {}", pod.ns))?;
+        self.gateway_init(&pod, &["--mode", "native", "--edge-ports", EDGE_PORTS])?;
+        self.write_credentials(&pod)?;
+        self.spawn_agent(&pod, false, &self.options.secret_ttl.clone());
+        self.spawn_gateway(&pod, "auto", Provider::Kubernetes)?;
+        self.wait_ok(&pod, "sds-agent", &agent_ready()).await?;
+        self.wait_ok(&pod, "gateway", &gateway_admin("/ready"))
+            .await?;
+        Ok(pod)
     }
 
     /// Waits until `url` answers 200 inside `pod` (process `name` must stay up).
@@ -660,7 +789,13 @@ impl Lab {
 
     /// Every lab process id (including processes they forked, found by namespace).
     pub fn pids(&self) -> Vec<i32> {
-        let mut pids: Vec<i32> = self.procs.iter().map(|p| p.guard.pid() as i32).collect();
+        // A process that was stopped on purpose has no pid (0) any more.
+        let mut pids: Vec<i32> = self
+            .procs
+            .iter()
+            .map(|p| p.guard.pid() as i32)
+            .filter(|&pid| pid != 0)
+            .collect();
         for ns in netns::existing() {
             pids.extend(netns::pids(&ns));
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 use super::config::hosts;
+mod istio_seeds;
 mod kube;
 
 use super::{CurlResult, HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, Pod, netns};
@@ -92,6 +93,35 @@ const SCENARIOS: &[(u8, &str)] = &[
     (
         21,
         "AuthorizationPolicy DENY by ipBlocks: the client pod 403, another pod's address 200",
+    ),
+    (
+        22,
+        "Istio seed: Gateway on 80 + VirtualService to webapp:8080 by Host; 404 without",
+    ),
+    (
+        23,
+        "Istio seed: HTTPS SIMPLE from credentialName (--cacert --resolve); httpsRedirect",
+    ),
+    (
+        24,
+        "Istio seed: MUTUAL from credentialName: no cert refused, client cert 200",
+    ),
+    (
+        25,
+        "Istio seed: two hosts on 443, each with its own certificate by SNI",
+    ),
+    (26, "Istio seed: TCP echo on 31400 (socat at both ends)"),
+    (
+        27,
+        "Istio seed: SNI passthrough on 31400: the client sees the upstream's certificate",
+    ),
+    (
+        28,
+        "kubernetes: secure naming: reviews expected from its Pods; impostor refused",
+    ),
+    (
+        29,
+        "kubernetes: two replicas: only the Lease holder writes status; kill -> takeover",
     ),
 ];
 const TEARDOWN: (u8, &str) = (
@@ -239,6 +269,14 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         19 => gloo_dialect(lab).await,
         20 => rate_limit_under_load(lab).await,
         21 => authz_by_address(lab).await,
+        22 => istio_seeds::webapp_on_80(lab).await,
+        23 => istio_seeds::webapp_https(lab).await,
+        24 => istio_seeds::webapp_mutual(lab).await,
+        25 => istio_seeds::two_hosts_by_sni(lab).await,
+        26 => istio_seeds::tcp_echo(lab).await,
+        27 => istio_seeds::sni_passthrough(lab).await,
+        28 => kube::secure_naming(lab).await,
+        29 => kube::lease_takeover(lab).await,
         n => bail!("no scenario {n}"),
     }
 }

@@ -369,3 +369,210 @@ pub(super) async fn endpoints_scaled(lab: &mut Lab) -> anyhow::Result<String> {
         report.rps
     ))
 }
+
+/// An HTTPRoute on the HTTP listener for `host` to port `port` of Service `backend`.
+fn route_to(name: &str, host: &str, backend: &str, port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  parentRefs: [{{name: gateway-proxy, namespace: gateway-system, sectionName: http}}]\n  \
+         hostnames: [{host}]\n  rules:\n  - backendRefs: [{{name: {backend}, port: {port}}}]\n"
+    )
+}
+
+/// Service `ratings` whose only endpoint is the reviews pod's address, with a Pod object
+/// that says it runs as `ratings`: the workload there presents `reviews`.
+fn impostor(lab: &Lab) -> String {
+    let port = crate::lab::config::REVIEWS_PORT;
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: ratings-v1, namespace: default, \
+         labels: {{app: ratings, security.istio.io/tlsMode: istio}}}}\n\
+         spec: {{serviceAccountName: ratings}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: ratings, namespace: default}}\n\
+         spec: {{ports: [{{name: http, port: {port}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: ratings-1, namespace: default, labels: {{kubernetes.io/service-name: ratings}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}}}]\n\
+         endpoints:\n  - addresses: [\"{addr}\"]\n    targetRef: {{kind: Pod, name: ratings-v1}}\n---\n{route}",
+        addr = lab.reviews.addr,
+        route = route_to("ratings", RATINGS_HOST, "ratings", port),
+    )
+}
+
+const REVIEWS_HOST: &str = "reviews.example.com";
+const RATINGS_HOST: &str = "ratings.example.com";
+
+/// The gateway's explanation of a refused request (`/debug/requests/<id>`), from the
+/// request id in a `<status> <code> (request id <id>)` body.
+async fn explanation(lab: &Lab, r: &CurlResult, code: &str) -> anyhow::Result<String> {
+    let prefix = format!("503 {code} (request id ");
+    let id = r
+        .body
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.trim_end().strip_suffix(')'))
+        .with_context(|| format!("expected `{prefix}...)`, got {r} {:?}", r.body))?;
+    let url = crate::lab::gateway_admin(&format!("/debug/requests/{id}"));
+    let why: Value = serde_json::from_str(&lab.admin_get(&lab.gateway, &url).await?)?;
+    Ok(why["reason"].as_str().unwrap_or_default().to_string())
+}
+
+pub(super) async fn secure_naming(lab: &mut Lab) -> anyhow::Result<String> {
+    let port = crate::lab::config::REVIEWS_PORT;
+    let svc = lab
+        .kubectl_ok(&["get", "service", "reviews", "-o", "json"], "")
+        .await?;
+    let svc: Value = serde_json::from_str(&svc)?;
+    ensure!(
+        svc["metadata"]["annotations"]
+            .get("meshgate.io/service-accounts")
+            .is_none(),
+        "the reviews Service carries the identity override: {}",
+        svc["metadata"]
+    );
+    lab.kubectl_ok(
+        &["apply", "-f", "-"],
+        &route_to("reviews", REVIEWS_HOST, "reviews", port),
+    )
+    .await?;
+    wait_for(lab, REVIEWS_HOST, "200", status_is(200)).await?;
+    let r = via(lab, &lab.gateway, REVIEWS_HOST, "/headers", &[]).await?;
+    let by = xfcc_field(&xfcc(&r)?, "By").unwrap_or_default();
+    let expected = lab.reviews.identity.to_string();
+    ensure!(by == expected, "served by {by}, expected {expected}");
+    let dump = lab
+        .admin_get(&lab.gateway, &crate::lab::gateway_admin("/config_dump"))
+        .await?;
+    ensure!(
+        dump.contains(&format!("\"{expected}\"")),
+        "the gateway's configuration does not expect {expected}"
+    );
+
+    lab.kubectl_ok(&["apply", "-f", "-"], &impostor(lab))
+        .await?;
+    wait_for(lab, RATINGS_HOST, "503", status_is(503)).await?;
+    let refused = via(lab, &lab.gateway, RATINGS_HOST, "/headers", &[]).await?;
+    ensure!(
+        !refused.body.contains("spiffe://"),
+        "identities leaked to the client: {:?}",
+        refused.body
+    );
+    let why = explanation(lab, &refused, "mesh_identity_mismatch").await?;
+    let ratings = "spiffe://cluster.local/ns/default/sa/ratings";
+    ensure!(
+        why.contains(&format!("expected {ratings}")) && why.contains(&format!("got {expected}")),
+        "the refusal does not name both identities: {why}"
+    );
+    lab.kubectl_ok(&["delete", "-f", "-"], &impostor(lab))
+        .await?;
+    lab.kubectl_ok(&["delete", "httproute", "reviews"], "")
+        .await?;
+    Ok(format!(
+        "reviews (no annotation): expects and gets {expected}; ratings Pod at the reviews \
+         pod's address: 503 mesh_identity_mismatch, \"{why}\""
+    ))
+}
+
+/// The status Lease the native gateway replicas share.
+const LEASE: &str = "meshgate-gateway-proxy";
+
+async fn lease_holder(lab: &Lab) -> anyhow::Result<String> {
+    let ns = lab.gateway.identity.namespace();
+    let out = lab
+        .kubectl_ok(&["get", "lease", "-n", ns, LEASE, "-o", "json"], "")
+        .await?;
+    let lease: Value = serde_json::from_str(&out)?;
+    Ok(lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Polls until `pod` holds the Lease; returns how long it took.
+async fn until_holder(lab: &Lab, pod: &str, limit: Duration) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        let holder = lease_holder(lab).await?;
+        if holder == pod {
+            return Ok(t0.elapsed());
+        }
+        ensure!(
+            t0.elapsed() < limit,
+            "{pod} did not take the Lease within {limit:?} (holder {holder:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Applies a route and waits until its status shows our Accepted condition.
+async fn route_with_status(lab: &Lab, name: &str, host: &str) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let port = crate::lab::HTTPBIN_PORT;
+    lab.kubectl_ok(
+        &["apply", "-f", "-"],
+        &route_to(name, host, "httpbin", port),
+    )
+    .await?;
+    loop {
+        let out = lab
+            .kubectl_ok(&["get", "httproute", name, "-o", "json"], "")
+            .await?;
+        let route: Value = serde_json::from_str(&out)?;
+        if our_conditions(&route).iter().any(|c| c == "Accepted=True") {
+            return Ok(t0.elapsed());
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{name}: no Accepted status within 60 s: {}",
+            route["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const STATUS_WRITTEN: &str = "HTTPRoute status written";
+
+pub(super) async fn lease_takeover(lab: &mut Lab) -> anyhow::Result<String> {
+    let primary = lab.gateway.clone();
+    until_holder(lab, primary.name, CONVERGE).await?;
+    let replica = lab.add_gateway_replica("gateway-2", "veth-gw2", 12).await?;
+    let r = via(lab, &replica, hosts::HTTPBIN, "/headers", &[]).await?;
+    xfcc(&r).context("through the second replica")?;
+
+    route_with_status(lab, "lease-a", "lease-a.example.com").await?;
+    ensure!(
+        lab.output(&primary, "gateway")?.contains(STATUS_WRITTEN),
+        "the Lease holder did not write the status"
+    );
+    ensure!(
+        !lab.output(&replica, "gateway")?.contains("status written"),
+        "the replica without the Lease wrote status"
+    );
+
+    // The holder dies without releasing: the replica waits out the Lease.
+    lab.kill(&primary, "gateway")?;
+    let takeover = until_holder(lab, replica.name, Duration::from_secs(60)).await?;
+    let written = route_with_status(lab, "lease-b", "lease-b.example.com").await?;
+    ensure!(
+        lab.output(&replica, "gateway")?.contains(STATUS_WRITTEN),
+        "the new holder did not write the status"
+    );
+
+    // Back as it was: the first replica returns, the second leaves with SIGTERM and
+    // releases the Lease, so the first takes it at once.
+    lab.relaunch(&primary, "gateway")?;
+    lab.wait_ok(&primary, "gateway", &crate::lab::gateway_admin("/ready"))
+        .await?;
+    lab.terminate(&replica, "gateway")?;
+    let handback = until_holder(lab, primary.name, CONVERGE).await?;
+    for name in ["lease-a", "lease-b"] {
+        lab.kubectl_ok(&["delete", "httproute", name], "").await?;
+    }
+    Ok(format!(
+        "gateway-2 served too, wrote no status; holder SIGKILLed: gateway-2 took the Lease \
+         after {:.1} s (15 s Lease) and wrote a new route's status {} ms later; SIGTERM \
+         released it back in {} ms",
+        takeover.as_secs_f64(),
+        written.as_millis(),
+        handback.as_millis()
+    ))
+}
