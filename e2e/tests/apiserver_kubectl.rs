@@ -701,3 +701,40 @@ async fn kubectl_reapply_of_pods_and_endpointslices_merges_lists_as_the_real_ser
         .collect();
     assert_eq!(patches, ["application/strategic-merge-patch+json"; 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_secret_sends_protobuf_which_is_refused_by_name_and_the_apply_idiom_works() {
+    let (server, k) = fixture().await;
+    let plain = [
+        "create",
+        "secret",
+        "generic",
+        "web",
+        "--from-literal=token=abc",
+    ];
+    let out = k.run(&plain).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the body of the request was in an unknown format"),
+        "{stderr}"
+    );
+    let mut dry = plain.to_vec();
+    dry.extend(["--dry-run=client", "-o", "yaml"]);
+    let yaml = k.ok(&dry).await;
+    k.ok(&["apply", "-f", &k.file("secret.yaml", &yaml)]).await;
+    let secret = server
+        .store()
+        .get(
+            server
+                .store()
+                .registry()
+                .all()
+                .find(|t| t.plural == "secrets")
+                .expect("secrets"),
+            "default",
+            "web",
+        )
+        .expect("the applied Secret is stored");
+    assert_eq!(secret["data"]["token"], "YWJj", "{secret}");
+}
