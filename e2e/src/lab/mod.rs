@@ -658,8 +658,12 @@ impl Lab {
     }
 
     /// What process `name` in `pod` has written so far (its whole log).
-    pub fn output(&mut self, pod: &Pod, name: &str) -> anyhow::Result<String> {
-        Ok(self.proc_mut(pod, name)?.guard.output())
+    pub fn output(&self, pod: &Pod, name: &str) -> anyhow::Result<String> {
+        self.procs
+            .iter()
+            .find(|p| p.pod == pod.name && p.name == name)
+            .map(|p| p.guard.output())
+            .with_context(|| format!("no {name} in the {} pod", pod.name))
     }
 
     /// Kills process `name` in `pod` with SIGKILL (a crashed pod: nothing is released).

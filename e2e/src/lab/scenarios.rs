@@ -11,6 +11,7 @@ use anyhow::{Context, bail, ensure};
 use super::config::hosts;
 mod istio_seeds;
 mod kube;
+mod traffic_policy;
 
 use super::{CurlResult, HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, Pod, netns};
 
@@ -122,6 +123,22 @@ const SCENARIOS: &[(u8, &str)] = &[
     (
         29,
         "kubernetes: two replicas: only the Lease holder writes status; kill -> takeover",
+    ),
+    (
+        32,
+        "SRE: retries: one endpoint refuses connections; HTTPRoute retry -> 0 failed",
+    ),
+    (
+        33,
+        "SRE: outlier detection: the refusing endpoint ejected, then back after 5 s",
+    ),
+    (
+        34,
+        "SRE: circuit breaking: 1 connection + 1 pending -> the rest 503 UO at once",
+    ),
+    (
+        35,
+        "SRE: IP allow-list (AuthorizationPolicy ALLOW ipBlocks) for one host",
     ),
 ];
 const TEARDOWN: (u8, &str) = (
@@ -277,6 +294,10 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         27 => istio_seeds::sni_passthrough(lab).await,
         28 => kube::secure_naming(lab).await,
         29 => kube::lease_takeover(lab).await,
+        32 => traffic_policy::retries(lab).await,
+        33 => traffic_policy::outlier_detection(lab).await,
+        34 => traffic_policy::circuit_breaking(lab).await,
+        35 => traffic_policy::ip_allow_list(lab).await,
         n => bail!("no scenario {n}"),
     }
 }
