@@ -99,7 +99,7 @@ async fn apply_crds(k: &Kubectl) {
     let out = k
         .ok(&["apply", "-f", &path(&fixtures().join("crds"))])
         .await;
-    assert_eq!(out.matches(" created").count(), 8, "{out}");
+    assert_eq!(out.matches(" created").count(), 10, "{out}");
 }
 
 fn get(server: &ApiServer, group: &str, version: &str, plural: &str, name: &str) -> Value {

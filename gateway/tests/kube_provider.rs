@@ -1231,7 +1231,6 @@ async fn istio_and_gloo_objects_applied_with_kubectl_are_served_and_removed() {
             .join(f);
         cluster.server.seed_file(&crds).expect("CRDs");
     }
-    cluster.seed(&crd("gloo.solo.io", "Upstream", "upstreams", &["v1"]));
     let istio_port = free_port();
     let extra = [
         "--pod-labels",

@@ -81,7 +81,15 @@ fn every_istio_and_gloo_sample_validates_with_the_objects_it_names() {
     pki.ca("ca");
     pki.leaf("server", "ca", &["webapp.istioinaction.io"], false);
     let extra = cluster_objects(&pki);
-    for sample in samples("istio").iter().chain(&samples("gloo")) {
+    // Gloo's samples go together: the VirtualService needs the listener of gateway-proxy.
+    let dir = tempfile::tempdir().unwrap();
+    let gloo = dir.path().join("gloo.yaml");
+    let all: Vec<String> = samples("gloo")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    std::fs::write(&gloo, all.join("---\n")).unwrap();
+    for sample in samples("istio").iter().chain([&gloo]) {
         let out = validate(sample, &extra);
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout),

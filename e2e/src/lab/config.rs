@@ -557,6 +557,7 @@ pub fn kube_extras(webapp: &Pod, echo: &Pod, reviews: &Pod) -> String {
         .collect();
     let mut out = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: istioinaction}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {{name: gloo-system}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {{name: istio-ingressgateway, namespace: gateway-system}}\n\
          spec:\n  selector: {{istio: ingressgateway}}\n  ports: [{}]\n",
         ports.join(", ")

@@ -64,7 +64,7 @@ impl KubeFiles {
     /// `pod.dir`; `host` is the forwarded loopback address.
     pub fn write(pod: &Pod, objects: &str, host: SocketAddr) -> anyhow::Result<KubeFiles> {
         let mut crds = String::new();
-        for name in ["gateway-api", "istio"] {
+        for name in ["gateway-api", "istio", "gloo"] {
             let src =
                 workspace_root().join(format!("e2e/tests/fixtures/apiserver/crds/{name}.yaml"));
             let text = std::fs::read_to_string(&src)

@@ -125,6 +125,10 @@ const SCENARIOS: &[(u8, &str)] = &[
         "kubernetes: two replicas: only the Lease holder writes status; kill -> takeover",
     ),
     (
+        36,
+        "Gloo seed: kubectl apply of the Gloo walkthrough -> httpbin over mTLS (XFCC)",
+    ),
+    (
         32,
         "SRE: retries: one endpoint refuses connections; HTTPRoute retry -> 0 failed",
     ),
@@ -295,6 +299,7 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         28 => kube::secure_naming(lab).await,
         29 => kube::lease_takeover(lab).await,
         32 => traffic_policy::retries(lab).await,
+        36 => istio_seeds::gloo_walkthrough(lab).await,
         33 => traffic_policy::outlier_detection(lab).await,
         34 => traffic_policy::circuit_breaking(lab).await,
         35 => traffic_policy::ip_allow_list(lab).await,
