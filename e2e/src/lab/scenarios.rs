@@ -10,6 +10,7 @@ use anyhow::{Context, bail, ensure};
 
 use super::config::hosts;
 mod kube;
+mod observability;
 
 use super::{CurlResult, HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, Pod, netns};
 
@@ -93,6 +94,11 @@ const SCENARIOS: &[(u8, &str)] = &[
         21,
         "AuthorizationPolicy DENY by ipBlocks: the client pod 403, another pod's address 200",
     ),
+    (
+        30,
+        "Kiali: edge gateway -> httpbin edge (mutual_tls) in Prometheus",
+    ),
+    (31, "one trace across gateway and sidecar"),
 ];
 const TEARDOWN: (u8, &str) = (
     10,
@@ -239,6 +245,8 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         19 => gloo_dialect(lab).await,
         20 => rate_limit_under_load(lab).await,
         21 => authz_by_address(lab).await,
+        30 => observability::kiali_edge(lab).await,
+        31 => observability::one_trace(lab).await,
         n => bail!("no scenario {n}"),
     }
 }
