@@ -32,6 +32,12 @@ pub const GATEWAY_WORKLOAD: &str = "gateway-proxy";
 impl Lab {
     /// Starts rotel and Prometheus and waits until both answer.
     pub(super) async fn start_telemetry(&mut self) -> anyhow::Result<()> {
+        if !std::path::Path::new(telemetry::PROMETHEUS).exists() {
+            bail!(
+                "{} is not installed (Debian's prometheus): run scripts/install-tools",
+                telemetry::PROMETHEUS
+            );
+        }
         let istiod = self.istiod.clone();
         let grpc = istiod.at(OTLP_GRPC_PORT);
         let args = telemetry::rotel_args(grpc, istiod.at(OTLP_HTTP_PORT));
