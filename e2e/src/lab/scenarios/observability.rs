@@ -17,8 +17,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// Requests sent for the edge count.
 const REQUESTS: u64 = 20;
 
-/// Polls `f` every 250 ms until it returns `Some`, for at most [`SETTLE`]; the error
-/// names `what` and the last thing seen.
+/// Polls `f` every 250 ms until it returns `Ok(Ok(value))`, for at most [`SETTLE`];
+/// `Ok(Err(last))` is what it saw meanwhile, which the error names with `what`.
 async fn settle<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
