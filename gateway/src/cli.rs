@@ -430,3 +430,36 @@ fn label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not key=value"))?;
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(["gateway"].iter().chain(args)).unwrap();
+        Config::from(cli.run)
+    }
+
+    #[test]
+    fn node_metadata_comes_from_the_flags_with_istios_defaults() {
+        let c = config(&[
+            "--pod-name",
+            "gw-1",
+            "--pod-namespace",
+            "istio-ingress",
+            "--instance-ip",
+            "10.0.0.7",
+            "--trust-domain",
+            "example.org",
+        ]);
+        let n = &c.node_metadata;
+        assert_eq!(n.pod_name, "gw-1");
+        assert_eq!(n.instance_ip, "10.0.0.7");
+        // Istio's mesh id defaults to the trust domain.
+        assert_eq!(n.mesh_id, "example.org");
+        assert_eq!(&*n.workload.namespace, "istio-ingress");
+        let c = config(&["--pod-name", "gw-1", "--mesh-id", "mesh-east"]);
+        assert_eq!(c.node_metadata.mesh_id, "mesh-east");
+        assert_eq!(c.node_metadata.instance_ip, UNKNOWN);
+    }
+}
