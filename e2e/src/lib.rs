@@ -12,6 +12,7 @@ pub mod lab;
 pub mod process;
 pub mod sds_client;
 pub mod sidecar;
+pub mod telemetry;
 pub mod testing;
 pub mod tls;
 pub mod tools;

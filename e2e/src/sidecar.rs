@@ -329,7 +329,7 @@ pub fn bootstrap_yaml(
     httpbin: SocketAddr,
     sds_socket: &Path,
 ) -> String {
-    inbound_bootstrap(identity, policy, httpbin, sds_socket, None)
+    inbound_bootstrap(identity, policy, httpbin, sds_socket, None, None)
 }
 
 /// Where a captured sidecar listens: Istio's inbound capture port and admin port.
@@ -346,7 +346,38 @@ pub fn capture_bootstrap_yaml(
     app: SocketAddr,
     sds_socket: &Path,
 ) -> String {
-    inbound_bootstrap(identity, policy, app, sds_socket, Some(app.port()))
+    inbound_bootstrap(identity, policy, app, sds_socket, Some(app.port()), None)
+}
+
+/// Where a sidecar sends its spans: Envoy's OpenTelemetry tracer, as Istio configures it
+/// for an OpenTelemetry tracing provider.
+#[derive(Debug, Clone)]
+pub struct SidecarTracing {
+    /// The OTLP/gRPC collector.
+    pub collector: SocketAddr,
+    /// `service.name` of the sidecar's spans (Istio uses `<app>.<namespace>`).
+    pub service_name: String,
+}
+
+/// [`capture_bootstrap_yaml`] with the inbound connection manager tracing to a collector:
+/// one SERVER span per request, a child of the caller's `traceparent`/B3 context whose
+/// sampled flag it follows (every request is a candidate, `random_sampling: 100`, so the
+/// caller's decision is the one that counts).
+pub fn traced_capture_bootstrap_yaml(
+    identity: &Identity,
+    policy: InboundPolicy,
+    app: SocketAddr,
+    sds_socket: &Path,
+    tracing: &SidecarTracing,
+) -> String {
+    inbound_bootstrap(
+        identity,
+        policy,
+        app,
+        sds_socket,
+        Some(app.port()),
+        Some(tracing),
+    )
 }
 
 /// `captured_port`: `None` listens on an ephemeral loopback port (tests connect to it
@@ -357,10 +388,11 @@ fn inbound_bootstrap(
     httpbin: SocketAddr,
     sds_socket: &Path,
     captured_port: Option<u16>,
+    tracing: Option<&SidecarTracing>,
 ) -> String {
     let port = httpbin.port();
     let cluster = format!("inbound|{port}||");
-    let hcm = http_connection_manager(&cluster, port);
+    let hcm = http_connection_manager(&cluster, port, tracing);
     let alpn = ISTIO_HTTP_ALPN
         .iter()
         .map(|a| format!("\"{a}\""))
@@ -460,9 +492,10 @@ fn inbound_bootstrap(
         - endpoint:
             address:
               socket_address: {{ address: {ip}, port_value: {port} }}
-{sds_cluster}"#,
+{sds_cluster}{collector}"#,
         ip = httpbin.ip(),
         sds_cluster = sds_cluster_yaml(sds_socket),
+        collector = tracing.map(collector_cluster_yaml).unwrap_or_default(),
         header = crate::envoy::sidecar_node_and_admin_yaml(identity, admin_port),
     )
 }
@@ -473,8 +506,53 @@ pub const ORIGINAL_DST_FILTER: &str = r#"
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"#;
 
+/// The OTLP collector as a cluster (gRPC: HTTP/2).
+fn collector_cluster_yaml(t: &SidecarTracing) -> String {
+    format!(
+        r#"  - name: {OTEL_CLUSTER}
+    type: STATIC
+    connect_timeout: 5s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: {OTEL_CLUSTER}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {ip}, port_value: {port} }}
+"#,
+        ip = t.collector.ip(),
+        port = t.collector.port(),
+    )
+}
+
+/// The collector's cluster name in a traced sidecar.
+const OTEL_CLUSTER: &str = "opentelemetry-collector";
+
+/// The connection manager's `tracing` block for [`SidecarTracing`].
+fn tracing_yaml(t: &SidecarTracing) -> String {
+    format!(
+        r#"          tracing:
+            random_sampling: {{ value: 100 }}
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service:
+                  envoy_grpc: {{ cluster_name: {OTEL_CLUSTER} }}
+                  timeout: 5s
+                service_name: "{service}"
+"#,
+        service = t.service_name
+    )
+}
+
 /// The inbound HTTP connection manager, as Istio configures it for a sidecar.
-fn http_connection_manager(cluster: &str, port: u16) -> String {
+fn http_connection_manager(cluster: &str, port: u16, tracing: Option<&SidecarTracing>) -> String {
+    let tracing = tracing.map(tracing_yaml).unwrap_or_default();
     format!(
         r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -486,7 +564,7 @@ fn http_connection_manager(cluster: &str, port: u16) -> String {
           use_remote_address: false
           normalize_path: true
           server_name: istio-envoy
-          access_log:
+{tracing}          access_log:
           - name: envoy.access_loggers.stdout
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog

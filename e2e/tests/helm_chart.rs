@@ -652,6 +652,12 @@ fn gateway_knows_its_workload_identity_and_labels_for_metrics_and_policy() {
         "gateway-proxy"
     );
     assert_eq!(env(gateway, "ISTIO_META_CLUSTER_ID")["value"], "Kubernetes");
+    // Istio's peer metadata: MESH_ID and the pod IP of the node id.
+    assert_eq!(env(gateway, "ISTIO_META_MESH_ID")["value"], "cluster.local");
+    assert_eq!(
+        env(gateway, "INSTANCE_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
+    );
     // Every pod label, so AuthorizationPolicy selectors and Istio's app/version
     // rules see what Kubernetes sees.
     let labels = env(gateway, "POD_LABELS")["value"].as_str().unwrap();

@@ -8,7 +8,9 @@ use std::process::Command;
 
 use e2e::lab::config::{EdgeCerts, gateway_resources, hosts};
 use e2e::lab::{HTTPBIN_PORT, Pod, proxy};
-use e2e::sidecar::{InboundPolicy, capture_bootstrap_yaml};
+use e2e::sidecar::{
+    InboundPolicy, SidecarTracing, capture_bootstrap_yaml, traced_capture_bootstrap_yaml,
+};
 use e2e::tools::{tool, tool_or_system, workspace_bin, workspace_root};
 
 fn pods(dir: &Path) -> (Pod, Pod, Pod) {
@@ -108,6 +110,19 @@ fn lab_envoy_bootstraps_pass_envoy_validate() {
         (
             "sidecar",
             capture_bootstrap_yaml(&v1.identity, InboundPolicy::Strict, app, &socket),
+        ),
+        (
+            "traced sidecar",
+            traced_capture_bootstrap_yaml(
+                &v1.identity,
+                InboundPolicy::Strict,
+                app,
+                &socket,
+                &SidecarTracing {
+                    collector: std::net::SocketAddr::from(([10, 77, 0, 2], 4317)),
+                    service_name: "httpbin.default".into(),
+                },
+            ),
         ),
         (
             "istio-proxy",

@@ -23,6 +23,8 @@ use mesh::Identity;
 const T: Duration = Duration::from_secs(30);
 const GATEWAY_ID: &str = "spiffe://cluster.local/ns/gateway-system/sa/gateway-proxy";
 const HTTPBIN_ID: &str = "spiffe://cluster.local/ns/default/sa/httpbin";
+/// The gateway's pod name (`--pod-name`).
+const GATEWAY_POD: &str = "gateway-proxy-6b7c9-x2x4q";
 
 /// The gateway pod (agent + gateway) in front of one httpbin pod.
 struct Lab {
@@ -111,6 +113,19 @@ impl Lab {
                 "gateway-system",
                 "--service-account",
                 "gateway-proxy",
+            ])
+            // Its node metadata, sent to the mesh as Istio's peer metadata.
+            .args([
+                "--pod-name",
+                GATEWAY_POD,
+                "--instance-ip",
+                "127.0.0.1",
+                "--workload-name",
+                "gateway-proxy",
+                "--pod-labels",
+                "app=gateway-proxy,version=v7",
+                "--mesh-id",
+                "mesh-east",
             ]);
         let gateway = ChildGuard::spawn("gateway", cmd, dir.path().join("gateway.log"));
         let lab = Lab {
@@ -363,6 +378,131 @@ async fn forged_xfcc_from_the_edge_never_reaches_httpbin() {
         xfcc.starts_with(&format!("By={HTTPBIN_ID}")),
         "only the sidecar's value: {xfcc}"
     );
+}
+
+/// The `X-Envoy-Peer-Metadata-Id` and `X-Envoy-Peer-Metadata` httpbin echoed, if any.
+fn peer_metadata(body: &str) -> (Option<String>, Option<String>) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let h = |k: &str| v["headers"][k].as_str().map(str::to_string);
+    (h("X-Envoy-Peer-Metadata-Id"), h("X-Envoy-Peer-Metadata"))
+}
+
+/// Decodes `x-envoy-peer-metadata` as Istio's peer-metadata filter does (base64, then a
+/// `google.protobuf.Struct`) into `key -> string` (`LABELS.<label>` for the labels).
+fn decode_peer_metadata(value: &str) -> std::collections::BTreeMap<String, String> {
+    use base64::Engine as _;
+    use prost::Message as _;
+    use prost_types::value::Kind;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {value}"));
+    let s = prost_types::Struct::decode(bytes.as_slice()).expect("a google.protobuf.Struct");
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in s.fields {
+        match v.kind {
+            Some(Kind::StringValue(v)) => {
+                out.insert(k, v);
+            }
+            Some(Kind::StructValue(labels)) => {
+                for (l, v) in labels.fields {
+                    let Some(Kind::StringValue(v)) = v.kind else {
+                        panic!("{k}.{l} is not a string");
+                    };
+                    out.insert(format!("{k}.{l}"), v);
+                }
+            }
+            other => panic!("{k}: unexpected {other:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_metadata_reaches_the_mesh_sidecar_in_istios_format() {
+    let lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
+    let (status, body) = lab.get("/headers", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let (id, value) = peer_metadata(&body);
+    assert_eq!(
+        id.as_deref(),
+        Some(
+            "router~127.0.0.1~gateway-proxy-6b7c9-x2x4q.gateway-system~gateway-system.svc.cluster.local"
+        ),
+        "{body}"
+    );
+    let got = decode_peer_metadata(&value.unwrap_or_else(|| panic!("no peer metadata: {body}")));
+    let want: std::collections::BTreeMap<String, String> = [
+        ("NAME", GATEWAY_POD),
+        ("NAMESPACE", "gateway-system"),
+        ("WORKLOAD_NAME", "gateway-proxy"),
+        ("CLUSTER_ID", "Kubernetes"),
+        ("MESH_ID", "mesh-east"),
+        (
+            "OWNER",
+            "kubernetes://apis/apps/v1/namespaces/gateway-system/deployments/gateway-proxy",
+        ),
+        ("LABELS.app", "gateway-proxy"),
+        ("LABELS.version", "v7"),
+        ("LABELS.service.istio.io/canonical-name", "gateway-proxy"),
+        ("LABELS.service.istio.io/canonical-revision", "v7"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_metadata_forged_by_an_edge_client_never_reaches_the_mesh() {
+    use base64::Engine as _;
+    let lab = Lab::start(InboundPolicy::Strict, "", "1h").await;
+    // A client claiming to be istio-system's ingress gateway.
+    let forged = base64::engine::general_purpose::STANDARD.encode(b"forged");
+    let forged_id =
+        "router~10.0.0.1~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local";
+    let (status, body) = lab
+        .get(
+            "/headers",
+            &[
+                ("x-envoy-peer-metadata", forged.as_str()),
+                ("x-envoy-peer-metadata-id", forged_id),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (id, value) = peer_metadata(&body);
+    assert!(
+        id.as_deref().is_some_and(|id| id.contains(GATEWAY_POD)),
+        "{body}"
+    );
+    assert!(
+        !body.contains(forged_id) && !body.contains(&forged),
+        "{body}"
+    );
+    let value = value.unwrap();
+    assert_eq!(decode_peer_metadata(&value)["NAME"], GATEWAY_POD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_upstream_gets_no_peer_metadata_even_when_a_client_sends_it() {
+    let lab = Lab::start(
+        InboundPolicy::Permissive,
+        "meshgate.io/upstream-tls: disable",
+        "1h",
+    )
+    .await;
+    let (status, body) = lab
+        .get(
+            "/headers",
+            &[
+                ("x-envoy-peer-metadata", "Zm9yZ2Vk"),
+                ("x-envoy-peer-metadata-id", "router~forged"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(xfcc(&body), None, "plaintext (no XFCC): {body}");
+    assert_eq!(peer_metadata(&body), (None, None), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::ir::MinVersion;
 use crate::observe::access_log;
 use crate::observe::istio_metrics::{UNKNOWN, Workload};
+use crate::observe::peer_metadata::NodeMetadata;
 use crate::providers::file::DEFAULT_MAX_CONFIG_BYTES;
 use crate::providers::kubernetes::{GatewayRef, Settings as KubeSettings};
 use crate::proxy::Limits;
@@ -113,6 +114,14 @@ pub struct RunArgs {
     /// `ISTIO_META_CLUSTER_ID`).
     #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = crate::observe::istio_metrics::DEFAULT_CLUSTER_ID)]
     pub cluster_id: String,
+    /// Istio mesh id, sent to mesh upstreams in the peer metadata (`MESH_ID`) [default:
+    /// the trust domain, as Istio defaults it].
+    #[arg(long, env = "ISTIO_META_MESH_ID")]
+    pub mesh_id: Option<String>,
+    /// This pod's IP (Istio's `INSTANCE_IP`), part of the gateway's Istio node id in the
+    /// peer metadata [default: `unknown`].
+    #[arg(long, env = "INSTANCE_IP")]
+    pub instance_ip: Option<IpAddr>,
     /// Largest request header block accepted (bytes); larger gets 431.
     #[arg(long, env = "GATEWAY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
@@ -195,7 +204,8 @@ pub struct RunArgs {
     /// CAs), comma-separated [default: the Gateway's namespace].
     #[arg(long, env = "GATEWAY_SECRET_NAMESPACES", value_delimiter = ',')]
     pub secret_namespaces: Vec<String>,
-    /// This replica's name in the status Lease [default: `$POD_NAME`, else the hostname].
+    /// This pod's name: this replica's name in the status Lease, and `NAME` in the peer
+    /// metadata sent to mesh upstreams [default: `$POD_NAME`, else the hostname].
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
     /// Addresses written to the Gateway's `status.addresses` (IPs or hostnames),
@@ -249,6 +259,8 @@ pub struct Config {
     pub access_log_filter: access_log::Filter,
     /// The gateway's own workload in the Istio metrics.
     pub source_workload: Workload,
+    /// The gateway's Istio node metadata, sent to mesh upstreams as peer metadata.
+    pub node_metadata: NodeMetadata,
     /// Downstream limits.
     pub limits: Limits,
     /// Drain time on SIGTERM.
@@ -266,6 +278,7 @@ pub struct Config {
 impl From<RunArgs> for Config {
     fn from(a: RunArgs) -> Config {
         let source_workload = source_workload(&a);
+        let node_metadata = node_metadata(&a, &source_workload);
         let labels = pod_labels(&a);
         let provider = match (a.provider.as_str(), a.gateway.clone()) {
             ("kubernetes", Some(gateway)) => Provider::Kubernetes(kube_settings(&a, gateway)),
@@ -287,6 +300,7 @@ impl From<RunArgs> for Config {
             access_log: a.access_log == "stdout",
             access_log_filter: access_log::Filter::parse(&a.access_log_filter).unwrap_or_default(),
             source_workload,
+            node_metadata,
             limits: Limits {
                 max_header_bytes: a.max_header_bytes,
                 max_uri_bytes: a.max_uri_bytes,
@@ -344,6 +358,27 @@ fn source_workload(a: &RunArgs) -> Workload {
     Workload::from_labels(&name, ns, &principal, &labels, &a.cluster_id)
 }
 
+/// The gateway's node metadata for Istio's peer-metadata headers.
+fn node_metadata(a: &RunArgs, workload: &Workload) -> NodeMetadata {
+    NodeMetadata {
+        pod_name: pod_name(a).unwrap_or_else(|| UNKNOWN.to_string()),
+        instance_ip: a
+            .instance_ip
+            .map_or_else(|| UNKNOWN.to_string(), |ip| ip.to_string()),
+        cluster_domain: a.cluster_domain.clone(),
+        mesh_id: a.mesh_id.clone().unwrap_or_else(|| a.trust_domain.clone()),
+        workload: workload.clone(),
+    }
+}
+
+/// This pod's name: `--pod-name`, else the hostname (a pod's hostname is its name).
+fn pod_name(a: &RunArgs) -> Option<String> {
+    a.pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|n| !n.is_empty())
+}
+
 fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {
     let secret_namespaces = if a.secret_namespaces.is_empty() {
         // Istio reads credentialName Secrets from the gateway pod's namespace.
@@ -353,11 +388,7 @@ fn kube_settings(a: &RunArgs, gateway: GatewayRef) -> KubeSettings {
     } else {
         a.secret_namespaces.clone()
     };
-    let identity = a
-        .pod_name
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("meshgate-{}", std::process::id()));
+    let identity = pod_name(a).unwrap_or_else(|| format!("meshgate-{}", std::process::id()));
     KubeSettings {
         gateway,
         kubeconfig: a.kubeconfig.clone(),
@@ -398,4 +429,37 @@ fn label(s: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not key=value"))?;
     Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(["gateway"].iter().chain(args)).unwrap();
+        Config::from(cli.run)
+    }
+
+    #[test]
+    fn node_metadata_comes_from_the_flags_with_istios_defaults() {
+        let c = config(&[
+            "--pod-name",
+            "gw-1",
+            "--pod-namespace",
+            "istio-ingress",
+            "--instance-ip",
+            "10.0.0.7",
+            "--trust-domain",
+            "example.org",
+        ]);
+        let n = &c.node_metadata;
+        assert_eq!(n.pod_name, "gw-1");
+        assert_eq!(n.instance_ip, "10.0.0.7");
+        // Istio's mesh id defaults to the trust domain.
+        assert_eq!(n.mesh_id, "example.org");
+        assert_eq!(&*n.workload.namespace, "istio-ingress");
+        let c = config(&["--pod-name", "gw-1", "--mesh-id", "mesh-east"]);
+        assert_eq!(c.node_metadata.mesh_id, "mesh-east");
+        assert_eq!(c.node_metadata.instance_ip, UNKNOWN);
+    }
 }

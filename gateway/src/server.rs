@@ -21,6 +21,7 @@ use crate::identity::{self, MeshIdentity};
 use crate::observe::access_log::AccessLog;
 use crate::observe::debug::RequestLog;
 use crate::observe::metrics::Metrics;
+use crate::observe::peer_metadata::PeerMetadata;
 use crate::providers::kubernetes::{self, writer::StatusWriter};
 use crate::providers::{self, file::FileProvider};
 use crate::proxy::{self, DrainWatch, ProxyContext, Tunnels};
@@ -41,6 +42,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .sds_socket
         .as_ref()
         .map(|_| Arc::new(MeshIdentity::default()));
+    // Only a gateway that originates Istio mTLS speaks to sidecars as a mesh peer.
+    let peer_metadata = identity
+        .as_ref()
+        .map(|_| PeerMetadata::new(&config.node_metadata))
+        .transpose()?;
     let tables = TableReader::default();
     let readiness = Arc::new(Readiness::default());
     let status = Arc::new(ArcSwap::from_pointee(Report::default()));
@@ -61,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         access_log,
         tracing: tracing.clone(),
+        peer_metadata,
         debug: debug.clone(),
         server: proxy::server_builder(&config.limits),
         limits: config.limits.clone(),

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use e2e::telemetry;
 use support::*;
 
 /// The gateway's own workload, as the Istio metrics' source.
@@ -90,7 +91,7 @@ impl Drop for ChildGuard {
 }
 
 fn prometheus_bin() -> PathBuf {
-    let p = PathBuf::from("/usr/bin/prometheus");
+    let p = PathBuf::from(telemetry::PROMETHEUS);
     assert!(
         p.exists(),
         "prometheus not found (Debian package `prometheus`; run scripts/install-tools)"
@@ -102,23 +103,11 @@ impl Prometheus {
     fn scrape(target: std::net::SocketAddr) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-                 scrape_configs:\n  - job_name: meshgate\n    \
-                 static_configs: [{{targets: ['{target}']}}]\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&cfg, telemetry::prometheus_config("meshgate", target)).unwrap();
         let port = free_port();
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(telemetry::prometheus_args(&cfg, dir.path(), listen))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
             .spawn()
@@ -143,14 +132,12 @@ impl Prometheus {
             &format!("http://127.0.0.1:{}/api/v1/query", self.port),
         ]);
         assert_eq!(r.status, 200, "{r:?}");
-        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        assert_eq!(v["status"], "success", "{v}");
-        v["data"]["result"].as_array().unwrap().clone()
+        telemetry::query_result(&r.body).unwrap()
     }
 }
 
 fn value(sample: &serde_json::Value) -> f64 {
-    sample["value"][1].as_str().unwrap().parse().unwrap()
+    telemetry::sample_value(sample)
 }
 
 #[test]
@@ -451,18 +438,10 @@ impl Rotel {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("rotel.out");
         let port = free_port();
-        let child = Command::new(tools_bin().join("rotel-agent"))
-            .args([
-                "start",
-                "--otlp-grpc-endpoint",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args([
-                "--otlp-http-endpoint",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .args(["--exporter", "blackhole", "--debug-log", "traces"])
-            .args(["--debug-log-verbosity", "detailed"])
+        let grpc = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(telemetry::rotel_bin())
+            .args(telemetry::rotel_args(grpc, http))
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(Stdio::null())
             .spawn()
@@ -482,15 +461,9 @@ impl Rotel {
     /// `Kind`, `Name`, ...).
     fn spans(&self) -> Vec<std::collections::BTreeMap<String, String>> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.split("Span #")
-            .skip(1)
-            .map(|block| {
-                block
-                    .lines()
-                    .filter_map(|l| l.split_once(" : ").or_else(|| l.split_once(": ")))
-                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                    .collect()
-            })
+        telemetry::parse_spans(&text)
+            .into_iter()
+            .map(|s| s.fields)
             .collect()
     }
 }

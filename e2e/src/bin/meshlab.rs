@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use e2e::lab::{HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, netns, scenarios};
+use e2e::lab::{HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, netns, scenarios, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,15 @@ enum Cmd {
     /// Stop a running lab, and remove whatever an earlier lab left behind (processes,
     /// namespaces).
     Down,
+    /// Print one trace from the lab collector's log (`ROTEL_LOG`) as a span tree; exits 1
+    /// while no span of it has arrived.
+    Trace {
+        /// rotel's output (`ROTEL_LOG` from `meshlab up`).
+        #[arg(long)]
+        log: PathBuf,
+        /// The trace id (32 hex digits).
+        trace_id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -78,6 +87,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if outcomes.iter().any(|o| o.result.is_err()) {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Cmd::Trace { log, trace_id } => {
+            let text = std::fs::read_to_string(&log)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", log.display()))?;
+            let spans = e2e::telemetry::parse_spans(&text);
+            if !spans.iter().any(|s| s.get("Trace ID") == trace_id) {
+                anyhow::bail!("no span of trace {trace_id} in {} yet", log.display());
+            }
+            print!("{}", e2e::telemetry::span_tree(&spans, &trace_id));
             Ok(())
         }
         Cmd::Down => {
@@ -121,6 +140,14 @@ async fn up(options: LabOptions) -> anyhow::Result<()> {
     writeln!(out, "EDGE_CA={}", lab.certs.server_ca.display())?;
     writeln!(out, "CLIENT_CERT={}", lab.certs.client_cert.display())?;
     writeln!(out, "CLIENT_KEY={}", lab.certs.client_key.display())?;
+    // Prometheus's API (inside the gateway pod) and the collector's output.
+    writeln!(out, "PROMETHEUS_URL=http://{}", telemetry::PROMETHEUS)?;
+    writeln!(out, "OTLP_ENDPOINT={}", lab.otlp_endpoint())?;
+    writeln!(
+        out,
+        "ROTEL_LOG={}",
+        lab.istiod.dir.join("rotel.log").display()
+    )?;
     // kubectl from the host reaches the lab's API server with this (a forwarded port).
     let kubeconfig = lab.kube.host_kubeconfig.display();
     writeln!(out, "KUBECONFIG={kubeconfig}")?;

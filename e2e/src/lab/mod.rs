@@ -20,6 +20,9 @@
 //! (`--provider kubernetes`), the sidecar gateway reads the same objects from a file, and
 //! the host reaches it through a forwarded loopback port ([`kube`]).
 //!
+//! The observability peers ([`telemetry`]): rotel (OTLP collector) in the `istiod` pod,
+//! Prometheus scraping the native gateway from inside the gateway pod.
+//!
 //! Every process runs under `ip netns exec` in its pod's namespace; the istio-proxy
 //! processes (Envoy and the sds-agent beside it) run with group 1337, which gateway-init
 //! exempts from capture exactly as istio-iptables does. Dropping the [`Lab`] kills every
@@ -30,6 +33,7 @@ pub mod kube;
 pub mod netns;
 pub mod proxy;
 pub mod scenarios;
+pub mod telemetry;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -42,7 +46,7 @@ use mesh::Identity;
 use crate::ca::{ISTIOD_HOST, TestCa};
 use crate::curl::CurlResult;
 use crate::process::ChildGuard;
-use crate::sidecar::{InboundPolicy, PROXY_ADMIN_PORT, capture_bootstrap_yaml};
+use crate::sidecar::{InboundPolicy, PROXY_ADMIN_PORT, traced_capture_bootstrap_yaml};
 use crate::tools::{tool, workspace_bin};
 
 use config::EdgeCerts;
@@ -315,6 +319,7 @@ impl Lab {
         let spec = kube::fixture_spec(&api, &self.kube.seeds, 0);
         self.spawn(&api, "apiserver", spec);
         self.wait_apiserver().await?;
+        self.start_telemetry().await?;
 
         // httpbin pods: capture inbound to the sidecar; no edge ports in an app pod.
         for (pod, port) in self.app_pods() {
@@ -340,11 +345,12 @@ impl Lab {
                 },
             );
             self.spawn_agent(&pod, true, &self.options.secret_ttl.clone());
-            let bootstrap = capture_bootstrap_yaml(
+            let bootstrap = traced_capture_bootstrap_yaml(
                 &pod.identity,
                 InboundPolicy::Strict,
                 app,
                 &pod.dir.join("sds.sock"),
+                &self.sidecar_tracing(&pod),
             );
             self.spawn_envoy(&pod, &bootstrap)?;
         }
@@ -603,10 +609,14 @@ impl Lab {
                 &pod.dir.join("sds.sock").display().to_string(),
             ]));
         }
+        let mut env = vec![("RUST_LOG".into(), "info".into())];
+        if let Provider::Kubernetes = provider {
+            env.extend(self.native_gateway_env(pod));
+        }
         let spec = Spec {
             program: workspace_bin("gateway"),
             args,
-            env: vec![("RUST_LOG".into(), "info".into())],
+            env,
             proxy_group: false,
         };
         self.spawn(pod, "gateway", spec);

@@ -11,6 +11,7 @@ use anyhow::{Context, bail, ensure};
 use super::config::hosts;
 mod istio_seeds;
 mod kube;
+mod observability;
 mod traffic_policy;
 
 use super::{CurlResult, HTTP_PORT, HTTPS_PORT, Lab, LabOptions, MTLS_PORT, Pod, netns};
@@ -125,9 +126,10 @@ const SCENARIOS: &[(u8, &str)] = &[
         "kubernetes: two replicas: only the Lease holder writes status; kill -> takeover",
     ),
     (
-        36,
-        "Gloo seed: kubectl apply of the Gloo walkthrough -> httpbin over mTLS (XFCC)",
+        30,
+        "Kiali: edge gateway -> httpbin edge (mutual_tls) in Prometheus",
     ),
+    (31, "one trace across gateway and sidecar"),
     (
         32,
         "SRE: retries: one endpoint refuses connections; HTTPRoute retry -> 0 failed",
@@ -143,6 +145,10 @@ const SCENARIOS: &[(u8, &str)] = &[
     (
         35,
         "SRE: IP allow-list (AuthorizationPolicy ALLOW ipBlocks) for one host",
+    ),
+    (
+        36,
+        "Gloo seed: kubectl apply of the Gloo walkthrough -> httpbin over mTLS (XFCC)",
     ),
 ];
 const TEARDOWN: (u8, &str) = (
@@ -303,6 +309,8 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
         33 => traffic_policy::outlier_detection(lab).await,
         34 => traffic_policy::circuit_breaking(lab).await,
         35 => traffic_policy::ip_allow_list(lab).await,
+        30 => observability::kiali_edge(lab).await,
+        31 => observability::one_trace(lab).await,
         n => bail!("no scenario {n}"),
     }
 }

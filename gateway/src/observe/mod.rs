@@ -1,9 +1,10 @@
 //! What operators see: Prometheus [`metrics`] (the gateway's own and Istio's standard
-//! [`istio_metrics`]), the JSON [`access_log`], OTLP [`traces`], and recent request explanations
-//! ([`debug`]).
+//! [`istio_metrics`]), Istio's [`peer_metadata`] headers towards mesh upstreams, the JSON
+//! [`access_log`], OTLP [`traces`], and recent request explanations ([`debug`]).
 
 pub mod access_log;
 pub mod debug;
 pub mod istio_metrics;
 pub mod metrics;
+pub mod peer_metadata;
 pub mod traces;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Incoming};
 
 use super::ProxyContext;
@@ -45,6 +45,14 @@ pub(super) struct Pick<'a> {
     health: Option<&'a EndpointHealth>,
     /// Istio's destination labels.
     pub(super) destination: &'a Arc<Destination>,
+}
+
+/// Istio's peer-metadata headers, on requests to mesh endpoints only: a plaintext or
+/// non-mesh TLS upstream is outside the mesh and learns nothing about it.
+pub(super) fn add_peer_metadata(ctx: &ProxyContext, transport: &Transport, h: &mut HeaderMap) {
+    if let (Transport::Mesh(_), Some(pm)) = (transport, &ctx.peer_metadata) {
+        pm.insert(h);
+    }
 }
 
 pub(super) fn pick(backend: &Backend) -> Result<Pick<'_>, Reject> {
@@ -171,6 +179,9 @@ pub async fn run(
         rec.mutual_tls = ep.transport.is_mesh();
         let permit = admit(ctx, backend, &info).await?;
         *req.uri_mut() = upstream_uri(ep.authority, &path_and_query);
+        // Per attempt: a retry may pick an endpoint outside the mesh (the replayed headers
+        // are the ones from before this).
+        add_peer_metadata(ctx, ep.transport, req.headers_mut());
         let span = rec
             .trace
             .as_ref()

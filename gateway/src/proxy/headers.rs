@@ -4,6 +4,8 @@
 use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::observe::peer_metadata;
+
 /// Header carrying the request id.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Client certificate details set by mesh proxies; never accepted from edge clients.
@@ -61,7 +63,7 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// What the gateway adds for the upstream: forwarding headers and the request id; an
-/// edge client's XFCC is dropped (only mesh proxies set it).
+/// edge client's XFCC and Istio peer metadata are dropped (only mesh proxies set them).
 pub struct Forwarded<'a> {
     /// Client IP.
     pub peer_ip: String,
@@ -91,6 +93,9 @@ pub fn prepare_upstream(headers: &mut HeaderMap, upgrade: bool, fwd: &Forwarded<
         }
     }
     headers.remove(X_FORWARDED_CLIENT_CERT);
+    // Only the gateway itself speaks to the mesh as the gateway (added per attempt,
+    // towards mesh upstreams only).
+    peer_metadata::remove(headers);
     let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {}", fwd.peer_ip),
         None => fwd.peer_ip.clone(),

@@ -11,7 +11,7 @@ use hyper::body::{Body, Incoming};
 use tokio::sync::mpsc;
 
 use super::ProxyContext;
-use super::attempt::{pick, upstream_uri};
+use super::attempt::{add_peer_metadata, pick, upstream_uri};
 use crate::dataplane::routes::Backend;
 use crate::upstream::RequestBody;
 
@@ -81,6 +81,7 @@ fn spawn_copy(
     {
         req.headers_mut().insert(header::HOST, v);
     }
+    add_peer_metadata(ctx, ep.transport, req.headers_mut());
     let client = ctx.upstreams.client(ep.transport, backend.http2);
     let name = backend.name.clone();
     tokio::spawn(async move {

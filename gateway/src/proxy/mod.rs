@@ -85,6 +85,8 @@ pub struct ProxyContext {
     pub access_log: AccessLog,
     /// OTLP tracing, when an endpoint is configured.
     pub tracing: Option<crate::observe::traces::Tracing>,
+    /// Istio's peer-metadata headers for mesh upstreams (mesh integration on).
+    pub peer_metadata: Option<crate::observe::peer_metadata::PeerMetadata>,
     /// Recent request explanations.
     pub debug: RequestLog,
     /// Downstream limits.
