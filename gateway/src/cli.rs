@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// line), read at start; `--pod-labels` entries win over it.
     #[arg(long, env = "POD_LABELS_FILE", value_parser = labels_file)]
     pub pod_labels_file: Option<LabelsFile>,
+    /// Share of requests carrying `x-client-trace-id` that are traced whatever the sampling
+    /// ratio (Envoy's `client_sampling`, which Istio leaves at 100), in percent.
+    #[arg(long, env = "GATEWAY_TRACE_CLIENT_SAMPLING", default_value_t = 100.0,
+          value_parser = percent)]
+    pub trace_client_sampling: f64,
     /// Proxies in front of the gateway trusted to append X-Forwarded-For (Istio's
     /// `numTrustedProxies`); 0 uses the connection's peer as the client.
     #[arg(long, env = "NUM_TRUSTED_PROXIES", default_value_t = 0)]
@@ -273,6 +278,8 @@ pub struct Config {
     pub log_json: bool,
     /// SDS socket of the sds-agent (mesh integration on when set).
     pub sds_socket: Option<PathBuf>,
+    /// Percent of requests with `x-client-trace-id` traced whatever the ratio.
+    pub trace_client_sampling: f64,
 }
 
 impl From<RunArgs> for Config {
@@ -298,6 +305,7 @@ impl From<RunArgs> for Config {
             poll_interval: a.poll_interval,
             max_config_bytes: a.max_config_bytes,
             access_log: a.access_log == "stdout",
+            trace_client_sampling: a.trace_client_sampling,
             access_log_filter: access_log::Filter::parse(&a.access_log_filter).unwrap_or_default(),
             source_workload,
             node_metadata,
@@ -333,6 +341,14 @@ impl From<RunArgs> for Config {
             log_json: a.log_format == "json",
             sds_socket: a.sds_socket,
         }
+    }
+}
+
+/// A percentage between 0 and 100.
+fn percent(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{v:?} is not a percentage between 0 and 100")),
     }
 }
 

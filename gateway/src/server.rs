@@ -34,7 +34,8 @@ use crate::upstream::backend_state::BackendStates;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::with_source(config.source_workload.clone()));
     let trusted_parents = config.translate.num_trusted_proxies > 0;
-    let tracing = crate::observe::traces::Tracing::from_env(trusted_parents)?;
+    let tracing =
+        crate::observe::traces::Tracing::from_env(trusted_parents, config.trace_client_sampling)?;
     if tracing.is_some() {
         tracing::info!("OTLP tracing on");
     }

@@ -600,6 +600,66 @@ fn an_edge_clients_sampled_flag_keeps_its_trace_id_but_does_not_force_sampling()
 }
 
 #[test]
+fn x_client_trace_id_forces_a_trace_the_ratio_would_not_take_and_zero_percent_turns_it_off() {
+    let rotel = Rotel::start();
+    let hb = Httpbin::start();
+    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let (port, off_port) = (free_port(), free_port());
+    let _gw = Gateway::start_with_env(
+        &config(port, hb.port, "httpbin.example.com"),
+        &[],
+        "/ready",
+        &env,
+    );
+    let _off = Gateway::start_with_env(
+        &config(off_port, hb.port, "httpbin.example.com"),
+        &["--trace-client-sampling", "0"],
+        "/ready",
+        &env,
+    );
+    // An untrusted parent whose trace id the default 1% ratio rejects.
+    let (forced, refused) = (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "5bf92f3577b34da6a3ce929d0e0e4736",
+    );
+    for (p, trace) in [(port, forced), (off_port, refused)] {
+        let r = curl(&[
+            "-H",
+            "Host: httpbin.example.com",
+            "-H",
+            &format!("traceparent: 00-{trace}-00f067aa0ba902b7-00"),
+            "-H",
+            "x-client-trace-id: debug-4711",
+            &format!("http://127.0.0.1:{p}/get"),
+        ]);
+        let sent = r.json()["headers"]["Traceparent"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let expect = if trace == forced { "-01" } else { "-00" };
+        assert!(sent.ends_with(expect), "{trace}: upstream got {sent}");
+    }
+    wait_for("the forced SERVER span", Duration::from_secs(20), || {
+        rotel.spans().iter().any(|s| {
+            s.get("Trace ID").map(String::as_str) == Some(forced) && s["Kind"] == "SPAN_KIND_SERVER"
+        })
+    });
+    let out = std::fs::read_to_string(&rotel.out).unwrap();
+    assert!(
+        out.contains("guid:x-client-trace-id: Str(debug-4711)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(refused),
+        "--trace-client-sampling 0 still traced: {out}"
+    );
+}
+
+#[test]
 fn a_chunked_request_body_is_counted_as_it_streams() {
     let hb = Httpbin::start();
     let port = free_port();

@@ -44,7 +44,7 @@ pub const RATE_LIMIT_PER_SECOND: u64 = 100;
 
 /// The native gateway pod's labels: Istio's ingress gateway label, which the
 /// walkthrough's Istio Gateways select.
-pub const NATIVE_POD_LABELS: &str = "istio=ingressgateway,app=gateway";
+pub const NATIVE_POD_LABELS: &str = "istio=ingressgateway,app=gateway-proxy";
 
 /// The sidecar-layout gateway pod's labels, which the lab's Istio Gateway selects.
 pub const GATEWAY_POD_LABELS: &str = "istio=ingressgateway,app=gateway-sidecar";

@@ -12,7 +12,11 @@
 //! Sampling: `OTEL_TRACES_SAMPLER` / `_ARG` as the SDK reads them; unset, parent-based 1%
 //! (Istio's default), where the parent's decision is honoured only from a trusted hop
 //! (`--num-trusted-proxies` > 0): an edge client's `sampled` flag keeps its trace id but
-//! cannot force (or veto) sampling, so no client can make the gateway trace everything.
+//! cannot force (or veto) sampling. As Envoy does, a request carrying `x-client-trace-id`
+//! is traced whatever the ratio (`--trace-client-sampling` percent of them, Envoy's
+//! `client_sampling`, default 100), its value recorded as the span's
+//! `guid:x-client-trace-id`: the header is the documented way for a client to ask for a
+//! trace, and operators who do not want it honoured at the edge set 0.
 
 use std::time::Duration;
 
@@ -52,6 +56,8 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     /// Incoming sampling decisions come from a trusted hop.
     trusted_parents: bool,
+    /// Share (0 to 1) of `x-client-trace-id` requests forced into sampling.
+    client_sampling: f64,
 }
 
 /// Marks a remote parent whose sampling decision is not trusted (a Context value, never
@@ -59,7 +65,17 @@ pub struct Tracing {
 #[derive(Debug, Clone, Copy)]
 struct UntrustedParent;
 
-/// Parent-based ratio sampling that decides by trace id alone for untrusted parents.
+/// Marks a request whose client asked for a trace with `x-client-trace-id` (and drew it).
+#[derive(Debug, Clone, Copy)]
+struct ClientForced;
+
+/// The header a client asks for a trace with (Envoy's).
+const CLIENT_TRACE_ID: &str = "x-client-trace-id";
+/// Longest `x-client-trace-id` value recorded on a span.
+const MAX_CLIENT_TRACE_ID: usize = 128;
+
+/// Parent-based ratio sampling that decides by trace id alone for untrusted parents, and
+/// samples requests a client forced with `x-client-trace-id`.
 #[derive(Debug, Clone)]
 struct EdgeSampler {
     ratio: f64,
@@ -76,7 +92,9 @@ impl ShouldSample for EdgeSampler {
         links: &[Link],
     ) -> SamplingResult {
         let ratio = Sampler::TraceIdRatioBased(self.ratio);
-        let sampler = if parent.is_some_and(|c| c.get::<UntrustedParent>().is_some()) {
+        let sampler = if parent.is_some_and(|c| c.get::<ClientForced>().is_some()) {
+            Sampler::AlwaysOn
+        } else if parent.is_some_and(|c| c.get::<UntrustedParent>().is_some()) {
             ratio
         } else {
             Sampler::ParentBased(Box::new(ratio))
@@ -87,9 +105,13 @@ impl ShouldSample for EdgeSampler {
 
 impl Tracing {
     /// Tracing as the `OTEL_*` environment configures it; `None` without an endpoint.
-    /// `trusted_parents`: incoming sampling decisions come from a trusted hop. Needs a
+    /// `trusted_parents`: incoming sampling decisions come from a trusted hop;
+    /// `client_sampling_percent`: how many `x-client-trace-id` requests are forced. Needs a
     /// Tokio runtime (the exporter's gRPC channel).
-    pub fn from_env(trusted_parents: bool) -> Result<Option<Tracing>, TracingError> {
+    pub fn from_env(
+        trusted_parents: bool,
+        client_sampling_percent: f64,
+    ) -> Result<Option<Tracing>, TracingError> {
         let Some(endpoint) = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.is_empty()) else {
             return Ok(None);
         };
@@ -114,6 +136,7 @@ impl Tracing {
             tracer: provider.tracer("meshgate"),
             provider,
             trusted_parents,
+            client_sampling: client_sampling_percent / 100.0,
         }))
     }
 
@@ -125,7 +148,7 @@ impl Tracing {
 
     /// Starts the SERVER span of a request, child of the context its headers carry.
     pub fn server_span(&self, method: &str, headers: &HeaderMap) -> RequestSpan {
-        let parent = extract(headers)
+        let mut parent = extract(headers)
             .map(|sc| {
                 let cx = Context::new().with_remote_span_context(sc);
                 if self.trusted_parents {
@@ -135,17 +158,30 @@ impl Tracing {
                 }
             })
             .unwrap_or_default();
+        let mut attributes = vec![KeyValue::new("http.request.method", method.to_string())];
+        if let Some(id) = client_trace_id(headers)
+            && fastrand::f64() < self.client_sampling
+        {
+            parent = parent.with_value(ClientForced);
+            attributes.push(KeyValue::new("guid:x-client-trace-id", id));
+        }
         let span = self
             .tracer
             .span_builder(method.to_string())
             .with_kind(SpanKind::Server)
-            .with_attributes([KeyValue::new("http.request.method", method.to_string())])
+            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
         RequestSpan {
             cx: Context::new().with_remote_span_context(span.span_context().clone()),
             span,
         }
     }
+}
+
+/// A non-empty `x-client-trace-id`, cut to [`MAX_CLIENT_TRACE_ID`] characters.
+fn client_trace_id(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(CLIENT_TRACE_ID)?.to_str().ok()?.trim();
+    (!v.is_empty()).then(|| v.chars().take(MAX_CLIENT_TRACE_ID).collect())
 }
 
 /// A request's SERVER span, and the context its CLIENT spans descend from.
@@ -427,6 +463,58 @@ mod tests {
             &[],
         );
         r.decision == opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
+    }
+
+    #[test]
+    fn a_client_trace_id_forces_sampling_even_of_an_untrusted_unsampled_parent() {
+        let rejected = u128::MAX;
+        let sc = SpanContext::new(
+            TraceId::from_bytes(rejected.to_be_bytes()),
+            SpanId::from_bytes([1; 8]),
+            TraceFlags::default(),
+            true,
+            TraceState::default(),
+        );
+        for cx in [
+            Context::new()
+                .with_remote_span_context(sc)
+                .with_value(UntrustedParent),
+            Context::new(),
+        ] {
+            let r = EdgeSampler {
+                ratio: DEFAULT_RATIO,
+            }
+            .should_sample(
+                Some(&cx.with_value(ClientForced)),
+                TraceId::from_bytes(rejected.to_be_bytes()),
+                "GET",
+                &SpanKind::Server,
+                &[],
+                &[],
+            );
+            assert_eq!(
+                r.decision,
+                opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_trace_id_is_read_trimmed_capped_and_empty_is_none() {
+        let long = "a".repeat(500);
+        assert_eq!(
+            client_trace_id(&headers(&[("x-client-trace-id", " abc ")])).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            client_trace_id(&headers(&[("x-client-trace-id", &long)])).map(|v| v.len()),
+            Some(MAX_CLIENT_TRACE_ID)
+        );
+        assert_eq!(
+            client_trace_id(&headers(&[("x-client-trace-id", "")])),
+            None
+        );
+        assert_eq!(client_trace_id(&headers(&[])), None);
     }
 
     #[test]

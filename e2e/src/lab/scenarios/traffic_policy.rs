@@ -314,7 +314,7 @@ pub(super) async fn ip_allow_list(lab: &mut Lab) -> anyhow::Result<String> {
     let policy = format!(
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
          metadata: {{name: allow-list, namespace: gateway-system}}\n\
-         spec:\n  selector: {{matchLabels: {{app: gateway}}}}\n  action: ALLOW\n  rules:\n  \
+         spec:\n  selector: {{matchLabels: {{app: gateway-proxy}}}}\n  action: ALLOW\n  rules:\n  \
          - to: [{{operation: {{notHosts: [{HOST}]}}}}]\n  \
          - from: [{{source: {{ipBlocks: [\"{}/32\"]}}}}]\n    to: [{{operation: {{hosts: [{HOST}]}}}}]\n",
         istiod.addr
