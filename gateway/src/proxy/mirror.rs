@@ -81,7 +81,9 @@ fn spawn_copy(
     {
         req.headers_mut().insert(header::HOST, v);
     }
-    let client = ctx.upstreams.client(ep.transport, backend.http2);
+    let client = ctx
+        .upstreams
+        .client(ep.transport, backend.http2, backend.pool());
     let name = backend.name.clone();
     tokio::spawn(async move {
         match tokio::time::timeout(MIRROR_TIMEOUT, client.request(req)).await {
