@@ -177,7 +177,9 @@ impl RetryPolicy {
             }
             Outcome::ConnectFailure => self.on_connect_failure || self.on_gateway_error,
             Outcome::Reset => self.on_reset || self.on_gateway_error,
-            Outcome::Timeout | Outcome::ProtocolError => self.on_gateway_error,
+            // A per-attempt timeout is answered 504 by the gateway: retried as a 504.
+            Outcome::Timeout => self.on_gateway_error || self.on_status.contains(&504),
+            Outcome::ProtocolError => self.on_gateway_error,
             Outcome::MeshRefused(_) | Outcome::DownstreamError => false,
         }
     }
