@@ -3,7 +3,7 @@
 //!
 //! Derived by hand from Istio's published API for the fields this gateway implements, in
 //! their API spelling; every struct flattens an [`Unsupported`] map, so a field we do not
-//! implement (`workloadSelector`, `tls.sni`...) is reported by name.
+//! implement (`workloadSelector`, `tls.caCrl`...) is reported by name.
 //! Enumerations and durations stay strings: `translate` validates them and names the
 //! object and field at fault.
 
