@@ -375,3 +375,38 @@ fn connect_timeout_to_a_blackholed_endpoint_is_a_503_uf_at_the_configured_time()
     let line = gw.wait_access_log(|l| l["response_code"] == 503);
     assert_eq!(line["response_flags"], "UF", "{line}");
 }
+
+#[test]
+fn connect_timeout_also_bounds_a_tcp_route_connection() {
+    let hole = Blackhole::start();
+    let port = free_port();
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n    \
+         - {{name: tcp, port: {port}, protocol: TCP}}\n"
+    );
+    let tcp_route = "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n\
+         metadata: {name: hole, namespace: default}\nspec:\n  \
+         parentRefs: [{name: edge, sectionName: tcp}]\n  \
+         rules:\n    - backendRefs: [{name: hole, port: 80}]\n";
+    let gw = Gateway::start_with(
+        &docs(&[
+            &gateway,
+            tcp_route,
+            &local_service("hole", hole.port),
+            &destination_rule("hole", "connectionPool:\n  tcp: {connectTimeout: 500ms}"),
+        ]),
+        &["--connect-timeout", "30s"],
+    );
+    let started = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let ended = wait_closed(&mut s, Duration::from_secs(20));
+    let took = started.elapsed();
+    assert_eq!(ended, Ended::ClosedSilently);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "closed after {took:?}, the rule says 500ms"
+    );
+    let line = gw.wait_access_log(|l| l["route"] == "TCPRoute default/hole");
+    assert_eq!(line["response_flags"], "UF", "{line}");
+}

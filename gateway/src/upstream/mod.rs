@@ -123,14 +123,20 @@ impl Upstreams {
         }
     }
 
-    /// A new (unpooled) connection for a connection route: TCP, then mesh mTLS (ALPN
-    /// `istio`) or BackendTLSPolicy TLS, as the endpoint's transport says.
+    /// A new (unpooled) connection for a connection route: TCP (within the backend's
+    /// DestinationRule `connectTimeout`, else `--connect-timeout`), then mesh mTLS (ALPN
+    /// `istio`) or backend TLS, as the endpoint's transport says.
     pub async fn connect_stream(
         &self,
         transport: &Transport,
         authority: &http::uri::Authority,
+        connect_timeout: Option<Duration>,
     ) -> Result<TokioIo<connector::CountedIo>, BoxError> {
         let mut connector = self.stream_connector(transport);
+        if let Some(t) = connect_timeout {
+            // A clone sharing the built TLS config: only the TCP timeout differs.
+            connector = connector.with_connect_timeout(t);
+        }
         let uri = http::Uri::builder()
             .scheme("http")
             .authority(authority.clone())
