@@ -140,6 +140,34 @@ fn simple_tls_verifies_the_upstream_with_the_credential_ca_and_refuses_a_san_mis
 }
 
 #[test]
+fn a_changed_credential_secret_gives_new_connections_its_ca() {
+    let pki = pki();
+    let tls_hb = Httpbin::start_tls(&pki.path("backend.crt"), &pki.path("backend.key"));
+    let port = free_port();
+    let config = |ca: &str| {
+        docs(&[
+            &http_gateway(port),
+            &route_per_service(&["rotated"]),
+            &pki.secret_in(POD_NS, "rotating-ca", "Opaque", &[("cacert", ca)]),
+            &local_service("rotated", tls_hb.port),
+            &destination_rule(
+                "rotated",
+                "tls: {mode: SIMPLE, credentialName: rotating-ca, sni: httpbin.backend.test}",
+            ),
+        ])
+    };
+    let gw = Gateway::start_with(&config("other-ca.crt"), &["--pod-namespace", POD_NS]);
+    let r = get(port, "/rotated/get");
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "UF"), "{r:?}");
+    // The Secret now holds the CA that signed the server: a new TLS target, so a new
+    // pool and client config, without a restart.
+    gw.write_config(&config("backend-ca.crt"));
+    eventually("the new CA in use", || {
+        get(port, "/rotated/get").status == 200
+    });
+}
+
+#[test]
 fn mutual_tls_presents_the_client_certificate_the_upstream_requires() {
     let pki = pki();
     let mtls_hb = Httpbin::start_mutual_tls(
@@ -255,27 +283,39 @@ impl CountingUpstream {
 }
 
 #[test]
-fn max_requests_per_connection_1_makes_each_request_a_new_upstream_connection() {
+fn max_requests_per_connection_retires_connections_after_that_many_requests() {
     let once = CountingUpstream::start();
+    let twice = CountingUpstream::start();
     let reused = CountingUpstream::start();
     let port = free_port();
     let _gw = start_gateway(
         port,
         &[
-            &route_per_service(&["once", "reused"]),
+            &route_per_service(&["once", "twice", "reused"]),
             &local_service("once", once.port),
+            &local_service("twice", twice.port),
             &local_service("reused", reused.port),
             &destination_rule(
                 "once",
                 "connectionPool:\n  http: {maxRequestsPerConnection: 1}",
             ),
+            &destination_rule(
+                "twice",
+                "connectionPool:\n  http: {maxRequestsPerConnection: 2}",
+            ),
         ],
     );
-    for _ in 0..5 {
+    for _ in 0..6 {
         assert_eq!(get(port, "/once/").body, "counted");
+        assert_eq!(get(port, "/twice/").body, "counted");
         assert_eq!(get(port, "/reused/").body, "counted");
     }
-    assert_eq!(once.accepted.load(Ordering::SeqCst), 5);
+    assert_eq!(once.accepted.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        twice.accepted.load(Ordering::SeqCst),
+        3,
+        "each connection carries two requests, then is retired"
+    );
     assert_eq!(
         reused.accepted.load(Ordering::SeqCst),
         1,
