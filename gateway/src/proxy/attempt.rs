@@ -616,3 +616,43 @@ fn closed_without_answer(e: &hyper_util::client::legacy::Error) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started_ago(ms: u64) -> Instant {
+        Instant::now() - Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn an_attempt_gets_its_own_timeout_while_the_request_has_more_left() {
+        let t = Timeouts {
+            request: Some(Duration::from_secs(10)),
+            per_attempt: Some(Duration::from_millis(500)),
+        };
+        let b = t.budget(started_ago(3_000), true).unwrap();
+        assert_eq!(
+            (b.left, b.field),
+            (Duration::from_millis(500), "timeouts.backendRequest")
+        );
+        // The queue (per_attempt false) is bounded by the request's timeout only.
+        let q = t.budget(started_ago(3_000), false).unwrap();
+        assert_eq!(q.field, "timeouts.request");
+        assert!(q.left <= Duration::from_secs(7) && q.left > Duration::from_secs(6));
+    }
+
+    #[test]
+    fn a_late_attempt_gets_only_what_is_left_of_the_request() {
+        let t = Timeouts {
+            request: Some(Duration::from_secs(1)),
+            per_attempt: Some(Duration::from_millis(500)),
+        };
+        let b = t.budget(started_ago(800), true).unwrap();
+        assert_eq!(b.field, "timeouts.request");
+        assert!(b.left <= Duration::from_millis(200), "{b:?}");
+        assert_eq!(b.configured, Duration::from_secs(1));
+        assert!(t.request_expired(started_ago(1_000)));
+        assert!(!t.request_expired(started_ago(10)));
+    }
+}

@@ -210,6 +210,21 @@ mod tests {
     }
 
     #[test]
+    fn a_per_attempt_timeout_is_retried_when_504_is_a_retry_code() {
+        let p = RetryPolicy {
+            attempts: 2,
+            on_status: vec![504],
+            ..RetryPolicy::NONE
+        };
+        assert!(p.should_retry(1, Outcome::Timeout));
+        let only_503 = RetryPolicy {
+            on_status: vec![503],
+            ..p
+        };
+        assert!(!only_503.should_retry(1, Outcome::Timeout));
+    }
+
+    #[test]
     fn a_refusing_hook_stops_the_attempt_with_its_code() {
         struct Overflow;
         impl AttemptHook for Overflow {
