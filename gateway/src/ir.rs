@@ -311,6 +311,22 @@ impl Clone for PrivateKey {
     }
 }
 
+// Keys compare (and hash) by their bytes, so that a pool keyed by a TLS target changes
+// when its key does.
+impl PartialEq for PrivateKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.secret_der() == other.0.secret_der()
+    }
+}
+
+impl Eq for PrivateKey {}
+
+impl std::hash::Hash for PrivateKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.secret_der().hash(h);
+    }
+}
+
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PrivateKey(<redacted>)")
@@ -741,6 +757,11 @@ pub struct BackendPolicy {
     /// `tls.mode` (already applied to the endpoints' transports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_mode: Option<String>,
+    /// For `SIMPLE` and `MUTUAL`: the TLS origination, less what depends on the backend
+    /// (HTTP/2, and the SNI when `sni` is unset: the Service's FQDN). Not shown here: the
+    /// endpoints' transports show the finished target.
+    #[serde(skip)]
+    pub tls_origination: Option<Arc<TlsTarget>>,
 }
 
 /// How an endpoint is chosen.
@@ -780,6 +801,37 @@ pub struct ConnectionLimits {
     pub max_requests: u32,
     /// Retries in flight: `http.maxRetries`.
     pub max_retries: u32,
+    /// Settings that need a connection pool of the backend's own.
+    #[serde(skip_serializing_if = "PoolSettings::is_shared")]
+    pub pool: PoolSettings,
+}
+
+/// Connection settings of a backend's own pool (`tcp.connectTimeout`,
+/// `http.idleTimeout`, `http.maxRequestsPerConnection`); all unset: the shared pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct PoolSettings {
+    /// TCP connect timeout (else `--connect-timeout`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub connect_timeout: Option<Duration>,
+    /// How long an idle upstream connection is kept (else 90s).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub idle_timeout: Option<Duration>,
+    /// Requests per upstream connection before it is retired (else unlimited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+}
+
+impl PoolSettings {
+    /// Nothing set: the backend uses the shared pools.
+    pub fn is_shared(&self) -> bool {
+        *self == PoolSettings::default()
+    }
 }
 
 /// Outlier detection settings.
@@ -868,10 +920,12 @@ pub enum Transport {
     Tls(Arc<TlsTarget>),
 }
 
-/// TLS origination to a backend, from a BackendTLSPolicy.
+/// TLS origination to a backend, from a BackendTLSPolicy or a DestinationRule's
+/// `SIMPLE`/`MUTUAL` `tls`. Its pool (and rustls config) is keyed by its content, so a
+/// changed certificate or key gives a new one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct TlsTarget {
-    /// `namespace/name` of the policy.
+    /// Kind and `namespace/name` of the policy (`BackendTLSPolicy default/x`).
     pub policy: String,
     /// SNI (and the name verified when `subject_alt_names` is empty).
     pub hostname: String,
@@ -883,6 +937,23 @@ pub struct TlsTarget {
     pub subject_alt_names: Vec<SanMatch>,
     /// Speak HTTP/2 (ALPN `h2`) rather than HTTP/1.1.
     pub http2: bool,
+    /// Client certificate presented to the backend (DestinationRule `MUTUAL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<ClientCert>,
+    /// Accept any server certificate (DestinationRule `insecureSkipVerify`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+/// A client certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ClientCert {
+    /// Where it came from (`Secret ns/name`).
+    pub source: String,
+    /// Chain, leaf first.
+    pub chain: Vec<Der>,
+    /// The key.
+    pub key: PrivateKey,
 }
 
 /// A subjectAltName a backend certificate may carry.

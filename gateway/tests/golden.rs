@@ -288,6 +288,11 @@ fn istio_gateway_and_virtual_services_compile_the_seed_walkthroughs() {
 }
 
 #[test]
+fn destination_rule_simple_and_mutual_tls_read_credentials_from_the_pod_namespace() {
+    istio_golden("destination_rule_tls");
+}
+
+#[test]
 fn istio_fields_meshgate_does_not_implement_are_refused_by_name() {
     istio_golden("istio_refusals");
 }

@@ -1145,6 +1145,49 @@ async fn an_istio_destination_rule_applied_with_kubectl_sets_the_upstream_tls_mo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_rule_simple_tls_serves_once_its_credential_secret_exists() {
+    let cluster = Cluster::start().await;
+    cluster.seed(&crd(
+        "networking.istio.io",
+        "DestinationRule",
+        "destinationrules",
+        &["v1"],
+    ));
+    let pki = Pki::new();
+    pki.ca("backend-ca");
+    pki.leaf("backend", "backend-ca", &["httpbin.backend.test"], false);
+    let tls_hb = Httpbin::start_tls(&pki.path("backend.crt"), &pki.path("backend.key"));
+    cluster.apply(&local_service("secure", tls_hb.port));
+    cluster.apply(&route(
+        "secure",
+        "secure.example.com",
+        "{type: PathPrefix, value: /}",
+        "secure",
+    ));
+    cluster.apply(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {name: secure, namespace: default}\nspec:\n  host: secure\n  \
+         trafficPolicy: {tls: {mode: SIMPLE, credentialName: backend-ca, sni: httpbin.backend.test}}\n",
+    );
+    let _gw = cluster.gateway("gw-a", "127.0.0.1");
+    // Without its Secret the rule is left out: plaintext, which the TLS server cannot answer.
+    let plain = wait_for("the route served without the rule", || {
+        let r = cluster.get("secure.example.com", "/get");
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(error_code(&plain), "UC", "{plain:?}");
+    cluster.apply(&pki.secret_in(
+        "default",
+        "backend-ca",
+        "Opaque",
+        &[("cacert", "backend-ca.crt")],
+    ));
+    wait_for("TLS to the backend once the Secret exists", || {
+        (cluster.get("secure.example.com", "/get").status == 200).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_tls_policy_served_only_as_v1alpha3_gets_its_status_written_at_that_version() {
     let cluster = Cluster::start().await;
     cluster.seed(&crd(

@@ -734,3 +734,181 @@ fn a_deny_policy_with_an_unsupported_field_fails_closed() {
     assert_eq!(r.body, "RBAC: access denied");
     gw.wait_log("fails closed: it denies every request");
 }
+
+/// An HTTP/1.1 upstream whose first request is answered only after `stall`, the rest at
+/// once (body `answered <n>`), each connection on its own thread; counts requests.
+struct StallFirstUpstream {
+    port: u16,
+    seen: Arc<AtomicUsize>,
+}
+
+impl StallFirstUpstream {
+    fn start(stall: std::time::Duration) -> StallFirstUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    if read_request(&mut conn).is_none() {
+                        return;
+                    }
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n == 1 {
+                        std::thread::sleep(stall);
+                    }
+                    let body = format!("answered {n}");
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes());
+                });
+            }
+        });
+        StallFirstUpstream { port, seen }
+    }
+}
+
+#[test]
+fn backend_request_timeout_bounds_each_attempt_and_a_stalled_attempt_is_retried() {
+    let up = StallFirstUpstream::start(std::time::Duration::from_secs(8));
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "per-try",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - backendRefs: [{name: stalls, port: 80}]\n\
+             \x20     timeouts: {request: 6s, backendRequest: 500ms}\n\
+             \x20     retry: {codes: [504], attempts: 1, backoff: 1ms}\n",
+        ),
+        &service_with_endpoints("stalls", &[up.port]),
+    ]));
+    let started = std::time::Instant::now();
+    let r = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    let took = started.elapsed();
+    assert_eq!((r.status, r.body.as_str()), (200, "answered 2"), "{r:?}");
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "the first attempt was cut at 500ms, not at the 6s request timeout: {took:?}"
+    );
+    let line = gw.wait_access_log(|l| l["response_code"] == 200);
+    assert_eq!(line["attempts"], 2, "{line}");
+    assert_eq!(up.seen.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_request_queued_for_a_connection_gets_504_ut_at_its_request_timeout() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    // Two rules to one backend (one pool): /delay holds the only connection without a
+    // timeout; /anything waits in the queue under a 1s request timeout.
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /delay}}]\n\
+             \x20     backendRefs: [{name: httpbin, port: 80}]\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /anything}}]\n\
+             \x20     backendRefs: [{name: httpbin, port: 80}]\n\
+             \x20     timeouts: {request: 1s}\n",
+        ),
+        &local_service("httpbin", hb.port),
+        &destination_rule(
+            "httpbin",
+            "connectionPool:\n  tcp: {maxConnections: 1}\n  http: {http1MaxPendingRequests: 1}",
+        ),
+    ]));
+    let slow = format!("http://127.0.0.1:{port}/delay/4");
+    let holder = std::thread::spawn(move || curl(&[&slow]).status);
+    eventually("the slow request holding the only connection", || {
+        backend_state(&gw, "Service default/httpbin:80")["pool"]["connections"] == 1
+    });
+    let started = std::time::Instant::now();
+    let r = curl(&[&format!("http://127.0.0.1:{port}/anything")]);
+    let took = started.elapsed();
+    assert_eq!((r.status, error_code(&r).as_str()), (504, "UT"), "{r:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(3),
+        "refused at the 1s request timeout, not when the connection freed (4s): {took:?}"
+    );
+    let why = gw.explain(&r)["reason"].as_str().unwrap().to_string();
+    assert!(
+        why.contains("waited for a connection of Service default/httpbin:80")
+            && why.contains("timeouts.request (1s)"),
+        "{why}"
+    );
+    assert_eq!(holder.join().unwrap(), 200);
+}
+
+#[test]
+fn a_small_chunked_post_is_buffered_and_retried_and_a_large_one_streams_once() {
+    let dead = free_port();
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "retrying",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /dead}}]\n\
+             \x20     backendRefs: [{name: dead, port: 80}]\n\
+             \x20     retry: {attempts: 2, backoff: 1ms}\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /post}}]\n\
+             \x20     backendRefs: [{name: httpbin, port: 80}]\n\
+             \x20     retry: {attempts: 2, backoff: 1ms}\n",
+        ),
+        &service_with_endpoints("dead", &[dead]),
+        &local_service("httpbin", hb.port),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let large = dir.path().join("large");
+    let large_body: Vec<u8> = (0..100 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(&large, &large_body).unwrap();
+    let small = dir.path().join("small");
+    std::fs::write(&small, "small chunked body").unwrap();
+    // curl sends a file with Transfer-Encoding: chunked when told to: no length known.
+    let post = |file: &std::path::Path, path: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            "Expect:",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+    };
+    let s = post(&small, "/dead");
+    assert_eq!((s.status, error_code(&s).as_str()), (503, "URX"), "{s:?}");
+    assert_eq!(gw.explain(&s)["attempts"], 3, "buffered, so replayed");
+    let l = post(&large, "/dead");
+    assert_eq!((l.status, error_code(&l).as_str()), (503, "UF"), "{l:?}");
+    assert_eq!(
+        gw.explain(&l)["attempts"],
+        1,
+        "past 64 KiB: streamed, not retried"
+    );
+
+    // Both bodies arrive whole: the small one from the buffer, the large one as the
+    // buffered head followed by the rest of the stream.
+    let ok = post(&small, "/post");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["data"], "small chunked body");
+    let ok = post(&large, "/post");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        ok.json()["data"].as_str().unwrap().as_bytes(),
+        &large_body[..],
+        "the large body arrives intact"
+    );
+}

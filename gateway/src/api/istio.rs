@@ -3,7 +3,7 @@
 //!
 //! Derived by hand from Istio's published API for the fields this gateway implements, in
 //! their API spelling; every struct flattens an [`Unsupported`] map, so a field we do not
-//! implement (`workloadSelector`, `tls.sni`...) is reported by name.
+//! implement (`workloadSelector`, `tls.caCrl`...) is reported by name.
 //! Enumerations and durations stay strings: `translate` validates them and names the
 //! object and field at fault.
 
@@ -244,9 +244,31 @@ pub struct OutlierDetection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTlsSettings {
-    /// `DISABLE`, `ISTIO_MUTUAL` (`SIMPLE` and `MUTUAL` are reported unsupported).
+    /// `DISABLE`, `SIMPLE`, `MUTUAL`, `ISTIO_MUTUAL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// A Secret in the gateway pod's namespace holding the client certificate and key
+    /// and/or the CA (`tls.crt`/`tls.key`/`ca.crt`, or `cert`/`key`/`cacert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
+    /// File (in the gateway pod) of CAs that verify the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// File (in the gateway pod) of the client certificate, for `MUTUAL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// File (in the gateway pod) of the client key, for `MUTUAL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// The TLS server name sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Names the server certificate must carry (one of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// Accept any server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]

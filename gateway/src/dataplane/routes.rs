@@ -336,6 +336,22 @@ pub struct Backend {
     pub destination: Arc<Destination>,
 }
 
+impl Backend {
+    /// The connection settings of the backend's pool (its DestinationRule's, else the
+    /// shared pools').
+    pub fn pool(&self) -> &ir::PoolSettings {
+        static SHARED: ir::PoolSettings = ir::PoolSettings {
+            connect_timeout: None,
+            idle_timeout: None,
+            max_requests_per_connection: None,
+        };
+        self.policy
+            .as_ref()
+            .and_then(|p| p.limits.as_ref())
+            .map_or(&SHARED, |l| &l.pool)
+    }
+}
+
 /// Where a backend's traffic goes.
 pub enum Target {
     /// Endpoint addresses (possibly none).

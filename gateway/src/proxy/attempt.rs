@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 
 use super::ProxyContext;
 use super::body::Completion;
@@ -102,6 +102,61 @@ fn pick_avoiding<'a>(
     }
 }
 
+/// A route's timeouts for one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    /// `timeouts.request`: the whole request (queueing, every attempt, backoffs), from
+    /// its start.
+    pub request: Option<Duration>,
+    /// `timeouts.backendRequest` (Istio's `perTryTimeout`): each attempt, from its start.
+    pub per_attempt: Option<Duration>,
+}
+
+/// The time one wait may take, and the field that bounds it.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Time left.
+    left: Duration,
+    /// The configured timeout (for the error).
+    configured: Duration,
+    /// `timeouts.request` or `timeouts.backendRequest`.
+    field: &'static str,
+}
+
+impl Timeouts {
+    /// The budget of something that starts now: what is left of the request's timeout,
+    /// or the attempt's own if that is tighter (`per_attempt` false: the request's only).
+    fn budget(&self, request_start: Instant, per_attempt: bool) -> Option<Budget> {
+        let request = self.request.map(|t| Budget {
+            left: t.saturating_sub(request_start.elapsed()),
+            configured: t,
+            field: "timeouts.request",
+        });
+        let attempt = self.per_attempt.filter(|_| per_attempt).map(|t| Budget {
+            left: t,
+            configured: t,
+            field: "timeouts.backendRequest",
+        });
+        match (request, attempt) {
+            (Some(r), Some(a)) => Some(if a.left < r.left { a } else { r }),
+            (r, a) => r.or(a),
+        }
+    }
+
+    /// Whether the request's own timeout has run out (no retry can start).
+    fn request_expired(&self, request_start: Instant) -> bool {
+        self.request.is_some_and(|t| request_start.elapsed() >= t)
+    }
+}
+
+/// Runs `fut` within `budget` (unbounded without one); `None` when it ran out.
+async fn within<T>(budget: Option<Budget>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    match budget {
+        Some(b) => tokio::time::timeout(b.left, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
 /// What a retry needs to send the request again.
 struct Replay {
     method: http::Method,
@@ -127,7 +182,7 @@ pub async fn run(
     backend: &Backend,
     retry: Option<&RetryPolicy>,
     out: Outgoing,
-    deadline: Option<(std::time::Duration, &'static str)>,
+    timeouts: Timeouts,
     rec: &mut Completion,
 ) -> Result<Response<Incoming>, Reject> {
     static NO_RETRY: RetryPolicy = RetryPolicy::NONE;
@@ -146,7 +201,7 @@ pub async fn run(
             client_ip: rec.peer.ip(),
         },
     );
-    let body = buffer_for_replay(policy, body, deadline, rec.start).await?;
+    let body = buffer_for_replay(policy, body, timeouts.budget(rec.start, false)).await?;
     // Only a request whose body the gateway holds can be sent twice.
     let replay = match &body {
         RequestBody::Full(b) if policy.attempts > 1 => Some(Replay {
@@ -177,7 +232,7 @@ pub async fn run(
         rec.upstream_address = Some(endpoint.to_owned());
         rec.destination = ep.destination.clone();
         rec.mutual_tls = ep.transport.is_mesh();
-        let permit = admit(ctx, backend, &info).await?;
+        let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
         *req.uri_mut() = upstream_uri(ep.authority, &path_and_query);
         // Per attempt: a retry may pick an endpoint outside the mesh (the replayed headers
         // are the ones from before this).
@@ -191,7 +246,8 @@ pub async fn run(
         if let Some(h) = ep.health {
             h.active.fetch_add(1, Ordering::Relaxed);
         }
-        let result = send(ctx, ep.transport, backend.http2, req, deadline, rec.start).await;
+        let budget = timeouts.budget(rec.start, true);
+        let result = send(ctx, backend, ep.transport, req, budget).await;
         if let Some(h) = ep.health {
             h.active.fetch_sub(1, Ordering::Relaxed);
         }
@@ -211,7 +267,8 @@ pub async fn run(
         if detect_outlier(backend, &ep, outcome) {
             ctx.metrics.policy_event(&backend.name, "outlier_ejection");
         }
-        let retryable = policy.should_retry(attempt, outcome);
+        let retryable =
+            policy.should_retry(attempt, outcome) && !timeouts.request_expired(rec.start);
         let mut gave_up = None;
         if let Some(replay) = &replay
             && retryable
@@ -264,7 +321,7 @@ pub async fn run(
                 Ok(resp)
             }
             Err(f) => {
-                let mut r = f.into_reject(endpoint, &ep, deadline);
+                let mut r = f.into_reject(endpoint, &ep, budget);
                 if r.code == "mesh_mtls_required" {
                     ctx.metrics.tls_error("upstream_requires_mtls");
                 }
@@ -280,18 +337,22 @@ pub async fn run(
 
 /// Asks the backend's connection-pool limits, then the process's hooks, to admit an
 /// attempt; a refusal is an immediate 503 with the refusing code (`UO` on overflow).
+/// A request queued for a connection waits no longer than the route's timeout allows
+/// (504 `UT`, as Envoy's route timeout covers the pending queue).
 async fn admit(
     ctx: &ProxyContext,
     backend: &Backend,
     info: &AttemptInfo<'_>,
+    budget: Option<Budget>,
 ) -> Result<Option<pool_limits::PoolPermit>, Reject> {
     let refused =
         |code: &'static str, why: String| reject(StatusCode::SERVICE_UNAVAILABLE, code, why);
     let limits = backend.policy.as_ref().and_then(|p| p.limits.as_ref());
     let permit = match limits {
         Some(l) => Some(
-            pool_limits::admit(&backend.state, l, backend.http2)
+            within(budget, pool_limits::admit(&backend.state, l, backend.http2))
                 .await
+                .ok_or_else(|| queue_timeout(backend, budget))?
                 .map_err(|code| {
                     ctx.metrics.policy_event(&backend.name, "overflow");
                     let (requests, connections, pending) = backend.state.pool.snapshot();
@@ -318,6 +379,23 @@ async fn admit(
         )
     })?;
     Ok(permit)
+}
+
+fn queue_timeout(backend: &Backend, budget: Option<Budget>) -> Reject {
+    let (within, field) = budget.map_or((String::new(), ""), |b| {
+        (
+            humantime::format_duration(b.configured).to_string(),
+            b.field,
+        )
+    });
+    reject(
+        StatusCode::GATEWAY_TIMEOUT,
+        "UT",
+        format!(
+            "waited for a connection of {} (connection pool full) until {field} ({within}) ran out",
+            backend.name
+        ),
+    )
 }
 
 /// Counts the attempt's outcome against its endpoint and ejects it at the threshold
@@ -356,51 +434,32 @@ fn attempt_failed(policy: &RetryPolicy, outcome: Outcome) -> bool {
     unlimited.should_retry(1, outcome)
 }
 
-/// Reads a small request body into memory when the route retries, so that it can be
-/// sent again; a body larger than the policy's limit, or of unknown length, streams and
-/// its request is not retried.
+/// Reads a request body of up to the policy's replay limit into memory when the route
+/// retries, so that it can be sent again; a larger body (known by its length, or found
+/// while reading one of unknown length) streams on and its request is not retried.
 async fn buffer_for_replay(
     policy: &RetryPolicy,
     body: RequestBody,
-    deadline: Option<(std::time::Duration, &'static str)>,
-    start: Instant,
+    budget: Option<Budget>,
 ) -> Result<RequestBody, Reject> {
     if policy.attempts <= 1 {
         return Ok(body);
     }
-    let incoming = match body {
-        RequestBody::Streaming(b) if b.is_end_stream() => return Ok(RequestBody::empty()),
-        RequestBody::Streaming(b)
-            if b.size_hint()
-                .upper()
-                .is_some_and(|n| n <= policy.max_replay_body_bytes) =>
-        {
-            b
-        }
-        other => return Ok(other),
-    };
-    let collect = http_body_util::BodyExt::collect(incoming);
-    let collected = match deadline {
-        Some((t, which)) => tokio::time::timeout(t.saturating_sub(start.elapsed()), collect)
-            .await
-            .map_err(|_| {
-                reject(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "UT",
-                    format!("the request body did not arrive within {which}"),
-                )
-            })?,
-        None => collect.await,
-    };
-    match collected {
-        Ok(c) => {
-            let bytes = c.to_bytes();
-            Ok(RequestBody::Full((!bytes.is_empty()).then_some(bytes)))
-        }
-        Err(e) => Err(reject(
+    let buffered = crate::upstream::buffer_up_to(body, policy.max_replay_body_bytes);
+    match within(budget, buffered).await {
+        Some(Ok(body)) => Ok(body),
+        Some(Err(e)) => Err(reject(
             StatusCode::BAD_REQUEST,
             "DPE",
             format!("the client's request body failed while it was buffered for retries: {e}"),
+        )),
+        None => Err(reject(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UT",
+            format!(
+                "the request body did not arrive within {}",
+                budget.map_or("", |b| b.field)
+            ),
         )),
     }
 }
@@ -419,21 +478,35 @@ enum Failure {
     Client(hyper_util::client::legacy::Error),
 }
 
+/// Sends one attempt within `budget`; with `maxRequestsPerConnection` the connection
+/// it went out on is counted, and retired at the limit.
 async fn send(
     ctx: &ProxyContext,
+    backend: &Backend,
     transport: &Transport,
-    http2: bool,
-    req: Request<RequestBody>,
-    deadline: Option<(std::time::Duration, &'static str)>,
-    start: Instant,
+    mut req: Request<RequestBody>,
+    budget: Option<Budget>,
 ) -> Result<Response<Incoming>, Failure> {
-    let fut = ctx.upstreams.client(transport, http2).request(req);
-    let result = match deadline {
-        Some((t, _)) => tokio::time::timeout(t.saturating_sub(start.elapsed()), fut)
-            .await
-            .map_err(|_| Failure::Timeout)?,
-        None => fut.await,
-    };
+    let pool = backend.pool();
+    // One request per connection is HTTP/1.1 without keep-alive (as Envoy does it): the
+    // connection closes with the response instead of lingering unused.
+    if pool.max_requests_per_connection == Some(1) && !backend.http2 {
+        req.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    let capture = pool
+        .max_requests_per_connection
+        .map(|max| (crate::upstream::capture_connection(&mut req), max));
+    let fut = ctx
+        .upstreams
+        .client(transport, backend.http2, pool)
+        .request(req);
+    let result = within(budget, fut).await.ok_or(Failure::Timeout)?;
+    if let Some((c, max)) = &capture {
+        crate::upstream::count_request_on(c, *max);
+    }
     result.map_err(Failure::Client)
 }
 
@@ -470,12 +543,7 @@ impl Failure {
         }
     }
 
-    fn into_reject(
-        self,
-        endpoint: &str,
-        ep: &Pick<'_>,
-        deadline: Option<(std::time::Duration, &'static str)>,
-    ) -> Reject {
+    fn into_reject(self, endpoint: &str, ep: &Pick<'_>, budget: Option<Budget>) -> Reject {
         let outcome = self.outcome();
         let why = match &self {
             Failure::Client(e) => error_chain(e),
@@ -484,7 +552,7 @@ impl Failure {
         let unavailable = StatusCode::SERVICE_UNAVAILABLE;
         match outcome {
             Outcome::Timeout => {
-                let (t, which) = deadline.unwrap_or_default();
+                let (t, which) = budget.map_or((Duration::ZERO, ""), |b| (b.configured, b.field));
                 let within = humantime::format_duration(t);
                 reject(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -558,4 +626,44 @@ fn closed_without_answer(e: &hyper_util::client::legacy::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started_ago(ms: u64) -> Instant {
+        Instant::now() - Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn an_attempt_gets_its_own_timeout_while_the_request_has_more_left() {
+        let t = Timeouts {
+            request: Some(Duration::from_secs(10)),
+            per_attempt: Some(Duration::from_millis(500)),
+        };
+        let b = t.budget(started_ago(3_000), true).unwrap();
+        assert_eq!(
+            (b.left, b.field),
+            (Duration::from_millis(500), "timeouts.backendRequest")
+        );
+        // The queue (per_attempt false) is bounded by the request's timeout only.
+        let q = t.budget(started_ago(3_000), false).unwrap();
+        assert_eq!(q.field, "timeouts.request");
+        assert!(q.left <= Duration::from_secs(7) && q.left > Duration::from_secs(6));
+    }
+
+    #[test]
+    fn a_late_attempt_gets_only_what_is_left_of_the_request() {
+        let t = Timeouts {
+            request: Some(Duration::from_secs(1)),
+            per_attempt: Some(Duration::from_millis(500)),
+        };
+        let b = t.budget(started_ago(800), true).unwrap();
+        assert_eq!(b.field, "timeouts.request");
+        assert!(b.left <= Duration::from_millis(200), "{b:?}");
+        assert_eq!(b.configured, Duration::from_secs(1));
+        assert!(t.request_expired(started_ago(1_000)));
+        assert!(!t.request_expired(started_ago(10)));
+    }
 }

@@ -3,7 +3,6 @@
 //! back.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -83,7 +82,10 @@ pub async fn forward(
         backend,
         rule.retry.as_ref(),
         request,
-        deadline(&rule),
+        attempt::Timeouts {
+            request: rule.request_timeout,
+            per_attempt: rule.backend_request_timeout,
+        },
         rec,
     )
     .await?;
@@ -238,15 +240,5 @@ fn upstream_host(rule: &Rule, backend: &Backend, authority: &str) -> Result<Head
         Some(h) => Ok(h),
         None => HeaderValue::from_str(authority)
             .map_err(|_| reject(StatusCode::BAD_REQUEST, "invalid_host", "invalid Host")),
-    }
-}
-
-/// The tighter of the rule's timeouts, with the field it came from.
-fn deadline(rule: &Rule) -> Option<(Duration, &'static str)> {
-    match (rule.request_timeout, rule.backend_request_timeout) {
-        (Some(r), Some(b)) if b < r => Some((b, "timeouts.backendRequest")),
-        (Some(r), _) => Some((r, "timeouts.request")),
-        (None, Some(b)) => Some((b, "timeouts.backendRequest")),
-        (None, None) => None,
     }
 }

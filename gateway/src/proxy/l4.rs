@@ -121,7 +121,12 @@ async fn connect(
         } => (authority, transport, backend.destination.clone()),
         Target::Unresolvable(why) => return Err(("NC", why.clone())),
     };
-    match ctx.upstreams.connect_stream(transport, authority).await {
+    let connect_timeout = backend.pool().connect_timeout;
+    match ctx
+        .upstreams
+        .connect_stream(transport, authority, connect_timeout)
+        .await
+    {
         Ok(io) => {
             let mesh = matches!(transport, Transport::Mesh(_));
             Ok((io, authority.to_string(), destination, mesh))

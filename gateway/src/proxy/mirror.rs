@@ -82,7 +82,9 @@ fn spawn_copy(
         req.headers_mut().insert(header::HOST, v);
     }
     add_peer_metadata(ctx, ep.transport, req.headers_mut());
-    let client = ctx.upstreams.client(ep.transport, backend.http2);
+    let client = ctx
+        .upstreams
+        .client(ep.transport, backend.http2, backend.pool());
     let name = backend.name.clone();
     tokio::spawn(async move {
         match tokio::time::timeout(MIRROR_TIMEOUT, client.request(req)).await {

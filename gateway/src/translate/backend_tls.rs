@@ -96,12 +96,14 @@ fn target(index: &Index<'_>, p: &BackendTlsPolicy, http2: bool) -> Result<Arc<Tl
         sans.push(san);
     }
     Ok(Arc::new(TlsTarget {
-        policy: p.metadata.key(),
+        policy: format!("BackendTLSPolicy {}", p.metadata.key()),
         hostname: v.hostname.to_ascii_lowercase(),
         ca_certs,
         system_roots: system,
         subject_alt_names: sans,
         http2,
+        client_cert: None,
+        insecure_skip_verify: false,
     }))
 }
 

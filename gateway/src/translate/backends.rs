@@ -13,7 +13,9 @@ use super::status::Reason;
 use super::{Findings, Index, TranslateOptions, backend_tls, endpoints, filters};
 use crate::api::gateway_api::{HttpBackendRef, ObjectMeta};
 use crate::api::{self, ObjectKey, Snapshot};
-use crate::ir::{Backend, BackendTarget, Endpoint, MeshTarget, Transport};
+use crate::ir::{
+    Backend, BackendPolicy, BackendTarget, Endpoint, MeshTarget, TlsTarget, Transport,
+};
 
 /// Service annotation: upstream TLS mode of this Service (`auto`, `istio-mutual`, `disable`).
 pub const UPSTREAM_TLS_ANNOTATION: &str = "meshgate.io/upstream-tls";
@@ -179,7 +181,7 @@ pub fn backend(
         return None;
     }
     let policy = destination_rule(rc, b).map(|a| a.policy);
-    let (name, http2, target) = match resolve_backend(rc, b) {
+    let (name, http2, target) = match resolve_backend(rc, b, policy.as_deref()) {
         Ok(ok) => ok,
         Err((name, reason, why)) => {
             f.unresolved.push((reason, format!("{bctx}: {why}")));
@@ -226,8 +228,12 @@ type Resolved = (String, bool, BackendTarget);
 /// An unresolved one: (display name, the spec's reason, why).
 type Unresolved = (String, Reason, String);
 
-/// Resolves a backendRef.
-fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unresolved> {
+/// Resolves a backendRef whose DestinationRule policy (the port's, or a subset's) is `dr`.
+pub(super) fn resolve_backend(
+    rc: &RuleCtx<'_>,
+    b: &HttpBackendRef,
+    dr: Option<&BackendPolicy>,
+) -> Result<Resolved, Unresolved> {
     let (snap, index, meta, opts) = (rc.snap, rc.index, rc.meta, rc.opts);
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
@@ -266,8 +272,9 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
         let why = format!("Service {skey} has an invalid meshgate.io annotation");
         return fail(Reason::BackendNotFound, why);
     };
-    // A DestinationRule's tls.mode wins over annotations and auto-mTLS.
-    match destination_rule(rc, b).and_then(|a| a.tls_mode).as_deref() {
+    // A DestinationRule's tls.mode wins over BackendTLSPolicy, annotations and auto-mTLS.
+    let dr_mode = dr.and_then(|p| p.tls_mode.as_deref());
+    match dr_mode {
         Some("ISTIO_MUTUAL") => mode = UpstreamTls::IstioMutual,
         Some("DISABLE") => mode = UpstreamTls::Disable,
         _ => {}
@@ -305,11 +312,26 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
     // without selector), the Service's own name as service account.
     let fallback = || identities(&[b.name.as_str()], ns, opts).unwrap_or_default();
     let port_name = sport.name.clone().unwrap_or_default();
-    // A BackendTLSPolicy outranks the annotations and auto-mTLS.
-    let policy_tls = match backend_tls::for_service(snap, index, ns, &b.name, &port_name, http2) {
-        Some(Ok(t)) => Some(Transport::Tls(t)),
-        Some(Err(why)) => return fail(Reason::BackendNotFound, why),
-        None => None,
+    let spec = svc.spec.as_ref();
+    let external = match (
+        spec.and_then(|s| s.type_.as_deref()),
+        spec.and_then(|s| s.external_name.clone()),
+    ) {
+        (Some("ExternalName"), Some(ext)) => Some(ext),
+        _ => None,
+    };
+    // A DestinationRule's SIMPLE or MUTUAL, else a BackendTLSPolicy, outranks the
+    // annotations and auto-mTLS.
+    let policy_tls = if dr_mode.is_some() {
+        let sni = external.as_deref().unwrap_or(&fqdn);
+        let origination = dr.and_then(|p| p.tls_origination.as_deref());
+        origination.map(|t| Transport::Tls(finish_origination(t, sni, http2 && !rc.l4)))
+    } else {
+        match backend_tls::for_service(snap, index, ns, &b.name, &port_name, http2) {
+            Some(Ok(t)) => Some(Transport::Tls(t)),
+            Some(Err(why)) => return fail(Reason::BackendNotFound, why),
+            None => None,
+        }
     };
     let choose = |target: Option<&Arc<MeshTarget>>, labels: &BTreeMap<String, String>| {
         policy_tls
@@ -339,14 +361,7 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
         return Ok((name, http2, BackendTarget::Endpoints(endpoints)));
     }
     let mesh_target = mesh_target(annotated.unwrap_or_else(fallback));
-    let spec = svc.spec.as_ref();
-    let host = match (
-        spec.and_then(|s| s.type_.as_deref()),
-        spec.and_then(|s| s.external_name.clone()),
-    ) {
-        (Some("ExternalName"), Some(ext)) => ext,
-        _ => fqdn,
-    };
+    let host = external.unwrap_or(fqdn);
     // No endpoint labels to look at: only istio-mutual sends mTLS to a DNS backend.
     let transport = choose(mesh_target.as_ref(), &BTreeMap::new());
     let target = BackendTarget::Dns {
@@ -355,4 +370,15 @@ fn resolve_backend(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Result<Resolved, Unr
         transport,
     };
     Ok((name, http2, target))
+}
+
+/// A DestinationRule's TLS target for one backend: its `sni`, else `default_sni` (the
+/// Service's FQDN, or its externalName), and the backend's protocol.
+fn finish_origination(t: &TlsTarget, default_sni: &str, http2: bool) -> Arc<TlsTarget> {
+    let mut t = t.clone();
+    if t.hostname.is_empty() {
+        t.hostname = default_sni.to_ascii_lowercase();
+    }
+    t.http2 = http2;
+    Arc::new(t)
 }

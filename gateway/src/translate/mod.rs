@@ -205,8 +205,9 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
             .collect(),
         ..Findings::default()
     };
-    index.destination_rules =
-        policies::destination_rule::DestinationRules::compile(snap, opts, &mut f);
+    let rules =
+        policies::destination_rule::DestinationRules::compile(snap, opts, &index.secrets, &mut f);
+    index.destination_rules = rules;
     index.rate_limits =
         policies::rate_limit::RateLimits::compile(snap, opts.num_trusted_proxies, &mut f);
     backends::validate_services(snap, opts, &mut f);

@@ -177,7 +177,9 @@ impl RetryPolicy {
             }
             Outcome::ConnectFailure => self.on_connect_failure || self.on_gateway_error,
             Outcome::Reset => self.on_reset || self.on_gateway_error,
-            Outcome::Timeout | Outcome::ProtocolError => self.on_gateway_error,
+            // A per-attempt timeout is answered 504 by the gateway: retried as a 504.
+            Outcome::Timeout => self.on_gateway_error || self.on_status.contains(&504),
+            Outcome::ProtocolError => self.on_gateway_error,
             Outcome::MeshRefused(_) | Outcome::DownstreamError => false,
         }
     }
@@ -205,6 +207,21 @@ mod tests {
         assert!(!p.should_retry(3, Outcome::Response(503)));
         assert!(!p.should_retry(1, Outcome::Response(500)));
         assert!(!p.should_retry(1, Outcome::MeshRefused("mesh_identity_mismatch")));
+    }
+
+    #[test]
+    fn a_per_attempt_timeout_is_retried_when_504_is_a_retry_code() {
+        let p = RetryPolicy {
+            attempts: 2,
+            on_status: vec![504],
+            ..RetryPolicy::NONE
+        };
+        assert!(p.should_retry(1, Outcome::Timeout));
+        let only_503 = RetryPolicy {
+            on_status: vec![503],
+            ..p
+        };
+        assert!(!only_503.should_retry(1, Outcome::Timeout));
     }
 
     #[test]

@@ -18,8 +18,27 @@ use crate::identity::{MeshCreds, mesh_tls};
 use crate::ir::{MeshTarget, TlsTarget};
 use crate::observe::metrics::Metrics;
 
-/// A BackendTLSPolicy pool's client config, or why it could not be built.
+/// A backend TLS pool's client config, or why it could not be built.
 type BackendTlsConfig = Result<Arc<rustls::ClientConfig>, Arc<BackendTlsError>>;
+
+/// What a backend TLS connector needs per connection, built once per pool.
+pub struct BackendTls {
+    sni: String,
+    policy: String,
+    config: BackendTlsConfig,
+}
+
+/// A backend TLS handshake failed (untrusted chain, a name that does not match...).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with {sni} ({policy}) failed: {detail}")]
+pub struct BackendHandshakeError {
+    /// The SNI sent.
+    pub sni: String,
+    /// The policy that asked for TLS (`DestinationRule ns/name`).
+    pub policy: String,
+    /// What went wrong.
+    pub detail: String,
+}
 
 /// TCP connector (plus mesh mTLS for a mesh target) that counts open upstream connections.
 #[derive(Clone)]
@@ -29,10 +48,18 @@ pub struct Connector {
     /// Mesh target and the client config of this connector's pool (`None` inside: no
     /// credentials yet, so every connect fails with [`MeshConnectError::NoIdentity`]).
     mesh: Option<(Arc<MeshTarget>, Option<Arc<rustls::ClientConfig>>)>,
-    /// Backend TLS (BackendTLSPolicy): the SNI and the pool's client config, or why the
-    /// config could not be built (every connect then fails with it).
-    tls: Option<(String, BackendTlsConfig)>,
+    /// Backend TLS (BackendTLSPolicy, DestinationRule SIMPLE/MUTUAL): the SNI, the
+    /// policy, and the pool's client config, or why the config could not be built (every
+    /// connect then fails with it).
+    tls: Option<Arc<BackendTls>>,
+    /// Count the requests on each connection (`maxRequestsPerConnection`).
+    count_requests: bool,
 }
+
+/// Requests sent on one connection so far; carried in its `Connected` extras so that
+/// the request path can count and retire it.
+#[derive(Clone, Debug, Default)]
+pub struct RequestsOnConnection(pub Arc<std::sync::atomic::AtomicU32>);
 
 impl Connector {
     /// A plaintext connector.
@@ -46,6 +73,15 @@ impl Connector {
             metrics,
             mesh: None,
             tls: None,
+            count_requests: false,
+        }
+    }
+
+    /// The same connector, counting requests per connection when `count`.
+    pub fn counting_requests(&self, count: bool) -> Connector {
+        Connector {
+            count_requests: count,
+            ..self.clone()
         }
     }
 
@@ -54,9 +90,20 @@ impl Connector {
     pub fn for_backend_tls(&self, target: &TlsTarget) -> Connector {
         let config = backend_tls::client_config(target).map_err(Arc::new);
         Connector {
-            tls: Some((target.hostname.clone(), config)),
+            tls: Some(Arc::new(BackendTls {
+                sni: target.hostname.clone(),
+                policy: target.policy.clone(),
+                config,
+            })),
             ..self.clone()
         }
+    }
+
+    /// The same connector with its own TCP connect timeout.
+    pub fn with_connect_timeout(&self, timeout: std::time::Duration) -> Connector {
+        let mut c = self.clone();
+        c.inner.set_connect_timeout(Some(timeout));
+        c
     }
 
     /// The same connector doing mesh mTLS to `target`; the client config is built here,
@@ -170,19 +217,24 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
-/// Wraps `tcp` in TLS to a BackendTLSPolicy target.
+/// Wraps `tcp` in TLS to a backend TLS target.
 async fn backend_handshake(
     tcp: TcpStream,
-    sni: &str,
-    config: &BackendTlsConfig,
+    t: &BackendTls,
 ) -> Result<UpstreamStream, Box<dyn std::error::Error + Send + Sync>> {
-    let config = config
+    let config = t
+        .config
         .as_ref()
         .map_err(|e| Box::new(BackendTlsError::clone(e)))?;
-    let name = rustls_pki_types::ServerName::try_from(sni.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(t.sni.clone())?;
     let tls = tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
-        .await?;
+        .await
+        .map_err(|e| BackendHandshakeError {
+            sni: t.sni.clone(),
+            policy: t.policy.clone(),
+            detail: backend_tls::describe_handshake_failure(&e),
+        })?;
     Ok(UpstreamStream::Tls(Box::new(tls)))
 }
 
@@ -231,13 +283,14 @@ impl tower_service::Service<Uri> for Connector {
         let metrics = self.metrics.clone();
         let mesh = self.mesh.clone();
         let tls = self.tls.clone();
+        let requests = self.count_requests.then(RequestsOnConnection::default);
         Box::pin(async move {
             let tcp = fut.await?.into_inner();
             let stream = match (&mesh, &tls) {
                 (Some((target, config)), _) => {
                     mesh_handshake(tcp, target, config.as_ref(), &metrics).await?
                 }
-                (None, Some((sni, config))) => backend_handshake(tcp, sni, config).await?,
+                (None, Some(t)) => backend_handshake(tcp, t).await?,
                 (None, None) => UpstreamStream::Plain(tcp),
             };
             metrics.upstream_connections.inc();
@@ -245,6 +298,7 @@ impl tower_service::Service<Uri> for Connector {
             Ok(CountedIo {
                 io: TokioIo::new(stream),
                 metrics,
+                requests,
             })
         })
     }
@@ -254,6 +308,8 @@ impl tower_service::Service<Uri> for Connector {
 pub struct CountedIo {
     io: TokioIo<UpstreamStream>,
     metrics: Arc<Metrics>,
+    /// Requests carried, when the pool counts them.
+    requests: Option<RequestsOnConnection>,
 }
 
 impl Drop for CountedIo {
@@ -264,9 +320,13 @@ impl Drop for CountedIo {
 
 impl Connection for CountedIo {
     fn connected(&self) -> Connected {
-        match self.io.inner() {
+        let c = match self.io.inner() {
             UpstreamStream::Plain(s) => s.connected(),
             UpstreamStream::Tls(s) => s.get_ref().0.connected(),
+        };
+        match &self.requests {
+            Some(n) => c.extra(n.clone()),
+            None => c,
         }
     }
 }

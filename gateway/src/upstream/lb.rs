@@ -139,6 +139,7 @@ mod tests {
             limits: None,
             outlier: None,
             tls_mode: None,
+            tls_origination: None,
         }
     }
 

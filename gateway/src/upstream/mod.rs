@@ -6,6 +6,10 @@
 //! credentials the next request gets a fresh pool whose rustls `ClientConfig` is built
 //! once, so new connections present the new certificate at once; requests in flight finish
 //! on their old connections, which close when the old pool is dropped.
+//!
+//! A backend whose DestinationRule sets `connectTimeout`, `idleTimeout` or
+//! `maxRequestsPerConnection` gets pools of its own, keyed by those settings with the
+//! transport, so they never leak into another backend's connections.
 
 pub mod attempt;
 pub mod backend_state;
@@ -22,16 +26,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::Client;
+pub use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 /// A connect error of any layer (TCP, TLS, mesh identity).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub use body::{DownstreamBodyError, RequestBody};
+pub use body::{DownstreamBodyError, RequestBody, buffer_up_to};
 pub use connector::{Connector, MeshConnectError};
 
 use crate::identity::{MeshCreds, MeshIdentity};
-use crate::ir::{MeshTarget, TlsTarget, Transport};
+use crate::ir::{MeshTarget, PoolSettings, TlsTarget, Transport};
 use crate::observe::metrics::Metrics;
 
 /// Upstream client settings.
@@ -51,6 +56,13 @@ type MeshClients =
 
 /// Per BackendTLSPolicy target: its pool.
 type TlsClients = HashMap<Arc<TlsTarget>, Client<Connector, RequestBody>>;
+
+/// Pools with settings of their own, by (transport, HTTP/2, settings), with the mesh
+/// credentials they were built with.
+type OwnClients = HashMap<
+    (Transport, bool, PoolSettings),
+    (Option<Arc<MeshCreds>>, Client<Connector, RequestBody>),
+>;
 
 /// Connectors of connection routes (TCP, TLS), by transport, with the mesh credentials
 /// they were built with: their rustls config is built once, not per connection.
@@ -76,6 +88,8 @@ pub struct Upstreams {
     tls: Arc<ArcSwap<TlsClients>>,
     /// Connectors for connection routes (copy-on-write, like `mesh`).
     streams: Arc<ArcSwap<StreamConnectors>>,
+    /// Pools of backends with connection settings of their own (copy-on-write).
+    own: Arc<ArcSwap<OwnClients>>,
 }
 
 impl Upstreams {
@@ -105,17 +119,24 @@ impl Upstreams {
             mesh: Arc::new(ArcSwap::from_pointee(HashMap::new())),
             tls: Arc::new(ArcSwap::from_pointee(HashMap::new())),
             streams: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            own: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         }
     }
 
-    /// A new (unpooled) connection for a connection route: TCP, then mesh mTLS (ALPN
-    /// `istio`) or BackendTLSPolicy TLS, as the endpoint's transport says.
+    /// A new (unpooled) connection for a connection route: TCP (within the backend's
+    /// DestinationRule `connectTimeout`, else `--connect-timeout`), then mesh mTLS (ALPN
+    /// `istio`) or backend TLS, as the endpoint's transport says.
     pub async fn connect_stream(
         &self,
         transport: &Transport,
         authority: &http::uri::Authority,
+        connect_timeout: Option<Duration>,
     ) -> Result<TokioIo<connector::CountedIo>, BoxError> {
         let mut connector = self.stream_connector(transport);
+        if let Some(t) = connect_timeout {
+            // A clone sharing the built TLS config: only the TCP timeout differs.
+            connector = connector.with_connect_timeout(t);
+        }
         let uri = http::Uri::builder()
             .scheme("http")
             .authority(authority.clone())
@@ -151,8 +172,17 @@ impl Upstreams {
         connector
     }
 
-    /// The pooled client for an endpoint's transport and the backend's protocol.
-    pub fn client(&self, transport: &Transport, http2: bool) -> Client<Connector, RequestBody> {
+    /// The pooled client for an endpoint's transport, the backend's protocol and its
+    /// connection settings (shared pools when it has none of its own).
+    pub fn client(
+        &self,
+        transport: &Transport,
+        http2: bool,
+        pool: &PoolSettings,
+    ) -> Client<Connector, RequestBody> {
+        if !pool.is_shared() {
+            return self.own_client(transport, http2, pool);
+        }
         match transport {
             Transport::Plaintext if http2 => self.http2.clone(),
             Transport::Plaintext => self.http1.clone(),
@@ -193,6 +223,68 @@ impl Upstreams {
                 client
             }
         }
+    }
+}
+
+impl Upstreams {
+    /// A pool of the backend's own, built once per (transport, protocol, settings) and
+    /// mesh credentials version.
+    fn own_client(
+        &self,
+        transport: &Transport,
+        http2: bool,
+        pool: &PoolSettings,
+    ) -> Client<Connector, RequestBody> {
+        let creds = match transport {
+            Transport::Mesh(_) => self.identity.as_ref().and_then(|i| i.current()),
+            _ => None,
+        };
+        let key = (transport.clone(), http2, *pool);
+        if let Some((built_with, c)) = self.own.load().get(&key)
+            && same_creds(built_with, &creds)
+        {
+            return c.clone();
+        }
+        let mut base = self
+            .plain
+            .counting_requests(pool.max_requests_per_connection.is_some());
+        if let Some(t) = pool.connect_timeout {
+            base = base.with_connect_timeout(t);
+        }
+        let (connector, h2) = match transport {
+            Transport::Plaintext => (base, http2),
+            Transport::Mesh(t) => (base.for_mesh(t, creds.as_deref()), t.http2),
+            Transport::Tls(t) => (base.for_backend_tls(t), t.http2),
+        };
+        let mut b = self.builder.clone();
+        if let Some(t) = pool.idle_timeout {
+            b.pool_idle_timeout(t);
+        }
+        if h2 {
+            b.http2_only(true).timer(TokioTimer::new());
+        }
+        let client = b.build(connector);
+        self.own.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(key.clone(), (creds.clone(), client.clone()));
+            map
+        });
+        client
+    }
+}
+
+/// Retires the connection a request went out on once it has carried `max` requests
+/// (`maxRequestsPerConnection`): the pool never hands it out again, and it closes when
+/// the response is done. Only connections of a counting connector are counted.
+pub fn count_request_on(capture: &CaptureConnection, max: u32) {
+    let meta = capture.connection_metadata();
+    let Some(conn) = meta.as_ref() else { return };
+    let mut ext = http::Extensions::new();
+    conn.get_extras(&mut ext);
+    if let Some(n) = ext.get::<connector::RequestsOnConnection>()
+        && n.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= max
+    {
+        conn.poison();
     }
 }
 

@@ -115,6 +115,7 @@ mod tests {
             max_pending_requests: pending,
             max_requests: u32::MAX,
             max_retries: u32::MAX,
+            pool: Default::default(),
         }
     }
 

@@ -132,6 +132,22 @@ impl Httpbin {
         Httpbin::spawn(&args, true)
     }
 
+    /// httpbin serving TLS with `cert`/`key` that requires a client certificate signed
+    /// by `client_ca` (gunicorn `--cert-reqs 2`: ssl.CERT_REQUIRED).
+    pub fn start_mutual_tls(cert: &Path, key: &Path, client_ca: &Path) -> Httpbin {
+        let args = [
+            "--certfile".to_string(),
+            cert.display().to_string(),
+            "--keyfile".to_string(),
+            key.display().to_string(),
+            "--cert-reqs".to_string(),
+            "2".to_string(),
+            "--ca-certs".to_string(),
+            client_ca.display().to_string(),
+        ];
+        Httpbin::spawn(&args, true)
+    }
+
     fn spawn(extra: &[String], log: bool) -> Httpbin {
         let bin = tools_bin();
         let port = free_port();
@@ -627,6 +643,18 @@ impl Pki {
              type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
             indent(&self.read(&format!("{name}.crt"))),
             indent(&self.read(&format!("{name}.key")))
+        )
+    }
+
+    /// A Secret YAML document `ns/secret` with `stringData` from files: `(key, file)`.
+    pub fn secret_in(&self, ns: &str, secret: &str, kind: &str, items: &[(&str, &str)]) -> String {
+        let data: String = items
+            .iter()
+            .map(|(k, file)| format!("  {k}: |\n{}", indent(&self.read(file))))
+            .collect();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: {ns}}}\n\
+             type: {kind}\nstringData:\n{data}"
         )
     }
 

@@ -239,6 +239,10 @@ impl Caches {
                 &snap.istio_gateways,
                 self.credential_namespace.as_deref(),
             ));
+            wanted.extend(destination_rule_credentials(
+                &snap.destination_rules,
+                self.credential_namespace.as_deref(),
+            ));
             for (_, secrets, config_maps) in &self.referenced {
                 let keep = |meta: &ObjectMeta| wanted.contains(&meta.key());
                 let s = decoded("Secret", secrets, &mut out.notes);
@@ -420,6 +424,39 @@ fn credential_names(gateways: &[IstioGateway], ns: Option<&str>) -> Vec<String> 
         for name in names {
             out.push(format!("{ns}/{name}-cacert"));
             out.push(format!("{ns}/{name}"));
+        }
+    }
+    out
+}
+
+/// `namespace/name` of the Secrets DestinationRules name in a `tls.credentialName` (any
+/// level: rule, port, subset) and their `-cacert` companions, read from `ns` (the pod's
+/// namespace), else from the rule's own, as translation reads them.
+fn destination_rule_credentials(
+    rules: &[crate::api::istio::DestinationRule],
+    ns: Option<&str>,
+) -> Vec<String> {
+    use crate::api::istio::TrafficPolicy;
+    fn names(tp: &TrafficPolicy) -> impl Iterator<Item = &String> {
+        let port_level = tp.port_level_settings.iter().filter_map(|p| p.tls.as_ref());
+        tp.tls
+            .iter()
+            .chain(port_level)
+            .filter_map(|t| t.credential_name.as_ref())
+    }
+    let mut out = Vec::new();
+    for dr in rules {
+        let ns = ns.unwrap_or(dr.metadata.ns());
+        let subsets = dr
+            .spec
+            .subsets
+            .iter()
+            .filter_map(|s| s.traffic_policy.as_ref());
+        for tp in dr.spec.traffic_policy.iter().chain(subsets) {
+            for name in names(tp) {
+                out.push(format!("{ns}/{name}-cacert"));
+                out.push(format!("{ns}/{name}"));
+            }
         }
     }
     out

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::{Findings, TranslateOptions};
+use super::destination_tls::{self, CredentialSource};
 use crate::api::ObjectKey;
 use crate::api::Snapshot;
 use crate::api::istio::{
-    ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection, TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings,
+    OutlierDetection, TrafficPolicy,
 };
-use crate::ir::{self, BackendPolicy, ConnectionLimits, HashKey, LoadBalancer};
+use crate::ir::{self, BackendPolicy, ConnectionLimits, HashKey, LoadBalancer, PoolSettings};
 
 /// Istio's root namespace, whose rules apply mesh-wide.
 pub const ROOT_NAMESPACE: &str = "istio-system";
@@ -31,8 +33,8 @@ struct Compiled {
     export_to: Vec<String>,
     created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     policy: Arc<BackendPolicy>,
-    /// Subsets by name: the labels an endpoint must carry and the subset's policy (its
-    /// `trafficPolicy` fields over the rule's).
+    /// Subsets by name: the labels an endpoint must carry and the subset's own
+    /// `trafficPolicy` fields (laid over the port's policy at lookup, as Istio merges).
     subsets: HashMap<String, Subset>,
     /// `portLevelSettings` by Service port: its fields over the rule's.
     ports: HashMap<u16, Arc<BackendPolicy>>,
@@ -42,7 +44,8 @@ struct Compiled {
 #[derive(Debug, Clone)]
 struct Subset {
     labels: std::collections::BTreeMap<String, String>,
-    policy: Arc<BackendPolicy>,
+    /// Only the fields the subset sets.
+    own: Arc<BackendPolicy>,
 }
 
 /// The valid DestinationRules, by namespace.
@@ -56,14 +59,13 @@ pub struct DestinationRules {
 pub struct Applied {
     /// The policy.
     pub policy: Arc<BackendPolicy>,
-    /// `tls.mode`, when the rule sets one (it wins over annotations and auto-mTLS).
-    pub tls_mode: Option<String>,
     /// The rule's subsets: name -> (labels, policy).
     subsets: HashMap<String, Subset>,
 }
 
 impl Applied {
-    /// A subset's endpoint labels and policy (with its `tls.mode`), when the rule has it.
+    /// A subset's endpoint labels and policy (with its `tls`), when the rule has it: the
+    /// subset's fields over the port's policy over the rule's, as Istio merges them.
     pub fn subset(
         &self,
         name: &str,
@@ -71,18 +73,26 @@ impl Applied {
         &std::collections::BTreeMap<String, String>,
         Arc<BackendPolicy>,
     )> {
-        self.subsets
-            .get(name)
-            .map(|s| (&s.labels, s.policy.clone()))
+        let s = self.subsets.get(name)?;
+        let mut policy = BackendPolicy::clone(&self.policy);
+        overlay(&mut policy, BackendPolicy::clone(&s.own));
+        policy.source = s.own.source.clone();
+        Some((&s.labels, Arc::new(policy)))
     }
 }
 
 impl DestinationRules {
     /// Compiles every rule of the snapshot; invalid ones are reported and left out.
-    pub fn compile(snap: &Snapshot, opts: &TranslateOptions, f: &mut Findings) -> Self {
+    pub fn compile(
+        snap: &Snapshot,
+        opts: &TranslateOptions,
+        secrets: &HashMap<String, &crate::api::Secret>,
+        f: &mut Findings,
+    ) -> Self {
         let mut out = DestinationRules::default();
+        let src = CredentialSource { secrets, opts };
         for dr in &snap.destination_rules {
-            if let Some(c) = compile_rule(dr, opts, f) {
+            if let Some(c) = compile_rule(dr, &src, f) {
                 out.by_namespace
                     .entry(c.namespace.clone())
                     .or_default()
@@ -114,7 +124,6 @@ impl DestinationRules {
                     .map(|c| {
                         let policy = c.ports.get(&port).unwrap_or(&c.policy).clone();
                         Applied {
-                            tls_mode: policy.tls_mode.clone(),
                             policy,
                             subsets: c.subsets.clone(),
                         }
@@ -147,9 +156,10 @@ fn host_pattern(host: &str, ns: &str, domain: &str) -> ir::HostPattern {
 
 fn compile_rule(
     dr: &DestinationRule,
-    opts: &TranslateOptions,
+    src: &CredentialSource<'_>,
     f: &mut Findings,
 ) -> Option<Compiled> {
+    let opts = src.opts;
     let key = dr.metadata.key();
     let ctx = format!("DestinationRule {key}");
     let before = f.errors.len();
@@ -159,9 +169,9 @@ fn compile_rule(
         f.errors.push(format!("{ctx}: host is required"));
     }
     let tp = spec.traffic_policy.clone().unwrap_or_default();
-    let policy = traffic_policy(&tp, &format!("{ctx} trafficPolicy"), &key, f);
-    let subsets = subsets(dr, &policy, f);
-    let ports = port_policies(dr, &tp, &policy, f);
+    let policy = traffic_policy(&tp, &format!("{ctx} trafficPolicy"), dr, src, f);
+    let subsets = subsets(dr, src, f);
+    let ports = port_policies(dr, &tp, &policy, src, f);
     if f.errors.len() > before {
         return None;
     }
@@ -182,6 +192,7 @@ fn port_policies(
     dr: &DestinationRule,
     tp: &TrafficPolicy,
     base: &BackendPolicy,
+    src: &CredentialSource<'_>,
     f: &mut Findings,
 ) -> HashMap<u16, Arc<BackendPolicy>> {
     let key = dr.metadata.key();
@@ -203,7 +214,8 @@ fn port_policies(
                 unsupported: pl.unsupported.clone(),
             },
             &ctx,
-            &key,
+            dr,
+            src,
             f,
         );
         let mut policy = base.clone();
@@ -221,14 +233,18 @@ fn overlay(policy: &mut BackendPolicy, own: BackendPolicy) {
     policy.load_balancer = own.load_balancer.or(policy.load_balancer.take());
     policy.limits = own.limits.or(policy.limits.take());
     policy.outlier = own.outlier.or(policy.outlier.take());
-    policy.tls_mode = own.tls_mode.or(policy.tls_mode.take());
+    // The mode and its settings go together.
+    if own.tls_mode.is_some() {
+        policy.tls_mode = own.tls_mode;
+        policy.tls_origination = own.tls_origination;
+    }
 }
 
 /// The rule's subsets (VirtualService destinations select them): each subset's
-/// `trafficPolicy` fields replace the rule's, field by field.
+/// `trafficPolicy` fields replace the port's and the rule's, field by field.
 fn subsets(
     dr: &DestinationRule,
-    base: &BackendPolicy,
+    src: &CredentialSource<'_>,
     f: &mut Findings,
 ) -> HashMap<String, Subset> {
     let key = dr.metadata.key();
@@ -240,21 +256,18 @@ fn subsets(
             f.errors.push(format!("{ctx}: name is required"));
             continue;
         }
-        let mut policy = base.clone();
-        if let Some(tp) = &sub.traffic_policy {
-            let tctx = format!("{ctx} trafficPolicy");
-            if !tp.port_level_settings.is_empty() {
-                f.errors.push(format!(
-                    "{tctx}: field \"portLevelSettings\" is not supported by meshgate in a subset"
-                ));
-            }
-            let own = traffic_policy(tp, &tctx, &key, f);
-            overlay(&mut policy, own);
+        let tp = sub.traffic_policy.clone().unwrap_or_default();
+        let tctx = format!("{ctx} trafficPolicy");
+        if !tp.port_level_settings.is_empty() {
+            f.errors.push(format!(
+                "{tctx}: field \"portLevelSettings\" is not supported by meshgate in a subset"
+            ));
         }
-        policy.source = format!("DestinationRule {key} subset {}", sub.name);
+        let mut own = traffic_policy(&tp, &tctx, dr, src, f);
+        own.source = format!("DestinationRule {key} subset {}", sub.name);
         let subset = Subset {
             labels: sub.labels.clone(),
-            policy: Arc::new(policy),
+            own: Arc::new(own),
         };
         if out.insert(sub.name.clone(), subset).is_some() {
             f.errors
@@ -264,7 +277,14 @@ fn subsets(
     out
 }
 
-fn traffic_policy(tp: &TrafficPolicy, ctx: &str, key: &str, f: &mut Findings) -> BackendPolicy {
+fn traffic_policy(
+    tp: &TrafficPolicy,
+    ctx: &str,
+    dr: &DestinationRule,
+    src: &CredentialSource<'_>,
+    f: &mut Findings,
+) -> BackendPolicy {
+    let key = dr.metadata.key();
     f.unsupported(ctx, &tp.unsupported);
     let load_balancer = tp
         .load_balancer
@@ -278,32 +298,42 @@ fn traffic_policy(tp: &TrafficPolicy, ctx: &str, key: &str, f: &mut Findings) ->
         .outlier_detection
         .as_ref()
         .map(|od| outlier(od, &format!("{ctx}.outlierDetection"), f));
-    let tls_mode = tp.tls.as_ref().and_then(|t| {
-        let tctx = format!("{ctx}.tls");
-        f.unsupported(&tctx, &t.unsupported);
-        match t.mode.as_deref() {
-            None => None,
-            Some(m @ ("DISABLE" | "ISTIO_MUTUAL")) => Some(m.to_string()),
-            Some(m @ ("SIMPLE" | "MUTUAL")) => {
-                f.errors.push(format!(
-                    "{tctx}: mode {m} is not supported by meshgate (DISABLE, ISTIO_MUTUAL are)"
-                ));
-                None
-            }
-            Some(m) => {
-                f.errors.push(format!(
-                    "{tctx}: mode {m:?} is not one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL"
-                ));
-                None
-            }
-        }
-    });
+    let (tls_mode, tls_origination) = match &tp.tls {
+        Some(t) => tls(t, &format!("{ctx}.tls"), dr, src, f),
+        None => (None, None),
+    };
     BackendPolicy {
         source: format!("DestinationRule {key}"),
         load_balancer,
         limits,
         outlier,
         tls_mode,
+        tls_origination,
+    }
+}
+
+/// `tls`: the mode, and for SIMPLE and MUTUAL what the connection needs.
+fn tls(
+    t: &ClientTlsSettings,
+    ctx: &str,
+    dr: &DestinationRule,
+    src: &CredentialSource<'_>,
+    f: &mut Findings,
+) -> (Option<String>, Option<Arc<ir::TlsTarget>>) {
+    f.unsupported(ctx, &t.unsupported);
+    match t.mode.as_deref() {
+        None => (None, None),
+        Some(m @ ("DISABLE" | "ISTIO_MUTUAL")) => (Some(m.to_string()), None),
+        Some(m @ ("SIMPLE" | "MUTUAL")) => {
+            let target = destination_tls::origination(t, m == "MUTUAL", dr, ctx, src, f);
+            (Some(m.to_string()), target)
+        }
+        Some(m) => {
+            f.errors.push(format!(
+                "{ctx}: mode {m:?} is not one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL"
+            ));
+            (None, None)
+        }
     }
 }
 
@@ -389,22 +419,28 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
     let hctx = format!("{ctx}.http");
     f.unsupported(&tctx, &tcp.unsupported);
     f.unsupported(&hctx, &http.unsupported);
-    // Per-backend connection pools do not exist yet: these are reported, not ignored.
-    for (set, field, c) in [
-        (tcp.connect_timeout.is_some(), "connectTimeout", &tctx),
-        (http.idle_timeout.is_some(), "idleTimeout", &hctx),
-        (
-            http.max_requests_per_connection.is_some(),
-            "maxRequestsPerConnection",
+    // These need connections of the backend's own: a backend that sets any gets its own
+    // pool (upstream::Upstreams keys pools by them).
+    let pool = PoolSettings {
+        connect_timeout: tcp
+            .connect_timeout
+            .as_deref()
+            .map(|v| duration(Some(v), Duration::ZERO, &tctx, "connectTimeout", f)),
+        idle_timeout: http
+            .idle_timeout
+            .as_deref()
+            .map(|v| duration(Some(v), Duration::ZERO, &hctx, "idleTimeout", f)),
+        // 0 is Istio's "unset" (unlimited), as for the other counts.
+        max_requests_per_connection: match count(
+            http.max_requests_per_connection,
             &hctx,
-        ),
-    ] {
-        if set {
-            f.errors.push(format!(
-                "{c}: field {field:?} is not supported by meshgate (upstream pools are shared by every backend; --connect-timeout applies to all)"
-            ));
-        }
-    }
+            "maxRequestsPerConnection",
+            f,
+        ) {
+            u32::MAX => None,
+            n => Some(n),
+        },
+    };
     ConnectionLimits {
         max_connections: count(tcp.max_connections, &tctx, "maxConnections", f),
         max_pending_requests: count(
@@ -415,6 +451,7 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
         ),
         max_requests: count(http.http2_max_requests, &hctx, "http2MaxRequests", f),
         max_retries: count(http.max_retries, &hctx, "maxRetries", f),
+        pool,
     }
 }
 

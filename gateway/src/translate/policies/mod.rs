@@ -5,5 +5,6 @@
 pub mod authorization;
 pub mod client_traffic;
 pub mod destination_rule;
+pub mod destination_tls;
 pub mod rate_limit;
 pub mod retry;

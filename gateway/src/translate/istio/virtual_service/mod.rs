@@ -21,7 +21,7 @@ use crate::api::istio_gateway::{Destination, VirtualService};
 use crate::api::{ObjectKey, Snapshot};
 use crate::ir::{self, HostPattern, PathMatch, Protocol, RouteMatch};
 use crate::translate::attachment::namespace_allowed;
-use crate::translate::backends::RuleCtx;
+use crate::translate::backends::{self, RuleCtx};
 use crate::translate::listeners::{Gateways, ListenerInfo, validate_hostname};
 use crate::translate::rules::{Pending, PrecedenceKey};
 use crate::translate::{Findings, Index, TranslateOptions};
@@ -251,6 +251,21 @@ pub(super) fn apply_subset(
         b.target = ir::BackendTarget::Unresolvable(why);
         return;
     };
+    // A subset with a tls of its own reaches its endpoints its own way.
+    let base = applied.as_ref().map(|a| &a.policy);
+    if base.is_some_and(|p| {
+        (&p.tls_mode, &p.tls_origination) != (&policy.tls_mode, &policy.tls_origination)
+    }) {
+        let href = HttpBackendRef {
+            name: svc.to_string(),
+            namespace: Some(svc_ns.to_string()),
+            port,
+            ..Default::default()
+        };
+        if let Ok((_, _, target)) = backends::resolve_backend(rc, &href, Some(&policy)) {
+            b.target = target;
+        }
+    }
     if let ir::BackendTarget::Endpoints(eps) = &mut b.target {
         eps.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
     }
