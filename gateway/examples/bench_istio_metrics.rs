@@ -24,7 +24,7 @@ fn main() {
         &labels,
         "Kubernetes",
     );
-    let m = Metrics::with_source(source);
+    let m = Metrics::with_source(source, true);
     let backend = ir::Backend {
         name: "Service default/httpbin:80".into(),
         weight: 1,

@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// line), read at start; `--pod-labels` entries win over it.
     #[arg(long, env = "POD_LABELS_FILE", value_parser = labels_file)]
     pub pod_labels_file: Option<LabelsFile>,
+    /// Istio's standard metrics (`istio_requests_total` and the rest, reporter `source`):
+    /// `on`, or `off` to keep only the gateway's own `gateway_*` metrics.
+    #[arg(long, env = "GATEWAY_ISTIO_METRICS", default_value = "on",
+          value_parser = ["on", "off"])]
+    pub istio_metrics: String,
     /// Share of requests carrying `x-client-trace-id` that are traced whatever the sampling
     /// ratio (Envoy's `client_sampling`, which Istio leaves at 100), in percent.
     #[arg(long, env = "GATEWAY_TRACE_CLIENT_SAMPLING", default_value_t = 100.0,
@@ -280,6 +285,8 @@ pub struct Config {
     pub sds_socket: Option<PathBuf>,
     /// Percent of requests with `x-client-trace-id` traced whatever the ratio.
     pub trace_client_sampling: f64,
+    /// Record and expose Istio's standard metrics.
+    pub istio_metrics: bool,
 }
 
 impl From<RunArgs> for Config {
@@ -306,6 +313,7 @@ impl From<RunArgs> for Config {
             max_config_bytes: a.max_config_bytes,
             access_log: a.access_log == "stdout",
             trace_client_sampling: a.trace_client_sampling,
+            istio_metrics: a.istio_metrics == "on",
             access_log_filter: access_log::Filter::parse(&a.access_log_filter).unwrap_or_default(),
             source_workload,
             node_metadata,

@@ -32,7 +32,10 @@ use crate::upstream::backend_state::BackendStates;
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::with_source(config.source_workload.clone()));
+    let metrics = Arc::new(Metrics::with_source(
+        config.source_workload.clone(),
+        config.istio_metrics,
+    ));
     let trusted_parents = config.translate.num_trusted_proxies > 0;
     let tracing =
         crate::observe::traces::Tracing::from_env(trusted_parents, config.trace_client_sampling)?;

@@ -283,6 +283,28 @@ fn istio_series(gw: &Gateway) -> usize {
 }
 
 #[test]
+fn istio_metrics_off_records_no_istio_series_and_keeps_the_gateways_own() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &config(port, hb.port, "httpbin.example.com"),
+        &["--istio-metrics", "off"],
+    );
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        &format!("http://127.0.0.1:{port}/get"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    gw.wait_metric("gateway_requests_total", 1.0);
+    let text = gw.admin_get("/metrics").1;
+    assert!(
+        !text.lines().any(|l| l.starts_with("istio_")),
+        "istio_* exposed with --istio-metrics off:\n{text}"
+    );
+}
+
+#[test]
 fn ten_thousand_random_paths_and_hosts_add_no_istio_series() {
     let hb = Httpbin::start();
     let port = free_port();

@@ -1,5 +1,6 @@
 //! The PROXY protocol from an Envoy Gateway ClientTrafficPolicy, against real httpbin:
-//! curl's own `--haproxy-protocol` header, hand-written v1 and ppp-built v2 headers
+//! curl's own `--haproxy-protocol` header (v1), HAProxy's `send-proxy-v2` (Debian's
+//! haproxy in TCP mode in front of the gateway), hand-written v1 and ppp-built v2 headers
 //! naming another client (which httpbin then sees in X-Forwarded-For), and the refusals:
 //! no header where one is required, a forged one, and a TLS port where the header comes
 //! first.
@@ -115,4 +116,55 @@ fn the_header_comes_before_tls_on_an_https_port() {
     assert_eq!(ok.status, 200, "{ok:?}");
     let without = curl(&[&base[..], &[url.as_str()]].concat());
     assert_eq!(without.status, 0, "{without:?}");
+}
+
+/// HAProxy (Debian's) in TCP mode in front of the gateway, with `send-proxy-v2` on its
+/// server line, as a cloud or on-premises load balancer sends it.
+fn haproxy(listen: u16, gateway: u16, dir: &std::path::Path) -> e2e::process::ChildGuard {
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend edge\n  bind 127.0.0.1:{listen}\n  default_backend gateway\n\
+             backend gateway\n  server gw 127.0.0.1:{gateway} send-proxy-v2\n"
+        ),
+    )
+    .unwrap();
+    let bin = e2e::tools::on_path("haproxy")
+        .or_else(|| Some(std::path::PathBuf::from("/usr/sbin/haproxy")).filter(|p| p.is_file()))
+        .expect("haproxy is not installed: run scripts/install-tools");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["-db", "-f"]).arg(&cfg);
+    let guard = e2e::process::ChildGuard::spawn("haproxy", cmd, dir.join("haproxy.log"));
+    wait_for("haproxy listening", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", listen)).is_ok()
+    });
+    guard
+}
+
+#[test]
+fn haproxy_send_proxy_v2_names_the_client_behind_the_load_balancer() {
+    let hb = Httpbin::start();
+    let (port, lb) = (free_port(), free_port());
+    let gw = Gateway::start(&config(port, hb.port, "proxyProtocol: {}"));
+    let dir = tempfile::tempdir().unwrap();
+    let _haproxy = haproxy(lb, port, dir.path());
+    // The client connects from 127.0.0.2; HAProxy reaches the gateway from 127.0.0.1.
+    let r = curl(&[
+        "--interface",
+        "127.0.0.2",
+        &format!("http://127.0.0.1:{lb}/headers?show_env=1"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["headers"]["X-Forwarded-For"], "127.0.0.2", "{r:?}");
+    let line = gw.wait_access_log(|l| {
+        l["downstream_remote_address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.2:"))
+    });
+    assert_eq!(line["response_code"], 200, "{line}");
+    // Straight to the gateway, without HAProxy's header: refused.
+    let direct = curl(&[&format!("http://127.0.0.1:{port}/headers")]);
+    assert_eq!(direct.status, 0, "{direct:?}");
 }

@@ -351,6 +351,8 @@ pub struct RequestRecord {
 /// `istio_tcp_connections_closed_total`, `istio_tcp_received_bytes_total`,
 /// `istio_tcp_sent_bytes_total`.
 pub struct IstioMetrics {
+    /// Off (`--istio-metrics off`): nothing is recorded or registered.
+    enabled: bool,
     source: Arc<Workload>,
     tcp_opened: Family<IstioLabels, Counter>,
     tcp_closed: Family<IstioLabels, Counter>,
@@ -363,9 +365,11 @@ pub struct IstioMetrics {
 }
 
 impl IstioMetrics {
-    /// Metrics reported with `source` as the source workload.
-    pub fn new(source: Workload) -> IstioMetrics {
+    /// Metrics reported with `source` as the source workload; `enabled` false records
+    /// nothing.
+    pub fn new(source: Workload, enabled: bool) -> IstioMetrics {
         IstioMetrics {
+            enabled,
             source: Arc::new(source),
             tcp_opened: Family::default(),
             tcp_closed: Family::default(),
@@ -426,6 +430,9 @@ impl IstioMetrics {
     /// Records a connection of a connection route once it has closed (opened and closed
     /// then carry the same labels, flags included).
     pub fn record_connection(&self, r: &ConnectionRecord) {
+        if !self.enabled {
+            return;
+        }
         let labels = IstioLabels {
             source: self.source.clone(),
             destination: r.destination.clone(),
@@ -445,6 +452,9 @@ impl IstioMetrics {
 
     /// Records one finished request.
     pub fn record(&self, r: &RequestRecord) {
+        if !self.enabled {
+            return;
+        }
         let labels = IstioLabels {
             source: self.source.clone(),
             destination: r.destination.clone(),
@@ -564,7 +574,7 @@ mod tests {
         };
         let base = Destination::for_backend(&backend);
         let dest = Destination::for_endpoint(&base, &mesh_endpoint("httpbin"));
-        let m = IstioMetrics::new(source());
+        let m = IstioMetrics::new(source(), true);
         m.record(&record(dest.interned(), true));
         let out = render(&m);
         let line = out
@@ -595,7 +605,7 @@ mod tests {
 
     #[test]
     fn plaintext_edge_reports_none_and_unknown_principals() {
-        let m = IstioMetrics::new(source());
+        let m = IstioMetrics::new(source(), true);
         m.record(&record(Destination::unknown(), false));
         let out = render(&m);
         let line = out
@@ -644,7 +654,7 @@ mod tests {
 
     #[test]
     fn duration_buckets_are_istios() {
-        let m = IstioMetrics::new(source());
+        let m = IstioMetrics::new(source(), true);
         m.record(&record(Destination::unknown(), false));
         let out = render(&m);
         let les: Vec<&str> = out

@@ -118,11 +118,12 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric; the Istio metrics name an unknown source workload.
     pub fn new() -> Metrics {
-        Metrics::with_source(Workload::unknown())
+        Metrics::with_source(Workload::unknown(), true)
     }
 
-    /// Registers every metric; `source` is the gateway's workload in the Istio metrics.
-    pub fn with_source(source: Workload) -> Metrics {
+    /// Registers every metric; `source` is the gateway's workload in the Istio metrics,
+    /// which are recorded and exposed only when `istio` is on.
+    pub fn with_source(source: Workload, istio: bool) -> Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
@@ -153,11 +154,13 @@ impl Metrics {
             sds_rejections: Counter::default(),
             sds_reconnects: Counter::default(),
             upstream_policy_events: Family::default(),
-            istio: IstioMetrics::new(source),
+            istio: IstioMetrics::new(source, istio),
             registry: Registry::default(),
         };
         let mut root = Registry::default();
-        m.istio.register(&mut root);
+        if istio {
+            m.istio.register(&mut root);
+        }
         let reg = root.sub_registry_with_prefix("gateway");
         reg.register(
             "requests",
