@@ -705,3 +705,29 @@ fn a_chunked_request_body_is_counted_as_it_streams() {
     let sum = gw.metric("istio_request_bytes_sum");
     assert!(sum > 12_345.0, "istio_request_bytes_sum {sum}");
 }
+
+#[test]
+fn a_chunked_request_body_that_is_also_mirrored_is_counted() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let mirrored = config(port, hb.port, "httpbin.example.com").replace(
+        "    - backendRefs: [{name: httpbin, port: 80}]\n",
+        "    - backendRefs: [{name: httpbin, port: 80}]\n      filters:\n      \
+         - {type: RequestMirror, requestMirror: {backendRef: {name: httpbin, port: 80}}}\n",
+    );
+    assert!(mirrored.contains("RequestMirror"), "{mirrored}");
+    let gw = Gateway::start(&mirrored);
+    let body = "y".repeat(23_456);
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &body,
+        &format!("http://127.0.0.1:{port}/post"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/post");
+    assert_eq!(line["bytes_received"], 23_456, "{line}");
+}

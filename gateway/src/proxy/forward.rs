@@ -60,15 +60,20 @@ pub async fn forward(
     )?;
     let origin = req.headers().get(header::ORIGIN).cloned();
     let (parts, body) = req.into_parts();
+    // A body of unknown length is counted as it streams (Istio's request bytes), mirrored
+    // or not.
+    let unknown_length = |b: &hyper::body::Incoming| {
+        hyper::body::Body::size_hint(b).exact().is_none() && !hyper::body::Body::is_end_stream(b)
+    };
+    let mut counter = || {
+        let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        rec.request_body_counted = Some(n.clone());
+        n
+    };
     let body = match request_body(ctx, &rule, backend, &parts, &path_and_query, body) {
-        // A body of unknown length is counted as it streams (Istio's request bytes).
-        RequestBody::Streaming(b)
-            if hyper::body::Body::size_hint(&b).exact().is_none()
-                && !hyper::body::Body::is_end_stream(&b) =>
-        {
-            let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            rec.request_body_counted = Some(n.clone());
-            RequestBody::Counted(b, n)
+        RequestBody::Streaming(b) if unknown_length(&b) => RequestBody::Counted(b, counter()),
+        RequestBody::Tee(b, copies, None) if unknown_length(&b) => {
+            RequestBody::Tee(b, copies, Some(counter()))
         }
         other => other,
     };

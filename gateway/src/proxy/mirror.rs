@@ -52,7 +52,7 @@ pub fn send(
     if copies.is_empty() {
         RequestBody::Streaming(body)
     } else {
-        RequestBody::Tee(body, copies)
+        RequestBody::Tee(body, copies, None)
     }
 }
 

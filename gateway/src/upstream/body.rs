@@ -26,7 +26,8 @@ pub enum RequestBody {
     Full(Option<Bytes>),
     /// Streamed from the client while copies of each chunk go to mirrors; a mirror that
     /// falls behind loses its copy (its request fails alone, the client's never waits).
-    Tee(Incoming, Vec<mpsc::Sender<Bytes>>),
+    /// Its data bytes are counted when the counter is set (a body of unknown length).
+    Tee(Incoming, Vec<mpsc::Sender<Bytes>>, Option<Arc<AtomicU64>>),
     /// A mirror's copy of a streamed body.
     Copy(mpsc::Receiver<Bytes>),
     /// Streamed from the client, its data bytes counted (a body of unknown length, whose
@@ -104,12 +105,15 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Streaming(b) => Pin::new(b).poll_frame(cx).map_err(DownstreamBodyError),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Tee(b, copies) => {
+            RequestBody::Tee(b, copies, counter) => {
                 let r = Pin::new(b).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(f))) = &r
                     && let Some(data) = f.data_ref()
                 {
                     copies.retain(|c| c.try_send(data.clone()).is_ok());
+                    if let Some(n) = counter {
+                        n.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                 }
                 r.map_err(DownstreamBodyError)
             }
@@ -132,7 +136,7 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Streaming(b) | RequestBody::Tee(b, _) | RequestBody::Counted(b, _) => {
+            RequestBody::Streaming(b) | RequestBody::Tee(b, _, _) | RequestBody::Counted(b, _) => {
                 b.is_end_stream()
             }
             RequestBody::Full(b) => b.is_none(),
@@ -143,7 +147,7 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Streaming(b) | RequestBody::Tee(b, _) | RequestBody::Counted(b, _) => {
+            RequestBody::Streaming(b) | RequestBody::Tee(b, _, _) | RequestBody::Counted(b, _) => {
                 b.size_hint()
             }
             RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
