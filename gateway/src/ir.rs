@@ -806,7 +806,7 @@ pub struct ConnectionLimits {
     pub pool: PoolSettings,
 }
 
-/// Connection settings of a backend's own pool (`tcp.connectTimeout`,
+/// Connection settings of a backend's own pool (`tcp.connectTimeout`, `tcp.tcpKeepalive`,
 /// `http.idleTimeout`, `http.maxRequestsPerConnection`); all unset: the shared pools.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct PoolSettings {
@@ -825,6 +825,29 @@ pub struct PoolSettings {
     /// Requests per upstream connection before it is retired (else unlimited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_requests_per_connection: Option<u32>,
+    /// SO_KEEPALIVE on upstream connections (`tcp.tcpKeepalive`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// TCP keepalive timings; unset ones are the OS defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub time: Option<Duration>,
+    /// Time between probes.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
 }
 
 impl PoolSettings {

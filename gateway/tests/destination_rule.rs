@@ -450,3 +450,89 @@ fn connect_timeout_also_bounds_a_tcp_route_connection() {
     let line = gw.wait_access_log(|l| l["route"] == "TCPRoute default/hole");
     assert_eq!(line["response_flags"], "UF", "{line}");
 }
+
+/// `ss -tnoH` lines of established connections to `port` (the kernel's view: `timer:`
+/// shows a keepalive timer when SO_KEEPALIVE is on).
+fn sockets_to(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("ss (iproute2, scripts/install-tools)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Seconds in an `ss` timer value such as `9min59sec`, `599sec` or `250ms`.
+fn ss_duration(v: &str) -> f64 {
+    let mut total = 0.0;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("unreadable {v}"));
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        total += n * match &rest[..unit] {
+            "min" => 60.0,
+            "sec" => 1.0,
+            "ms" => 0.001,
+            u => panic!("unit {u:?} in {v}"),
+        };
+        rest = &rest[unit..];
+    }
+    total
+}
+
+#[test]
+fn tcp_keepalive_turns_on_so_keepalive_with_its_idle_time_on_that_backends_connections() {
+    let kept = CountingUpstream::start();
+    let plain = CountingUpstream::start();
+    let port = free_port();
+    let _gw = start_gateway(
+        port,
+        &[
+            &route_per_service(&["kept", "plain"]),
+            &local_service("kept", kept.port),
+            &local_service("plain", plain.port),
+            &destination_rule(
+                "kept",
+                "connectionPool:\n  tcp: {tcpKeepalive: {time: 600s, interval: 30s, probes: 3}}",
+            ),
+        ],
+    );
+    assert_eq!(get(port, "/kept/").body, "counted");
+    assert_eq!(get(port, "/plain/").body, "counted");
+    // The pooled connections stay open, idle: the kernel shows a keepalive timer counting
+    // down from 600 s on the first backend's only.
+    let kept_sockets = sockets_to(kept.port);
+    assert_eq!(kept_sockets.len(), 1, "{kept_sockets:?}");
+    let timer = kept_sockets[0]
+        .split_whitespace()
+        .find(|f| f.starts_with("timer:(keepalive,"))
+        .unwrap_or_else(|| panic!("no keepalive timer: {kept_sockets:?}"));
+    let secs = ss_duration(
+        timer
+            .trim_start_matches("timer:(keepalive,")
+            .split(',')
+            .next()
+            .unwrap_or_default(),
+    );
+    assert!(
+        (500.0..=600.0).contains(&secs),
+        "the first probe is due within the configured 600 s idle time: {timer} ({secs} s)"
+    );
+    let plain_sockets = sockets_to(plain.port);
+    assert_eq!(plain_sockets.len(), 1, "{plain_sockets:?}");
+    assert!(
+        !plain_sockets[0].contains("keepalive"),
+        "a backend without tcpKeepalive got it: {plain_sockets:?}"
+    );
+}

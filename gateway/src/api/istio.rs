@@ -177,6 +177,28 @@ pub struct TcpSettings {
     /// TCP connect timeout (e.g. `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<String>,
+    /// SO_KEEPALIVE on upstream connections, with its timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `ConnectionPoolSettings.TCPSettings.TcpKeepalive`: unset fields keep the OS defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    /// Unanswered probes before the connection is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<i64>,
+    /// Idle time before the first probe (e.g. `7200s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Time between probes (e.g. `75s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]

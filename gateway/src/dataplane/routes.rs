@@ -344,6 +344,7 @@ impl Backend {
             connect_timeout: None,
             idle_timeout: None,
             max_requests_per_connection: None,
+            tcp_keepalive: None,
         };
         self.policy
             .as_ref()

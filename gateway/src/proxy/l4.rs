@@ -121,10 +121,9 @@ async fn connect(
         } => (authority, transport, backend.destination.clone()),
         Target::Unresolvable(why) => return Err(("NC", why.clone())),
     };
-    let connect_timeout = backend.pool().connect_timeout;
     match ctx
         .upstreams
-        .connect_stream(transport, authority, connect_timeout)
+        .connect_stream(transport, authority, backend.pool())
         .await
     {
         Ok(io) => {

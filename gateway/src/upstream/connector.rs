@@ -99,6 +99,17 @@ impl Connector {
         }
     }
 
+    /// The same connector setting SO_KEEPALIVE with `k`'s timings on its connections
+    /// (unset timings: Linux's defaults, 7200 s idle, 75 s apart, 9 probes).
+    pub fn with_tcp_keepalive(&self, k: &crate::ir::TcpKeepalive) -> Connector {
+        let mut c = self.clone();
+        c.inner
+            .set_keepalive(Some(k.time.unwrap_or(std::time::Duration::from_secs(7200))));
+        c.inner.set_keepalive_interval(k.interval);
+        c.inner.set_keepalive_retries(k.probes);
+        c
+    }
+
     /// The same connector with its own TCP connect timeout.
     pub fn with_connect_timeout(&self, timeout: std::time::Duration) -> Connector {
         let mut c = self.clone();

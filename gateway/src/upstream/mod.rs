@@ -130,12 +130,15 @@ impl Upstreams {
         &self,
         transport: &Transport,
         authority: &http::uri::Authority,
-        connect_timeout: Option<Duration>,
+        pool: &PoolSettings,
     ) -> Result<TokioIo<connector::CountedIo>, BoxError> {
         let mut connector = self.stream_connector(transport);
-        if let Some(t) = connect_timeout {
-            // A clone sharing the built TLS config: only the TCP timeout differs.
+        // Clones sharing the built TLS config: only the TCP settings differ.
+        if let Some(t) = pool.connect_timeout {
             connector = connector.with_connect_timeout(t);
+        }
+        if let Some(k) = &pool.tcp_keepalive {
+            connector = connector.with_tcp_keepalive(k);
         }
         let uri = http::Uri::builder()
             .scheme("http")
@@ -250,6 +253,9 @@ impl Upstreams {
             .counting_requests(pool.max_requests_per_connection.is_some());
         if let Some(t) = pool.connect_timeout {
             base = base.with_connect_timeout(t);
+        }
+        if let Some(k) = &pool.tcp_keepalive {
+            base = base.with_tcp_keepalive(k);
         }
         let (connector, h2) = match transport {
             Transport::Plaintext => (base, http2),

@@ -426,6 +426,10 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
             .connect_timeout
             .as_deref()
             .map(|v| duration(Some(v), Duration::ZERO, &tctx, "connectTimeout", f)),
+        tcp_keepalive: tcp
+            .tcp_keepalive
+            .as_ref()
+            .map(|k| keepalive(k, &format!("{tctx}.tcpKeepalive"), f)),
         idle_timeout: http
             .idle_timeout
             .as_deref()
@@ -452,6 +456,38 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
         max_requests: count(http.http2_max_requests, &hctx, "http2MaxRequests", f),
         max_retries: count(http.max_retries, &hctx, "maxRetries", f),
         pool,
+    }
+}
+
+/// `tcp.tcpKeepalive`: each timing at least a second (the kernel's unit), probes 1..=127.
+fn keepalive(
+    k: &crate::api::istio::TcpKeepalive,
+    ctx: &str,
+    f: &mut Findings,
+) -> crate::ir::TcpKeepalive {
+    f.unsupported(ctx, &k.unsupported);
+    let secs = |v: Option<&String>, field: &str, f: &mut Findings| {
+        let d = duration(Some(v?.as_str()), Duration::ZERO, ctx, field, f);
+        if d < Duration::from_secs(1) && d != Duration::ZERO {
+            f.errors.push(format!(
+                "{ctx}: {field} {d:?} is under a second, the kernel's unit"
+            ));
+        }
+        Some(d)
+    };
+    let probes = match k.probes {
+        None => None,
+        Some(n @ 1..=127) => Some(n as u32),
+        Some(n) => {
+            f.errors
+                .push(format!("{ctx}: probes {n} is not between 1 and 127"));
+            None
+        }
+    };
+    crate::ir::TcpKeepalive {
+        time: secs(k.time.as_ref(), "time", f),
+        interval: secs(k.interval.as_ref(), "interval", f),
+        probes,
     }
 }
 
