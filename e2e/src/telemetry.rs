@@ -118,7 +118,11 @@ pub fn parse_spans(text: &str) -> Vec<Span> {
             });
             continue;
         }
-        if l.starts_with("ResourceSpans #") || l.starts_with("ScopeSpans #") {
+        // Log records (`--debug-log logs`) are not spans: they end the one before them.
+        if l.starts_with("ResourceSpans #")
+            || l.starts_with("ScopeSpans #")
+            || l.starts_with("ResourceLog #")
+        {
             spans.extend(current.take());
             continue;
         }

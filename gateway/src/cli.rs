@@ -93,6 +93,11 @@ pub struct RunArgs {
     #[arg(long, env = "GATEWAY_ACCESS_LOG", default_value = "stdout",
           value_parser = ["stdout", "off"])]
     pub access_log: String,
+    /// Also export the access log as OTLP log records (gRPC, to
+    /// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`), with or
+    /// without `--access-log stdout`.
+    #[arg(long, env = "GATEWAY_ACCESS_LOG_OTLP")]
+    pub access_log_otlp: bool,
     /// Which requests the access log records: `all`, or `errors` (status 400 and above,
     /// or any response flag).
     #[arg(long, env = "GATEWAY_ACCESS_LOG_FILTER", default_value = "all",
@@ -267,6 +272,8 @@ pub struct Config {
     pub access_log: bool,
     /// Which requests the access log records.
     pub access_log_filter: access_log::Filter,
+    /// Export the access log as OTLP log records too.
+    pub access_log_otlp: bool,
     /// The gateway's own workload in the Istio metrics.
     pub source_workload: Workload,
     /// The gateway's Istio node metadata, sent to mesh upstreams as peer metadata.
@@ -315,6 +322,7 @@ impl From<RunArgs> for Config {
             trace_client_sampling: a.trace_client_sampling,
             istio_metrics: a.istio_metrics == "on",
             access_log_filter: access_log::Filter::parse(&a.access_log_filter).unwrap_or_default(),
+            access_log_otlp: a.access_log_otlp,
             source_workload,
             node_metadata,
             limits: Limits {

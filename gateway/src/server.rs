@@ -56,11 +56,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let status = Arc::new(ArcSwap::from_pointee(Report::default()));
     let binds = BindState::default();
     let debug = RequestLog::default();
-    let access_log = if config.access_log {
+    let mut access_log = if config.access_log {
         AccessLog::stdout(metrics.clone(), config.access_log_filter)
     } else {
         AccessLog::disabled(metrics.clone())
     };
+    if config.access_log_otlp {
+        let otlp = crate::observe::otlp_logs::OtlpLogs::from_env()?;
+        tracing::info!("access log exported over OTLP");
+        access_log = access_log.with_otlp(otlp, config.access_log_filter);
+    }
+    let access_log_flush = access_log.clone();
     // One pool of connection slots for accepted connections and upgraded tunnels alike.
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let tunnels = Tunnels::new(permits.clone(), config.limits.idle_timeout, metrics.clone());
@@ -157,6 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // The batch exporter blocks while it flushes; keep the runtime's threads free.
         tokio::task::spawn_blocking(move || t.shutdown()).await?;
     }
+    tokio::task::spawn_blocking(move || access_log_flush.shutdown()).await?;
     Ok(())
 }
 

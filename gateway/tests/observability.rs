@@ -457,6 +457,11 @@ struct Rotel {
 
 impl Rotel {
     fn start() -> Rotel {
+        Rotel::start_with(&[])
+    }
+
+    /// rotel with `extra` arguments (e.g. `--debug-log logs` to print log records too).
+    fn start_with(extra: &[&str]) -> Rotel {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("rotel.out");
         let port = free_port();
@@ -464,6 +469,7 @@ impl Rotel {
         let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(telemetry::rotel_bin())
             .args(telemetry::rotel_args(grpc, http))
+            .args(extra)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(Stdio::null())
             .spawn()
@@ -678,6 +684,90 @@ fn x_client_trace_id_forces_a_trace_the_ratio_would_not_take_and_zero_percent_tu
     assert!(
         !out.contains(refused),
         "--trace-client-sampling 0 still traced: {out}"
+    );
+}
+
+#[test]
+fn access_log_otlp_exports_each_logged_request_as_a_log_record_with_its_trace() {
+    let rotel = Rotel::start_with(&["--debug-log", "logs"]);
+    let hb = Httpbin::start();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
+    let _gw = Gateway::start_with_env(
+        &config(port, hb.port, "httpbin.example.com"),
+        &[
+            "--access-log",
+            "off",
+            "--access-log-otlp",
+            "--num-trusted-proxies",
+            "1",
+        ],
+        "/ready",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        "-H",
+        &format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+        &format!("http://127.0.0.1:{port}/status/418"),
+    ]);
+    assert_eq!(r.status, 418, "{r:?}");
+    let mut out = String::new();
+    wait_for(
+        "the access log record in rotel",
+        Duration::from_secs(20),
+        || {
+            out = std::fs::read_to_string(&rotel.out).unwrap_or_default();
+            out.contains("/status/418") && out.contains("http.response.status_code")
+        },
+    );
+    // rotel prints the log record apart from the spans: check the record's own lines.
+    let record = out
+        .split("LogRecord #")
+        .nth(1)
+        .and_then(|r| r.split("ResourceSpans #").next())
+        .unwrap_or_else(|| panic!("no log record: {out}"));
+    for want in [
+        "EventName: access_log",
+        "\"path\":\"/status/418\"",
+        "http.response.status_code: Int(418)",
+        "url.path: Str(/status/418)",
+        "http.route: Str(default/httpbin/0)",
+    ] {
+        assert!(record.contains(want), "{want} not in the record:\n{record}");
+    }
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim_start_matches([' ', ':']).trim().to_string())
+    };
+    assert_eq!(
+        field(record, "Trace ID").as_deref(),
+        Some(trace),
+        "{record}"
+    );
+    // The record's span is the request's SERVER span: log and trace join.
+    wait_for("the SERVER span", Duration::from_secs(20), || {
+        rotel
+            .spans()
+            .iter()
+            .any(|s| s.get("Kind").map(String::as_str) == Some("SPAN_KIND_SERVER"))
+    });
+    let server = rotel
+        .spans()
+        .into_iter()
+        .find(|s| s["Kind"] == "SPAN_KIND_SERVER" && s["Trace ID"] == trace)
+        .expect("the SERVER span");
+    assert_eq!(
+        field(record, "Span ID"),
+        Some(server["ID"].clone()),
+        "{record}"
     );
 }
 

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::observe::metrics::Metrics;
+use crate::observe::otlp_logs::OtlpLogs;
 
 /// Lines buffered before new ones are dropped (and counted).
 const QUEUE: usize = 8192;
@@ -100,6 +101,7 @@ impl Filter {
 #[derive(Clone)]
 pub struct AccessLog {
     tx: Option<mpsc::Sender<Vec<u8>>>,
+    otlp: Option<OtlpLogs>,
     filter: Filter,
     metrics: Arc<Metrics>,
 }
@@ -122,6 +124,7 @@ impl AccessLog {
         });
         AccessLog {
             tx: Some(tx),
+            otlp: None,
             filter,
             metrics,
         }
@@ -131,30 +134,51 @@ impl AccessLog {
     pub fn disabled(metrics: Arc<Metrics>) -> AccessLog {
         AccessLog {
             tx: None,
+            otlp: None,
             filter: Filter::All,
             metrics,
         }
     }
 
+    /// The same log, also exported as OTLP log records of the requests `filter` selects.
+    pub fn with_otlp(self, otlp: OtlpLogs, filter: Filter) -> AccessLog {
+        AccessLog {
+            otlp: Some(otlp),
+            filter,
+            ..self
+        }
+    }
+
     /// Whether anything is logged at all.
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.tx.is_some() || self.otlp.is_some()
     }
 
     /// Whether a request with this status and response flag is logged.
     pub fn wants(&self, status: u16, flag: Option<&str>) -> bool {
-        self.tx.is_some() && self.filter.matches(status, flag)
+        self.enabled() && self.filter.matches(status, flag)
     }
 
-    /// Queues one line (dropped and counted when the writer is behind).
+    /// Queues one line (dropped and counted when the writer is behind), and its OTLP
+    /// record.
     pub fn log(&self, entry: &Entry<'_>) {
-        let Some(tx) = &self.tx else { return };
         let Ok(mut line) = serde_json::to_vec(entry) else {
             return;
         };
+        if let Some(otlp) = &self.otlp {
+            otlp.emit(entry, &String::from_utf8_lossy(&line));
+        }
+        let Some(tx) = &self.tx else { return };
         line.push(b'\n');
         if tx.try_send(line).is_err() {
             self.metrics.access_log_dropped.inc();
+        }
+    }
+
+    /// Flushes the OTLP export (at shutdown; blocks while it flushes).
+    pub fn shutdown(&self) {
+        if let Some(otlp) = &self.otlp {
+            otlp.shutdown();
         }
     }
 }
