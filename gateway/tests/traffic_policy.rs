@@ -802,6 +802,44 @@ fn backend_request_timeout_bounds_each_attempt_and_a_stalled_attempt_is_retried(
 }
 
 #[test]
+fn the_request_timeout_covers_the_response_body_and_cuts_a_slow_one_with_ut() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "slow-body",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - backendRefs: [{name: httpbin, port: 80}]\n\
+             \x20     timeouts: {request: 1s}\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    // httpbin's /drip sends its headers at once, then one byte a second.
+    let started = std::time::Instant::now();
+    let cut = curl(&[&format!(
+        "http://127.0.0.1:{port}/drip?duration=4&numbytes=4&delay=0"
+    )]);
+    let took = started.elapsed();
+    assert_eq!(cut.status, 200, "the headers had been sent: {cut:?}");
+    assert_eq!(cut.exit_code, 18, "curl saw the body cut short: {cut:?}");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "cut at the 1s timeout, not after the 4s body: {took:?}"
+    );
+    let line = gw.wait_access_log(|l| l["path"].as_str().is_some_and(|p| p.contains("duration=4")));
+    assert_eq!(line["response_flags"], "UT", "{line}");
+    // A body that ends within the timeout is whole.
+    let whole = curl(&[&format!(
+        "http://127.0.0.1:{port}/drip?duration=0.2&numbytes=3&delay=0"
+    )]);
+    assert_eq!(
+        (whole.status, whole.exit_code, whole.body.as_str()),
+        (200, 0, "***")
+    );
+}
+
+#[test]
 fn a_request_queued_for_a_connection_gets_504_ut_at_its_request_timeout() {
     let hb = Httpbin::start();
     let port = free_port();

@@ -1,6 +1,7 @@
 //! The response body sent downstream, and the per-request record (metrics, access log,
 //! debug explanation) completed when that body ends or is dropped.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -190,21 +191,55 @@ pub struct ProxyBody {
 pub enum BodyKind {
     /// The upstream response.
     Upstream(Incoming),
+    /// The upstream response, which must end by a route timeout's deadline.
+    UpstreamUntil(Incoming, Box<ResponseDeadline>),
     /// Made by the gateway.
     Full(Option<Bytes>),
 }
 
+/// When a response body must have ended (Gateway API's `timeouts.request` and
+/// `backendRequest` cover the whole response, as Envoy's route timeout does).
+pub struct ResponseDeadline {
+    /// Fires at the deadline.
+    pub sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The field that set it, and its configured value (for the explanation).
+    pub field: &'static str,
+    /// The configured timeout.
+    pub configured: std::time::Duration,
+}
+
+/// Why a response body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The upstream's body failed.
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// A route timeout ran out while the body was streaming: the response is cut (HTTP/1
+    /// closes the connection, HTTP/2 resets the stream), as Envoy does after headers.
+    #[error("the response did not end within {field} ({configured:?})")]
+    Timeout {
+        /// `timeouts.request` or `timeouts.backendRequest`.
+        field: &'static str,
+        /// Its value.
+        configured: std::time::Duration,
+    },
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = &mut *self;
         let r = match &mut this.kind {
-            BodyKind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            BodyKind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            BodyKind::UpstreamUntil(b, d) => match Pin::new(b).poll_frame(cx) {
+                Poll::Pending => timed_out(d, cx, this.completion.as_deref_mut()),
+                r => r.map_err(Into::into),
+            },
             BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
         if let Poll::Ready(Some(Ok(f))) = &r {
@@ -219,17 +254,37 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            BodyKind::Upstream(b) => b.is_end_stream(),
+            BodyKind::Upstream(b) | BodyKind::UpstreamUntil(b, _) => b.is_end_stream(),
             BodyKind::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            BodyKind::Upstream(b) => b.size_hint(),
+            BodyKind::Upstream(b) | BodyKind::UpstreamUntil(b, _) => b.size_hint(),
             BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
+}
+
+/// Pending body: an error once the deadline has passed, recording `UT` and why.
+fn timed_out(
+    d: &mut ResponseDeadline,
+    cx: &mut Context<'_>,
+    completion: Option<&mut Completion>,
+) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+    if d.sleep.as_mut().poll(cx).is_pending() {
+        return Poll::Pending;
+    }
+    let err = ResponseBodyError::Timeout {
+        field: d.field,
+        configured: d.configured,
+    };
+    if let Some(c) = completion {
+        c.code = Some("UT");
+        c.reason = Some(err.to_string());
+    }
+    Poll::Ready(Some(Err(err)))
 }
 
 impl Drop for ProxyBody {

@@ -3,13 +3,14 @@
 //! back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::body::{BodyKind, Completion};
+use super::body::{self, BodyKind, Completion};
 use super::connection::ConnInfo;
 use super::headers::{self, Forwarded};
 use super::reject::{Reject, reject};
@@ -106,7 +107,40 @@ pub async fn forward(
     if let Some(q) = quota {
         q.write(resp.headers_mut());
     }
-    Ok(resp.map(BodyKind::Upstream))
+    let deadline = (resp.status() != StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| response_deadline(&rule, rec))
+        .flatten();
+    Ok(resp.map(|b| match deadline {
+        Some(d) => BodyKind::UpstreamUntil(b, Box::new(d)),
+        None => BodyKind::Upstream(b),
+    }))
+}
+
+/// When the response body must have ended: the request's timeout from its start, or the
+/// last attempt's `backendRequest` from that attempt's start, whichever is first.
+fn response_deadline(rule: &Rule, rec: &Completion) -> Option<body::ResponseDeadline> {
+    let request = rule
+        .request_timeout
+        .map(|t| (rec.start + t, "timeouts.request", t));
+    let attempt_start = Instant::now() - rec.upstream_service_time.unwrap_or_default();
+    let attempt = rule
+        .backend_request_timeout
+        .map(|t| (attempt_start + t, "timeouts.backendRequest", t));
+    let (at, field, configured) = match (request, attempt) {
+        (Some(r), Some(a)) => {
+            if a.0 < r.0 {
+                a
+            } else {
+                r
+            }
+        }
+        (r, a) => r.or(a)?,
+    };
+    Some(body::ResponseDeadline {
+        sleep: Box::pin(tokio::time::sleep_until(at.into())),
+        field,
+        configured,
+    })
 }
 
 /// Host, forwarding headers, the filters' header edits and the upstream's HTTP version.
