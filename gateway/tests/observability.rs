@@ -772,6 +772,25 @@ fn access_log_otlp_exports_each_logged_request_as_a_log_record_with_its_trace() 
 }
 
 #[test]
+fn an_upstreams_peer_metadata_response_headers_never_reach_the_client() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = Gateway::start(&config(port, hb.port, "httpbin.example.com"));
+    // httpbin echoes query parameters as response headers, as a sidecar would add its own.
+    let r = curl(&[
+        "-H",
+        "Host: httpbin.example.com",
+        &format!(
+            "http://127.0.0.1:{port}/response-headers?x-envoy-peer-metadata=Cg8KBE5BTUUSBxoFaHR0cGJpbg&x-envoy-peer-metadata-id=sidecar~10.0.0.1~httpbin&x-kept=1"
+        ),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-kept").as_deref(), Some("1"), "{}", r.headers);
+    assert_eq!(r.header("x-envoy-peer-metadata"), None, "{}", r.headers);
+    assert_eq!(r.header("x-envoy-peer-metadata-id"), None, "{}", r.headers);
+}
+
+#[test]
 fn a_chunked_request_body_is_counted_as_it_streams() {
     let hb = Httpbin::start();
     let port = free_port();

@@ -147,6 +147,17 @@ impl Timeouts {
     fn request_expired(&self, request_start: Instant) -> bool {
         self.request.is_some_and(|t| request_start.elapsed() >= t)
     }
+
+    /// Waits `backoff` before a retry, within what is left of the request's timeout;
+    /// false when the timeout runs out first (the retry cannot start).
+    async fn backoff(&self, request_start: Instant, backoff: Duration) -> bool {
+        within(
+            self.budget(request_start, false),
+            tokio::time::sleep(backoff),
+        )
+        .await
+        .is_some()
+    }
 }
 
 /// Runs `fut` within `budget` (unbounded without one); `None` when it ran out.
@@ -283,14 +294,18 @@ pub async fn run(
                 policy.min_retry_concurrency,
                 max_retries,
             ) {
-                Some(slot) => {
+                Some(slot)
+                    if timeouts
+                        .backoff(rec.start, policy.backoff_before(attempt))
+                        .await =>
+                {
                     ctx.metrics.policy_event(&backend.name, "retry");
                     _retry_slot = Some(slot);
-                    tokio::time::sleep(policy.backoff_before(attempt)).await;
                     previous = Some(endpoint.to_owned());
                     next = Some(replay.request());
                     continue;
                 }
+                Some(_) => gave_up = Some("the request's timeout ran out before the retry"),
                 None => {
                     ctx.metrics
                         .policy_event(&backend.name, "retry_budget_exhausted");

@@ -3,7 +3,6 @@
 //! back.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -116,29 +115,15 @@ pub async fn forward(
     }))
 }
 
-/// When the response body must have ended: the request's timeout from its start, or the
-/// last attempt's `backendRequest` from that attempt's start, whichever is first.
+/// When the response body must have ended: `timeouts.request` from the request's start.
+/// (`backendRequest`, like Envoy's per-try timeout that Istio's `perTryTimeout` sets, no
+/// longer applies once the response has started.) A timeout too large to add is none.
 fn response_deadline(rule: &Rule, rec: &Completion) -> Option<body::ResponseDeadline> {
-    let request = rule
-        .request_timeout
-        .map(|t| (rec.start + t, "timeouts.request", t));
-    let attempt_start = Instant::now() - rec.upstream_service_time.unwrap_or_default();
-    let attempt = rule
-        .backend_request_timeout
-        .map(|t| (attempt_start + t, "timeouts.backendRequest", t));
-    let (at, field, configured) = match (request, attempt) {
-        (Some(r), Some(a)) => {
-            if a.0 < r.0 {
-                a
-            } else {
-                r
-            }
-        }
-        (r, a) => r.or(a)?,
-    };
+    let configured = rule.request_timeout?;
+    let at = rec.start.checked_add(configured)?;
     Some(body::ResponseDeadline {
         sleep: Box::pin(tokio::time::sleep_until(at.into())),
-        field,
+        field: "timeouts.request",
         configured,
     })
 }
@@ -208,6 +193,9 @@ fn rewrite_response(
     origin: Option<&HeaderValue>,
     h: &mut http::HeaderMap,
 ) {
+    // A sidecar answers mesh requests with its own peer metadata (pod, namespace, labels):
+    // the mesh's business, never the edge client's.
+    crate::observe::peer_metadata::remove(h);
     for edits in [
         &rule.filters.response_headers,
         &backend.filters.response_headers,

@@ -430,10 +430,12 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
             .tcp_keepalive
             .as_ref()
             .map(|k| keepalive(k, &format!("{tctx}.tcpKeepalive"), f)),
-        idle_timeout: http
-            .idle_timeout
-            .as_deref()
-            .map(|v| duration(Some(v), Duration::ZERO, &hctx, "idleTimeout", f)),
+        // `0s` turns the idle timeout off, as in Envoy (connections are kept until the
+        // upstream closes them).
+        idle_timeout: http.idle_timeout.as_deref().and_then(|v| {
+            let zero = humantime::parse_duration(v).is_ok_and(|d| d.is_zero());
+            (!zero).then(|| duration(Some(v), Duration::ZERO, &hctx, "idleTimeout", f))
+        }),
         // 0 is Istio's "unset" (unlimited), as for the other counts.
         max_requests_per_connection: match count(
             http.max_requests_per_connection,
