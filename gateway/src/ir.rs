@@ -966,6 +966,11 @@ pub struct TlsTarget {
     /// Accept any server certificate (DestinationRule `insecureSkipVerify`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_verify: bool,
+    /// Why the credentials cannot be had (a missing or broken Secret or file): every
+    /// connection fails with it (closed, as Istio keeps such a cluster without a secret)
+    /// rather than falling back to plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// A client certificate and its key.

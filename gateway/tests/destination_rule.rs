@@ -536,3 +536,35 @@ fn tcp_keepalive_turns_on_so_keepalive_with_its_idle_time_on_that_backends_conne
         "a backend without tcpKeepalive got it: {plain_sockets:?}"
     );
 }
+
+#[test]
+fn a_simple_rule_whose_secret_is_missing_fails_closed_and_never_sends_plaintext() {
+    let up = CountingUpstream::start();
+    let port = free_port();
+    let gw = start_gateway(
+        port,
+        &[
+            &route_per_service(&["pending"]),
+            &local_service("pending", up.port),
+            &destination_rule(
+                "pending",
+                "tls: {mode: SIMPLE, credentialName: not-issued-yet}\n\
+                 connectionPool:\n  http: {http1MaxPendingRequests: 7}",
+            ),
+        ],
+    );
+    let r = get(port, "/pending/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.starts_with("503 UF "), "{r:?}");
+    let why = gw.explain(&r);
+    let reason = why["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Secret gateway-ns/not-issued-yet not found"),
+        "the refusal names the Secret: {why}"
+    );
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream in plaintext"
+    );
+}

@@ -104,6 +104,7 @@ fn target(index: &Index<'_>, p: &BackendTlsPolicy, http2: bool) -> Result<Arc<Tl
         http2,
         client_cert: None,
         insecure_skip_verify: false,
+        unavailable: None,
     }))
 }
 

@@ -42,6 +42,9 @@ pub fn client_config(t: &TlsTarget) -> Result<Arc<rustls::ClientConfig>, Backend
         policy: t.policy.clone(),
         reason,
     };
+    if let Some(why) = &t.unavailable {
+        return Err(fail(why.clone()));
+    }
     let roots = if t.system_roots {
         system_roots().clone()
     } else {

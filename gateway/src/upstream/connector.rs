@@ -290,6 +290,12 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        // A TLS target whose config could not be built (its credentials are missing)
+        // fails before any TCP connection is made.
+        if let Some(Err(e)) = self.tls.as_ref().map(|t| &t.config) {
+            let e = BackendTlsError::clone(e);
+            return Box::pin(async move { Err(e.into()) });
+        }
         let fut = self.inner.call(uri);
         let metrics = self.metrics.clone();
         let mesh = self.mesh.clone();

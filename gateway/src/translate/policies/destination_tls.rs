@@ -45,19 +45,35 @@ pub fn origination(
     f: &mut Findings,
 ) -> Option<Arc<TlsTarget>> {
     let files = [&t.ca_certificates, &t.client_certificate, &t.private_key];
+    if t.credential_name.is_some() && files.iter().any(|v| v.is_some()) {
+        f.errors.push(format!(
+            "{ctx}: credentialName cannot be combined with caCertificates, clientCertificate or privateKey"
+        ));
+        return None;
+    }
+    // A mistake in the rule itself is refused; credentials that cannot be had are not.
+    if mutual
+        && t.credential_name.is_none()
+        && (t.client_certificate.is_none() || t.private_key.is_none())
+    {
+        f.errors.push(format!(
+            "{ctx}: MUTUAL needs a client certificate: credentialName, or clientCertificate and privateKey"
+        ));
+        return None;
+    }
     let creds = match &t.credential_name {
-        Some(_) if files.iter().any(|v| v.is_some()) => Err(
-            "credentialName cannot be combined with caCertificates, clientCertificate or privateKey"
-                .to_string(),
-        ),
         Some(name) => from_secret(name, rule, src, mutual),
         None => from_files(t, mutual),
     };
-    let creds = match creds {
-        Ok(c) => c,
+    // Credentials that cannot be had (yet: a Secret cert-manager has not issued) fail the
+    // backend's connections closed; the rest of the rule still applies.
+    let (creds, unavailable) = match creds {
+        Ok(c) => (c, None),
         Err(e) => {
-            f.errors.push(format!("{ctx}: {e}"));
-            return None;
+            f.warnings.push(format!(
+                "{ctx}: {e}; connections to the host fail until it is fixed"
+            ));
+            (Credentials::default(), Some(format!("{ctx}: {e}")))
         }
     };
     let sni = t.sni.clone().unwrap_or_default().to_ascii_lowercase();
@@ -76,6 +92,7 @@ pub fn origination(
         http2: false,
         client_cert: creds.client,
         insecure_skip_verify: insecure,
+        unavailable,
     }))
 }
 
@@ -172,12 +189,6 @@ fn from_files(t: &ClientTlsSettings, mutual: bool) -> Result<Credentials, String
             key: parse_key(&read("privateKey", k)?)
                 .map_err(|e| format!("privateKey {k:?}: {e}"))?,
         }),
-        _ if mutual => {
-            return Err(
-                "MUTUAL needs a client certificate: credentialName, or clientCertificate and privateKey"
-                    .into(),
-            );
-        }
         _ => None,
     };
     Ok(Credentials { ca, client })
