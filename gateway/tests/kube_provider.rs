@@ -1170,12 +1170,12 @@ async fn a_destination_rule_simple_tls_serves_once_its_credential_secret_exists(
          trafficPolicy: {tls: {mode: SIMPLE, credentialName: backend-ca, sni: httpbin.backend.test}}\n",
     );
     let _gw = cluster.gateway("gw-a", "127.0.0.1");
-    // Without its Secret the rule is left out: plaintext, which the TLS server cannot answer.
-    let plain = wait_for("the route served without the rule", || {
+    // Without its Secret the rule fails closed: no connection at all (never plaintext).
+    let closed = wait_for("the route served, failing closed", || {
         let r = cluster.get("secure.example.com", "/get");
         (r.status == 503).then_some(r)
     });
-    assert_eq!(error_code(&plain), "UC", "{plain:?}");
+    assert_eq!(error_code(&closed), "UF", "{closed:?}");
     cluster.apply(&pki.secret_in(
         "default",
         "backend-ca",
