@@ -739,6 +739,7 @@ fn access_log_otlp_exports_each_logged_request_as_a_log_record_with_its_trace() 
         "http.response.status_code: Int(418)",
         "url.path: Str(/status/418)",
         "http.route: Str(default/httpbin/0)",
+        "Flags: 1",
     ] {
         assert!(record.contains(want), "{want} not in the record:\n{record}");
     }

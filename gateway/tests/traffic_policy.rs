@@ -839,6 +839,69 @@ fn the_request_timeout_covers_the_response_body_and_cuts_a_slow_one_with_ut() {
     );
 }
 
+/// An upstream that answers as soon as the request's first body chunk arrives (an
+/// interactive protocol), without waiting for the body's end.
+fn answers_on_first_chunk() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !String::from_utf8_lossy(&seen).contains("hello") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\ngot hello",
+                );
+                let _ = conn.read(&mut buf);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_streamed_body_on_a_retrying_route_flows_before_it_ends() {
+    use std::io::{Read, Write};
+    let up = answers_on_first_chunk();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("interactive", "{attempts: 2, codes: [503]}"),
+        &service_with_endpoints("interactive", &[up]),
+    ]));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The first chunk, and the body left open: the upstream must see it now.
+    s.write_all(
+        b"POST /stream HTTP/1.1\r\nHost: a.example.com\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("got hello") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "no answer while the body is still open ({e}): the gateway held the chunk back; \
+                 got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
 #[test]
 fn a_request_queued_for_a_connection_gets_504_ut_at_its_request_timeout() {
     let hb = Httpbin::start();
@@ -884,9 +947,37 @@ fn a_request_queued_for_a_connection_gets_504_ut_at_its_request_timeout() {
     assert_eq!(holder.join().unwrap(), 200);
 }
 
+/// An upstream that reads each request's whole chunked body, then answers 503 (so the
+/// gateway has sent every byte before it learns the attempt failed).
+fn reads_all_then_503() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 16384];
+                while !seen.ends_with(b"\r\n0\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    port
+}
+
 #[test]
-fn a_small_chunked_post_is_buffered_and_retried_and_a_large_one_streams_once() {
+fn a_chunked_post_is_retried_while_its_copy_is_kept_and_one_past_64_kib_is_not() {
     let dead = free_port();
+    let consumer = reads_all_then_503();
     let hb = Httpbin::start();
     let port = free_port();
     let gw = Gateway::start(&docs(&[
@@ -897,11 +988,15 @@ fn a_small_chunked_post_is_buffered_and_retried_and_a_large_one_streams_once() {
              \x20   - matches: [{path: {type: PathPrefix, value: /dead}}]\n\
              \x20     backendRefs: [{name: dead, port: 80}]\n\
              \x20     retry: {attempts: 2, backoff: 1ms}\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /consumed}}]\n\
+             \x20     backendRefs: [{name: consumer, port: 80}]\n\
+             \x20     retry: {attempts: 2, codes: [503], backoff: 1ms}\n\
              \x20   - matches: [{path: {type: PathPrefix, value: /post}}]\n\
              \x20     backendRefs: [{name: httpbin, port: 80}]\n\
              \x20     retry: {attempts: 2, backoff: 1ms}\n",
         ),
         &service_with_endpoints("dead", &[dead]),
+        &service_with_endpoints("consumer", &[consumer]),
         &local_service("httpbin", hb.port),
     ]));
     let dir = tempfile::tempdir().unwrap();
@@ -926,19 +1021,28 @@ fn a_small_chunked_post_is_buffered_and_retried_and_a_large_one_streams_once() {
             &format!("http://127.0.0.1:{port}{path}"),
         ])
     };
-    let s = post(&small, "/dead");
-    assert_eq!((s.status, error_code(&s).as_str()), (503, "URX"), "{s:?}");
-    assert_eq!(gw.explain(&s)["attempts"], 3, "buffered, so replayed");
-    let l = post(&large, "/dead");
-    assert_eq!((l.status, error_code(&l).as_str()), (503, "UF"), "{l:?}");
-    assert_eq!(
-        gw.explain(&l)["attempts"],
-        1,
-        "past 64 KiB: streamed, not retried"
-    );
+    // A refused connection read nothing of either body: both can be sent again.
+    for file in [&small, &large] {
+        let r = post(file, "/dead");
+        assert_eq!((r.status, error_code(&r).as_str()), (503, "URX"), "{r:?}");
+        assert_eq!(
+            gw.explain(&r)["attempts"],
+            3,
+            "nothing read yet: replayable"
+        );
+    }
+    // An upstream that read the whole body before failing: the small body's copy is
+    // kept and sent again; past 64 KiB it was not kept, so no retry.
+    let s = post(&small, "/consumed");
+    assert_eq!(s.status, 503, "{s:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/consumed" && l["attempts"] != 1);
+    assert_eq!(line["attempts"], 3, "{line}");
+    let l = post(&large, "/consumed");
+    assert_eq!(l.status, 503, "{l:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/consumed" && l["attempts"] == 1);
+    assert_eq!(line["response_code"], 503, "{line}");
 
-    // Both bodies arrive whole: the small one from the buffer, the large one as the
-    // buffered head followed by the rest of the stream.
+    // Both bodies arrive whole through a retrying route.
     let ok = post(&small, "/post");
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ok.json()["data"], "small chunked body");

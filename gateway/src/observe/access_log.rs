@@ -66,6 +66,9 @@ pub struct Entry<'a> {
     /// The request's SERVER span id (16 hex digits) when traced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span_id: Option<&'a str>,
+    /// The trace is sampled (its flag in an OTLP log record; not a JSON field).
+    #[serde(skip)]
+    pub trace_sampled: bool,
 }
 
 /// Which requests are logged.

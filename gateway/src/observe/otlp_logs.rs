@@ -89,7 +89,12 @@ impl OtlpLogs {
         if let (Some(t), Some(s)) = (entry.trace_id, entry.span_id)
             && let (Ok(t), Ok(s)) = (TraceId::from_hex(t), SpanId::from_hex(s))
         {
-            r.set_trace_context(t, s, Some(TraceFlags::SAMPLED));
+            let flags = if entry.trace_sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            r.set_trace_context(t, s, Some(flags));
         }
         self.logger.emit(r);
     }

@@ -56,7 +56,8 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     /// Incoming sampling decisions come from a trusted hop.
     trusted_parents: bool,
-    /// Share (0 to 1) of `x-client-trace-id` requests forced into sampling.
+    /// Share (0 to 1) of `x-client-trace-id` requests forced into sampling; 0 when
+    /// `OTEL_TRACES_SAMPLER` chose another sampler (only ours honours it).
     client_sampling: f64,
 }
 
@@ -126,7 +127,8 @@ impl Tracing {
         let mut builder = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource.build());
-        if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
+        let edge_sampler = std::env::var_os("OTEL_TRACES_SAMPLER").is_none();
+        if edge_sampler {
             builder = builder.with_sampler(EdgeSampler {
                 ratio: DEFAULT_RATIO,
             });
@@ -136,7 +138,11 @@ impl Tracing {
             tracer: provider.tracer("meshgate"),
             provider,
             trusted_parents,
-            client_sampling: client_sampling_percent / 100.0,
+            client_sampling: if edge_sampler {
+                client_sampling_percent / 100.0
+            } else {
+                0.0
+            },
         }))
     }
 
@@ -195,6 +201,11 @@ impl RequestSpan {
     pub fn ids(&self) -> (String, String) {
         let sc = self.span.span_context();
         (sc.trace_id().to_string(), sc.span_id().to_string())
+    }
+
+    /// Whether the request's trace is sampled (exported).
+    pub fn sampled(&self) -> bool {
+        self.span.span_context().is_sampled()
     }
 
     /// Starts the CLIENT span of one attempt and writes its context into the upstream

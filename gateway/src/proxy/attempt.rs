@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::ProxyContext;
 use super::body::Completion;
@@ -23,7 +23,7 @@ use crate::upstream::attempt::{AttemptInfo, Outcome, RetryPolicy};
 use crate::upstream::lb::{self, HashInput};
 use crate::upstream::outlier::{self, EndpointHealth};
 use crate::upstream::pool_limits;
-use crate::upstream::{DownstreamBodyError, MeshConnectError, RequestBody};
+use crate::upstream::{DownstreamBodyError, MeshConnectError, Replayable, RequestBody};
 
 /// A request ready to send: headers decided, body, and the path for the upstream URI.
 pub struct Outgoing {
@@ -173,16 +173,55 @@ struct Replay {
     method: http::Method,
     version: http::Version,
     headers: http::HeaderMap,
-    body: Option<Bytes>,
+    body: ReplayBody,
+}
+
+/// The body a retry sends.
+enum ReplayBody {
+    /// Held whole by the gateway.
+    Held(Option<Bytes>),
+    /// A client stream kept as it is sent (up to the replay limit).
+    Streamed(Replayable),
 }
 
 impl Replay {
-    fn request(&self) -> Request<RequestBody> {
-        let mut r = Request::new(RequestBody::Full(self.body.clone()));
+    /// The next attempt's request, or `None` when its body cannot be sent again.
+    fn request(&self) -> Option<Request<RequestBody>> {
+        let body = match &self.body {
+            ReplayBody::Held(b) => RequestBody::Full(b.clone()),
+            ReplayBody::Streamed(r) => r.attempt()?,
+        };
+        let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
         *r.version_mut() = self.version;
         *r.headers_mut() = self.headers.clone();
-        r
+        Some(r)
+    }
+}
+
+/// A retrying route's body, made replayable: held bodies as they are, a client stream
+/// of up to the replay limit (known, or unknown until it ends) shared between attempts
+/// and sent as it arrives; a larger one streams once and is not retried.
+fn replayable(policy: &RetryPolicy, body: RequestBody) -> (RequestBody, Option<ReplayBody>) {
+    if policy.attempts <= 1 {
+        return (body, None);
+    }
+    match body {
+        RequestBody::Full(b) => (RequestBody::Full(b.clone()), Some(ReplayBody::Held(b))),
+        RequestBody::Streaming(b) if b.is_end_stream() => {
+            (RequestBody::empty(), Some(ReplayBody::Held(None)))
+        }
+        RequestBody::Streaming(b) if b.size_hint().lower() > policy.max_replay_body_bytes => {
+            (RequestBody::Streaming(b), None)
+        }
+        body @ (RequestBody::Streaming(_) | RequestBody::Counted(..)) => {
+            let shared = Replayable::new(body, policy.max_replay_body_bytes);
+            match shared.attempt() {
+                Some(first) => (first, Some(ReplayBody::Streamed(shared))),
+                None => unreachable!("a new replayable body has lost nothing"),
+            }
+        }
+        other => (other, None),
     }
 }
 
@@ -212,17 +251,13 @@ pub async fn run(
             client_ip: rec.peer.ip(),
         },
     );
-    let body = buffer_for_replay(policy, body, timeouts.budget(rec.start, false)).await?;
-    // Only a request whose body the gateway holds can be sent twice.
-    let replay = match &body {
-        RequestBody::Full(b) if policy.attempts > 1 => Some(Replay {
-            method: parts.method.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            body: b.clone(),
-        }),
-        _ => None,
-    };
+    let (body, replay_body) = replayable(policy, body);
+    let replay = replay_body.map(|body| Replay {
+        method: parts.method.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body,
+    });
     let mut next = Some(Request::from_parts(parts, body));
     let mut attempt = 0;
     let mut previous: Option<String> = None;
@@ -299,11 +334,14 @@ pub async fn run(
                         .backoff(rec.start, policy.backoff_before(attempt))
                         .await =>
                 {
-                    ctx.metrics.policy_event(&backend.name, "retry");
-                    _retry_slot = Some(slot);
-                    previous = Some(endpoint.to_owned());
-                    next = Some(replay.request());
-                    continue;
+                    // A streamed body past the replay limit cannot be sent again.
+                    if let Some(again) = replay.request() {
+                        ctx.metrics.policy_event(&backend.name, "retry");
+                        _retry_slot = Some(slot);
+                        previous = Some(endpoint.to_owned());
+                        next = Some(again);
+                        continue;
+                    }
                 }
                 Some(_) => gave_up = Some("the request's timeout ran out before the retry"),
                 None => {
@@ -447,36 +485,6 @@ fn attempt_failed(policy: &RetryPolicy, outcome: Outcome) -> bool {
         ..policy.clone()
     };
     unlimited.should_retry(1, outcome)
-}
-
-/// Reads a request body of up to the policy's replay limit into memory when the route
-/// retries, so that it can be sent again; a larger body (known by its length, or found
-/// while reading one of unknown length) streams on and its request is not retried.
-async fn buffer_for_replay(
-    policy: &RetryPolicy,
-    body: RequestBody,
-    budget: Option<Budget>,
-) -> Result<RequestBody, Reject> {
-    if policy.attempts <= 1 {
-        return Ok(body);
-    }
-    let buffered = crate::upstream::buffer_up_to(body, policy.max_replay_body_bytes);
-    match within(budget, buffered).await {
-        Some(Ok(body)) => Ok(body),
-        Some(Err(e)) => Err(reject(
-            StatusCode::BAD_REQUEST,
-            "DPE",
-            format!("the client's request body failed while it was buffered for retries: {e}"),
-        )),
-        None => Err(reject(
-            StatusCode::GATEWAY_TIMEOUT,
-            "UT",
-            format!(
-                "the request body did not arrive within {}",
-                budget.map_or("", |b| b.field)
-            ),
-        )),
-    }
 }
 
 pub(super) fn upstream_uri(authority: &Authority, pq: &PathAndQuery) -> Uri {

@@ -73,9 +73,9 @@ impl Completion {
             self.request_body_bytes = n.load(std::sync::atomic::Ordering::Relaxed);
         }
         let trace_ids = self.trace.take().map(|t| {
-            let ids = t.ids();
+            let (ids, sampled) = (t.ids(), t.sampled());
             t.finish(self.route.as_deref(), self.status, self.code);
-            ids
+            (ids.0, ids.1, sampled)
         });
         let elapsed = self.start.elapsed();
         let m = &self.ctx.metrics;
@@ -118,7 +118,12 @@ impl Completion {
         self.log(elapsed, bytes_sent, trace_ids.as_ref());
     }
 
-    fn log(&self, elapsed: std::time::Duration, bytes_sent: u64, ids: Option<&(String, String)>) {
+    fn log(
+        &self,
+        elapsed: std::time::Duration,
+        bytes_sent: u64,
+        ids: Option<&(String, String, bool)>,
+    ) {
         let log = &self.ctx.access_log;
         if !log.wants(self.status, self.code) {
             return;
@@ -150,6 +155,7 @@ impl Completion {
             reason: self.reason.as_deref(),
             trace_id: ids.map(|i| i.0.as_str()),
             span_id: ids.map(|i| i.1.as_str()),
+            trace_sampled: ids.is_some_and(|i| i.2),
         });
     }
 

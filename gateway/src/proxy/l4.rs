@@ -193,6 +193,7 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
         reason: e.reason.as_deref(),
         trace_id: None,
         span_id: None,
+        trace_sampled: false,
     });
 }
 

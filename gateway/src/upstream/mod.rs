@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 /// A connect error of any layer (TCP, TLS, mesh identity).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub use body::{DownstreamBodyError, RequestBody, buffer_up_to};
+pub use body::{DownstreamBodyError, Replayable, RequestBody};
 pub use connector::{Connector, MeshConnectError};
 
 use crate::identity::{MeshCreds, MeshIdentity};
