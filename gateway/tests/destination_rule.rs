@@ -35,19 +35,6 @@ fn route_per_service(services: &[&str]) -> String {
     )
 }
 
-/// A DestinationRule for Service `host` in `default` with this `trafficPolicy` (YAML).
-fn destination_rule(host: &str, traffic_policy: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
-         metadata: {{name: {host}, namespace: default}}\n\
-         spec:\n  host: {host}\n  trafficPolicy:\n{}",
-        traffic_policy
-            .lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    )
-}
-
 /// A server certificate for `httpbin.backend.test` from `backend-ca`, a client
 /// certificate from `client-ca`, and an unrelated `other-ca`.
 fn pki() -> Pki {

@@ -251,19 +251,6 @@ fn a_large_streamed_post_is_not_retried_but_a_small_one_is() {
     );
 }
 
-/// A DestinationRule for Service `host` in `default` with this `trafficPolicy` (YAML).
-fn destination_rule(host: &str, traffic_policy: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
-         metadata: {{name: {host}, namespace: default}}\n\
-         spec:\n  host: {host}\n  trafficPolicy:\n{}",
-        traffic_policy
-            .lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    )
-}
-
 fn plain_route(svc: &str) -> String {
     route(
         svc,
@@ -839,9 +826,9 @@ fn the_request_timeout_covers_the_response_body_and_cuts_a_slow_one_with_ut() {
     );
 }
 
-/// An upstream that answers as soon as the request's first body chunk arrives (an
-/// interactive protocol), without waiting for the body's end.
-fn answers_on_first_chunk() -> u16 {
+/// A raw HTTP/1.1 upstream that reads each connection until what it read `done` says,
+/// then writes `answer` (to see exactly when the gateway sent which bytes).
+fn raw_upstream(done: fn(&[u8]) -> bool, answer: &'static [u8]) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -850,21 +837,28 @@ fn answers_on_first_chunk() -> u16 {
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !String::from_utf8_lossy(&seen).contains("hello") {
+                let mut buf = [0u8; 16384];
+                while !done(&seen) {
                     match conn.read(&mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\ngot hello",
-                );
+                let _ = conn.write_all(answer);
                 let _ = conn.read(&mut buf);
             });
         }
     });
     port
+}
+
+/// An upstream that answers as soon as the request's first body chunk (`hello`) arrives
+/// (an interactive protocol), without waiting for the body's end.
+fn answers_on_first_chunk() -> u16 {
+    raw_upstream(
+        |seen| String::from_utf8_lossy(seen).contains("hello"),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\ngot hello",
+    )
 }
 
 #[test]
@@ -950,28 +944,10 @@ fn a_request_queued_for_a_connection_gets_504_ut_at_its_request_timeout() {
 /// An upstream that reads each request's whole chunked body, then answers 503 (so the
 /// gateway has sent every byte before it learns the attempt failed).
 fn reads_all_then_503() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 16384];
-                while !seen.ends_with(b"\r\n0\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-            });
-        }
-    });
-    port
+    raw_upstream(
+        |seen| seen.ends_with(b"\r\n0\r\n\r\n"),
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
 }
 
 #[test]

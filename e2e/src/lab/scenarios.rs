@@ -315,6 +315,31 @@ async fn run_one(lab: &mut Lab, number: u8) -> anyhow::Result<String> {
     }
 }
 
+/// What one look at a condition found: done, or not yet (and what was seen instead).
+type Probe = anyhow::Result<Result<(), String>>;
+
+/// Polls `probe` every `every` until it is done; how long that took, or an error naming
+/// `what` and the last thing seen once `limit` has passed (the lab's one wait loop).
+async fn poll(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> Probe,
+) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        let seen = match probe().await? {
+            Ok(()) => return Ok(t0.elapsed()),
+            Err(seen) => seen,
+        };
+        ensure!(
+            t0.elapsed() < limit,
+            "{what}: not within {limit:?}; last seen: {seen}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The fields of the last (nearest) element of an `X-Forwarded-Client-Cert` header.
 pub fn xfcc_fields(xfcc: &str) -> Vec<(String, String)> {
     let last = xfcc.rsplit(',').next().unwrap_or_default();

@@ -767,3 +767,16 @@ pub fn hyper_upstream(body: &'static [u8]) -> u16 {
     });
     port
 }
+
+/// A DestinationRule for Service `host` in `default` with this `trafficPolicy` (YAML).
+pub fn destination_rule(host: &str, traffic_policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: {host}, namespace: default}}\n\
+         spec:\n  host: {host}\n  trafficPolicy:\n{}",
+        traffic_policy
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}

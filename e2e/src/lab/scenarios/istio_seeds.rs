@@ -7,7 +7,7 @@
 //! `istio-ingressgateway` Service maps 80, 443 and 31400 onto 8080, 8443 and 31400).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 
@@ -69,17 +69,14 @@ async fn https(
 
 /// Polls `check` until it holds, or fails naming `what`; returns how long it took.
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
-    loop {
-        if check().await {
-            return Ok(t0.elapsed());
-        }
-        ensure!(
-            t0.elapsed() < CONVERGE,
-            "{what}: not seen within {CONVERGE:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    super::poll(what, CONVERGE, POLL, async || {
+        Ok(if check().await {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        })
+    })
+    .await
 }
 
 /// The subject and issuer of the certificate the gateway's port presents for SNI `host`

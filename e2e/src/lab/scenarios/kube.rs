@@ -489,44 +489,48 @@ async fn lease_holder(lab: &Lab) -> anyhow::Result<String> {
 
 /// Polls until `pod` holds the Lease; returns how long it took.
 async fn until_holder(lab: &Lab, pod: &str, limit: Duration) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
-    loop {
+    let what = format!("{pod} holding the Lease");
+    super::poll(&what, limit, Duration::from_millis(100), async || {
         let holder = lease_holder(lab).await?;
-        if holder == pod {
-            return Ok(t0.elapsed());
-        }
-        ensure!(
-            t0.elapsed() < limit,
-            "{pod} did not take the Lease within {limit:?} (holder {holder:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(if holder == pod {
+            Ok(())
+        } else {
+            Err(format!("holder {holder:?}"))
+        })
+    })
+    .await
 }
 
 /// Applies a route and waits until its status shows our Accepted condition.
 async fn route_with_status(lab: &Lab, name: &str, host: &str) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
     let port = crate::lab::HTTPBIN_PORT;
+    let t0 = Instant::now();
     lab.kubectl_ok(
         &["apply", "-f", "-"],
         &route_to(name, host, "httpbin", port),
     )
     .await?;
-    loop {
-        let out = lab
-            .kubectl_ok(&["get", "httproute", name, "-o", "json"], "")
-            .await?;
-        let route: Value = serde_json::from_str(&out)?;
-        if our_conditions(&route).iter().any(|c| c == "Accepted=True") {
-            return Ok(t0.elapsed());
-        }
-        ensure!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{name}: no Accepted status within 60 s: {}",
-            route["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("{name}: status Accepted");
+    super::poll(
+        &what,
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        async || {
+            let out = lab
+                .kubectl_ok(&["get", "httproute", name, "-o", "json"], "")
+                .await?;
+            let route: Value = serde_json::from_str(&out)?;
+            Ok(
+                if our_conditions(&route).iter().any(|c| c == "Accepted=True") {
+                    Ok(())
+                } else {
+                    Err(route["status"].to_string())
+                },
+            )
+        },
+    )
+    .await?;
+    Ok(t0.elapsed())
 }
 
 const STATUS_WRITTEN: &str = "HTTPRoute status written";

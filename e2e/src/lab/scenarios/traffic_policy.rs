@@ -5,7 +5,7 @@
 //! httpbin.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use serde_json::Value;
@@ -65,22 +65,18 @@ async fn until(
     path: &str,
     done: impl Fn(&CurlResult) -> bool,
 ) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
     let url = format!("http://{}{path}", lab.gateway.at(crate::lab::HTTP_PORT));
     let host_header = format!("Host: {host}");
-    loop {
+    let what = format!("{host}{path} from {}", pod.name);
+    super::poll(&what, CONVERGE, POLL, async || {
         let r = lab.curl(pod, &["-H", &host_header, &url]).await?;
-        if done(&r) {
-            return Ok(t0.elapsed());
-        }
-        ensure!(
-            t0.elapsed() < CONVERGE,
-            "{host}{path} from {}: last {r} {:?}",
-            pod.name,
-            r.body
-        );
-        tokio::time::sleep(POLL).await;
-    }
+        Ok(if done(&r) {
+            Ok(())
+        } else {
+            Err(format!("{r} {:?}", r.body))
+        })
+    })
+    .await
 }
 
 /// `n` sequential GETs of `path` on `host` from the client pod; the status of each.
@@ -174,17 +170,18 @@ async fn endpoint_state(lab: &Lab, address: &str) -> anyhow::Result<Value> {
 
 /// Waits until a backend of the native gateway reports `source` as its policy.
 async fn policy_in_force(lab: &Lab, source: &str) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    loop {
-        let body = lab
-            .admin_get(&lab.gateway, &crate::lab::gateway_admin("/debug/backends"))
-            .await?;
-        if body.contains(&format!("\"{source}\"")) {
-            return Ok(());
-        }
-        ensure!(t0.elapsed() < CONVERGE, "{source} never applied: {body}");
-        tokio::time::sleep(POLL).await;
-    }
+    let url = crate::lab::gateway_admin("/debug/backends");
+    let what = format!("{source} in force");
+    super::poll(&what, CONVERGE, POLL, async || {
+        let body = lab.admin_get(&lab.gateway, &url).await?;
+        Ok(if body.contains(&format!("\"{source}\"")) {
+            Ok(())
+        } else {
+            Err(body)
+        })
+    })
+    .await
+    .map(|_| ())
 }
 
 pub(super) async fn outlier_detection(lab: &mut Lab) -> anyhow::Result<String> {
@@ -214,19 +211,20 @@ pub(super) async fn outlier_detection(lab: &mut Lab) -> anyhow::Result<String> {
         state["state"] == "ejected" && state["ejections"] == 1,
         "{dead} after two gateway errors: {state}"
     );
-    let ejected = Instant::now();
-    loop {
-        let state = endpoint_state(lab, &dead).await?;
-        if state["state"] == "healthy" {
-            break;
-        }
-        ensure!(
-            ejected.elapsed() < CONVERGE,
-            "{dead} never returned: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let back = ejected.elapsed();
+    let back = super::poll(
+        &format!("{dead} back in rotation"),
+        CONVERGE,
+        Duration::from_millis(100),
+        async || {
+            let state = endpoint_state(lab, &dead).await?;
+            Ok(if state["state"] == "healthy" {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            })
+        },
+    )
+    .await?;
     delete(lab, &objects).await?;
     Ok(format!(
         "{} of 30 failed (requests {failed:?}), then 0: {dead} ejected after 2 gateway errors, \
