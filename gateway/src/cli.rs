@@ -93,6 +93,11 @@ pub struct RunArgs {
     #[arg(long, env = "GATEWAY_ACCESS_LOG", default_value = "stdout",
           value_parser = ["stdout", "off"])]
     pub access_log: String,
+    /// Percent of the requests the access-log filter selects that are logged, picked at
+    /// random (Envoy's runtime filter percent), for busy gateways.
+    #[arg(long, env = "GATEWAY_ACCESS_LOG_SAMPLE", default_value_t = 100.0,
+          value_parser = percent)]
+    pub access_log_sample: f64,
     /// Also export the access log as OTLP log records (gRPC, to
     /// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`), with or
     /// without `--access-log stdout`.
@@ -274,6 +279,8 @@ pub struct Config {
     pub access_log_filter: access_log::Filter,
     /// Export the access log as OTLP log records too.
     pub access_log_otlp: bool,
+    /// Percent of the selected requests logged.
+    pub access_log_sample: f64,
     /// The gateway's own workload in the Istio metrics.
     pub source_workload: Workload,
     /// The gateway's Istio node metadata, sent to mesh upstreams as peer metadata.
@@ -323,6 +330,7 @@ impl From<RunArgs> for Config {
             istio_metrics: a.istio_metrics == "on",
             access_log_filter: access_log::Filter::parse(&a.access_log_filter).unwrap_or_default(),
             access_log_otlp: a.access_log_otlp,
+            access_log_sample: a.access_log_sample,
             source_workload,
             node_metadata,
             limits: Limits {

@@ -66,6 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("access log exported over OTLP");
         access_log = access_log.with_otlp(otlp, config.access_log_filter);
     }
+    let access_log = access_log.sampled(config.access_log_sample);
     let access_log_flush = access_log.clone();
     // One pool of connection slots for accepted connections and upgraded tunnels alike.
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));

@@ -414,6 +414,38 @@ fn access_log_lines_carry_istio_default_fields() {
 }
 
 #[test]
+fn access_log_sample_keeps_about_that_share_of_requests() {
+    let hb = Httpbin::start();
+    let (half, none) = (free_port(), free_port());
+    let config_at = |port| config(port, hb.port, "httpbin.example.com");
+    let gw_half = Gateway::start_with(&config_at(half), &["--access-log-sample", "50"]);
+    let gw_none = Gateway::start_with(&config_at(none), &["--access-log-sample", "0"]);
+    // 400 requests on one kept-alive connection each (curl takes many URLs).
+    for (port, gw) in [(half, &gw_half), (none, &gw_none)] {
+        let url = format!("http://127.0.0.1:{port}/status/204");
+        let mut args = vec!["-s", "-o", "/dev/null", "-H", "Host: httpbin.example.com"];
+        args.extend(std::iter::repeat_n(url.as_str(), 400));
+        let out = Command::new("curl").args(&args).output().expect("curl");
+        assert!(out.status.success(), "{out:?}");
+        gw.wait_metric("gateway_requests_total", 400.0);
+    }
+    // The writer task is asynchronous: wait until the count stops moving.
+    let mut last = (usize::MAX, 0);
+    wait_for("the access log to settle", Duration::from_secs(10), || {
+        let n = gw_half.access_log().len();
+        last = if n == last.0 { (n, last.1 + 1) } else { (n, 0) };
+        last.1 >= 5
+    });
+    // Binomial(400, 0.5): 100..=300 is ten standard deviations either side.
+    let logged = last.0;
+    assert!(
+        (100..=300).contains(&logged),
+        "50% of 400 requests logged {logged}"
+    );
+    assert_eq!(gw_none.access_log().len(), 0, "0% logged some");
+}
+
+#[test]
 fn errors_filter_logs_failed_requests_only() {
     let hb = Httpbin::start();
     let port = free_port();

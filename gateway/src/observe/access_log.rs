@@ -106,6 +106,8 @@ pub struct AccessLog {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     otlp: Option<OtlpLogs>,
     filter: Filter,
+    /// Share (0 to 1) of the selected requests logged (Envoy's runtime filter percent).
+    sample: f64,
     metrics: Arc<Metrics>,
 }
 
@@ -129,6 +131,7 @@ impl AccessLog {
             tx: Some(tx),
             otlp: None,
             filter,
+            sample: 1.0,
             metrics,
         }
     }
@@ -139,6 +142,7 @@ impl AccessLog {
             tx: None,
             otlp: None,
             filter: Filter::All,
+            sample: 1.0,
             metrics,
         }
     }
@@ -152,6 +156,14 @@ impl AccessLog {
         }
     }
 
+    /// The same log, keeping `percent` of the requests its filter selects (at random).
+    pub fn sampled(self, percent: f64) -> AccessLog {
+        AccessLog {
+            sample: (percent / 100.0).clamp(0.0, 1.0),
+            ..self
+        }
+    }
+
     /// Whether anything is logged at all.
     pub fn enabled(&self) -> bool {
         self.tx.is_some() || self.otlp.is_some()
@@ -159,7 +171,9 @@ impl AccessLog {
 
     /// Whether a request with this status and response flag is logged.
     pub fn wants(&self, status: u16, flag: Option<&str>) -> bool {
-        self.enabled() && self.filter.matches(status, flag)
+        self.enabled()
+            && self.filter.matches(status, flag)
+            && (self.sample >= 1.0 || fastrand::f64() < self.sample)
     }
 
     /// Queues one line (dropped and counted when the writer is behind), and its OTLP
