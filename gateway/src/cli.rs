@@ -301,11 +301,14 @@ pub struct Config {
     pub trace_client_sampling: f64,
     /// Record and expose Istio's standard metrics.
     pub istio_metrics: bool,
+    /// Who the gateway is in its traces.
+    pub trace_resource: crate::observe::traces::TraceResource,
 }
 
 impl From<RunArgs> for Config {
     fn from(a: RunArgs) -> Config {
         let source_workload = source_workload(&a);
+        let trace_resource = trace_resource(&a, &source_workload);
         let node_metadata = node_metadata(&a, &source_workload);
         let labels = pod_labels(&a);
         let provider = match (a.provider.as_str(), a.gateway.clone()) {
@@ -328,6 +331,7 @@ impl From<RunArgs> for Config {
             access_log: a.access_log == "stdout",
             trace_client_sampling: a.trace_client_sampling,
             istio_metrics: a.istio_metrics == "on",
+            trace_resource,
             access_log_filter: access_log::Filter::parse(&a.access_log_filter).unwrap_or_default(),
             access_log_otlp: a.access_log_otlp,
             access_log_sample: a.access_log_sample,
@@ -365,6 +369,19 @@ impl From<RunArgs> for Config {
             log_json: a.log_format == "json",
             sds_socket: a.sds_socket,
         }
+    }
+}
+
+/// The trace resource's defaults: `<workload>.<namespace>` (Istio's name for a proxy's
+/// service) when both are known, and the pod.
+fn trace_resource(a: &RunArgs, w: &Workload) -> crate::observe::traces::TraceResource {
+    let known = |v: &str| (v != UNKNOWN).then(|| v.to_string());
+    crate::observe::traces::TraceResource {
+        service: known(&w.name)
+            .zip(known(&w.namespace))
+            .map(|(n, ns)| format!("{n}.{ns}")),
+        pod: a.pod_name.clone(),
+        namespace: a.pod_namespace.clone(),
     }
 }
 

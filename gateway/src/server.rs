@@ -37,8 +37,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.istio_metrics,
     ));
     let trusted_parents = config.translate.num_trusted_proxies > 0;
-    let tracing =
-        crate::observe::traces::Tracing::from_env(trusted_parents, config.trace_client_sampling)?;
+    let tracing = crate::observe::traces::Tracing::from_env(
+        trusted_parents,
+        config.trace_client_sampling,
+        &config.trace_resource,
+    )?;
     if tracing.is_some() {
         tracing::info!("OTLP tracing on");
     }
@@ -62,7 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         AccessLog::disabled(metrics.clone())
     };
     if config.access_log_otlp {
-        let otlp = crate::observe::otlp_logs::OtlpLogs::from_env()?;
+        let otlp = crate::observe::otlp_logs::OtlpLogs::from_env(&config.trace_resource)?;
         tracing::info!("access log exported over OTLP");
         access_log = access_log.with_otlp(otlp, config.access_log_filter);
     }

@@ -628,15 +628,44 @@ fn an_edge_clients_sampled_flag_keeps_its_trace_id_but_does_not_force_sampling()
     let hb = Httpbin::start();
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{}", rotel.port);
-    // No trusted proxy in front: the client itself is the hop.
+    // No trusted proxy in front: the client itself is the hop. The default sampler, and
+    // the parent-based ratio the chart sets, both keep the rule.
     let _gw = Gateway::start_with_env(
         &config(port, hb.port, "httpbin.example.com"),
         &[],
         "/ready",
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
     );
-    // A trace id the default 1% ratio does not sample.
+    let chart_port = free_port();
+    let _chart = Gateway::start_with_env(
+        &config(chart_port, hb.port, "httpbin.example.com"),
+        &[],
+        "/ready",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+        ],
+    );
+    // A trace id the 1% ratio does not sample.
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for p in [chart_port, port] {
+        let r = curl(&[
+            "-H",
+            "Host: httpbin.example.com",
+            "-H",
+            &format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+            &format!("http://127.0.0.1:{p}/get"),
+        ]);
+        let sent = r.json()["headers"]["Traceparent"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            sent.ends_with("-00"),
+            "port {p}: the client's flag was obeyed: {sent}"
+        );
+    }
     let r = curl(&[
         "-H",
         "Host: httpbin.example.com",

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
 
 use super::access_log::Entry;
-use super::traces::DEFAULT_SERVICE_NAME;
+use super::traces::TraceResource;
 
 /// The variables that name the collector, most specific first.
 const ENDPOINT_ENVS: [&str; 2] = [
@@ -46,8 +45,9 @@ pub struct OtlpLogs {
 }
 
 impl OtlpLogs {
-    /// A batch exporter to the collector the environment names. Needs a Tokio runtime.
-    pub fn from_env() -> Result<OtlpLogs, OtlpLogsError> {
+    /// A batch exporter to the collector the environment names, with the traces'
+    /// resource (`who`). Needs a Tokio runtime.
+    pub fn from_env(who: &TraceResource) -> Result<OtlpLogs, OtlpLogsError> {
         let endpoint = ENDPOINT_ENVS
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()))
@@ -56,13 +56,9 @@ impl OtlpLogs {
             .with_tonic()
             .build()
             .map_err(|source| OtlpLogsError::Exporter { endpoint, source })?;
-        let mut resource = Resource::builder();
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-            resource = resource.with_service_name(DEFAULT_SERVICE_NAME);
-        }
         let provider = SdkLoggerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource.build())
+            .with_resource(who.build())
             .build();
         Ok(OtlpLogs {
             logger: provider.logger("meshgate.access_log"),

@@ -104,14 +104,71 @@ impl ShouldSample for EdgeSampler {
     }
 }
 
+/// Who the gateway is in its traces: `service.name` when `OTEL_SERVICE_NAME` is unset,
+/// and the pod's `k8s.pod.name` / `k8s.namespace.name` unless `OTEL_RESOURCE_ATTRIBUTES`
+/// names them.
+#[derive(Debug, Clone, Default)]
+pub struct TraceResource {
+    /// `<workload>.<namespace>`, as Istio names a proxy's service.
+    pub service: Option<String>,
+    /// The pod's name.
+    pub pod: Option<String>,
+    /// The pod's namespace.
+    pub namespace: Option<String>,
+}
+
+impl TraceResource {
+    /// The resource, the environment's attributes first.
+    pub fn build(&self) -> Resource {
+        let mut resource = Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            let name = self.service.clone();
+            resource = resource.with_service_name(name.unwrap_or(DEFAULT_SERVICE_NAME.into()));
+        }
+        let from_env = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+        for (key, value) in [
+            ("k8s.pod.name", &self.pod),
+            ("k8s.namespace.name", &self.namespace),
+        ] {
+            if let Some(v) = value
+                && !from_env.contains(&format!("{key}="))
+            {
+                resource = resource.with_attribute(KeyValue::new(key, v.clone()));
+            }
+        }
+        resource.build()
+    }
+}
+
+/// The edge sampler's ratio when the environment leaves sampling parent-based (unset:
+/// Istio's 1%; `parentbased_*`: as configured), so an untrusted parent's flag is never
+/// obeyed; `None` for any other sampler, which then decides alone.
+fn edge_ratio() -> Option<f64> {
+    let arg = || {
+        std::env::var("OTEL_TRACES_SAMPLER_ARG")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(1.0)
+    };
+    match std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref() {
+        None | Some("") => Some(DEFAULT_RATIO),
+        Some("parentbased_traceidratio") => Some(arg()),
+        Some("parentbased_always_on") => Some(1.0),
+        Some("parentbased_always_off") => Some(0.0),
+        Some(_) => None,
+    }
+}
+
 impl Tracing {
     /// Tracing as the `OTEL_*` environment configures it; `None` without an endpoint.
     /// `trusted_parents`: incoming sampling decisions come from a trusted hop;
-    /// `client_sampling_percent`: how many `x-client-trace-id` requests are forced. Needs a
-    /// Tokio runtime (the exporter's gRPC channel).
+    /// `client_sampling_percent`: how many `x-client-trace-id` requests are forced;
+    /// `who`: the resource's defaults. Needs a Tokio runtime (the exporter's gRPC channel).
     pub fn from_env(
         trusted_parents: bool,
         client_sampling_percent: f64,
+        who: &TraceResource,
     ) -> Result<Option<Tracing>, TracingError> {
         let Some(endpoint) = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.is_empty()) else {
             return Ok(None);
@@ -120,18 +177,13 @@ impl Tracing {
             .with_tonic()
             .build()
             .map_err(|source| TracingError { endpoint, source })?;
-        let mut resource = Resource::builder();
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-            resource = resource.with_service_name(DEFAULT_SERVICE_NAME);
-        }
         let mut builder = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource.build());
-        let edge_sampler = std::env::var_os("OTEL_TRACES_SAMPLER").is_none();
-        if edge_sampler {
-            builder = builder.with_sampler(EdgeSampler {
-                ratio: DEFAULT_RATIO,
-            });
+            .with_resource(who.build());
+        let ratio = edge_ratio();
+        let edge_sampler = ratio.is_some();
+        if let Some(ratio) = ratio {
+            builder = builder.with_sampler(EdgeSampler { ratio });
         }
         let provider = builder.build();
         Ok(Some(Tracing {
