@@ -133,9 +133,18 @@ async fn strict_sidecar_accepts_istio_mtls_and_appends_xfcc() {
     let lab = lab(InboundPolicy::Strict).await;
     let cert = gateway_cert(&lab.ca);
     let (config, _) = client(&lab.ca, Some(&cert), &["istio-http/1.1"]);
-    let (status, body) = tls_get(lab.pod.inbound, config, "/headers", &[])
-        .await
-        .unwrap_or_else(|e| panic!("mTLS GET failed: {e}\n{}", lab.pod.envoy_log()));
+    // The pod is up once its listener presents the certificate; on a loaded machine the
+    // first request may still meet a connection being set up, so wait for one answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (status, body) = loop {
+        match tls_get(lab.pod.inbound, config.clone(), "/headers", &[]).await {
+            Ok(answer) => break answer,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(e2e::testing::POLL).await;
+            }
+            Err(e) => panic!("mTLS GET failed: {e}\n{}", lab.pod.envoy_log()),
+        }
+    };
     assert_eq!(status, 200, "{body}");
     let xfcc = xfcc(&body).unwrap_or_else(|| panic!("no XFCC in {body}"));
     println!("XFCC seen by httpbin: {xfcc}");
