@@ -6,13 +6,39 @@
 //! to a thread of its own. Usage: `bench_routes [routes] [runs]` (release build: `cargo run --release -p
 //! gateway --example bench_routes`).
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway::dataplane::{self, TableReader};
 use gateway::providers::file;
 use gateway::translate::{self, TranslateOptions};
 use gateway::upstream::backend_state::BackendStates;
+
+/// The gateway binary's allocator, counting allocations (one relaxed add each) so that
+/// the report can say how many a reload makes.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed through to mimalloc unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// The same shape as `scripts/bench --routes N`.
 fn config(routes: usize) -> String {
@@ -68,17 +94,21 @@ fn main() {
     let reader = TableReader::default();
     let (mut translate_t, mut build_t, mut swap_t, mut total_t, mut free_t) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut allocs = (0, 0);
     for _ in 0..runs {
         // Held here so that the old tables are freed below, timed, rather than on the
         // thread `store` hands them to.
         let previous = Arc::clone(&*reader.load());
+        let a0 = ALLOCATIONS.load(Ordering::Relaxed);
         let t0 = Instant::now();
         let out = translate::translate(&snap, &opts);
         assert!(out.errors.is_empty(), "{:?}", &out.errors[..1]);
         let (ir, _report) = out.accepted().expect("accepted");
         let t1 = Instant::now();
+        let a1 = ALLOCATIONS.load(Ordering::Relaxed);
         let tables = dataplane::build_with(Arc::new(ir), &states);
         let t2 = Instant::now();
+        allocs = (a1 - a0, ALLOCATIONS.load(Ordering::Relaxed) - a1);
         reader.store(tables);
         let t3 = Instant::now();
         // Once the release thread has let go, this is the last reference.
@@ -103,6 +133,11 @@ fn main() {
         .map(|l| l.virtual_hosts.len())
         .sum();
     assert_eq!(vhosts, routes, "one virtual host per route");
+    println!(
+        "allocations per route (last run): translate {:.1}, data-plane build {:.1}",
+        allocs.0 as f64 / routes as f64,
+        allocs.1 as f64 / routes as f64
+    );
     println!("| {runs} runs | p50 (ms) | max (ms) |");
     println!("|---|---:|---:|");
     for (name, v) in [

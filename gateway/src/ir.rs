@@ -600,19 +600,19 @@ pub struct Retry {
 pub struct Filters {
     /// RequestHeaderModifier.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_headers: Option<HeaderEdits>,
+    pub request_headers: Option<Box<HeaderEdits>>,
     /// ResponseHeaderModifier.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_headers: Option<HeaderEdits>,
+    pub response_headers: Option<Box<HeaderEdits>>,
     /// RequestRedirect.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<Redirect>,
+    pub redirect: Option<Box<Redirect>>,
     /// URLRewrite.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<Rewrite>,
+    pub rewrite: Option<Box<Rewrite>>,
     /// CORS.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     /// RequestMirror filters (fire-and-forget copies).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
@@ -880,7 +880,7 @@ pub struct OutlierDetection {
 #[derive(Debug, Clone, Serialize)]
 pub enum BackendTarget {
     /// Addresses from EndpointSlices (possibly none: 503).
-    Endpoints(Vec<Endpoint>),
+    Endpoints(Arc<[Endpoint]>),
     /// A DNS name resolved at connect time (Service DNS name or `externalName`).
     Dns {
         /// Host name.

@@ -12,7 +12,14 @@ pub trait ObjectKey {
     fn name(&self) -> &str;
     /// `namespace/name`.
     fn key(&self) -> String {
-        format!("{}/{}", self.ns(), self.name())
+        // Sized up front: `format!` would grow the string twice, and translation asks
+        // for keys several times per route.
+        let (ns, name) = (self.ns(), self.name());
+        let mut key = String::with_capacity(ns.len() + 1 + name.len());
+        key.push_str(ns);
+        key.push('/');
+        key.push_str(name);
+        key
     }
 }
 

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use super::hosts::HostIndex;
-use super::routes::{Backend, compile_backend};
+use super::routes::{Backend, BackendBuilder};
 use crate::ir;
-use crate::upstream::backend_state::BackendStates;
 
 /// A listener's connection routes, looked up by SNI.
 #[derive(Default)]
@@ -27,7 +26,7 @@ pub struct L4Route {
 
 impl L4Routes {
     /// Compiles a listener's routes.
-    pub fn build(routes: &[ir::L4Route], states: &BackendStates) -> L4Routes {
+    pub fn build(routes: &[ir::L4Route], backends: &mut BackendBuilder) -> L4Routes {
         L4Routes {
             hosts: HostIndex::new(routes.iter().map(|r| &r.hostname)),
             routes: routes
@@ -35,11 +34,7 @@ impl L4Routes {
                 .map(|r| {
                     Arc::new(L4Route {
                         route: r.route.clone(),
-                        backends: r
-                            .backends
-                            .iter()
-                            .map(|b| compile_backend(b, states))
-                            .collect(),
+                        backends: r.backends.iter().map(|b| backends.backend(b)).collect(),
                         total_weight: r.total_weight,
                     })
                 })

@@ -192,7 +192,7 @@ pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables 
                 hostname: l.hostname.clone(),
                 protocol: l.protocol,
                 tls,
-                l4: l4::L4Routes::build(&l.l4_routes, states),
+                l4: l4::L4Routes::build(&l.l4_routes, rules.backends()),
                 hosts: HostIndex::new(l.virtual_hosts.iter().map(|v| &v.hostname)),
                 vhosts,
             });

@@ -235,15 +235,15 @@ pub fn pick_weighted(backends: &[Backend], total: u32) -> Option<&Backend> {
 #[derive(Default)]
 pub struct Filters {
     /// RequestHeaderModifier.
-    pub request_headers: Option<HeaderEdits>,
+    pub request_headers: Option<Box<HeaderEdits>>,
     /// ResponseHeaderModifier.
-    pub response_headers: Option<HeaderEdits>,
+    pub response_headers: Option<Box<HeaderEdits>>,
     /// RequestRedirect (plain data).
-    pub redirect: Option<Redirect>,
+    pub redirect: Option<Box<Redirect>>,
     /// URLRewrite.
-    pub rewrite: Option<Rewrite>,
+    pub rewrite: Option<Box<Rewrite>>,
     /// CORS (plain data; preflights are rare enough to format on demand).
-    pub cors: Option<crate::ir::Cors>,
+    pub cors: Option<Box<crate::ir::Cors>>,
     /// RequestMirror targets with their share.
     pub mirrors: Vec<(Backend, u32)>,
 }
@@ -355,8 +355,8 @@ impl Backend {
 
 /// Where a backend's traffic goes.
 pub enum Target {
-    /// Endpoint addresses (possibly none).
-    Endpoints(Vec<Endpoint>),
+    /// Endpoint addresses (possibly none), shared by the backends that reach them.
+    Endpoints(Arc<[Endpoint]>),
     /// A DNS name resolved at connect time.
     Dns {
         /// `host:port`.
@@ -397,7 +397,7 @@ impl crate::upstream::lb::Candidate for Endpoint {
 #[derive(Default)]
 pub struct RuleCache {
     built: HashMap<*const ir::Rule, Arc<Rule>>,
-    states: BackendStates,
+    backends: BackendBuilder,
     /// Buckets by (route, limit index): the rules of one route share them.
     buckets: HashMap<(String, usize), Arc<TokenBucket>>,
     authz: Option<Arc<Authorizer>>,
@@ -408,10 +408,15 @@ impl RuleCache {
     pub fn new(states: BackendStates, authz: Option<Arc<Authorizer>>) -> RuleCache {
         RuleCache {
             built: HashMap::new(),
-            states,
+            backends: BackendBuilder::new(states),
             buckets: HashMap::new(),
             authz,
         }
+    }
+
+    /// The backend builder, for connection routes.
+    pub fn backends(&mut self) -> &mut BackendBuilder {
+        &mut self.backends
     }
 
     /// Compiles a virtual host.
@@ -428,32 +433,26 @@ impl RuleCache {
     }
 
     fn rule(&mut self, r: &Arc<ir::Rule>) -> Arc<Rule> {
-        let buckets = &mut self.buckets;
-        let states = &self.states;
-        let authz = &self.authz;
-        self.built
-            .entry(Arc::as_ptr(r))
-            .or_insert_with(|| {
-                Arc::new(Rule {
-                    id: r.id.clone(),
-                    filters: compile_filters(&r.filters, states),
-                    backends: r
-                        .backends
-                        .iter()
-                        .map(|b| compile_backend(b, states))
-                        .collect(),
-                    total_weight: r.total_weight,
-                    request_timeout: r.request_timeout,
-                    backend_request_timeout: r.backend_request_timeout,
-                    retry: r.retry.as_ref().map(RetryPolicy::from_ir),
-                    rate_limit: r
-                        .rate_limit
-                        .as_ref()
-                        .map(|l| compile_rate_limit(l, &r.route, buckets)),
-                    authorization: authz.clone(),
-                })
-            })
-            .clone()
+        if let Some(built) = self.built.get(&Arc::as_ptr(r)) {
+            return built.clone();
+        }
+        let backends = &mut self.backends;
+        let rule = Arc::new(Rule {
+            id: r.id.clone(),
+            filters: backends.filters(&r.filters),
+            backends: r.backends.iter().map(|b| backends.backend(b)).collect(),
+            total_weight: r.total_weight,
+            request_timeout: r.request_timeout,
+            backend_request_timeout: r.backend_request_timeout,
+            retry: r.retry.as_ref().map(RetryPolicy::from_ir),
+            rate_limit: r
+                .rate_limit
+                .as_ref()
+                .map(|l| compile_rate_limit(l, &r.route, &mut self.buckets)),
+            authorization: self.authz.clone(),
+        });
+        self.built.insert(Arc::as_ptr(r), rule.clone());
+        rule
     }
 }
 
@@ -542,7 +541,7 @@ fn compile_match(m: &ir::RouteMatch) -> RouteMatch {
     }
 }
 
-fn header_edits(e: &ir::HeaderEdits) -> HeaderEdits {
+fn header_edits(e: &ir::HeaderEdits) -> Box<HeaderEdits> {
     let pairs = |v: &[(String, String)]| {
         v.iter()
             .filter_map(|(n, v)| {
@@ -553,7 +552,7 @@ fn header_edits(e: &ir::HeaderEdits) -> HeaderEdits {
             })
             .collect()
     };
-    HeaderEdits {
+    Box::new(HeaderEdits {
         set: pairs(&e.set),
         add: pairs(&e.add),
         remove: e
@@ -561,85 +560,175 @@ fn header_edits(e: &ir::HeaderEdits) -> HeaderEdits {
             .iter()
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect(),
+    })
+}
+
+/// Builds runtime backends. Backends of many rules that reach the same endpoints under
+/// the same name (10k routes to one Service) share one build of their endpoints, state and
+/// destination labels.
+#[derive(Default)]
+pub struct BackendBuilder {
+    states: BackendStates,
+    /// By the IR endpoint list's address (the IR outlives the build), then what else the
+    /// runtime endpoints depend on: the backend's name, subset and Service host.
+    shared: HashMap<usize, Vec<SharedTarget>>,
+}
+
+/// A backend's state, endpoints and destination labels.
+type SharedParts = (Arc<BackendState>, Arc<[Endpoint]>, Arc<Destination>);
+
+impl SharedTarget {
+    fn parts(&self) -> SharedParts {
+        let (s, e, d) = (&self.state, &self.endpoints, &self.destination);
+        (s.clone(), e.clone(), d.clone())
     }
 }
 
-fn compile_filters(f: &ir::Filters, states: &BackendStates) -> Filters {
-    Filters {
-        request_headers: f.request_headers.as_ref().map(header_edits),
-        response_headers: f.response_headers.as_ref().map(header_edits),
-        redirect: f.redirect.as_ref().map(|r| Redirect {
-            scheme: r.scheme.clone(),
-            hostname: r.hostname.clone(),
-            port: r.port,
-            path: r.path.clone(),
-            status: r.status,
-        }),
-        rewrite: f.rewrite.as_ref().map(|r| Rewrite {
-            hostname: r
-                .hostname
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok()),
-            path: r.path.clone(),
-        }),
-        cors: f.cors.clone(),
-        mirrors: f
-            .mirrors
-            .iter()
-            .map(|m| (compile_backend(&m.backend, states), m.parts_per_million))
-            .collect(),
-    }
+struct SharedTarget {
+    name: String,
+    subset: Option<String>,
+    service_host: Option<String>,
+    state: Arc<BackendState>,
+    endpoints: Arc<[Endpoint]>,
+    destination: Arc<Destination>,
 }
 
-/// Compiles one backend, its state taken from (and kept in) `states`.
-pub(super) fn compile_backend(b: &ir::Backend, states: &BackendStates) -> Backend {
-    // A subset keeps its own in-flight counts and retry budget.
-    let state = match &b.subset {
-        Some(s) => states.get(&format!("{} subset {s}", b.name)),
-        None => states.get(&b.name),
-    };
-    let base = Destination::for_backend(b);
-    let target = match &b.target {
-        ir::BackendTarget::Endpoints(eps) => Target::Endpoints(
-            eps.iter()
-                .filter_map(|e| {
-                    let key = e.address.to_string();
-                    Some(Endpoint {
-                        address: e.address,
-                        health: state.endpoint(&key),
-                        authority: key.parse().ok()?,
-                        transport: e.transport.clone(),
-                        mesh_labelled: e
-                            .labels
-                            .get(mesh::consts::TLS_MODE_LABEL)
-                            .is_some_and(|v| v == "istio"),
-                        destination: Destination::for_endpoint(&base, e).interned(),
-                    })
+impl BackendBuilder {
+    /// A builder whose backends take their state from (and keep it in) `states`.
+    pub fn new(states: BackendStates) -> BackendBuilder {
+        BackendBuilder {
+            states,
+            shared: HashMap::new(),
+        }
+    }
+
+    fn filters(&mut self, f: &ir::Filters) -> Filters {
+        Filters {
+            request_headers: f.request_headers.as_deref().map(header_edits),
+            response_headers: f.response_headers.as_deref().map(header_edits),
+            redirect: f.redirect.as_ref().map(|r| {
+                Box::new(Redirect {
+                    scheme: r.scheme.clone(),
+                    hostname: r.hostname.clone(),
+                    port: r.port,
+                    path: r.path.clone(),
+                    status: r.status,
                 })
+            }),
+            rewrite: f.rewrite.as_ref().map(|r| {
+                Box::new(Rewrite {
+                    hostname: r
+                        .hostname
+                        .as_deref()
+                        .and_then(|h| HeaderValue::from_str(h).ok()),
+                    path: r.path.clone(),
+                })
+            }),
+            cors: f.cors.clone(),
+            mirrors: f
+                .mirrors
+                .iter()
+                .map(|m| (self.backend(&m.backend), m.parts_per_million))
                 .collect(),
-        ),
-        ir::BackendTarget::Dns {
-            host,
-            port,
-            transport,
-        } => match format!("{host}:{port}").parse() {
-            Ok(authority) => Target::Dns {
-                authority,
-                transport: transport.clone(),
-            },
-            Err(_) => Target::Unresolvable(format!("{host}:{port} is not a valid authority")),
+        }
+    }
+
+    /// Compiles one backend.
+    pub fn backend(&mut self, b: &ir::Backend) -> Backend {
+        let (state, target, destination) = match &b.target {
+            ir::BackendTarget::Endpoints(eps) => {
+                let (state, endpoints, destination) = self.endpoints(b, eps);
+                (state, Target::Endpoints(endpoints), destination)
+            }
+            ir::BackendTarget::Dns {
+                host,
+                port,
+                transport,
+            } => {
+                let target = dns_target(host, *port, transport);
+                (
+                    self.state(b),
+                    target,
+                    Destination::for_backend(b).interned(),
+                )
+            }
+            ir::BackendTarget::Unresolvable(why) => {
+                let target = Target::Unresolvable(why.clone());
+                (
+                    self.state(b),
+                    target,
+                    Destination::for_backend(b).interned(),
+                )
+            }
+        };
+        Backend {
+            name: b.name.clone(),
+            weight: b.weight,
+            http2: b.http2,
+            target,
+            filters: self.filters(&b.filters),
+            state,
+            policy: b.policy.clone(),
+            destination,
+        }
+    }
+
+    /// A backend's state; a subset keeps its own in-flight counts and retry budget.
+    fn state(&self, b: &ir::Backend) -> Arc<BackendState> {
+        match &b.subset {
+            Some(s) => self.states.get(&format!("{} subset {s}", b.name)),
+            None => self.states.get(&b.name),
+        }
+    }
+
+    fn endpoints(&mut self, b: &ir::Backend, eps: &Arc<[ir::Endpoint]>) -> SharedParts {
+        let key = Arc::as_ptr(eps) as *const u8 as usize;
+        let same = |t: &&SharedTarget| {
+            (&t.name, &t.subset, &t.service_host) == (&b.name, &b.subset, &b.service_host)
+        };
+        if let Some(hit) = self.shared.get(&key).and_then(|v| v.iter().find(same)) {
+            return hit.parts();
+        }
+        let state = self.state(b);
+        let base = Destination::for_backend(b);
+        let endpoints = eps
+            .iter()
+            .filter_map(|e| {
+                let key = e.address.to_string();
+                Some(Endpoint {
+                    address: e.address,
+                    health: state.endpoint(&key),
+                    authority: key.parse().ok()?,
+                    transport: e.transport.clone(),
+                    mesh_labelled: e
+                        .labels
+                        .get(mesh::consts::TLS_MODE_LABEL)
+                        .is_some_and(|v| v == "istio"),
+                    destination: Destination::for_endpoint(&base, e).interned(),
+                })
+            })
+            .collect();
+        let shared = SharedTarget {
+            name: b.name.clone(),
+            subset: b.subset.clone(),
+            service_host: b.service_host.clone(),
+            state,
+            endpoints,
+            destination: base.interned(),
+        };
+        let parts = shared.parts();
+        self.shared.entry(key).or_default().push(shared);
+        parts
+    }
+}
+
+fn dns_target(host: &str, port: u16, transport: &Transport) -> Target {
+    match format!("{host}:{port}").parse() {
+        Ok(authority) => Target::Dns {
+            authority,
+            transport: transport.clone(),
         },
-        ir::BackendTarget::Unresolvable(why) => Target::Unresolvable(why.clone()),
-    };
-    Backend {
-        name: b.name.clone(),
-        weight: b.weight,
-        http2: b.http2,
-        target,
-        filters: compile_filters(&b.filters, states),
-        state,
-        policy: b.policy.clone(),
-        destination: base.interned(),
+        Err(_) => Target::Unresolvable(format!("{host}:{port} is not a valid authority")),
     }
 }
 
@@ -717,5 +806,51 @@ mod tests {
     fn query_values_are_percent_decoded() {
         assert_eq!(percent_decode("a%20b+c"), "a b c");
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn backends_of_many_rules_share_one_build_of_their_endpoints() {
+        let mut yaml = String::from(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {name: gw, namespace: default}\n\
+             spec: {listeners: [{name: http, port: 8080, protocol: HTTP}]}\n\
+             ---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+             spec: {ports: [{name: http, port: 80}, {name: admin, port: 81}]}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\n\
+             addressType: IPv4\nports: [{name: http, port: 8000}, {name: admin, port: 9000}]\n\
+             endpoints: [{addresses: [10.0.0.1]}]\n",
+        );
+        for (name, port) in [("one", 80), ("two", 80), ("three", 81)] {
+            yaml.push_str(&format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+                 metadata: {{name: {name}, namespace: default}}\n\
+                 spec: {{parentRefs: [{{name: gw}}], hostnames: [{name}.example.com], \
+                 rules: [{{backendRefs: [{{name: web, port: {port}}}]}}]}}\n"
+            ));
+        }
+        let snap = crate::providers::file::parse_str(&yaml).unwrap();
+        let out = crate::translate::translate(&snap, &Default::default());
+        let (ir, _) = out.accepted().unwrap();
+        let tables = super::super::build_with(Arc::new(ir), &BackendStates::default());
+        let listener = &tables.ports[&8080].listeners[0];
+        let backend = |host: &str| {
+            let vh = listener.virtual_host(host).expect(host);
+            let b = &vh.routes[0].rule.backends[0];
+            match &b.target {
+                Target::Endpoints(e) => (e.clone(), b.state.clone()),
+                _ => panic!("{host}: no endpoints"),
+            }
+        };
+        let (one, two, three) = (
+            backend("one.example.com"),
+            backend("two.example.com"),
+            backend("three.example.com"),
+        );
+        assert!(Arc::ptr_eq(&one.0, &two.0), "port 80 built twice");
+        assert!(Arc::ptr_eq(&one.1, &two.1), "port 80 with two states");
+        assert!(!Arc::ptr_eq(&one.0, &three.0));
+        assert_eq!(one.0[0].authority.as_str(), "10.0.0.1:8000");
+        assert_eq!(three.0[0].authority.as_str(), "10.0.0.1:9000");
     }
 }

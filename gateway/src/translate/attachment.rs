@@ -1,7 +1,8 @@
 //! Routes -> listeners: parentRefs, allowedRoutes, and hostname intersection. Each
 //! attached (listener, hostname) gets the route's rules as pending entries.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::listeners::{AllowedFrom, Gateways, ListenerInfo, validate_hostname};
 use super::rules::{self, Pending};
@@ -23,31 +24,12 @@ pub fn attach_routes(
     gateways: &mut Gateways,
     f: &mut Findings,
 ) {
-    let mut dedup = BTreeSet::new();
     for route in &snap.http_routes {
-        attach_route(
-            snap,
-            index,
-            opts,
-            "HTTPRoute",
-            route,
-            gateways,
-            &mut dedup,
-            f,
-        );
+        attach_route(snap, index, opts, "HTTPRoute", route, gateways, f);
     }
     for grpc in &snap.grpc_routes {
         match super::grpc::as_http_route(grpc) {
-            Ok(route) => attach_route(
-                snap,
-                index,
-                opts,
-                "GRPCRoute",
-                &route,
-                gateways,
-                &mut dedup,
-                f,
-            ),
+            Ok(route) => attach_route(snap, index, opts, "GRPCRoute", &route, gateways, f),
             Err(e) => {
                 let obj = format!("GRPCRoute {}", grpc.metadata.key());
                 let msg = format!("{obj} {e}");
@@ -63,9 +45,6 @@ pub fn attach_routes(
     }
 }
 
-type DedupKey = (u16, String, String, String, usize, usize);
-
-#[allow(clippy::too_many_arguments)]
 fn attach_route(
     snap: &Snapshot,
     index: &Index<'_>,
@@ -73,13 +52,14 @@ fn attach_route(
     kind: &'static str,
     route: &HttpRoute,
     gateways: &mut Gateways,
-    dedup: &mut BTreeSet<DedupKey>,
     f: &mut Findings,
 ) {
     let key = route.metadata.key();
-    let obj = format!("{kind} {key}");
+    let obj = [kind, " ", &key].concat();
     let errors_before = f.errors.len();
-    f.unsupported(&format!("{obj} spec"), &route.spec.unsupported);
+    if !route.spec.unsupported.is_empty() {
+        f.unsupported(&format!("{obj} spec"), &route.spec.unsupported);
+    }
     let mut hostnames = Vec::new();
     for (i, h) in route.spec.hostnames.iter().enumerate() {
         match validate_hostname(h) {
@@ -129,33 +109,29 @@ fn attach_route(
         f,
     );
     let mut any_host = false;
+    // Two parentRefs (or two hostnames) can select one listener and host: attach once.
+    let mut seen = HashSet::new();
+    let order_key: Arc<str> = key.as_str().into();
     for l in attached {
         for rh in &hostnames {
             let Some(host) = intersect(&l.hostname, rh) else {
                 continue;
             };
             any_host = true;
+            let listener = (l.port, l.full_name());
+            if !seen.insert((listener.clone(), host.to_string())) {
+                continue;
+            }
             let vh = gateways
                 .pending
-                .entry((l.port, l.full_name()))
+                .entry(listener)
                 .or_default()
                 .entry(host.to_string())
                 .or_insert_with(|| (host.clone(), Vec::new()));
             for (rule, matches) in &compiled {
                 for (mi, m) in matches.iter().enumerate() {
-                    let d = (
-                        l.port,
-                        l.full_name(),
-                        host.to_string(),
-                        key.clone(),
-                        rule.index,
-                        mi,
-                    );
-                    if !dedup.insert(d) {
-                        continue;
-                    }
                     vh.1.push(Pending {
-                        key: rules::precedence(m, &route.metadata, rule.index, mi),
+                        key: rules::precedence(m, &route.metadata, &order_key, rule.index, mi),
                         entry: ir::RouteEntry {
                             matcher: m.clone(),
                             rule: rule.clone(),
@@ -193,12 +169,9 @@ pub(super) fn parents(
         None => ok(C::ResolvedRefs, Reason::ResolvedRefs),
     };
     for (pi, p) in route.spec.parent_refs.iter().enumerate() {
-        let pctx = format!("{obj} parentRefs[{pi}]");
-        let gw = format!(
-            "{}/{}",
-            p.namespace.as_deref().unwrap_or(route.metadata.ns()),
-            p.name
-        );
+        let pctx = super::sized!("{obj} parentRefs[{pi}]");
+        let gw_ns = p.namespace.as_deref().unwrap_or(route.metadata.ns());
+        let gw = [gw_ns, "/", &p.name].concat();
         let parent_key = match &p.section_name {
             Some(s) => format!("{gw}/{s}"),
             None => gw.clone(),

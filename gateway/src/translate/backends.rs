@@ -151,9 +151,9 @@ pub fn compile_backend_refs(
     ctx: &str,
     f: &mut Findings,
 ) -> Vec<Backend> {
-    let mut backends = Vec::new();
+    let mut backends = Vec::with_capacity(refs.len());
     for (bi, b) in refs.iter().enumerate() {
-        let bctx = format!("{ctx} backendRefs[{bi}]");
+        let bctx = super::sized!("{ctx} backendRefs[{bi}]");
         let bfilters = filters::compile_filters(rc, &b.filters, &bctx, f);
         if bfilters.redirect.is_some() {
             f.errors.push(format!(
@@ -180,17 +180,14 @@ pub fn backend(
             .push(format!("{bctx}: port is required for a Service"));
         return None;
     }
-    let policy = destination_rule(rc, b).map(|a| a.policy);
-    let (name, http2, target) = match resolve_backend(rc, b, policy.as_deref()) {
+    let (policy, resolved, service_host) = resolve_memoised(rc, b);
+    let (name, http2, target) = match resolved {
         Ok(ok) => ok,
         Err((name, reason, why)) => {
             f.unresolved.push((reason, format!("{bctx}: {why}")));
             (name, false, BackendTarget::Unresolvable(why))
         }
     };
-    let is_service = b.group.as_deref().unwrap_or("").is_empty()
-        && b.kind.as_deref().unwrap_or("Service") == "Service";
-    let ns = b.namespace.as_deref().unwrap_or(rc.meta.ns());
     Some(Backend {
         name,
         weight: b.weight.unwrap_or(1),
@@ -198,10 +195,51 @@ pub fn backend(
         target,
         filters: Default::default(),
         policy,
-        service_host: is_service.then(|| format!("{}.{ns}.svc.{}", b.name, rc.opts.cluster_domain)),
+        service_host,
         subset: None,
     })
 }
+
+/// A backendRef's DestinationRule policy and resolution, memoised per translation: the
+/// rules of 10k routes mostly name the same few Services, and resolving one walks its
+/// EndpointSlices, Pods and identities. Everything the result depends on is in the key
+/// (route kind and namespace for grants and h2c, the reference, L4 or not).
+fn resolve_memoised(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Memoised {
+    // Normalised as resolution reads the reference (absent group, kind and namespace
+    // are the core group, Service and the route's namespace).
+    let key = super::sized!(
+        "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
+        rc.kind,
+        rc.meta.ns(),
+        b.group.as_deref().unwrap_or(""),
+        b.kind.as_deref().unwrap_or("Service"),
+        b.namespace.as_deref().unwrap_or(rc.meta.ns()),
+        b.name,
+        b.port.unwrap_or(0),
+        rc.l4
+    );
+    if let Some(hit) = rc.index.resolved.borrow().get(&key) {
+        return hit.clone();
+    }
+    let policy = destination_rule(rc, b).map(|a| a.policy);
+    let resolved = resolve_backend(rc, b, policy.as_deref());
+    let is_service = b.group.as_deref().unwrap_or("").is_empty()
+        && b.kind.as_deref().unwrap_or("Service") == "Service";
+    let ns = b.namespace.as_deref().unwrap_or(rc.meta.ns());
+    let domain = &rc.opts.cluster_domain;
+    let service_host = is_service.then(|| format!("{}.{ns}.svc.{domain}", b.name));
+    let out = (policy, resolved, service_host);
+    rc.index.resolved.borrow_mut().insert(key, out.clone());
+    out
+}
+
+/// A memoised resolution: the DestinationRule policy, the result, and the Service's host
+/// when the reference is to a Service.
+pub type Memoised = (
+    Option<Arc<BackendPolicy>>,
+    Result<Resolved, Unresolved>,
+    Option<String>,
+);
 
 /// The DestinationRule that applies to a Service backendRef, if any.
 fn destination_rule(
@@ -224,9 +262,9 @@ fn destination_rule(
 }
 
 /// A resolved backendRef: (display name, speak h2c, target).
-type Resolved = (String, bool, BackendTarget);
+pub type Resolved = (String, bool, BackendTarget);
 /// An unresolved one: (display name, the spec's reason, why).
-type Unresolved = (String, Reason, String);
+pub type Unresolved = (String, Reason, String);
 
 /// Resolves a backendRef whose DestinationRule policy (the port's, or a subset's) is `dr`.
 pub(super) fn resolve_backend(
@@ -348,7 +386,7 @@ pub(super) fn resolve_backend(
             }
         });
         let target = mesh_target(ids);
-        let endpoints = picked
+        let endpoints: Arc<[Endpoint]> = picked
             .endpoints
             .into_iter()
             .map(|(address, labels, workload)| Endpoint {
@@ -381,4 +419,108 @@ fn finish_origination(t: &TlsTarget, default_sni: &str, http2: bool) -> Arc<TlsT
     }
     t.http2 = http2;
     Arc::new(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Backend, Config};
+    use crate::providers::file::parse_str;
+
+    const BASE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+        metadata: {name: gw, namespace: default}\n\
+        spec: {listeners: [{name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]}\n\
+        ---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: apps}\n\
+        spec: {ports: [{name: http, port: 80}]}\n\
+        ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+        metadata: {name: web-1, namespace: apps, labels: {kubernetes.io/service-name: web}}\n\
+        addressType: IPv4\nports: [{name: http, port: 8000}]\nendpoints: [{addresses: [10.0.0.1]}]\n";
+
+    fn route(kind: &str, ns: &str, host: &str) -> String {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\n\
+             metadata: {{name: r, namespace: {ns}}}\n\
+             spec: {{parentRefs: [{{name: gw, namespace: default}}], hostnames: [{host}], \
+             rules: [{{backendRefs: [{{name: web, namespace: apps, port: 80}}]}}]}}\n"
+        )
+    }
+
+    fn translate(yaml: &str) -> Config {
+        let out = super::super::translate(&parse_str(yaml).unwrap(), &TranslateOptions::default());
+        out.config
+    }
+
+    /// The backend of the first rule on `host`.
+    fn backend_of<'c>(c: &'c Config, host: &str) -> &'c Backend {
+        let vh = c.ports[&8080].listeners[0]
+            .virtual_hosts
+            .iter()
+            .find(|v| v.hostname.to_string() == host)
+            .unwrap_or_else(|| panic!("no virtual host {host}"));
+        &vh.routes[0].rule.backends[0]
+    }
+
+    #[test]
+    fn a_memoised_backend_keeps_reference_grants_per_route_namespace() {
+        let grant = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+            metadata: {name: team-a, namespace: apps}\n\
+            spec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: team-a}], \
+            to: [{group: '', kind: Service}]}\n";
+        // The permitted route resolves first: a cache keyed without the route's
+        // namespace would hand its result to the next one.
+        let yaml = [
+            BASE,
+            grant,
+            &route("HTTPRoute", "team-a", "a.example.com"),
+            &route("HTTPRoute", "team-b", "b.example.com"),
+        ]
+        .concat();
+        let c = translate(&yaml);
+        assert!(matches!(
+            backend_of(&c, "a.example.com").target,
+            BackendTarget::Endpoints(_)
+        ));
+        match &backend_of(&c, "b.example.com").target {
+            BackendTarget::Unresolvable(why) => {
+                assert!(why.contains("no ReferenceGrant in apps allows it"), "{why}")
+            }
+            other => panic!("team-b's reference was resolved: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn grpc_and_http_routes_to_one_service_keep_their_own_protocol() {
+        let yaml = [
+            BASE,
+            &route("GRPCRoute", "apps", "grpc.example.com"),
+            &route("HTTPRoute", "apps", "http.example.com"),
+        ]
+        .concat();
+        let c = translate(&yaml);
+        assert!(backend_of(&c, "grpc.example.com").http2);
+        assert!(!backend_of(&c, "http.example.com").http2);
+    }
+
+    #[test]
+    fn rules_to_one_service_share_its_resolved_endpoints() {
+        let yaml = [
+            BASE,
+            &route("HTTPRoute", "apps", "one.example.com"),
+            &route("HTTPRoute", "apps", "two.example.com").replace("name: r,", "name: r2,"),
+        ]
+        .concat();
+        let c = translate(&yaml);
+        let eps = |host| match &backend_of(&c, host).target {
+            BackendTarget::Endpoints(e) => e.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(Arc::ptr_eq(
+            &eps("one.example.com"),
+            &eps("two.example.com")
+        ));
+        assert_eq!(
+            eps("one.example.com")[0].address.to_string(),
+            "10.0.0.1:8000"
+        );
+    }
 }

@@ -29,23 +29,23 @@ pub fn compile_filters(
         match filter.kind.as_str() {
             "RequestMirror" => {}
             "CORS" => match &filter.cors {
-                Some(c) => out.cors = cors(c, &fctx, errors),
+                Some(c) => out.cors = cors(c, &fctx, errors).map(Box::new),
                 None => errors.push(format!("{fctx}: cors is missing")),
             },
             "RequestHeaderModifier" => match &filter.request_header_modifier {
-                Some(m) => out.request_headers = Some(header_edits(m, &fctx, errors)),
+                Some(m) => out.request_headers = Some(Box::new(header_edits(m, &fctx, errors))),
                 None => errors.push(format!("{fctx}: requestHeaderModifier is missing")),
             },
             "ResponseHeaderModifier" => match &filter.response_header_modifier {
-                Some(m) => out.response_headers = Some(header_edits(m, &fctx, errors)),
+                Some(m) => out.response_headers = Some(Box::new(header_edits(m, &fctx, errors))),
                 None => errors.push(format!("{fctx}: responseHeaderModifier is missing")),
             },
             "RequestRedirect" => match &filter.request_redirect {
-                Some(r) => out.redirect = Some(redirect(r, &fctx, errors)),
+                Some(r) => out.redirect = Some(Box::new(redirect(r, &fctx, errors))),
                 None => errors.push(format!("{fctx}: requestRedirect is missing")),
             },
             "URLRewrite" => match &filter.url_rewrite {
-                Some(r) => out.rewrite = Some(rewrite(r, &fctx, errors)),
+                Some(r) => out.rewrite = Some(Box::new(rewrite(r, &fctx, errors))),
                 None => errors.push(format!("{fctx}: urlRewrite is missing")),
             },
             other => errors.push(format!(

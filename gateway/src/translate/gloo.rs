@@ -614,7 +614,7 @@ fn static_target(
                     )),
                 }
             }
-            Some(ir::BackendTarget::Endpoints(eps))
+            Some(ir::BackendTarget::Endpoints(eps.into()))
         }
     }
 }

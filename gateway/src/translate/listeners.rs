@@ -52,7 +52,7 @@ pub struct ListenerInfo {
 impl ListenerInfo {
     /// `namespace/gateway/listener`.
     pub fn full_name(&self) -> String {
-        format!("{}/{}", self.gateway, self.name)
+        [self.gateway.as_str(), "/", self.name.as_str()].concat()
     }
 }
 

@@ -14,6 +14,19 @@
 //! requests gets a 500. Only a configuration that cannot be used at all (no Gateway) is
 //! rejected whole; that decision is made in one place, [`Output::accepted`].
 
+/// `format!` into a string sized up front. `format!` gives a template that starts with
+/// an argument no capacity, then grows it several times; translation makes a few such
+/// names per rule, which at 10k routes is a good share of a reload.
+macro_rules! sized {
+    ($($arg:tt)*) => {{
+        let mut s = String::with_capacity(96);
+        std::fmt::Write::write_fmt(&mut s, format_args!($($arg)*))
+            .expect("formatting into a String does not fail");
+        s
+    }};
+}
+pub(crate) use sized;
+
 pub mod attachment;
 pub mod backend_tls;
 pub mod backends;
@@ -150,6 +163,8 @@ pub struct Index<'a> {
     /// The namespace of the served Gateway (the first one), where Istio looks for
     /// DestinationRules first.
     pub gateway_namespace: String,
+    /// backendRefs already resolved (see `backends::resolve_memoised`).
+    pub resolved: std::cell::RefCell<HashMap<String, backends::Memoised>>,
 }
 
 impl<'a> Index<'a> {
@@ -183,6 +198,7 @@ impl<'a> Index<'a> {
                 .first()
                 .map_or("default", |g| g.metadata.ns())
                 .to_string(),
+            resolved: Default::default(),
         }
     }
 }

@@ -32,13 +32,20 @@ pub type PrecedenceKey = (
     std::cmp::Reverse<usize>,
     // Creation time; a route without one sorts first.
     Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    String,
+    Arc<str>,
     usize,
     usize,
 );
 
-/// The precedence key of match `mi` of rule `rule` of a route.
-pub fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> PrecedenceKey {
+/// The precedence key of match `mi` of rule `rule` of a route (`key`: its
+/// `namespace/name`, shared by its entries).
+pub fn precedence(
+    m: &RouteMatch,
+    meta: &ObjectMeta,
+    key: &Arc<str>,
+    rule: usize,
+    mi: usize,
+) -> PrecedenceKey {
     use std::cmp::Reverse;
     let (rank, len) = match &m.path {
         PathMatch::Exact(p) => (0, p.len()),
@@ -52,7 +59,7 @@ pub fn precedence(m: &RouteMatch, meta: &ObjectMeta, rule: usize, mi: usize) -> 
         Reverse(m.headers.len()),
         Reverse(m.query_params.len()),
         meta.creation_timestamp.clone(),
-        meta.key(),
+        key.clone(),
         rule,
         mi,
     )
@@ -66,7 +73,8 @@ pub fn compile_rule(
     f: &mut Findings,
 ) -> Option<(Arc<ir::Rule>, Vec<RouteMatch>)> {
     let meta = rc.meta;
-    let ctx = format!("{} {} rule {ri}", rc.kind, meta.key());
+    let key = meta.key();
+    let ctx = super::sized!("{} {key} rule {ri}", rc.kind);
     let before = f.errors.len();
     f.unsupported(&ctx, &rule.unsupported);
     let default_match = [HttpRouteMatch::default()];
@@ -78,7 +86,7 @@ pub fn compile_rule(
     let matches: Vec<RouteMatch> = src_matches
         .iter()
         .enumerate()
-        .filter_map(|(mi, m)| compile_match(m, &format!("{ctx} match {mi}"), &mut f.errors))
+        .filter_map(|(mi, m)| compile_match(m, &super::sized!("{ctx} match {mi}"), &mut f.errors))
         .collect();
     let filters = filters::compile_filters(rc, &rule.filters, &ctx, f);
     check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
@@ -93,9 +101,9 @@ pub fn compile_rule(
         return None;
     }
     let rule = ir::Rule {
-        route: meta.key(),
+        id: format!("{key}/{ri}"),
+        route: key,
         index: ri,
-        id: format!("{}/{ri}", meta.key()),
         filters,
         backends,
         total_weight,

@@ -98,6 +98,15 @@ pub struct Report {
     pub objects: BTreeMap<String, ObjectStatus>,
 }
 
+/// `map[key]`, inserted when absent; the key is copied only then (reports are
+/// updated several times per route).
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 fn set(list: &mut Vec<Condition>, c: Condition) {
     // A False condition is never overwritten by a True one of the same type.
     match list.iter_mut().find(|o| o.kind == c.kind) {
@@ -109,7 +118,7 @@ fn set(list: &mut Vec<Condition>, c: Condition) {
 
 impl Report {
     fn object(&mut self, obj: &str) -> &mut ObjectStatus {
-        self.objects.entry(obj.to_string()).or_default()
+        entry(&mut self.objects, obj)
     }
 
     /// Sets an object-level condition.
@@ -119,28 +128,18 @@ impl Report {
 
     /// Sets a listener condition.
     pub fn listener_condition(&mut self, obj: &str, listener: &str, c: Condition) {
-        let l = self
-            .object(obj)
-            .listeners
-            .entry(listener.into())
-            .or_default();
+        let l = entry(&mut self.object(obj).listeners, listener);
         set(&mut l.conditions, c);
     }
 
     /// Counts an attached route on a listener.
     pub fn attach(&mut self, obj: &str, listener: &str) {
-        let l = self
-            .object(obj)
-            .listeners
-            .entry(listener.into())
-            .or_default();
-        l.attached_routes += 1;
+        entry(&mut self.object(obj).listeners, listener).attached_routes += 1;
     }
 
     /// Sets a route's condition for one parent.
     pub fn parent_condition(&mut self, obj: &str, parent: &str, c: Condition) {
-        let p = self.object(obj).parents.entry(parent.into()).or_default();
-        set(p, c);
+        set(entry(&mut self.object(obj).parents, parent), c);
     }
 
     /// Records whether a listener (`namespace/gateway/listener`) is served by the data

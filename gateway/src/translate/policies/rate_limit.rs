@@ -60,6 +60,9 @@ impl RateLimits {
         meta: &ObjectMeta,
         parents: &[ParentReference],
     ) -> Option<Arc<RateLimit>> {
+        if self.by_target.is_empty() {
+            return None;
+        }
         if let Some((_, l)) = self.by_target.get(&format!("{kind} {}", meta.key())) {
             return Some(l.clone());
         }

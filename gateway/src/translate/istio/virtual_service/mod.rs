@@ -267,7 +267,8 @@ pub(super) fn apply_subset(
         }
     }
     if let ir::BackendTarget::Endpoints(eps) = &mut b.target {
-        eps.retain(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+        let of_subset = |e: &&ir::Endpoint| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v));
+        *eps = eps.iter().filter(of_subset).cloned().collect();
     }
     b.policy = Some(policy);
 }
@@ -296,7 +297,7 @@ pub(crate) fn declaration_order(
         Reverse(0),
         Reverse(0),
         meta.creation_timestamp.clone(),
-        meta.key(),
+        meta.key().into(),
         rule,
         mi,
     )
@@ -310,13 +311,13 @@ fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
         index: 0,
         id,
         filters: ir::Filters {
-            redirect: Some(ir::Redirect {
+            redirect: Some(Box::new(ir::Redirect {
                 scheme: Some("https".into()),
                 hostname: None,
                 port: None,
                 path: None,
                 status: 301,
-            }),
+            })),
             ..Default::default()
         },
         backends: vec![],
@@ -348,7 +349,7 @@ fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
                 Reverse(0),
                 Reverse(0),
                 None,
-                l.full_name(),
+                l.full_name().into(),
                 0,
                 0,
             ),
