@@ -336,3 +336,35 @@ pub fn intersect(listener: &HostPattern, route: &HostPattern) -> Option<HostPatt
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::providers::file::parse_str;
+
+    #[test]
+    fn an_httproute_and_a_grpcroute_of_one_name_both_attach() {
+        let route = |kind: &str, rule: &str| {
+            format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\n\
+                 metadata: {{name: api, namespace: default}}\n\
+                 spec: {{parentRefs: [{{name: gw}}], hostnames: [api.example.com], rules: [{rule}]}}\n"
+            )
+        };
+        let yaml = [
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {name: gw, namespace: default}\n\
+             spec: {listeners: [{name: http, port: 8080, protocol: HTTP}]}\n",
+            &route(
+                "HTTPRoute",
+                "{matches: [{path: {type: PathPrefix, value: /web}}]}",
+            ),
+            &route("GRPCRoute", "{matches: [{method: {service: pkg.Api}}]}"),
+        ]
+        .concat();
+        let out = super::super::translate(&parse_str(&yaml).unwrap(), &Default::default());
+        let vh = &out.config.ports[&8080].listeners[0].virtual_hosts[0];
+        // One entry from each: before, the second was taken for a duplicate of the first.
+        let ids: Vec<_> = vh.routes.iter().map(|e| e.rule.route.as_str()).collect();
+        assert_eq!(ids, ["default/api", "default/api"]);
+    }
+}
