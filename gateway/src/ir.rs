@@ -946,7 +946,7 @@ pub enum Transport {
 /// TLS origination to a backend, from a BackendTLSPolicy or a DestinationRule's
 /// `SIMPLE`/`MUTUAL` `tls`. Its pool (and rustls config) is keyed by its content, so a
 /// changed certificate or key gives a new one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsTarget {
     /// Kind and `namespace/name` of the policy (`BackendTLSPolicy default/x`).
     pub policy: String,
@@ -971,6 +971,21 @@ pub struct TlsTarget {
     /// rather than falling back to plaintext.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+}
+
+// Hashed by its small fields only: its pool is looked up on every request, and hashing
+// the DER of its CAs, certificate and key each time cost microseconds. Equal targets still
+// hash alike, and the lookup's equality check compares everything (first by pointer).
+impl std::hash::Hash for TlsTarget {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.policy.hash(h);
+        self.hostname.hash(h);
+        self.http2.hash(h);
+        self.system_roots.hash(h);
+        self.insecure_skip_verify.hash(h);
+        self.ca_certs.len().hash(h);
+        self.client_cert.as_ref().map(|c| &c.source).hash(h);
+    }
 }
 
 /// A client certificate and its key.
@@ -1052,7 +1067,29 @@ fn is_zero(n: &u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    #[test]
+    fn tls_targets_that_differ_only_in_key_material_stay_apart() {
+        let target = |ca: &[u8]| TlsTarget {
+            policy: "DestinationRule default/web".into(),
+            hostname: "web.example.com".into(),
+            ca_certs: vec![Der(ca.to_vec())],
+            system_roots: false,
+            subject_alt_names: vec![],
+            http2: false,
+            client_cert: None,
+            insecure_skip_verify: false,
+            unavailable: None,
+        };
+        let (a, b) = (Arc::new(target(b"ca one")), Arc::new(target(b"ca two")));
+        let set: HashSet<Arc<TlsTarget>> = [a.clone(), b.clone()].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&Arc::new(target(b"ca one"))));
+        assert!(!set.contains(&Arc::new(target(b"ca three"))));
+    }
 
     #[test]
     fn wildcard_host_matches_one_or_more_labels_but_not_the_bare_suffix() {
