@@ -83,11 +83,11 @@ pub fn compile_rule(
     } else {
         &rule.matches[..]
     };
-    let matches: Vec<RouteMatch> = src_matches
-        .iter()
-        .enumerate()
-        .filter_map(|(mi, m)| compile_match(m, &super::sized!("{ctx} match {mi}"), &mut f.errors))
-        .collect();
+    let mut matches = Vec::with_capacity(src_matches.len());
+    for (mi, m) in src_matches.iter().enumerate() {
+        let mctx = super::sized!("{ctx} match {mi}");
+        matches.extend(compile_match(m, &mctx, &mut f.errors));
+    }
     let filters = filters::compile_filters(rc, &rule.filters, &ctx, f);
     check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
     let backends = backends::compile_backend_refs(rc, &rule.backend_refs, &ctx, f);
@@ -101,7 +101,7 @@ pub fn compile_rule(
         return None;
     }
     let rule = ir::Rule {
-        id: format!("{key}/{ri}"),
+        id: rule_id(&key, ri),
         route: key,
         index: ri,
         filters,
@@ -113,6 +113,14 @@ pub fn compile_rule(
         rate_limit: rc.rate_limit.clone(),
     };
     Some((Arc::new(rule), matches))
+}
+
+/// `namespace/name/<rule index>`, in one allocation of the right size.
+fn rule_id(key: &str, ri: usize) -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(key.len() + 4);
+    let _ = write!(id, "{key}/{ri}");
+    id
 }
 
 fn check_filter_combinations(
