@@ -574,6 +574,16 @@ pub struct BackendBuilder {
     shared: HashMap<usize, Vec<SharedTarget>>,
 }
 
+/// One shared build: what it was made for, and its parts.
+struct SharedTarget {
+    name: String,
+    subset: Option<String>,
+    service_host: Option<String>,
+    state: Arc<BackendState>,
+    endpoints: Arc<[Endpoint]>,
+    destination: Arc<Destination>,
+}
+
 /// A backend's state, endpoints and destination labels.
 type SharedParts = (Arc<BackendState>, Arc<[Endpoint]>, Arc<Destination>);
 
@@ -582,15 +592,6 @@ impl SharedTarget {
         let (s, e, d) = (&self.state, &self.endpoints, &self.destination);
         (s.clone(), e.clone(), d.clone())
     }
-}
-
-struct SharedTarget {
-    name: String,
-    subset: Option<String>,
-    service_host: Option<String>,
-    state: Arc<BackendState>,
-    endpoints: Arc<[Endpoint]>,
-    destination: Arc<Destination>,
 }
 
 impl BackendBuilder {
