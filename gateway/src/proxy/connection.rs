@@ -62,7 +62,7 @@ pub struct ConnInfo {
 /// Serves one accepted TCP connection on `port` until it closes, idles out or drains.
 pub async fn serve_connection(
     ctx: Arc<ProxyContext>,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     port: u16,
     watcher: Watcher,
@@ -75,21 +75,46 @@ pub async fn serve_connection(
         Some(p) => (p.protocol, p.proxy_protocol.as_ref().map(|pp| pp.optional)),
         None => return,
     };
-    let conn = |peer| ConnInfo {
+    let conn = ConnInfo {
         peer,
         port,
         scheme,
         listener: None,
         activity: Arc::new(Activity::new()),
     };
-    let Some(optional) = proxy else {
-        return dispatch(ctx, tcp, conn(peer), watcher, first_request_by).await;
-    };
+    match proxy {
+        None => dispatch(ctx, tcp, conn, watcher, first_request_by).await,
+        // Boxed, like the TLS and TCP arms in `dispatch`.
+        Some(optional) => {
+            Box::pin(after_proxy_header(
+                ctx,
+                tcp,
+                conn,
+                watcher,
+                first_request_by,
+                optional,
+            ))
+            .await
+        }
+    }
+}
+
+/// Reads the PROXY protocol header, then serves the connection as from its source.
+async fn after_proxy_header(
+    ctx: Arc<ProxyContext>,
+    mut tcp: TcpStream,
+    mut conn: ConnInfo,
+    watcher: Watcher,
+    first_request_by: tokio::time::Instant,
+    optional: bool,
+) {
     match proxy_protocol::read(&mut tcp, first_request_by, optional).await {
         Ok(a) => {
-            let client = a.source.unwrap_or(peer);
+            if let Some(source) = a.source {
+                conn.peer = source;
+            }
             let stream = sni::Rewind::new(a.leftover, tcp);
-            dispatch(ctx, stream, conn(client), watcher, first_request_by).await
+            dispatch(ctx, stream, conn, watcher, first_request_by).await
         }
         Err(e) => {
             match e {
@@ -98,7 +123,7 @@ pub async fn serve_connection(
                 }
                 _ => ctx.metrics.downstream_error("proxy_protocol"),
             }
-            tracing::debug!(%peer, error = %e, "connection closed");
+            tracing::debug!(peer = %conn.peer, error = %e, "connection closed");
         }
     }
 }
@@ -122,10 +147,13 @@ async fn dispatch<S>(
                 pt.and_then(|p| p.listeners.first())
                     .and_then(|l| l.l4.find(None).cloned())
             };
-            l4::serve(&ctx, stream, route, downstream(conn.peer, None)).await
+            // Boxed, as is the TLS arm: a task's future is as large as its largest
+            // state, and every plain HTTP connection would carry theirs (README,
+            // "Memory per connection").
+            Box::pin(l4::serve(&ctx, stream, route, downstream(conn.peer, None))).await
         }
         Protocol::Https | Protocol::Tls => {
-            serve_tls(ctx, stream, conn, watcher, first_request_by).await
+            Box::pin(serve_tls(ctx, stream, conn, watcher, first_request_by)).await
         }
     }
 }

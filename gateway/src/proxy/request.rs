@@ -71,7 +71,10 @@ pub async fn handle(
         _in_flight: conn.activity.request_started(),
     });
     let result = match plan(&ctx, conn, &req, &mut rec) {
-        Ok(Plan::Forward(p)) => forward::forward(&ctx, conn, p, req, &mut rec).await,
+        // Boxed: hyper keeps one in-flight slot per connection, as large as this future,
+        // for the connection's life; the forwarding state (5 KiB) is held only while a
+        // request is forwarded (README, "Memory per connection").
+        Ok(Plan::Forward(p)) => Box::pin(forward::forward(&ctx, conn, p, req, &mut rec)).await,
         Ok(Plan::Respond(resp)) => Ok(resp),
         Err(r) => Err(r),
     };
