@@ -161,6 +161,7 @@ fn lab_scripts_pass_bash_n_and_shellcheck() {
         "bench-tcp",
         "bench-tracing",
         "bench-kube",
+        "bench-compare",
     ] {
         let script = workspace_root().join("scripts").join(name);
         ok(
