@@ -47,16 +47,18 @@ impl Lab {
     /// `annotations`: YAML flow-map entries for the httpbin Service, e.g.
     /// `meshgate.io/upstream-tls: disable`.
     async fn start(policy: InboundPolicy, annotations: &str, gateway_ttl: &str) -> Lab {
-        Lab::start_with(policy, annotations, gateway_ttl, false).await
+        Lab::start_with(policy, annotations, gateway_ttl, false, 2).await
     }
 
     /// `rogue_pod_ca`: httpbin's sidecar gets its certificate (with the expected identity)
-    /// from a second CA that the mesh root does not vouch for.
+    /// from a second CA that the mesh root does not vouch for. `workers`: the gateway's
+    /// `--workers` (1 is the current-thread runtime, more the work-stealing one).
     async fn start_with(
         policy: InboundPolicy,
         annotations: &str,
         gateway_ttl: &str,
         rogue_pod_ca: bool,
+        workers: usize,
     ) -> Lab {
         e2e::install_crypto();
         let dir = tempfile::tempdir().unwrap();
@@ -103,7 +105,7 @@ impl Lab {
                 "--log-format",
                 "text",
                 "--workers",
-                "2",
+                &workers.to_string(),
             ])
             .arg("--sds-socket")
             .arg(&socket)
@@ -611,7 +613,18 @@ async fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_a_minute_of_load_fails_nothing_and_changes_the_hash() {
-    let lab = Lab::start(InboundPolicy::Strict, "", "6s").await;
+    rotation_under_load_fails_nothing(2).await;
+}
+
+/// The same on the current-thread runtime (`--workers 1`), whose rotation and pool swap
+/// run on the one thread that also serves the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_a_minute_of_load_on_one_worker_fails_nothing_and_changes_the_hash() {
+    rotation_under_load_fails_nothing(1).await;
+}
+
+async fn rotation_under_load_fails_nothing(workers: usize) {
+    let lab = Lab::start_with(InboundPolicy::Strict, "", "6s", false, workers).await;
     let (requests, failures, hashes) =
         load(lab.edge, Duration::from_secs(60), 4, Arc::default()).await;
     assert!(
@@ -683,7 +696,7 @@ async fn gateway_sds_agent_killed_and_restarted_under_load_fails_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_expected_identity_under_another_ca_is_refused() {
-    let lab = Lab::start_with(InboundPolicy::Strict, "", "1h", true).await;
+    let lab = Lab::start_with(InboundPolicy::Strict, "", "1h", true, 2).await;
     let (status, body) = lab.get("/headers", &[]).await;
     let why = lab.explain(status, "mesh_untrusted_upstream", &body).await;
     assert!(why.contains("upstream certificate rejected"), "{why}");

@@ -509,16 +509,30 @@ fn admin_serves_ready_config_dump_metrics_and_probe() {
 
 #[test]
 fn sigterm_drains_and_exits() {
+    drains_and_exits(2);
+}
+
+#[test]
+fn sigterm_drains_and_exits_on_one_worker() {
+    drains_and_exits(1);
+}
+
+/// SIGTERM with a request in flight at `--workers N`: the request completes, the gateway exits.
+fn drains_and_exits(workers: usize) {
     let hb = Httpbin::start();
     let port = free_port();
-    let mut gw = Gateway::start(&docs(&[
-        &http_gateway(port),
-        &route(
-            "httpbin",
-            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-        ),
-        &local_service("httpbin", hb.port),
-    ]));
+    let workers = workers.to_string();
+    let mut gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            &route(
+                "httpbin",
+                "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+            ),
+            &local_service("httpbin", hb.port),
+        ]),
+        &["--workers", &workers],
+    );
     let url = format!("http://127.0.0.1:{port}/delay/1");
     let slow = std::thread::spawn(move || curl(&[&url]));
     // SIGTERM once the request is at httpbin (the gateway's upstream connection is open).

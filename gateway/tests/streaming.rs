@@ -128,6 +128,16 @@ fn slow_client_that_never_finishes_its_headers_is_disconnected_without_an_answer
 
 #[test]
 fn connections_over_the_limit_are_closed_at_accept() {
+    over_the_limit_closed_at_accept("2");
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_at_accept_on_one_worker() {
+    over_the_limit_closed_at_accept("1");
+}
+
+/// `--max-connections 1` at `--workers N`: a second connection is closed at accept.
+fn over_the_limit_closed_at_accept(workers: &str) {
     let port = free_port();
     let gw = Gateway::start_with(
         &docs(&[
@@ -135,7 +145,7 @@ fn connections_over_the_limit_are_closed_at_accept() {
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
              metadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n",
         ]),
-        &["--max-connections", "1"],
+        &["--max-connections", "1", "--workers", workers],
     );
     let url = format!("http://127.0.0.1:{port}/");
     let first = TcpStream::connect(("127.0.0.1", port)).unwrap();

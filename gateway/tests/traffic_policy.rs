@@ -530,15 +530,29 @@ fn a_local_limit_of_10_per_second_admits_10_and_refuses_the_11th() {
 
 #[test]
 fn a_gateway_wide_limit_holds_for_the_process_across_workers_and_connections() {
+    // Two workers: the connections below spread over both.
+    gateway_wide_limit_holds("2");
+}
+
+#[test]
+fn a_gateway_wide_limit_holds_on_one_worker() {
+    gateway_wide_limit_holds("1");
+}
+
+/// 10 per minute for the Gateway at `--workers N`: 20 requests over 4 connections get 10
+/// answers and 10 refusals.
+fn gateway_wide_limit_holds(workers: &str) {
     let up = FlakyUpstream::named(0, "ok");
     let port = free_port();
-    // `Gateway::start` runs `--workers 2`; the connections below spread over both.
-    let _gw = Gateway::start(&docs(&[
-        &http_gateway(port),
-        &plain_route("shared"),
-        &service_with_endpoints("shared", &[up.port]),
-        &rate_limit_policy("Gateway", "edge", "- limit: {requests: 10, unit: Minute}"),
-    ]));
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            &plain_route("shared"),
+            &service_with_endpoints("shared", &[up.port]),
+            &rate_limit_policy("Gateway", "edge", "- limit: {requests: 10, unit: Minute}"),
+        ]),
+        &["--workers", workers],
+    );
     let clients: Vec<_> = (0..4)
         .map(|_| std::thread::spawn(move || exchange_many(port, "/", "x: y", 5)))
         .collect();

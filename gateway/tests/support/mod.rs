@@ -270,7 +270,13 @@ impl Gateway {
         let child = cmd
             .arg("--config")
             .arg(dir.path())
-            .args(["--poll-interval", "100ms", "--workers", "2"])
+            .args(["--poll-interval", "100ms"])
+            // Two workers (the work-stealing runtime) unless the test picks its own.
+            .args(if extra_args.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
             .args(["--log-format", "text"])
             .args(extra_args)
             .env("RUST_LOG", "info")
