@@ -148,12 +148,12 @@ pub struct RuleCtx<'a> {
 pub fn compile_backend_refs(
     rc: &RuleCtx<'_>,
     refs: &[HttpBackendRef],
-    ctx: &str,
+    ctx: &dyn std::fmt::Display,
     f: &mut Findings,
 ) -> Vec<Backend> {
     let mut backends = Vec::with_capacity(refs.len());
     for (bi, b) in refs.iter().enumerate() {
-        let bctx = super::sized!("{ctx} backendRefs[{bi}]");
+        let bctx = super::Ctx::BackendRef(ctx, bi);
         let bfilters = filters::compile_filters(rc, &b.filters, &bctx, f);
         if bfilters.redirect.is_some() {
             f.errors.push(format!(
@@ -172,7 +172,7 @@ pub fn compile_backend_refs(
 pub fn backend(
     rc: &RuleCtx<'_>,
     b: &HttpBackendRef,
-    bctx: &str,
+    bctx: &dyn std::fmt::Display,
     f: &mut Findings,
 ) -> Option<Backend> {
     if b.port.is_none() && b.kind.as_deref().unwrap_or("Service") == "Service" {
@@ -207,20 +207,27 @@ pub fn backend(
 fn resolve_memoised(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Memoised {
     // Normalised as resolution reads the reference (absent group, kind and namespace
     // are the core group, Service and the route's namespace).
-    let key = super::sized!(
-        "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
-        rc.kind,
-        rc.meta.ns(),
-        b.group.as_deref().unwrap_or(""),
-        b.kind.as_deref().unwrap_or("Service"),
-        b.namespace.as_deref().unwrap_or(rc.meta.ns()),
-        b.name,
-        b.port.unwrap_or(0),
-        rc.l4
-    );
-    if let Some(hit) = rc.index.resolved.borrow().get(&key) {
-        return hit.clone();
-    }
+    let key = {
+        use std::fmt::Write;
+        let mut key = rc.index.resolved_key.borrow_mut();
+        key.clear();
+        let _ = write!(
+            key,
+            "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
+            rc.kind,
+            rc.meta.ns(),
+            b.group.as_deref().unwrap_or(""),
+            b.kind.as_deref().unwrap_or("Service"),
+            b.namespace.as_deref().unwrap_or(rc.meta.ns()),
+            b.name,
+            b.port.unwrap_or(0),
+            rc.l4
+        );
+        if let Some(hit) = rc.index.resolved.borrow().get(key.as_str()) {
+            return hit.clone();
+        }
+        key.clone()
+    };
     let policy = destination_rule(rc, b).map(|a| a.policy);
     let resolved = resolve_backend(rc, b, policy.as_deref());
     let is_service = b.group.as_deref().unwrap_or("").is_empty()

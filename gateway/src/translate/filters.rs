@@ -13,7 +13,7 @@ const SUPPORTED: &str =
 pub fn compile_filters(
     rc: &RuleCtx<'_>,
     filters: &[HttpRouteFilter],
-    ctx: &str,
+    ctx: &dyn std::fmt::Display,
     f: &mut Findings,
 ) -> Filters {
     let mut out = Filters::default();

@@ -213,7 +213,7 @@ fn compile_route(
     f: &mut Findings,
 ) -> Vec<(Arc<ir::Rule>, RouteMatch, usize, usize)> {
     let before = f.errors.len();
-    f.unsupported(ctx, &route.unsupported);
+    f.unsupported(&ctx, &route.unsupported);
     let matches: Vec<RouteMatch> = if route.matchers.is_empty() {
         vec![prefix_all()]
     } else {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Findings, backends, filters, policies};
+use super::{Ctx, Findings, backends, filters, policies};
 use crate::api::ObjectKey;
 use crate::api::gateway_api::{HttpRouteMatch, HttpRouteRule, HttpValueMatch, ObjectMeta};
 use crate::ir::{self, PathMatch, PathModifier, RouteMatch, ValueMatch};
@@ -74,7 +74,11 @@ pub fn compile_rule(
 ) -> Option<(Arc<ir::Rule>, Vec<RouteMatch>)> {
     let meta = rc.meta;
     let key = meta.key();
-    let ctx = super::sized!("{} {key} rule {ri}", rc.kind);
+    let ctx = Ctx::Rule {
+        kind: rc.kind,
+        key: &key,
+        index: ri,
+    };
     let before = f.errors.len();
     f.unsupported(&ctx, &rule.unsupported);
     let default_match = [HttpRouteMatch::default()];
@@ -85,8 +89,7 @@ pub fn compile_rule(
     };
     let mut matches = Vec::with_capacity(src_matches.len());
     for (mi, m) in src_matches.iter().enumerate() {
-        let mctx = super::sized!("{ctx} match {mi}");
-        matches.extend(compile_match(m, &mctx, &mut f.errors));
+        matches.extend(compile_match(m, &Ctx::Match(&ctx, mi), &mut f.errors));
     }
     let filters = filters::compile_filters(rc, &rule.filters, &ctx, f);
     check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
@@ -96,7 +99,7 @@ pub fn compile_rule(
     let retry = rule
         .retry
         .as_ref()
-        .and_then(|r| policies::retry::compile(r, &ctx, f));
+        .and_then(|r| policies::retry::compile(r, &ctx.to_string(), f));
     if f.errors.len() > before {
         return None;
     }
@@ -127,7 +130,7 @@ fn check_filter_combinations(
     rule: &HttpRouteRule,
     filters: &ir::Filters,
     matches: &[RouteMatch],
-    ctx: &str,
+    ctx: &Ctx<'_>,
     errors: &mut Vec<String>,
 ) {
     let prefix_rewrite = matches!(
@@ -160,7 +163,7 @@ fn check_filter_combinations(
 
 fn timeouts(
     rule: &HttpRouteRule,
-    ctx: &str,
+    ctx: &Ctx<'_>,
     errors: &mut Vec<String>,
 ) -> (Option<Duration>, Option<Duration>) {
     let Some(t) = &rule.timeouts else {
@@ -185,7 +188,7 @@ fn timeouts(
 
 fn parse_timeout(
     v: Option<&str>,
-    ctx: &str,
+    ctx: &Ctx<'_>,
     field: &str,
     errors: &mut Vec<String>,
 ) -> Option<Duration> {
@@ -200,7 +203,7 @@ fn parse_timeout(
     }
 }
 
-fn compile_path(m: &HttpRouteMatch, ctx: &str, errors: &mut Vec<String>) -> Option<PathMatch> {
+fn compile_path(m: &HttpRouteMatch, ctx: &Ctx<'_>, errors: &mut Vec<String>) -> Option<PathMatch> {
     let (kind, value) = match &m.path {
         Some(p) => (
             p.kind.as_deref().unwrap_or("PathPrefix"),
@@ -232,7 +235,11 @@ fn compile_path(m: &HttpRouteMatch, ctx: &str, errors: &mut Vec<String>) -> Opti
     Some(path)
 }
 
-fn compile_match(m: &HttpRouteMatch, ctx: &str, errors: &mut Vec<String>) -> Option<RouteMatch> {
+fn compile_match(
+    m: &HttpRouteMatch,
+    ctx: &Ctx<'_>,
+    errors: &mut Vec<String>,
+) -> Option<RouteMatch> {
     let before = errors.len();
     let path = compile_path(m, ctx, errors);
     let mut headers = Vec::new();

@@ -123,7 +123,7 @@ fn applies(
 
 /// Reports unsupported fields; true when there were any.
 fn report(ctx: &str, fields: &Unsupported, f: &mut Findings) -> bool {
-    f.unsupported(ctx, fields);
+    f.unsupported(&ctx, fields);
     !fields.is_empty()
 }
 

@@ -285,7 +285,7 @@ fn traffic_policy(
     f: &mut Findings,
 ) -> BackendPolicy {
     let key = dr.metadata.key();
-    f.unsupported(ctx, &tp.unsupported);
+    f.unsupported(&ctx, &tp.unsupported);
     let load_balancer = tp
         .load_balancer
         .as_ref()
@@ -320,7 +320,7 @@ fn tls(
     src: &CredentialSource<'_>,
     f: &mut Findings,
 ) -> (Option<String>, Option<Arc<ir::TlsTarget>>) {
-    f.unsupported(ctx, &t.unsupported);
+    f.unsupported(&ctx, &t.unsupported);
     match t.mode.as_deref() {
         None => (None, None),
         Some(m @ ("DISABLE" | "ISTIO_MUTUAL")) => (Some(m.to_string()), None),
@@ -338,7 +338,7 @@ fn tls(
 }
 
 fn load_balancer(lb: &LoadBalancerSettings, ctx: &str, f: &mut Findings) -> Option<LoadBalancer> {
-    f.unsupported(ctx, &lb.unsupported);
+    f.unsupported(&ctx, &lb.unsupported);
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         f.errors.push(format!(
             "{ctx}: simple and consistentHash cannot both be set"
@@ -412,7 +412,7 @@ fn count(v: Option<i64>, ctx: &str, field: &str, f: &mut Findings) -> u32 {
 }
 
 fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> ConnectionLimits {
-    f.unsupported(ctx, &cp.unsupported);
+    f.unsupported(&ctx, &cp.unsupported);
     let tcp = cp.tcp.clone().unwrap_or_default();
     let http = cp.http.clone().unwrap_or_default();
     let tctx = format!("{ctx}.tcp");
@@ -467,7 +467,7 @@ fn keepalive(
     ctx: &str,
     f: &mut Findings,
 ) -> crate::ir::TcpKeepalive {
-    f.unsupported(ctx, &k.unsupported);
+    f.unsupported(&ctx, &k.unsupported);
     let secs = |v: Option<&String>, field: &str, f: &mut Findings| {
         let d = duration(Some(v?.as_str()), Duration::ZERO, ctx, field, f);
         if d < Duration::from_secs(1) && d != Duration::ZERO {
@@ -530,7 +530,7 @@ fn percent(v: Option<i32>, default: u32, ctx: &str, field: &str, f: &mut Finding
 }
 
 fn outlier(od: &OutlierDetection, ctx: &str, f: &mut Findings) -> ir::OutlierDetection {
-    f.unsupported(ctx, &od.unsupported);
+    f.unsupported(&ctx, &od.unsupported);
     ir::OutlierDetection {
         // Istio's defaults: 5 consecutive 5xx, gateway errors off, 10s, 30s, 10%, 0%.
         consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(5),

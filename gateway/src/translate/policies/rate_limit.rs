@@ -140,7 +140,7 @@ fn compile_policy(p: &BackendTrafficPolicy, f: &mut Findings) -> Option<(Vec<Str
 
 fn rule(r: &RateLimitRule, ctx: &str, f: &mut Findings) -> Option<LocalLimit> {
     let before = f.errors.len();
-    f.unsupported(ctx, &r.unsupported);
+    f.unsupported(&ctx, &r.unsupported);
     f.unsupported(&format!("{ctx}.limit"), &r.limit.unsupported);
     let per = match r.limit.unit.as_str() {
         "Second" => Duration::from_secs(1),
@@ -200,7 +200,7 @@ fn rule(r: &RateLimitRule, ctx: &str, f: &mut Findings) -> Option<LocalLimit> {
 }
 
 fn header(h: &HeaderMatch, ctx: &str, f: &mut Findings) -> Option<LimitHeaderMatch> {
-    f.unsupported(ctx, &h.unsupported);
+    f.unsupported(&ctx, &h.unsupported);
     if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
         f.errors
             .push(format!("{ctx}: {:?} is not a valid header name", h.name));
