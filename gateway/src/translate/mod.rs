@@ -42,9 +42,10 @@ pub enum Ctx<'a> {
         /// The rule's index.
         index: usize,
     },
-    /// A match of the rule `0`.
+    /// A match: the rule's context and the match's index.
     Match(&'a Ctx<'a>, usize),
-    /// A backendRef below `0` (a rule, or any context already written out).
+    /// A backendRef: the context it is under (a rule, or one already written out, as
+    /// the L4 and Istio translators have) and its index.
     BackendRef(&'a dyn std::fmt::Display, usize),
 }
 
