@@ -126,8 +126,8 @@ impl RouteMatch {
 
 /// What to do with a matched request.
 pub struct Rule {
-    /// `namespace/name/index`.
-    pub id: String,
+    /// `namespace/name/index` (shared: every request's record and metrics label hold it).
+    pub id: Arc<str>,
     /// Rule-level filters.
     pub filters: Filters,
     /// Weighted backends.
@@ -317,8 +317,8 @@ pub fn modify_path(m: &PathModifier, path: &str, prefix_len: usize) -> String {
 
 /// A backend with its upstream targets.
 pub struct Backend {
-    /// `Service ns/name:port`.
-    pub name: String,
+    /// `Service ns/name:port` (shared: every request's record and metrics label hold it).
+    pub name: Arc<str>,
     /// Relative weight.
     pub weight: u32,
     /// Speak h2c.
@@ -438,7 +438,7 @@ impl RuleCache {
         }
         let backends = &mut self.backends;
         let rule = Arc::new(Rule {
-            id: r.id.clone(),
+            id: Arc::from(r.id.as_str()),
             filters: backends.filters(&r.filters),
             backends: r.backends.iter().map(|b| backends.backend(b)).collect(),
             total_weight: r.total_weight,
@@ -663,7 +663,7 @@ impl BackendBuilder {
             }
         };
         Backend {
-            name: b.name.clone(),
+            name: Arc::from(b.name.as_str()),
             weight: b.weight,
             http2: b.http2,
             target,

@@ -1,5 +1,7 @@
 //! Prometheus metrics (prometheus-client), rendered by the admin server at `/metrics`.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,7 +15,7 @@ use crate::observe::istio_metrics::{IstioMetrics, Workload};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `namespace/name/rule` of the HTTPRoute rule, or empty when none matched.
-    pub route: String,
+    pub route: Arc<str>,
     /// HTTP status code sent to the client.
     pub code: u16,
 }
@@ -21,16 +23,17 @@ pub struct RequestLabels {
 /// Labels of a route-only metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    /// As in [`RequestLabels`].
+    pub route: Arc<str>,
 }
 
 /// Labels of an upstream attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     /// `Service ns/name:port` (bounded by configuration).
-    pub backend: String,
+    pub backend: Arc<str>,
     /// `2xx`..`5xx` for a response, else the response flag (`UF`, `UT`, `UC`, mesh codes).
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Labels of a traffic-policy event on a backend.
@@ -306,15 +309,21 @@ impl Metrics {
     }
 
     /// Counts one upstream attempt.
-    pub fn attempt(&self, backend: &str, outcome: crate::upstream::attempt::Outcome) {
+    pub fn attempt(&self, backend: &Arc<str>, outcome: crate::upstream::attempt::Outcome) {
         use crate::upstream::attempt::Outcome;
         let outcome = match outcome {
-            Outcome::Response(s) => format!("{}xx", s / 100),
-            other => other.code().to_string(),
+            // A status code is three digits (100..=999).
+            Outcome::Response(s) => {
+                const CLASSES: [&str; 10] = [
+                    "0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
+                ];
+                CLASSES[usize::from(s / 100).min(9)]
+            }
+            other => other.code(),
         };
         self.upstream_attempts
             .get_or_create(&AttemptLabels {
-                backend: backend.to_string(),
+                backend: backend.clone(),
                 outcome,
             })
             .inc();

@@ -275,7 +275,7 @@ pub async fn run(
             attempt,
         };
         rec.attempts = attempt;
-        rec.upstream_address = Some(endpoint.to_owned());
+        rec.upstream_address = Some(ep.authority.clone());
         rec.destination = ep.destination.clone();
         rec.mutual_tls = ep.transport.is_mesh();
         let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;

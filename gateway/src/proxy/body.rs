@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::Version;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Method, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::ProxyContext;
@@ -23,16 +24,16 @@ use crate::observe::traces::RequestSpan;
 pub struct Completion {
     pub(super) ctx: Arc<ProxyContext>,
     pub(super) start: Instant,
-    pub(super) start_time: SystemTime,
-    pub(super) method: String,
+    pub(super) method: Method,
     pub(super) authority: String,
-    pub(super) path: String,
+    /// Path and query as received; only kept when access logs are on.
+    pub(super) path: Option<PathAndQuery>,
     pub(super) version: Version,
     pub(super) status: u16,
-    pub(super) route: Option<String>,
-    pub(super) upstream: Option<String>,
-    pub(super) upstream_address: Option<String>,
-    pub(super) request_id: String,
+    pub(super) route: Option<Arc<str>>,
+    pub(super) upstream: Option<Arc<str>>,
+    pub(super) upstream_address: Option<Authority>,
+    pub(super) request_id: HeaderValue,
     pub(super) peer: SocketAddr,
     /// Response flag or reason code when the request did not simply succeed.
     pub(super) code: Option<&'static str>,
@@ -57,9 +58,9 @@ pub struct Completion {
     pub(super) response_header_bytes: u64,
     /// Time the upstream took to send response headers on the last attempt.
     pub(super) upstream_service_time: Option<std::time::Duration>,
-    /// The client's `x-forwarded-for`, as received.
+    /// The client's `x-forwarded-for`, as received (only kept when access logs are on).
     pub(super) x_forwarded_for: Option<String>,
-    /// The client's `user-agent`.
+    /// The client's `user-agent` (only kept when access logs are on).
     pub(super) user_agent: Option<String>,
     /// The request's SERVER span, when tracing is on.
     pub(super) trace: Option<RequestSpan>,
@@ -68,6 +69,11 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The request id as text (it was checked to be visible ASCII when taken).
+    pub(super) fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+
     fn finish(mut self, bytes_sent: u64, grpc_status: Option<u8>) {
         if let Some(n) = &self.request_body_counted {
             self.request_body_bytes = n.load(std::sync::atomic::Ordering::Relaxed);
@@ -90,7 +96,7 @@ impl Completion {
             request_bytes: self.request_header_bytes + self.request_body_bytes,
             response_bytes: self.response_header_bytes + bytes_sent,
         });
-        let route = self.route.clone().unwrap_or_default();
+        let route = self.route.clone().unwrap_or_else(|| Arc::from(""));
         m.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
@@ -102,15 +108,15 @@ impl Completion {
             .observe(elapsed.as_secs_f64());
         if let (Some(code), Some(reason)) = (self.code, &self.reason) {
             self.ctx.debug.record(
-                &self.request_id,
+                self.request_id(),
                 serde_json::json!({
-                    "request_id": self.request_id,
+                    "request_id": self.request_id(),
                     "status": self.status,
                     "response_flags": code,
                     "reason": reason,
-                    "route": self.route,
-                    "upstream": self.upstream,
-                    "upstream_address": self.upstream_address,
+                    "route": self.route.as_deref(),
+                    "upstream": self.upstream.as_deref(),
+                    "upstream_address": self.upstream_address.as_ref().map(Authority::as_str),
                     "attempts": self.attempts,
                 }),
             );
@@ -130,10 +136,14 @@ impl Completion {
         }
         let peer = self.peer.to_string();
         let upstream_cluster = self.upstream.as_deref().map(|u| self.upstream_cluster(u));
+        // The wall clock is read once, here: start = now - elapsed.
+        let start_time = SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         log.log(&Entry {
-            start_time: humantime::format_rfc3339_millis(self.start_time).to_string(),
-            method: &self.method,
-            path: &self.path,
+            start_time: humantime::format_rfc3339_millis(start_time).to_string(),
+            method: self.method.as_str(),
+            path: self.path.as_ref().map_or("/", PathAndQuery::as_str),
             protocol: version_str(self.version),
             response_code: self.status,
             response_flags: self.code.unwrap_or("-"),
@@ -141,11 +151,11 @@ impl Completion {
             bytes_sent,
             duration: elapsed.as_millis() as u64,
             upstream_service_time: self.upstream_service_time.map(|d| d.as_millis() as u64),
-            upstream_host: self.upstream_address.as_deref(),
+            upstream_host: self.upstream_address.as_ref().map(Authority::as_str),
             upstream_cluster: upstream_cluster.as_deref(),
             x_forwarded_for: self.x_forwarded_for.as_deref(),
             user_agent: self.user_agent.as_deref(),
-            request_id: &self.request_id,
+            request_id: self.request_id(),
             authority: &self.authority,
             requested_server_name: None,
             attempts: self.attempts,

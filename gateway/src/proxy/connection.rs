@@ -47,8 +47,11 @@ impl DrainWatch {
 
 /// What a request handler knows about its connection.
 pub struct ConnInfo {
-    /// Client address.
+    /// Client address (set with [`ConnInfo::set_peer`]).
     pub peer: SocketAddr,
+    /// The client's IP as a header value, formatted once for the connection's requests
+    /// (`x-forwarded-for`).
+    pub peer_ip: http::HeaderValue,
     /// Local port.
     pub port: u16,
     /// `http` or `https`.
@@ -57,6 +60,19 @@ pub struct ConnInfo {
     pub listener: Option<Arc<str>>,
     /// Activity and in-flight requests, for the idle timeout.
     pub activity: Arc<Activity>,
+}
+
+impl ConnInfo {
+    /// The client is `peer` (the PROXY protocol's source address).
+    fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = peer;
+        self.peer_ip = ip_header(peer);
+    }
+}
+
+fn ip_header(peer: SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(&peer.ip().to_string())
+        .expect("an IP address is a valid header value")
 }
 
 /// Serves one accepted TCP connection on `port` until it closes, idles out or drains.
@@ -77,6 +93,7 @@ pub async fn serve_connection(
     };
     let conn = ConnInfo {
         peer,
+        peer_ip: ip_header(peer),
         port,
         scheme,
         listener: None,
@@ -111,7 +128,7 @@ async fn after_proxy_header(
     match proxy_protocol::read(&mut tcp, first_request_by, optional).await {
         Ok(a) => {
             if let Some(source) = a.source {
-                conn.peer = source;
+                conn.set_peer(source);
             }
             let stream = sni::Rewind::new(a.leftover, tcp);
             dispatch(ctx, stream, conn, watcher, first_request_by).await

@@ -139,7 +139,7 @@ fn rewrite_request(
 ) -> Result<(), Reject> {
     let host = upstream_host(rule, backend, &rec.authority)?;
     let fwd = Forwarded {
-        peer_ip: conn.peer.ip().to_string(),
+        peer_ip: &conn.peer_ip,
         proto: conn.scheme.scheme(),
         authority: &rec.authority,
         request_id: &rec.request_id,

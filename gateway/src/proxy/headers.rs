@@ -17,12 +17,12 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The request id: the client's `x-request-id` when sane, else a new UUID v4.
-pub fn request_id<B>(req: &Request<B>) -> String {
+/// Kept as a header value: it is sent upstream and back without another copy.
+pub fn request_id<B>(req: &Request<B>) -> HeaderValue {
     req.headers()
         .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+        .cloned()
         .unwrap_or_else(new_request_id)
 }
 
@@ -65,14 +65,14 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 /// What the gateway adds for the upstream: forwarding headers and the request id; an
 /// edge client's XFCC and Istio peer metadata are dropped (only mesh proxies set them).
 pub struct Forwarded<'a> {
-    /// Client IP.
-    pub peer_ip: String,
+    /// Client IP (formatted once per connection).
+    pub peer_ip: &'a HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The request's authority.
     pub authority: &'a str,
     /// The request id.
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
 }
 
 /// Rewrites request headers for the upstream; keeps `Connection: upgrade` for upgrades.
@@ -96,20 +96,22 @@ pub fn prepare_upstream(headers: &mut HeaderMap, upgrade: bool, fwd: &Forwarded<
     // Only the gateway itself speaks to the mesh as the gateway (added per attempt,
     // towards mesh upstreams only).
     peer_metadata::remove(headers);
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", fwd.peer_ip),
-        None => fwd.peer_ip.clone(),
+    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(prev)) => {
+            let ip = fwd.peer_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
+        }
+        // Unreadable: replaced by the one address known to be true.
+        Some(Err(_)) | None => Some(fwd.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
     if let Ok(v) = HeaderValue::from_str(fwd.authority) {
         headers.insert(X_FORWARDED_HOST, v);
     }
-    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
-        headers.insert(X_REQUEST_ID, v);
-    }
+    headers.insert(X_REQUEST_ID, fwd.request_id.clone());
 }
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1) and any named in `Connection`.
@@ -150,9 +152,10 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// A random UUID v4 string.
-fn new_request_id() -> String {
-    uuid_v4(fastrand::u128(..))
+/// A random UUID v4, as a header value that owns the string it was written into.
+fn new_request_id() -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(uuid_v4(fastrand::u128(..))))
+        .expect("hex digits and dashes are a valid header value")
 }
 
 /// A UUID v4 string from 128 random bits (version and variant bits set).

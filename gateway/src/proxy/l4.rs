@@ -189,7 +189,7 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
         attempts: u32::from(e.upstream_host.is_some()),
         downstream_remote_address: &peer,
         route: e.route,
-        upstream: e.backend.map(|b| b.name.as_str()),
+        upstream: e.backend.map(|b| &*b.name),
         reason: e.reason.as_deref(),
         trace_id: None,
         span_id: None,
@@ -203,6 +203,6 @@ fn upstream_cluster(b: &Backend, dest: &Destination) -> String {
         Some((_, port)) if &*dest.service_name != crate::observe::istio_metrics::UNKNOWN => {
             format!("outbound|{port}||{}", dest.service)
         }
-        _ => b.name.clone(),
+        _ => b.name.to_string(),
     }
 }

@@ -79,7 +79,7 @@ pub fn rate_limit(
                 humantime::format_duration(limit.per),
                 limiter.source
             ));
-            let body = reject::body(status, "RL", &rec.request_id);
+            let body = reject::body(status, "RL", rec.request_id());
             let mut r = Response::new(BodyKind::Full(Some(Bytes::from(body))));
             *r.status_mut() = status;
             let retry_after = empty.wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -92,9 +92,7 @@ pub fn rate_limit(
             h.insert("x-ratelimit-limit", limit.requests.into());
             h.insert("x-ratelimit-remaining", 0u64.into());
             h.insert("x-ratelimit-reset", retry_after.into());
-            if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
-                h.insert(X_REQUEST_ID, v);
-            }
+            h.insert(X_REQUEST_ID, rec.request_id.clone());
             return Err(Box::new(r));
         }
     }
@@ -140,9 +138,7 @@ pub fn authorize(
     *r.status_mut() = StatusCode::FORBIDDEN;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
-        h.insert(X_REQUEST_ID, v);
-    }
+    h.insert(X_REQUEST_ID, rec.request_id.clone());
     Some(r)
 }
 

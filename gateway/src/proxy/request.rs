@@ -3,7 +3,7 @@
 //! [`super::forward`].
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -26,16 +26,13 @@ pub async fn handle(
     conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    // What only the access log reads is not copied when it is off.
+    let logged = ctx.access_log.enabled();
     let mut rec = Box::new(Completion {
         ctx: ctx.clone(),
         start: Instant::now(),
-        start_time: SystemTime::now(),
-        method: req.method().as_str().to_owned(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into()),
+        method: req.method().clone(),
+        path: req.uri().path_and_query().filter(|_| logged).cloned(),
         authority: headers::request_authority(&req).unwrap_or_default(),
         version: req.version(),
         status: 0,
@@ -62,8 +59,12 @@ pub async fn handle(
         request_body_counted: None,
         response_header_bytes: 0,
         upstream_service_time: None,
-        x_forwarded_for: header_string(&req, "x-forwarded-for"),
-        user_agent: header_string(&req, header::USER_AGENT.as_str()),
+        x_forwarded_for: logged
+            .then(|| header_string(&req, "x-forwarded-for"))
+            .flatten(),
+        user_agent: logged
+            .then(|| header_string(&req, header::USER_AGENT.as_str()))
+            .flatten(),
         trace: ctx
             .tracing
             .as_ref()
@@ -110,7 +111,7 @@ fn respond(
             if is_client_fault(status) {
                 rec.ctx.metrics.downstream_error(code);
             }
-            let body = reject::body(status, code, &rec.request_id);
+            let body = reject::body(status, code, rec.request_id());
             rec.code = Some(code);
             rec.reason = Some(detail);
             let mut resp = if rec.grpc {
@@ -131,9 +132,7 @@ fn respond(
                 completion: None,
             });
             let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
-                h.insert(X_REQUEST_ID, v);
-            }
+            h.insert(X_REQUEST_ID, rec.request_id.clone());
             rec.response_header_bytes = STATUS_LINE_BYTES + body::header_bytes(h);
             resp.body_mut().grpc_status = body::grpc_status(resp.headers());
             resp.body_mut().completion = Some(rec);

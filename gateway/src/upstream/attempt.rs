@@ -57,7 +57,7 @@ impl Outcome {
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptInfo<'a> {
     /// The backend (`Service ns/name:port`).
-    pub backend: &'a str,
+    pub backend: &'a Arc<str>,
     /// The endpoint address or DNS authority.
     pub endpoint: &'a str,
     /// 1 for the first attempt.
@@ -234,8 +234,9 @@ mod tests {
             fn finished(&self, _: &AttemptInfo<'_>, _: Outcome, _: Duration) {}
         }
         let hooks = AttemptHooks::new(vec![Arc::new(Overflow)]);
+        let backend = Arc::from("b");
         let info = AttemptInfo {
-            backend: "b",
+            backend: &backend,
             endpoint: "e",
             attempt: 1,
         };
