@@ -162,6 +162,7 @@ fn lab_scripts_pass_bash_n_and_shellcheck() {
         "bench-tracing",
         "bench-kube",
         "bench-compare",
+        "bench-device",
     ] {
         let script = workspace_root().join("scripts").join(name);
         ok(
