@@ -367,6 +367,7 @@ fn access_log_lines_carry_istio_default_fields() {
     let hb = Httpbin::start();
     let port = free_port();
     let gw = Gateway::start(&config(port, hb.port, "httpbin.example.com"));
+    let sent = std::time::SystemTime::now();
     let r = curl(&[
         "-H",
         "Host: httpbin.example.com",
@@ -379,6 +380,7 @@ fn access_log_lines_carry_istio_default_fields() {
         &format!("http://127.0.0.1:{port}/post"),
     ]);
     assert_eq!(r.status, 200, "{r:?}");
+    let answered = std::time::SystemTime::now();
     let line = gw.wait_access_log(|l| l["path"] == "/post");
     assert_eq!(line["method"], "POST");
     assert_eq!(line["protocol"], "HTTP/1.1");
@@ -403,9 +405,13 @@ fn access_log_lines_carry_istio_default_fields() {
     assert!(line["request_id"].as_str().unwrap().len() >= 32, "{line}");
     assert!(line["duration"].is_u64(), "{line}");
     assert!(line["upstream_service_time"].is_u64(), "{line}");
+    // The start time (written with millisecond precision) falls between curl's start and
+    // its answer.
+    let start = humantime::parse_rfc3339(line["start_time"].as_str().unwrap()).unwrap();
+    let ms = std::time::Duration::from_millis(1);
     assert!(
-        line["start_time"].as_str().unwrap().ends_with('Z'),
-        "{line}"
+        start + ms >= sent && start <= answered,
+        "start_time {start:?} outside {sent:?}..{answered:?}: {line}"
     );
     assert!(
         line.get("trace_id").is_none(),
