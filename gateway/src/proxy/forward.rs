@@ -137,11 +137,12 @@ fn rewrite_request(
     rec: &Completion,
     upgrade: bool,
 ) -> Result<(), Reject> {
-    let host = upstream_host(rule, backend, &rec.authority)?;
+    let original = original_host(req.headers().get(header::HOST), &rec.authority)?;
+    let host = upstream_host(rule, backend, &original);
     let fwd = Forwarded {
         peer_ip: &conn.peer_ip,
         proto: conn.scheme.scheme(),
-        authority: &rec.authority,
+        authority: &original,
         request_id: &rec.request_id,
     };
     let h = req.headers_mut();
@@ -257,15 +258,25 @@ fn upstream_path(
 }
 
 /// The Host sent upstream: a URLRewrite hostname, else the request's own.
-fn upstream_host(rule: &Rule, backend: &Backend, authority: &str) -> Result<HeaderValue, Reject> {
+/// The request's authority as a header value: the client's own Host value when the
+/// authority came from it (shared, not copied), else written from `authority`.
+fn original_host(host: Option<&HeaderValue>, authority: &str) -> Result<HeaderValue, Reject> {
+    match host {
+        Some(v) if v.as_bytes() == authority.as_bytes() => Ok(v.clone()),
+        _ => HeaderValue::from_str(authority)
+            .map_err(|_| reject(StatusCode::BAD_REQUEST, "invalid_host", "invalid Host")),
+    }
+}
+
+/// The Host sent upstream: a URLRewrite's hostname, else the request's own.
+fn upstream_host(rule: &Rule, backend: &Backend, original: &HeaderValue) -> HeaderValue {
     let rewrite = rule
         .filters
         .rewrite
         .as_ref()
         .or(backend.filters.rewrite.as_ref());
     match rewrite.and_then(|r| r.hostname.clone()) {
-        Some(h) => Ok(h),
-        None => HeaderValue::from_str(authority)
-            .map_err(|_| reject(StatusCode::BAD_REQUEST, "invalid_host", "invalid Host")),
+        Some(h) => h,
+        None => original.clone(),
     }
 }

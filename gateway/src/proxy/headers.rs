@@ -69,8 +69,8 @@ pub struct Forwarded<'a> {
     pub peer_ip: &'a HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
-    /// The request's authority.
-    pub authority: &'a str,
+    /// The request's authority (before any rewrite).
+    pub authority: &'a HeaderValue,
     /// The request id.
     pub request_id: &'a HeaderValue,
 }
@@ -108,9 +108,7 @@ pub fn prepare_upstream(headers: &mut HeaderMap, upgrade: bool, fwd: &Forwarded<
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
-    if let Ok(v) = HeaderValue::from_str(fwd.authority) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
+    headers.insert(X_FORWARDED_HOST, fwd.authority.clone());
     headers.insert(X_REQUEST_ID, fwd.request_id.clone());
 }
 
