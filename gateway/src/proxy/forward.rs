@@ -257,7 +257,6 @@ fn upstream_path(
     })
 }
 
-/// The Host sent upstream: a URLRewrite hostname, else the request's own.
 /// The request's authority as a header value: the client's own Host value when the
 /// authority came from it (shared, not copied), else written from `authority`.
 fn original_host(host: Option<&HeaderValue>, authority: &str) -> Result<HeaderValue, Reject> {
