@@ -17,6 +17,18 @@ fn route(name: &str, body: &str) -> String {
     )
 }
 
+/// The edge Gateway on `port` with one HTTPRoute sending everything to httpbin.
+fn edge_to_httpbin(port: u16, httpbin_port: u16) -> String {
+    docs(&[
+        &http_gateway(port),
+        &route(
+            "httpbin",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", httpbin_port),
+    ])
+}
+
 #[test]
 fn routes_by_host_and_answers_404_without_a_route() {
     let hb = Httpbin::start();
@@ -200,14 +212,7 @@ fn http_listener_redirects_to_https_with_301() {
 fn forged_xfcc_from_edge_never_reaches_httpbin() {
     let hb = Httpbin::start();
     let port = free_port();
-    let _gw = Gateway::start(&docs(&[
-        &http_gateway(port),
-        &route(
-            "httpbin",
-            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-        ),
-        &local_service("httpbin", hb.port),
-    ]));
+    let _gw = Gateway::start(&edge_to_httpbin(port, hb.port));
     let r = curl(&[
         "-H",
         "X-Forwarded-Client-Cert: By=spiffe://cluster.local/ns/default/sa/httpbin;URI=spiffe://cluster.local/ns/admin/sa/root",
@@ -287,14 +292,7 @@ fn oversized_uri_gets_414_and_oversized_headers_get_431() {
     let hb = Httpbin::start();
     let port = free_port();
     let _gw = Gateway::start_with(
-        &docs(&[
-            &http_gateway(port),
-            &route(
-                "httpbin",
-                "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-            ),
-            &local_service("httpbin", hb.port),
-        ]),
+        &edge_to_httpbin(port, hb.port),
         &["--max-uri-bytes", "1024", "--max-header-bytes", "4096"],
     );
     let long = format!("http://127.0.0.1:{port}/get?x={}", "a".repeat(2000));
@@ -313,14 +311,7 @@ fn oversized_uri_gets_414_and_oversized_headers_get_431() {
 fn h2c_prior_knowledge_request_reaches_httpbin_end_to_end() {
     let hb = Httpbin::start();
     let port = free_port();
-    let _gw = Gateway::start(&docs(&[
-        &http_gateway(port),
-        &route(
-            "httpbin",
-            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-        ),
-        &local_service("httpbin", hb.port),
-    ]));
+    let _gw = Gateway::start(&edge_to_httpbin(port, hb.port));
     let r = curl(&[
         "--http2-prior-knowledge",
         "-d",
@@ -434,14 +425,7 @@ fn a_broken_route_is_left_out_while_the_route_next_to_it_keeps_serving() {
 fn unparsable_config_is_rejected_whole_and_the_last_good_one_keeps_serving() {
     let hb = Httpbin::start();
     let port = free_port();
-    let good = docs(&[
-        &http_gateway(port),
-        &route(
-            "httpbin",
-            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-        ),
-        &local_service("httpbin", hb.port),
-    ]);
+    let good = edge_to_httpbin(port, hb.port);
     let gw = Gateway::start(&good);
     let url = format!("http://127.0.0.1:{port}/status/200");
     gw.write_config(&format!("{good}---\nkind: [unclosed\n"));
@@ -458,14 +442,7 @@ fn unparsable_config_is_rejected_whole_and_the_last_good_one_keeps_serving() {
 fn admin_serves_ready_config_dump_metrics_and_probe() {
     let hb = Httpbin::start();
     let port = free_port();
-    let gw = Gateway::start(&docs(&[
-        &http_gateway(port),
-        &route(
-            "httpbin",
-            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-        ),
-        &local_service("httpbin", hb.port),
-    ]));
+    let gw = Gateway::start(&edge_to_httpbin(port, hb.port));
     assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/get")]).status, 200);
     assert_eq!(gw.admin_get("/healthz").0, 200);
     let (status, dump) = gw.admin_get("/config_dump");
@@ -522,17 +499,7 @@ fn drains_and_exits(workers: usize) {
     let hb = Httpbin::start();
     let port = free_port();
     let workers = workers.to_string();
-    let mut gw = Gateway::start_with(
-        &docs(&[
-            &http_gateway(port),
-            &route(
-                "httpbin",
-                "spec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
-            ),
-            &local_service("httpbin", hb.port),
-        ]),
-        &["--workers", &workers],
-    );
+    let mut gw = Gateway::start_with(&edge_to_httpbin(port, hb.port), &["--workers", &workers]);
     let url = format!("http://127.0.0.1:{port}/delay/1");
     let slow = std::thread::spawn(move || curl(&[&url]));
     // SIGTERM once the request is at httpbin (the gateway's upstream connection is open).

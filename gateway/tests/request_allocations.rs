@@ -259,14 +259,20 @@ fn gateway_with_route(counters: &'static Counters) -> (u16, tempfile::TempDir) {
     (port, dir)
 }
 
-#[test]
-fn proxied_http1_request_allocations_stay_under_the_budget() {
-    let counters = &COUNTERS[0];
-    let (port, _dir) = gateway_with_route(counters);
+/// A keep-alive client that has sent [`WARMUP`] proxied GETs (uncounted).
+fn warm_client(port: u16) -> Client {
     let mut client = Client::connect(port, "app.example.com").unwrap();
     for _ in 0..WARMUP {
         assert_eq!(client.get("/").unwrap(), 200);
     }
+    client
+}
+
+#[test]
+fn proxied_http1_request_allocations_stay_under_the_budget() {
+    let counters = &COUNTERS[0];
+    let (port, _dir) = gateway_with_route(counters);
+    let mut client = warm_client(port);
     let (a0, b0) = (
         counters.allocations.load(Ordering::SeqCst),
         counters.bytes.load(Ordering::SeqCst),
@@ -310,10 +316,7 @@ fn idle_keep_alive_connection_memory_stays_under_the_budget() {
     let counters = &COUNTERS[1];
     let (port, _dir) = gateway_with_route(counters);
     // Warm: the upstream connection, the metric series and the allocator's caches exist.
-    let mut warm = Client::connect(port, "app.example.com").unwrap();
-    for _ in 0..WARMUP {
-        assert_eq!(warm.get("/").unwrap(), 200);
-    }
+    let mut warm = warm_client(port);
     let live = || counters.live.load(Ordering::SeqCst);
     // The previous connection's request has completed (its log and metrics recorded)
     // once the gateway answers the next one; a last request on the warm connection
