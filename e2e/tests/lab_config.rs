@@ -163,6 +163,7 @@ fn lab_scripts_pass_bash_n_and_shellcheck() {
         "bench-kube",
         "bench-compare",
         "bench-device",
+        "order-functions",
     ] {
         let script = workspace_root().join("scripts").join(name);
         ok(
