@@ -19,6 +19,7 @@ pub mod server;
 pub mod translate;
 pub mod upstream;
 pub mod validate;
+pub mod workers;
 
 use std::process::ExitCode;
 
@@ -41,21 +42,14 @@ pub fn init_logging(json: bool) {
     }
 }
 
-/// Runs the gateway with its runtime: one current-thread runtime for `--workers 1`,
-/// else tokio's work-stealing runtime with that many workers (see the README's
-/// concurrency model).
+/// Runs the gateway on a current-thread runtime: the control plane, and with `--workers 1`
+/// the connections too; with more, [`workers`] serve the connections, each on a thread and
+/// runtime of its own (see the README's concurrency model).
 pub fn run(config: cli::Config) -> ExitCode {
     init_logging(config.log_json);
-    let rt = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.workers)
-            .enable_all()
-            .build()
-    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {

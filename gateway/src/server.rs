@@ -29,6 +29,7 @@ use crate::translate::{self, TranslateOptions, status::Report};
 use crate::upstream::Upstreams;
 use crate::upstream::attempt::{AttemptHooks, AttemptMetrics};
 use crate::upstream::backend_state::BackendStates;
+use crate::workers::Workers;
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -74,9 +75,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // One pool of connection slots for accepted connections and upgraded tunnels alike.
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let tunnels = Tunnels::new(permits.clone(), config.limits.idle_timeout, metrics.clone());
+    let workers = Arc::new(Workers::start(config.workers).context("starting the workers")?);
     let proxy = Arc::new(ProxyContext {
         tables: tables.clone(),
-        upstreams: Upstreams::new(&config.upstream, metrics.clone(), identity.clone()),
+        upstreams: (0..workers.count())
+            .map(|_| Upstreams::new(&config.upstream, metrics.clone(), identity.clone()))
+            .collect(),
         hooks: AttemptHooks::new(vec![Arc::new(AttemptMetrics(metrics.clone()))]),
         metrics: metrics.clone(),
         access_log,
@@ -145,6 +149,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         proxy,
         drain: DrainWatch::default(),
         permits,
+        workers,
     };
     let listeners = tokio::spawn(manage_listeners(
         accept.clone(),
@@ -302,6 +307,8 @@ struct AcceptShared {
     drain: DrainWatch,
     /// One permit per open downstream connection (`--max-connections`).
     permits: Arc<Semaphore>,
+    /// Where accepted connections are served.
+    workers: Arc<Workers>,
 }
 
 /// Where bind results go: the admin's bind table, listener status, readiness.
@@ -430,7 +437,7 @@ async fn accept_loop(listener: TcpListener, port: u16, shared: AcceptShared) {
             continue;
         };
         let proxy = shared.proxy.clone();
-        tokio::spawn(async move {
+        shared.workers.serve(tcp, move |tcp| async move {
             let _permit = permit;
             let _guard = ConnectionGuard::new(&proxy.metrics);
             proxy::serve_connection(proxy.clone(), tcp, peer, port, watcher).await;

@@ -523,7 +523,7 @@ async fn send(
         .max_requests_per_connection
         .map(|max| (crate::upstream::capture_connection(&mut req), max));
     let fut = ctx
-        .upstreams
+        .upstreams()
         .client(transport, backend.http2, pool)
         .request(req);
     let result = within(budget, fut).await.ok_or(Failure::Timeout)?;

@@ -122,7 +122,7 @@ async fn connect(
         Target::Unresolvable(why) => return Err(("NC", why.clone())),
     };
     match ctx
-        .upstreams
+        .upstreams()
         .connect_stream(transport, authority, backend.pool())
         .await
     {

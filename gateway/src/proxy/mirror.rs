@@ -83,7 +83,7 @@ fn spawn_copy(
     }
     add_peer_metadata(ctx, ep.transport, req.headers_mut());
     let client = ctx
-        .upstreams
+        .upstreams()
         .client(ep.transport, backend.http2, backend.pool());
     let name = backend.name.clone();
     tokio::spawn(async move {

@@ -75,8 +75,9 @@ pub struct Limits {
 pub struct ProxyContext {
     /// The current tables.
     pub tables: TableReader,
-    /// Pooled upstream clients.
-    pub upstreams: Upstreams,
+    /// Pooled upstream clients, one set per worker ([`crate::workers`]): a worker's
+    /// requests use its own pools, so an upstream connection's I/O stays on its thread.
+    pub upstreams: Vec<Upstreams>,
     /// Per-attempt hooks.
     pub hooks: AttemptHooks,
     /// Metrics.
@@ -95,6 +96,13 @@ pub struct ProxyContext {
     pub tunnels: Tunnels,
     /// hyper server settings (HTTP/1.1 + HTTP/2).
     pub server: auto::Builder<TokioExecutor>,
+}
+
+impl ProxyContext {
+    /// The calling worker's upstream clients.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams[crate::workers::current() % self.upstreams.len()]
+    }
 }
 
 /// Builds the hyper server settings shared by every connection.
