@@ -52,7 +52,7 @@ impl Lab {
 
     /// `rogue_pod_ca`: httpbin's sidecar gets its certificate (with the expected identity)
     /// from a second CA that the mesh root does not vouch for. `workers`: the gateway's
-    /// `--workers` (1 is the current-thread runtime, more the work-stealing one).
+    /// `--workers` (1 serves on the main thread, more on that many worker threads).
     async fn start_with(
         policy: InboundPolicy,
         annotations: &str,

@@ -48,10 +48,16 @@ fn pki() -> Pki {
 }
 
 fn start_gateway(port: u16, docs_: &[&str]) -> Gateway {
+    start_gateway_with(port, docs_, &[])
+}
+
+fn start_gateway_with(port: u16, docs_: &[&str], extra: &[&str]) -> Gateway {
     let mut all = vec![http_gateway(port)];
     all.extend(docs_.iter().map(|d| d.to_string()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Gateway::start_with(&docs(&refs), &["--pod-namespace", POD_NS])
+    let mut args = vec!["--pod-namespace", POD_NS];
+    args.extend_from_slice(extra);
+    Gateway::start_with(&docs(&refs), &args)
 }
 
 fn get(port: u16, path: &str) -> CurlResult {
@@ -275,7 +281,8 @@ fn max_requests_per_connection_retires_connections_after_that_many_requests() {
     let twice = CountingUpstream::start();
     let reused = CountingUpstream::start();
     let port = free_port();
-    let _gw = start_gateway(
+    // One worker: upstream pools are per worker, and this counts one pool's connections.
+    let _gw = start_gateway_with(
         port,
         &[
             &route_per_service(&["once", "twice", "reused"]),
@@ -291,6 +298,7 @@ fn max_requests_per_connection_retires_connections_after_that_many_requests() {
                 "connectionPool:\n  http: {maxRequestsPerConnection: 2}",
             ),
         ],
+        &["--workers", "1"],
     );
     for _ in 0..6 {
         assert_eq!(get(port, "/once/").body, "counted");
@@ -311,6 +319,29 @@ fn max_requests_per_connection_retires_connections_after_that_many_requests() {
     eventually("the retired connections closed", || {
         once.open.load(Ordering::SeqCst) == 0
     });
+}
+
+#[test]
+fn each_worker_keeps_its_own_upstream_connections() {
+    let up = CountingUpstream::start();
+    let port = free_port();
+    let _gw = start_gateway_with(
+        port,
+        &[&route_per_service(&["up"]), &local_service("up", up.port)],
+        &["--workers", "2"],
+    );
+    // Each curl is a new downstream connection; the accept loop hands them to the two
+    // workers in turn, and each worker draws on (and keeps alive) a pooled connection of
+    // its own: two upstream connections for any number of sequential requests.
+    for _ in 0..8 {
+        assert_eq!(get(port, "/up/").body, "counted");
+    }
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        2,
+        "one kept-alive upstream connection per worker"
+    );
+    assert_eq!(up.open.load(Ordering::SeqCst), 2);
 }
 
 #[test]

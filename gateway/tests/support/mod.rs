@@ -271,7 +271,8 @@ impl Gateway {
             .arg("--config")
             .arg(dir.path())
             .args(["--poll-interval", "100ms"])
-            // Two workers (the work-stealing runtime) unless the test picks its own.
+            // Two workers (two worker threads, each with its own pools) unless the test
+            // picks its own.
             .args(if extra_args.contains(&"--workers") {
                 &[][..]
             } else {
