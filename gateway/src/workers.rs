@@ -36,12 +36,10 @@ pub struct Workers {
 impl Workers {
     /// Starts `n` worker threads; `n <= 1` starts none (the caller's runtime serves).
     pub fn start(n: usize) -> std::io::Result<Workers> {
-        let mut handles = Vec::new();
-        let mut stop = Vec::new();
-        for i in 0..n {
-            if n <= 1 {
-                break;
-            }
+        let threads = if n > 1 { n } else { 0 };
+        let mut handles = Vec::with_capacity(threads);
+        let mut stop = Vec::with_capacity(threads);
+        for i in 0..threads {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
