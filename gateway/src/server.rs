@@ -222,12 +222,21 @@ async fn start_kubernetes(
     Ok(writer)
 }
 
-/// Applies every update a provider sends, in order, until the provider is gone.
+/// Applies every update a provider sends, in order, until the provider is gone. Translate
+/// and build run on a blocking-pool thread: a 10k-route update takes tens of milliseconds,
+/// which on the runtime thread would hold up accepts, the admin server and, with one
+/// worker, every request.
 async fn apply_updates(mut rx: watch::Receiver<Option<providers::Update>>, applier: ConfigApplier) {
+    let applier = Arc::new(applier);
     while rx.changed().await.is_ok() {
         let update = rx.borrow_and_update().clone();
         if let Some(u) = update {
-            applier.apply(u);
+            let a = applier.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || a.apply(u)).await {
+                // A panic is a bug; the last good tables keep serving and the next update
+                // is still applied.
+                tracing::error!(error = %e, "applying a configuration update failed");
+            }
         }
     }
 }
