@@ -251,6 +251,16 @@ impl Gateway {
         wait_path: &str,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::start_attempt(config, extra_args, wait_path, env, 3)
+    }
+
+    fn start_attempt(
+        config: &str,
+        extra_args: &[&str],
+        wait_path: &str,
+        env: &[(&str, &str)],
+        attempts: u32,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let log_dir = tempfile::tempdir().unwrap();
@@ -297,6 +307,12 @@ impl Gateway {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while http_get_status(admin, wait_path) != Some(200) {
+            // The admin port was free when picked, but the kernel can hand it out again
+            // meanwhile (as another connection's source port): pick another, start again.
+            if given.is_none() && attempts > 1 && gw.admin_port_was_taken() {
+                drop(gw);
+                return Self::start_attempt(config, extra_args, wait_path, env, attempts - 1);
+            }
             if Instant::now() > deadline {
                 panic!("gateway {wait_path} not 200; its log:\n{}", gw.log());
             }
@@ -319,6 +335,12 @@ impl Gateway {
     /// The gateway's own log (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// The gateway exited because its admin port was in use.
+    fn admin_port_was_taken(&self) -> bool {
+        let log = self.log();
+        log.contains("binding admin address") && log.contains("Address already in use")
     }
 
     /// Access log lines (stdout), parsed.
