@@ -73,8 +73,9 @@ pub struct RunArgs {
     /// Admin server address (/ready, /healthz, /config_dump, /metrics).
     #[arg(long, env = "ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
-    /// Worker threads serving connections, each with its own runtime and upstream pools
-    /// (default: number of CPUs). 1 serves on the control plane's single thread.
+    /// Worker threads serving connections, each with its own runtime, listening socket
+    /// per port (SO_REUSEPORT) and upstream pools (default: number of CPUs). 1 serves on
+    /// the control plane's single thread.
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<usize>,
     /// Address the Gateway listener ports bind to.

@@ -1,6 +1,6 @@
 //! Process wiring: builds each module's handles, runs the admin server, the SDS client,
-//! the configuration pipeline (provider -> translate -> data-plane build -> swap), one
-//! accept loop per port of the current tables, and graceful drain on SIGTERM.
+//! the configuration pipeline (provider -> translate -> data-plane build -> swap), an
+//! accept loop per port of the current tables and worker, and graceful drain on SIGTERM.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -316,7 +316,7 @@ struct AcceptShared {
     drain: DrainWatch,
     /// One permit per open downstream connection (`--max-connections`).
     permits: Arc<Semaphore>,
-    /// Where accepted connections are served.
+    /// Where the accept loops run, one per port and worker.
     workers: Arc<Workers>,
 }
 
@@ -350,8 +350,9 @@ impl ListenerReports {
     }
 }
 
-/// Keeps one accept loop per port of the current tables until told to stop; records
-/// each port's bind result (a listener that cannot bind is not Programmed).
+/// Keeps one accept loop per port and worker for the ports of the current tables until
+/// told to stop; records each port's bind result (a listener that cannot bind is not
+/// Programmed).
 async fn manage_listeners(
     shared: AcceptShared,
     mut changed: watch::Receiver<u64>,
@@ -359,13 +360,13 @@ async fn manage_listeners(
     (bind, backlog): (IpAddr, u32),
     reports: ListenerReports,
 ) {
-    let mut running: HashMap<u16, JoinHandle<()>> = HashMap::new();
+    let mut running: HashMap<u16, Vec<JoinHandle<()>>> = HashMap::new();
     loop {
         let wanted: BTreeSet<u16> = shared.proxy.tables.load().ports.keys().copied().collect();
-        running.retain(|port, h| {
+        running.retain(|port, loops| {
             let keep = wanted.contains(port);
             if !keep {
-                h.abort();
+                loops.iter().for_each(JoinHandle::abort);
                 tracing::info!(port, "listener closed");
             }
             keep
@@ -377,10 +378,10 @@ async fn manage_listeners(
                 continue;
             }
             let addr = SocketAddr::new(bind, port);
-            match bind_listener(addr, backlog) {
-                Ok(l) => {
-                    tracing::info!(%addr, "listener bound");
-                    running.insert(port, tokio::spawn(accept_loop(l, port, shared.clone())));
+            match bind_listeners(addr, backlog, shared.workers.count()) {
+                Ok(sockets) => {
+                    tracing::info!(%addr, sockets = sockets.len(), "listener bound");
+                    running.insert(port, start_accepting(sockets, port, &shared));
                     state.insert(port, Ok(()));
                 }
                 Err(e) => {
@@ -394,8 +395,11 @@ async fn manage_listeners(
         tokio::select! {
             r = changed.changed() => if r.is_err() { return },
             _ = stop.changed() => {
-                for (_, h) in running.drain() {
+                // Every socket is closed before the drain begins: no connection is
+                // accepted after it.
+                for h in running.drain().flat_map(|(_, loops)| loops) {
                     h.abort();
+                    let _ = h.await;
                 }
                 reports.readiness.listeners_ok.store(false, Ordering::SeqCst);
                 return;
@@ -405,18 +409,57 @@ async fn manage_listeners(
     }
 }
 
-/// Binds a listener port with an explicit backlog (tokio's `TcpListener::bind` uses a
-/// fixed 1024), so bursts of connections queue in the kernel instead of being refused.
-fn bind_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // A restarted gateway must rebind while old connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(backlog)
+/// Binds `sockets` listening sockets on `addr`, one per worker, with an explicit backlog
+/// each (tokio's `TcpListener::bind` uses a fixed 1024, and bursts of connections should
+/// queue in the kernel instead of being refused). More than one share the port with
+/// `SO_REUSEPORT`, and the kernel spreads new connections over them by their addresses'
+/// hash, as with Envoy's workers. All or none: a failure closes those already bound.
+fn bind_listeners(
+    addr: SocketAddr,
+    backlog: u32,
+    sockets: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    (0..sockets)
+        .map(|_| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            // A restarted gateway must rebind while old connections sit in TIME_WAIT.
+            socket.set_reuse_address(true)?;
+            if sockets > 1 {
+                socket.set_reuse_port(true)?;
+            }
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+/// Starts an accept loop for each socket, the i-th on worker i, where it registers with
+/// that worker's reactor: its connections are accepted and served on that thread.
+fn start_accepting(
+    sockets: Vec<std::net::TcpListener>,
+    port: u16,
+    shared: &AcceptShared,
+) -> Vec<JoinHandle<()>> {
+    let workers = shared.workers.clone();
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let shared = shared.clone();
+            workers.spawn_on(i, async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => accept_loop(listener, port, shared).await,
+                    Err(e) => tracing::error!(port, error = %e, "cannot register a listener on its worker"),
+                }
+            })
+        })
+        .collect()
 }
 
 /// First and largest pause after a failed accept (EMFILE and friends): no busy loop.
@@ -446,7 +489,7 @@ async fn accept_loop(listener: TcpListener, port: u16, shared: AcceptShared) {
             continue;
         };
         let proxy = shared.proxy.clone();
-        shared.workers.serve(tcp, move |tcp| async move {
+        tokio::spawn(async move {
             let _permit = permit;
             let _guard = ConnectionGuard::new(&proxy.metrics);
             proxy::serve_connection(proxy.clone(), tcp, peer, port, watcher).await;

@@ -1,19 +1,19 @@
 //! Data-plane workers for `--workers N` with N > 1: N threads, each running a
-//! current-thread tokio runtime, serve the connections the accept loops hand them, each to
-//! its end. A connection's downstream I/O, its requests, the upstream pool they draw from
-//! (one per worker) and their timers stay on one thread, as in Envoy's worker model: no
-//! work stealing, no cross-thread wakeups between a request and its upstream connection.
-//! The control plane (providers, translate, admin, SDS, the accept loops) runs on the main
+//! current-thread tokio runtime with its own listening socket per port (`SO_REUSEPORT`:
+//! the kernel spreads new connections over them), as in Envoy's worker model. A
+//! connection is accepted, served and closed on one thread: its downstream I/O, its
+//! requests, the upstream pool they draw from (one per worker) and their timers. No work
+//! stealing and no hand-off: nothing crosses threads on the request path. The control
+//! plane (providers, translate, admin, SDS, the listener manager) runs on the main
 //! runtime. With one worker there are no extra threads: the main current-thread runtime
-//! serves everything and nothing is handed over.
+//! accepts and serves everything on a single socket per port.
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
@@ -27,7 +27,6 @@ pub fn current() -> usize {
 /// The worker threads (none with one worker).
 pub struct Workers {
     handles: Vec<Handle>,
-    next: AtomicUsize,
     /// Dropped with `Workers`: each worker's runtime then stops, cancelling what is left
     /// (the drain has run by then).
     _stop: Vec<oneshot::Sender<()>>,
@@ -57,7 +56,6 @@ impl Workers {
         }
         Ok(Workers {
             handles,
-            next: AtomicUsize::new(0),
             _stop: stop,
         })
     }
@@ -67,33 +65,17 @@ impl Workers {
         self.handles.len().max(1)
     }
 
-    /// Serves an accepted connection on the next worker, round-robin (on the caller's
-    /// runtime with one worker). The socket moves to the worker's reactor, so its I/O
-    /// never wakes another thread.
-    pub fn serve<F, Fut>(&self, tcp: TcpStream, serve: F)
+    /// Runs `task` on worker `i` (`i < count()`), or on the caller's runtime with one
+    /// worker. What the task spawns stays on that worker's thread.
+    pub fn spawn_on<F>(&self, i: usize, task: F) -> JoinHandle<F::Output>
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        if self.handles.is_empty() {
-            tokio::spawn(serve(tcp));
-            return;
+        match self.handles.get(i % self.handles.len().max(1)) {
+            Some(h) => h.spawn(task),
+            None => tokio::spawn(task),
         }
-        let std = match tcp.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot hand an accepted connection to a worker");
-                return;
-            }
-        };
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[i].spawn(async move {
-            // Registered with this worker's reactor (still non-blocking from tokio).
-            match TcpStream::from_std(std) {
-                Ok(tcp) => serve(tcp).await,
-                Err(e) => tracing::warn!(error = %e, "cannot register a connection on its worker"),
-            }
-        });
     }
 }
 
@@ -101,51 +83,46 @@ impl Workers {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
-    use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// Accepts `n` connections through `workers` and returns the worker index and thread
-    /// name each was served on.
-    async fn served_on(workers: &Workers, n: usize) -> Vec<(usize, String)> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        for _ in 0..n {
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            let (tcp, _) = listener.accept().await.unwrap();
-            let seen = seen.clone();
-            workers.serve(tcp, move |mut tcp| async move {
-                let name = std::thread::current().name().unwrap_or("").to_string();
-                seen.lock().unwrap().push((current(), name));
-                tcp.write_all(b"x").await.unwrap();
-            });
-            let mut b = [0u8; 1];
-            client.read_exact(&mut b).await.unwrap();
-        }
-        seen.lock().unwrap().clone()
+    /// Where a task spawned on worker `i` runs, and where what it spawns runs.
+    async fn runs_on(workers: &Workers, i: usize) -> [(usize, String); 2] {
+        let here = || {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            (current(), name)
+        };
+        workers
+            .spawn_on(i, async move {
+                let inner = tokio::spawn(async move { here() }).await.unwrap();
+                [here(), inner]
+            })
+            .await
+            .unwrap()
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn connections_go_round_robin_to_worker_threads_and_are_served_there() {
+    async fn each_worker_runs_its_tasks_and_their_spawns_on_its_own_thread() {
         let workers = Workers::start(3).unwrap();
         assert_eq!(workers.count(), 3);
-        let seen = served_on(&workers, 6).await;
-        let indexes: Vec<usize> = seen.iter().map(|(i, _)| *i).collect();
-        assert_eq!(indexes, [0, 1, 2, 0, 1, 2]);
-        let names: BTreeSet<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+        let mut names = BTreeSet::new();
+        for i in 0..3 {
+            let [task, spawned] = runs_on(&workers, i).await;
+            assert_eq!(task.0, i);
+            assert_eq!(task, spawned, "a worker's spawns stay on its thread");
+            names.insert(task.1);
+        }
         assert_eq!(
             names,
-            BTreeSet::from(["worker-0", "worker-1", "worker-2"]),
-            "each connection runs on its worker's own thread"
+            BTreeSet::from(["worker-0".into(), "worker-1".into(), "worker-2".into()])
         );
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn one_worker_serves_on_the_callers_runtime() {
+    async fn one_worker_runs_on_the_callers_runtime() {
         let workers = Workers::start(1).unwrap();
         assert_eq!(workers.count(), 1);
         let caller = std::thread::current().name().unwrap_or("").to_string();
-        let seen = served_on(&workers, 2).await;
-        assert_eq!(seen, [(0, caller.clone()), (0, caller)]);
+        let [task, spawned] = runs_on(&workers, 0).await;
+        assert_eq!(task, (0, caller.clone()));
+        assert_eq!(spawned, (0, caller));
     }
 }

@@ -41,21 +41,74 @@ fn admin_bound_off_loopback_logs_a_warning() {
     );
 }
 
-/// The backlog of the socket listening on `port` (`ss` shows it as Send-Q).
-fn listen_backlog(port: u16) -> u32 {
+/// The backlog of each socket listening on `port` (`ss` shows it as Send-Q), one entry
+/// per socket.
+fn listen_backlogs(port: u16) -> Vec<u32> {
     let out = std::process::Command::new("ss")
         .args(["-Hltn", &format!("sport = :{port}")])
         .output()
         .expect("run ss");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no listener on {port}"));
-    line.split_whitespace()
-        .nth(2)
-        .and_then(|q| q.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected ss output: {line}"))
+    text.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .and_then(|q| q.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected ss output: {line}"))
+        })
+        .collect()
+}
+
+/// The backlog of the socket(s) listening on `port`: every one has the same.
+fn listen_backlog(port: u16) -> u32 {
+    let all = listen_backlogs(port);
+    assert!(!all.is_empty(), "no listener on {port}");
+    assert!(all.iter().all(|b| *b == all[0]), "{all:?}");
+    all[0]
+}
+
+#[test]
+fn each_worker_accepts_on_its_own_socket_of_the_port() {
+    for workers in [1, 3] {
+        let port = free_port();
+        let gw = plain_gateway(port, &["--workers", &workers.to_string()]);
+        assert_eq!(
+            listen_backlogs(port).len(),
+            workers,
+            "--workers {workers}: one listening socket per worker"
+        );
+        // Connections land on every socket the kernel picks and all are served.
+        // (The route has no backend: 500 is the gateway's own answer.)
+        for _ in 0..20 {
+            let r = curl(&[&format!("http://127.0.0.1:{port}/")]);
+            assert_eq!(r.status, 500, "{r:?}");
+            assert!(r.body.starts_with("500 no_backend"), "{r:?}");
+        }
+        drop(gw);
+    }
+}
+
+#[test]
+fn a_port_held_by_another_socket_is_not_shared_with_it() {
+    // SO_REUSEPORT joins only sockets that all set it: a port another program holds
+    // stays its own, and the listener is reported unbound.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let config = docs(&[&http_gateway(port)]);
+    let gw = Gateway::start_waiting_for(&config, &["--workers", "2"], "/healthz");
+    let bound = || {
+        let dump: serde_json::Value =
+            serde_json::from_str(&gw.admin_get("/config_dump").1).unwrap();
+        dump["listeners"][port.to_string()]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    eventually("the bind failure is reported", || {
+        bound() == format!("cannot bind 0.0.0.0:{port}: Address already in use (os error 98)")
+    });
+    assert_eq!(gw.admin_get("/ready").0, 503);
+    assert_eq!(listen_backlogs(port).len(), 1, "only the holder listens");
 }
 
 #[test]

@@ -330,10 +330,11 @@ fn each_worker_keeps_its_own_upstream_connections() {
         &[&route_per_service(&["up"]), &local_service("up", up.port)],
         &["--workers", "2"],
     );
-    // Each curl is a new downstream connection; the accept loop hands them to the two
-    // workers in turn, and each worker draws on (and keeps alive) a pooled connection of
-    // its own: two upstream connections for any number of sequential requests.
-    for _ in 0..8 {
+    // Each curl is a new downstream connection; the kernel spreads them over the two
+    // workers' sockets (by hash: 40 all on one worker has odds of 2^-39), and each worker
+    // draws on (and keeps alive) a pooled connection of its own: two upstream
+    // connections for any number of sequential requests.
+    for _ in 0..40 {
         assert_eq!(get(port, "/up/").body, "counted");
     }
     assert_eq!(
