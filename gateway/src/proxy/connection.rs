@@ -17,6 +17,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::rewind::{self, Rewind};
 use super::{ProxyContext, l4, proxy_protocol, request, sni};
 use crate::dataplane::Protocol;
 use crate::dataplane::l4::L4Route;
@@ -100,6 +101,9 @@ pub async fn serve_connection(
         activity: Arc::new(Activity::new()),
     };
     match proxy {
+        None if scheme == Protocol::Http => {
+            after_first_read(ctx, tcp, conn, watcher, first_request_by).await
+        }
         None => dispatch(ctx, tcp, conn, watcher, first_request_by).await,
         // Boxed, like the TLS and TCP arms in `dispatch`.
         Some(optional) => {
@@ -112,6 +116,30 @@ pub async fn serve_connection(
                 optional,
             ))
             .await
+        }
+    }
+}
+
+/// Serves a plain HTTP connection once its first bytes are read (one read where hyper
+/// would make two: [`rewind::read_first`]).
+async fn after_first_read(
+    ctx: Arc<ProxyContext>,
+    mut tcp: TcpStream,
+    conn: ConnInfo,
+    watcher: Watcher,
+    first_request_by: tokio::time::Instant,
+) {
+    match rewind::read_first(&mut tcp, first_request_by).await {
+        Ok(Some(first)) => {
+            let stream = Rewind::new(first, tcp);
+            dispatch(ctx, stream, conn, watcher, first_request_by).await
+        }
+        Ok(None) => {}
+        Err(e) => {
+            if matches!(e, rewind::FirstReadError::Timeout) {
+                ctx.metrics.downstream_timeout("first_request");
+            }
+            tracing::debug!(peer = %conn.peer, error = %e, "connection closed");
         }
     }
 }
@@ -130,7 +158,7 @@ async fn after_proxy_header(
             if let Some(source) = a.source {
                 conn.set_peer(source);
             }
-            let stream = sni::Rewind::new(a.leftover, tcp);
+            let stream = Rewind::new(a.leftover, tcp);
             dispatch(ctx, stream, conn, watcher, first_request_by).await
         }
         Err(e) => {
@@ -224,7 +252,7 @@ async fn serve_tls<S>(
         sni: hello.sni.clone(),
         ..accepted
     };
-    let stream = sni::Rewind::new(hello.buffered, tcp);
+    let stream = Rewind::new(hello.buffered, tcp);
     match target {
         TlsTarget::Passthrough(route) => l4::serve(&ctx, stream, route, d).await,
         TlsTarget::Terminate(config, route) => {

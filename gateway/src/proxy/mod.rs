@@ -29,6 +29,7 @@ pub mod policy;
 pub mod proxy_protocol;
 pub mod reject;
 pub mod request;
+pub mod rewind;
 pub mod sni;
 pub mod tunnel;
 

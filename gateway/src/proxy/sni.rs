@@ -1,12 +1,10 @@
 //! The ClientHello of a TLS connection, read before anything is decided: its SNI picks
 //! the listener (HTTPS, TLS Terminate or TLS Passthrough), and the bytes read are
-//! replayed ([`Rewind`]) to the TLS acceptor or, untouched, to a passthrough upstream.
+//! replayed ([`Rewind`](super::rewind::Rewind)) to the TLS acceptor or, untouched, to a
+//! passthrough upstream.
 //! rustls parses the hello (on a copy), so no TLS parsing is hand-written here.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest ClientHello read before giving up (a hello is one handshake message of at
 /// most a few records; post-quantum key shares make it a few KiB).
@@ -77,78 +75,10 @@ pub async fn peek<S: AsyncRead + Unpin>(
     }
 }
 
-/// A stream that first yields bytes already read from it.
-pub struct Rewind<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    /// `inner`, with `prefix` read again first.
-    pub fn new(prefix: Vec<u8>, inner: S) -> Rewind<S> {
-        Rewind {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = (self.prefix.len() - self.pos).min(buf.remaining());
-            let start = self.pos;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::rewind::Rewind;
     use tokio::io::AsyncWriteExt;
 
     /// A real ClientHello, from rustls's client, for `sni`.
