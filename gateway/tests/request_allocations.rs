@@ -31,7 +31,8 @@ const BUDGET_PER_REQUEST: u64 = 24;
 /// Heap bytes an idle HTTP/1.1 keep-alive connection may hold after one proxied request
 /// (its task, hyper's 8 KiB read and 8 KiB write buffers and in-flight slot, the
 /// connection's bookkeeping, the client IP header value), in the test (debug) build: measured
-/// 30,864 plus about 10%.
+/// 31,017 plus about 10% (30,864 before a plain connection's first bytes were read once
+/// and replayed, README "Design 3").
 /// It was 41,856 before the TLS, TCP and PROXY-protocol states and the forwarding state
 /// were boxed out of every connection's task. Release futures are smaller (README).
 const BUDGET_PER_IDLE_CONNECTION: u64 = 33_800;

@@ -101,8 +101,19 @@ pub async fn serve_connection(
         activity: Arc::new(Activity::new()),
     };
     match proxy {
+        // One read where hyper would make two ([`rewind::read_first`]). Inline, not a
+        // function of its own: each async call level keeps its own copy of the
+        // arguments in every connection's task.
         None if scheme == Protocol::Http => {
-            after_first_read(ctx, tcp, conn, watcher, first_request_by).await
+            let mut tcp = tcp;
+            match rewind::read_first(&mut tcp, first_request_by).await {
+                Ok(Some(first)) => {
+                    let stream = Rewind::new(first, tcp);
+                    dispatch(ctx, stream, conn, watcher, first_request_by).await
+                }
+                Ok(None) => {}
+                Err(e) => first_read_failed(&ctx, &conn, e),
+            }
         }
         None => dispatch(ctx, tcp, conn, watcher, first_request_by).await,
         // Boxed, like the TLS and TCP arms in `dispatch`.
@@ -120,28 +131,12 @@ pub async fn serve_connection(
     }
 }
 
-/// Serves a plain HTTP connection once its first bytes are read (one read where hyper
-/// would make two: [`rewind::read_first`]).
-async fn after_first_read(
-    ctx: Arc<ProxyContext>,
-    mut tcp: TcpStream,
-    conn: ConnInfo,
-    watcher: Watcher,
-    first_request_by: tokio::time::Instant,
-) {
-    match rewind::read_first(&mut tcp, first_request_by).await {
-        Ok(Some(first)) => {
-            let stream = Rewind::new(first, tcp);
-            dispatch(ctx, stream, conn, watcher, first_request_by).await
-        }
-        Ok(None) => {}
-        Err(e) => {
-            if matches!(e, rewind::FirstReadError::Timeout) {
-                ctx.metrics.downstream_timeout("first_request");
-            }
-            tracing::debug!(peer = %conn.peer, error = %e, "connection closed");
-        }
+/// Counts and logs a plain HTTP connection closed before its first bytes arrived.
+fn first_read_failed(ctx: &ProxyContext, conn: &ConnInfo, e: rewind::FirstReadError) {
+    if matches!(e, rewind::FirstReadError::Timeout) {
+        ctx.metrics.downstream_timeout("first_request");
     }
+    tracing::debug!(peer = %conn.peer, error = %e, "connection closed");
 }
 
 /// Reads the PROXY protocol header, then serves the connection as from its source.

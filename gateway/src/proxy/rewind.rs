@@ -41,8 +41,11 @@ pub enum FirstReadError {
 
 /// A stream that first yields bytes already read from it.
 pub struct Rewind<S> {
-    prefix: Vec<u8>,
-    pos: usize,
+    /// What is left of the bytes to replay; `None` once replayed. Boxed: a connection
+    /// task holds its stream at several levels of futures for its whole life, and this
+    /// keeps the wrapper at one pointer there (README, "Memory per connection").
+    #[allow(clippy::box_collection)]
+    prefix: Option<Box<Vec<u8>>>,
     inner: S,
 }
 
@@ -50,8 +53,7 @@ impl<S> Rewind<S> {
     /// `inner`, with `prefix` read again first.
     pub fn new(prefix: Vec<u8>, inner: S) -> Rewind<S> {
         Rewind {
-            prefix,
-            pos: 0,
+            prefix: (!prefix.is_empty()).then(|| Box::new(prefix)),
             inner,
         }
     }
@@ -63,14 +65,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = (self.prefix.len() - self.pos).min(buf.remaining());
-            let start = self.pos;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
+        if let Some(prefix) = self.prefix.as_mut() {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix[..n]);
+            if n == prefix.len() {
+                self.prefix = None;
+            } else {
+                prefix.drain(..n);
             }
             return Poll::Ready(Ok(()));
         }
@@ -128,6 +129,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(all, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_prefix_larger_than_the_readers_buffer_is_replayed_in_order() {
+        let (client, server) = tokio::io::duplex(64);
+        drop(client);
+        let mut r = Rewind::new(b"0123456789".to_vec(), server);
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4];
+        loop {
+            let n = r.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= 4);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, b"0123456789");
+        assert!(r.prefix.is_none(), "the replayed bytes are freed");
     }
 
     #[tokio::test]
