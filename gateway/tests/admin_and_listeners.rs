@@ -88,6 +88,52 @@ fn each_worker_accepts_on_its_own_socket_of_the_port() {
     }
 }
 
+/// A Gateway with an HTTP listener on each of `ports` and a route attached to all.
+fn gateway_on_ports(ports: &[u16]) -> String {
+    let listeners: String = ports
+        .iter()
+        .map(|p| format!("    - {{name: http-{p}, port: {p}, protocol: HTTP}}\n"))
+        .collect();
+    docs(&[
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: edge, namespace: default}}\nspec:\n  \
+             gatewayClassName: meshgate\n  listeners:\n{listeners}"
+        ),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n",
+    ])
+}
+
+#[test]
+fn a_port_added_at_runtime_gets_a_socket_per_worker_and_a_removed_one_closes_them_all() {
+    let (first, second) = (free_port(), free_port());
+    let gw = Gateway::start_with(&gateway_on_ports(&[first]), &["--workers", "2"]);
+    assert_eq!(listen_backlogs(first).len(), 2);
+    assert!(listen_backlogs(second).is_empty());
+
+    gw.write_config(&gateway_on_ports(&[first, second]));
+    eventually("the added port listening on both workers' sockets", || {
+        listen_backlogs(second).len() == 2
+    });
+    let r = curl(&[&format!("http://127.0.0.1:{second}/")]);
+    assert_eq!(r.status, 500, "{r:?}");
+
+    gw.write_config(&gateway_on_ports(&[second]));
+    eventually("every socket of the removed port closed", || {
+        listen_backlogs(first).is_empty()
+    });
+    let refused = std::net::TcpStream::connect(("127.0.0.1", first)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(
+        listen_backlogs(second).len(),
+        2,
+        "the other port keeps serving"
+    );
+    let r = curl(&[&format!("http://127.0.0.1:{second}/")]);
+    assert_eq!(r.status, 500, "{r:?}");
+}
+
 #[test]
 fn a_port_held_by_another_socket_is_not_shared_with_it() {
     // SO_REUSEPORT joins only sockets that all set it: a port another program holds
