@@ -446,15 +446,14 @@ fn start_accepting(
     port: u16,
     shared: &AcceptShared,
 ) -> Vec<JoinHandle<()>> {
-    let workers = shared.workers.clone();
     sockets
         .into_iter()
         .enumerate()
         .map(|(i, socket)| {
-            let shared = shared.clone();
-            workers.spawn_on(i, async move {
+            let loop_shared = shared.clone();
+            shared.workers.spawn_on(i, async move {
                 match TcpListener::from_std(socket) {
-                    Ok(listener) => accept_loop(listener, port, shared).await,
+                    Ok(listener) => accept_loop(listener, port, loop_shared).await,
                     Err(e) => tracing::error!(port, error = %e, "cannot register a listener on its worker"),
                 }
             })
