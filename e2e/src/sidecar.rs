@@ -80,11 +80,12 @@ impl HttpbinPod {
         policy: InboundPolicy,
         secret_ttl: &str,
     ) -> HttpbinPod {
-        Self::start_with_app(dir, ca, identity, policy, secret_ttl, None).await
+        Self::start_with_app(dir, ca, identity, policy, secret_ttl, None, 1).await
     }
 
     /// Like [`HttpbinPod::start`], but the sidecar fronts the app already listening on
-    /// `app` (e.g. a benchmark upstream) instead of a new httpbin.
+    /// `app` (e.g. a benchmark upstream) instead of a new httpbin, with `workers` Envoy
+    /// worker threads (`--concurrency`; Istio's sidecars default to 2).
     pub async fn start_in_front_of(
         dir: &Path,
         ca: &TestCa,
@@ -92,8 +93,9 @@ impl HttpbinPod {
         policy: InboundPolicy,
         secret_ttl: &str,
         app: SocketAddr,
+        workers: u32,
     ) -> HttpbinPod {
-        Self::start_with_app(dir, ca, identity, policy, secret_ttl, Some(app)).await
+        Self::start_with_app(dir, ca, identity, policy, secret_ttl, Some(app), workers).await
     }
 
     async fn start_with_app(
@@ -103,6 +105,7 @@ impl HttpbinPod {
         policy: InboundPolicy,
         secret_ttl: &str,
         app: Option<SocketAddr>,
+        workers: u32,
     ) -> HttpbinPod {
         crate::install_crypto();
         let dir = tempfile::Builder::new()
@@ -123,7 +126,7 @@ impl HttpbinPod {
         let mut last_failure = String::new();
         for attempt in 1..=3 {
             let bootstrap = bootstrap_yaml(&identity, policy, httpbin, &sds_socket);
-            match start_envoy(&dir, attempt, &bootstrap).await {
+            match start_envoy(&dir, attempt, &bootstrap, workers).await {
                 Ok((envoy, envoy_admin, inbound)) => {
                     let pod = HttpbinPod {
                         inbound,
@@ -243,6 +246,7 @@ async fn start_envoy(
     dir: &Path,
     attempt: u32,
     bootstrap: &str,
+    workers: u32,
 ) -> Result<(ChildGuard, SocketAddr, SocketAddr), String> {
     let cfg = dir.join("envoy.yaml");
     std::fs::write(&cfg, bootstrap).expect("write envoy bootstrap");
@@ -252,13 +256,9 @@ async fn start_envoy(
         .arg(&cfg)
         .arg("--admin-address-path")
         .arg(&admin_path)
-        .args([
-            "--concurrency",
-            "1",
-            "--use-dynamic-base-id",
-            "--log-level",
-            "info",
-        ]);
+        .arg("--concurrency")
+        .arg(workers.to_string())
+        .args(["--use-dynamic-base-id", "--log-level", "info"]);
     let mut envoy = ChildGuard::spawn("envoy-sidecar", cmd, dir.join("envoy.log"));
     let deadline = Instant::now() + STARTUP;
     let fail = |envoy: &mut ChildGuard, why: &str| {

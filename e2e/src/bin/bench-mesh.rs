@@ -27,6 +27,9 @@ struct Args {
     /// Certificate lifetime for both agents.
     #[arg(long, default_value = "24h")]
     ttl: String,
+    /// The sidecar's Envoy worker threads (`--concurrency`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    sidecar_workers: u32,
 }
 
 #[tokio::main]
@@ -43,6 +46,7 @@ async fn main() {
         InboundPolicy::Strict,
         &args.ttl,
         args.app,
+        args.sidecar_workers,
     )
     .await;
     let gw_dir = args.dir.join("gateway-pod");
