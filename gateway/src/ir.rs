@@ -476,8 +476,8 @@ pub struct QueryMatch {
 /// A rule: what to do once matched.
 #[derive(Debug, Serialize)]
 pub struct Rule {
-    /// `namespace/name` of the route.
-    pub route: String,
+    /// `namespace/name` of the route (shared by its rules).
+    pub route: Arc<str>,
     /// Index of the rule in the route.
     pub index: usize,
     /// `namespace/name/index`, the name used in metrics and logs.
@@ -715,8 +715,9 @@ pub struct Rewrite {
 /// One weighted backendRef, resolved.
 #[derive(Debug, Serialize)]
 pub struct Backend {
-    /// `Service ns/name:port` (or the reference as written when unresolvable).
-    pub name: String,
+    /// `Service ns/name:port` (or the reference as written when unresolvable); shared by
+    /// every rule that names the same reference.
+    pub name: Arc<str>,
     /// Relative weight.
     pub weight: u32,
     /// Speak HTTP/2 (h2c) to this backend (Service `appProtocol`).
@@ -733,7 +734,7 @@ pub struct Backend {
     /// The Service's host (`name.namespace.svc.<cluster domain>`) when the reference
     /// resolved to a Service: Istio's `destination_service`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_host: Option<String>,
+    pub service_host: Option<Arc<str>>,
     /// The DestinationRule subset (an Istio destination's `subset`): only endpoints with
     /// its labels, with its policy.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -576,9 +576,9 @@ pub struct BackendBuilder {
 
 /// One shared build: what it was made for, and its parts.
 struct SharedTarget {
-    name: String,
+    name: Arc<str>,
     subset: Option<String>,
-    service_host: Option<String>,
+    service_host: Option<Arc<str>>,
     state: Arc<BackendState>,
     endpoints: Arc<[Endpoint]>,
     destination: Arc<Destination>,
@@ -663,7 +663,7 @@ impl BackendBuilder {
             }
         };
         Backend {
-            name: Arc::from(b.name.as_str()),
+            name: b.name.clone(),
             weight: b.weight,
             http2: b.http2,
             target,

@@ -163,14 +163,14 @@ impl Destination {
     pub fn for_backend(b: &ir::Backend) -> Destination {
         let Some(host) = &b.service_host else {
             let mut d = (*Destination::unknown()).clone();
-            d.service = b.name.as_str().into();
+            d.service = b.name.clone();
             return d;
         };
         let mut parts = host.split('.');
         let name = parts.next().unwrap_or(UNKNOWN);
         let namespace = parts.next().unwrap_or(UNKNOWN);
         Destination {
-            service: host.as_str().into(),
+            service: host.clone(),
             service_name: name.into(),
             service_namespace: namespace.into(),
             workload: Workload::unknown(),

@@ -56,6 +56,8 @@ fn attach_route(
 ) {
     let key = route.metadata.key();
     let obj = [kind, " ", &key].concat();
+    // The route's `namespace/name`, shared by its rules and their precedence keys.
+    let order_key: Arc<str> = key.into();
     let errors_before = f.errors.len();
     if !route.spec.unsupported.is_empty() {
         f.unsupported(&format!("{obj} spec"), &route.spec.unsupported);
@@ -91,7 +93,7 @@ fn attach_route(
             rate_limit: rate_limit.clone(),
             l4: false,
         };
-        if let Some(r) = rules::compile_rule(&rc, ri, rule, f) {
+        if let Some(r) = rules::compile_rule(&rc, &order_key, ri, rule, f) {
             compiled.push(r);
         }
     }
@@ -108,39 +110,50 @@ fn attach_route(
         &unresolved,
         f,
     );
-    let mut any_host = false;
-    // Two parentRefs (or two hostnames) can select one listener and host: attach once.
+    // Two parentRefs (or two hostnames) can select one listener and host: attach once
+    // (with a single pair, as nearly always, there is nothing to compare).
+    let dedup = attached.len() * hostnames.len() > 1;
     let mut seen = HashSet::new();
-    let order_key: Arc<str> = key.as_str().into();
-    for l in attached {
+    let mut targets = Vec::new();
+    for l in &attached {
+        let listener = (l.port, l.full_name());
         for rh in &hostnames {
-            let Some(host) = intersect(&l.hostname, rh) else {
-                continue;
-            };
-            any_host = true;
-            let listener = (l.port, l.full_name());
-            if !seen.insert((listener.clone(), host.to_string())) {
-                continue;
-            }
-            let vh = gateways
-                .pending
-                .entry(listener)
-                .or_default()
-                .entry(host.to_string())
-                .or_insert_with(|| (host.clone(), Vec::new()));
-            for (rule, matches) in &compiled {
-                for (mi, m) in matches.iter().enumerate() {
-                    vh.1.push(Pending {
-                        key: rules::precedence(m, &route.metadata, &order_key, rule.index, mi),
-                        entry: ir::RouteEntry {
-                            matcher: m.clone(),
-                            rule: rule.clone(),
-                        },
-                    });
-                }
+            if let Some(host) = intersect(&l.hostname, rh)
+                && (!dedup || seen.insert((listener.clone(), host.to_string())))
+            {
+                targets.push((listener.clone(), host));
             }
         }
-        f.report.attach(&format!("Gateway {}", l.gateway), &l.name);
+        f.report.attach(&["Gateway ", &l.gateway].concat(), &l.name);
+    }
+    let any_host = !targets.is_empty();
+    let entries: usize = compiled.iter().map(|(_, m)| m.len()).sum();
+    let last = targets.len().saturating_sub(1);
+    for (ti, (listener, host)) in targets.into_iter().enumerate() {
+        let vh = gateways
+            .pending
+            .entry(listener)
+            .or_default()
+            .entry(host.to_string())
+            .or_insert_with(|| (host, Vec::new()));
+        vh.1.reserve(entries);
+        // The last (usually the only) attachment takes the matches, the others copy them.
+        let these = if ti == last {
+            std::mem::take(&mut compiled)
+        } else {
+            compiled.clone()
+        };
+        for (rule, matches) in these {
+            for (mi, m) in matches.into_iter().enumerate() {
+                vh.1.push(Pending {
+                    key: rules::precedence(&m, &route.metadata, &order_key, rule.index, mi),
+                    entry: ir::RouteEntry {
+                        matcher: m,
+                        rule: rule.clone(),
+                    },
+                });
+            }
+        }
     }
     if invalid.is_none() && !any_host {
         f.warnings.push(format!(
@@ -159,7 +172,7 @@ pub(super) fn parents(
     invalid: Option<&str>,
     unresolved: &[(Reason, String)],
     f: &mut Findings,
-) -> Vec<ListenerInfo> {
+) -> Vec<Arc<ListenerInfo>> {
     let mut attached = Vec::new();
     if route.spec.parent_refs.is_empty() {
         f.errors.push(format!("{obj}: parentRefs is empty"));
@@ -169,38 +182,42 @@ pub(super) fn parents(
         None => ok(C::ResolvedRefs, Reason::ResolvedRefs),
     };
     for (pi, p) in route.spec.parent_refs.iter().enumerate() {
-        let pctx = super::sized!("{obj} parentRefs[{pi}]");
+        let pctx = ParentCtx(obj, pi);
         let gw_ns = p.namespace.as_deref().unwrap_or(route.metadata.ns());
         let gw = [gw_ns, "/", &p.name].concat();
-        let parent_key = match &p.section_name {
-            Some(s) => format!("{gw}/{s}"),
-            None => gw.clone(),
-        };
         let accepted = match invalid {
             Some(e) => Err((Reason::UnsupportedValue, e.to_string())),
             None => parent_listeners(snap, route, kind, gateways, p, &gw, &pctx),
         };
-        match accepted {
+        let accepted = match accepted {
             Ok(ls) => {
-                f.report
-                    .parent_condition(obj, &parent_key, ok(C::Accepted, Reason::Accepted));
                 attached.extend(ls);
+                ok(C::Accepted, Reason::Accepted)
             }
             Err((reason, msg)) => {
-                f.report.parent_condition(
-                    obj,
-                    &parent_key,
-                    failed(C::Accepted, reason, msg.clone()),
-                );
                 if invalid.is_none() {
-                    f.errors.push(msg);
+                    f.errors.push(msg.clone());
                 }
+                failed(C::Accepted, reason, msg)
             }
-        }
+        };
+        let parent_key = match &p.section_name {
+            Some(s) => [&gw, "/", s].concat(),
+            None => gw,
+        };
         f.report
-            .parent_condition(obj, &parent_key, resolved.clone());
+            .parent_conditions(obj, &parent_key, [accepted, resolved.clone()]);
     }
     attached
+}
+
+/// `<obj> parentRefs[<i>]`, written out only into an error message.
+struct ParentCtx<'a>(&'a str, usize);
+
+impl std::fmt::Display for ParentCtx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} parentRefs[{}]", self.0, self.1)
+    }
 }
 
 fn parent_listeners(
@@ -210,8 +227,8 @@ fn parent_listeners(
     gateways: &Gateways,
     p: &ParentReference,
     gw: &str,
-    pctx: &str,
-) -> Result<Vec<ListenerInfo>, (Reason, String)> {
+    pctx: &dyn std::fmt::Display,
+) -> Result<Vec<Arc<ListenerInfo>>, (Reason, String)> {
     let group = p.group.as_deref().unwrap_or(GATEWAY_GROUP);
     let parent_kind = p.kind.as_deref().unwrap_or("Gateway");
     if group != GATEWAY_GROUP || parent_kind != "Gateway" {
@@ -226,7 +243,7 @@ fn parent_listeners(
             format!("{pctx}: Gateway {gw} not found"),
         ));
     }
-    let candidates: Vec<&ListenerInfo> = gateways
+    let candidates: Vec<&Arc<ListenerInfo>> = gateways
         .listeners
         .iter()
         .filter(|l| l.gateway == gw)
@@ -260,7 +277,7 @@ fn parent_listeners(
             ),
         ));
     }
-    let allowed: Vec<ListenerInfo> = candidates
+    let allowed: Vec<Arc<ListenerInfo>> = candidates
         .into_iter()
         .filter(|l| l.kinds.contains(&kind) && namespace_allowed(snap, l, route_ns))
         .cloned()
@@ -364,7 +381,7 @@ mod tests {
         let out = super::super::translate(&parse_str(&yaml).unwrap(), &Default::default());
         let vh = &out.config.ports[&8080].listeners[0].virtual_hosts[0];
         // One entry from each: before, the second was taken for a duplicate of the first.
-        let ids: Vec<_> = vh.routes.iter().map(|e| e.rule.route.as_str()).collect();
+        let ids: Vec<_> = vh.routes.iter().map(|e| &*e.rule.route).collect();
         assert_eq!(ids, ["default/api", "default/api"]);
     }
 }

@@ -208,21 +208,24 @@ fn resolve_memoised(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Memoised {
     // Normalised as resolution reads the reference (absent group, kind and namespace
     // are the core group, Service and the route's namespace).
     let key = {
-        use std::fmt::Write;
         let mut key = rc.index.resolved_key.borrow_mut();
         key.clear();
-        let _ = write!(
-            key,
-            "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
+        // Pushed, not formatted: `write!` costs more than the lookup it keys.
+        for part in [
             rc.kind,
             rc.meta.ns(),
             b.group.as_deref().unwrap_or(""),
             b.kind.as_deref().unwrap_or("Service"),
             b.namespace.as_deref().unwrap_or(rc.meta.ns()),
-            b.name,
-            b.port.unwrap_or(0),
-            rc.l4
-        );
+            &b.name,
+        ] {
+            key.push_str(part);
+            key.push('\0');
+        }
+        let port = b.port.unwrap_or(0).to_le_bytes();
+        key.push(char::from(port[0]));
+        key.push(char::from(port[1]));
+        key.push(if rc.l4 { '4' } else { '7' });
         if let Some(hit) = rc.index.resolved.borrow().get(key.as_str()) {
             return hit.clone();
         }
@@ -234,7 +237,12 @@ fn resolve_memoised(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Memoised {
         && b.kind.as_deref().unwrap_or("Service") == "Service";
     let ns = b.namespace.as_deref().unwrap_or(rc.meta.ns());
     let domain = &rc.opts.cluster_domain;
-    let service_host = is_service.then(|| format!("{}.{ns}.svc.{domain}", b.name));
+    let service_host = is_service.then(|| format!("{}.{ns}.svc.{domain}", b.name).into());
+    // Names shared by every rule with this reference: a hit copies no string.
+    let resolved = match resolved {
+        Ok((name, http2, target)) => Ok((name.into(), http2, target)),
+        Err((name, reason, why)) => Err((name.into(), reason, why)),
+    };
     let out = (policy, resolved, service_host);
     rc.index.resolved.borrow_mut().insert(key, out.clone());
     out
@@ -244,8 +252,8 @@ fn resolve_memoised(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Memoised {
 /// when the reference is to a Service.
 pub type Memoised = (
     Option<Arc<BackendPolicy>>,
-    Result<Resolved, Unresolved>,
-    Option<String>,
+    Result<(Arc<str>, bool, BackendTarget), (Arc<str>, Reason, String)>,
+    Option<Arc<str>>,
 );
 
 /// The DestinationRule that applies to a Service backendRef, if any.

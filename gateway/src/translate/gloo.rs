@@ -45,7 +45,7 @@ pub fn compile_gateways(
             .iter()
             .filter(|l| Some(&l.gateway) == served.as_ref() && l.protocol == Protocol::Http)
             .map(|l| GlooListener {
-                info: l.clone(),
+                info: (**l).clone(),
                 names: vec![],
                 namespaces: vec![],
             })
@@ -243,7 +243,7 @@ fn compile_route(
             ));
             return vec![];
         }
-        let Some((rule, _)) = rules::compile_rule(rc, ri, &body, f) else {
+        let Some((rule, _)) = rules::compile_rule(rc, &rc.meta.key().into(), ri, &body, f) else {
             return vec![];
         };
         let rule = with_string_prefix_rewrite(rule, rewrite.clone(), prefix);
@@ -358,7 +358,7 @@ fn checked(re: &str, ctx: &str, errors: &mut Vec<String>) -> Option<String> {
 
 /// A destination that is not a Service: a static Upstream's addresses.
 struct Static {
-    name: String,
+    name: Arc<str>,
     weight: u32,
     target: ir::BackendTarget,
 }
@@ -405,7 +405,7 @@ fn rule_body(
                         backend_refs.push(b);
                     }
                     Some(Dest::Static(name, target)) => statics.push(Static {
-                        name,
+                        name: name.into(),
                         weight,
                         target,
                     }),

@@ -64,8 +64,8 @@ pub type PendingHosts = BTreeMap<String, (HostPattern, Vec<Pending>)>;
 pub struct Gateways {
     /// Gateways seen (`namespace/name`).
     pub names: BTreeSet<String>,
-    /// Accepted listeners.
-    pub listeners: Vec<ListenerInfo>,
+    /// Accepted listeners (shared: every route attached to one holds it).
+    pub listeners: Vec<std::sync::Arc<ListenerInfo>>,
     /// Ports with their listeners (virtual hosts filled by attachment).
     pub ports: BTreeMap<u16, ir::Port>,
     /// Route entries per (port, listener full name), then per host.
@@ -343,7 +343,7 @@ impl Gateways {
             virtual_hosts: Vec::new(),
             l4_routes: Vec::new(),
         });
-        self.listeners.push(info);
+        self.listeners.push(std::sync::Arc::new(info));
         Ok(())
     }
 }

@@ -14,19 +14,6 @@
 //! requests gets a 500. Only a configuration that cannot be used at all (no Gateway) is
 //! rejected whole; that decision is made in one place, [`Output::accepted`].
 
-/// `format!` into a string sized up front. `format!` gives a template that starts with
-/// an argument no capacity, then grows it several times; translation makes a few such
-/// names per rule, which at 10k routes is a good share of a reload.
-macro_rules! sized {
-    ($($arg:tt)*) => {{
-        let mut s = String::with_capacity(96);
-        std::fmt::Write::write_fmt(&mut s, format_args!($($arg)*))
-            .expect("formatting into a String does not fail");
-        s
-    }};
-}
-pub(crate) use sized;
-
 /// Where in a route a finding is, written out only when one is recorded: a reload of 10k
 /// routes would otherwise make a string per rule, match and backendRef that is almost
 /// never read. Displays as `HTTPRoute ns/name rule 0`, `... rule 0 match 1`,
@@ -47,6 +34,8 @@ pub enum Ctx<'a> {
     /// A backendRef: the context it is under (a rule, or one already written out, as
     /// the L4 and Istio translators have) and its index.
     BackendRef(&'a dyn std::fmt::Display, usize),
+    /// An item of a list field under another context: `{parent} {field}[{index}]`.
+    Item(&'a dyn std::fmt::Display, &'static str, usize),
 }
 
 impl std::fmt::Display for Ctx<'_> {
@@ -55,6 +44,7 @@ impl std::fmt::Display for Ctx<'_> {
             Ctx::Rule { kind, key, index } => write!(f, "{kind} {key} rule {index}"),
             Ctx::Match(rule, i) => write!(f, "{rule} match {i}"),
             Ctx::BackendRef(parent, i) => write!(f, "{parent} backendRefs[{i}]"),
+            Ctx::Item(parent, field, i) => write!(f, "{parent} {field}[{i}]"),
         }
     }
 }

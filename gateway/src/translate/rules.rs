@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Ctx, Findings, backends, filters, policies};
-use crate::api::ObjectKey;
 use crate::api::gateway_api::{HttpRouteMatch, HttpRouteRule, HttpValueMatch, ObjectMeta};
 use crate::ir::{self, PathMatch, PathModifier, RouteMatch, ValueMatch};
 
@@ -65,18 +64,18 @@ pub fn precedence(
     )
 }
 
-/// Compiles one rule; `None` (with errors recorded) when it is invalid.
+/// Compiles rule `ri` of the route whose `namespace/name` is `key` (shared by its
+/// rules); `None` (with errors recorded) when it is invalid.
 pub fn compile_rule(
     rc: &backends::RuleCtx<'_>,
+    key: &Arc<str>,
     ri: usize,
     rule: &HttpRouteRule,
     f: &mut Findings,
 ) -> Option<(Arc<ir::Rule>, Vec<RouteMatch>)> {
-    let meta = rc.meta;
-    let key = meta.key();
     let ctx = Ctx::Rule {
         kind: rc.kind,
-        key: &key,
+        key,
         index: ri,
     };
     let before = f.errors.len();
@@ -104,8 +103,8 @@ pub fn compile_rule(
         return None;
     }
     let rule = ir::Rule {
-        id: rule_id(&key, ri),
-        route: key,
+        id: rule_id(key, ri),
+        route: key.clone(),
         index: ri,
         filters,
         backends,
@@ -244,7 +243,7 @@ fn compile_match(
     let path = compile_path(m, ctx, errors);
     let mut headers = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
-        let hctx = format!("{ctx} headers[{i}]");
+        let hctx = Ctx::Item(ctx, "headers", i);
         if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
             errors.push(format!("{hctx}: {:?} is not a valid header name", h.name));
             continue;
@@ -258,7 +257,7 @@ fn compile_match(
     }
     let mut query_params = Vec::new();
     for (i, q) in m.query_params.iter().enumerate() {
-        let qctx = format!("{ctx} queryParams[{i}]");
+        let qctx = Ctx::Item(ctx, "queryParams", i);
         if let Some(value) = value_match(q, &qctx, errors) {
             query_params.push(ir::QueryMatch {
                 name: q.name.clone(),
@@ -288,7 +287,11 @@ fn compile_match(
     })
 }
 
-fn value_match(m: &HttpValueMatch, ctx: &str, errors: &mut Vec<String>) -> Option<ValueMatch> {
+fn value_match(
+    m: &HttpValueMatch,
+    ctx: &dyn std::fmt::Display,
+    errors: &mut Vec<String>,
+) -> Option<ValueMatch> {
     match m.kind.as_deref().unwrap_or("Exact") {
         "Exact" => Some(ValueMatch::Exact(m.value.clone())),
         "RegularExpression" => match check_regex(&m.value) {

@@ -139,7 +139,21 @@ impl Report {
 
     /// Sets a route's condition for one parent.
     pub fn parent_condition(&mut self, obj: &str, parent: &str, c: Condition) {
-        set(entry(&mut self.object(obj).parents, parent), c);
+        self.parent_conditions(obj, parent, [c]);
+    }
+
+    /// Sets several of a route's conditions for one parent, looking the route up once
+    /// (a reload of 10k routes sets two per route).
+    pub fn parent_conditions(
+        &mut self,
+        obj: &str,
+        parent: &str,
+        conditions: impl IntoIterator<Item = Condition>,
+    ) {
+        let list = entry(&mut self.object(obj).parents, parent);
+        for c in conditions {
+            set(list, c);
+        }
     }
 
     /// Records whether a listener (`namespace/gateway/listener`) is served by the data

@@ -46,7 +46,13 @@ pub(super) fn compile_http(
             let rule = match by_flavour.get(&prefix) {
                 Some(r) => r.clone(),
                 None => {
-                    let Some((rule, _)) = rules::compile_rule(rc, i, &body, f) else {
+                    let Some((rule, _)) = rules::compile_rule(
+                        rc,
+                        &crate::api::ObjectKey::key(rc.meta).into(),
+                        i,
+                        &body,
+                        f,
+                    ) else {
                         break;
                     };
                     let uri = h.rewrite.as_ref().and_then(|r| r.uri.clone());

@@ -79,7 +79,7 @@ fn attach_one(
         ));
         return;
     }
-    let listeners: Vec<ListenerInfo> = gateways
+    let listeners: Vec<std::sync::Arc<ListenerInfo>> = gateways
         .listeners
         .iter()
         .filter(|l| bound.contains(&l.gateway) && l.kinds.contains(&KIND))
@@ -307,7 +307,7 @@ pub(crate) fn declaration_order(
 fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
     let id = format!("{}/{}", l.gateway, l.name);
     let rule = Arc::new(ir::Rule {
-        route: l.gateway.clone(),
+        route: l.gateway.as_str().into(),
         index: 0,
         id,
         filters: ir::Filters {
