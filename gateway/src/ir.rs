@@ -480,8 +480,9 @@ pub struct Rule {
     pub route: Arc<str>,
     /// Index of the rule in the route.
     pub index: usize,
-    /// `namespace/name/index`, the name used in metrics and logs.
-    pub id: String,
+    /// `namespace/name/index`, the name used in metrics and logs (the data plane's rule
+    /// shares it).
+    pub id: Arc<str>,
     /// Rule-level filters.
     #[serde(skip_serializing_if = "Filters::is_empty")]
     pub filters: Filters,

@@ -160,7 +160,14 @@ pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables 
         .authorization
         .as_ref()
         .map(|a| Arc::new(authz::Authorizer::new(a)));
-    let mut rules = routes::RuleCache::new(states.clone(), authz);
+    let entries = ir
+        .ports
+        .values()
+        .flat_map(|p| &p.listeners)
+        .flat_map(|l| &l.virtual_hosts)
+        .map(|v| v.routes.len())
+        .sum();
+    let mut rules = routes::RuleCache::new(states.clone(), authz, entries);
     let mut ports = HashMap::new();
     for (num, p) in &ir.ports {
         let mut listeners = Vec::new();

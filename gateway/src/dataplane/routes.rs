@@ -405,9 +405,10 @@ pub struct RuleCache {
 
 impl RuleCache {
     /// A cache whose backends take their state from `states`.
-    pub fn new(states: BackendStates, authz: Option<Arc<Authorizer>>) -> RuleCache {
+    pub fn new(states: BackendStates, authz: Option<Arc<Authorizer>>, rules: usize) -> RuleCache {
         RuleCache {
-            built: HashMap::new(),
+            // Sized up front: 40k rules would otherwise rehash a dozen times.
+            built: HashMap::with_capacity(rules),
             backends: BackendBuilder::new(states),
             buckets: HashMap::new(),
             authz,
@@ -438,7 +439,7 @@ impl RuleCache {
         }
         let backends = &mut self.backends;
         let rule = Arc::new(Rule {
-            id: Arc::from(r.id.as_str()),
+            id: r.id.clone(),
             filters: backends.filters(&r.filters),
             backends: r.backends.iter().map(|b| backends.backend(b)).collect(),
             total_weight: r.total_weight,

@@ -117,12 +117,13 @@ pub fn compile_rule(
     Some((Arc::new(rule), matches))
 }
 
-/// `namespace/name/<rule index>`, in one allocation of the right size.
-fn rule_id(key: &str, ri: usize) -> String {
+/// `namespace/name/<rule index>`: written once into a buffer of the right size, then
+/// shared (the data plane's rule and every request's record hold it).
+fn rule_id(key: &str, ri: usize) -> Arc<str> {
     use std::fmt::Write;
     let mut id = String::with_capacity(key.len() + 4);
     let _ = write!(id, "{key}/{ri}");
-    id
+    id.as_str().into()
 }
 
 fn check_filter_combinations(

@@ -309,7 +309,7 @@ fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
     let rule = Arc::new(ir::Rule {
         route: l.gateway.as_str().into(),
         index: 0,
-        id,
+        id: id.into(),
         filters: ir::Filters {
             redirect: Some(Box::new(ir::Redirect {
                 scheme: Some("https".into()),
