@@ -8,7 +8,9 @@ use super::listeners::{AllowedFrom, Gateways, ListenerInfo, validate_hostname};
 use super::rules::{self, Pending};
 use super::status::{ConditionType as C, Reason, failed, ok};
 use super::{Findings, Index, TranslateOptions};
-use crate::api::gateway_api::{HttpRoute, HttpRouteRule, LabelSelector, ParentReference};
+use crate::api::gateway_api::{
+    HttpRoute, HttpRouteRule, LabelSelector, ObjectMeta, ParentReference,
+};
 use crate::api::{ObjectKey, Snapshot};
 use crate::ir::{self, HostPattern};
 
@@ -114,7 +116,7 @@ fn attach_route(
     // (with a single pair, as nearly always, there is nothing to compare).
     let dedup = attached.len() * hostnames.len() > 1;
     let mut seen = HashSet::new();
-    let mut targets = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
     for l in &attached {
         let listener = (l.port, l.full_name());
         for rh in &hostnames {
@@ -127,6 +129,26 @@ fn attach_route(
         f.report.attach(&["Gateway ", &l.gateway].concat(), &l.name);
     }
     let any_host = !targets.is_empty();
+    add_pending(gateways, targets, compiled, &route.metadata, &order_key);
+    if invalid.is_none() && !any_host {
+        f.warnings.push(format!(
+            "{obj}: no hostname intersects the hostnames of its parent listeners; not attached"
+        ));
+    }
+}
+
+/// A listener (port, `namespace/gateway/listener`) and a hostname a route attaches to.
+type Target = ((u16, String), HostPattern);
+
+/// Adds a route's compiled rules to each (listener, host) it attaches to as pending
+/// entries with their precedence keys (`order_key`: the route's `namespace/name`).
+fn add_pending(
+    gateways: &mut Gateways,
+    targets: Vec<Target>,
+    mut compiled: Vec<(Arc<ir::Rule>, Vec<ir::RouteMatch>)>,
+    meta: &ObjectMeta,
+    order_key: &Arc<str>,
+) {
     let entries: usize = compiled.iter().map(|(_, m)| m.len()).sum();
     let last = targets.len().saturating_sub(1);
     for (ti, (listener, host)) in targets.into_iter().enumerate() {
@@ -146,7 +168,7 @@ fn attach_route(
         for (rule, matches) in these {
             for (mi, m) in matches.into_iter().enumerate() {
                 vh.1.push(Pending {
-                    key: rules::precedence(&m, &route.metadata, &order_key, rule.index, mi),
+                    key: rules::precedence(&m, meta, order_key, rule.index, mi),
                     entry: ir::RouteEntry {
                         matcher: m,
                         rule: rule.clone(),
@@ -154,11 +176,6 @@ fn attach_route(
                 });
             }
         }
-    }
-    if invalid.is_none() && !any_host {
-        f.warnings.push(format!(
-            "{obj}: no hostname intersects the hostnames of its parent listeners; not attached"
-        ));
     }
 }
 
