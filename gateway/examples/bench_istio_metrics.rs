@@ -1,10 +1,16 @@
 //! Request-path cost of the metrics: time per finished request spent recording the Istio
 //! metrics (four families, one label set of 25 labels) and the `gateway_*` request
-//! metrics, on one thread, for a hot series. Run by `scripts/bench-metrics` (release).
+//! metrics, for a hot series. First on one thread; then on 2, 4 and 8 threads (up to the
+//! CPU count, or `bench_istio_metrics MAX_THREADS`) recording at once, into one shared
+//! `Metrics` (as the gateway's workers do: each family's read lock and each histogram's
+//! mutex is shared) and into one `Metrics` per thread (what per-worker shards would
+//! cost), so the price of sharing them across workers shows. Run by `scripts/bench-metrics`
+//! (release).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Instant;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use gateway::ir;
 use gateway::observe::istio_metrics::{Destination, RequestRecord, Workload};
@@ -12,7 +18,7 @@ use gateway::observe::metrics::{Metrics, RequestLabels, RouteLabels};
 
 const N: u32 = 1_000_000;
 
-fn main() {
+fn metrics() -> Metrics {
     let labels = BTreeMap::from([
         ("app".to_string(), "meshgate".to_string()),
         ("version".to_string(), "v1".to_string()),
@@ -24,7 +30,10 @@ fn main() {
         &labels,
         "Kubernetes",
     );
-    let m = Metrics::with_source(source, true);
+    Metrics::with_source(source, true)
+}
+
+fn record() -> RequestRecord {
     let backend = ir::Backend {
         name: "Service default/httpbin:80".into(),
         weight: 1,
@@ -35,9 +44,8 @@ fn main() {
         service_host: Some("httpbin.default.svc.cluster.local".into()),
         subset: None,
     };
-    let dest = Destination::for_backend(&backend).interned();
-    let rec = RequestRecord {
-        destination: dest,
+    RequestRecord {
+        destination: Destination::for_backend(&backend).interned(),
         grpc: false,
         response_code: 200,
         grpc_status: None,
@@ -46,17 +54,25 @@ fn main() {
         duration_ms: 1.7,
         request_bytes: 120,
         response_bytes: 480,
-    };
-    let t = Instant::now();
-    for _ in 0..N {
-        m.istio.record(black_box(&rec));
     }
-    let istio = t.elapsed().as_nanos() as f64 / f64::from(N);
-    // The request path clones the rule's shared id (an `Arc<str>`) into the labels.
-    let id: std::sync::Arc<str> = std::sync::Arc::from("default/httpbin/0");
+}
+
+/// What the request path records when a request finishes, `n` times: the Istio metrics,
+/// then the `gateway_*` ones (the rule's shared id, an `Arc<str>`, cloned into the labels).
+fn finish_requests(
+    m: &Metrics,
+    rec: &RequestRecord,
+    id: &Arc<str>,
+    n: u32,
+) -> (Duration, Duration) {
     let t = Instant::now();
-    for _ in 0..N {
-        let route = black_box(&id).clone();
+    for _ in 0..n {
+        m.istio.record(black_box(rec));
+    }
+    let istio = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..n {
+        let route = black_box(id).clone();
         m.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
@@ -67,7 +83,53 @@ fn main() {
             .get_or_create(&RouteLabels { route })
             .observe(0.0017);
     }
-    let ops = t.elapsed().as_nanos() as f64 / f64::from(N);
-    println!("istio_* metrics per request:   {istio:.0} ns");
-    println!("gateway_* metrics per request: {ops:.0} ns");
+    (istio, t.elapsed())
+}
+
+/// Nanoseconds per request per thread (both kinds of metrics), `threads` threads at once,
+/// into one shared `Metrics` or one each.
+fn concurrent(threads: usize, shared: bool) -> f64 {
+    let one = Arc::new(metrics());
+    let start = Barrier::new(threads);
+    let total: Duration = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (one, start) = (one.clone(), &start);
+                s.spawn(move || {
+                    let own = (!shared).then(metrics);
+                    let m = own.as_ref().unwrap_or(&one);
+                    let (rec, id): (_, Arc<str>) = (record(), Arc::from("default/httpbin/0"));
+                    start.wait();
+                    let (a, b) = finish_requests(m, &rec, &id, N);
+                    a + b
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    total.as_nanos() as f64 / threads as f64 / f64::from(N)
+}
+
+fn main() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(cpus.min(8));
+    let (istio, ops) = finish_requests(&metrics(), &record(), &Arc::from("default/httpbin/0"), N);
+    let per = |d: Duration| d.as_nanos() as f64 / f64::from(N);
+    println!("istio_* metrics per request:   {:.0} ns", per(istio));
+    println!("gateway_* metrics per request: {:.0} ns", per(ops));
+    println!();
+    println!("threads recording at once ({cpus} CPUs): ns per request per thread, both kinds");
+    println!(
+        "| threads | one shared Metrics (as the workers) | one Metrics per thread | shared / per thread |"
+    );
+    println!("|---:|---:|---:|---:|");
+    let mut threads = 1;
+    while threads <= max {
+        let (a, b) = (concurrent(threads, true), concurrent(threads, false));
+        println!("| {threads} | {a:.0} | {b:.0} | {:.2} |", a / b);
+        threads *= 2;
+    }
 }
