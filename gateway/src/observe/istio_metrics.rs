@@ -15,11 +15,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::sharded::{Count, Observations, ShardedFamily};
 use crate::ir;
 
 /// Istio's value for a label it cannot fill.
@@ -354,14 +352,14 @@ pub struct IstioMetrics {
     /// Off (`--istio-metrics off`): nothing is recorded or registered.
     enabled: bool,
     source: Arc<Workload>,
-    tcp_opened: Family<IstioLabels, Counter>,
-    tcp_closed: Family<IstioLabels, Counter>,
-    tcp_received: Family<IstioLabels, Counter>,
-    tcp_sent: Family<IstioLabels, Counter>,
-    requests: Family<IstioLabels, Counter>,
-    duration: Family<IstioLabels, Histogram>,
-    request_bytes: Family<IstioLabels, Histogram>,
-    response_bytes: Family<IstioLabels, Histogram>,
+    tcp_opened: ShardedFamily<IstioLabels, Count>,
+    tcp_closed: ShardedFamily<IstioLabels, Count>,
+    tcp_received: ShardedFamily<IstioLabels, Count>,
+    tcp_sent: ShardedFamily<IstioLabels, Count>,
+    requests: ShardedFamily<IstioLabels, Count>,
+    duration: ShardedFamily<IstioLabels, Observations>,
+    request_bytes: ShardedFamily<IstioLabels, Observations>,
+    response_bytes: ShardedFamily<IstioLabels, Observations>,
 }
 
 impl IstioMetrics {
@@ -371,14 +369,14 @@ impl IstioMetrics {
         IstioMetrics {
             enabled,
             source: Arc::new(source),
-            tcp_opened: Family::default(),
-            tcp_closed: Family::default(),
-            tcp_received: Family::default(),
-            tcp_sent: Family::default(),
-            requests: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS_MS)),
-            request_bytes: Family::new_with_constructor(|| Histogram::new(SIZE_BUCKETS)),
-            response_bytes: Family::new_with_constructor(|| Histogram::new(SIZE_BUCKETS)),
+            tcp_opened: ShardedFamily::counters(),
+            tcp_closed: ShardedFamily::counters(),
+            tcp_received: ShardedFamily::counters(),
+            tcp_sent: ShardedFamily::counters(),
+            requests: ShardedFamily::counters(),
+            duration: ShardedFamily::histograms(DURATION_BUCKETS_MS),
+            request_bytes: ShardedFamily::histograms(SIZE_BUCKETS),
+            response_bytes: ShardedFamily::histograms(SIZE_BUCKETS),
         }
     }
 
@@ -442,12 +440,10 @@ impl IstioMetrics {
             response_flags: r.response_flags,
             mutual_tls: r.mutual_tls,
         };
-        self.tcp_opened.get_or_create(&labels).inc();
-        self.tcp_received
-            .get_or_create(&labels)
-            .inc_by(r.received_bytes);
-        self.tcp_sent.get_or_create(&labels).inc_by(r.sent_bytes);
-        self.tcp_closed.get_or_create(&labels).inc();
+        self.tcp_opened.inc(&labels);
+        self.tcp_received.inc_by(&labels, r.received_bytes);
+        self.tcp_sent.inc_by(&labels, r.sent_bytes);
+        self.tcp_closed.inc(&labels);
     }
 
     /// Records one finished request.
@@ -464,14 +460,11 @@ impl IstioMetrics {
             response_flags: r.response_flags,
             mutual_tls: r.mutual_tls,
         };
-        self.requests.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(r.duration_ms);
-        self.request_bytes
-            .get_or_create(&labels)
-            .observe(r.request_bytes as f64);
+        self.requests.inc(&labels);
+        self.duration.observe(&labels, r.duration_ms);
+        self.request_bytes.observe(&labels, r.request_bytes as f64);
         self.response_bytes
-            .get_or_create(&labels)
-            .observe(r.response_bytes as f64);
+            .observe(&labels, r.response_bytes as f64);
     }
 }
 

@@ -6,9 +6,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::sharded::{Count, Observations, ShardedFamily};
 use crate::observe::istio_metrics::{IstioMetrics, Workload};
 
 /// Labels of a proxied request.
@@ -69,10 +69,10 @@ pub struct DownstreamErrorLabels {
 
 /// Every metric the gateway exports.
 pub struct Metrics {
-    /// Requests by route and status code.
-    pub requests: Family<RequestLabels, Counter>,
-    /// Request duration (seconds, until the response body ends), by route.
-    pub request_duration: Family<RouteLabels, Histogram>,
+    /// Requests by route and status code (recorded by every worker: sharded).
+    pub requests: ShardedFamily<RequestLabels, Count>,
+    /// Request duration (seconds, until the response body ends), by route (sharded).
+    pub request_duration: ShardedFamily<RouteLabels, Observations>,
     /// Open downstream connections.
     pub active_connections: Gauge,
     /// Downstream connections accepted.
@@ -103,8 +103,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Mesh mTLS failures towards upstreams, by reason.
     pub upstream_tls_errors: Family<ReasonLabels, Counter>,
-    /// Upstream attempts by backend and outcome.
-    pub upstream_attempts: Family<AttemptLabels, Counter>,
+    /// Upstream attempts by backend and outcome (sharded).
+    pub upstream_attempts: ShardedFamily<AttemptLabels, Count>,
     /// SDS versions accepted (mesh identity loaded or rotated).
     pub sds_updates: Counter,
     /// SDS versions refused (NACKed).
@@ -127,13 +127,10 @@ impl Metrics {
     /// Registers every metric; `source` is the gateway's workload in the Istio metrics,
     /// which are recorded and exposed only when `istio` is on.
     pub fn with_source(source: Workload, istio: bool) -> Metrics {
-        let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ])
-        });
+        let requests = ShardedFamily::counters();
+        let request_duration = ShardedFamily::histograms([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
         let m = Metrics {
             requests,
             request_duration,
@@ -152,7 +149,7 @@ impl Metrics {
             config_objects_rejected: Gauge::default(),
             access_log_dropped: Counter::default(),
             upstream_tls_errors: Family::default(),
-            upstream_attempts: Family::default(),
+            upstream_attempts: ShardedFamily::counters(),
             sds_updates: Counter::default(),
             sds_rejections: Counter::default(),
             sds_reconnects: Counter::default(),
@@ -321,12 +318,10 @@ impl Metrics {
             }
             other => other.code(),
         };
-        self.upstream_attempts
-            .get_or_create(&AttemptLabels {
-                backend: backend.clone(),
-                outcome,
-            })
-            .inc();
+        self.upstream_attempts.inc(&AttemptLabels {
+            backend: backend.clone(),
+            outcome,
+        });
     }
 
     /// Counts a traffic-policy event on a backend.

@@ -97,15 +97,12 @@ impl Completion {
             response_bytes: self.response_header_bytes + bytes_sent,
         });
         let route = self.route.clone().unwrap_or_else(|| Arc::from(""));
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                code: self.status,
-            })
-            .inc();
+        m.requests.inc(&RequestLabels {
+            route: route.clone(),
+            code: self.status,
+        });
         m.request_duration
-            .get_or_create(&RouteLabels { route })
-            .observe(elapsed.as_secs_f64());
+            .observe(&RouteLabels { route }, elapsed.as_secs_f64());
         if let (Some(code), Some(reason)) = (self.code, &self.reason) {
             self.ctx.debug.record(
                 self.request_id(),
