@@ -199,7 +199,7 @@ pub(super) fn parents(
         None => ok(C::ResolvedRefs, Reason::ResolvedRefs),
     };
     for (pi, p) in route.spec.parent_refs.iter().enumerate() {
-        let pctx = ParentCtx(obj, pi);
+        let pctx = super::Ctx::Item(&obj, "parentRefs", pi);
         let gw_ns = p.namespace.as_deref().unwrap_or(route.metadata.ns());
         let gw = [gw_ns, "/", &p.name].concat();
         let accepted = match invalid {
@@ -226,15 +226,6 @@ pub(super) fn parents(
             .parent_conditions(obj, &parent_key, [accepted, resolved.clone()]);
     }
     attached
-}
-
-/// `<obj> parentRefs[<i>]`, written out only into an error message.
-struct ParentCtx<'a>(&'a str, usize);
-
-impl std::fmt::Display for ParentCtx<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} parentRefs[{}]", self.0, self.1)
-    }
 }
 
 fn parent_listeners(

@@ -238,11 +238,6 @@ fn resolve_memoised(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Memoised {
     let ns = b.namespace.as_deref().unwrap_or(rc.meta.ns());
     let domain = &rc.opts.cluster_domain;
     let service_host = is_service.then(|| format!("{}.{ns}.svc.{domain}", b.name).into());
-    // Names shared by every rule with this reference: a hit copies no string.
-    let resolved = match resolved {
-        Ok((name, http2, target)) => Ok((name.into(), http2, target)),
-        Err((name, reason, why)) => Err((name.into(), reason, why)),
-    };
     let out = (policy, resolved, service_host);
     rc.index.resolved.borrow_mut().insert(key, out.clone());
     out
@@ -252,7 +247,7 @@ fn resolve_memoised(rc: &RuleCtx<'_>, b: &HttpBackendRef) -> Memoised {
 /// when the reference is to a Service.
 pub type Memoised = (
     Option<Arc<BackendPolicy>>,
-    Result<(Arc<str>, bool, BackendTarget), (Arc<str>, Reason, String)>,
+    Result<Resolved, Unresolved>,
     Option<Arc<str>>,
 );
 
@@ -277,9 +272,9 @@ fn destination_rule(
 }
 
 /// A resolved backendRef: (display name, speak h2c, target).
-pub type Resolved = (String, bool, BackendTarget);
+pub type Resolved = (Arc<str>, bool, BackendTarget);
 /// An unresolved one: (display name, the spec's reason, why).
-pub type Unresolved = (String, Reason, String);
+pub type Unresolved = (Arc<str>, Reason, String);
 
 /// Resolves a backendRef whose DestinationRule policy (the port's, or a subset's) is `dr`.
 pub(super) fn resolve_backend(
@@ -292,7 +287,8 @@ pub(super) fn resolve_backend(
     let kind = b.kind.as_deref().unwrap_or("Service");
     let ns = b.namespace.as_deref().unwrap_or(meta.ns());
     let port = b.port.unwrap_or(0);
-    let name = format!("{kind} {ns}/{}:{port}", b.name);
+    // Shared by every rule with this reference (memoised): a copy is a reference count.
+    let name: Arc<str> = format!("{kind} {ns}/{}:{port}", b.name).into();
     let fail = |reason, why: String| Err((name.clone(), reason, why));
     if !group.is_empty() || kind != "Service" {
         let why = format!("backendRef kind {group}/{kind} is not supported (only core Service)");
