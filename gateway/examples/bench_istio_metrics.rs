@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gateway::ir;
 use gateway::observe::istio_metrics::{Destination, RequestRecord, Workload};
-use gateway::observe::metrics::{Metrics, RequestLabels, RouteLabels};
+use gateway::observe::metrics::Metrics;
 
 const N: u32 = 1_000_000;
 
@@ -32,7 +32,7 @@ fn metrics() -> Metrics {
     Metrics::with_source(source, true)
 }
 
-fn record() -> RequestRecord {
+fn destination() -> Arc<Destination> {
     let backend = ir::Backend {
         name: "Service default/httpbin:80".into(),
         weight: 1,
@@ -43,8 +43,12 @@ fn record() -> RequestRecord {
         service_host: Some("httpbin.default.svc.cluster.local".into()),
         subset: None,
     };
+    Destination::for_backend(&backend).interned()
+}
+
+fn record(destination: &Arc<Destination>) -> RequestRecord<'_> {
     RequestRecord {
-        destination: Destination::for_backend(&backend).interned(),
+        destination,
         grpc: false,
         response_code: 200,
         grpc_status: None,
@@ -57,10 +61,10 @@ fn record() -> RequestRecord {
 }
 
 /// What the request path records when a request finishes, `n` times: the Istio metrics,
-/// then the `gateway_*` ones (the rule's shared id, an `Arc<str>`, cloned into the labels).
+/// then the `gateway_*` ones (by the rule's id, the tables' `Arc<str>`).
 fn finish_requests(
     m: &Metrics,
-    rec: &RequestRecord,
+    rec: &RequestRecord<'_>,
     id: &Arc<str>,
     n: u32,
 ) -> (Duration, Duration) {
@@ -71,12 +75,7 @@ fn finish_requests(
     let istio = t.elapsed();
     let t = Instant::now();
     for _ in 0..n {
-        let route = black_box(id).clone();
-        m.requests.inc(&RequestLabels {
-            route: route.clone(),
-            code: 200,
-        });
-        m.request_duration.observe(&RouteLabels { route }, 0.0017);
+        m.request_finished(black_box(id), 200, 0.0017);
     }
     (istio, t.elapsed())
 }
@@ -85,15 +84,22 @@ fn finish_requests(
 /// into one shared `Metrics` or one each.
 fn concurrent(threads: usize, shared: bool) -> f64 {
     let one = Arc::new(metrics());
+    // The rule's id is the tables' `Arc<str>`, which every worker shares.
+    let shared_id: Arc<str> = Arc::from("default/httpbin/0");
     let start = Barrier::new(threads);
     let total: Duration = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (one, start) = (one.clone(), &start);
+                let (one, start, shared_id) = (one.clone(), &start, &shared_id);
                 s.spawn(move || {
                     let own = (!shared).then(metrics);
                     let m = own.as_ref().unwrap_or(&one);
-                    let (rec, id): (_, Arc<str>) = (record(), Arc::from("default/httpbin/0"));
+                    let id = match shared {
+                        true => shared_id.clone(),
+                        false => Arc::from("default/httpbin/0"),
+                    };
+                    let dest = destination();
+                    let rec = record(&dest);
                     start.wait();
                     let (a, b) = finish_requests(m, &rec, &id, N);
                     a + b
@@ -111,7 +117,13 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(cpus.min(8));
-    let (istio, ops) = finish_requests(&metrics(), &record(), &Arc::from("default/httpbin/0"), N);
+    let dest = destination();
+    let (istio, ops) = finish_requests(
+        &metrics(),
+        &record(&dest),
+        &Arc::from("default/httpbin/0"),
+        N,
+    );
     let per = |d: Duration| d.as_nanos() as f64 / f64::from(N);
     println!("istio_* metrics per request:   {:.0} ns", per(istio));
     println!("gateway_* metrics per request: {:.0} ns", per(ops));

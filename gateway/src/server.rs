@@ -146,6 +146,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let accept = AcceptShared {
+        per_worker: (0..workers.count())
+            .map(|_| Arc::new(ProxyContext::clone(&proxy)))
+            .collect(),
         proxy,
         drain: DrainWatch::default(),
         permits,
@@ -313,6 +316,8 @@ impl ConfigApplier {
 #[derive(Clone)]
 struct AcceptShared {
     proxy: Arc<ProxyContext>,
+    /// The context's copy for each worker, which its connections and requests clone.
+    per_worker: Arc<[Arc<ProxyContext>]>,
     drain: DrainWatch,
     /// One permit per open downstream connection (`--max-connections`).
     permits: Arc<Semaphore>,
@@ -453,7 +458,7 @@ fn start_accepting(
             let loop_shared = shared.clone();
             shared.workers.spawn_on(i, async move {
                 match TcpListener::from_std(socket) {
-                    Ok(listener) => accept_loop(listener, port, loop_shared).await,
+                    Ok(listener) => accept_loop(listener, port, i, loop_shared).await,
                     Err(e) => tracing::error!(port, error = %e, "cannot register a listener on its worker"),
                 }
             })
@@ -464,7 +469,9 @@ fn start_accepting(
 /// First and largest pause after a failed accept (EMFILE and friends): no busy loop.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
-async fn accept_loop(listener: TcpListener, port: u16, shared: AcceptShared) {
+/// Accepts on worker `worker`'s socket for `port`.
+async fn accept_loop(listener: TcpListener, port: u16, worker: usize, shared: AcceptShared) {
+    let context = &shared.per_worker[worker % shared.per_worker.len()];
     let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -487,7 +494,7 @@ async fn accept_loop(listener: TcpListener, port: u16, shared: AcceptShared) {
         let Some(watcher) = shared.drain.watcher() else {
             continue;
         };
-        let proxy = shared.proxy.clone();
+        let proxy = context.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = ConnectionGuard::new(&proxy.metrics);

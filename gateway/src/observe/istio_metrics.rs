@@ -14,10 +14,11 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 
+use hashbrown::Equivalent;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::registry::Registry;
 
-use super::sharded::{Count, Observations, ShardedFamily};
+use super::sharded::{Count, LabelKey, Observations, ShardedFamily};
 use crate::ir;
 
 /// Istio's value for a label it cannot fill.
@@ -223,10 +224,54 @@ pub struct IstioLabels {
     pub mutual_tls: bool,
 }
 
+impl IstioLabels {
+    /// The borrowed view that hashing and comparing go through, so a [`IstioKey`] finds
+    /// the series of the labels it was made from.
+    fn key(&self) -> IstioKey<'_> {
+        IstioKey {
+            source: &self.source,
+            destination: &self.destination,
+            request_protocol: self.request_protocol,
+            response_code: self.response_code,
+            grpc_response_status: self.grpc_response_status,
+            response_flags: self.response_flags,
+            mutual_tls: self.mutual_tls,
+        }
+    }
+}
+
 impl PartialEq for IstioLabels {
     fn eq(&self, o: &Self) -> bool {
-        Arc::ptr_eq(&self.source, &o.source)
-            && Arc::ptr_eq(&self.destination, &o.destination)
+        self.key() == o.key()
+    }
+}
+
+impl Eq for IstioLabels {}
+
+impl Hash for IstioLabels {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.key().hash(h);
+    }
+}
+
+/// [`IstioLabels`] borrowed: a finished request looks its series up with this, so the
+/// source's and destination's `Arc`s (shared by every worker) are cloned only into a new
+/// series, not on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct IstioKey<'a> {
+    source: &'a Arc<Workload>,
+    destination: &'a Arc<Destination>,
+    request_protocol: &'static str,
+    response_code: u16,
+    grpc_response_status: Option<u8>,
+    response_flags: &'static str,
+    mutual_tls: bool,
+}
+
+impl PartialEq for IstioKey<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(self.source, o.source)
+            && Arc::ptr_eq(self.destination, o.destination)
             && (
                 self.request_protocol,
                 self.response_code,
@@ -236,17 +281,35 @@ impl PartialEq for IstioLabels {
     }
 }
 
-impl Eq for IstioLabels {}
-
-impl Hash for IstioLabels {
+impl Hash for IstioKey<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        Arc::as_ptr(&self.source).hash(h);
-        Arc::as_ptr(&self.destination).hash(h);
+        Arc::as_ptr(self.source).hash(h);
+        Arc::as_ptr(self.destination).hash(h);
         self.request_protocol.hash(h);
         self.response_code.hash(h);
         self.grpc_response_status.hash(h);
         self.response_flags.hash(h);
         self.mutual_tls.hash(h);
+    }
+}
+
+impl Equivalent<IstioLabels> for IstioKey<'_> {
+    fn equivalent(&self, labels: &IstioLabels) -> bool {
+        *self == labels.key()
+    }
+}
+
+impl LabelKey<IstioLabels> for IstioKey<'_> {
+    fn to_labels(&self) -> IstioLabels {
+        IstioLabels {
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            request_protocol: self.request_protocol,
+            response_code: self.response_code,
+            grpc_response_status: self.grpc_response_status,
+            response_flags: self.response_flags,
+            mutual_tls: self.mutual_tls,
+        }
     }
 }
 
@@ -323,9 +386,9 @@ pub const ISTIO_LABELS: usize = 25;
 
 /// What one finished request contributes to the Istio metrics.
 #[derive(Debug, Clone)]
-pub struct RequestRecord {
+pub struct RequestRecord<'a> {
     /// Where it went.
-    pub destination: Arc<Destination>,
+    pub destination: &'a Arc<Destination>,
     /// gRPC request?
     pub grpc: bool,
     /// Status code sent.
@@ -431,9 +494,9 @@ impl IstioMetrics {
         if !self.enabled {
             return;
         }
-        let labels = IstioLabels {
-            source: self.source.clone(),
-            destination: r.destination.clone(),
+        let labels = IstioKey {
+            source: &self.source,
+            destination: &r.destination,
             request_protocol: "tcp",
             response_code: 0,
             grpc_response_status: None,
@@ -451,9 +514,9 @@ impl IstioMetrics {
         if !self.enabled {
             return;
         }
-        let labels = IstioLabels {
-            source: self.source.clone(),
-            destination: r.destination.clone(),
+        let labels = IstioKey {
+            source: &self.source,
+            destination: r.destination,
             request_protocol: if r.grpc { "grpc" } else { "http" },
             response_code: r.response_code,
             grpc_response_status: r.grpc_status,
@@ -539,7 +602,7 @@ mod tests {
         )
     }
 
-    fn record(dest: Arc<Destination>, mutual_tls: bool) -> RequestRecord {
+    fn record(dest: &Arc<Destination>, mutual_tls: bool) -> RequestRecord<'_> {
         RequestRecord {
             destination: dest,
             grpc: false,
@@ -568,7 +631,7 @@ mod tests {
         let base = Destination::for_backend(&backend);
         let dest = Destination::for_endpoint(&base, &mesh_endpoint("httpbin"));
         let m = IstioMetrics::new(source(), true);
-        m.record(&record(dest.interned(), true));
+        m.record(&record(&dest.interned(), true));
         let out = render(&m);
         let line = out
             .lines()
@@ -599,7 +662,7 @@ mod tests {
     #[test]
     fn plaintext_edge_reports_none_and_unknown_principals() {
         let m = IstioMetrics::new(source(), true);
-        m.record(&record(Destination::unknown(), false));
+        m.record(&record(&Destination::unknown(), false));
         let out = render(&m);
         let line = out
             .lines()
@@ -615,6 +678,56 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(r#"destination_service="unknown""#), "{line}");
+    }
+
+    /// The borrowed key must hash as its labels do, or every request would miss its
+    /// series and clone the labels again.
+    #[test]
+    fn a_borrowed_key_hashes_and_compares_as_its_labels() {
+        use std::hash::{BuildHasher, RandomState};
+        let (source, dest) = (Arc::new(source()), Destination::unknown());
+        let key = IstioKey {
+            source: &source,
+            destination: &dest,
+            request_protocol: "http",
+            response_code: 200,
+            grpc_response_status: None,
+            response_flags: "-",
+            mutual_tls: false,
+        };
+        let h = RandomState::new();
+        assert_eq!(h.hash_one(key), h.hash_one(key.to_labels()));
+        assert!(key.equivalent(&key.to_labels()));
+        let other = IstioKey {
+            mutual_tls: true,
+            ..key
+        };
+        assert!(!other.equivalent(&key.to_labels()));
+    }
+
+    #[test]
+    fn requests_with_equal_labels_count_into_one_series() {
+        let m = IstioMetrics::new(source(), true);
+        let unknown = Destination::unknown();
+        for _ in 0..3 {
+            m.record(&record(&unknown, false));
+        }
+        m.record(&RequestRecord {
+            response_code: 503,
+            ..record(&unknown, false)
+        });
+        let out = render(&m);
+        let series: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(series.len(), 2, "{out}");
+        let count = |code: &str| {
+            let wanted = format!("response_code=\"{code}\"");
+            let line = series.iter().find(|l| l.contains(&wanted)).unwrap();
+            line.rsplit(' ').next().unwrap().to_string()
+        };
+        assert_eq!((count("200"), count("503")), ("3".into(), "1".into()));
     }
 
     #[test]
@@ -648,7 +761,7 @@ mod tests {
     #[test]
     fn duration_buckets_are_istios() {
         let m = IstioMetrics::new(source(), true);
-        m.record(&record(Destination::unknown(), false));
+        m.record(&record(&Destination::unknown(), false));
         let out = render(&m);
         let les: Vec<&str> = out
             .lines()

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use hashbrown::Equivalent;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::sharded::{Count, Observations, ShardedFamily};
+use super::sharded::{Count, LabelKey, Observations, ShardedFamily};
 use crate::observe::istio_metrics::{IstioMetrics, Workload};
 
 /// Labels of a proxied request.
@@ -34,6 +35,73 @@ pub struct AttemptLabels {
     pub backend: Arc<str>,
     /// `2xx`..`5xx` for a response, else the response flag (`UF`, `UT`, `UC`, mesh codes).
     pub outcome: &'static str,
+}
+
+/// The request metrics' label sets borrowed ([`LabelKey`]s): a finished request looks
+/// its series up by the route id and backend name it holds, without cloning their
+/// `Arc<str>`s (the tables', shared by every worker). Each hashes as the owned labels
+/// do (`Arc<str>` hashes as its `str`).
+#[derive(Hash)]
+struct RequestKey<'a> {
+    route: &'a str,
+    code: u16,
+}
+
+impl Equivalent<RequestLabels> for RequestKey<'_> {
+    fn equivalent(&self, l: &RequestLabels) -> bool {
+        self.code == l.code && self.route == &*l.route
+    }
+}
+
+impl LabelKey<RequestLabels> for RequestKey<'_> {
+    fn to_labels(&self) -> RequestLabels {
+        RequestLabels {
+            route: Arc::from(self.route),
+            code: self.code,
+        }
+    }
+}
+
+/// [`RouteLabels`] borrowed (see [`RequestKey`]).
+#[derive(Hash)]
+struct RouteKey<'a> {
+    route: &'a str,
+}
+
+impl Equivalent<RouteLabels> for RouteKey<'_> {
+    fn equivalent(&self, l: &RouteLabels) -> bool {
+        self.route == &*l.route
+    }
+}
+
+impl LabelKey<RouteLabels> for RouteKey<'_> {
+    fn to_labels(&self) -> RouteLabels {
+        RouteLabels {
+            route: Arc::from(self.route),
+        }
+    }
+}
+
+/// [`AttemptLabels`] borrowed (see [`RequestKey`]).
+#[derive(Hash)]
+struct AttemptKey<'a> {
+    backend: &'a str,
+    outcome: &'static str,
+}
+
+impl Equivalent<AttemptLabels> for AttemptKey<'_> {
+    fn equivalent(&self, l: &AttemptLabels) -> bool {
+        self.outcome == l.outcome && self.backend == &*l.backend
+    }
+}
+
+impl LabelKey<AttemptLabels> for AttemptKey<'_> {
+    fn to_labels(&self) -> AttemptLabels {
+        AttemptLabels {
+            backend: Arc::from(self.backend),
+            outcome: self.outcome,
+        }
+    }
 }
 
 /// Labels of a traffic-policy event on a backend.
@@ -318,10 +386,14 @@ impl Metrics {
             }
             other => other.code(),
         };
-        self.upstream_attempts.inc(&AttemptLabels {
-            backend: backend.clone(),
-            outcome,
-        });
+        self.upstream_attempts.inc(&AttemptKey { backend, outcome });
+    }
+
+    /// Counts a finished request (`route` empty when none matched) and observes its
+    /// duration.
+    pub fn request_finished(&self, route: &str, code: u16, seconds: f64) {
+        self.requests.inc(&RequestKey { route, code });
+        self.request_duration.observe(&RouteKey { route }, seconds);
     }
 
     /// Counts a traffic-policy event on a backend.
@@ -346,5 +418,53 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, RandomState};
+
+    use super::*;
+
+    /// A borrowed key must hash as its labels do, or every request would miss its series
+    /// and clone the labels again (still counted right, so only this catches it).
+    #[test]
+    fn borrowed_keys_hash_and_compare_as_their_labels() {
+        let h = RandomState::new();
+        let request = RequestKey {
+            route: "default/httpbin/0",
+            code: 200,
+        };
+        assert_eq!(h.hash_one(&request), h.hash_one(request.to_labels()));
+        assert!(request.equivalent(&request.to_labels()));
+        let route = RouteKey { route: "r" };
+        assert_eq!(h.hash_one(&route), h.hash_one(route.to_labels()));
+        assert!(route.equivalent(&route.to_labels()));
+        let attempt = AttemptKey {
+            backend: "Service default/httpbin:80",
+            outcome: "2xx",
+        };
+        assert_eq!(h.hash_one(&attempt), h.hash_one(attempt.to_labels()));
+        assert!(attempt.equivalent(&attempt.to_labels()));
+        assert!(!attempt.equivalent(&AttemptLabels {
+            backend: Arc::from("Service default/httpbin:80"),
+            outcome: "5xx",
+        }));
+    }
+
+    #[test]
+    fn a_finished_request_counts_by_route_and_code() {
+        let m = Metrics::new();
+        m.request_finished("default/a/0", 200, 0.001);
+        m.request_finished("default/a/0", 200, 0.002);
+        m.request_finished("", 404, 0.0);
+        let labels = |route: &str, code| RequestLabels {
+            route: Arc::from(route),
+            code,
+        };
+        assert_eq!(m.requests.get(&labels("default/a/0", 200)), 2);
+        assert_eq!(m.requests.get(&labels("", 404)), 1);
+        assert_eq!(m.requests.get(&labels("default/a/0", 404)), 0);
     }
 }

@@ -7,12 +7,16 @@
 //! two threads recording at once paid 2.2–2.3x the time per request of one). Here a thread
 //! locks only its own shard (uncontended but for a scrape), and a scrape sums the shards
 //! and encodes the result exactly as a `Family` of `Counter`s or `Histogram`s would.
+//!
+//! A series is looked up by a [`LabelKey`]: a borrowed view of its label set where the
+//! label set holds `Arc`s that every worker shares (the route's id, the destination),
+//! so that recording a hot series writes no shared reference count.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hashbrown::{Equivalent, HashMap};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
@@ -25,6 +29,19 @@ static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     /// This thread's shard, assigned in the order threads first record.
     static SHARD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+/// What a series is looked up by: its label set `S` itself, or a view of it that hashes
+/// and compares as `S` does, made into an `S` only when the series is new to a shard.
+pub trait LabelKey<S>: Hash + Equivalent<S> {
+    /// The label set to store.
+    fn to_labels(&self) -> S;
+}
+
+impl<S: Clone + Hash + Eq> LabelKey<S> for S {
+    fn to_labels(&self) -> S {
+        self.clone()
+    }
 }
 
 /// What a shard keeps per label set.
@@ -140,14 +157,14 @@ impl<S: Clone + Hash + Eq, V: ShardValue> ShardedFamily<S, V> {
         ShardedFamily(Arc::new(Inner { shards, config }))
     }
 
-    /// Applies `f` to this thread's value for `labels` (created empty first).
-    fn update(&self, labels: &S, f: impl FnOnce(&mut V)) {
+    /// Applies `f` to this thread's value for `key`'s series (created empty first).
+    fn update<K: LabelKey<S> + ?Sized>(&self, key: &K, f: impl FnOnce(&mut V)) {
         let shard = &self.0.shards[SHARD.with(|s| *s)];
         let mut map = lock(&shard.0);
-        match map.get_mut(labels) {
+        match map.get_mut(key) {
             Some(v) => f(v),
             None => f(map
-                .entry(labels.clone())
+                .entry(key.to_labels())
                 .or_insert_with(|| V::new(&self.0.config))),
         }
     }
@@ -178,12 +195,12 @@ impl<S: Clone + Hash + Eq> ShardedFamily<S, Count> {
     }
 
     /// Adds one to `labels`' counter.
-    pub fn inc(&self, labels: &S) {
+    pub fn inc<K: LabelKey<S> + ?Sized>(&self, labels: &K) {
         self.inc_by(labels, 1);
     }
 
     /// Adds `n` to `labels`' counter.
-    pub fn inc_by(&self, labels: &S, n: u64) {
+    pub fn inc_by<K: LabelKey<S> + ?Sized>(&self, labels: &K, n: u64) {
         self.update(labels, |c| c.0 += n);
     }
 
@@ -207,7 +224,7 @@ impl<S: Clone + Hash + Eq> ShardedFamily<S, Observations> {
 
     /// Observes `v` for `labels`: it counts in the first bucket whose bound is at least
     /// `v` (NaN in the last), as prometheus-client's histogram counts it.
-    pub fn observe(&self, labels: &S, v: f64) {
+    pub fn observe<K: LabelKey<S> + ?Sized>(&self, labels: &K, v: f64) {
         let bounds = &self.0.config.0;
         let bucket = if v.is_nan() {
             bounds.len() - 1
@@ -313,6 +330,48 @@ mod tests {
         assert_eq!(render(&ours), render(&theirs));
         assert_eq!(counters.get(&label("a")), 12);
         assert_eq!(counters.get(&label("c")), 0);
+    }
+
+    /// `L` borrowed, hashing as `L` does.
+    #[derive(Hash)]
+    struct Borrowed<'a> {
+        route: &'a str,
+    }
+
+    impl Equivalent<L> for Borrowed<'_> {
+        fn equivalent(&self, l: &L) -> bool {
+            self.route == l.route
+        }
+    }
+
+    impl LabelKey<L> for Borrowed<'_> {
+        fn to_labels(&self) -> L {
+            label(self.route)
+        }
+    }
+
+    #[test]
+    fn a_borrowed_key_records_into_the_series_of_its_labels() {
+        let counters = ShardedFamily::<L, Count>::counters();
+        counters.inc(&Borrowed { route: "a" });
+        counters.inc(&label("a"));
+        counters.inc_by(&Borrowed { route: "a" }, 3);
+        counters.inc(&Borrowed { route: "b" });
+        assert_eq!(counters.get(&label("a")), 5);
+        assert_eq!(counters.get(&label("b")), 1);
+        let mut reg = Registry::default();
+        reg.register("requests", "Requests", counters.clone());
+        let series: Vec<String> = render(&reg)
+            .into_iter()
+            .filter(|l| l.starts_with("requests_total"))
+            .collect();
+        assert_eq!(
+            series,
+            [
+                "requests_total{route=\"a\"} 5",
+                "requests_total{route=\"b\"} 1"
+            ]
+        );
     }
 
     #[test]

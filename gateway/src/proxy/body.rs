@@ -17,7 +17,6 @@ use super::ProxyContext;
 use super::connection::InFlight;
 use crate::observe::access_log::Entry;
 use crate::observe::istio_metrics::{Destination, RequestRecord, UNKNOWN};
-use crate::observe::metrics::{RequestLabels, RouteLabels};
 use crate::observe::traces::RequestSpan;
 
 /// What the gateway knows about one request; logged once, when the response ends.
@@ -86,7 +85,7 @@ impl Completion {
         let elapsed = self.start.elapsed();
         let m = &self.ctx.metrics;
         m.istio.record(&RequestRecord {
-            destination: self.destination.clone(),
+            destination: &self.destination,
             grpc: self.grpc,
             response_code: self.status,
             grpc_status,
@@ -96,13 +95,11 @@ impl Completion {
             request_bytes: self.request_header_bytes + self.request_body_bytes,
             response_bytes: self.response_header_bytes + bytes_sent,
         });
-        let route = self.route.clone().unwrap_or_else(|| Arc::from(""));
-        m.requests.inc(&RequestLabels {
-            route: route.clone(),
-            code: self.status,
-        });
-        m.request_duration
-            .observe(&RouteLabels { route }, elapsed.as_secs_f64());
+        m.request_finished(
+            self.route.as_deref().unwrap_or(""),
+            self.status,
+            elapsed.as_secs_f64(),
+        );
         if let (Some(code), Some(reason)) = (self.code, &self.reason) {
             self.ctx.debug.record(
                 self.request_id(),

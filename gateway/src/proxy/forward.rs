@@ -26,7 +26,7 @@ pub async fn forward(
     mut req: Request<Incoming>,
     rec: &mut Completion,
 ) -> Result<Response<BodyKind>, Reject> {
-    let rule = plan.rule.clone();
+    let rule = &*plan.rule;
     if let Some(authz) = &rule.authorization
         && let Some(denied) = policy::authorize(authz, conn, &plan.path, &req, rec)
     {
@@ -39,7 +39,7 @@ pub async fn forward(
         },
         None => None,
     };
-    let backend = pick_backend(&rule)?;
+    let backend = pick_backend(rule)?;
     rec.upstream = Some(backend.name.clone());
     rec.destination = backend.destination.clone();
     // An upgrade needs a connection slot of its own; without one it is refused here,
@@ -52,7 +52,7 @@ pub async fn forward(
     let path_and_query = upstream_path(&plan, backend, req.uri().query())?;
     rewrite_request(
         conn,
-        &rule,
+        rule,
         backend,
         &mut req,
         rec,
@@ -70,7 +70,7 @@ pub async fn forward(
         rec.request_body_counted = Some(n.clone());
         n
     };
-    let body = match request_body(ctx, &rule, backend, &parts, &path_and_query, body) {
+    let body = match request_body(ctx, rule, backend, &parts, &path_and_query, body) {
         RequestBody::Streaming(b) if unknown_length(&b) => RequestBody::Counted(b, counter()),
         RequestBody::Tee(b, copies, None) if unknown_length(&b) => {
             RequestBody::Tee(b, copies, Some(counter()))
@@ -102,12 +102,12 @@ pub async fn forward(
     } else {
         headers::remove_hop_by_hop(resp.headers_mut());
     }
-    rewrite_response(&rule, backend, origin.as_ref(), resp.headers_mut());
+    rewrite_response(rule, backend, origin.as_ref(), resp.headers_mut());
     if let Some(q) = quota {
         q.write(resp.headers_mut());
     }
     let deadline = (resp.status() != StatusCode::SWITCHING_PROTOCOLS)
-        .then(|| response_deadline(&rule, rec))
+        .then(|| response_deadline(rule, rec))
         .flatten();
     Ok(resp.map(|b| match deadline {
         Some(d) => BodyKind::UpstreamUntil(b, Box::new(d)),

@@ -72,13 +72,16 @@ pub struct Limits {
     pub merge_slashes: bool,
 }
 
-/// What the request path uses, as narrow handles (no shared hub).
+/// What the request path uses, as narrow handles (no shared hub). Each worker holds a
+/// copy of its own (cloning shares every part): every request clones the context's
+/// `Arc`, and one `Arc` for all workers would be a count they all write.
+#[derive(Clone)]
 pub struct ProxyContext {
     /// The current tables.
     pub tables: TableReader,
     /// Pooled upstream clients, one set per worker ([`crate::workers`]): a worker's
     /// requests use its own pools, so an upstream connection's I/O stays on its thread.
-    pub upstreams: Vec<Upstreams>,
+    pub upstreams: Arc<[Upstreams]>,
     /// Per-attempt hooks.
     pub hooks: AttemptHooks,
     /// Metrics.
