@@ -78,7 +78,11 @@ impl EndpointHealth {
             if hit {
                 c.fetch_add(1, Ordering::Relaxed) + 1
             } else {
-                c.store(0, Ordering::Relaxed);
+                // Every worker's successes land here: a store of the 0 already there
+                // would still take the line from the other cores.
+                if c.load(Ordering::Relaxed) != 0 {
+                    c.store(0, Ordering::Relaxed);
+                }
                 0
             }
         };
