@@ -279,8 +279,21 @@ impl TestCa {
     /// Issues a certificate directly (no RPC), e.g. to seed a files or SPIFFE source.
     /// Returns `(leaf DER, PKCS#8 key DER)`.
     pub fn issue_direct(&self, identity: &Identity, ttl: Duration) -> (Vec<u8>, Vec<u8>) {
+        self.sign_direct(leaf_params(identity, ttl))
+    }
+
+    /// Like [`TestCa::issue_direct`], but valid from [`ISTIOD_BACKDATE`] before now, as
+    /// istiod's certificates are: for a client certificate presented to an Envoy
+    /// sidecar at once. Envoy has refused a certificate issued a few milliseconds
+    /// earlier as "not yet valid" (its `notBefore` is that second).
+    pub fn issue_direct_backdated(&self, identity: &Identity, ttl: Duration) -> (Vec<u8>, Vec<u8>) {
+        let mut params = leaf_params(identity, ttl);
+        params.not_before -= ISTIOD_BACKDATE;
+        self.sign_direct(params)
+    }
+
+    fn sign_direct(&self, params: CertificateParams) -> (Vec<u8>, Vec<u8>) {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-        let params = leaf_params(identity, ttl);
         let a = self.state.authority.lock().unwrap();
         let cert = params.signed_by(&key, &a.root).expect("sign");
         (cert.der().to_vec(), key.serialize_der())
@@ -303,6 +316,12 @@ impl Drop for TestCa {
 fn fastrand_hex() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
+
+/// istiod's `ClockSkewGracePeriod`: the certificates it signs are valid from two minutes
+/// before they are issued (`NotBefore: now.Add(-ClockSkewGracePeriod)`). This CA's CSR
+/// answers are not backdated: the agent's rotation schedule counts from `notBefore`, and
+/// the tests' certificates live for seconds.
+pub const ISTIOD_BACKDATE: time::Duration = time::Duration::minutes(2);
 
 fn leaf_params(identity: &Identity, ttl: Duration) -> CertificateParams {
     let mut params = CertificateParams::default();
