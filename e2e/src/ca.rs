@@ -4,7 +4,8 @@
 //! Like istiod it authenticates the bearer token and takes the identity from the token
 //! (a registry here, TokenReview there), refuses a CSR that claims another identity,
 //! and issues istiod-shaped certificates: empty subject, one URI SAN, chain
-//! `[leaf, root]`, lifetime from `validity_duration` capped at `max_ttl`. Tests can make
+//! `[leaf, root]`, valid from two minutes before issuance ([`ISTIOD_BACKDATE`]) until the
+//! lifetime from `validity_duration` (capped at `max_ttl`) has passed. Tests can make
 //! it fail, stall, answer for the wrong identity, go away, or rotate its root.
 
 use std::collections::HashMap;
@@ -279,21 +280,8 @@ impl TestCa {
     /// Issues a certificate directly (no RPC), e.g. to seed a files or SPIFFE source.
     /// Returns `(leaf DER, PKCS#8 key DER)`.
     pub fn issue_direct(&self, identity: &Identity, ttl: Duration) -> (Vec<u8>, Vec<u8>) {
-        self.sign_direct(leaf_params(identity, ttl))
-    }
-
-    /// Like [`TestCa::issue_direct`], but valid from [`ISTIOD_BACKDATE`] before now, as
-    /// istiod's certificates are: for a client certificate presented to an Envoy
-    /// sidecar at once. Envoy has refused a certificate issued a few milliseconds
-    /// earlier as "not yet valid" (its `notBefore` is that second).
-    pub fn issue_direct_backdated(&self, identity: &Identity, ttl: Duration) -> (Vec<u8>, Vec<u8>) {
-        let mut params = leaf_params(identity, ttl);
-        params.not_before -= ISTIOD_BACKDATE;
-        self.sign_direct(params)
-    }
-
-    fn sign_direct(&self, params: CertificateParams) -> (Vec<u8>, Vec<u8>) {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let params = leaf_params(identity, ttl);
         let a = self.state.authority.lock().unwrap();
         let cert = params.signed_by(&key, &a.root).expect("sign");
         (cert.der().to_vec(), key.serialize_der())
@@ -317,10 +305,11 @@ fn fastrand_hex() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
-/// istiod's `ClockSkewGracePeriod`: the certificates it signs are valid from two minutes
-/// before they are issued (`NotBefore: now.Add(-ClockSkewGracePeriod)`). This CA's CSR
-/// answers are not backdated: the agent's rotation schedule counts from `notBefore`, and
-/// the tests' certificates live for seconds.
+/// istiod's `ClockSkewGracePeriod`: the workload certificates it signs are valid from two
+/// minutes before they are issued (`NotBefore: now.Add(-ClockSkewGracePeriod)`), and so
+/// are this CA's. A peer whose clock is a little behind still accepts a certificate just
+/// issued: Envoy has refused one issued a few milliseconds earlier as "not yet valid"
+/// when its `notBefore` was that second.
 pub const ISTIOD_BACKDATE: time::Duration = time::Duration::minutes(2);
 
 fn leaf_params(identity: &Identity, ttl: Duration) -> CertificateParams {
@@ -339,7 +328,7 @@ fn leaf_params(identity: &Identity, ttl: Duration) -> CertificateParams {
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now;
+    params.not_before = now - ISTIOD_BACKDATE;
     params.not_after = now + time::Duration::try_from(ttl).unwrap_or(time::Duration::days(1));
     let mut serial = [0u8; 16];
     fastrand::fill(&mut serial);

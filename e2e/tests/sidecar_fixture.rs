@@ -44,7 +44,7 @@ async fn lab(policy: InboundPolicy) -> Lab {
 
 /// The gateway's client certificate: (leaf DER, PKCS#8 key DER).
 fn gateway_cert(ca: &TestCa) -> (Vec<u8>, Vec<u8>) {
-    ca.issue_direct_backdated(&gateway_identity(), Duration::from_secs(3600))
+    ca.issue_direct(&gateway_identity(), Duration::from_secs(3600))
 }
 
 /// A TLS client trusting the mesh root, offering `alpn`, with an optional client cert.
@@ -294,7 +294,7 @@ async fn strict_sidecar_refuses_a_client_without_certificate() {
 
     // A certificate from another CA is refused too.
     let other = TestCa::start().await;
-    let foreign = other.issue_direct_backdated(&gateway_identity(), Duration::from_secs(3600));
+    let foreign = other.issue_direct(&gateway_identity(), Duration::from_secs(3600));
     let (config, _) = client(&lab.ca, Some(&foreign), &["istio-http/1.1"]);
     let r = tls_get(lab.pod.inbound, config, "/status/200", &[]).await;
     assert!(r.is_err(), "served a client from a foreign CA: {r:?}");

@@ -217,14 +217,16 @@ impl WorkloadCerts {
         })
     }
 
-    /// When to renew: at `ratio` of the lifetime (Istio renews at half), shifted by `jitter`.
-    pub fn refresh_at(&self, ratio: f64, jitter: f64) -> SystemTime {
-        let lifetime = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
+    /// When to renew: at `ratio` (Istio renews at half), shifted by `jitter`, of the time
+    /// from `received` (when the agent got the certificate) to `notAfter`. Istio's agent
+    /// counts from receipt too: istiod backdates `notBefore` by two minutes against
+    /// clock skew, so counting from `notBefore` would renew early, and at once (over and
+    /// over) for lifetimes under about two minutes.
+    pub fn refresh_at(&self, received: SystemTime, ratio: f64, jitter: f64) -> SystemTime {
+        let from = received.clamp(self.not_before, self.not_after);
+        let lifetime = self.not_after.duration_since(from).unwrap_or_default();
         let offset = lifetime.as_secs_f64() * (ratio + jitter).clamp(0.0, 1.0);
-        self.not_before + Duration::from_secs_f64(offset)
+        from + Duration::from_secs_f64(offset)
     }
 
     /// Whether the leaf is inside its validity window at `now`.

@@ -18,10 +18,12 @@ pub const RETRY_SHARE_OF_REMAINING: u32 = 4;
 /// ...but not less than this, so the last moments before expiry do not spin.
 pub const RETRY_FLOOR: Duration = Duration::from_millis(100);
 
-/// When to renew `certs`: at half its lifetime, jittered so a fleet does not renew in step.
-pub fn renew_at(certs: &WorkloadCerts) -> SystemTime {
+/// When to renew `certs`, received at `received`: half way from then to its expiry (as
+/// Istio's agent, not from its backdated `notBefore`), jittered so a fleet does not renew
+/// in step.
+pub fn renew_at(certs: &WorkloadCerts, received: SystemTime) -> SystemTime {
     let jitter = (fastrand::f64() * 2.0 - 1.0) * RENEW_JITTER;
-    certs.refresh_at(RENEW_RATIO, jitter)
+    certs.refresh_at(received, RENEW_RATIO, jitter)
 }
 
 /// Exponential backoff, doubling from [`BACKOFF_INITIAL`] to [`BACKOFF_MAX`], jittered.

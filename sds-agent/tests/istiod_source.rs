@@ -113,22 +113,29 @@ async fn certificate_rotates_at_half_life_and_every_stream_gets_the_new_version(
     assert_ne!(s1, s2, "a new certificate");
     assert_ne!(first.version, second.version, "a new version");
     assert_eq!(id2, h.identity);
-    // Renewal at half of the first certificate's stated lifetime (X.509 times are whole
-    // seconds), before it expires: compare the CA's second issuance with the first's validity.
-    let renewed_at =
+    // Renewal half way from the first certificate's issuance to its expiry (X.509 times
+    // are whole seconds), as Istio's agent counts: not from its notBefore, which the CA
+    // (like istiod) sets two minutes back. Compare the CA's two issuances.
+    let issued_at = |serial: &str| {
         h.ca.calls()
             .into_iter()
-            .find(|c| c.issued_serial.as_deref() == Some(s2.as_str()))
+            .find(|c| c.issued_serial.as_deref() == Some(serial))
             .map(|c| c.at)
-            .expect("issued by the CA");
+            .expect("issued by the CA")
+    };
+    let (first_at, renewed_at) = (issued_at(&s1), issued_at(&s2));
     let chain = mesh::certs::parse_pem_certs(&first.certificate().unwrap().0, "chain").unwrap();
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
     let nb =
         std::time::UNIX_EPOCH + Duration::from_secs(leaf.validity().not_before.timestamp() as u64);
     let na =
         std::time::UNIX_EPOCH + Duration::from_secs(leaf.validity().not_after.timestamp() as u64);
-    let half = nb
-        + na.duration_since(nb)
+    assert!(
+        na.duration_since(nb).unwrap() > Duration::from_secs(120),
+        "backdated as istiod does: {nb:?}..{na:?}"
+    );
+    let half = first_at
+        + na.duration_since(first_at)
             .unwrap()
             .mul_f64(0.5 - sds_agent::rotation::RENEW_JITTER);
     assert!(

@@ -79,11 +79,11 @@ pub async fn keep_fresh<C: CertificateAuthority>(
     }
 }
 
-/// When to renew `certs` and when it expires, as tokio instants.
+/// When to renew `certs`, just received, and when it expires, as tokio instants.
 fn schedule(certs: &WorkloadCerts) -> (Instant, Instant) {
     let (now, wall) = (Instant::now(), SystemTime::now());
     let until = |t: SystemTime| now + t.duration_since(wall).unwrap_or_default();
-    (until(renew_at(certs)), until(certs.not_after))
+    (until(renew_at(certs, wall)), until(certs.not_after))
 }
 
 /// Logs a failed attempt and returns how long to wait before the next.
