@@ -223,7 +223,8 @@ impl WorkloadCerts {
     /// clock skew, so counting from `notBefore` would renew early, and at once (over and
     /// over) for lifetimes under about two minutes.
     pub fn refresh_at(&self, received: SystemTime, ratio: f64, jitter: f64) -> SystemTime {
-        let from = received.clamp(self.not_before, self.not_after);
+        // max then min, not clamp: no panic on a (never validated) inverted window.
+        let from = received.max(self.not_before).min(self.not_after);
         let lifetime = self.not_after.duration_since(from).unwrap_or_default();
         let offset = lifetime.as_secs_f64() * (ratio + jitter).clamp(0.0, 1.0);
         from + Duration::from_secs_f64(offset)
@@ -315,4 +316,42 @@ pub fn pkcs8_pem(der: &[u8]) -> String {
 fn pem_block(tag: &str, der: &[u8]) -> String {
     let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
     ::pem::encode_config(&::pem::Pem::new(tag, der.to_vec()), config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(not_before: SystemTime, not_after: SystemTime) -> WorkloadCerts {
+        WorkloadCerts {
+            identity: "spiffe://cluster.local/ns/default/sa/x".parse().unwrap(),
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            roots_pem: String::new(),
+            serial: String::new(),
+            not_before,
+            not_after,
+            leaf_sha256: String::new(),
+            root_fingerprints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn renewal_counts_from_receipt_not_from_a_backdated_not_before() {
+        let received = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let secs = Duration::from_secs;
+        // istiod: valid from two minutes before issuance, for 4 s after it.
+        let certs = window(received - secs(120), received + secs(4));
+        assert_eq!(certs.refresh_at(received, 0.5, 0.0), received + secs(2));
+        assert_eq!(
+            certs.refresh_at(received, 0.5, 0.02),
+            received + secs(2) + Duration::from_millis(80)
+        );
+        // Received before notBefore (a clock behind the CA's): counted from notBefore.
+        let ahead = window(received + secs(10), received + secs(20));
+        assert_eq!(ahead.refresh_at(received, 0.5, 0.0), received + secs(15));
+        // An inverted window (never validated) does not panic.
+        let inverted = window(received + secs(5), received);
+        assert_eq!(inverted.refresh_at(received, 0.5, 0.0), received);
+    }
 }
