@@ -50,12 +50,19 @@ fn missing_invalid_and_duplicated_host_get_400() {
     refused_400(&gw, &r, "duplicate_host");
     let r = send("GET /get HTTP/1.1\r\nHost: user@a.example\r\nConnection: close");
     refused_400(&gw, &r, "invalid_host");
+    // A port that is not digits: routing would strip it and the authorization policies
+    // would not, so a host rule could be bypassed.
+    let r = send("GET /get HTTP/1.1\r\nHost: admin.example:x\r\nConnection: close");
+    refused_400(&gw, &r, "invalid_host");
+    let r =
+        send("GET http://admin.example:x/get HTTP/1.1\r\nHost: admin.example\r\nConnection: close");
+    refused_400(&gw, &r, "invalid_host");
     // The same gateway serves a well-formed request.
     let ok = send("GET /get HTTP/1.1\r\nHost: a.example\r\nConnection: close");
     assert_eq!(ok.status, 200, "{ok:?}");
     gw.wait_metric(
         "gateway_downstream_request_errors_total{code=\"invalid_host\"}",
-        2.0,
+        4.0,
     );
 }
 
@@ -245,4 +252,85 @@ fn dot_segments_are_resolved_before_routing_and_forwarded_normalized() {
         &format!("http://127.0.0.1:{port}/anything/x%2F..%2F/admin"),
     ]);
     assert_eq!((r.status, error_code(&r).as_str()), (404, "NR"), "{r:?}");
+}
+
+/// Sends `head` (a request head without its blank line) on a new connection.
+fn send_raw(port: u16, head: &[u8]) -> CurlResult {
+    let mut bytes = head.to_vec();
+    bytes.extend_from_slice(b"\r\n\r\n");
+    raw_request(port, &bytes)
+}
+
+#[test]
+fn upgrades_other_than_websocket_get_403_and_h2c_is_served_as_http_1_1() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = httpbin_gateway(&hb, port, &[]);
+    // An upgrade Envoy would not tunnel without an upgrade_configs entry: 403, never sent.
+    let r = send_raw(
+        port,
+        b"GET /get HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\nConnection: close",
+    );
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (403, "upgrade_failed"),
+        "{r:?}"
+    );
+    let why = gw.explain(&r);
+    assert_eq!(why["attempts"], 0, "it reached an upstream: {why}");
+    // h2c smuggling: a Connection line with a byte outside ASCII named HTTP2-Settings,
+    // and its first line used to be forwarded as it was. Now the upgrade headers go and
+    // the request is served as HTTP/1.1.
+    let r = send_raw(
+        port,
+        b"GET /headers?show_env=1 HTTP/1.1\r\nHost: a.example\r\n\
+          Connection: Upgrade, HTTP2-Settings, \xff\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: close",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = &r.json()["headers"];
+    for h in ["Upgrade", "Http2-Settings"] {
+        assert!(seen.get(h).is_none(), "{h} reached the upstream: {seen}");
+    }
+    assert!(
+        !seen["Connection"]
+            .as_str()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+            .contains("http2-settings"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn a_clients_envoy_orders_are_dropped_and_its_forwarding_lines_and_cookies_kept() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let _gw = httpbin_gateway(&hb, port, &[]);
+    let r = send_raw(
+        port,
+        b"GET /headers?show_env=1 HTTP/1.1\r\nHost: a.example\r\n\
+          X-Envoy-Retry-On: 5xx\r\nX-Envoy-Upstream-Rq-Timeout-Ms: 1\r\nX-Envoy-Internal: true\r\n\
+          X-Envoy-Something-Else: kept\r\n\
+          X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\n\
+          Cookie: a=1\r\nCookie: b=2\r\nConnection: close",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = &r.json()["headers"];
+    for h in [
+        "X-Envoy-Retry-On",
+        "X-Envoy-Upstream-Rq-Timeout-Ms",
+        "X-Envoy-Internal",
+    ] {
+        assert!(seen.get(h).is_none(), "{h} reached the upstream: {seen}");
+    }
+    // Only Envoy's sanitized list goes; other names are the application's business.
+    assert_eq!(seen["X-Envoy-Something-Else"], "kept", "{seen}");
+    // Every X-Forwarded-For line, in order, then the peer.
+    assert_eq!(
+        seen["X-Forwarded-For"], "192.0.2.1, 192.0.2.2, 127.0.0.1",
+        "{seen}"
+    );
+    // One Cookie field, joined with "; " (RFC 9113 §8.2.3, as Envoy joins them).
+    assert_eq!(seen["Cookie"], "a=1; b=2", "{seen}");
 }

@@ -107,6 +107,75 @@ async fn grpc_style_h2c_request_gets_trailers_end_to_end() {
     );
 }
 
+/// An HTTP/1.1 upstream answering a chunked body with a trailer it declares
+/// (`Trailer: x-checksum`).
+async fn http1_trailer_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+                let frames: Vec<Result<_, Infallible>> = vec![
+                    Ok(hyper::body::Frame::data(Bytes::from_static(b"hello"))),
+                    Ok(hyper::body::Frame::trailers(trailers)),
+                ];
+                let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                let resp = Response::builder()
+                    .header("trailer", "x-checksum")
+                    .body(body)
+                    .unwrap();
+                Ok::<_, Infallible>(resp)
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    port
+}
+
+/// `Trailer` is end to end (RFC 9110 §6.6.2): it reaches the HTTP/1.1 client, whose
+/// hyper server side sends only the trailer fields it declares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_trailers_declared_by_the_upstream_reach_an_http1_client() {
+    let upstream = http1_trailer_upstream().await;
+    let port = free_port();
+    let config = docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: t, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+         rules:\n    - backendRefs: [{name: t, port: 80}]\n",
+        &local_service("t", upstream),
+    ]);
+    let _gw = tokio::task::spawn_blocking(move || Gateway::start(&config))
+        .await
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "t.example")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("trailer").unwrap(), "x-checksum");
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers lost on the way");
+    assert_eq!(trailers.get("x-checksum").unwrap(), "abc");
+    assert_eq!(collected.to_bytes(), "hello");
+}
+
 #[test]
 fn slow_client_that_never_finishes_its_headers_is_disconnected_without_an_answer() {
     let port = free_port();

@@ -52,6 +52,17 @@ fn check_host<B>(req: &Request<B>) -> Result<(), Reject> {
     }
     let target = req.uri().authority();
     if let Some(a) = target
+        && !port_is_digits(a.as_str())
+    {
+        return bad(
+            "invalid_host",
+            format!(
+                "request target authority {:?} has a port that is not digits",
+                a.as_str()
+            ),
+        );
+    }
+    if let Some(a) = target
         && a.as_str().contains('@')
     {
         return bad(
@@ -86,7 +97,26 @@ fn valid_host(h: &[u8]) -> bool {
     if h.is_empty() {
         return true;
     }
-    !h.contains(&b'@') && Authority::try_from(h).is_ok()
+    !h.contains(&b'@') && Authority::try_from(h).is_ok_and(|a| port_is_digits(a.as_str()))
+}
+
+/// Whether the port of `host[:port]`, if any, is digits only (RFC 3986 §3.2.3). `http`'s
+/// parser lets `host:x` through; routing and the authorization policies would then
+/// strip such a "port" by different rules and see different hosts.
+fn port_is_digits(authority: &str) -> bool {
+    let port = match authority.strip_prefix('[') {
+        // `[v6]` may only be followed by `:port`.
+        Some(v6) => match v6.split_once(']') {
+            Some((_, "")) => "",
+            Some((_, rest)) => match rest.strip_prefix(':') {
+                Some(p) => p,
+                None => return false,
+            },
+            None => return false,
+        },
+        None => authority.rsplit_once(':').map_or("", |(_, p)| p),
+    };
+    port.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -115,6 +145,20 @@ mod tests {
         assert_eq!(code(req(HTTP_10, "/", &[])), None);
         assert_eq!(code(req(HTTP_11, "/", &[])), Some("missing_host"));
         assert_eq!(code(req(HTTP_11, "/", &["a b/c@d"])), Some("invalid_host"));
+        // A port that is not digits: routing and authorization would disagree on the host.
+        for host in ["admin.example:x", "admin.example:80x", "[::1]x", "[::1]:x"] {
+            assert_eq!(
+                code(req(HTTP_11, "/", &[host])),
+                Some("invalid_host"),
+                "{host}"
+            );
+        }
+        assert_eq!(code(req(HTTP_11, "/", &["[::1]:8080"])), None);
+        assert_eq!(code(req(HTTP_11, "/", &["a.example:"])), None);
+        assert_eq!(
+            code(req(HTTP_2, "http://admin.example:x/", &[])),
+            Some("invalid_host")
+        );
         assert_eq!(
             code(req(HTTP_11, "/", &["u@a.example"])),
             Some("invalid_host")

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::body::{self, BodyKind, Completion};
 use super::connection::ConnInfo;
-use super::headers::{self, Forwarded};
+use super::headers::{self, Forwarded, UpgradeRequest};
 use super::reject::{Reject, reject};
 use super::request::ForwardPlan;
 use super::{ProxyContext, attempt, cors, mirror, policy};
@@ -44,10 +44,10 @@ pub async fn forward(
     rec.destination = backend.destination.clone();
     // An upgrade needs a connection slot of its own; without one it is refused here,
     // before anything reaches the upstream.
-    let downstream_upgrade = if headers::is_upgrade(req.headers()) {
-        Some((ctx.tunnels.reserve()?, hyper::upgrade::on(&mut req)))
-    } else {
-        None
+    let downstream_upgrade = match headers::upgrade_request(req.headers()) {
+        UpgradeRequest::WebSocket => Some((ctx.tunnels.reserve()?, hyper::upgrade::on(&mut req))),
+        UpgradeRequest::Other(to) => return Err(upgrade_refused(to)),
+        UpgradeRequest::None | UpgradeRequest::H2c => None,
     };
     let path_and_query = upstream_path(&plan, backend, req.uri().query())?;
     rewrite_request(
@@ -209,6 +209,16 @@ fn rewrite_response(
     if let Some(c) = &rule.filters.cors {
         cors::decorate(c, origin, h);
     }
+}
+
+/// 403 `upgrade_failed`, as Envoy answers an upgrade type its `upgrade_configs` do not
+/// list: only WebSocket is tunnelled.
+fn upgrade_refused(to: &str) -> Reject {
+    reject(
+        StatusCode::FORBIDDEN,
+        "upgrade_failed",
+        format!("upgrade to {to:?} refused: only websocket upgrades are proxied"),
+    )
 }
 
 fn pick_backend(rule: &Rule) -> Result<&Backend, Reject> {

@@ -15,6 +15,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Sent with an h2c upgrade (RFC 7540 §3.2.1); hop-by-hop wherever it appears.
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// The request id: the client's `x-request-id` when sane, else a new UUID v4.
 /// Kept as a header value: it is sent upstream and back without another copy.
@@ -51,15 +53,54 @@ pub fn host_without_port(authority: &str) -> String {
     host.to_ascii_lowercase()
 }
 
-/// Whether the request asks for a protocol upgrade (WebSocket).
-pub fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+/// What a request's `Upgrade` (with `Connection: upgrade`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeRequest<'a> {
+    /// No upgrade: an ordinary request.
+    None,
+    /// A WebSocket handshake: tunnelled once the upstream answers 101.
+    WebSocket,
+    /// HTTP/2 over cleartext (RFC 7540 §3.2): as Envoy does, the upgrade headers are
+    /// dropped and the request is served as HTTP/1.1.
+    H2c,
+    /// Anything else, refused with 403 `upgrade_failed` as Envoy refuses an upgrade
+    /// type its `upgrade_configs` do not list (Istio and Envoy Gateway list websocket).
+    Other(&'a str),
+}
+
+/// What the request's upgrade asks for; two `Upgrade` lines or an unreadable one is
+/// [`UpgradeRequest::Other`].
+pub fn upgrade_request(h: &HeaderMap) -> UpgradeRequest<'_> {
+    let mut lines = h.get_all(header::UPGRADE).iter();
+    let Some(first) = lines.next() else {
+        return UpgradeRequest::None;
+    };
+    if !connection_lists(h, "upgrade") {
+        return UpgradeRequest::None;
+    }
+    let value = first.to_str().unwrap_or("(not ASCII)");
+    if lines.next().is_some() {
+        return UpgradeRequest::Other(value);
+    }
+    match value.trim() {
+        v if v.eq_ignore_ascii_case("websocket") => UpgradeRequest::WebSocket,
+        v if v.eq_ignore_ascii_case("h2c") => UpgradeRequest::H2c,
+        _ => UpgradeRequest::Other(value),
+    }
+}
+
+/// Whether a `Connection` line lists `token`.
+fn connection_lists(h: &HeaderMap, token: &str) -> bool {
+    connection_tokens(h).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The tokens of every `Connection` line, read as bytes: a line with a byte outside
+/// visible ASCII still names the headers its other tokens name.
+fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// What the gateway adds for the upstream: forwarding headers and the request id; an
@@ -75,51 +116,109 @@ pub struct Forwarded<'a> {
     pub request_id: &'a HeaderValue,
 }
 
-/// Rewrites request headers for the upstream; keeps `Connection: upgrade` for upgrades.
+/// Rewrites request headers for the upstream. A WebSocket upgrade goes on as
+/// `Connection: upgrade` with the client's `Upgrade`, never the client's own
+/// `Connection` line (which could name headers the gateway removed).
 pub fn prepare_upstream(headers: &mut HeaderMap, upgrade: bool, fwd: &Forwarded<'_>) {
-    let upgrade_headers = upgrade.then(|| {
-        (
-            headers.get(header::CONNECTION).cloned(),
-            headers.get(header::UPGRADE).cloned(),
-        )
-    });
+    let upgrade_to = upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     remove_hop_by_hop(headers);
-    if let Some((c, u)) = upgrade_headers {
-        if let Some(c) = c {
-            headers.insert(header::CONNECTION, c);
-        }
-        if let Some(u) = u {
-            headers.insert(header::UPGRADE, u);
-        }
+    if let Some(u) = upgrade_to {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
     }
     headers.remove(X_FORWARDED_CLIENT_CERT);
     // Only the gateway itself speaks to the mesh as the gateway (added per attempt,
     // towards mesh upstreams only).
     peer_metadata::remove(headers);
-    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(prev)) => {
-            let ip = fwd.peer_ip.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
-        }
-        // Unreadable: replaced by the one address known to be true.
-        Some(Err(_)) | None => Some(fwd.peer_ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    remove_envoy_internal(headers);
+    join_cookies(headers);
+    append_forwarded_for(headers, fwd.peer_ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
     headers.insert(X_FORWARDED_HOST, fwd.authority.clone());
     headers.insert(X_REQUEST_ID, fwd.request_id.clone());
 }
 
-/// Removes hop-by-hop headers (RFC 9110 7.6.1) and any named in `Connection`.
-pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+/// The `x-envoy-*` request headers Envoy sanitizes from an external request (its
+/// "HTTP header sanitizing" list): the Envoy sidecars behind the gateway would obey a
+/// client's retry, timeout and tracing orders, or trust its `x-envoy-internal`.
+const ENVOY_SANITIZED: [&str; 16] = [
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-external-address",
+    "x-envoy-force-trace",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-max-retries",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-stream-duration-ms",
+];
+
+/// Drops what the edge client may not say to the Envoys behind the gateway: every
+/// client is external to the gateway.
+fn remove_envoy_internal(headers: &mut HeaderMap) {
+    // One pass over the names; the removals only when a client sent one.
+    if headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        for name in ENVOY_SANITIZED {
+            headers.remove(name);
+        }
+    }
+}
+
+/// HTTP/2 may split `cookie` into several fields; they are joined with "; " before
+/// they can reach an HTTP/1.1 upstream (RFC 9113 §8.2.3), as Envoy joins them.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    if lines.next().is_none() || lines.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For`, every line of it kept in order (the policies
+/// read them all, so the upstream must see them all); an unreadable one is replaced by
+/// the one address known to be true.
+fn append_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
+    let prev: Result<Vec<&str>, _> = headers
+        .get_all(X_FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(HeaderValue::to_str)
+        .collect();
+    let xff = match prev {
+        Ok(lines) if !lines.is_empty() => {
+            let ip = peer_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{}, {ip}", lines.join(", "))).ok()
+        }
+        _ => Some(peer_ip.clone()),
+    };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1, and `HTTP2-Settings`) and any named in
+/// `Connection`. `Trailer` is end-to-end (§6.6.2) and stays: hyper's HTTP/1 encoder sends
+/// only the trailer fields it declares.
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = connection_tokens(h)
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for n in listed {
         if n != header::TE {
@@ -132,7 +231,7 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
         PROXY_CONNECTION,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-        header::TRAILER,
+        HTTP2_SETTINGS,
     ] {
         h.remove(n);
     }

@@ -110,17 +110,8 @@ pub fn authorize(
     req: &Request<Incoming>,
     rec: &mut Completion,
 ) -> Option<Response<BodyKind>> {
-    let host = rec
-        .authority
-        .rsplit_once(':')
-        .map_or(rec.authority.as_str(), |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                rec.authority.as_str()
-            }
-        });
-    let host = host.to_ascii_lowercase();
+    // The host as routing sees it (`checks` refused a port that is not digits).
+    let host = super::headers::host_without_port(&rec.authority);
     let view = AuthzRequest {
         peer: conn.peer.ip(),
         headers: req.headers(),
