@@ -35,10 +35,12 @@ fn is_normal(raw: &str, merge_slashes: bool) -> bool {
 }
 
 /// RFC 3986 §2.3: `%41` and `A` are the same URI, so routes see `A`; other escapes are
-/// kept (upper-cased, §6.2.2.1) because decoding them would change the meaning.
+/// kept (upper-cased, §6.2.2.1) because decoding them would change the meaning. Every
+/// other byte is copied as it came: hyper lets UTF-8 through in a request target, and
+/// a multi-byte character holds no `%`, so it stays whole.
 fn decode_unreserved(p: &str) -> String {
     let b = p.as_bytes();
-    let mut out = String::with_capacity(p.len());
+    let mut out = Vec::with_capacity(p.len());
     let mut i = 0;
     while i < b.len() {
         let escaped = if b[i] == b'%' {
@@ -51,23 +53,22 @@ fn decode_unreserved(p: &str) -> String {
             Some((hi, lo)) => {
                 let c = hi << 4 | lo;
                 if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-                    out.push(char::from(c));
+                    out.push(c);
                 } else {
-                    out.push('%');
-                    out.push(char::from(b[i + 1].to_ascii_uppercase()));
-                    out.push(char::from(b[i + 2].to_ascii_uppercase()));
+                    out.extend_from_slice(&[b'%', b[i + 1], b[i + 2]]);
+                    let n = out.len();
+                    out[n - 2..].make_ascii_uppercase();
                 }
                 i += 3;
             }
             None => {
-                // The path is ASCII (hyper and the http crate refuse anything else), so
-                // byte-wise copying keeps it valid.
-                out.push(char::from(b[i]));
+                out.push(b[i]);
                 i += 1;
             }
         }
     }
-    out
+    // ASCII replaced ASCII escapes and every other byte is the input's: still UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -127,6 +128,9 @@ mod tests {
         assert_eq!(n("/a%2f..%2fb"), "/a%2F..%2Fb");
         assert_eq!(n("/a//b"), "/a//b");
         assert_eq!(n("/bad%zz%4"), "/bad%zz%4");
+        // UTF-8 in the target is copied whole, not read as Latin-1.
+        assert_eq!(n("/caf\u{e9}/%41/../x"), "/caf\u{e9}/x");
+        assert_eq!(n("/\u{65e5}%2e/%2f"), "/\u{65e5}./%2F");
         assert_eq!(n("*"), "*");
         assert!(matches!(
             path("/plain/path", false),
