@@ -17,6 +17,23 @@ use crate::ir::{self, HostPattern};
 /// Gateway API group.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
+/// The kind of a route being attached. A GRPCRoute carries the (service, method)
+/// characters of its matches, by rule then match: they, not its compiled paths, rank it.
+#[derive(Clone, Copy)]
+enum RouteKind<'a> {
+    Http,
+    Grpc(&'a [Vec<rules::GrpcChars>]),
+}
+
+impl RouteKind<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc(_) => "GRPCRoute",
+        }
+    }
+}
+
 /// Attaches every HTTPRoute and GRPCRoute to its listeners, oldest route first so that
 /// precedence ties go to the oldest.
 pub fn attach_routes(
@@ -27,11 +44,15 @@ pub fn attach_routes(
     f: &mut Findings,
 ) {
     for route in &snap.http_routes {
-        attach_route(snap, index, opts, "HTTPRoute", route, gateways, f);
+        attach_route(snap, index, opts, RouteKind::Http, route, gateways, f);
     }
     for grpc in &snap.grpc_routes {
         match super::grpc::as_http_route(grpc) {
-            Ok(route) => attach_route(snap, index, opts, "GRPCRoute", &route, gateways, f),
+            Ok(route) => {
+                let chars = super::grpc::match_chars(grpc);
+                let kind = RouteKind::Grpc(&chars);
+                attach_route(snap, index, opts, kind, &route, gateways, f);
+            }
             Err(e) => {
                 let obj = format!("GRPCRoute {}", grpc.metadata.key());
                 let msg = format!("{obj} {e}");
@@ -51,11 +72,12 @@ fn attach_route(
     snap: &Snapshot,
     index: &Index<'_>,
     opts: &TranslateOptions,
-    kind: &'static str,
+    route_kind: RouteKind<'_>,
     route: &HttpRoute,
     gateways: &mut Gateways,
     f: &mut Findings,
 ) {
+    let kind = route_kind.name();
     let key = route.metadata.key();
     let obj = [kind, " ", &key].concat();
     // The route's `namespace/name`, shared by its rules and their precedence keys.
@@ -108,13 +130,15 @@ fn attach_route(
         route,
         gateways,
         (kind, &obj),
+        &hostnames,
         invalid.as_deref(),
         &unresolved,
         f,
     );
-    // Two parentRefs (or two hostnames) can select one listener and host: attach once
-    // (with a single pair, as nearly always, there is nothing to compare).
-    let dedup = attached.len() * hostnames.len() > 1;
+    // `parents` gives each listener once, but two hostnames can intersect one listener
+    // in one host: attach once (with a single hostname, as nearly always, there is
+    // nothing to compare).
+    let dedup = hostnames.len() > 1;
     let mut seen = HashSet::new();
     let mut targets: Vec<Target> = Vec::new();
     for l in &attached {
@@ -126,28 +150,27 @@ fn attach_route(
                 targets.push((listener.clone(), host));
             }
         }
-        f.report.attach(&["Gateway ", &l.gateway].concat(), &l.name);
     }
-    let any_host = !targets.is_empty();
-    add_pending(gateways, targets, compiled, &route.metadata, &order_key);
-    if invalid.is_none() && !any_host {
-        f.warnings.push(format!(
-            "{obj}: no hostname intersects the hostnames of its parent listeners; not attached"
-        ));
-    }
+    let grpc = match route_kind {
+        RouteKind::Grpc(chars) => Some(chars),
+        RouteKind::Http => None,
+    };
+    let route_ref = (&route.metadata, &order_key);
+    add_pending(gateways, targets, compiled, route_ref, grpc);
 }
 
 /// A listener (port, `namespace/gateway/listener`) and a hostname a route attaches to.
 type Target = ((u16, String), HostPattern);
 
 /// Adds a route's compiled rules to each (listener, host) it attaches to as pending
-/// entries with their precedence keys (`order_key`: the route's `namespace/name`).
+/// entries with their precedence keys (`order_key`: the route's `namespace/name`; `grpc`:
+/// a GRPCRoute's match characters, by rule then match).
 fn add_pending(
     gateways: &mut Gateways,
     targets: Vec<Target>,
     mut compiled: Vec<(Arc<ir::Rule>, Vec<ir::RouteMatch>)>,
-    meta: &ObjectMeta,
-    order_key: &Arc<str>,
+    (meta, order_key): (&ObjectMeta, &Arc<str>),
+    grpc: Option<&[Vec<rules::GrpcChars>]>,
 ) {
     let entries: usize = compiled.iter().map(|(_, m)| m.len()).sum();
     let last = targets.len().saturating_sub(1);
@@ -167,8 +190,13 @@ fn add_pending(
         };
         for (rule, matches) in these {
             for (mi, m) in matches.into_iter().enumerate() {
+                // A rule without matches has one (the default), which has no characters.
+                let chars = grpc.map(|g| {
+                    let rule_chars = g.get(rule.index).and_then(|r| r.get(mi));
+                    rule_chars.copied().unwrap_or_default()
+                });
                 vh.1.push(Pending {
-                    key: rules::precedence(&m, meta, order_key, rule.index, mi),
+                    key: rules::precedence(&m, meta, order_key, (rule.index, mi), chars),
                     entry: ir::RouteEntry {
                         matcher: m,
                         rule: rule.clone(),
@@ -179,13 +207,16 @@ fn add_pending(
     }
 }
 
-/// The listeners each parentRef selects, with `Accepted` and `ResolvedRefs` per parent.
-/// `invalid` (the route's first error) refuses every parent.
+/// The listeners the route attaches to through its parentRefs (each once), counted in
+/// their `attachedRoutes`, with `Accepted` and `ResolvedRefs` per parent. `invalid` (the
+/// route's first error) refuses every parent.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn parents(
     snap: &Snapshot,
     route: &HttpRoute,
     gateways: &Gateways,
     (kind, obj): (&str, &str),
+    hostnames: &[HostPattern],
     invalid: Option<&str>,
     unresolved: &[(Reason, String)],
     f: &mut Findings,
@@ -204,11 +235,18 @@ pub(super) fn parents(
         let gw = [gw_ns, "/", &p.name].concat();
         let accepted = match invalid {
             Some(e) => Err((Reason::UnsupportedValue, e.to_string())),
-            None => parent_listeners(snap, route, kind, gateways, p, &gw, &pctx),
+            None => parent_listeners(snap, route, kind, gateways, p, &gw, &pctx)
+                .and_then(|ls| intersecting(ls, hostnames, &pctx, &gw)),
         };
         let accepted = match accepted {
             Ok(ls) => {
-                attached.extend(ls);
+                for l in ls {
+                    // Two parentRefs may select one listener: the route is one route there.
+                    if !attached.iter().any(|a| Arc::ptr_eq(a, &l)) {
+                        f.report.attach(&["Gateway ", &l.gateway].concat(), &l.name);
+                        attached.push(l);
+                    }
+                }
                 ok(C::Accepted, Reason::Accepted)
             }
             Err((reason, msg)) => {
@@ -302,6 +340,37 @@ fn parent_listeners(
     Ok(allowed)
 }
 
+/// The listeners of `ls` sharing a hostname with the route (`hostnames`, `*` when it has
+/// none). The spec: a route MUST NOT be accepted by a parent none of whose listeners'
+/// hostnames it intersects, and it counts only on listeners it intersects.
+fn intersecting(
+    ls: Vec<Arc<ListenerInfo>>,
+    hostnames: &[HostPattern],
+    pctx: &dyn std::fmt::Display,
+    gw: &str,
+) -> Result<Vec<Arc<ListenerInfo>>, (Reason, String)> {
+    let (matching, other): (Vec<_>, Vec<_>) = ls.into_iter().partition(|l| {
+        hostnames
+            .iter()
+            .any(|h| intersect(&l.hostname, h).is_some())
+    });
+    if !matching.is_empty() {
+        return Ok(matching);
+    }
+    let listeners: Vec<String> = other
+        .iter()
+        .map(|l| format!("{:?} {}", l.name, l.hostname))
+        .collect();
+    Err((
+        Reason::NoMatchingListenerHostname,
+        format!(
+            "{pctx}: no hostname of the route intersects the hostname of a listener of \
+             Gateway {gw} it selects ({})",
+            listeners.join("; ")
+        ),
+    ))
+}
+
 /// Whether routes from `route_ns` may attach to `l`.
 pub(super) fn namespace_allowed(snap: &Snapshot, l: &ListenerInfo, route_ns: &str) -> bool {
     match &l.allowed_from {
@@ -365,6 +434,64 @@ pub fn intersect(listener: &HostPattern, route: &HostPattern) -> Option<HostPatt
 #[cfg(test)]
 mod tests {
     use crate::providers::file::parse_str;
+    use crate::translate::status::{Condition, ConditionType as C, Reason, Report};
+
+    /// Gateway `default/gw`: listener `a` for a.example.com, `b` for b.example.com.
+    const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+        metadata: {name: gw, namespace: default}\n\
+        spec: {listeners: [{name: a, port: 8080, protocol: HTTP, hostname: a.example.com}, \
+        {name: b, port: 8081, protocol: HTTP, hostname: b.example.com}]}\n";
+
+    fn http_route(name: &str, spec: &str) -> String {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: {name}, namespace: default}}\nspec: {spec}\n"
+        )
+    }
+
+    fn report(yaml: &str) -> Report {
+        super::super::translate(&parse_str(yaml).unwrap(), &Default::default()).status
+    }
+
+    fn accepted<'r>(r: &'r Report, obj: &str, parent: &str) -> &'r Condition {
+        let conditions = &r.objects[obj].parents[parent];
+        conditions.iter().find(|c| c.kind == C::Accepted).unwrap()
+    }
+
+    fn attached(r: &Report, listener: &str) -> u32 {
+        r.objects["Gateway default/gw"].listeners[listener].attached_routes
+    }
+
+    #[test]
+    fn a_parent_whose_listeners_share_no_hostname_with_the_route_does_not_accept_it() {
+        let refs = "[{name: gw, sectionName: a}, {name: gw, sectionName: b}]";
+        let spec = format!("{{parentRefs: {refs}, hostnames: [b.example.com]}}");
+        let r = report(&[GATEWAY, &http_route("web", &spec)].concat());
+        let a = accepted(&r, "HTTPRoute default/web", "default/gw/a");
+        assert_eq!(
+            (a.status, a.reason),
+            (false, Reason::NoMatchingListenerHostname)
+        );
+        let b = accepted(&r, "HTTPRoute default/web", "default/gw/b");
+        assert_eq!((b.status, b.reason), (true, Reason::Accepted));
+    }
+
+    #[test]
+    fn attached_routes_counts_only_listeners_the_route_intersects() {
+        let yaml = [
+            GATEWAY,
+            &http_route("b-only", "{parentRefs: [{name: gw}], hostnames: [b.example.com]}"),
+            // No hostnames: intersects every listener.
+            &http_route("any", "{parentRefs: [{name: gw}]}"),
+            // Two parentRefs selecting listener b: one route there.
+            &http_route("twice", "{parentRefs: [{name: gw}, {name: gw, sectionName: b}], hostnames: [b.example.com]}"),
+        ]
+        .concat();
+        let r = report(&yaml);
+        assert_eq!((attached(&r, "a"), attached(&r, "b")), (1, 3));
+        let c = accepted(&r, "HTTPRoute default/b-only", "default/gw");
+        assert_eq!((c.status, c.reason), (true, Reason::Accepted));
+    }
 
     #[test]
     fn an_httproute_and_a_grpcroute_of_one_name_both_attach() {

@@ -133,11 +133,15 @@ fn path_modifier(
                 None
             }
         },
+        // Empty is valid (HTTPPathModifier): it drops the matched prefix, `/foo/bar`
+        // matched by `/foo` becoming `/bar`.
         "ReplacePrefixMatch" => match &p.replace_prefix_match {
-            Some(v) if v.starts_with('/') => Some(PathModifier::ReplacePrefixMatch(v.clone())),
+            Some(v) if v.is_empty() || v.starts_with('/') => {
+                Some(PathModifier::ReplacePrefixMatch(v.clone()))
+            }
             _ => {
                 errors.push(format!(
-                    "{ctx}.path: replacePrefixMatch must be set and start with \"/\""
+                    "{ctx}.path: replacePrefixMatch must be set and be empty or start with \"/\""
                 ));
                 None
             }
@@ -296,4 +300,44 @@ fn valid_origin(o: &str) -> bool {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dataplane::routes::{PathMatch, modify_path};
+    use crate::ir::PathModifier;
+    use crate::providers::file::parse_str;
+
+    #[test]
+    fn an_empty_replace_prefix_match_drops_the_matched_prefix() {
+        let rule = |filter: &str| {
+            format!(
+                "{{matches: [{{path: {{type: PathPrefix, value: /foo}}}}], filters: [{filter}]}}"
+            )
+        };
+        let yaml = [
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {name: gw, namespace: default}\n\
+             spec: {listeners: [{name: http, port: 8080, protocol: HTTP}]}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {name: web, namespace: default}\nspec: {parentRefs: [{name: gw}], rules: [",
+            &rule("{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: \"\"}}}"),
+            ", ",
+            &rule("{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: \"\"}}}"),
+            "]}\n",
+        ]
+        .concat();
+        let out = super::super::translate(&parse_str(&yaml).unwrap(), &Default::default());
+        assert_eq!(out.errors, Vec::<String>::new());
+        let routes = &out.config.ports[&8080].listeners[0].virtual_hosts[0].routes;
+        let empty = |p: &Option<PathModifier>| matches!(p, Some(PathModifier::ReplacePrefixMatch(r)) if r.is_empty());
+        let filters = |i: usize| &routes[i].rule.filters;
+        assert!(empty(&filters(0).rewrite.as_ref().unwrap().path));
+        assert!(empty(&filters(1).redirect.as_ref().unwrap().path));
+        // HTTPPathModifier: `/foo/bar` matched by `/foo` becomes `/bar`, `/foo` becomes `/`.
+        let matched = PathMatch::PathPrefix("/foo".into()).prefix_len();
+        let m = PathModifier::ReplacePrefixMatch(String::new());
+        assert_eq!(modify_path(&m, "/foo/bar", matched), "/bar");
+        assert_eq!(modify_path(&m, "/foo", matched), "/");
+    }
 }

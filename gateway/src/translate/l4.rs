@@ -97,6 +97,7 @@ fn attach(
         &shell,
         gateways,
         (src.kind, &obj),
+        &hostnames,
         invalid.as_deref(),
         &unresolved,
         f,
@@ -132,7 +133,6 @@ fn attach(
                 }
             }
         }
-        f.report.attach(&format!("Gateway {}", l.gateway), &l.name);
     }
 }
 
@@ -193,4 +193,32 @@ fn rule_backends(
         out.extend(backends::backend(&rc, &b.as_http(), &bctx, f));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::providers::file::parse_str;
+    use crate::translate::status::{ConditionType as C, Reason};
+
+    #[test]
+    fn a_tlsroute_whose_sni_hostnames_miss_the_listener_is_not_accepted_nor_counted() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+            metadata: {name: gw, namespace: default}\n\
+            spec: {listeners: [{name: pass, port: 8443, protocol: TLS, \
+            hostname: \"*.pass.example.com\", tls: {mode: Passthrough}}]}\n---\n\
+            apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\n\
+            metadata: {name: other, namespace: default}\n\
+            spec: {parentRefs: [{name: gw}], hostnames: [a.other.example.com], \
+            rules: [{backendRefs: [{name: echo, port: 9000}]}]}\n";
+        let out = super::super::translate(&parse_str(yaml).unwrap(), &Default::default());
+        let parent = &out.status.objects["TLSRoute default/other"].parents["default/gw"];
+        let c = parent.iter().find(|c| c.kind == C::Accepted).unwrap();
+        assert_eq!(
+            (c.status, c.reason),
+            (false, Reason::NoMatchingListenerHostname)
+        );
+        let gw = &out.status.objects["Gateway default/gw"];
+        assert_eq!(gw.listeners["pass"].attached_routes, 0);
+        assert!(out.config.ports[&8443].listeners[0].l4_routes.is_empty());
+    }
 }

@@ -287,7 +287,7 @@ fn compile_listener(
     };
     let tls = listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts)?;
     let served = route_kinds(protocol, tls.is_some());
-    let (allowed_from, kinds) = allowed_routes(l, ctx, served, f)?;
+    let (allowed_from, kinds) = allowed_routes(gw, l, ctx, served, f)?;
     let info = ListenerInfo {
         gateway: gw.metadata.key(),
         name: l.name.clone(),
@@ -431,6 +431,7 @@ fn passthrough_tls(
 }
 
 fn allowed_routes(
+    gw: &Gateway,
     l: &gateway_api::Listener,
     ctx: &str,
     served: &[&'static str],
@@ -462,14 +463,19 @@ fn allowed_routes(
     }
     let group = super::attachment::GATEWAY_GROUP;
     let mut kinds = Vec::new();
+    let mut ignored = Vec::new();
     for (i, k) in ar.kinds.iter().enumerate() {
         let known = served.iter().find(|r| **r == k.kind);
         match known {
             Some(r) if k.group.as_deref().unwrap_or(group) == group => kinds.push(*r),
-            _ => f.warnings.push(format!(
-                "{ctx}: allowedRoutes.kinds[{i}] {:?} is not a route kind this listener serves",
-                k.kind
-            )),
+            _ => {
+                ignored.push(format!("kinds[{i}] {:?}", k.kind));
+                f.warnings.push(format!(
+                    "{ctx}: allowedRoutes.kinds[{i}] {:?} is not a route kind this listener \
+                     serves",
+                    k.kind
+                ));
+            }
         }
     }
     if kinds.is_empty() {
@@ -480,6 +486,20 @@ fn allowed_routes(
             served.join(", ")
         );
         return Err(refuse(C::ResolvedRefs, Reason::InvalidRouteKinds, msg));
+    }
+    if !ignored.is_empty() {
+        // Some kinds valid, some not: the listener serves the valid ones (Accepted and
+        // Programmed) but says it ignores the others, as conformance test
+        // gateway-invalid-route-kind has it. A False condition is kept over the True one
+        // `compile` sets.
+        let msg = format!(
+            "{ctx}: allowedRoutes.{}: not a route kind this listener serves ({}); ignored",
+            ignored.join(", "),
+            served.join(", ")
+        );
+        let obj = ["Gateway ", &gw.metadata.key()].concat();
+        let c = failed(C::ResolvedRefs, Reason::InvalidRouteKinds, msg);
+        f.report.listener_condition(&obj, &l.name, c);
     }
     Ok((from, kinds))
 }
@@ -801,4 +821,45 @@ pub fn parse_key(pem: &[u8]) -> Result<ir::PrivateKey, String> {
     PrivateKeyDer::from_pem_slice(pem)
         .map(ir::PrivateKey)
         .map_err(|e| format!("invalid PEM private key: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::providers::file::parse_str;
+    use crate::translate::status::{ConditionType as C, Reason};
+
+    #[test]
+    fn a_listener_with_valid_and_invalid_route_kinds_serves_the_valid_ones() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+            metadata: {name: gw, namespace: default}\n\
+            spec: {listeners: [{name: http, port: 8080, protocol: HTTP, \
+            allowedRoutes: {kinds: [{kind: InvalidRoute}, {kind: HTTPRoute}]}}]}\n---\n\
+            apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+            metadata: {name: web, namespace: default}\nspec: {parentRefs: [{name: gw}]}\n";
+        let out = super::super::translate(&parse_str(yaml).unwrap(), &Default::default());
+        let gw = &out.status.objects["Gateway default/gw"];
+        let l = &gw.listeners["http"];
+        let cond = |k| l.conditions.iter().find(|c| c.kind == k).unwrap();
+        let resolved = cond(C::ResolvedRefs);
+        assert_eq!(
+            (resolved.status, resolved.reason),
+            (false, Reason::InvalidRouteKinds)
+        );
+        // Conformance (gateway-supported-and-invalid-route-kind): the listener and its
+        // Gateway stay accepted, and HTTPRoutes attach.
+        let accepted = cond(C::Accepted);
+        assert_eq!((accepted.status, accepted.reason), (true, Reason::Accepted));
+        assert!(!l.conditions.iter().any(|c| c.kind == C::Programmed));
+        let gw_accepted = gw
+            .conditions
+            .iter()
+            .find(|c| c.kind == C::Accepted)
+            .unwrap();
+        assert_eq!(
+            (gw_accepted.status, gw_accepted.reason),
+            (true, Reason::Accepted)
+        );
+        assert_eq!(l.attached_routes, 1);
+        assert_eq!(out.config.ports[&8080].listeners[0].virtual_hosts.len(), 1);
+    }
 }

@@ -22,9 +22,12 @@ pub struct Pending {
 }
 
 /// Gateway API precedence: exact path, then longest prefix (regex between the two),
-/// method, most headers, most query params, oldest route, name, rule order.
+/// method, most headers, most query params, oldest route, name, rule order. A GRPCRoute
+/// match ranks by service characters (as the prefix `/<service>`), then method
+/// characters (the third field, 0 for HTTPRoutes), then headers (see [`precedence`]).
 pub type PrecedenceKey = (
     u8,
+    std::cmp::Reverse<usize>,
     std::cmp::Reverse<usize>,
     std::cmp::Reverse<bool>,
     std::cmp::Reverse<usize>,
@@ -36,24 +39,29 @@ pub type PrecedenceKey = (
     usize,
 );
 
+/// Characters of a GRPCRoute match's service and method (0 for one not set).
+pub type GrpcChars = (usize, usize);
+
 /// The precedence key of match `mi` of rule `rule` of a route (`key`: its
-/// `namespace/name`, shared by its entries).
+/// `namespace/name`, shared by its entries); `grpc`: a GRPCRoute match's characters.
 pub fn precedence(
     m: &RouteMatch,
     meta: &ObjectMeta,
     key: &Arc<str>,
-    rule: usize,
-    mi: usize,
+    (rule, mi): (usize, usize),
+    grpc: Option<GrpcChars>,
 ) -> PrecedenceKey {
     use std::cmp::Reverse;
-    let (rank, len) = match &m.path {
-        PathMatch::Exact(p) => (0, p.len()),
-        PathMatch::RegularExpression(r) => (1, r.len()),
-        PathMatch::PathPrefix(p) | PathMatch::Prefix(p) => (2, p.len()),
+    let (rank, len, method_chars) = match (grpc, &m.path) {
+        (Some(chars), _) => grpc_rank(chars),
+        (None, PathMatch::Exact(p)) => (0, p.len(), 0),
+        (None, PathMatch::RegularExpression(r)) => (1, r.len(), 0),
+        (None, PathMatch::PathPrefix(p) | PathMatch::Prefix(p)) => (2, p.len(), 0),
     };
     (
         rank,
         Reverse(len),
+        Reverse(method_chars),
         Reverse(m.method.is_some()),
         Reverse(m.headers.len()),
         Reverse(m.query_params.len()),
@@ -62,6 +70,17 @@ pub fn precedence(
         rule,
         mi,
     )
+}
+
+/// A GRPCRoute match's rank, length and method characters. GRPCRouteRule.matches ranks
+/// by service characters, then method characters; the compiled path (exact, prefix or
+/// expression, by which of the two are set) would rank a method-only match over a
+/// service-only one. So it ranks as the prefix `/<service>`: among GRPCRoutes by service
+/// characters, and next to HTTPRoutes on one host (precedence the spec leaves to the
+/// implementation) as its calls' paths start.
+fn grpc_rank((service, method): GrpcChars) -> (u8, usize, usize) {
+    let len = if service == 0 { 0 } else { service + 1 };
+    (2, len, method)
 }
 
 /// Compiles rule `ri` of the route whose `namespace/name` is `key` (shared by its
@@ -242,8 +261,13 @@ fn compile_match(
 ) -> Option<RouteMatch> {
     let before = errors.len();
     let path = compile_path(m, ctx, errors);
-    let mut headers = Vec::new();
+    let mut headers: Vec<ir::HeaderMatch> = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
+        // HTTPHeaderMatch.name: only the first entry of an equivalent (case-insensitive)
+        // name is considered; later ones MUST be ignored.
+        if headers.iter().any(|o| o.name.eq_ignore_ascii_case(&h.name)) {
+            continue;
+        }
         let hctx = Ctx::Item(ctx, "headers", i);
         if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
             errors.push(format!("{hctx}: {:?} is not a valid header name", h.name));
@@ -256,8 +280,13 @@ fn compile_match(
             });
         }
     }
-    let mut query_params = Vec::new();
+    let mut query_params: Vec<ir::QueryMatch> = Vec::new();
     for (i, q) in m.query_params.iter().enumerate() {
+        // HTTPQueryParamMatch.name: the same, but names are equivalent only when equal
+        // (an exact string match).
+        if query_params.iter().any(|o| o.name == q.name) {
+            continue;
+        }
         let qctx = Ctx::Item(ctx, "queryParams", i);
         if let Some(value) = value_match(q, &qctx, errors) {
             query_params.push(ir::QueryMatch {
@@ -320,5 +349,67 @@ fn check_regex(re: &str) -> Result<(), String> {
             let last = msg.lines().last().unwrap_or_default().trim();
             Err(last.trim_start_matches("error: ").to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{RouteEntry, ValueMatch};
+    use crate::providers::file::parse_str;
+
+    /// The entries of the one virtual host of an HTTPRoute `default/web` with `rules`.
+    fn routes(rules: &str) -> Vec<RouteEntry> {
+        let yaml = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: gw, namespace: default}}\n\
+             spec: {{listeners: [{{name: http, port: 8080, protocol: HTTP}}]}}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: web, namespace: default}}\n\
+             spec: {{parentRefs: [{{name: gw}}], rules: {rules}}}\n"
+        );
+        let mut out = super::super::translate(&parse_str(&yaml).unwrap(), &Default::default());
+        assert_eq!(out.errors, Vec::<String>::new());
+        let l = out.config.ports.get_mut(&8080).unwrap().listeners.remove(0);
+        l.virtual_hosts.into_iter().next().unwrap().routes
+    }
+
+    fn exact(v: &ValueMatch) -> &str {
+        match v {
+            ValueMatch::Exact(v) => v,
+            ValueMatch::RegularExpression(_) => panic!("not an exact match"),
+        }
+    }
+
+    #[test]
+    fn later_header_and_query_matches_of_an_equivalent_name_are_ignored() {
+        let routes = routes(
+            "[{matches: [{headers: [{name: X-Env, value: a}, {name: x-env, value: b}], \
+             queryParams: [{name: q, value: '1'}, {name: Q, value: '2'}, {name: q, value: '3'}]}]}]",
+        );
+        let m = &routes[0].matcher;
+        let headers: Vec<_> = m
+            .headers
+            .iter()
+            .map(|h| (&*h.name, exact(&h.value)))
+            .collect();
+        assert_eq!(headers, [("x-env", "a")]);
+        // Query param names are equivalent only when equal (an exact string match).
+        let query: Vec<_> = m
+            .query_params
+            .iter()
+            .map(|q| (&*q.name, exact(&q.value)))
+            .collect();
+        assert_eq!(query, [("q", "1"), ("Q", "2")]);
+    }
+
+    #[test]
+    fn ignored_header_matches_do_not_count_for_precedence() {
+        // Rule 0 has one header match once the repeated name is ignored; rule 1 has two.
+        let routes = routes(
+            "[{matches: [{headers: [{name: X-Env, value: a}, {name: x-env, value: b}]}]}, \
+             {matches: [{headers: [{name: X-Env, value: a}, {name: X-Other, value: c}]}]}]",
+        );
+        let order: Vec<usize> = routes.iter().map(|e| e.rule.index).collect();
+        assert_eq!(order, [1, 0]);
     }
 }

@@ -293,6 +293,7 @@ pub(crate) fn declaration_order(
     (
         3,
         Reverse(0),
+        Reverse(0),
         Reverse(false),
         Reverse(0),
         Reverse(0),
@@ -344,6 +345,7 @@ fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
         .push(Pending {
             key: (
                 0,
+                Reverse(0),
                 Reverse(0),
                 Reverse(false),
                 Reverse(0),
