@@ -163,6 +163,12 @@ pub struct RunArgs {
     /// tunnels, and TCP/TLS connection routes: no bytes either way).
     #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
     pub idle_timeout: Duration,
+    /// An HTTP/1 connection with a request in flight and no bytes either way for this long
+    /// is closed (Envoy's `stream_idle_timeout`, 5 minutes by default): a client that
+    /// stops sending its body, or an upstream that never answers, no longer holds a
+    /// connection and an upstream slot forever. `0s` turns it off.
+    #[arg(long, env = "GATEWAY_STREAM_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
+    pub stream_idle_timeout: Duration,
     /// Open downstream connections (upgraded tunnels included) above which new ones are
     /// closed at once and upgrades are refused with 503.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -344,6 +350,7 @@ impl From<RunArgs> for Config {
                 max_uri_bytes: a.max_uri_bytes,
                 header_read_timeout: a.header_read_timeout,
                 idle_timeout: a.idle_timeout,
+                stream_idle_timeout: a.stream_idle_timeout,
                 max_connections: a.max_connections,
                 http2_keepalive_interval: a.http2_keepalive_interval,
                 http2_keepalive_timeout: a.http2_keepalive_timeout,

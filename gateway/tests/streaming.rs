@@ -257,6 +257,41 @@ fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     );
 }
 
+/// A request whose body stalls (the slow-POST attack) holds its connection and an
+/// upstream connection only until the stream idle timeout: the connection is closed and
+/// counted, while a request that keeps moving is served.
+#[test]
+fn a_request_whose_body_stalls_is_closed_at_the_stream_idle_timeout() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+             rules:\n    - backendRefs: [{name: httpbin, port: 80}]\n",
+            &local_service("httpbin", hb.port),
+        ]),
+        &["--stream-idle-timeout", "500ms"],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"POST /post HTTP/1.1\r\nHost: a.example\r\nContent-Length: 1000000\r\n\r\n0123456789",
+    )
+    .unwrap();
+    assert_eq!(
+        wait_closed(&mut s, Duration::from_secs(15)),
+        Ended::ClosedSilently
+    );
+    gw.wait_metric(
+        "gateway_downstream_connection_timeouts_total{kind=\"stream_idle\"}",
+        1.0,
+    );
+    let ok = curl(&["-d", "whole body", &format!("http://127.0.0.1:{port}/post")]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+}
+
 mod tonic_peers {
     //! A real tonic server and client (Envoy's SecretDiscoveryService from envoy-types,
     //! the service the sds-agent speaks) through the gateway over h2c.

@@ -346,7 +346,8 @@ impl Metrics {
         }
     }
 
-    /// Counts a downstream connection closed by a timeout (`first_request`, `idle`).
+    /// Counts a downstream connection closed by a timeout (`first_request`, `idle`,
+    /// `stream_idle`).
     pub fn downstream_timeout(&self, kind: &str) {
         self.downstream_timeouts
             .get_or_create(&TimeoutLabels {

@@ -330,7 +330,8 @@ async fn serve_io<I>(
     let served = watcher.watch(ctx.server.serve_connection_with_upgrades(io, svc));
     tokio::pin!(served);
     let idle = ctx.limits.idle_timeout;
-    let tick = (idle / 4).max(Duration::from_millis(50));
+    let stream_idle = Some(ctx.limits.stream_idle_timeout).filter(|t| !t.is_zero());
+    let tick = (idle.min(stream_idle.unwrap_or(idle)) / 4).max(Duration::from_millis(50));
     loop {
         tokio::select! {
             r = served.as_mut() => {
@@ -351,9 +352,17 @@ async fn serve_io<I>(
             }
             _ = tokio::time::sleep(tick) => {
                 // Idle means no bytes and no request in flight (a slow upstream is not idle).
-                if activity.idle_for() >= idle && activity.in_flight() == 0 {
+                let quiet = activity.idle_for();
+                if quiet >= idle && activity.in_flight() == 0 {
                     tracing::debug!(%peer, "closing idle connection");
                     ctx.metrics.downstream_timeout("idle");
+                    return;
+                }
+                // A request in flight with nothing moving either way (a stalled body, an
+                // upstream that never answers): Envoy's stream idle timeout.
+                if stream_idle.is_some_and(|t| quiet >= t) && activity.in_flight() > 0 {
+                    tracing::debug!(%peer, "closing connection: its request moved no bytes within the stream idle timeout");
+                    ctx.metrics.downstream_timeout("stream_idle");
                     return;
                 }
             }

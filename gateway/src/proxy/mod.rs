@@ -62,6 +62,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Close connections idle this long.
     pub idle_timeout: Duration,
+    /// Close a connection with a request in flight and no bytes either way for this long
+    /// (zero: never).
+    pub stream_idle_timeout: Duration,
     /// Max open downstream connections (upgraded tunnels included).
     pub max_connections: usize,
     /// HTTP/2 PING interval when the client has sent nothing for that long.
