@@ -125,16 +125,12 @@ fn attach_route(
     // A route with an invalid field is left out whole: serving part of what its author
     // wrote could send traffic where they did not mean it to go.
     let invalid = f.errors.get(errors_before).cloned();
-    let attached = parents(
-        snap,
-        route,
-        gateways,
-        (kind, &obj),
-        &hostnames,
-        invalid.as_deref(),
-        &unresolved,
-        f,
-    );
+    let checked = Checked {
+        hostnames: &hostnames,
+        invalid: invalid.as_deref(),
+        unresolved: &unresolved,
+    };
+    let attached = parents(snap, route, gateways, (kind, &obj), &checked, f);
     // `parents` gives each listener once, but two hostnames can intersect one listener
     // in one host: attach once (with a single hostname, as nearly always, there is
     // nothing to compare).
@@ -207,20 +203,31 @@ fn add_pending(
     }
 }
 
+/// What translating a route found before its parents are checked.
+pub(super) struct Checked<'a> {
+    /// Its hostnames (`*` when it has none).
+    pub hostnames: &'a [HostPattern],
+    /// Its first error: it refuses every parent.
+    pub invalid: Option<&'a str>,
+    /// Its unresolved references (`ResolvedRefs=False` with the first).
+    pub unresolved: &'a [(Reason, String)],
+}
+
 /// The listeners the route attaches to through its parentRefs (each once), counted in
-/// their `attachedRoutes`, with `Accepted` and `ResolvedRefs` per parent. `invalid` (the
-/// route's first error) refuses every parent.
-#[allow(clippy::too_many_arguments)]
+/// their `attachedRoutes`, with `Accepted` and `ResolvedRefs` per parent.
 pub(super) fn parents(
     snap: &Snapshot,
     route: &HttpRoute,
     gateways: &Gateways,
     (kind, obj): (&str, &str),
-    hostnames: &[HostPattern],
-    invalid: Option<&str>,
-    unresolved: &[(Reason, String)],
+    checked: &Checked<'_>,
     f: &mut Findings,
 ) -> Vec<Arc<ListenerInfo>> {
+    let Checked {
+        hostnames,
+        invalid,
+        unresolved,
+    } = *checked;
     let mut attached = Vec::new();
     if route.spec.parent_refs.is_empty() {
         f.errors.push(format!("{obj}: parentRefs is empty"));

@@ -92,16 +92,12 @@ fn attach(
             ..Default::default()
         },
     };
-    let parents = attachment::parents(
-        snap,
-        &shell,
-        gateways,
-        (src.kind, &obj),
-        &hostnames,
-        invalid.as_deref(),
-        &unresolved,
-        f,
-    );
+    let checked = attachment::Checked {
+        hostnames: &hostnames,
+        invalid: invalid.as_deref(),
+        unresolved: &unresolved,
+    };
+    let parents = attachment::parents(snap, &shell, gateways, (src.kind, &obj), &checked, f);
     let backends = Arc::new(backends);
     let total_weight = backends.iter().map(|b| b.weight).sum();
     for l in parents {
