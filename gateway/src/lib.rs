@@ -4,7 +4,8 @@
 //! (objects to [`ir`], with per-object conditions) -> [`dataplane`] (runtime tables,
 //! swapped atomically) -> [`proxy`] (the request path). Beside them: [`identity`] (the
 //! mesh certificate from SDS), [`upstream`] (pools, connector, per-attempt hook),
-//! [`observe`] (metrics, access log, debug), [`admin`], [`cli`], [`server`] (wiring).
+//! [`observe`] (metrics, access log, debug), [`admin`], [`cli`], [`server`] (wiring),
+//! [`workers`] (the data-plane threads), [`memory`] (freed memory back to the OS).
 
 pub mod admin;
 pub mod api;
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod dataplane;
 pub mod identity;
 pub mod ir;
+pub mod memory;
 pub mod observe;
 pub mod providers;
 pub mod proxy;

@@ -76,6 +76,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let tunnels = Tunnels::new(permits.clone(), config.limits.idle_timeout, metrics.clone());
     let workers = Arc::new(Workers::start(config.workers).context("starting the workers")?);
+    let release = config.memory_release_interval;
+    workers.spawn_on_every_thread(move || crate::memory::release_freed(release));
     let proxy = Arc::new(ProxyContext {
         tables: tables.clone(),
         upstreams: (0..workers.count())

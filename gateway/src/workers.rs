@@ -65,6 +65,19 @@ impl Workers {
         self.handles.len().max(1)
     }
 
+    /// Runs a task made by `make` on every thread: each worker's, and the caller's runtime
+    /// (the only one with one worker).
+    pub fn spawn_on_every_thread<F, T>(&self, make: F)
+    where
+        F: Fn() -> T,
+        T: Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(make());
+        for h in &self.handles {
+            h.spawn(make());
+        }
+    }
+
     /// Runs `task` on worker `i` (`i < count()`), or on the caller's runtime with one
     /// worker. What the task spawns stays on that worker's thread.
     pub fn spawn_on<F>(&self, i: usize, task: F) -> JoinHandle<F::Output>
@@ -113,6 +126,29 @@ mod tests {
         assert_eq!(
             names,
             BTreeSet::from(["worker-0".into(), "worker-1".into(), "worker-2".into()])
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_task_for_every_thread_runs_on_each_worker_and_the_caller() {
+        let workers = Workers::start(2).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        workers.spawn_on_every_thread(|| {
+            let tx = tx.clone();
+            async move {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                let _ = tx.send(name);
+            }
+        });
+        drop(tx);
+        let mut names = BTreeSet::new();
+        while let Some(name) = rx.recv().await {
+            names.insert(name);
+        }
+        let caller = std::thread::current().name().unwrap_or("").to_string();
+        assert_eq!(
+            names,
+            BTreeSet::from([caller, "worker-0".into(), "worker-1".into()])
         );
     }
 
