@@ -176,10 +176,10 @@ pub struct RunArgs {
     /// On SIGTERM, how long open connections may take to finish.
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration)]
     pub drain_timeout: Duration,
-    /// How often each thread hands the memory it freed back to the OS (Envoy's
-    /// `memory_release_interval`): after a burst of connections the gateway's RSS falls
-    /// back within about two intervals instead of staying at the burst's peak until the
-    /// next traffic. `0s` turns it off.
+    /// How often each runtime thread (every worker and the main one) hands the memory it
+    /// freed back to the OS (Envoy's `memory_release_interval`): after a burst of
+    /// connections or a reload the gateway's RSS falls back over a few intervals instead of
+    /// staying at the peak until the next traffic. `0s` turns it off.
     #[arg(long, env = "GATEWAY_MEMORY_RELEASE_INTERVAL", default_value = "1s", value_parser = duration)]
     pub memory_release_interval: Duration,
     /// The gateway pod's labels (`k=v,k=v`): Istio Gateway and AuthorizationPolicy

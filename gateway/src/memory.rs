@@ -1,5 +1,6 @@
-//! Hands the allocator's freed pages back to the OS on a timer, on every thread of the
-//! gateway, as Envoy's `memory_release_interval` does for tcmalloc.
+//! Hands the allocator's freed pages back to the OS on a timer, on every runtime thread of
+//! the gateway (each worker and the main one), as Envoy's `memory_release_interval` does
+//! for tcmalloc.
 //!
 //! Why a timer: mimalloc (the binary's allocator, `main.rs`) frees a page to its arena
 //! when the page empties and purges it (returns it to the OS) once a delay has passed
@@ -8,8 +9,9 @@
 //! makes no more calls, so the burst's freed buffers stayed resident until its next
 //! allocation, however long that took. One `mi_collect(false)` a tick retires the thread's
 //! empty pages and runs the purges that are due; it touches nothing in use (once a second,
-//! its cost did not show in CPU per request under load), and the memory of a burst is
-//! back within about two ticks.
+//! its cost did not show in CPU per request under load). It is best effort: pages come back
+//! over a few ticks as their delays pass (2 s after a 100-connection run at the default
+//! 1 s, anonymous RSS had fallen from 10.0–10.3 to 7.2–8.0 MiB).
 
 use std::time::Duration;
 

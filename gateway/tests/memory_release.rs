@@ -56,7 +56,14 @@ fn the_memory_of_a_burst_of_connections_is_returned_once_they_close() {
              rules:\n    - backendRefs: [{name: up, port: 80}]\n",
             &local_service("up", upstream),
         ]),
-        &["--memory-release-interval", "200ms", "--access-log", "off"],
+        &[
+            "--workers",
+            "2",
+            "--memory-release-interval",
+            "200ms",
+            "--access-log",
+            "off",
+        ],
     );
     let pid = gw.process().id();
     drop(get(port));
@@ -66,9 +73,10 @@ fn the_memory_of_a_burst_of_connections_is_returned_once_they_close() {
     let burst: Vec<_> = (0..BURST).map(|_| get(port)).collect();
     let peak = rss_anon_kib(pid);
     let grown = peak.saturating_sub(before);
-    // Otherwise the test would prove nothing: the burst must have taken memory.
+    // Otherwise the test would prove nothing: the burst must have taken memory (6.5 MiB
+    // with this debug build and two workers).
     assert!(
-        grown >= 4 * 1024,
+        grown >= 2 * 1024,
         "{BURST} connections grew RssAnon by only {grown} KiB ({before} -> {peak})"
     );
     drop(burst);
