@@ -519,10 +519,8 @@ async fn drain(
     readiness.draining.store(true, Ordering::SeqCst);
     let _ = stop.send(true);
     let _ = listeners.await;
-    if let Some(graceful) = accept.drain.start()
-        && tokio::time::timeout_at(deadline, graceful.shutdown())
-            .await
-            .is_err()
+    if let Some(drained) = accept.drain.start()
+        && tokio::time::timeout_at(deadline, drained).await.is_err()
     {
         tracing::warn!(
             open = metrics.active_connections.get(),

@@ -494,6 +494,77 @@ fn sigterm_drains_and_exits_on_one_worker() {
     drains_and_exits(1);
 }
 
+/// SIGTERM with idle keep-alive connections open, one served by the HTTP/1 server (its
+/// first bytes said HTTP/1) and one by the auto server (h2c prior knowledge, hyper's
+/// client, which answers the drain's PING): both are closed at once, and the drain ends
+/// without waiting out its (300 s) deadline. The header read timeout (which also bounds
+/// an idle HTTP/1 connection's wait for its next request, and a new connection's for its
+/// first) is as long, so only the drain closes them.
+#[test]
+fn sigterm_closes_idle_http1_and_h2c_connections_without_waiting_for_the_deadline() {
+    use std::io::{Read, Write};
+    let hb = Httpbin::start();
+    let port = free_port();
+    let args = ["--drain-timeout", "300s", "--header-read-timeout", "300s"];
+    let mut gw = Gateway::start_with(&edge_to_httpbin(port, hb.port), &args);
+    let mut h1 = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    h1.write_all(b"GET /get HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    h1.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the keep-alive request was served");
+    let (served_tx, served) = std::sync::mpsc::channel();
+    let h2 = std::thread::spawn(move || idle_h2c_client(port, served_tx));
+    assert_eq!(served.recv().unwrap(), 200, "the h2c request was served");
+    gw.process().send_term();
+    // A safety net, not a measurement: the deadline the drain must not wait for is 300 s.
+    let ended = wait_closed(&mut h1, Duration::from_secs(60));
+    assert!(
+        !matches!(ended, Ended::StillOpen),
+        "the idle HTTP/1 connection was kept open through the drain"
+    );
+    assert!(
+        h2.join().unwrap(),
+        "the idle h2c connection was kept open through the drain"
+    );
+    assert!(
+        gw.process().terminate(Duration::from_secs(60)),
+        "the gateway waited for its drain deadline with no request in flight"
+    );
+}
+
+/// An h2c client that sends one request (its status goes to `served`), then idles until
+/// the gateway closes the connection; false if it is still open after 60 s.
+fn idle_h2c_client(port: u16, served: std::sync::mpsc::Sender<u16>) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/get"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let status = send.send_request(req).await.unwrap().status();
+        served.send(status.as_u16()).unwrap();
+        // `send` is kept: dropping it would have the client close the connection itself.
+        let closed = tokio::time::timeout(Duration::from_secs(60), conn)
+            .await
+            .is_ok();
+        drop(send);
+        closed
+    })
+}
+
 /// SIGTERM with a request in flight at `--workers N`: the request completes, the gateway exits.
 fn drains_and_exits(workers: usize) {
     let hb = Httpbin::start();

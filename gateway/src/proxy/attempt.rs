@@ -525,7 +525,7 @@ async fn send(
     let fut = ctx
         .upstreams()
         .client(transport, backend.http2, pool)
-        .request(req);
+        .request(req.map(Box::new));
     let result = within(budget, fut).await.ok_or(Failure::Timeout)?;
     if let Some((c, max)) = &capture {
         crate::upstream::count_request_on(c, *max);

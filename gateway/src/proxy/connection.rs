@@ -1,48 +1,49 @@
 //! Downstream connections: TLS by SNI (the ClientHello is read first and picks the
 //! listener, kept for the connection: HTTPS, TLS Terminate or TLS Passthrough), TCP
-//! listeners handed to [`l4`], hyper's auto server (HTTP/1.1, HTTP/2, h2c, ALPN), the
-//! first-request deadline, the idle timeout, and graceful drain through hyper-util's
-//! graceful-shutdown watcher.
+//! listeners handed to [`l4`], hyper's HTTP/1 server where the first bytes or ALPN say
+//! HTTP/1 and its auto server otherwise (HTTP/2, h2c), the first-request deadline, the
+//! idle timeout, and the drain's watcher ([`super::drain`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::drain::Watcher;
 use super::rewind::{self, Rewind};
 use super::{ProxyContext, l4, proxy_protocol, request, sni};
 use crate::dataplane::Protocol;
 use crate::dataplane::l4::L4Route;
 
-/// Hands out graceful-shutdown watchers until the drain starts.
-#[derive(Clone)]
-pub struct DrainWatch(Arc<Mutex<Option<GracefulShutdown>>>);
-
-impl Default for DrainWatch {
-    fn default() -> Self {
-        DrainWatch(Arc::new(Mutex::new(Some(GracefulShutdown::new()))))
-    }
+/// Which hyper server serves an HTTP connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Codec {
+    /// Known to be HTTP/1 (its first bytes, or ALPN `http/1.1`): hyper's HTTP/1 server.
+    Http1,
+    /// Not known yet: the auto server reads the first bytes for HTTP/2's preface.
+    Sniff,
 }
 
-impl DrainWatch {
-    /// A watcher for a new connection; `None` once draining (the connection is refused).
-    pub fn watcher(&self) -> Option<Watcher> {
-        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.as_ref().map(GracefulShutdown::watcher)
-    }
+/// HTTP/2's connection preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-    /// Starts the drain: every watched connection is told to finish its requests and
-    /// close. Returns the handle to await (with a deadline); `None` if already started.
-    pub fn start(&self) -> Option<GracefulShutdown> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+impl Codec {
+    /// HTTP/1 unless `first` (a connection's first bytes) is or begins HTTP/2's preface.
+    fn of_first_bytes(first: &[u8]) -> Codec {
+        let n = first.len().min(H2_PREFACE.len());
+        if n > 0 && first[..n] != H2_PREFACE[..n] {
+            Codec::Http1
+        } else {
+            Codec::Sniff
+        }
     }
 }
 
@@ -108,14 +109,15 @@ pub async fn serve_connection(
             let mut tcp = tcp;
             match rewind::read_first(&mut tcp, first_request_by).await {
                 Ok(Some(first)) => {
+                    let codec = Codec::of_first_bytes(&first);
                     let stream = Rewind::new(first, tcp);
-                    dispatch(ctx, stream, conn, watcher, first_request_by).await
+                    dispatch(ctx, stream, conn, watcher, first_request_by, codec).await
                 }
                 Ok(None) => {}
                 Err(e) => first_read_failed(&ctx, &conn, e),
             }
         }
-        None => dispatch(ctx, tcp, conn, watcher, first_request_by).await,
+        None => dispatch(ctx, tcp, conn, watcher, first_request_by, Codec::Sniff).await,
         // Boxed, like the TLS and TCP arms in `dispatch`.
         Some(optional) => {
             Box::pin(after_proxy_header(
@@ -153,8 +155,9 @@ async fn after_proxy_header(
             if let Some(source) = a.source {
                 conn.set_peer(source);
             }
+            let codec = Codec::of_first_bytes(&a.leftover);
             let stream = Rewind::new(a.leftover, tcp);
-            dispatch(ctx, stream, conn, watcher, first_request_by).await
+            dispatch(ctx, stream, conn, watcher, first_request_by, codec).await
         }
         Err(e) => {
             match e {
@@ -168,18 +171,19 @@ async fn after_proxy_header(
     }
 }
 
-/// Serves a connection by its port's protocol: HTTP, TCP, or TLS (by SNI).
+/// Serves a connection by its port's protocol: HTTP (by `codec`), TCP, or TLS (by SNI).
 async fn dispatch<S>(
     ctx: Arc<ProxyContext>,
     stream: S,
     conn: ConnInfo,
     watcher: Watcher,
     first_request_by: tokio::time::Instant,
+    codec: Codec,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match conn.scheme {
-        Protocol::Http => serve_io(ctx, stream, conn, watcher, first_request_by).await,
+        Protocol::Http => serve_io(ctx, stream, conn, watcher, first_request_by, codec).await,
         Protocol::Tcp => {
             let route = {
                 let tables = ctx.tables.load();
@@ -258,7 +262,11 @@ async fn serve_tls<S>(
         TlsTarget::Https(config, listener) => {
             if let Some(tls) = handshake(&ctx, stream, config, peer, deadline).await {
                 conn.listener = Some(listener);
-                serve_io(ctx, tls, conn, watcher, deadline).await
+                let codec = match tls.get_ref().1.alpn_protocol() {
+                    Some(b"http/1.1") => Codec::Http1,
+                    _ => Codec::Sniff,
+                };
+                serve_io(ctx, tls, conn, watcher, deadline, codec).await
             }
         }
     }
@@ -315,6 +323,7 @@ async fn serve_io<I>(
     conn: ConnInfo,
     watcher: Watcher,
     first_request_by: tokio::time::Instant,
+    codec: Codec,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -327,7 +336,14 @@ async fn serve_io<I>(
         let (ctx, conn) = (handler_ctx.clone(), conn.clone());
         async move { Ok::<_, Infallible>(request::handle(ctx, &conn, req).await) }
     });
-    let served = watcher.watch(ctx.server.serve_connection_with_upgrades(io, svc));
+    let served = match codec {
+        Codec::Http1 => {
+            Either::Left(watcher.watch(ctx.server.http1.serve_connection(io, svc).with_upgrades()))
+        }
+        Codec::Sniff => {
+            Either::Right(watcher.watch(ctx.server.auto.serve_connection_with_upgrades(io, svc)))
+        }
+    };
     tokio::pin!(served);
     let idle = ctx.limits.idle_timeout;
     let stream_idle = Some(ctx.limits.stream_idle_timeout).filter(|t| !t.is_zero());
@@ -340,9 +356,9 @@ async fn serve_io<I>(
                 }
                 return;
             }
-            // hyper's own header timeout starts only once the auto server has read the
-            // protocol preface, so a silent or trickling client would otherwise hold a
-            // connection slot forever.
+            // hyper's own header timeout covers an HTTP/1 request head, and on the auto
+            // server starts only once it has read the preface; HTTP/2 has none. Without
+            // this a silent or trickling client would hold a connection slot forever.
             _ = tokio::time::sleep_until(first_request_by), if activity.requests() == 0 => {
                 if activity.requests() == 0 {
                     tracing::debug!(%peer, "closing connection: no request within the header read timeout");
@@ -499,5 +515,35 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_of_an_http1_request_pick_the_http1_server() {
+        for first in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"POST /upload HTTP/1.1\r\n",
+            b"PUT",
+            b"PRX",
+        ] {
+            assert_eq!(Codec::of_first_bytes(first), Codec::Http1, "{first:?}");
+        }
+    }
+
+    #[test]
+    fn http2_preface_or_a_part_of_it_leaves_the_choice_to_the_auto_server() {
+        for first in [
+            H2_PREFACE,
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04"[..],
+            b"PRI * HT",
+            b"P",
+            b"",
+        ] {
+            assert_eq!(Codec::of_first_bytes(first), Codec::Sniff, "{first:?}");
+        }
     }
 }

@@ -87,7 +87,7 @@ fn spawn_copy(
         .client(ep.transport, backend.http2, backend.pool());
     let name = backend.name.clone();
     tokio::spawn(async move {
-        match tokio::time::timeout(MIRROR_TIMEOUT, client.request(req)).await {
+        match tokio::time::timeout(MIRROR_TIMEOUT, client.request(req.map(Box::new))).await {
             Ok(Ok(resp)) => {
                 tracing::debug!(backend = %name, status = resp.status().as_u16(), "mirror answered")
             }

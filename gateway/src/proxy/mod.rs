@@ -3,7 +3,8 @@
 //! configuration, and takes no global lock.
 //!
 //! - [`connection`]: accepted sockets, TLS by SNI, hyper's HTTP/1.1 + HTTP/2 server,
-//!   idle timeout, graceful drain.
+//!   idle timeout.
+//! - [`drain`]: graceful drain of HTTP connections.
 //! - [`request`]: limits, listener and route selection, redirects.
 //! - [`forward`]: the upstream request and the response.
 //! - [`attempt`]: the one loop that runs upstream attempts through the hooks.
@@ -20,6 +21,7 @@ pub mod body;
 pub mod checks;
 pub mod connection;
 pub mod cors;
+pub mod drain;
 pub mod forward;
 pub mod headers;
 pub mod l4;
@@ -36,6 +38,7 @@ pub mod tunnel;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
@@ -46,7 +49,8 @@ use crate::observe::metrics::Metrics;
 use crate::upstream::Upstreams;
 use crate::upstream::attempt::AttemptHooks;
 
-pub use connection::{DrainWatch, serve_connection};
+pub use connection::serve_connection;
+pub use drain::DrainWatch;
 pub use tunnel::Tunnels;
 
 /// Limits applied to downstream connections and requests.
@@ -102,7 +106,7 @@ pub struct ProxyContext {
     /// Upgraded tunnels (WebSocket).
     pub tunnels: Tunnels,
     /// hyper server settings (HTTP/1.1 + HTTP/2).
-    pub server: auto::Builder<TokioExecutor>,
+    pub server: Servers,
 }
 
 impl ProxyContext {
@@ -112,15 +116,29 @@ impl ProxyContext {
     }
 }
 
+/// hyper's servers, with the same settings. A connection whose first bytes (or ALPN
+/// `http/1.1`) already say HTTP/1 gets hyper's HTTP/1 server directly; the rest get the
+/// auto server, which reads up to 24 bytes to tell HTTP/2's preface from HTTP/1. Those
+/// bytes reach hyper's HTTP/1 reader as a first, partial read, and its buffer then
+/// doubles to 16 KiB for the connection's life (README, "Memory per connection").
+#[derive(Clone)]
+pub struct Servers {
+    /// HTTP/1.1 or HTTP/2, by the first bytes (h2c prior knowledge, ALPN `h2`, no ALPN).
+    pub auto: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 only.
+    pub http1: http1::Builder,
+}
+
 /// Builds the hyper server settings shared by every connection.
-pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
+pub fn server_builder(limits: &Limits) -> Servers {
+    let max_buf = limits.max_header_bytes.max(8192) + limits.max_uri_bytes + 1024;
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192) + limits.max_uri_bytes + 1024)
+        .max_buf_size(max_buf)
         .keep_alive(true);
-    b.http2()
+    auto.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_keepalive_interval)
         .keep_alive_timeout(limits.http2_keepalive_timeout)
@@ -129,5 +147,11 @@ pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
                 .try_into()
                 .unwrap_or(u32::MAX),
         );
-    b
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(max_buf)
+        .keep_alive(true);
+    Servers { auto, http1 }
 }
