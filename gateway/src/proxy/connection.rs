@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::drain::Watcher;
+use super::drain::{self, Drainable, Watcher};
 use super::rewind::{self, Rewind};
 use super::{ProxyContext, l4, proxy_protocol, request, sni};
 use crate::dataplane::Protocol;
@@ -337,24 +337,27 @@ async fn serve_io<I>(
         async move { Ok::<_, Infallible>(request::handle(ctx, &conn, req).await) }
     });
     let served = match codec {
-        Codec::Http1 => {
-            Either::Left(watcher.watch(ctx.server.http1.serve_connection(io, svc).with_upgrades()))
-        }
-        Codec::Sniff => {
-            Either::Right(watcher.watch(ctx.server.auto.serve_connection_with_upgrades(io, svc)))
-        }
+        Codec::Http1 => Either::Left(ctx.server.http1.serve_connection(io, svc).with_upgrades()),
+        Codec::Sniff => Either::Right(ctx.server.auto.serve_connection_with_upgrades(io, svc)),
     };
     tokio::pin!(served);
     let idle = ctx.limits.idle_timeout;
     let stream_idle = Some(ctx.limits.stream_idle_timeout).filter(|t| !t.is_zero());
     let tick = (idle.min(stream_idle.unwrap_or(idle)) / 4).max(Duration::from_millis(50));
+    let mut watcher = watcher;
+    let mut draining = false;
     loop {
         tokio::select! {
-            r = served.as_mut() => {
+            r = std::future::poll_fn(|cx| drain::poll_either(served.as_mut(), cx)) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with error");
                 }
                 return;
+            }
+            // The drain started: answer what is in flight, take nothing new, then close.
+            () = watcher.draining(), if !draining => {
+                draining = true;
+                served.as_mut().drain();
             }
             // hyper's own header timeout covers an HTTP/1 request head, and on the auto
             // server starts only once it has read the preface; HTTP/2 has none. Without

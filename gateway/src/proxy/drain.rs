@@ -2,12 +2,15 @@
 //! the drain signal it finishes the requests it has and closes, and the drain waits for
 //! the last watcher to go. hyper-util's `GracefulShutdown` watches its auto server but
 //! not hyper's own HTTP/1 connection with upgrades, which serves a connection already
-//! known to be HTTP/1 (see [`super::connection`]); this watches both.
+//! known to be HTTP/1 (see [`super::connection`]); this drains both.
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
 
 use hyper::body::{Body, Incoming};
 use hyper::rt::{Read, Write};
@@ -54,40 +57,54 @@ impl DrainWatch {
 pub struct Watcher(watch::Receiver<bool>);
 
 impl Watcher {
-    /// Drives `conn` to its end; on the drain signal asks it to finish what it has and
-    /// close.
-    pub async fn watch<C: Drainable>(mut self, conn: C) -> Result<(), ConnError> {
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => return r.map_err(Into::into),
-            // An error means the drain handle is gone: the process is ending, so drain.
-            _ = self.0.wait_for(|draining| *draining) => {}
-        }
-        conn.as_mut().drain();
-        conn.await.map_err(Into::into)
+    /// Resolves once the drain has started (or its handle is gone: the process is
+    /// ending). The connection then calls [`Drainable::drain`] and runs to its end.
+    pub async fn draining(&mut self) {
+        let _ = self.0.wait_for(|draining| *draining).await;
     }
 }
 
-/// A hyper server connection that can be asked to finish its requests and close.
-pub trait Drainable: Future<Output = Result<(), Self::Error>> {
-    /// The connection's error.
-    type Error: Into<ConnError>;
-
+/// A hyper server connection that can be asked to finish its requests and close. (A
+/// method on the connection the task already holds, not a future wrapping it: an async
+/// wrapper would keep a second copy of the connection's state in every task.)
+pub trait Drainable {
     /// Stops taking new requests; the connection ends once those in flight are answered.
     fn drain(self: Pin<&mut Self>);
+}
+
+impl<A: Drainable, B: Drainable> Drainable for Either<A, B> {
+    fn drain(self: Pin<&mut Self>) {
+        match self.as_pin_mut() {
+            Either::Left(a) => a.drain(),
+            Either::Right(b) => b.drain(),
+        }
+    }
+}
+
+/// Polls whichever server's connection `conn` is, with one error type.
+pub fn poll_either<A, B, E>(
+    conn: Pin<&mut Either<A, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), ConnError>>
+where
+    A: Future<Output = Result<(), E>>,
+    E: Into<ConnError>,
+    B: Future<Output = Result<(), ConnError>>,
+{
+    match conn.as_pin_mut() {
+        Either::Left(a) => a.poll(cx).map_err(Into::into),
+        Either::Right(b) => b.poll(cx),
+    }
 }
 
 impl<I, S, B> Drainable for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
     S: HttpService<Incoming, ResBody = B>,
     S::Error: Into<ConnError>,
-    I: Read + Write + Unpin + Send + 'static,
+    I: Read + Write + Unpin,
     B: Body + 'static,
     B::Error: Into<ConnError>,
 {
-    type Error = hyper::Error;
-
     fn drain(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -95,19 +112,15 @@ where
 
 impl<I, S, B, E> Drainable for auto::UpgradeableConnection<'_, I, S, E>
 where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S: HttpService<Incoming, ResBody = B>,
     S::Error: Into<ConnError>,
-    S::Future: 'static,
-    I: Read + Write + Unpin + Send + 'static,
+    I: Read + Write + Unpin,
     B: Body + 'static,
     B::Error: Into<ConnError>,
     E: HttpServerConnExec<S::Future, B>,
 {
-    type Error = ConnError;
-
     fn drain(self: Pin<&mut Self>) {
         self.graceful_shutdown();
-
     }
 }
 
