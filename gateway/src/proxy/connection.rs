@@ -348,6 +348,11 @@ async fn serve_io<I>(
     let mut draining = false;
     loop {
         tokio::select! {
+            // The connection first: a request already read (still in `Rewind`, or in a
+            // connection that started as the drain did) is taken in before the drain
+            // turns keep-alive off, and then answered; drained first, hyper would close
+            // a connection that has not read anything yet.
+            biased;
             r = std::future::poll_fn(|cx| drain::poll_either(served.as_mut(), cx)) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with error");
