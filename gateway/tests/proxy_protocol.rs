@@ -81,6 +81,47 @@ fn the_header_names_the_client_and_a_connection_without_one_is_refused() {
     assert_eq!(forged, "", "a malformed header closes the connection");
 }
 
+/// A client that sends its PROXY header and then nothing is closed at the first-request
+/// deadline (the gateway reads the request's first bytes after the header, as on a plain
+/// port); a header followed by the request in a second write is served as from the
+/// header's source.
+#[test]
+fn after_the_header_a_silent_client_is_closed_and_a_later_request_is_served() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &config(port, hb.port, "proxyProtocol: {}"),
+        &["--header-read-timeout", "500ms"],
+    );
+    let header = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 8080\r\n";
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    silent.write_all(header).unwrap();
+    // A safety net, not a measurement: the deadline is 500 ms.
+    let ended = wait_closed(&mut silent, Duration::from_secs(15));
+    assert!(matches!(ended, Ended::ClosedSilently), "{ended:?}");
+    gw.wait_metric(
+        "gateway_downstream_connection_timeouts_total{kind=\"first_request\"}",
+        1.0,
+    );
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(header).unwrap();
+    s.flush().unwrap();
+    // The request follows in a write of its own (its own segment on loopback).
+    s.write_all(
+        b"GET /headers?show_env=1 HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains("\"X-Forwarded-For\": \"203.0.113.7\""),
+        "{out}"
+    );
+}
+
 #[test]
 fn optional_serves_clients_with_and_without_the_header() {
     let hb = Httpbin::start();

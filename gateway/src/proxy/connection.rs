@@ -155,8 +155,19 @@ async fn after_proxy_header(
             if let Some(source) = a.source {
                 conn.set_peer(source);
             }
-            let codec = Codec::of_first_bytes(&a.leftover);
-            let stream = Rewind::new(a.leftover, tcp);
+            let mut first = a.leftover;
+            // A load balancer sends its header before the client's bytes arrive, so the
+            // leftover is often empty: read the request's first bytes, as on a plain
+            // port, so that an HTTP/1 connection need not go through the sniff.
+            if first.is_empty() && conn.scheme == Protocol::Http {
+                match rewind::read_first(&mut tcp, first_request_by).await {
+                    Ok(Some(read)) => first = read,
+                    Ok(None) => return,
+                    Err(e) => return first_read_failed(&ctx, &conn, e),
+                }
+            }
+            let codec = Codec::of_first_bytes(&first);
+            let stream = Rewind::new(first, tcp);
             dispatch(ctx, stream, conn, watcher, first_request_by, codec).await
         }
         Err(e) => {
