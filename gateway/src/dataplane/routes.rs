@@ -212,19 +212,29 @@ impl RateLimiter {
 impl Rule {
     /// Weighted random pick; `None` when every weight is 0 or there are no backends.
     pub fn pick_backend(&self) -> Option<&Backend> {
-        pick_weighted(&self.backends, self.total_weight)
+        self.pick_backend_index().map(|i| &self.backends[i])
+    }
+
+    /// The same pick, as an index into `backends`.
+    pub fn pick_backend_index(&self) -> Option<usize> {
+        pick_weighted_index(&self.backends, self.total_weight)
     }
 }
 
 /// Weighted random pick among backends whose weights sum to `total`.
 pub fn pick_weighted(backends: &[Backend], total: u32) -> Option<&Backend> {
+    pick_weighted_index(backends, total).map(|i| &backends[i])
+}
+
+/// The same pick, as an index into `backends`.
+fn pick_weighted_index(backends: &[Backend], total: u32) -> Option<usize> {
     if total == 0 {
         return None;
     }
     let mut n = fastrand::u32(0..total);
-    for b in backends {
+    for (i, b) in backends.iter().enumerate() {
         if n < b.weight {
-            return Some(b);
+            return Some(i);
         }
         n -= b.weight;
     }

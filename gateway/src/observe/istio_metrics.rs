@@ -157,6 +157,11 @@ impl Destination {
         UNKNOWN_DESTINATION.clone()
     }
 
+    /// The same, borrowed: a request that only reads it writes no count every worker shares.
+    pub fn unknown_ref() -> &'static Arc<Destination> {
+        &UNKNOWN_DESTINATION
+    }
+
     /// The destination for a backend, before any endpoint is picked (its workload is
     /// `unknown`): what Istio reports for `UH` and other failures before a connection.
     pub fn for_backend(b: &ir::Backend) -> Destination {

@@ -2,7 +2,6 @@
 //! (TLS for mesh endpoints), send, classify the outcome, tell the hooks, and retry when
 //! the policy says so and the request can be replayed.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,6 @@ use super::body::Completion;
 use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
-use crate::observe::istio_metrics::Destination;
 use crate::observe::traces;
 use crate::upstream::attempt::{AttemptInfo, Outcome, RetryPolicy};
 use crate::upstream::lb::{self, HashInput};
@@ -37,14 +35,14 @@ pub struct Outgoing {
 
 /// One endpoint choice.
 pub(super) struct Pick<'a> {
+    /// The endpoint's index in the backend's endpoints (`None`: a DNS target).
+    index: Option<usize>,
     pub(super) authority: &'a Authority,
     pub(super) transport: &'a Transport,
     /// The endpoint's Pod says it is in the mesh (`security.istio.io/tlsMode=istio`).
     mesh_labelled: bool,
     /// Its outlier and load state (endpoints from EndpointSlices only).
     health: Option<&'a EndpointHealth>,
-    /// Istio's destination labels.
-    pub(super) destination: &'a Arc<Destination>,
 }
 
 /// Istio's peer-metadata headers, on requests to mesh endpoints only: a plaintext or
@@ -82,22 +80,22 @@ fn pick_avoiding<'a>(
             let i = lb::pick(backend.policy.as_deref(), &backend.state, eps, hash, avoid);
             let ep = &eps[i];
             Ok(Pick {
+                index: Some(i),
                 authority: &ep.authority,
                 transport: &ep.transport,
                 mesh_labelled: ep.mesh_labelled,
                 health: Some(&ep.health),
-                destination: &ep.destination,
             })
         }
         Target::Dns {
             authority,
             transport,
         } => Ok(Pick {
+            index: None,
             authority,
             transport,
             mesh_labelled: false,
             health: None,
-            destination: &backend.destination,
         }),
     }
 }
@@ -275,11 +273,12 @@ pub async fn run(
             attempt,
         };
         rec.attempts = attempt;
-        rec.upstream_address = Some(ep.authority.clone());
-        rec.destination = ep.destination.clone();
+        let authority = ctx.upstreams().local_authority(ep.authority);
+        rec.upstream_address = Some(authority.clone());
+        rec.endpoint = ep.index;
         rec.mutual_tls = ep.transport.is_mesh();
         let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
-        *req.uri_mut() = upstream_uri(ep.authority, &path_and_query);
+        *req.uri_mut() = upstream_uri(authority, &path_and_query);
         // Per attempt: a retry may pick an endpoint outside the mesh (the replayed headers
         // are the ones from before this).
         add_peer_metadata(ctx, ep.transport, req.headers_mut());
@@ -487,10 +486,10 @@ fn attempt_failed(policy: &RetryPolicy, outcome: Outcome) -> bool {
     unlimited.should_retry(1, outcome)
 }
 
-pub(super) fn upstream_uri(authority: &Authority, pq: &PathAndQuery) -> Uri {
+pub(super) fn upstream_uri(authority: Authority, pq: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
+    parts.authority = Some(authority);
     parts.path_and_query = Some(pq.clone());
     Uri::from_parts(parts).expect("scheme, authority and path are set")
 }

@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::ProxyContext;
 use super::connection::InFlight;
+use crate::dataplane::routes::{Backend, Rule, Target};
 use crate::observe::access_log::Entry;
 use crate::observe::istio_metrics::{Destination, RequestRecord, UNKNOWN};
 use crate::observe::traces::RequestSpan;
@@ -29,8 +30,14 @@ pub struct Completion {
     pub(super) path: Option<PathAndQuery>,
     pub(super) version: Version,
     pub(super) status: u16,
-    pub(super) route: Option<Arc<str>>,
-    pub(super) upstream: Option<Arc<str>>,
+    /// The rule that matched. Its id, the backend's name and the destination labels are
+    /// read from it when the request ends: one reference count written per request
+    /// instead of one per label, counts that every worker writes.
+    pub(super) rule: Option<Arc<Rule>>,
+    /// The backend picked, by index in the rule's backends.
+    pub(super) backend: Option<usize>,
+    /// The endpoint of the last attempt, by index in the backend's endpoints.
+    pub(super) endpoint: Option<usize>,
     pub(super) upstream_address: Option<Authority>,
     pub(super) request_id: HeaderValue,
     pub(super) peer: SocketAddr,
@@ -41,9 +48,6 @@ pub struct Completion {
     pub(super) attempts: u32,
     /// The client speaks gRPC: the gateway's own errors are gRPC statuses.
     pub(super) grpc: bool,
-    /// Istio's destination labels (the Service, then the endpoint's workload once one
-    /// is picked); `unknown` until a backend is chosen.
-    pub(super) destination: Arc<Destination>,
     /// The last attempt went over mesh mTLS.
     pub(super) mutual_tls: bool,
     /// Request header bytes (request line included, approximately as sent).
@@ -68,6 +72,35 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The matched route's id.
+    fn route(&self) -> Option<&str> {
+        self.rule.as_deref().map(|r| &*r.id)
+    }
+
+    /// The backend picked.
+    fn backend(&self) -> Option<&Backend> {
+        self.rule.as_deref()?.backends.get(self.backend?)
+    }
+
+    /// The picked backend's name.
+    fn upstream(&self) -> Option<&str> {
+        self.backend().map(|b| &*b.name)
+    }
+
+    /// Istio's destination labels: the Service, then the endpoint's workload once one is
+    /// picked; `unknown` until a backend is chosen.
+    pub(super) fn destination(&self) -> &Arc<Destination> {
+        let Some(backend) = self.backend() else {
+            return Destination::unknown_ref();
+        };
+        match (&backend.target, self.endpoint) {
+            (Target::Endpoints(eps), Some(i)) => {
+                eps.get(i).map_or(&backend.destination, |e| &e.destination)
+            }
+            _ => &backend.destination,
+        }
+    }
+
     /// The request id as text (it was checked to be visible ASCII when taken).
     pub(super) fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or("-")
@@ -79,13 +112,13 @@ impl Completion {
         }
         let trace_ids = self.trace.take().map(|t| {
             let (ids, sampled) = (t.ids(), t.sampled());
-            t.finish(self.route.as_deref(), self.status, self.code);
+            t.finish(self.route(), self.status, self.code);
             (ids.0, ids.1, sampled)
         });
         let elapsed = self.start.elapsed();
         let m = &self.ctx.metrics;
         m.istio.record(&RequestRecord {
-            destination: &self.destination,
+            destination: self.destination(),
             grpc: self.grpc,
             response_code: self.status,
             grpc_status,
@@ -96,7 +129,7 @@ impl Completion {
             response_bytes: self.response_header_bytes + bytes_sent,
         });
         m.request_finished(
-            self.route.as_deref().unwrap_or(""),
+            self.route().unwrap_or(""),
             self.status,
             elapsed.as_secs_f64(),
         );
@@ -108,8 +141,8 @@ impl Completion {
                     "status": self.status,
                     "response_flags": code,
                     "reason": reason,
-                    "route": self.route.as_deref(),
-                    "upstream": self.upstream.as_deref(),
+                    "route": self.route(),
+                    "upstream": self.upstream(),
                     "upstream_address": self.upstream_address.as_ref().map(Authority::as_str),
                     "attempts": self.attempts,
                 }),
@@ -129,7 +162,7 @@ impl Completion {
             return;
         }
         let peer = self.peer.to_string();
-        let upstream_cluster = self.upstream.as_deref().map(|u| self.upstream_cluster(u));
+        let upstream_cluster = self.upstream().map(|u| self.upstream_cluster(u));
         // The wall clock is read once, here: start = now - elapsed.
         let start_time = SystemTime::now()
             .checked_sub(elapsed)
@@ -154,8 +187,8 @@ impl Completion {
             requested_server_name: None,
             attempts: self.attempts,
             downstream_remote_address: &peer,
-            route: self.route.as_deref(),
-            upstream: self.upstream.as_deref(),
+            route: self.route(),
+            upstream: self.upstream(),
             reason: self.reason.as_deref(),
             trace_id: ids.map(|i| i.0.as_str()),
             span_id: ids.map(|i| i.1.as_str()),
@@ -168,8 +201,8 @@ impl Completion {
     fn upstream_cluster(&self, backend: &str) -> String {
         let port = backend.rsplit_once(':').map(|(_, p)| p);
         match port {
-            Some(p) if &*self.destination.service_name != UNKNOWN => {
-                format!("outbound|{p}||{}", self.destination.service)
+            Some(p) if &*self.destination().service_name != UNKNOWN => {
+                format!("outbound|{p}||{}", self.destination().service)
             }
             _ => backend.to_string(),
         }

@@ -22,11 +22,11 @@ use crate::upstream::RequestBody;
 pub async fn forward(
     ctx: &Arc<ProxyContext>,
     conn: &ConnInfo,
+    rule: &Rule,
     plan: ForwardPlan,
     mut req: Request<Incoming>,
     rec: &mut Completion,
 ) -> Result<Response<BodyKind>, Reject> {
-    let rule = &*plan.rule;
     if let Some(authz) = &rule.authorization
         && let Some(denied) = policy::authorize(authz, conn, &plan.path, &req, rec)
     {
@@ -39,9 +39,8 @@ pub async fn forward(
         },
         None => None,
     };
-    let backend = pick_backend(rule)?;
-    rec.upstream = Some(backend.name.clone());
-    rec.destination = backend.destination.clone();
+    let (index, backend) = pick_backend(rule)?;
+    rec.backend = Some(index);
     // An upgrade needs a connection slot of its own; without one it is refused here,
     // before anything reaches the upstream.
     let downstream_upgrade = match headers::upgrade_request(req.headers()) {
@@ -49,7 +48,7 @@ pub async fn forward(
         UpgradeRequest::Other(to) => return Err(upgrade_refused(to)),
         UpgradeRequest::None | UpgradeRequest::H2c => None,
     };
-    let path_and_query = upstream_path(&plan, backend, req.uri().query())?;
+    let path_and_query = upstream_path(&plan, rule, backend, req.uri().query())?;
     rewrite_request(
         conn,
         rule,
@@ -221,7 +220,7 @@ fn upgrade_refused(to: &str) -> Reject {
     )
 }
 
-fn pick_backend(rule: &Rule) -> Result<&Backend, Reject> {
+fn pick_backend(rule: &Rule) -> Result<(usize, &Backend), Reject> {
     if rule.backends.is_empty() {
         return Err(reject(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -229,23 +228,24 @@ fn pick_backend(rule: &Rule) -> Result<&Backend, Reject> {
             format!("route {} has no backendRefs", rule.id),
         ));
     }
-    rule.pick_backend().ok_or_else(|| {
+    let i = rule.pick_backend_index().ok_or_else(|| {
         reject(
             StatusCode::INTERNAL_SERVER_ERROR,
             "no_backend",
             format!("every backendRef of route {} has weight 0", rule.id),
         )
-    })
+    })?;
+    Ok((i, &rule.backends[i]))
 }
 
 /// The path (and query) sent upstream, after a rule or backend URLRewrite.
 fn upstream_path(
     plan: &ForwardPlan,
+    rule: &Rule,
     backend: &Backend,
     query: Option<&str>,
 ) -> Result<PathAndQuery, Reject> {
-    let rewrite = plan
-        .rule
+    let rewrite = rule
         .filters
         .rewrite
         .as_ref()

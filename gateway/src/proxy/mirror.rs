@@ -71,7 +71,10 @@ fn spawn_copy(
     *req.method_mut() = parts.method.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
-    *req.uri_mut() = upstream_uri(ep.authority, path_and_query);
+    *req.uri_mut() = upstream_uri(
+        ctx.upstreams().local_authority(ep.authority),
+        path_and_query,
+    );
     // As Envoy and Istio do, the copy's Host says it is a shadow.
     if let Some(host) = parts
         .headers

@@ -15,10 +15,9 @@ use super::connection::ConnInfo;
 use super::headers::{self, X_REQUEST_ID};
 use super::reject::{self, Reject, reject};
 use super::{ProxyContext, checks, forward, normalize};
-use crate::dataplane::routes::{Rule, modify_path};
+use crate::dataplane::routes::modify_path;
 use crate::dataplane::{ListenerTable, RequestView, Tables};
 use crate::ir::Redirect;
-use crate::observe::istio_metrics::Destination;
 
 /// Handles one request and always answers.
 pub async fn handle(
@@ -36,8 +35,9 @@ pub async fn handle(
         authority: headers::request_authority(&req).unwrap_or_default(),
         version: req.version(),
         status: 0,
-        route: None,
-        upstream: None,
+        rule: None,
+        backend: None,
+        endpoint: None,
         upstream_address: None,
         request_id: headers::request_id(&req),
         peer: conn.peer,
@@ -48,7 +48,6 @@ pub async fn handle(
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
-        destination: Destination::unknown(),
         mutual_tls: false,
         request_header_bytes: request_line_bytes(&req) + body::header_bytes(req.headers()),
         request_body_bytes: req
@@ -75,7 +74,16 @@ pub async fn handle(
         // Boxed: hyper keeps one in-flight slot per connection, as large as this future,
         // for the connection's life; the forwarding state (5 KiB) is held only while a
         // request is forwarded (README, "Memory per connection").
-        Ok(Plan::Forward(p)) => Box::pin(forward::forward(&ctx, conn, p, req, &mut rec)).await,
+        Ok(Plan::Forward(p)) => {
+            // The record keeps the rule; forwarding borrows it meanwhile.
+            let rule = rec
+                .rule
+                .take()
+                .expect("a forward plan's rule is in the record");
+            let result = Box::pin(forward::forward(&ctx, conn, &rule, p, req, &mut rec)).await;
+            rec.rule = Some(rule);
+            result
+        }
         Ok(Plan::Respond(resp)) => Ok(resp),
         Err(r) => Err(r),
     };
@@ -179,8 +187,6 @@ pub enum Plan {
 /// A matched request, ready to forward (the tables may be swapped meanwhile; the rule
 /// is kept alive by its `Arc`).
 pub struct ForwardPlan {
-    /// The matched rule.
-    pub rule: Arc<Rule>,
     /// The request's path as matched (no query).
     pub path: String,
     /// Length of the PathPrefix the request matched (ReplacePrefixMatch replaces it).
@@ -289,7 +295,7 @@ fn plan(
                 format!("no route for host {host:?} path {path:?}"),
             )
         })?;
-    rec.route = Some(entry.rule.id.clone());
+    rec.rule = Some(entry.rule.clone());
     if let Some(r) = &entry.rule.filters.redirect {
         let prefix_len = entry.matcher.path.prefix_len();
         let location = redirect_location(r, conn, &host, path, req.uri().query(), prefix_len);
@@ -301,7 +307,6 @@ fn plan(
         return Ok(Plan::Respond(super::cors::preflight(c, req)));
     }
     Ok(Plan::Forward(ForwardPlan {
-        rule: entry.rule.clone(),
         path: path.to_owned(),
         prefix_len: entry.matcher.path.prefix_len(),
     }))

@@ -41,8 +41,18 @@ pub struct BackendHandshakeError {
 }
 
 /// TCP connector (plus mesh mTLS for a mesh target) that counts open upstream connections.
+///
+/// One `Arc` built by the worker that owns the pool: hyper-util's client clones its
+/// connector twice per request (with the client, and for a connect it may not need), so
+/// that is the one count a request writes here, and no other worker writes it. The parts
+/// inside (the metrics, the TLS configs) are shared by every worker; cloning them per
+/// request made every request write counts that all workers write.
 #[derive(Clone)]
-pub struct Connector {
+pub struct Connector(Arc<Parts>);
+
+/// What a [`Connector`] holds.
+#[derive(Clone)]
+struct Parts {
     inner: HttpConnector,
     metrics: Arc<Metrics>,
     /// Mesh target and the client config of this connector's pool (`None` inside: no
@@ -68,63 +78,61 @@ impl Connector {
         inner.set_nodelay(true);
         inner.set_connect_timeout(Some(settings.connect_timeout));
         inner.enforce_http(true);
-        Connector {
+        Connector(Arc::new(Parts {
             inner,
             metrics,
             mesh: None,
             tls: None,
             count_requests: false,
-        }
+        }))
+    }
+
+    /// A new connector: this one's parts, changed by `f`.
+    fn with(&self, f: impl FnOnce(&mut Parts)) -> Connector {
+        let mut parts = Parts::clone(&self.0);
+        f(&mut parts);
+        Connector(Arc::new(parts))
     }
 
     /// The same connector, counting requests per connection when `count`.
     pub fn counting_requests(&self, count: bool) -> Connector {
-        Connector {
-            count_requests: count,
-            ..self.clone()
-        }
+        self.with(|p| p.count_requests = count)
     }
 
     /// The same connector doing TLS to a BackendTLSPolicy target; its config is built
     /// here, once for the pool's lifetime.
     pub fn for_backend_tls(&self, target: &TlsTarget) -> Connector {
         let config = backend_tls::client_config(target).map_err(Arc::new);
-        Connector {
-            tls: Some(Arc::new(BackendTls {
+        self.with(|p| {
+            p.tls = Some(Arc::new(BackendTls {
                 sni: target.hostname.clone(),
                 policy: target.policy.clone(),
                 config,
-            })),
-            ..self.clone()
-        }
+            }))
+        })
     }
 
     /// The same connector setting SO_KEEPALIVE with `k`'s timings on its connections
     /// (unset timings: Linux's defaults, 7200 s idle, 75 s apart, 9 probes).
     pub fn with_tcp_keepalive(&self, k: &crate::ir::TcpKeepalive) -> Connector {
-        let mut c = self.clone();
-        c.inner
-            .set_keepalive(Some(k.time.unwrap_or(std::time::Duration::from_secs(7200))));
-        c.inner.set_keepalive_interval(k.interval);
-        c.inner.set_keepalive_retries(k.probes);
-        c
+        self.with(|p| {
+            p.inner
+                .set_keepalive(Some(k.time.unwrap_or(std::time::Duration::from_secs(7200))));
+            p.inner.set_keepalive_interval(k.interval);
+            p.inner.set_keepalive_retries(k.probes);
+        })
     }
 
     /// The same connector with its own TCP connect timeout.
     pub fn with_connect_timeout(&self, timeout: std::time::Duration) -> Connector {
-        let mut c = self.clone();
-        c.inner.set_connect_timeout(Some(timeout));
-        c
+        self.with(|p| p.inner.set_connect_timeout(Some(timeout)))
     }
 
     /// The same connector doing mesh mTLS to `target`; the client config is built here,
     /// once for the pool's lifetime.
     pub fn for_mesh(&self, target: &Arc<MeshTarget>, creds: Option<&MeshCreds>) -> Connector {
         let config = creds.map(|c| mesh_tls::client_config(c, target));
-        Connector {
-            mesh: Some((target.clone(), config)),
-            ..self.clone()
-        }
+        self.with(|p| p.mesh = Some((target.clone(), config)))
     }
 }
 
@@ -285,22 +293,24 @@ impl tower_service::Service<Uri> for Connector {
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<CountedIo, Self::Error>> + Send>>;
 
+    // Per connection, not per request: the clones of the shared parts are made here.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.0.inner.clone().poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let p = &*self.0;
         // A TLS target whose config could not be built (its credentials are missing)
         // fails before any TCP connection is made.
-        if let Some(Err(e)) = self.tls.as_ref().map(|t| &t.config) {
+        if let Some(Err(e)) = p.tls.as_ref().map(|t| &t.config) {
             let e = BackendTlsError::clone(e);
             return Box::pin(async move { Err(e.into()) });
         }
-        let fut = self.inner.call(uri);
-        let metrics = self.metrics.clone();
-        let mesh = self.mesh.clone();
-        let tls = self.tls.clone();
-        let requests = self.count_requests.then(RequestsOnConnection::default);
+        let fut = p.inner.clone().call(uri);
+        let metrics = p.metrics.clone();
+        let mesh = p.mesh.clone();
+        let tls = p.tls.clone();
+        let requests = p.count_requests.then(RequestsOnConnection::default);
         Box::pin(async move {
             let tcp = fut.await?.into_inner();
             let stream = match (&mesh, &tls) {

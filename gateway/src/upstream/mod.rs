@@ -12,6 +12,7 @@
 //! transport, so they never leak into another backend's connections.
 
 pub mod attempt;
+mod authorities;
 pub mod backend_state;
 mod backend_tls;
 mod body;
@@ -94,6 +95,8 @@ pub struct Upstreams {
     streams: Arc<ArcSwap<StreamConnectors>>,
     /// Pools of backends with connection settings of their own (copy-on-write).
     own: Arc<ArcSwap<OwnClients>>,
+    /// This worker's copies of endpoint authorities ([`Upstreams::local_authority`]).
+    authorities: Arc<authorities::LocalAuthorities>,
 }
 
 impl Upstreams {
@@ -124,7 +127,15 @@ impl Upstreams {
             tls: Arc::new(ArcSwap::from_pointee(HashMap::new())),
             streams: Arc::new(ArcSwap::from_pointee(HashMap::new())),
             own: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            authorities: Arc::default(),
         }
+    }
+
+    /// `authority` as this worker's own copy, for a request's URI: the pool clones it
+    /// about a dozen times per request, and the endpoint's own is shared by every worker
+    /// ([`authorities`]).
+    pub fn local_authority(&self, authority: &http::uri::Authority) -> http::uri::Authority {
+        self.authorities.get(authority)
     }
 
     /// A new (unpooled) connection for a connection route: TCP (within the backend's
