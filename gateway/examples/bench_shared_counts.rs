@@ -14,7 +14,7 @@ use http::uri::Authority;
 
 /// Clones of the authority per proxied request (pool key, URIs, checkout and return).
 const CLONES: usize = 13;
-const REQUESTS: u32 = 2_000_000;
+const REQUESTS: u32 = 1_000_000;
 
 /// Per request: as hyper-util holds them, every clone is alive until the request ends.
 fn request(a: &Authority) {
