@@ -126,7 +126,8 @@ impl RouteMatch {
 
 /// What to do with a matched request.
 pub struct Rule {
-    /// `namespace/name/index` (shared: every request's record and metrics label hold it).
+    /// `namespace/name/index` (shared: metrics labels hold it; a request's record reads it
+    /// through the rule).
     pub id: Arc<str>,
     /// Rule-level filters.
     pub filters: Filters,
@@ -327,7 +328,8 @@ pub fn modify_path(m: &PathModifier, path: &str, prefix_len: usize) -> String {
 
 /// A backend with its upstream targets.
 pub struct Backend {
-    /// `Service ns/name:port` (shared: every request's record and metrics label hold it).
+    /// `Service ns/name:port` (shared: metrics labels hold it; a request's record reads it
+    /// through its rule).
     pub name: Arc<str>,
     /// Relative weight.
     pub weight: u32,

@@ -32,7 +32,8 @@ pub struct Completion {
     pub(super) status: u16,
     /// The rule that matched. Its id, the backend's name and the destination labels are
     /// read from it when the request ends: one reference count written per request
-    /// instead of one per label, counts that every worker writes.
+    /// instead of one per label, counts that every worker writes. A streamed response
+    /// keeps it (its backends' state included) until the stream ends, across reloads.
     pub(super) rule: Option<Arc<Rule>>,
     /// The backend picked, by index in the rule's backends.
     pub(super) backend: Option<usize>,

@@ -22,11 +22,11 @@ use crate::upstream::RequestBody;
 pub async fn forward(
     ctx: &Arc<ProxyContext>,
     conn: &ConnInfo,
-    rule: &Rule,
-    plan: ForwardPlan,
+    plan: &ForwardPlan,
     mut req: Request<Incoming>,
     rec: &mut Completion,
 ) -> Result<Response<BodyKind>, Reject> {
+    let rule = &*plan.rule;
     if let Some(authz) = &rule.authorization
         && let Some(denied) = policy::authorize(authz, conn, &plan.path, &req, rec)
     {
@@ -48,7 +48,7 @@ pub async fn forward(
         UpgradeRequest::Other(to) => return Err(upgrade_refused(to)),
         UpgradeRequest::None | UpgradeRequest::H2c => None,
     };
-    let path_and_query = upstream_path(&plan, rule, backend, req.uri().query())?;
+    let path_and_query = upstream_path(plan, backend, req.uri().query())?;
     rewrite_request(
         conn,
         rule,
@@ -241,11 +241,11 @@ fn pick_backend(rule: &Rule) -> Result<(usize, &Backend), Reject> {
 /// The path (and query) sent upstream, after a rule or backend URLRewrite.
 fn upstream_path(
     plan: &ForwardPlan,
-    rule: &Rule,
     backend: &Backend,
     query: Option<&str>,
 ) -> Result<PathAndQuery, Reject> {
-    let rewrite = rule
+    let rewrite = plan
+        .rule
         .filters
         .rewrite
         .as_ref()

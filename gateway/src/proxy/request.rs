@@ -15,7 +15,7 @@ use super::connection::ConnInfo;
 use super::headers::{self, X_REQUEST_ID};
 use super::reject::{self, Reject, reject};
 use super::{ProxyContext, checks, forward, normalize};
-use crate::dataplane::routes::modify_path;
+use crate::dataplane::routes::{Rule, modify_path};
 use crate::dataplane::{ListenerTable, RequestView, Tables};
 use crate::ir::Redirect;
 
@@ -75,13 +75,9 @@ pub async fn handle(
         // for the connection's life; the forwarding state (5 KiB) is held only while a
         // request is forwarded (README, "Memory per connection").
         Ok(Plan::Forward(p)) => {
-            // The record keeps the rule; forwarding borrows it meanwhile.
-            let rule = rec
-                .rule
-                .take()
-                .expect("a forward plan's rule is in the record");
-            let result = Box::pin(forward::forward(&ctx, conn, &rule, p, req, &mut rec)).await;
-            rec.rule = Some(rule);
+            let result = Box::pin(forward::forward(&ctx, conn, &p, req, &mut rec)).await;
+            // The record reads the route's and backend's labels from it when it ends.
+            rec.rule = Some(p.rule);
             result
         }
         Ok(Plan::Respond(resp)) => Ok(resp),
@@ -185,8 +181,10 @@ pub enum Plan {
 }
 
 /// A matched request, ready to forward (the tables may be swapped meanwhile; the rule
-/// is kept alive by its `Arc`).
+/// is kept alive by its `Arc`, which then goes to the request's record).
 pub struct ForwardPlan {
+    /// The matched rule.
+    pub rule: Arc<Rule>,
     /// The request's path as matched (no query).
     pub path: String,
     /// Length of the PathPrefix the request matched (ReplacePrefixMatch replaces it).
@@ -295,20 +293,25 @@ fn plan(
                 format!("no route for host {host:?} path {path:?}"),
             )
         })?;
-    rec.rule = Some(entry.rule.clone());
-    if let Some(r) = &entry.rule.filters.redirect {
-        let prefix_len = entry.matcher.path.prefix_len();
+    let rule = entry.rule.clone();
+    let prefix_len = entry.matcher.path.prefix_len();
+    if let Some(r) = &rule.filters.redirect {
         let location = redirect_location(r, conn, &host, path, req.uri().query(), prefix_len);
-        return redirect_response(r.status, &location).map(Plan::Respond);
+        let answer = redirect_response(r.status, &location).map(Plan::Respond);
+        rec.rule = Some(rule);
+        return answer;
     }
-    if let Some(c) = &entry.rule.filters.cors
+    if let Some(c) = &rule.filters.cors
         && super::cors::is_preflight(req)
     {
-        return Ok(Plan::Respond(super::cors::preflight(c, req)));
+        let answer = super::cors::preflight(c, req);
+        rec.rule = Some(rule);
+        return Ok(Plan::Respond(answer));
     }
     Ok(Plan::Forward(ForwardPlan {
+        rule,
         path: path.to_owned(),
-        prefix_len: entry.matcher.path.prefix_len(),
+        prefix_len,
     }))
 }
 
