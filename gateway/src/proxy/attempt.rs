@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
@@ -158,11 +160,12 @@ impl Timeouts {
     }
 }
 
-/// Runs `fut` within `budget` (unbounded without one); `None` when it ran out.
-async fn within<T>(budget: Option<Budget>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+/// Runs `fut` within `budget` (unbounded without one); `None` when it ran out. A plain
+/// function: an async one would hold `fut` twice (its argument, and inside the timeout).
+fn within<F: Future>(budget: Option<Budget>, fut: F) -> impl Future<Output = Option<F::Output>> {
     match budget {
-        Some(b) => tokio::time::timeout(b.left, fut).await.ok(),
-        None => Some(fut.await),
+        Some(b) => Either::Left(tokio::time::timeout(b.left, fut).map(Result::ok)),
+        None => Either::Right(fut.map(Some)),
     }
 }
 
@@ -225,17 +228,22 @@ fn replayable(policy: &RetryPolicy, body: RequestBody) -> (RequestBody, Option<R
 
 /// Runs attempts until one succeeds or the route's retry policy gives up; records the
 /// endpoint and attempt count on `rec`.
-pub async fn run(
-    ctx: &ProxyContext,
-    backend: &Backend,
-    retry: Option<&RetryPolicy>,
+///
+/// The request is taken apart here, before the future: the future lives (boxed in the
+/// forwarding state) for as long as the request waits for its upstream, and an async
+/// function would keep its arguments and every local it borrowed before an await (the
+/// request's parts, a second copy of the request) until it returns. The loop's async
+/// block keeps what it captures once.
+pub fn run<'a>(
+    ctx: &'a ProxyContext,
+    backend: &'a Backend,
+    retry: Option<&'a RetryPolicy>,
     out: Outgoing,
     timeouts: Timeouts,
-    rec: &mut Completion,
-) -> Result<Response<Incoming>, Reject> {
+    rec: &'a mut Completion,
+) -> impl Future<Output = Result<Response<Incoming>, Reject>> + 'a {
     static NO_RETRY: RetryPolicy = RetryPolicy::NONE;
     let policy = retry.unwrap_or(&NO_RETRY);
-    let _active = backend.state.start();
     let Outgoing {
         parts,
         body,
@@ -250,140 +258,145 @@ pub async fn run(
         },
     );
     let (body, replay_body) = replayable(policy, body);
-    let replay = replay_body.map(|body| Replay {
-        method: parts.method.clone(),
-        version: parts.version,
-        headers: parts.headers.clone(),
-        body,
+    // Boxed: only retrying routes have one.
+    let replay = replay_body.map(|body| {
+        Box::new(Replay {
+            method: parts.method.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body,
+        })
     });
-    let mut next = Some(Request::from_parts(parts, body));
-    let mut attempt = 0;
-    let mut previous: Option<String> = None;
-    let mut _retry_slot = None;
-    loop {
-        attempt += 1;
-        let Some(mut req) = next.take() else {
-            unreachable!("a retry always prepares its request")
-        };
-        let ep = pick_avoiding(backend, hash, previous.as_deref())?;
-        let endpoint = ep.authority.as_str();
-        let info = AttemptInfo {
-            backend: &backend.name,
-            endpoint,
-            attempt,
-        };
-        rec.attempts = attempt;
-        let authority = ctx.upstreams().local_authority(ep.authority);
-        rec.upstream_address = Some(authority.clone());
-        rec.endpoint = ep.index;
-        rec.mutual_tls = ep.transport.is_mesh();
-        let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
-        *req.uri_mut() = upstream_uri(authority, &path_and_query);
-        // Per attempt: a retry may pick an endpoint outside the mesh (the replayed headers
-        // are the ones from before this).
-        add_peer_metadata(ctx, ep.transport, req.headers_mut());
-        let span = rec
-            .trace
-            .as_ref()
-            .zip(ctx.tracing.as_ref())
-            .map(|(s, t)| s.attempt(t, &backend.name, endpoint, attempt, req.headers_mut()));
-        let started = Instant::now();
-        if let Some(h) = ep.health {
-            h.active.fetch_add(1, Ordering::Relaxed);
-        }
-        let budget = timeouts.budget(rec.start, true);
-        let result = send(ctx, backend, ep.transport, req, budget).await;
-        if let Some(h) = ep.health {
-            h.active.fetch_sub(1, Ordering::Relaxed);
-        }
-        drop(permit);
-        let outcome = match &result {
-            Ok(resp) => {
-                rec.upstream_service_time = Some(started.elapsed());
-                Outcome::Response(resp.status().as_u16())
+    let mut req = Request::from_parts(parts, body);
+    async move {
+        let _active = backend.state.start();
+        let mut attempt = 0;
+        let mut previous: Option<String> = None;
+        let mut _retry_slot = None;
+        loop {
+            attempt += 1;
+            let ep = pick_avoiding(backend, hash, previous.as_deref())?;
+            let endpoint = ep.authority.as_str();
+            let info = AttemptInfo {
+                backend: &backend.name,
+                endpoint,
+                attempt,
+            };
+            rec.attempts = attempt;
+            let authority = ctx.upstreams().local_authority(ep.authority);
+            rec.upstream_address = Some(authority.clone());
+            rec.endpoint = ep.index;
+            rec.mutual_tls = ep.transport.is_mesh();
+            let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
+            *req.uri_mut() = upstream_uri(authority, &path_and_query);
+            // Per attempt: a retry may pick an endpoint outside the mesh (the replayed headers
+            // are the ones from before this).
+            add_peer_metadata(ctx, ep.transport, req.headers_mut());
+            // Boxed: only traced requests have one, and it would sit in every request's
+            // state while it waits for the upstream.
+            let span = rec.trace.as_ref().zip(ctx.tracing.as_ref()).map(|(s, t)| {
+                Box::new(s.attempt(t, &backend.name, endpoint, attempt, req.headers_mut()))
+            });
+            let started = Instant::now();
+            if let Some(h) = ep.health {
+                h.active.fetch_add(1, Ordering::Relaxed);
             }
-            Err(f) => f.outcome(),
-        };
-        ctx.hooks.finished(&info, outcome, started.elapsed());
-        if let Some(span) = span {
-            let status = result.as_ref().ok().map(|r| r.status().as_u16());
-            traces::end_attempt(span, status, outcome.code());
-        }
-        if detect_outlier(backend, &ep, outcome) {
-            ctx.metrics.policy_event(&backend.name, "outlier_ejection");
-        }
-        let retryable =
-            policy.should_retry(attempt, outcome) && !timeouts.request_expired(rec.start);
-        let mut gave_up = None;
-        if let Some(replay) = &replay
-            && retryable
-        {
-            let max_retries = backend
-                .policy
-                .as_ref()
-                .and_then(|p| p.limits.as_ref())
-                .map_or(u32::MAX, |l| l.max_retries);
-            match backend.state.try_retry(
-                policy.budget_percent,
-                policy.min_retry_concurrency,
-                max_retries,
-            ) {
-                Some(slot)
-                    if timeouts
-                        .backoff(rec.start, policy.backoff_before(attempt))
+            let budget = timeouts.budget(rec.start, true);
+            let result = send(ctx, backend, ep.transport, req, budget).await;
+            if let Some(h) = ep.health {
+                h.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            drop(permit);
+            let outcome = match &result {
+                Ok(resp) => {
+                    rec.upstream_service_time = Some(started.elapsed());
+                    Outcome::Response(resp.status().as_u16())
+                }
+                Err(f) => f.outcome(),
+            };
+            ctx.hooks.finished(&info, outcome, started.elapsed());
+            if let Some(span) = span {
+                let status = result.as_ref().ok().map(|r| r.status().as_u16());
+                traces::end_attempt(*span, status, outcome.code());
+            }
+            if detect_outlier(backend, &ep, outcome) {
+                ctx.metrics.policy_event(&backend.name, "outlier_ejection");
+            }
+            let retryable =
+                policy.should_retry(attempt, outcome) && !timeouts.request_expired(rec.start);
+            let mut gave_up = None;
+            if let Some(replay) = &replay
+                && retryable
+            {
+                let max_retries = backend
+                    .policy
+                    .as_ref()
+                    .and_then(|p| p.limits.as_ref())
+                    .map_or(u32::MAX, |l| l.max_retries);
+                match backend.state.try_retry(
+                    policy.budget_percent,
+                    policy.min_retry_concurrency,
+                    max_retries,
+                ) {
+                    // Boxed: only a retry waits here.
+                    Some(slot)
+                        if Box::pin(
+                            timeouts.backoff(rec.start, policy.backoff_before(attempt)),
+                        )
                         .await =>
-                {
-                    // A streamed body past the replay limit cannot be sent again.
-                    if let Some(again) = replay.request() {
-                        ctx.metrics.policy_event(&backend.name, "retry");
-                        _retry_slot = Some(slot);
-                        previous = Some(endpoint.to_owned());
-                        next = Some(again);
-                        continue;
+                    {
+                        // A streamed body past the replay limit cannot be sent again.
+                        if let Some(again) = replay.request() {
+                            ctx.metrics.policy_event(&backend.name, "retry");
+                            _retry_slot = Some(slot);
+                            previous = Some(endpoint.to_owned());
+                            req = again;
+                            continue;
+                        }
+                    }
+                    Some(_) => gave_up = Some("the request's timeout ran out before the retry"),
+                    None => {
+                        ctx.metrics
+                            .policy_event(&backend.name, "retry_budget_exhausted");
+                        gave_up = Some("the retry budget of the backend is spent");
                     }
                 }
-                Some(_) => gave_up = Some("the request's timeout ran out before the retry"),
-                None => {
-                    ctx.metrics
-                        .policy_event(&backend.name, "retry_budget_exhausted");
-                    gave_up = Some("the retry budget of the backend is spent");
-                }
             }
+            if replay.is_some() && attempt > 1 && policy.attempts == attempt {
+                gave_up = Some("retries exhausted");
+            }
+            // Envoy's `URX`: the attempt would have been retried, but the policy ran out.
+            let gave_up = gave_up.filter(|_| attempt_failed(policy, outcome));
+            let exhausted_on = |what: &str, gave_up: &str| {
+                format!(
+                    "{gave_up} after {attempt} attempt(s) to {}; the last {what}",
+                    backend.name
+                )
+            };
+            return match result {
+                Ok(resp) => {
+                    if let Some(g) = gave_up {
+                        rec.code = Some("URX");
+                        rec.reason = Some(exhausted_on(
+                            &format!("answered {}", resp.status().as_u16()),
+                            g,
+                        ));
+                    }
+                    Ok(resp)
+                }
+                Err(f) => {
+                    let mut r = f.into_reject(endpoint, &ep, budget);
+                    if r.code == "mesh_mtls_required" {
+                        ctx.metrics.tls_error("upstream_requires_mtls");
+                    }
+                    if let Some(g) = gave_up {
+                        r.detail = exhausted_on(&format!("failed ({}): {}", r.code, r.detail), g);
+                        r.code = "URX";
+                    }
+                    Err(r)
+                }
+            };
         }
-        if replay.is_some() && attempt > 1 && policy.attempts == attempt {
-            gave_up = Some("retries exhausted");
-        }
-        // Envoy's `URX`: the attempt would have been retried, but the policy ran out.
-        let gave_up = gave_up.filter(|_| attempt_failed(policy, outcome));
-        let exhausted_on = |what: &str, gave_up: &str| {
-            format!(
-                "{gave_up} after {attempt} attempt(s) to {}; the last {what}",
-                backend.name
-            )
-        };
-        return match result {
-            Ok(resp) => {
-                if let Some(g) = gave_up {
-                    rec.code = Some("URX");
-                    rec.reason = Some(exhausted_on(
-                        &format!("answered {}", resp.status().as_u16()),
-                        g,
-                    ));
-                }
-                Ok(resp)
-            }
-            Err(f) => {
-                let mut r = f.into_reject(endpoint, &ep, budget);
-                if r.code == "mesh_mtls_required" {
-                    ctx.metrics.tls_error("upstream_requires_mtls");
-                }
-                if let Some(g) = gave_up {
-                    r.detail = exhausted_on(&format!("failed ({}): {}", r.code, r.detail), g);
-                    r.code = "URX";
-                }
-                Err(r)
-            }
-        };
     }
 }
 
@@ -401,9 +414,14 @@ async fn admit(
         |code: &'static str, why: String| reject(StatusCode::SERVICE_UNAVAILABLE, code, why);
     let limits = backend.policy.as_ref().and_then(|p| p.limits.as_ref());
     let permit = match limits {
+        // Boxed: only backends with connection-pool limits wait here, and the waiting
+        // future inline would size every request's state.
         Some(l) => Some(
-            within(budget, pool_limits::admit(&backend.state, l, backend.http2))
-                .await
+            Box::pin(within(
+                budget,
+                pool_limits::admit(&backend.state, l, backend.http2),
+            ))
+            .await
                 .ok_or_else(|| queue_timeout(backend, budget))?
                 .map_err(|code| {
                     ctx.metrics.policy_event(&backend.name, "overflow");
@@ -501,14 +519,15 @@ enum Failure {
 }
 
 /// Sends one attempt within `budget`; with `maxRequestsPerConnection` the connection
-/// it went out on is counted, and retired at the limit.
-async fn send(
+/// it went out on is counted, and retired at the limit. The request is handed to the
+/// client here; the future only waits (it keeps no copy of the request).
+fn send(
     ctx: &ProxyContext,
     backend: &Backend,
     transport: &Transport,
     mut req: Request<RequestBody>,
     budget: Option<Budget>,
-) -> Result<Response<Incoming>, Failure> {
+) -> impl Future<Output = Result<Response<Incoming>, Failure>> + use<> {
     let pool = backend.pool();
     // One request per connection is HTTP/1.1 without keep-alive (as Envoy does it): the
     // connection closes with the response instead of lingering unused.
@@ -525,11 +544,13 @@ async fn send(
         .upstreams()
         .client(transport, backend.http2, pool)
         .request(req.map(Box::new));
-    let result = within(budget, fut).await.ok_or(Failure::Timeout)?;
-    if let Some((c, max)) = &capture {
-        crate::upstream::count_request_on(c, *max);
-    }
-    result.map_err(Failure::Client)
+    within(budget, fut).map(move |result| {
+        let result = result.ok_or(Failure::Timeout)?;
+        if let Some((c, max)) = &capture {
+            crate::upstream::count_request_on(c, *max);
+        }
+        result.map_err(Failure::Client)
+    })
 }
 
 impl Failure {

@@ -8,34 +8,91 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use super::body::{self, BodyKind, Completion};
 use super::connection::ConnInfo;
 use super::headers::{self, Forwarded, UpgradeRequest};
 use super::reject::{Reject, reject};
 use super::request::ForwardPlan;
-use super::{ProxyContext, attempt, cors, mirror, policy};
+use super::{ProxyContext, attempt, cors, mirror, policy, tunnel};
 use crate::dataplane::routes::{Backend, Rule, modify_path};
 use crate::upstream::RequestBody;
 
 /// Sends the request to one of the rule's backends and returns its response.
+///
+/// The work before and after the attempts is done in plain functions: this future is
+/// boxed for as long as the request waits for its upstream, and an async function keeps
+/// every local it borrowed before an await (the request's parts, its path) in its state
+/// until it returns. Here only what the response needs crosses the await.
 pub async fn forward(
     ctx: &Arc<ProxyContext>,
     conn: &ConnInfo,
     plan: &ForwardPlan,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     rec: &mut Completion,
 ) -> Result<Response<BodyKind>, Reject> {
+    let (request, after) = match prepare(ctx, conn, plan, req, rec)? {
+        Prepared::Answered(resp) => return Ok(resp),
+        Prepared::Send(request, after) => (request, after),
+    };
+    let rule = &*plan.rule;
+    let resp = attempt::run(
+        ctx,
+        after.backend,
+        rule.retry.as_ref(),
+        request,
+        attempt::Timeouts {
+            request: rule.request_timeout,
+            per_attempt: rule.backend_request_timeout,
+        },
+        rec,
+    )
+    .await?;
+    Ok(after.respond(ctx, rule, resp, rec))
+}
+
+/// The outcome of the checks and rewrites before any attempt.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once and taken apart at once; boxing would allocate per request"
+)]
+enum Prepared<'a> {
+    /// A policy answered (authorization denied, rate limited).
+    Answered(Response<BodyKind>),
+    /// The request to send, and what the response will need.
+    Send(attempt::Outgoing, AfterResponse<'a>),
+}
+
+/// What the response needs from the request's preparation.
+struct AfterResponse<'a> {
+    backend: &'a Backend,
+    /// A WebSocket upgrade's tunnel slot and the client side of the upgrade.
+    downstream_upgrade: Option<(tunnel::Slot, OnUpgrade)>,
+    /// The client's `Origin`, for CORS.
+    origin: Option<HeaderValue>,
+    /// The rate limit's quota headers.
+    quota: Option<policy::Quota>,
+}
+
+/// Policies, backend choice, upgrade admission, path and header rewrites and the body.
+fn prepare<'a>(
+    ctx: &Arc<ProxyContext>,
+    conn: &ConnInfo,
+    plan: &'a ForwardPlan,
+    mut req: Request<Incoming>,
+    rec: &mut Completion,
+) -> Result<Prepared<'a>, Reject> {
     let rule = &*plan.rule;
     if let Some(authz) = &rule.authorization
         && let Some(denied) = policy::authorize(authz, conn, &plan.path, &req, rec)
     {
-        return Ok(denied);
+        return Ok(Prepared::Answered(denied));
     }
     let quota = match &rule.rate_limit {
         Some(limiter) => match policy::rate_limit(limiter, req.headers(), conn.peer.ip(), rec) {
             Ok(quota) => quota,
-            Err(refused) => return Ok(*refused),
+            Err(refused) => return Ok(Prepared::Answered(*refused)),
         },
         None => None,
     };
@@ -81,37 +138,45 @@ pub async fn forward(
         body,
         path_and_query,
     };
-    let mut resp = attempt::run(
-        ctx,
+    let after = AfterResponse {
         backend,
-        rule.retry.as_ref(),
-        request,
-        attempt::Timeouts {
-            request: rule.request_timeout,
-            per_attempt: rule.backend_request_timeout,
-        },
-        rec,
-    )
-    .await?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some((slot, down)) = downstream_upgrade {
-            ctx.tunnels
-                .splice(slot, down, hyper::upgrade::on(&mut resp));
+        downstream_upgrade,
+        origin,
+        quota,
+    };
+    Ok(Prepared::Send(request, after))
+}
+
+impl AfterResponse<'_> {
+    /// The upstream's response as the client gets it: a WebSocket tunnel spliced, hop-by-hop
+    /// headers removed, the filters' and CORS edits, quota headers, the body's deadline.
+    fn respond(
+        self,
+        ctx: &ProxyContext,
+        rule: &Rule,
+        mut resp: Response<Incoming>,
+        rec: &Completion,
+    ) -> Response<BodyKind> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some((slot, down)) = self.downstream_upgrade {
+                ctx.tunnels
+                    .splice(slot, down, hyper::upgrade::on(&mut resp));
+            }
+        } else {
+            headers::remove_hop_by_hop(resp.headers_mut());
         }
-    } else {
-        headers::remove_hop_by_hop(resp.headers_mut());
+        rewrite_response(rule, self.backend, self.origin.as_ref(), resp.headers_mut());
+        if let Some(q) = self.quota {
+            q.write(resp.headers_mut());
+        }
+        let deadline = (resp.status() != StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| response_deadline(rule, rec))
+            .flatten();
+        resp.map(|b| match deadline {
+            Some(d) => BodyKind::UpstreamUntil(b, Box::new(d)),
+            None => BodyKind::Upstream(b),
+        })
     }
-    rewrite_response(rule, backend, origin.as_ref(), resp.headers_mut());
-    if let Some(q) = quota {
-        q.write(resp.headers_mut());
-    }
-    let deadline = (resp.status() != StatusCode::SWITCHING_PROTOCOLS)
-        .then(|| response_deadline(rule, rec))
-        .flatten();
-    Ok(resp.map(|b| match deadline {
-        Some(d) => BodyKind::UpstreamUntil(b, Box::new(d)),
-        None => BodyKind::Upstream(b),
-    }))
 }
 
 /// When the response body must have ended: `timeouts.request` from the request's start.

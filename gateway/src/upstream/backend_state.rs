@@ -44,10 +44,11 @@ pub struct BackendState {
     endpoints: Mutex<HashMap<String, Weak<EndpointHealth>>>,
 }
 
-/// Counts one request in flight until dropped.
-pub struct Active(Arc<BackendState>);
+/// Counts one request in flight until dropped. It borrows the state: a reference count
+/// here would be one more count that every worker writes on every request.
+pub struct Active<'a>(&'a BackendState);
 
-impl Drop for Active {
+impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
@@ -64,9 +65,9 @@ impl Drop for RetrySlot {
 
 impl BackendState {
     /// Counts a request as active until the guard drops.
-    pub fn start(self: &Arc<Self>) -> Active {
+    pub fn start(&self) -> Active<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
-        Active(self.clone())
+        Active(self)
     }
 
     /// A retry slot, if the budget allows one more: at most `percent` of the active
