@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -344,8 +345,7 @@ async fn serve_io<I>(
     let conn = Arc::new(conn);
     let handler_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let (ctx, conn) = (handler_ctx.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(request::handle(ctx, &conn, req).await) }
+        request::handle(handler_ctx.clone(), conn.clone(), req).map(Ok::<_, Infallible>)
     });
     let served = match codec {
         Codec::Http1 => Either::Left(ctx.server.http1.serve_connection(io, svc).with_upgrades()),

@@ -2,10 +2,12 @@
 //! to another listener than the one the TLS handshake chose), redirects, then
 //! [`super::forward`].
 
+use std::future::ready;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -20,11 +22,16 @@ use crate::dataplane::{ListenerTable, RequestView, Tables};
 use crate::ir::Redirect;
 
 /// Handles one request and always answers.
-pub async fn handle(
+///
+/// Routing is done here, when hyper hands the request over; only a forwarded request
+/// needs a future that waits. hyper keeps one in-flight slot per connection, as large as
+/// this future, for the connection's life: an async function would keep the request twice
+/// in it (its argument and its own copy) besides the planning's locals.
+pub fn handle(
     ctx: Arc<ProxyContext>,
-    conn: &ConnInfo,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
     // What only the access log reads is not copied when it is off.
     let logged = ctx.access_log.enabled();
     let mut rec = Box::new(Completion {
@@ -70,20 +77,19 @@ pub async fn handle(
             .map(|t| t.server_span(req.method().as_str(), req.headers())),
         _in_flight: conn.activity.request_started(),
     });
-    let result = match plan(&ctx, conn, &req, &mut rec) {
-        // Boxed: hyper keeps one in-flight slot per connection, as large as this future,
-        // for the connection's life; the forwarding state (5 KiB) is held only while a
-        // request is forwarded (README, "Memory per connection").
-        Ok(Plan::Forward(p)) => {
-            let result = Box::pin(forward::forward(&ctx, conn, &p, req, &mut rec)).await;
-            // The record reads the route's and backend's labels from it when it ends.
-            rec.rule = Some(p.rule);
-            result
-        }
-        Ok(Plan::Respond(resp)) => Ok(resp),
-        Err(r) => Err(r),
+    let p = match plan(&ctx, &conn, &req, &mut rec) {
+        Ok(Plan::Forward(p)) => p,
+        Ok(Plan::Respond(resp)) => return Either::Left(ready(respond(Ok(resp), rec))),
+        Err(r) => return Either::Left(ready(respond(Err(r), rec))),
     };
-    respond(result, rec)
+    Either::Right(async move {
+        // Boxed: the forwarding state is held only while a request is forwarded, not in
+        // every connection's slot (README, "Memory per connection").
+        let result = Box::pin(forward::forward(&ctx, &conn, &p, req, &mut rec)).await;
+        // The record reads the route's and backend's labels from it when it ends.
+        rec.rule = Some(p.rule);
+        respond(result, rec)
+    })
 }
 
 fn respond(
