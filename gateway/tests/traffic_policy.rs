@@ -319,6 +319,36 @@ fn connection_pool_overflow_is_an_immediate_503_uo() {
     );
 }
 
+/// A client that goes away while its request waits for the upstream cancels the request;
+/// the backend's and the endpoint's in-flight counts (the retry budget's and
+/// LEAST_REQUEST's load) must drop with it, or the endpoint looks busy forever.
+#[test]
+fn a_client_gone_mid_request_leaves_no_request_counted_in_flight() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let backend = "Service default/httpbin:80";
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        client,
+        "GET /delay/10 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    )
+    .unwrap();
+    eventually("the request is in flight to the endpoint", || {
+        let b = backend_state(&gw, backend);
+        b["active_requests"] == 1 && b["endpoints"][0]["active"] == 1
+    });
+    drop(client);
+    eventually("the cancelled request is no longer counted", || {
+        let b = backend_state(&gw, backend);
+        b["active_requests"] == 0 && b["endpoints"][0]["active"] == 0
+    });
+}
+
 #[test]
 fn an_endpoint_answering_5xx_is_ejected_and_returns_after_its_ejection_time() {
     let hb = Httpbin::start();

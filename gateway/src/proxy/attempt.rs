@@ -2,7 +2,6 @@
 //! (TLS for mesh endpoints), send, classify the outcome, tell the hooks, and retry when
 //! the policy says so and the request can be replayed.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -298,14 +297,10 @@ pub fn run<'a>(
                 Box::new(s.attempt(t, &backend.name, endpoint, attempt, req.headers_mut()))
             });
             let started = Instant::now();
-            if let Some(h) = ep.health {
-                h.active.fetch_add(1, Ordering::Relaxed);
-            }
+            let in_flight = ep.health.map(EndpointHealth::start);
             let budget = timeouts.budget(rec.start, true);
             let result = send(ctx, backend, ep.transport, req, budget).await;
-            if let Some(h) = ep.health {
-                h.active.fetch_sub(1, Ordering::Relaxed);
-            }
+            drop(in_flight);
             drop(permit);
             let outcome = match &result {
                 Ok(resp) => {

@@ -2,12 +2,10 @@
 //! to another listener than the one the TLS handshake chose), redirects, then
 //! [`super::forward`].
 
-use std::future::ready;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -23,73 +21,79 @@ use crate::ir::Redirect;
 
 /// Handles one request and always answers.
 ///
-/// Routing is done here, when hyper hands the request over; only a forwarded request
-/// needs a future that waits. hyper keeps one in-flight slot per connection, as large as
-/// this future, for the connection's life: an async function would keep the request twice
-/// in it (its argument and its own copy) besides the planning's locals.
+/// An async block rather than an async function: hyper's HTTP/1 server keeps one
+/// in-flight slot per connection, as large as this future, for the connection's life,
+/// and an async function would keep the request twice in it (its argument and its own
+/// copy of it). Nothing runs until the future is first polled.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of the request in the future"
+)]
 pub fn handle(
     ctx: Arc<ProxyContext>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
-    // What only the access log reads is not copied when it is off.
-    let logged = ctx.access_log.enabled();
-    let mut rec = Box::new(Completion {
-        ctx: ctx.clone(),
-        start: Instant::now(),
-        method: req.method().clone(),
-        path: req.uri().path_and_query().filter(|_| logged).cloned(),
-        authority: headers::request_authority(&req).unwrap_or_default(),
-        version: req.version(),
-        status: 0,
-        rule: None,
-        backend: None,
-        endpoint: None,
-        upstream_address: None,
-        request_id: headers::request_id(&req),
-        peer: conn.peer,
-        code: None,
-        reason: None,
-        attempts: 0,
-        grpc: req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
-        mutual_tls: false,
-        request_header_bytes: request_line_bytes(&req) + body::header_bytes(req.headers()),
-        request_body_bytes: req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0),
-        request_body_counted: None,
-        response_header_bytes: 0,
-        upstream_service_time: None,
-        x_forwarded_for: logged
-            .then(|| header_string(&req, "x-forwarded-for"))
-            .flatten(),
-        user_agent: logged
-            .then(|| header_string(&req, header::USER_AGENT.as_str()))
-            .flatten(),
-        trace: ctx
-            .tracing
-            .as_ref()
-            .map(|t| t.server_span(req.method().as_str(), req.headers())),
-        _in_flight: conn.activity.request_started(),
-    });
-    let p = match plan(&ctx, &conn, &req, &mut rec) {
-        Ok(Plan::Forward(p)) => p,
-        Ok(Plan::Respond(resp)) => return Either::Left(ready(respond(Ok(resp), rec))),
-        Err(r) => return Either::Left(ready(respond(Err(r), rec))),
-    };
-    Either::Right(async move {
+    async move {
+        // What only the access log reads is not copied when it is off.
+        let logged = ctx.access_log.enabled();
+        let mut rec = Box::new(Completion {
+            ctx: ctx.clone(),
+            start: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path_and_query().filter(|_| logged).cloned(),
+            authority: headers::request_authority(&req).unwrap_or_default(),
+            version: req.version(),
+            status: 0,
+            rule: None,
+            backend: None,
+            endpoint: None,
+            upstream_address: None,
+            request_id: headers::request_id(&req),
+            peer: conn.peer,
+            code: None,
+            reason: None,
+            attempts: 0,
+            grpc: req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
+            mutual_tls: false,
+            request_header_bytes: request_line_bytes(&req) + body::header_bytes(req.headers()),
+            request_body_bytes: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            request_body_counted: None,
+            response_header_bytes: 0,
+            upstream_service_time: None,
+            x_forwarded_for: logged
+                .then(|| header_string(&req, "x-forwarded-for"))
+                .flatten(),
+            user_agent: logged
+                .then(|| header_string(&req, header::USER_AGENT.as_str()))
+                .flatten(),
+            trace: ctx
+                .tracing
+                .as_ref()
+                .map(|t| t.server_span(req.method().as_str(), req.headers())),
+            _in_flight: conn.activity.request_started(),
+        });
+        // The plan is taken out in a statement of its own: a match around the await
+        // would keep the whole `Result<Plan, _>` in the future while it waits.
+        let p = match plan(&ctx, &conn, &req, &mut rec) {
+            Ok(Plan::Forward(p)) => p,
+            Ok(Plan::Respond(resp)) => return respond(Ok(resp), rec),
+            Err(r) => return respond(Err(r), rec),
+        };
         // Boxed: the forwarding state is held only while a request is forwarded, not in
         // every connection's slot (README, "Memory per connection").
         let result = Box::pin(forward::forward(&ctx, &conn, &p, req, &mut rec)).await;
         // The record reads the route's and backend's labels from it when it ends.
         rec.rule = Some(p.rule);
         respond(result, rec)
-    })
+    }
 }
 
 fn respond(

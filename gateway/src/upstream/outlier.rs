@@ -47,7 +47,23 @@ pub struct HealthReport {
     pub active: u32,
 }
 
+/// Counts one attempt in flight to an endpoint until dropped: a request cancelled while
+/// it waits (its client gone) is uncounted too.
+pub struct AttemptInFlight<'a>(&'a EndpointHealth);
+
+impl Drop for AttemptInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl EndpointHealth {
+    /// Counts an attempt in flight (LEAST_REQUEST's load) until the guard drops.
+    pub fn start(&self) -> AttemptInFlight<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        AttemptInFlight(self)
+    }
+
     /// Ejected right now?
     pub fn is_ejected(&self) -> bool {
         now_ms() < self.ejected_until.load(Ordering::Relaxed)
