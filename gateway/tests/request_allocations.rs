@@ -393,41 +393,18 @@ struct HoldingUpstream {
 }
 
 fn holding_upstream() -> HoldingUpstream {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
     let (hold, held) = tokio::sync::watch::channel(false);
     let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = waiting.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let (held, counted) = (held.clone(), counted.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req| {
-                        let (mut held, counted) = (held.clone(), counted.clone());
-                        async move {
-                            if *held.borrow_and_update() {
-                                counted.fetch_add(1, Ordering::SeqCst);
-                                let _ = held.wait_for(|h| !h).await;
-                            }
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
-                            ))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-                });
+    let port = support::hyper_http1_upstream(move || {
+        let (mut held, counted) = (held.clone(), counted.clone());
+        async move {
+            if *held.borrow_and_update() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = held.wait_for(|h| !h).await;
             }
-        });
+            &b"ok\n"[..]
+        }
     });
     HoldingUpstream {
         port,

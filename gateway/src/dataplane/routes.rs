@@ -211,12 +211,8 @@ impl RateLimiter {
 }
 
 impl Rule {
-    /// Weighted random pick; `None` when every weight is 0 or there are no backends.
-    pub fn pick_backend(&self) -> Option<&Backend> {
-        self.pick_backend_index().map(|i| &self.backends[i])
-    }
-
-    /// The same pick, as an index into `backends`.
+    /// Weighted random pick, as an index into `backends`; `None` when every weight is 0
+    /// or there are no backends.
     pub fn pick_backend_index(&self) -> Option<usize> {
         pick_weighted_index(&self.backends, self.total_weight)
     }

@@ -769,6 +769,17 @@ impl Echo {
 /// A hyper HTTP/1.1 upstream answering 200 with `body` to everything, on a thread (and
 /// runtime) of its own, so that in-process tests do not count or slow it.
 pub fn hyper_upstream(body: &'static [u8]) -> u16 {
+    hyper_http1_upstream(move || async move { body })
+}
+
+/// A hyper HTTP/1.1 upstream on a thread (and runtime) of its own: every request is
+/// answered 200 with the body that `answer()`'s future resolves to (it may wait first);
+/// its port.
+pub fn hyper_http1_upstream<F, Fut>(answer: F) -> u16
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = &'static [u8]> + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -781,11 +792,15 @@ pub fn hyper_upstream(body: &'static [u8]) -> u16 {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
+                let answer = answer.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req| async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(body)),
-                        ))
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let body = answer();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(body.await)),
+                            ))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
