@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::telemetry;
@@ -907,4 +908,278 @@ fn a_chunked_request_body_that_is_also_mirrored_is_counted() {
     assert_eq!(r.status, 200, "{r:?}");
     let line = gw.wait_access_log(|l| l["path"] == "/post");
     assert_eq!(line["bytes_received"], 23_456, "{line}");
+}
+
+/// The `istio_requests_total` series with this response code and flag, summed.
+fn istio_requests(gw: &Gateway, code: &str, flag: &str) -> f64 {
+    let (_, body) = gw.admin_get("/metrics");
+    let (code, flag) = (
+        format!("response_code=\"{code}\""),
+        format!("response_flags=\"{flag}\""),
+    );
+    body.lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains(&code))
+        .filter(|l| l.contains(&flag))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Requests to httpbin the gateway has in flight (admin `/debug/backends`).
+fn httpbin_in_flight(gw: &Gateway) -> u64 {
+    let (status, body) = gw.admin_get("/debug/backends");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["backends"]["Service default/httpbin:80"]["active_requests"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_client_gone_before_the_response_is_logged_and_counted_as_code_0_flag_dc() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
+    for (protocol, path, version) in [
+        ("--http1.1", "/delay/10", "HTTP/1.1"),
+        ("--http2-prior-knowledge", "/delay/9", "HTTP/2"),
+    ] {
+        // A real client that gives up: curl, killed while httpbin is still answering.
+        let mut client = Command::new("curl")
+            .args(["-s", protocol, "-H", "Host: httpbin.example.com"])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually("the request is in flight to httpbin", || {
+            httpbin_in_flight(&gw) == 1
+        });
+        client.kill().unwrap();
+        client.wait().unwrap();
+        let line = gw.wait_access_log(|l| l["path"] == path);
+        assert_eq!(line["protocol"], version, "{line}");
+        assert_eq!(line["response_code"], 0, "{line}");
+        assert_eq!(line["response_flags"], "DC", "{line}");
+        assert_eq!(line["bytes_sent"], 0, "{line}");
+        assert_eq!(line["attempts"], 1, "{line}");
+        assert_eq!(line["route"], "default/httpbin/0", "{line}");
+        assert_eq!(line["upstream_host"], format!("127.0.0.1:{}", hb.port));
+        assert_eq!(
+            line["upstream_cluster"],
+            "outbound|80||httpbin.default.svc.cluster.local"
+        );
+        let id = line["request_id"].as_str().unwrap();
+        let (status, why) = gw.admin_get(&format!("/debug/requests/{id}"));
+        assert_eq!(status, 200, "{why}");
+        let why: serde_json::Value = serde_json::from_str(&why).unwrap();
+        assert_eq!(
+            why["reason"], "the client went away before the response started",
+            "{why}"
+        );
+        assert_eq!(httpbin_in_flight(&gw), 0);
+    }
+    // Istio's standard metric has both, as Kiali and Envoy's sidecars report them, with
+    // the destination they were on their way to.
+    assert_eq!(istio_requests(&gw, "0", "DC"), 2.0);
+    let (_, metrics) = gw.admin_get("/metrics");
+    let dc = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_flags=\"DC\""))
+        .unwrap();
+    assert!(dc.contains("destination_workload=\"httpbin\""), "{dc}");
+    assert!(dc.contains("destination_service_name=\"httpbin\""), "{dc}");
+}
+
+#[test]
+fn a_client_gone_mid_body_keeps_the_status_and_is_flagged_dc_and_whole_answers_are_not() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
+    // httpbin drips five bytes over five seconds; the client reads the head and the
+    // first byte, then closes.
+    let path = "/drip?duration=5&numbytes=5&delay=0";
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        client,
+        "GET {path} HTTP/1.1\r\nHost: httpbin.example.com\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Until the head and at least one body byte are in.
+    let head_and_a_byte = |got: &[u8]| {
+        got.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|end| got.len() > end + 4)
+    };
+    while !head_and_a_byte(&got) {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    drop(client);
+    let line = gw.wait_access_log(|l| l["path"] == path);
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["response_flags"], "DC", "{line}");
+    let sent = line["bytes_sent"].as_u64().unwrap();
+    assert!((1..5).contains(&sent), "{line}");
+    assert_eq!(istio_requests(&gw, "200", "DC"), 1.0);
+    // Answers the client took whole are not flagged, nor those hyper sends without
+    // their body (HEAD, 204).
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let host = ["-H", "Host: httpbin.example.com"];
+    assert_eq!(
+        curl(&[&host[..], &[&url("/bytes/3000")]].concat()).status,
+        200
+    );
+    assert_eq!(
+        curl(&[&host[..], &["-I", &url("/get")]].concat()).status,
+        200
+    );
+    assert_eq!(
+        curl(&[&host[..], &[&url("/status/204")]].concat()).status,
+        204
+    );
+    for p in ["/bytes/3000", "/get", "/status/204"] {
+        let line = gw.wait_access_log(|l| l["path"] == p);
+        assert_eq!(line["response_flags"], "-", "{line}");
+    }
+    let head = gw.wait_access_log(|l| l["path"] == "/get");
+    assert_eq!(head["method"], "HEAD");
+}
+
+#[test]
+fn an_upstream_that_cuts_its_body_short_is_logged_uc_with_what_was_sent() {
+    // A hostile upstream: it promises 100 bytes, sends 10 and closes.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in upstream.incoming() {
+            let mut conn = conn.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+        }
+    });
+    let port = free_port();
+    let gw = Gateway::start(&config(port, upstream_port, "cut.example.com"));
+    let r = curl(&[
+        "-H",
+        "Host: cut.example.com",
+        &format!("http://127.0.0.1:{port}/cut"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "0123456789", "{r:?}");
+    assert_eq!(r.exit_code, 18, "curl: partial file: {r:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/cut");
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["response_flags"], "UC", "{line}");
+    assert_eq!(line["bytes_sent"], 10, "{line}");
+    let id = line["request_id"].as_str().unwrap();
+    let (_, why) = gw.admin_get(&format!("/debug/requests/{id}"));
+    let why: serde_json::Value = serde_json::from_str(&why).unwrap();
+    assert!(
+        why["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the upstream's response body failed"),
+        "{why}"
+    );
+}
+
+/// A hyper HTTP/2 (h2c) upstream whose every response sends `first`, then, once told,
+/// fails its body: hyper resets the stream (RST_STREAM). Its port, and the signal.
+fn h2_upstream_resetting_after(first: &'static [u8]) -> (u16, Arc<tokio::sync::Notify>) {
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let reset = Arc::new(tokio::sync::Notify::new());
+    let signal = reset.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let reset = reset.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let reset = reset.clone();
+                    async move {
+                        let data = Frame::data(bytes::Bytes::from_static(first));
+                        let frames = futures_util::stream::once(async { Ok(data) }).chain(
+                            futures_util::stream::once(async move {
+                                reset.notified().await;
+                                Err(std::io::Error::other("the upstream gives up"))
+                            }),
+                        );
+                        let body = StreamBody::new(frames);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+                );
+            }
+        });
+    });
+    (port, signal)
+}
+
+#[test]
+fn an_http2_upstream_that_resets_its_stream_mid_body_is_logged_ur() {
+    let (upstream, reset) = h2_upstream_resetting_after(b"0123456789");
+    let port = free_port();
+    let service = local_service("reset", upstream).replace(
+        "ports: [{name: http, port: 80,",
+        "ports: [{name: http, appProtocol: kubernetes.io/h2c, port: 80,",
+    );
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: reset, namespace: default}\n\
+         spec:\n  parentRefs: [{name: edge}]\n  \
+         rules:\n    - backendRefs: [{name: reset, port: 80}]\n",
+        &service,
+    ]));
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(client, "GET /reset HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("0123456789") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    // The client has the head and the first bytes; now the upstream resets the stream,
+    // and the gateway cuts the client's response (HTTP/1: it closes the connection).
+    reset.notify_one();
+    match wait_closed(&mut client, Duration::from_secs(10)) {
+        Ended::ClosedSilently => {}
+        Ended::ClosedAfter(rest) => got.extend_from_slice(&rest),
+        Ended::StillOpen => panic!("the cut response's connection stayed open"),
+    }
+    // Chunked (the upstream sent no length), and its last chunk never came.
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let line = gw.wait_access_log(|l| l["path"] == "/reset");
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["response_flags"], "UR", "{line}");
+    assert_eq!(line["bytes_sent"], 10, "{line}");
 }

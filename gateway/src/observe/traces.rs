@@ -284,21 +284,25 @@ impl RequestSpan {
         span
     }
 
-    /// Ends the SERVER span with the response's status.
+    /// Ends the SERVER span with the response's status (0: none was sent).
     pub fn finish(mut self, route: Option<&str>, status: u16, flag: Option<&str>) {
         if let Some(r) = route {
             self.span
                 .set_attribute(KeyValue::new("http.route", r.to_string()));
         }
-        self.span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
+        // 0: no response was sent (the client went away first); there is no status
+        // code to report, and the span is an error, as Envoy's is.
+        if status != 0 {
+            self.span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
         if let Some(f) = flag {
             self.span
                 .set_attribute(KeyValue::new("meshgate.response_flags", f.to_string()));
         }
-        if status >= 500 {
+        if status == 0 || status >= 500 {
             self.span
                 .set_status(Status::error(flag.unwrap_or("").to_string()));
         }

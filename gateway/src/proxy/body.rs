@@ -68,6 +68,10 @@ pub struct Completion {
     pub(super) user_agent: Option<String>,
     /// The request's SERVER span, when tracing is on.
     pub(super) trace: Option<RequestSpan>,
+    /// Response body bytes sent (set when the body is dropped).
+    pub(super) bytes_sent: u64,
+    /// `grpc-status` of the response (set when the body is dropped).
+    pub(super) grpc_status: Option<u8>,
     /// Keeps the connection from idling out while the request is in flight.
     pub(super) _in_flight: InFlight,
 }
@@ -107,7 +111,18 @@ impl Completion {
         self.request_id.to_str().unwrap_or("-")
     }
 
-    fn finish(mut self, bytes_sent: u64, grpc_status: Option<u8>) {
+    /// Marks how the request ended badly, unless something already did.
+    fn flag(&mut self, code: &'static str, reason: impl Into<String>) {
+        if self.code.is_none() {
+            self.code = Some(code);
+            self.reason = Some(reason.into());
+        }
+    }
+
+    /// Records the request (metrics, trace, debug explanation, access log): once, when
+    /// the record is dropped.
+    fn record(&mut self) {
+        let (bytes_sent, grpc_status) = (self.bytes_sent, self.grpc_status);
         if let Some(n) = &self.request_body_counted {
             self.request_body_bytes = n.load(std::sync::atomic::Ordering::Relaxed);
         }
@@ -228,6 +243,9 @@ pub struct ProxyBody {
     pub(super) bytes: u64,
     /// `grpc-status` of the response (headers of a trailers-only response, or trailers).
     pub(super) grpc_status: Option<u8>,
+    /// The body ended or failed (anything short of that when it is dropped: the client
+    /// went away).
+    pub(super) ended: bool,
     pub(super) completion: Option<Box<Completion>>,
 }
 
@@ -286,12 +304,23 @@ impl Body for ProxyBody {
             },
             BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                this.bytes += d.len() as u64;
-            } else if let Some(t) = f.trailers_ref() {
-                this.grpc_status = grpc_status(t).or(this.grpc_status);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                } else if let Some(t) = f.trailers_ref() {
+                    this.grpc_status = grpc_status(t).or(this.grpc_status);
+                }
             }
+            Poll::Ready(Some(Err(e))) => {
+                this.ended = true;
+                if let (ResponseBodyError::Upstream(e), Some(c)) = (e, &mut this.completion) {
+                    let why = format!("the upstream's response body failed: {e}");
+                    c.flag(upstream_body_flag(e), why);
+                }
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Pending => {}
         }
         r
     }
@@ -332,11 +361,75 @@ fn timed_out(
 }
 
 impl Drop for ProxyBody {
+    /// Hands what was sent to the record, which records the request as it drops. A body
+    /// dropped before its end (hyper drops it when the client goes away) is flagged
+    /// `DC`, the status kept, as Envoy logs it.
     fn drop(&mut self) {
-        if let Some(c) = self.completion.take() {
-            c.finish(self.bytes, self.grpc_status);
+        let cut = !self.ended && !self.is_end_stream();
+        let Some(c) = self.completion.as_deref_mut() else {
+            return;
+        };
+        c.bytes_sent = self.bytes;
+        c.grpc_status = self.grpc_status;
+        if cut && has_body(&c.method, c.status) {
+            c.flag("DC", "the client went away before the response body ended");
         }
     }
+}
+
+impl Drop for Completion {
+    /// Every request is recorded exactly once, here. A record dropped with no status
+    /// was never given a response: hyper dropped the request's future because the
+    /// client closed its connection or reset its stream first, which Envoy logs as
+    /// response code 0 with flag `DC`.
+    fn drop(&mut self) {
+        if self.status == 0 {
+            self.code = None;
+            self.flag("DC", "the client went away before the response started");
+        }
+        self.record();
+    }
+}
+
+/// Whether a response with this status, to this method, carries a body hyper sends
+/// (it sends none for HEAD, 1xx, 204 and 304, and drops the body unpolled).
+fn has_body(method: &Method, status: u16) -> bool {
+    *method != Method::HEAD && !matches!(status, 100..=199 | 204 | 304)
+}
+
+/// Envoy's response flag for an upstream body that failed after its headers were sent
+/// (what Envoy derives from the stream's reset reason): `UR` for an HTTP/2 stream the
+/// upstream reset, `UC` for a connection closed or reset mid-body, else `UPE`.
+fn upstream_body_flag(e: &hyper::Error) -> &'static str {
+    if e.is_incomplete_message() {
+        return "UC";
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.is_reset() && h2.is_remote() {
+                return "UR";
+            }
+            return if h2.is_go_away() || h2.is_io() {
+                "UC"
+            } else {
+                "UPE"
+            };
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            let lost = matches!(
+                io.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            );
+            return if lost { "UC" } else { "UPE" };
+        }
+        source = err.source();
+    }
+    "UPE"
 }
 
 /// The `grpc-status` in a header or trailer map.

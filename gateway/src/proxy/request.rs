@@ -78,6 +78,8 @@ pub fn handle(
                 .tracing
                 .as_ref()
                 .map(|t| t.server_span(req.method().as_str(), req.headers())),
+            bytes_sent: 0,
+            grpc_status: None,
             _in_flight: conn.activity.request_started(),
         });
         // The plan is taken out in a statement of its own: a match around the await
@@ -87,12 +89,43 @@ pub fn handle(
             Ok(Plan::Respond(resp)) => return respond(Ok(resp), rec),
             Err(r) => return respond(Err(r), rec),
         };
+        let mut f = Forwarding {
+            plan: Some(p),
+            rec: Some(rec),
+        };
+        let (Some(plan), Some(rec)) = (&f.plan, &mut f.rec) else {
+            unreachable!("both are set above")
+        };
         // Boxed: the forwarding state is held only while a request is forwarded, not in
         // every connection's slot (README, "Memory per connection").
-        let result = Box::pin(forward::forward(&ctx, &conn, &p, req, &mut rec)).await;
-        // The record reads the route's and backend's labels from it when it ends.
-        rec.rule = Some(p.rule);
-        respond(result, rec)
+        let result = Box::pin(forward::forward(&ctx, &conn, plan, req, rec)).await;
+        respond(result, f.finish())
+    }
+}
+
+/// A request being forwarded: its plan and its record. The record reads the route's and
+/// backend's labels from the plan's rule when it records the request, so the rule goes
+/// to it when forwarding ends, and also when the request's future is dropped mid-way
+/// (the client went away: code 0, `DC`, with its route and destination).
+struct Forwarding {
+    plan: Option<ForwardPlan>,
+    rec: Option<Box<Completion>>,
+}
+
+impl Forwarding {
+    /// The record, holding the rule (moved, not cloned: every worker writes its count).
+    fn finish(mut self) -> Box<Completion> {
+        let mut rec = self.rec.take().expect("the record is only taken here");
+        rec.rule = self.plan.take().map(|p| p.rule);
+        rec
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        if let (Some(plan), Some(rec)) = (self.plan.take(), &mut self.rec) {
+            rec.rule = Some(plan.rule);
+        }
     }
 }
 
@@ -112,6 +145,7 @@ fn respond(
                     kind,
                     bytes: 0,
                     grpc_status,
+                    ended: false,
                     completion: Some(rec),
                 },
             )
@@ -143,6 +177,7 @@ fn respond(
                 kind,
                 bytes: 0,
                 grpc_status: None,
+                ended: false,
                 completion: None,
             });
             let h = resp.headers_mut();
