@@ -1183,3 +1183,62 @@ fn an_http2_upstream_that_resets_its_stream_mid_body_is_logged_ur() {
     assert_eq!(line["response_flags"], "UR", "{line}");
     assert_eq!(line["bytes_sent"], 10, "{line}");
 }
+
+#[test]
+fn a_client_gone_before_the_response_ends_both_spans_as_errors_flagged_dc() {
+    let rotel = Rotel::start();
+    let hb = Httpbin::start();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
+    let gw = Gateway::start_with_env(
+        &config(port, hb.port, "httpbin.example.com"),
+        &["--num-trusted-proxies", "1"],
+        "/ready",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let trace = "5cf92f3577b34da6a3ce929d0e0e4736";
+    let mut client = Command::new("curl")
+        .args(["-s", "-H", "Host: httpbin.example.com", "-H"])
+        .arg(format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"))
+        .arg(format!("http://127.0.0.1:{port}/delay/10"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the request is in flight to httpbin", || {
+        httpbin_in_flight(&gw) == 1
+    });
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let mut spans = Vec::new();
+    wait_for("both spans in rotel", Duration::from_secs(20), || {
+        spans = rotel.spans();
+        spans
+            .iter()
+            .filter(|s| s.get("Trace ID").map(String::as_str) == Some(trace))
+            .count()
+            == 2
+    });
+    for kind in ["SPAN_KIND_SERVER", "SPAN_KIND_CLIENT"] {
+        let span = spans
+            .iter()
+            .find(|s| s["Trace ID"] == trace && s["Kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} span in {spans:#?}"));
+        assert_eq!(span["-> meshgate.response_flags"], "Str(DC)", "{span:#?}");
+        assert_eq!(span["Status code"], "STATUS_CODE_ERROR", "{span:#?}");
+        // No response, so no status code.
+        assert!(
+            !span.contains_key("-> http.response.status_code"),
+            "{span:#?}"
+        );
+    }
+    // The abandoned attempt is counted as such.
+    assert_eq!(
+        gw.metric(
+            "gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\",outcome=\"DC\"}"
+        ),
+        1.0
+    );
+}

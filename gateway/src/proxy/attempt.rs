@@ -296,12 +296,19 @@ pub fn run<'a>(
             let span = rec.trace.as_ref().zip(ctx.tracing.as_ref()).map(|(s, t)| {
                 Box::new(s.attempt(t, &backend.name, endpoint, attempt, req.headers_mut()))
             });
-            let started = Instant::now();
+            let waiting = Waiting {
+                ctx,
+                info,
+                started: Instant::now(),
+                span,
+                answered: false,
+            };
             let in_flight = ep.health.map(EndpointHealth::start);
             let budget = timeouts.budget(rec.start, true);
             let result = send(ctx, backend, ep.transport, req, budget).await;
             drop(in_flight);
             drop(permit);
+            let (started, span) = waiting.answered();
             let outcome = match &result {
                 Ok(resp) => {
                     rec.upstream_service_time = Some(started.elapsed());
@@ -391,6 +398,40 @@ pub fn run<'a>(
                     Err(r)
                 }
             };
+        }
+    }
+}
+
+/// An attempt waiting for its upstream. Dropped there (the client went away, and hyper
+/// dropped the request's future), it still tells the hooks and ends its span, with
+/// outcome `DC`.
+struct Waiting<'a> {
+    ctx: &'a ProxyContext,
+    info: AttemptInfo<'a>,
+    started: Instant,
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
+    answered: bool,
+}
+
+impl Waiting<'_> {
+    /// The attempt came to an outcome, which the caller reports: its start and span.
+    fn answered(mut self) -> (Instant, Option<Box<opentelemetry_sdk::trace::Span>>) {
+        self.answered = true;
+        (self.started, self.span.take())
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let outcome = Outcome::Cancelled;
+        self.ctx
+            .hooks
+            .finished(&self.info, outcome, self.started.elapsed());
+        if let Some(span) = self.span.take() {
+            traces::end_attempt(*span, None, outcome.code());
         }
     }
 }
@@ -624,7 +665,8 @@ impl Failure {
                 "DPE",
                 format!("the client's request body failed while it was sent to {endpoint}: {why}"),
             ),
-            Outcome::ProtocolError | Outcome::Response(_) => reject(
+            // (A failure's outcome is never a response or a cancellation.)
+            Outcome::ProtocolError | Outcome::Response(_) | Outcome::Cancelled => reject(
                 StatusCode::BAD_GATEWAY,
                 "UPE",
                 format!("upstream {endpoint} failed: {why}"),

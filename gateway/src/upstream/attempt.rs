@@ -26,6 +26,9 @@ pub enum Outcome {
     /// The downstream client's request body failed while it was being sent (`DPE`,
     /// Envoy's downstream protocol error): not the upstream's fault.
     DownstreamError,
+    /// The client went away while the attempt waited for its upstream (`DC`): the
+    /// attempt was abandoned, neither the upstream's fault nor retried.
+    Cancelled,
 }
 
 impl Outcome {
@@ -39,6 +42,7 @@ impl Outcome {
             Outcome::MeshRefused(code) => code,
             Outcome::ProtocolError => "UPE",
             Outcome::DownstreamError => "DPE",
+            Outcome::Cancelled => "DC",
         }
     }
 
@@ -47,7 +51,7 @@ impl Outcome {
     pub fn is_gateway_error(self) -> bool {
         match self {
             Outcome::Response(s) => matches!(s, 502..=504),
-            Outcome::DownstreamError => false,
+            Outcome::DownstreamError | Outcome::Cancelled => false,
             _ => true,
         }
     }
@@ -180,7 +184,7 @@ impl RetryPolicy {
             // A per-attempt timeout is answered 504 by the gateway: retried as a 504.
             Outcome::Timeout => self.on_gateway_error || self.on_status.contains(&504),
             Outcome::ProtocolError => self.on_gateway_error,
-            Outcome::MeshRefused(_) | Outcome::DownstreamError => false,
+            Outcome::MeshRefused(_) | Outcome::DownstreamError | Outcome::Cancelled => false,
         }
     }
 }
