@@ -235,37 +235,24 @@ struct CountingUpstream {
 
 impl CountingUpstream {
     fn start() -> CountingUpstream {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let (a, o) = (accepted.clone(), open.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let (tcp, _) = listener.accept().await.unwrap();
-                    a.fetch_add(1, Ordering::SeqCst);
-                    o.fetch_add(1, Ordering::SeqCst);
-                    let o = o.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(|_req| async {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"counted")),
-                            ))
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                            .await;
-                        o.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-            });
+        let port = upstream_on_own_thread(move |tcp| {
+            a.fetch_add(1, Ordering::SeqCst);
+            o.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
+            async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"counted")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                o.fetch_sub(1, Ordering::SeqCst);
+            }
         });
         CountingUpstream {
             port,

@@ -1099,41 +1099,28 @@ fn h2_upstream_resetting_after(first: &'static [u8]) -> (u16, Arc<tokio::sync::N
     use futures_util::StreamExt;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
     let reset = Arc::new(tokio::sync::Notify::new());
     let signal = reset.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let reset = reset.clone();
-                let svc = hyper::service::service_fn(move |_req| {
-                    let reset = reset.clone();
-                    async move {
-                        let data = Frame::data(bytes::Bytes::from_static(first));
-                        let frames = futures_util::stream::once(async { Ok(data) }).chain(
-                            futures_util::stream::once(async move {
-                                reset.notified().await;
-                                Err(std::io::Error::other("the upstream gives up"))
-                            }),
-                        );
-                        let body = StreamBody::new(frames);
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
-                    }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+    let port = upstream_on_own_thread(move |tcp| {
+        let reset = reset.clone();
+        let svc = hyper::service::service_fn(move |_req| {
+            let reset = reset.clone();
+            async move {
+                let data = Frame::data(bytes::Bytes::from_static(first));
+                let frames = futures_util::stream::once(async { Ok(data) }).chain(
+                    futures_util::stream::once(async move {
+                        reset.notified().await;
+                        Err(std::io::Error::other("the upstream gives up"))
+                    }),
                 );
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(StreamBody::new(frames)))
             }
         });
+        async move {
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
+        }
     });
     (port, signal)
 }
