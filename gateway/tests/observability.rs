@@ -524,6 +524,25 @@ impl Rotel {
         }
     }
 
+    /// A gateway routing httpbin.example.com to `hb` and exporting to this collector
+    /// every 100 ms, with default sampling (parent-based 1%) and one trusted hop, so a
+    /// client's sampled `traceparent` is followed; and its port.
+    fn traced_gateway(&self, hb: &Httpbin) -> (Gateway, u16) {
+        let port = free_port();
+        let endpoint = format!("http://127.0.0.1:{}", self.port);
+        let gw = Gateway::start_with_env(
+            &config(port, hb.port, "httpbin.example.com"),
+            &["--num-trusted-proxies", "1"],
+            "/ready",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("OTEL_SERVICE_NAME", "meshgate-test"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ],
+        );
+        (gw, port)
+    }
+
     /// The spans printed so far, each as `field -> value` (`Trace ID`, `Parent ID`, `ID`,
     /// `Kind`, `Name`, ...).
     fn spans(&self) -> Vec<std::collections::BTreeMap<String, String>> {
@@ -539,19 +558,7 @@ impl Rotel {
 fn otlp_server_and_client_spans_reach_rotel_and_keep_the_incoming_trace_id() {
     let rotel = Rotel::start();
     let hb = Httpbin::start();
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
-    // Default sampling (parent-based 1%): a trusted hop's sampled parent is followed.
-    let gw = Gateway::start_with_env(
-        &config(port, hb.port, "httpbin.example.com"),
-        &["--num-trusted-proxies", "1"],
-        "/ready",
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_SERVICE_NAME", "meshgate-test"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
+    let (gw, port) = rotel.traced_gateway(&hb);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = curl(&[
         "-H",
@@ -1175,17 +1182,7 @@ fn an_http2_upstream_that_resets_its_stream_mid_body_is_logged_ur() {
 fn a_client_gone_before_the_response_ends_both_spans_as_errors_flagged_dc() {
     let rotel = Rotel::start();
     let hb = Httpbin::start();
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{}", rotel.port);
-    let gw = Gateway::start_with_env(
-        &config(port, hb.port, "httpbin.example.com"),
-        &["--num-trusted-proxies", "1"],
-        "/ready",
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
+    let (gw, port) = rotel.traced_gateway(&hb);
     let trace = "5cf92f3577b34da6a3ce929d0e0e4736";
     let mut client = Command::new("curl")
         .args(["-s", "-H", "Host: httpbin.example.com", "-H"])
