@@ -996,6 +996,81 @@ fn a_client_gone_before_the_response_is_logged_and_counted_as_code_0_flag_dc() {
     assert!(dc.contains("destination_service_name=\"httpbin\""), "{dc}");
 }
 
+/// A client that resets its HTTP/2 stream (RST_STREAM) and keeps its connection is
+/// logged as Envoy logs it, `DR` (downstream remote reset), not `DC`: before the response
+/// (code 0) and mid-body (the status kept); the connection serves on. A real HTTP/2
+/// client: the h2 crate, hyper's.
+#[test]
+fn an_http2_client_that_resets_its_stream_is_logged_dr_and_its_connection_serves_on() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
+    // One worker thread drives the connection while this thread waits on the gateway.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let get = |path: &str| {
+            http::Request::get(format!("http://httpbin.example.com{path}"))
+                .body(())
+                .unwrap()
+        };
+        // Before the response: reset while httpbin is still answering.
+        let mut client = client.ready().await.unwrap();
+        let (_response, mut stream) = client.send_request(get("/delay/10"), true).unwrap();
+        eventually("the request is in flight to httpbin", || {
+            httpbin_in_flight(&gw) == 1
+        });
+        stream.send_reset(h2::Reason::CANCEL);
+        let line = gw.wait_access_log(|l| l["path"] == "/delay/10");
+        assert_eq!(line["protocol"], "HTTP/2", "{line}");
+        assert_eq!(line["response_code"], 0, "{line}");
+        assert_eq!(line["response_flags"], "DR", "{line}");
+        assert_eq!(line["route"], "default/httpbin/0", "{line}");
+        let id = line["request_id"].as_str().unwrap();
+        let (_, why) = gw.admin_get(&format!("/debug/requests/{id}"));
+        let why: serde_json::Value = serde_json::from_str(&why).unwrap();
+        assert_eq!(
+            why["reason"], "the client reset its HTTP/2 stream before the response started",
+            "{why}"
+        );
+        // Mid-body: httpbin drips five bytes over five seconds; the client has the head and
+        // the first byte when it resets.
+        let path = "/drip?duration=5&numbytes=5&delay=0";
+        let mut client = client.ready().await.unwrap();
+        let (response, mut stream) = client.send_request(get(path), true).unwrap();
+        let mut body = response.await.unwrap().into_body();
+        let first = body.data().await.expect("a first byte").unwrap();
+        assert!(!first.is_empty());
+        stream.send_reset(h2::Reason::CANCEL);
+        let line = gw.wait_access_log(|l| l["path"] == path);
+        assert_eq!(line["response_code"], 200, "{line}");
+        assert_eq!(line["response_flags"], "DR", "{line}");
+        let sent = line["bytes_sent"].as_u64().unwrap();
+        assert!((1..5).contains(&sent), "{line}");
+        // The same connection serves the next request.
+        let mut client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(get("/get"), true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    });
+    assert_eq!(istio_requests(&gw, "0", "DR"), 1.0);
+    assert_eq!(istio_requests(&gw, "200", "DR"), 1.0);
+    assert_eq!(istio_requests(&gw, "0", "DC"), 0.0);
+    // The attempt the first reset abandoned is counted with the same flag.
+    let attempts = "gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\"";
+    assert_eq!(gw.metric(&format!("{attempts},outcome=\"DR\"}}")), 1.0);
+    assert_eq!(gw.metric(&format!("{attempts},outcome=\"DC\"}}")), 0.0);
+}
+
 #[test]
 fn a_client_gone_mid_body_keeps_the_status_and_is_flagged_dc_and_whole_answers_are_not() {
     let hb = Httpbin::start();
@@ -1100,27 +1175,44 @@ fn an_upstream_that_cuts_its_body_short_is_logged_uc_with_what_was_sent() {
     );
 }
 
-/// A hyper HTTP/2 (h2c) upstream whose every response sends `first`, then, once told,
-/// fails its body: hyper resets the stream (RST_STREAM). Its port, and the signal.
-fn h2_upstream_resetting_after(first: &'static [u8]) -> (u16, Arc<tokio::sync::Notify>) {
+/// How [`h2_upstream_pausing_after`]'s stream ends once it is told to.
+#[derive(Clone, Copy)]
+enum End {
+    /// With an error: hyper resets the stream.
+    Reset,
+    /// Cleanly, in an empty END_STREAM frame of its own; the length was declared in the
+    /// head (`content-length`), as a hyper server streaming a body of known length sends it.
+    Late,
+}
+
+/// An h2c hyper upstream answering every request with `first`, then holding the stream
+/// open until the returned signal, then ending it as `end` says. Its port and the signal.
+fn h2_upstream_pausing_after(first: &'static [u8], end: End) -> (u16, Arc<tokio::sync::Notify>) {
     use futures_util::StreamExt;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
-    let reset = Arc::new(tokio::sync::Notify::new());
-    let signal = reset.clone();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let signal = go.clone();
     let port = upstream_on_own_thread(move |tcp| {
-        let reset = reset.clone();
+        let go = go.clone();
         let svc = hyper::service::service_fn(move |_req| {
-            let reset = reset.clone();
+            let go = go.clone();
             async move {
                 let data = Frame::data(bytes::Bytes::from_static(first));
-                let frames = futures_util::stream::once(async { Ok(data) }).chain(
-                    futures_util::stream::once(async move {
-                        reset.notified().await;
-                        Err(std::io::Error::other("the upstream gives up"))
-                    }),
-                );
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(StreamBody::new(frames)))
+                let last = futures_util::stream::once(async move {
+                    go.notified().await;
+                    match end {
+                        End::Reset => Some(Err(std::io::Error::other("the upstream gives up"))),
+                        End::Late => None,
+                    }
+                });
+                let frames = futures_util::stream::once(async { Ok(data) })
+                    .chain(last.filter_map(|f| async { f }));
+                let mut head = hyper::Response::builder();
+                if let End::Late = end {
+                    head = head.header("content-length", first.len());
+                }
+                Ok::<_, std::convert::Infallible>(head.body(StreamBody::new(frames)).unwrap())
             }
         });
         async move {
@@ -1132,22 +1224,54 @@ fn h2_upstream_resetting_after(first: &'static [u8]) -> (u16, Arc<tokio::sync::N
     (port, signal)
 }
 
-#[test]
-fn an_http2_upstream_that_resets_its_stream_mid_body_is_logged_ur() {
-    let (upstream, reset) = h2_upstream_resetting_after(b"0123456789");
+/// A gateway routing every request to the h2c upstream on `upstream`; its port.
+fn gateway_to_h2c(upstream: u16) -> (Gateway, u16) {
     let port = free_port();
-    let service = local_service("reset", upstream).replace(
+    let service = local_service("h2c", upstream).replace(
         "ports: [{name: http, port: 80,",
         "ports: [{name: http, appProtocol: kubernetes.io/h2c, port: 80,",
     );
     let gw = Gateway::start(&docs(&[
         &http_gateway(port),
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
-         metadata: {name: reset, namespace: default}\n\
+         metadata: {name: h2c, namespace: default}\n\
          spec:\n  parentRefs: [{name: edge}]\n  \
-         rules:\n    - backendRefs: [{name: reset, port: 80}]\n",
+         rules:\n    - backendRefs: [{name: h2c, port: 80}]\n",
         &service,
     ]));
+    (gw, port)
+}
+
+/// A whole answer is not flagged because hyper dropped its body early: an HTTP/1 client
+/// has all of a declared length, so hyper stops polling the body, while the HTTP/2
+/// upstream's END_STREAM (an empty frame of its own) has not yet come.
+#[test]
+fn a_whole_answer_whose_http2_end_stream_comes_late_is_not_flagged() {
+    let (upstream, end) = h2_upstream_pausing_after(b"0123456789", End::Late);
+    let (gw, port) = gateway_to_h2c(upstream);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(client, "GET /late HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\n0123456789") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.contains("content-length: 10\r\n"), "{head}");
+    // The client has the whole answer; the upstream's stream is still open.
+    let line = gw.wait_access_log(|l| l["path"] == "/late");
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["response_flags"], "-", "{line}");
+    assert_eq!(line["bytes_sent"], 10, "{line}");
+    end.notify_one();
+}
+
+#[test]
+fn an_http2_upstream_that_resets_its_stream_mid_body_is_logged_ur() {
+    let (upstream, reset) = h2_upstream_pausing_after(b"0123456789", End::Reset);
+    let (gw, port) = gateway_to_h2c(upstream);
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(client, "GET /reset HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
     let mut got = Vec::new();

@@ -137,7 +137,7 @@ async fn http1_trailer_upstream() -> u16 {
 }
 
 /// `Trailer` is end to end (RFC 9110 §6.6.2): it reaches the HTTP/1.1 client, whose
-/// hyper server side sends only the trailer fields it declares.
+/// hyper server side sends only the trailer fields it declares; the answer is logged whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_trailers_declared_by_the_upstream_reach_an_http1_client() {
     let upstream = http1_trailer_upstream().await;
@@ -149,7 +149,7 @@ async fn http1_trailers_declared_by_the_upstream_reach_an_http1_client() {
          rules:\n    - backendRefs: [{name: t, port: 80}]\n",
         &local_service("t", upstream),
     ]);
-    let _gw = tokio::task::spawn_blocking(move || Gateway::start(&config))
+    let gw = tokio::task::spawn_blocking(move || Gateway::start(&config))
         .await
         .unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -174,6 +174,12 @@ async fn http1_trailers_declared_by_the_upstream_reach_an_http1_client() {
         .expect("trailers lost on the way");
     assert_eq!(trailers.get("x-checksum").unwrap(), "abc");
     assert_eq!(collected.to_bytes(), "hello");
+    // A whole answer ended by its trailers (hyper drops the body after them, unpolled)
+    // is logged whole, not as cut short by the client.
+    let line = gw.wait_access_log(|l| l["authority"] == "t.example");
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["response_flags"], "-", "{line}");
+    assert_eq!(line["bytes_sent"], 5, "{line}");
 }
 
 #[test]
@@ -258,8 +264,8 @@ fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 /// A request whose body stalls (the slow-POST attack) holds its connection and an
-/// upstream connection only until the stream idle timeout: the connection is closed and
-/// counted, while a request that keeps moving is served.
+/// upstream connection only until the stream idle timeout: the connection is closed,
+/// counted and the request logged `SI`, while a request that keeps moving is served.
 #[test]
 fn a_request_whose_body_stalls_is_closed_at_the_stream_idle_timeout() {
     let hb = Httpbin::start();
@@ -287,6 +293,17 @@ fn a_request_whose_body_stalls_is_closed_at_the_stream_idle_timeout() {
     gw.wait_metric(
         "gateway_downstream_connection_timeouts_total{kind=\"stream_idle\"}",
         1.0,
+    );
+    // Logged as Envoy logs a stream idle timeout (flag SI), not as a client gone (DC);
+    // no response was sent, so its code is 0.
+    let line = gw.wait_access_log(|l| l["method"] == "POST");
+    assert_eq!(line["response_code"], 0, "{line}");
+    assert_eq!(line["response_flags"], "SI", "{line}");
+    assert_eq!(
+        gw.metric(
+            "gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\",outcome=\"SI\"}"
+        ),
+        1.0
     );
     let ok = curl(&["-d", "whole body", &format!("http://127.0.0.1:{port}/post")]);
     assert_eq!(ok.status, 200, "{ok:?}");
@@ -383,7 +400,7 @@ mod tonic_peers {
                  addressType: IPv4\nports: [{{name: grpc, port: {upstream}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
             ),
         ]);
-        let _gw = tokio::task::spawn_blocking(move || super::Gateway::start(&config))
+        let gw = tokio::task::spawn_blocking(move || super::Gateway::start(&config))
             .await
             .unwrap();
         let mut client = SecretDiscoveryServiceClient::connect(format!("http://127.0.0.1:{port}"))
@@ -429,5 +446,27 @@ mod tonic_peers {
         }
         drop(tx);
         assert!(replies.message().await.unwrap().is_none());
+
+        // Whole answers, each ended by its trailers (after which hyper drops the body
+        // without polling it again), are logged as such: not as cut short by the client.
+        let service = "/envoy.service.secret.v3.SecretDiscoveryService";
+        gw.wait_access_log(|l| l["path"] == format!("{service}/StreamSecrets"));
+        let path = format!("{service}/FetchSecrets");
+        let lines = gw.access_log();
+        let unary: Vec<_> = lines.iter().filter(|l| l["path"] == path).collect();
+        assert_eq!(unary.len(), 2, "{lines:#?}");
+        for l in lines {
+            assert_eq!(l["response_code"], 200, "{l}");
+            assert_eq!(l["response_flags"], "-", "{l}");
+        }
+        // The gRPC status read from the trailers reaches Istio's metric.
+        let (_, metrics) = gw.admin_get("/metrics");
+        let not_found = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{") && l.contains("grpc_response_status=\"5\"")
+            })
+            .unwrap_or_else(|| panic!("no grpc_response_status 5 in {metrics}"));
+        assert!(not_found.contains("response_flags=\"-\""), "{not_found}");
     }
 }

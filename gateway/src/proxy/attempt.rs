@@ -9,11 +9,12 @@ use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 
 use super::ProxyContext;
 use super::body::Completion;
+use super::connection::InFlight;
 use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
@@ -299,6 +300,8 @@ pub fn run<'a>(
             let waiting = Waiting {
                 ctx,
                 info,
+                request: &rec.in_flight,
+                version: rec.version,
                 started: Instant::now(),
                 span,
                 answered: false,
@@ -402,12 +405,15 @@ pub fn run<'a>(
     }
 }
 
-/// An attempt waiting for its upstream. Dropped there (the client went away, and hyper
-/// dropped the request's future), it still tells the hooks and ends its span, with
-/// outcome `DC`.
+/// An attempt waiting for its upstream. Dropped there (the request was cut short, and
+/// hyper dropped its future), it still tells the hooks and ends its span, with the
+/// request's flag (`DC`, `DR` or `SI`).
 struct Waiting<'a> {
     ctx: &'a ProxyContext,
     info: AttemptInfo<'a>,
+    /// The request's hold on its connection, which says why it was cut short.
+    request: &'a InFlight,
+    version: Version,
     started: Instant,
     span: Option<Box<opentelemetry_sdk::trace::Span>>,
     answered: bool,
@@ -426,7 +432,7 @@ impl Drop for Waiting<'_> {
         if self.answered {
             return;
         }
-        let outcome = Outcome::Cancelled;
+        let outcome = Outcome::Cancelled(self.request.cut_short_flag(self.version));
         self.ctx
             .hooks
             .finished(&self.info, outcome, self.started.elapsed());
@@ -666,7 +672,7 @@ impl Failure {
                 format!("the client's request body failed while it was sent to {endpoint}: {why}"),
             ),
             // (A failure's outcome is never a response or a cancellation.)
-            Outcome::ProtocolError | Outcome::Response(_) | Outcome::Cancelled => reject(
+            Outcome::ProtocolError | Outcome::Response(_) | Outcome::Cancelled(_) => reject(
                 StatusCode::BAD_GATEWAY,
                 "UPE",
                 format!("upstream {endpoint} failed: {why}"),

@@ -73,7 +73,7 @@ pub struct Completion {
     /// `grpc-status` of the response (set when the body is dropped).
     pub(super) grpc_status: Option<u8>,
     /// Keeps the connection from idling out while the request is in flight.
-    pub(super) _in_flight: InFlight,
+    pub(super) in_flight: InFlight,
 }
 
 impl Completion {
@@ -117,6 +117,20 @@ impl Completion {
             self.code = Some(code);
             self.reason = Some(reason.into());
         }
+    }
+
+    /// Flags a request cut short as Envoy does (`DC`, `DR` or `SI`: see
+    /// [`InFlight::cut_short_flag`]). `when` says how far the response had got.
+    fn cut_short(&mut self, when: &str) {
+        let code = self.in_flight.cut_short_flag(self.version);
+        let reason = match code {
+            "SI" => format!(
+                "nothing moved within the stream idle timeout {when}: the gateway closed the connection"
+            ),
+            "DR" => format!("the client reset its HTTP/2 stream {when}"),
+            _ => format!("the client went away {when}"),
+        };
+        self.flag(code, reason);
     }
 
     /// Records the request (metrics, trace, debug explanation, access log): once, when
@@ -310,6 +324,9 @@ impl Body for ProxyBody {
                     this.bytes += d.len() as u64;
                 } else if let Some(t) = f.trailers_ref() {
                     this.grpc_status = grpc_status(t).or(this.grpc_status);
+                    // Trailers are the last frame: hyper sends them and drops the body
+                    // without polling it again.
+                    this.ended = true;
                 }
             }
             Poll::Ready(Some(Err(e))) => {
@@ -363,16 +380,19 @@ fn timed_out(
 impl Drop for ProxyBody {
     /// Hands what was sent to the record, which records the request as it drops. A body
     /// dropped before its end (hyper drops it when the client goes away) is flagged
-    /// `DC`, the status kept, as Envoy logs it.
+    /// `DC`, `DR` or `SI`, the status kept, as Envoy logs it.
     fn drop(&mut self) {
-        let cut = !self.ended && !self.is_end_stream();
+        // All of a declared length is a whole answer: hyper's HTTP/1 server stops polling
+        // there, though an HTTP/2 upstream's END_STREAM may still be on its way.
+        let whole = self.is_end_stream() || self.size_hint().exact() == Some(0);
+        let cut = !self.ended && !whole;
         let Some(c) = self.completion.as_deref_mut() else {
             return;
         };
         c.bytes_sent = self.bytes;
         c.grpc_status = self.grpc_status;
         if cut && has_body(&c.method, c.status) {
-            c.flag("DC", "the client went away before the response body ended");
+            c.cut_short("before the response body ended");
         }
     }
 }
@@ -380,12 +400,13 @@ impl Drop for ProxyBody {
 impl Drop for Completion {
     /// Every request is recorded exactly once, here. A record dropped with no status
     /// was never given a response: hyper dropped the request's future because the
-    /// client closed its connection or reset its stream first, which Envoy logs as
-    /// response code 0 with flag `DC`.
+    /// client closed its connection or reset its stream first (or the gateway closed
+    /// the connection at the stream idle timeout), which Envoy logs as response code 0
+    /// with flag `DC` (`DR`, `SI`).
     fn drop(&mut self) {
         if self.status == 0 {
             self.code = None;
-            self.flag("DC", "the client went away before the response started");
+            self.cut_short("before the response started");
         }
         self.record();
     }

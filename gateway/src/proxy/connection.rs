@@ -8,12 +8,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
+use http::Version;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -352,6 +353,9 @@ async fn serve_io<I>(
         Codec::Sniff => Either::Right(ctx.server.auto.serve_connection_with_upgrades(io, svc)),
     };
     tokio::pin!(served);
+    // Declared after `served`, so dropped before it: a request hyper still holds when the
+    // connection goes (HTTP/2 drops them after, in their own tasks) sees it closed.
+    let _ended = MarkEnded(&activity);
     let idle = ctx.limits.idle_timeout;
     let stream_idle = Some(ctx.limits.stream_idle_timeout).filter(|t| !t.is_zero());
     let tick = (idle.min(stream_idle.unwrap_or(idle)) / 4).max(Duration::from_millis(50));
@@ -396,6 +400,7 @@ async fn serve_io<I>(
                 // A request in flight with nothing moving either way (a stalled body, an
                 // upstream that never answers): Envoy's stream idle timeout.
                 if stream_idle.is_some_and(|t| quiet >= t) && activity.in_flight() > 0 {
+                    activity.close(Closed::StreamIdle);
                     tracing::debug!(%peer, "closing connection: its request moved no bytes within the stream idle timeout");
                     ctx.metrics.downstream_timeout("stream_idle");
                     return;
@@ -412,6 +417,22 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Requests that reached the handler (the first-request deadline checks it).
     started: AtomicU64,
+    /// Why the connection's serving ended (a `Closed` as its `u8`); `Open` until then.
+    closed: AtomicU8,
+}
+
+/// Whether a connection still serves, and if not, why it stopped: what a request cut
+/// short is flagged with (Envoy's `DR`, `DC`, `SI`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Closed {
+    /// Still serving: a request dropped now had its own HTTP/2 stream reset.
+    Open = 0,
+    /// The client closed the connection, or it failed.
+    Ended = 1,
+    /// The gateway closed it: a request in flight moved no bytes within the stream idle
+    /// timeout.
+    StreamIdle = 2,
 }
 
 impl Activity {
@@ -421,6 +442,24 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
+            closed: AtomicU8::new(Closed::Open as u8),
+        }
+    }
+
+    /// Records why serving ended, before the connection (and any request hyper still
+    /// holds) is dropped; the first reason stays.
+    fn close(&self, why: Closed) {
+        let open = Closed::Open as u8;
+        let _ =
+            (self.closed).compare_exchange(open, why as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Whether the connection still serves, or why it stopped.
+    fn closed(&self) -> Closed {
+        match self.closed.load(Ordering::Relaxed) {
+            0 => Closed::Open,
+            2 => Closed::StreamIdle,
+            _ => Closed::Ended,
         }
     }
 
@@ -450,8 +489,32 @@ impl Activity {
     }
 }
 
+/// Marks its connection ended (unless a reason is already recorded) when serving stops,
+/// however it stops.
+struct MarkEnded<'a>(&'a Activity);
+
+impl Drop for MarkEnded<'_> {
+    fn drop(&mut self) {
+        self.0.close(Closed::Ended);
+    }
+}
+
 /// A request in flight on a connection.
 pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// Envoy's flag for this request cut short before it ended: `DR` when the client
+    /// reset its HTTP/2 stream (the connection still serves), `SI` when the gateway
+    /// closed the connection at the stream idle timeout, else `DC` (the client closed
+    /// the connection: the only way an HTTP/1 request is cut).
+    pub fn cut_short_flag(&self, version: Version) -> &'static str {
+        match self.0.closed() {
+            Closed::StreamIdle => "SI",
+            Closed::Open if version == Version::HTTP_2 => "DR",
+            Closed::Open | Closed::Ended => "DC",
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -80,7 +80,7 @@ pub fn handle(
                 .map(|t| t.server_span(req.method().as_str(), req.headers())),
             bytes_sent: 0,
             grpc_status: None,
-            _in_flight: conn.activity.request_started(),
+            in_flight: conn.activity.request_started(),
         });
         // The plan is taken out in a statement of its own: a match around the await
         // would keep the whole `Result<Plan, _>` in the future while it waits.

@@ -26,9 +26,11 @@ pub enum Outcome {
     /// The downstream client's request body failed while it was being sent (`DPE`,
     /// Envoy's downstream protocol error): not the upstream's fault.
     DownstreamError,
-    /// The client went away while the attempt waited for its upstream (`DC`): the
-    /// attempt was abandoned, neither the upstream's fault nor retried.
-    Cancelled,
+    /// The request was cut short while the attempt waited for its upstream, with
+    /// Envoy's flag for why (`DC` the client closed its connection, `DR` it reset its
+    /// HTTP/2 stream, `SI` the stream idle timeout): the attempt was abandoned, neither
+    /// the upstream's fault nor retried.
+    Cancelled(&'static str),
 }
 
 impl Outcome {
@@ -42,7 +44,7 @@ impl Outcome {
             Outcome::MeshRefused(code) => code,
             Outcome::ProtocolError => "UPE",
             Outcome::DownstreamError => "DPE",
-            Outcome::Cancelled => "DC",
+            Outcome::Cancelled(code) => code,
         }
     }
 
@@ -51,7 +53,7 @@ impl Outcome {
     pub fn is_gateway_error(self) -> bool {
         match self {
             Outcome::Response(s) => matches!(s, 502..=504),
-            Outcome::DownstreamError | Outcome::Cancelled => false,
+            Outcome::DownstreamError | Outcome::Cancelled(_) => false,
             _ => true,
         }
     }
@@ -184,7 +186,7 @@ impl RetryPolicy {
             // A per-attempt timeout is answered 504 by the gateway: retried as a 504.
             Outcome::Timeout => self.on_gateway_error || self.on_status.contains(&504),
             Outcome::ProtocolError => self.on_gateway_error,
-            Outcome::MeshRefused(_) | Outcome::DownstreamError | Outcome::Cancelled => false,
+            Outcome::MeshRefused(_) | Outcome::DownstreamError | Outcome::Cancelled(_) => false,
         }
     }
 }

@@ -87,7 +87,8 @@ impl EndpointHealth {
     pub fn record(&self, od: &OutlierDetection, outcome: Outcome) -> bool {
         let (is_5xx, is_gateway) = match outcome {
             Outcome::Response(s) => ((500..=599).contains(&s), matches!(s, 502..=504)),
-            Outcome::DownstreamError => return false,
+            // Not the endpoint's doing.
+            Outcome::DownstreamError | Outcome::Cancelled(_) => return false,
             _ => (true, true),
         };
         let bump = |c: &AtomicU32, hit: bool| {
