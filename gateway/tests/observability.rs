@@ -1183,6 +1183,8 @@ enum End {
     /// Cleanly, in an empty END_STREAM frame of its own; the length was declared in the
     /// head (`content-length`), as a hyper server streaming a body of known length sends it.
     Late,
+    /// Not at all: the upstream drops its whole connection (TCP closed, no GOAWAY).
+    Close,
 }
 
 /// An h2c hyper upstream answering every request with `first`, then holding the stream
@@ -1194,16 +1196,20 @@ fn h2_upstream_pausing_after(first: &'static [u8], end: End) -> (u16, Arc<tokio:
     let go = Arc::new(tokio::sync::Notify::new());
     let signal = go.clone();
     let port = upstream_on_own_thread(move |tcp| {
+        let closed = go.clone();
         let go = go.clone();
         let svc = hyper::service::service_fn(move |_req| {
             let go = go.clone();
             async move {
                 let data = Frame::data(bytes::Bytes::from_static(first));
                 let last = futures_util::stream::once(async move {
-                    go.notified().await;
+                    match end {
+                        End::Close => std::future::pending().await,
+                        End::Reset | End::Late => go.notified().await,
+                    }
                     match end {
                         End::Reset => Some(Err(std::io::Error::other("the upstream gives up"))),
-                        End::Late => None,
+                        End::Late | End::Close => None,
                     }
                 });
                 let frames = futures_util::stream::once(async { Ok(data) })
@@ -1216,12 +1222,54 @@ fn h2_upstream_pausing_after(first: &'static [u8], end: End) -> (u16, Arc<tokio:
             }
         });
         async move {
-            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .await;
+            let served =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+            match end {
+                End::Close => tokio::select! {
+                    _ = served => {}
+                    () = closed.notified() => {}
+                },
+                End::Reset | End::Late => {
+                    let _ = served.await;
+                }
+            }
         }
     });
     (port, signal)
+}
+
+/// An HTTP/2 upstream whose connection dies mid-body (TCP closed, no GOAWAY or reset)
+/// cuts the client's response, logged `UC` (Envoy's upstream connection termination)
+/// with what was sent.
+#[test]
+fn an_http2_upstream_whose_connection_dies_mid_body_is_logged_uc() {
+    let (upstream, close) = h2_upstream_pausing_after(b"0123456789", End::Close);
+    let (gw, port) = gateway_to_h2c(upstream);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(client, "GET /dies HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("0123456789") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    close.notify_one();
+    match wait_closed(&mut client, Duration::from_secs(10)) {
+        Ended::ClosedSilently => {}
+        Ended::ClosedAfter(rest) => got.extend_from_slice(&rest),
+        Ended::StillOpen => panic!("the cut response's connection stayed open"),
+    }
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let line = gw.wait_access_log(|l| l["path"] == "/dies");
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["response_flags"], "UC", "{line}");
+    assert_eq!(line["bytes_sent"], 10, "{line}");
 }
 
 /// A gateway routing every request to the h2c upstream on `upstream`; its port.
