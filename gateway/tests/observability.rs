@@ -1244,10 +1244,17 @@ fn h2_upstream_pausing_after(first: &'static [u8], end: End) -> (u16, Arc<tokio:
 /// with what was sent.
 #[test]
 fn an_http2_upstream_whose_connection_dies_mid_body_is_logged_uc() {
-    let (upstream, close) = h2_upstream_pausing_after(b"0123456789", End::Close);
+    assert_cut_mid_body(End::Close, "UC");
+}
+
+/// Sends a request to an h2c upstream that answers ten bytes and then ends its stream as
+/// `end` says; checks that the gateway cuts the client's HTTP/1 response (it closes the
+/// connection before the last chunk) and logs `200 <flag>` with the ten bytes sent.
+fn assert_cut_mid_body(end: End, flag: &str) {
+    let (upstream, signal) = h2_upstream_pausing_after(b"0123456789", end);
     let (gw, port) = gateway_to_h2c(upstream);
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(client, "GET /dies HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+    write!(client, "GET /cut HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     while !String::from_utf8_lossy(&got).contains("0123456789") {
@@ -1255,20 +1262,23 @@ fn an_http2_upstream_whose_connection_dies_mid_body_is_logged_uc() {
         assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
-    close.notify_one();
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    // The client has the head and the first bytes; now the upstream ends its stream.
+    signal.notify_one();
     match wait_closed(&mut client, Duration::from_secs(10)) {
         Ended::ClosedSilently => {}
         Ended::ClosedAfter(rest) => got.extend_from_slice(&rest),
         Ended::StillOpen => panic!("the cut response's connection stayed open"),
     }
+    // Chunked (the upstream sent no length), and its last chunk never came.
     assert!(
         !got.ends_with(b"0\r\n\r\n"),
         "{}",
         String::from_utf8_lossy(&got)
     );
-    let line = gw.wait_access_log(|l| l["path"] == "/dies");
+    let line = gw.wait_access_log(|l| l["path"] == "/cut");
     assert_eq!(line["response_code"], 200, "{line}");
-    assert_eq!(line["response_flags"], "UC", "{line}");
+    assert_eq!(line["response_flags"], flag, "{line}");
     assert_eq!(line["bytes_sent"], 10, "{line}");
 }
 
@@ -1316,38 +1326,11 @@ fn a_whole_answer_whose_http2_end_stream_comes_late_is_not_flagged() {
     end.notify_one();
 }
 
+/// An HTTP/2 upstream that resets its stream mid-body cuts the client's response,
+/// logged `UR` with what was sent.
 #[test]
 fn an_http2_upstream_that_resets_its_stream_mid_body_is_logged_ur() {
-    let (upstream, reset) = h2_upstream_pausing_after(b"0123456789", End::Reset);
-    let (gw, port) = gateway_to_h2c(upstream);
-    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(client, "GET /reset HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains("0123456789") {
-        let n = client.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
-    // The client has the head and the first bytes; now the upstream resets the stream,
-    // and the gateway cuts the client's response (HTTP/1: it closes the connection).
-    reset.notify_one();
-    match wait_closed(&mut client, Duration::from_secs(10)) {
-        Ended::ClosedSilently => {}
-        Ended::ClosedAfter(rest) => got.extend_from_slice(&rest),
-        Ended::StillOpen => panic!("the cut response's connection stayed open"),
-    }
-    // Chunked (the upstream sent no length), and its last chunk never came.
-    assert!(
-        !got.ends_with(b"0\r\n\r\n"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    let line = gw.wait_access_log(|l| l["path"] == "/reset");
-    assert_eq!(line["response_code"], 200, "{line}");
-    assert_eq!(line["response_flags"], "UR", "{line}");
-    assert_eq!(line["bytes_sent"], 10, "{line}");
+    assert_cut_mid_body(End::Reset, "UR");
 }
 
 #[test]
