@@ -941,6 +941,22 @@ fn httpbin_in_flight(gw: &Gateway) -> u64 {
         .unwrap_or(0)
 }
 
+/// A real client that gives up: curl with `args`, killed once its request is in flight
+/// to httpbin (which is still answering).
+fn curl_gives_up(gw: &Gateway, args: &[&str]) {
+    let mut client = Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the request is in flight to httpbin", || {
+        httpbin_in_flight(gw) == 1
+    });
+    client.kill().unwrap();
+    client.wait().unwrap();
+}
+
 #[test]
 fn a_client_gone_before_the_response_is_logged_and_counted_as_code_0_flag_dc() {
     let hb = Httpbin::start();
@@ -950,18 +966,8 @@ fn a_client_gone_before_the_response_is_logged_and_counted_as_code_0_flag_dc() {
         ("--http1.1", "/delay/10", "HTTP/1.1"),
         ("--http2-prior-knowledge", "/delay/9", "HTTP/2"),
     ] {
-        // A real client that gives up: curl, killed while httpbin is still answering.
-        let mut client = Command::new("curl")
-            .args(["-s", protocol, "-H", "Host: httpbin.example.com"])
-            .arg(format!("http://127.0.0.1:{port}{path}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        eventually("the request is in flight to httpbin", || {
-            httpbin_in_flight(&gw) == 1
-        });
-        client.kill().unwrap();
-        client.wait().unwrap();
+        let url = format!("http://127.0.0.1:{port}{path}");
+        curl_gives_up(&gw, &[protocol, "-H", "Host: httpbin.example.com", &url]);
         let line = gw.wait_access_log(|l| l["path"] == path);
         assert_eq!(line["protocol"], version, "{line}");
         assert_eq!(line["response_code"], 0, "{line}");
@@ -1339,18 +1345,12 @@ fn a_client_gone_before_the_response_ends_both_spans_as_errors_flagged_dc() {
     let hb = Httpbin::start();
     let (gw, port) = rotel.traced_gateway(&hb);
     let trace = "5cf92f3577b34da6a3ce929d0e0e4736";
-    let mut client = Command::new("curl")
-        .args(["-s", "-H", "Host: httpbin.example.com", "-H"])
-        .arg(format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"))
-        .arg(format!("http://127.0.0.1:{port}/delay/10"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("the request is in flight to httpbin", || {
-        httpbin_in_flight(&gw) == 1
-    });
-    client.kill().unwrap();
-    client.wait().unwrap();
+    let traceparent = format!("traceparent: 00-{trace}-00f067aa0ba902b7-01");
+    let url = format!("http://127.0.0.1:{port}/delay/10");
+    curl_gives_up(
+        &gw,
+        &["-H", "Host: httpbin.example.com", "-H", &traceparent, &url],
+    );
     let mut spans = Vec::new();
     wait_for("both spans in rotel", Duration::from_secs(20), || {
         spans = rotel.spans();
