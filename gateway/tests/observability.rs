@@ -1002,6 +1002,69 @@ fn a_client_gone_before_the_response_is_logged_and_counted_as_code_0_flag_dc() {
     assert!(dc.contains("destination_service_name=\"httpbin\""), "{dc}");
 }
 
+/// A client that goes away while it is still sending its request body is logged as Envoy
+/// logs it, response code 0 and `DC`, and so is its attempt: its body did not fail to
+/// parse, it stopped, so neither `400 DPE` nor a client error is counted. (hyper's HTTP/1
+/// server keeps a request in flight after its connection's end, so the attempt sees the
+/// body fail before hyper drops the request.) A declared length cut by a raw socket's
+/// FIN, and curl killed mid-upload: chunked over HTTP/1.1, and h2c.
+#[test]
+fn a_client_gone_mid_upload_is_logged_code_0_dc_not_as_a_client_error() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
+    let in_flight = || {
+        eventually("the upload is in flight to httpbin", || {
+            httpbin_in_flight(&gw) == 1
+        })
+    };
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    raw.write_all(
+        b"POST /anything/declared HTTP/1.1\r\nHost: httpbin.example.com\r\n\
+          Content-Length: 100000\r\n\r\n0123456789",
+    )
+    .unwrap();
+    in_flight();
+    drop(raw);
+    let logged_dc = |path: &str, version: &str| {
+        let line = gw.wait_access_log(|l| l["path"] == path);
+        assert_eq!(line["protocol"], version, "{line}");
+        assert_eq!(line["response_code"], 0, "{line}");
+        assert_eq!(line["response_flags"], "DC", "{line}");
+        assert_eq!(line["upstream_host"], format!("127.0.0.1:{}", hb.port));
+    };
+    logged_dc("/anything/declared", "HTTP/1.1");
+    for (protocol, path, version) in [
+        ("--http1.1", "/anything/chunked", "HTTP/1.1"),
+        ("--http2-prior-knowledge", "/anything/h2c", "HTTP/2"),
+    ] {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let mut curl = Command::new("curl")
+            .args(["-s", protocol, "-T", "-", "-H", "Expect:"])
+            .args(["-H", "Host: httpbin.example.com", &url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        curl.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"0123456789")
+            .unwrap();
+        in_flight();
+        curl.kill().unwrap();
+        curl.wait().unwrap();
+        logged_dc(path, version);
+    }
+    let attempts = "gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\"";
+    gw.wait_metric(&format!("{attempts},outcome=\"DC\"}}"), 3.0);
+    assert_eq!(gw.metric(&format!("{attempts},outcome=\"DPE\"}}")), 0.0);
+    assert_eq!(gw.metric("gateway_downstream_request_errors_total"), 0.0);
+    assert_eq!(istio_requests(&gw, "0", "DC"), 3.0);
+    assert_eq!(istio_requests(&gw, "400", "DPE"), 0.0);
+    assert_eq!(httpbin_in_flight(&gw), 0);
+}
+
 /// A client that resets its HTTP/2 stream (RST_STREAM) and keeps its connection is
 /// logged as Envoy logs it, `DR` (downstream remote reset), not `DC`: before the response
 /// (code 0) and mid-body (the status kept); the connection serves on. A real HTTP/2

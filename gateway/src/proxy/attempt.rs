@@ -317,7 +317,7 @@ pub fn run<'a>(
                     rec.upstream_service_time = Some(started.elapsed());
                     Outcome::Response(resp.status().as_u16())
                 }
-                Err(f) => f.outcome(),
+                Err(f) => f.outcome(&rec.in_flight, rec.version),
             };
             ctx.hooks.finished(&info, outcome, started.elapsed());
             if let Some(span) = span {
@@ -390,7 +390,7 @@ pub fn run<'a>(
                     Ok(resp)
                 }
                 Err(f) => {
-                    let mut r = f.into_reject(endpoint, &ep, budget);
+                    let mut r = f.into_reject(outcome, endpoint, &ep, budget);
                     if r.code == "mesh_mtls_required" {
                         ctx.metrics.tls_error("upstream_requires_mtls");
                     }
@@ -611,14 +611,29 @@ impl Failure {
         None
     }
 
-    fn outcome(&self) -> Outcome {
+    /// What the attempt came to; `request` says why, if the client went away.
+    fn outcome(&self, request: &InFlight, version: Version) -> Outcome {
         match self {
             Failure::Timeout => Outcome::Timeout,
             // hyper-util reports the request body's failure as its own; when that body
-            // is the client's stream, the client is at fault.
-            Failure::Client(_) if self.find::<DownstreamBodyError>().is_some() => {
-                Outcome::DownstreamError
-            }
+            // is the client's stream, the client is at fault. A client that went away
+            // mid-body cut its request short (Envoy's `DC`, `DR`): hyper's HTTP/1 server
+            // keeps a request in flight after the connection's end, so the attempt sees
+            // the body fail before hyper drops the request.
+            Failure::Client(_) => match self.find::<DownstreamBodyError>() {
+                Some(DownstreamBodyError::Client(e)) if client_gone(e) => {
+                    Outcome::Cancelled(request.cut_short_flag(version))
+                }
+                Some(_) => Outcome::DownstreamError,
+                None => self.upstream_outcome(),
+            },
+        }
+    }
+
+    /// What a failure of the upstream's came to.
+    fn upstream_outcome(&self) -> Outcome {
+        match self {
+            Failure::Timeout => Outcome::Timeout,
             Failure::Client(e) => match self.find::<MeshConnectError>() {
                 Some(m) => Outcome::MeshRefused(m.code()),
                 None if e.is_connect() => Outcome::ConnectFailure,
@@ -628,8 +643,13 @@ impl Failure {
         }
     }
 
-    fn into_reject(self, endpoint: &str, ep: &Pick<'_>, budget: Option<Budget>) -> Reject {
-        let outcome = self.outcome();
+    fn into_reject(
+        self,
+        outcome: Outcome,
+        endpoint: &str,
+        ep: &Pick<'_>,
+        budget: Option<Budget>,
+    ) -> Reject {
         let why = match &self {
             Failure::Client(e) => error_chain(e),
             Failure::Timeout => String::new(),
@@ -671,8 +691,9 @@ impl Failure {
                 "DPE",
                 format!("the client's request body failed while it was sent to {endpoint}: {why}"),
             ),
-            // (A failure's outcome is never a response or a cancellation.)
-            Outcome::ProtocolError | Outcome::Response(_) | Outcome::Cancelled(_) => reject(
+            Outcome::Cancelled(code) => Reject::client_gone(code),
+            // (A failure's outcome is never a response.)
+            Outcome::ProtocolError | Outcome::Response(_) => reject(
                 StatusCode::BAD_GATEWAY,
                 "UPE",
                 format!("upstream {endpoint} failed: {why}"),
@@ -690,6 +711,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = inner.source();
     }
     s
+}
+
+/// The client's stream failed because the client went away: its connection ended or
+/// failed mid-body (HTTP/1), or it reset its HTTP/2 stream. Not a malformed body.
+fn client_gone(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            );
+        }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_reset() && h2.is_remote();
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The upstream accepted the connection and closed (or reset) it before any response.

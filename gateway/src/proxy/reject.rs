@@ -16,6 +16,21 @@ pub struct Reject {
     pub code: &'static str,
     /// The explanation, for the log and the debug endpoint only.
     pub detail: String,
+    /// The client went away before the answer: it is recorded as Envoy records it
+    /// (response code 0 and the flag `code`), not as the status sent into the void.
+    pub client_gone: bool,
+}
+
+impl Reject {
+    /// The request was cut short by its client (`DC`, `DR`) before any answer.
+    pub fn client_gone(code: &'static str) -> Reject {
+        Reject {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            detail: String::new(),
+            client_gone: true,
+        }
+    }
 }
 
 /// Builds a [`Reject`].
@@ -24,6 +39,7 @@ pub fn reject(status: StatusCode, code: &'static str, detail: impl Into<String>)
         status,
         code,
         detail: detail.into(),
+        client_gone: false,
     }
 }
 

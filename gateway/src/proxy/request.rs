@@ -150,10 +150,29 @@ fn respond(
                 },
             )
         }
+        // Nobody reads the answer; the record, dropped here with no status, says why
+        // (code 0, `DC` or `DR`), and no client error is counted.
+        Err(Reject {
+            status,
+            client_gone: true,
+            ..
+        }) => {
+            drop(rec);
+            let mut resp = Response::new(ProxyBody {
+                kind: BodyKind::Full(None),
+                bytes: 0,
+                grpc_status: None,
+                ended: false,
+                completion: None,
+            });
+            *resp.status_mut() = status;
+            resp
+        }
         Err(Reject {
             status,
             code,
             detail,
+            client_gone: false,
         }) => {
             rec.status = status.as_u16();
             if is_client_fault(status) {
