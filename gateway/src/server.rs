@@ -177,6 +177,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // The batch exporter blocks while it flushes; keep the runtime's threads free.
         tokio::task::spawn_blocking(move || t.shutdown()).await?;
     }
+    if tokio::time::timeout(Duration::from_secs(5), access_log_flush.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the access log could not be written out before exiting");
+    }
     tokio::task::spawn_blocking(move || access_log_flush.shutdown()).await?;
     Ok(())
 }
@@ -519,13 +525,15 @@ async fn drain(
     readiness.draining.store(true, Ordering::SeqCst);
     let _ = stop.send(true);
     let _ = listeners.await;
+    let mut closing = None;
     if let Some(drained) = accept.drain.start()
         && tokio::time::timeout_at(deadline, drained).await.is_err()
     {
         tracing::warn!(
             open = metrics.active_connections.get(),
-            "drain deadline reached"
+            "drain deadline reached; closing the connections still open"
         );
+        closing = Some(accept.drain.close());
     }
     // Upgraded tunnels cannot be asked to finish (the gateway does not speak their
     // protocol): they get until the deadline, then are closed.
@@ -541,8 +549,19 @@ async fn drain(
         tunnels.close_all();
         let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.closed()).await;
     }
+    // The requests the closed connections held are recorded (cut short, `DC`) before the
+    // access log and the tracer are flushed; an HTTP/2 request ends in its own task.
+    if let Some(closed) = closing
+        && tokio::time::timeout(CLOSE_WAIT, closed).await.is_err()
+    {
+        tracing::warn!("requests of the closed connections still not recorded; exiting");
+    }
     tracing::info!(open = metrics.active_connections.get(), "drained; exiting");
 }
+
+/// How long the requests of the connections closed at the drain's deadline get to be
+/// recorded.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 async fn shutdown_signal() {
     let term = async {

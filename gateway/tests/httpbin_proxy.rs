@@ -494,6 +494,48 @@ fn sigterm_drains_and_exits_on_one_worker() {
     drains_and_exits(1);
 }
 
+/// Requests still in flight when the drain's deadline passes are closed and recorded as
+/// Envoy records a request whose connection closed, response code 0 and `DC`, before the
+/// gateway exits (they went unrecorded: the process exited with them). HTTP/1.1 and h2c
+/// (whose request ends in a task of its own), at one and two workers.
+#[test]
+fn requests_in_flight_at_the_drain_deadline_are_recorded_dc_before_the_gateway_exits() {
+    let hb = Httpbin::start();
+    for workers in ["1", "2"] {
+        let port = free_port();
+        let args = ["--workers", workers, "--drain-timeout", "1s"];
+        let mut gw = Gateway::start_with(&edge_to_httpbin(port, hb.port), &args);
+        let requests = [
+            ("--http1.1", "/delay/10", "HTTP/1.1"),
+            ("--http2-prior-knowledge", "/delay/9", "HTTP/2"),
+        ];
+        let clients: Vec<_> = requests
+            .iter()
+            .map(|(protocol, path, _)| {
+                let (protocol, url) = (*protocol, format!("http://127.0.0.1:{port}{path}"));
+                std::thread::spawn(move || curl(&[protocol, &url]))
+            })
+            .collect();
+        gw.wait_metric("gateway_upstream_connections_active", 2.0);
+        assert!(
+            gw.process().terminate(Duration::from_secs(30)),
+            "the gateway exits after its drain deadline"
+        );
+        for c in clients {
+            let r = c.join().unwrap();
+            assert_eq!(r.status, 0, "closed without an answer: {r:?}");
+        }
+        let log = gw.access_log();
+        for (_, path, version) in requests {
+            let line = log.iter().find(|l| l["path"] == path);
+            let line = line.unwrap_or_else(|| panic!("{path} not logged: {log:#?}\n{}", gw.log()));
+            assert_eq!(line["protocol"], version, "{line}");
+            assert_eq!(line["response_code"], 0, "{line}");
+            assert_eq!(line["response_flags"], "DC", "{line}");
+        }
+    }
+}
+
 /// SIGTERM with idle keep-alive connections open, one served by the HTTP/1 server (its
 /// first bytes said HTTP/1) and one by the auto server (h2c prior knowledge, hyper's
 /// client, which answers the drain's PING): both are closed at once, and the drain ends

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::observe::metrics::Metrics;
 use crate::observe::otlp_logs::OtlpLogs;
@@ -100,10 +100,18 @@ impl Filter {
     }
 }
 
+/// What the writer task is handed.
+enum Queued {
+    /// One JSON line.
+    Line(Vec<u8>),
+    /// Write out what is buffered, then say so.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Handle to the access log; cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::Sender<Queued>>,
     otlp: Option<OtlpLogs>,
     filter: Filter,
     /// Share (0 to 1) of the selected requests logged (Envoy's runtime filter percent).
@@ -115,10 +123,18 @@ impl AccessLog {
     /// Logs the requests `filter` selects to stdout; spawns the writer task (needs a
     /// Tokio runtime).
     pub fn stdout(metrics: Arc<Metrics>, filter: Filter) -> AccessLog {
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
         tokio::spawn(async move {
             let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
-            while let Some(line) = rx.recv().await {
+            while let Some(queued) = rx.recv().await {
+                let line = match queued {
+                    Queued::Line(line) => line,
+                    Queued::Flush(done) => {
+                        let _ = out.flush().await;
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
                 if out.write_all(&line).await.is_err() {
                     break;
                 }
@@ -187,8 +203,18 @@ impl AccessLog {
         }
         let Some(tx) = &self.tx else { return };
         line.push(b'\n');
-        if tx.try_send(line).is_err() {
+        if tx.try_send(Queued::Line(line)).is_err() {
             self.metrics.access_log_dropped.inc();
+        }
+    }
+
+    /// Writes out every line queued so far (at shutdown: the writer task would be
+    /// cancelled with lines still queued or buffered).
+    pub async fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done, written) = oneshot::channel();
+        if tx.send(Queued::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 

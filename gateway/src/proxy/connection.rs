@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::drain::{self, Drainable, Watcher};
+use super::drain::{self, Drainable, Held, Stage, Watcher};
 use super::rewind::{self, Rewind};
 use super::{ProxyContext, l4, proxy_protocol, request, sni};
 use crate::dataplane::Protocol;
@@ -101,7 +101,7 @@ pub async fn serve_connection(
         port,
         scheme,
         listener: None,
-        activity: Arc::new(Activity::new()),
+        activity: Arc::new(Activity::holding(watcher.hold())),
     };
     match proxy {
         // One read where hyper would make two ([`rewind::read_first`]). Inline, not a
@@ -360,7 +360,7 @@ async fn serve_io<I>(
     let stream_idle = Some(ctx.limits.stream_idle_timeout).filter(|t| !t.is_zero());
     let tick = (idle.min(stream_idle.unwrap_or(idle)) / 4).max(Duration::from_millis(50));
     let mut watcher = watcher;
-    let mut draining = false;
+    let mut stage = Stage::Serving;
     loop {
         tokio::select! {
             // The connection first: a request already read (still in `Rewind`, or in a
@@ -375,8 +375,13 @@ async fn serve_io<I>(
                 return;
             }
             // The drain started: answer what is in flight, take nothing new, then close.
-            () = watcher.draining(), if !draining => {
-                draining = true;
+            // Past its deadline, close now: what is still in flight is recorded cut short.
+            next = watcher.past(stage) => {
+                stage = next;
+                if stage == Stage::Closing {
+                    tracing::debug!(%peer, "closing connection: the drain deadline passed");
+                    return;
+                }
                 served.as_mut().drain();
             }
             // hyper's own header timeout covers an HTTP/1 request head, and on the auto
@@ -419,6 +424,8 @@ pub struct Activity {
     started: AtomicU64,
     /// Why the connection's serving ended (a `Closed` as its `u8`); `Open` until then.
     closed: AtomicU8,
+    /// Past the drain's deadline, the drain waits for this (held by every request).
+    _held: Option<Held>,
 }
 
 /// Whether a connection still serves, and if not, why it stopped: what a request cut
@@ -443,6 +450,15 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             closed: AtomicU8::new(Closed::Open as u8),
+            _held: None,
+        }
+    }
+
+    /// An HTTP connection's, whose requests the drain waits for at its deadline.
+    fn holding(held: Held) -> Activity {
+        Activity {
+            _held: Some(held),
+            ..Activity::new()
         }
     }
 

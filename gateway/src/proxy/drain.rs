@@ -21,13 +21,33 @@ use tokio::sync::watch;
 /// A connection's error, whichever server served it.
 pub type ConnError = Box<dyn StdError + Send + Sync>;
 
+/// Where the drain is. Ordered: a connection's watcher waits for the next stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Serving as usual.
+    Serving,
+    /// Finish the requests in flight, take no new ones, then close.
+    Draining,
+    /// The drain's deadline passed: close now. The requests still in flight are cut
+    /// short and recorded as such (`DC`), as Envoy does when it closes a connection.
+    Closing,
+}
+
 /// Hands out watchers until the drain starts.
 #[derive(Clone)]
-pub struct DrainWatch(Arc<watch::Sender<bool>>);
+pub struct DrainWatch {
+    stage: Arc<watch::Sender<Stage>>,
+    /// Its receivers are held by the connections and what outlives their tasks (an HTTP/2
+    /// request's own task, an upgraded tunnel): all gone, every request is recorded.
+    open: Arc<watch::Sender<()>>,
+}
 
 impl Default for DrainWatch {
     fn default() -> Self {
-        DrainWatch(Arc::new(watch::channel(false).0))
+        DrainWatch {
+            stage: Arc::new(watch::channel(Stage::Serving).0),
+            open: Arc::new(watch::channel(()).0),
+        }
     }
 }
 
@@ -36,33 +56,61 @@ impl DrainWatch {
     pub fn watcher(&self) -> Option<Watcher> {
         // Subscribed before the check: a drain that starts in between is seen by one
         // or the other, never missed.
-        let rx = self.0.subscribe();
-        let draining = *rx.borrow();
-        (!draining).then_some(Watcher(rx))
+        let stage = self.stage.subscribe();
+        let serving = *stage.borrow() == Stage::Serving;
+        serving.then(|| Watcher {
+            stage,
+            open: self.open.subscribe(),
+        })
     }
 
     /// Starts the drain: every watched connection is told to finish its requests and
     /// close. Returns what to await (with a deadline): it ends when the last watcher is
     /// gone. `None` if the drain had already started.
     pub fn start(&self) -> Option<impl Future<Output = ()> + use<>> {
-        if self.0.send_replace(true) {
+        if self.stage.send_replace(Stage::Draining) != Stage::Serving {
             return None;
         }
-        let tx = self.0.clone();
-        Some(async move { tx.closed().await })
+        let stage = self.stage.clone();
+        Some(async move { stage.closed().await })
+    }
+
+    /// The deadline passed: every connection still open closes now. Returns what to
+    /// await: it ends when nothing holds a connection's [`Held`] any more (its requests
+    /// are recorded).
+    pub fn close(&self) -> impl Future<Output = ()> + use<> {
+        self.stage.send_replace(Stage::Closing);
+        let open = self.open.clone();
+        async move { open.closed().await }
     }
 }
 
 /// One connection's view of the drain; the drain waits while it is alive.
-pub struct Watcher(watch::Receiver<bool>);
+pub struct Watcher {
+    stage: watch::Receiver<Stage>,
+    open: watch::Receiver<()>,
+}
 
 impl Watcher {
-    /// Resolves once the drain has started (or its handle is gone: the process is
-    /// ending). The connection then calls [`Drainable::drain`] and runs to its end.
-    pub async fn draining(&mut self) {
-        let _ = self.0.wait_for(|draining| *draining).await;
+    /// Resolves once the drain is past `seen` (its handle gone reads as `Closing`: the
+    /// process is ending). The connection then calls [`Drainable::drain`] and runs to its
+    /// end, or at `Closing` returns at once.
+    pub async fn past(&mut self, seen: Stage) -> Stage {
+        match self.stage.wait_for(|stage| *stage > seen).await {
+            Ok(stage) => *stage,
+            Err(_) => Stage::Closing,
+        }
+    }
+
+    /// A hold on the connection for what outlives its task; [`DrainWatch::close`] waits
+    /// for the last.
+    pub fn hold(&self) -> Held {
+        Held(self.open.clone())
     }
 }
+
+/// Keeps [`DrainWatch::close`] waiting while alive.
+pub struct Held(#[expect(dead_code, reason = "held for its drop")] watch::Receiver<()>);
 
 /// A hyper server connection that can be asked to finish its requests and close. (A
 /// method on the connection the task already holds, not a future wrapping it: an async
@@ -145,5 +193,24 @@ mod tests {
         );
         drop(w);
         done.await;
+    }
+
+    #[tokio::test]
+    async fn a_watcher_sees_each_stage_and_the_close_waits_for_the_last_hold() {
+        let drain = DrainWatch::default();
+        let mut w = drain.watcher().expect("a watcher before the drain");
+        let _draining = drain.start().expect("the first start");
+        assert_eq!(w.past(Stage::Serving).await, Stage::Draining);
+        let held = w.hold();
+        let closed = drain.close();
+        assert_eq!(w.past(Stage::Draining).await, Stage::Closing);
+        drop(w);
+        let mut closed = std::pin::pin!(closed);
+        assert!(
+            futures_util::FutureExt::now_or_never(closed.as_mut()).is_none(),
+            "a hold on the connection is still alive"
+        );
+        drop(held);
+        closed.await;
     }
 }
