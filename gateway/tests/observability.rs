@@ -1395,6 +1395,50 @@ fn a_whole_answer_whose_http2_end_stream_comes_late_is_not_flagged() {
     end.notify_one();
 }
 
+/// The same answer to an HTTP/2 client that resets its stream once it has all of the
+/// declared length, before END_STREAM: hyper's HTTP/2 server waits for the end, so the
+/// client cut the stream short, logged `DR` with the bytes it got, as Envoy logs it.
+#[test]
+fn an_http2_client_that_resets_after_the_declared_length_before_end_stream_is_logged_dr() {
+    let (upstream, end) = h2_upstream_pausing_after(b"0123456789", End::Late);
+    let (gw, port) = gateway_to_h2c(upstream);
+    // A worker thread sends the reset while this thread waits on the gateway.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let get = http::Request::get("http://example.com/late")
+            .body(())
+            .unwrap();
+        let mut client = client.ready().await.unwrap();
+        let (response, mut stream) = client.send_request(get, true).unwrap();
+        let mut body = response.await.unwrap().into_body();
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            got.extend_from_slice(&body.data().await.expect("data").unwrap());
+        }
+        assert_eq!(got, b"0123456789");
+        stream.send_reset(h2::Reason::CANCEL);
+        // The connection stays open (its client is alive) until the line is written.
+        let line = gw.wait_access_log(|l| l["path"] == "/late");
+        assert_eq!(line["protocol"], "HTTP/2", "{line}");
+        assert_eq!(line["response_code"], 200, "{line}");
+        assert_eq!(line["response_flags"], "DR", "{line}");
+        assert_eq!(line["bytes_sent"], 10, "{line}");
+        drop(client);
+    });
+    end.notify_one();
+}
+
 /// An HTTP/2 upstream that resets its stream mid-body cuts the client's response,
 /// logged `UR` with what was sent.
 #[test]

@@ -382,13 +382,17 @@ impl Drop for ProxyBody {
     /// dropped before its end (hyper drops it when the client goes away) is flagged
     /// `DC`, `DR` or `SI`, the status kept, as Envoy logs it.
     fn drop(&mut self) {
-        // All of a declared length is a whole answer: hyper's HTTP/1 server stops polling
-        // there, though an HTTP/2 upstream's END_STREAM may still be on its way.
-        let whole = self.is_end_stream() || self.size_hint().exact() == Some(0);
-        let cut = !self.ended && !whole;
+        let ended = self.ended || self.is_end_stream();
+        let rest = self.size_hint().exact();
         let Some(c) = self.completion.as_deref_mut() else {
             return;
         };
+        // All of a declared length is a whole answer to an HTTP/1 client: hyper's HTTP/1
+        // server stops polling there, though an HTTP/2 upstream's END_STREAM may still be
+        // on its way. Its HTTP/2 server waits for the end: dropped before, the client
+        // reset its stream.
+        let whole = ended || (rest == Some(0) && c.version != Version::HTTP_2);
+        let cut = !whole;
         c.bytes_sent = self.bytes;
         c.grpc_status = self.grpc_status;
         if cut && has_body(&c.method, c.status) {
