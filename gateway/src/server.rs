@@ -173,15 +173,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // The Lease release began with the drain; give it a moment if it is still going.
         let _ = tokio::time::timeout(LEASE_RELEASE_WAIT, writer).await;
     }
-    if let Some(t) = tracing {
-        // The batch exporter blocks while it flushes; keep the runtime's threads free.
-        tokio::task::spawn_blocking(move || t.shutdown()).await?;
-    }
+    // The access log first: the tracer's flush may block on its collector.
     if tokio::time::timeout(Duration::from_secs(5), access_log_flush.flush())
         .await
         .is_err()
     {
         tracing::warn!("the access log could not be written out before exiting");
+    }
+    if let Some(t) = tracing {
+        // The batch exporter blocks while it flushes; keep the runtime's threads free.
+        tokio::task::spawn_blocking(move || t.shutdown()).await?;
     }
     tokio::task::spawn_blocking(move || access_log_flush.shutdown()).await?;
     Ok(())
@@ -547,20 +548,27 @@ async fn drain(
             "drain deadline reached; closing upgraded tunnels"
         );
         tunnels.close_all();
-        let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.closed()).await;
     }
-    // The requests the closed connections held are recorded (cut short, `DC`) before the
-    // access log and the tracer are flushed; an HTTP/2 request ends in its own task.
-    if let Some(closed) = closing
-        && tokio::time::timeout(CLOSE_WAIT, closed).await.is_err()
-    {
-        tracing::warn!("requests of the closed connections still not recorded; exiting");
+    // What was closed at the deadline ends: the tunnels, and the connections' requests,
+    // recorded (cut short, `DC`) before the access log and the tracer are flushed (an
+    // HTTP/2 request ends in its own task).
+    let ended = async {
+        tunnels.closed().await;
+        if let Some(closed) = closing {
+            closed.await;
+        }
+    };
+    if tokio::time::timeout(CLOSE_WAIT, ended).await.is_err() {
+        tracing::warn!(
+            tunnels = tunnels.open(),
+            "connections closed at the drain deadline have not all ended; exiting"
+        );
     }
     tracing::info!(open = metrics.active_connections.get(), "drained; exiting");
 }
 
-/// How long the requests of the connections closed at the drain's deadline get to be
-/// recorded.
+/// How long what was closed at the drain's deadline (tunnels, connections and their
+/// requests) gets to end.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 async fn shutdown_signal() {

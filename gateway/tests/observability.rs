@@ -1034,6 +1034,22 @@ fn a_client_gone_mid_upload_is_logged_code_0_dc_not_as_a_client_error() {
         assert_eq!(line["upstream_host"], format!("127.0.0.1:{}", hb.port));
     };
     logged_dc("/anything/declared", "HTTP/1.1");
+    // A client that only shuts its sending side down may still read: it is told the
+    // connection is done (a bodiless 400 with `connection: close`, then the close).
+    let mut half = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(
+        b"POST /anything/half-closed HTTP/1.1\r\nHost: httpbin.example.com\r\n\
+          Content-Length: 100000\r\n\r\n0123456789",
+    )
+    .unwrap();
+    in_flight();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    half.read_to_string(&mut answer).unwrap();
+    let answer = answer.to_lowercase();
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    logged_dc("/anything/half-closed", "HTTP/1.1");
     for (protocol, path, version) in [
         ("--http1.1", "/anything/chunked", "HTTP/1.1"),
         ("--http2-prior-knowledge", "/anything/h2c", "HTTP/2"),
@@ -1057,10 +1073,10 @@ fn a_client_gone_mid_upload_is_logged_code_0_dc_not_as_a_client_error() {
         logged_dc(path, version);
     }
     let attempts = "gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\"";
-    gw.wait_metric(&format!("{attempts},outcome=\"DC\"}}"), 3.0);
+    gw.wait_metric(&format!("{attempts},outcome=\"DC\"}}"), 4.0);
     assert_eq!(gw.metric(&format!("{attempts},outcome=\"DPE\"}}")), 0.0);
     assert_eq!(gw.metric("gateway_downstream_request_errors_total"), 0.0);
-    assert_eq!(istio_requests(&gw, "0", "DC"), 3.0);
+    assert_eq!(istio_requests(&gw, "0", "DC"), 4.0);
     assert_eq!(istio_requests(&gw, "400", "DPE"), 0.0);
     assert_eq!(httpbin_in_flight(&gw), 0);
 }

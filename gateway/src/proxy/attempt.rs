@@ -714,23 +714,34 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The client's stream failed because the client went away: its connection ended or
-/// failed mid-body (HTTP/1), or it reset its HTTP/2 stream. Not a malformed body.
+/// failed mid-body, or it reset its HTTP/2 stream (or closed the connection with GOAWAY).
+/// Not a malformed body, nor a protocol error the gateway's own HTTP/2 stack found.
 fn client_gone(e: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(
-                io.kind(),
-                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            );
-        }
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.is_reset() && h2.is_remote();
+        if let Some(gone) = went_away(err) {
+            return gone;
         }
         source = err.source();
     }
     false
+}
+
+/// Whether `err` says the client went away; `None` when it says nothing either way.
+fn went_away(err: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    use std::io::ErrorKind::*;
+    let gone = |io: &std::io::Error| {
+        matches!(
+            io.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        )
+    };
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        return Some(gone(io));
+    }
+    // h2's error has no source: a connection lost shows as its io error.
+    let h2 = err.downcast_ref::<h2::Error>()?;
+    Some(((h2.is_reset() || h2.is_go_away()) && h2.is_remote()) || h2.get_io().is_some_and(gone))
 }
 
 /// The upstream accepted the connection and closed (or reset) it before any response.
@@ -758,6 +769,20 @@ fn closed_without_answer(e: &hyper_util::client::legacy::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_gone_is_told_from_a_malformed_body_and_from_an_h2_protocol_error() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind| Error::new(kind, "x");
+        for kind in [ErrorKind::UnexpectedEof, ErrorKind::ConnectionReset] {
+            assert_eq!(went_away(&io(kind)), Some(true), "{kind:?}");
+        }
+        // hyper's chunked decoder reports a malformed size line as invalid input.
+        assert_eq!(went_away(&io(ErrorKind::InvalidInput)), Some(false));
+        let protocol = h2::Error::from(h2::Reason::PROTOCOL_ERROR);
+        assert_eq!(went_away(&protocol), Some(false));
+        assert_eq!(went_away(&std::fmt::Error), None);
+    }
 
     fn started_ago(ms: u64) -> Instant {
         Instant::now() - Duration::from_millis(ms)

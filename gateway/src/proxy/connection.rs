@@ -85,7 +85,7 @@ pub async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     port: u16,
-    watcher: Watcher,
+    mut watcher: Watcher,
 ) {
     // The first-request deadline runs from accept: a client that trickles its PROXY
     // header, TLS handshake, HTTP/2 preface or first request line gets no extra time.
@@ -455,9 +455,9 @@ impl Activity {
     }
 
     /// An HTTP connection's, whose requests the drain waits for at its deadline.
-    fn holding(held: Held) -> Activity {
+    fn holding(held: Option<Held>) -> Activity {
         Activity {
-            _held: Some(held),
+            _held: held,
             ..Activity::new()
         }
     }

@@ -60,7 +60,7 @@ impl DrainWatch {
         let serving = *stage.borrow() == Stage::Serving;
         serving.then(|| Watcher {
             stage,
-            open: self.open.subscribe(),
+            open: Some(self.open.subscribe()),
         })
     }
 
@@ -88,7 +88,8 @@ impl DrainWatch {
 /// One connection's view of the drain; the drain waits while it is alive.
 pub struct Watcher {
     stage: watch::Receiver<Stage>,
-    open: watch::Receiver<()>,
+    /// Until [`Watcher::hold`] hands it on.
+    open: Option<watch::Receiver<()>>,
 }
 
 impl Watcher {
@@ -102,10 +103,10 @@ impl Watcher {
         }
     }
 
-    /// A hold on the connection for what outlives its task; [`DrainWatch::close`] waits
-    /// for the last.
-    pub fn hold(&self) -> Held {
-        Held(self.open.clone())
+    /// The connection's hold, for what outlives its task (its requests);
+    /// [`DrainWatch::close`] waits for the last. Handed on once (moved, not cloned).
+    pub fn hold(&mut self) -> Option<Held> {
+        self.open.take().map(Held)
     }
 }
 
@@ -201,7 +202,8 @@ mod tests {
         let mut w = drain.watcher().expect("a watcher before the drain");
         let _draining = drain.start().expect("the first start");
         assert_eq!(w.past(Stage::Serving).await, Stage::Draining);
-        let held = w.hold();
+        let held = w.hold().expect("the connection's hold");
+        assert!(w.hold().is_none(), "handed on once");
         let closed = drain.close();
         assert_eq!(w.past(Stage::Draining).await, Stage::Closing);
         drop(w);

@@ -157,6 +157,7 @@ fn respond(
             client_gone: true,
             ..
         }) => {
+            let http1 = rec.version != http::Version::HTTP_2;
             drop(rec);
             let mut resp = Response::new(ProxyBody {
                 kind: BodyKind::Full(None),
@@ -166,6 +167,12 @@ fn respond(
                 completion: None,
             });
             *resp.status_mut() = status;
+            // A client that only shut its sending side down may still read: this
+            // connection serves no more.
+            if http1 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             resp
         }
         Err(Reject {
