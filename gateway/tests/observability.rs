@@ -1081,16 +1081,13 @@ fn a_client_gone_mid_upload_is_logged_code_0_dc_not_as_a_client_error() {
     assert_eq!(httpbin_in_flight(&gw), 0);
 }
 
-/// A client that resets its HTTP/2 stream (RST_STREAM) and keeps its connection is
-/// logged as Envoy logs it, `DR` (downstream remote reset), not `DC`: before the response
-/// (code 0) and mid-body (the status kept); the connection serves on. A real HTTP/2
-/// client: the h2 crate, hyper's.
-#[test]
-fn an_http2_client_that_resets_its_stream_is_logged_dr_and_its_connection_serves_on() {
-    let hb = Httpbin::start();
-    let port = free_port();
-    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
-    // One worker thread drives the connection while this thread waits on the gateway.
+/// Runs `test` with a real HTTP/2 client (the h2 crate, hyper's) connected to the
+/// gateway's `port`, on a runtime whose one worker thread drives the connection while the
+/// test waits on the gateway.
+fn with_h2_client<F: std::future::Future<Output = ()>>(
+    port: u16,
+    test: impl FnOnce(h2::client::SendRequest<bytes::Bytes>) -> F,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -1104,6 +1101,21 @@ fn an_http2_client_that_resets_its_stream_is_logged_dr_and_its_connection_serves
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        test(client).await;
+    });
+}
+
+/// A client that resets its HTTP/2 stream (RST_STREAM) and keeps its connection is
+/// logged as Envoy logs it, `DR` (downstream remote reset), not `DC`: before the response
+/// (code 0) and mid-body (the status kept); the connection serves on. A real HTTP/2
+/// client: the h2 crate, hyper's.
+#[test]
+fn an_http2_client_that_resets_its_stream_is_logged_dr_and_its_connection_serves_on() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
+    let gw = &gw;
+    with_h2_client(port, |client| async move {
         let get = |path: &str| {
             http::Request::get(format!("http://httpbin.example.com{path}"))
                 .body(())
@@ -1113,7 +1125,7 @@ fn an_http2_client_that_resets_its_stream_is_logged_dr_and_its_connection_serves
         let mut client = client.ready().await.unwrap();
         let (_response, mut stream) = client.send_request(get("/delay/10"), true).unwrap();
         eventually("the request is in flight to httpbin", || {
-            httpbin_in_flight(&gw) == 1
+            httpbin_in_flight(gw) == 1
         });
         stream.send_reset(h2::Reason::CANCEL);
         let line = gw.wait_access_log(|l| l["path"] == "/delay/10");
@@ -1147,9 +1159,9 @@ fn an_http2_client_that_resets_its_stream_is_logged_dr_and_its_connection_serves
         let (response, _) = client.send_request(get("/get"), true).unwrap();
         assert_eq!(response.await.unwrap().status(), 200);
     });
-    assert_eq!(istio_requests(&gw, "0", "DR"), 1.0);
-    assert_eq!(istio_requests(&gw, "200", "DR"), 1.0);
-    assert_eq!(istio_requests(&gw, "0", "DC"), 0.0);
+    assert_eq!(istio_requests(gw, "0", "DR"), 1.0);
+    assert_eq!(istio_requests(gw, "200", "DR"), 1.0);
+    assert_eq!(istio_requests(gw, "0", "DC"), 0.0);
     // The attempt the first reset abandoned is counted with the same flag.
     let attempts = "gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\"";
     assert_eq!(gw.metric(&format!("{attempts},outcome=\"DR\"}}")), 1.0);
@@ -1418,20 +1430,8 @@ fn a_whole_answer_whose_http2_end_stream_comes_late_is_not_flagged() {
 fn an_http2_client_that_resets_after_the_declared_length_before_end_stream_is_logged_dr() {
     let (upstream, end) = h2_upstream_pausing_after(b"0123456789", End::Late);
     let (gw, port) = gateway_to_h2c(upstream);
-    // A worker thread sends the reset while this thread waits on the gateway.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+    let gw = &gw;
+    with_h2_client(port, |client| async move {
         let get = http::Request::get("http://example.com/late")
             .body(())
             .unwrap();
