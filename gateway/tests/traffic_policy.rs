@@ -239,7 +239,11 @@ fn a_large_streamed_post_is_not_retried_but_a_small_one_is() {
 
     let small = curl(&["-X", "POST", "--data-binary", "small", &url]);
     assert_eq!(small.status, 503, "{small:?}");
-    assert_eq!(error_code(&small), "URX");
+    assert_eq!(
+        error_code(&small),
+        "URX,UF",
+        "the retries ran out, then the last attempt's connect failure answered"
+    );
     let why = gw.explain(&small);
     assert_eq!(why["attempts"], 3, "{why}");
     assert!(
@@ -1044,7 +1048,11 @@ fn a_chunked_post_is_retried_while_its_copy_is_kept_and_one_past_64_kib_is_not()
     // A refused connection read nothing of either body: both can be sent again.
     for file in [&small, &large] {
         let r = post(file, "/dead");
-        assert_eq!((r.status, error_code(&r).as_str()), (503, "URX"), "{r:?}");
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (503, "URX,UF"),
+            "{r:?}"
+        );
         assert_eq!(
             gw.explain(&r)["attempts"],
             3,

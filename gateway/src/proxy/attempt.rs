@@ -15,6 +15,7 @@ use hyper::body::{Body as _, Incoming};
 use super::ProxyContext;
 use super::body::Completion;
 use super::connection::InFlight;
+use super::flags;
 use super::reject::{Reject, reject};
 use crate::dataplane::routes::{Backend, Target};
 use crate::ir::Transport;
@@ -359,18 +360,26 @@ pub fn run<'a>(
                             continue;
                         }
                     }
-                    Some(_) => gave_up = Some("the request's timeout ran out before the retry"),
+                    Some(_) => {
+                        gave_up = Some(("URX", "the request's timeout ran out before the retry"));
+                    }
+                    // Envoy's `UO`: its retry circuit breaker overflowed.
                     None => {
                         ctx.metrics
                             .policy_event(&backend.name, "retry_budget_exhausted");
-                        gave_up = Some("the retry budget of the backend is spent");
+                        gave_up = Some((
+                            "UO",
+                            "the backend's retry budget (or DestinationRule http.maxRetries) \
+                             is spent",
+                        ));
                     }
                 }
             }
             if replay.is_some() && attempt > 1 && policy.attempts == attempt {
-                gave_up = Some("retries exhausted");
+                gave_up = Some(("URX", "retries exhausted"));
             }
-            // Envoy's `URX`: the attempt would have been retried, but the policy ran out.
+            // Envoy's `URX` (`UO` for the budget): the attempt would have been retried, but
+            // the policy ran out. Envoy sets it before the attempt's own failure flag.
             let gave_up = gave_up.filter(|_| attempt_failed(policy, outcome));
             let exhausted_on = |what: &str, gave_up: &str| {
                 format!(
@@ -380,8 +389,8 @@ pub fn run<'a>(
             };
             return match result {
                 Ok(resp) => {
-                    if let Some(g) = gave_up {
-                        rec.code = Some("URX");
+                    if let Some((flag, g)) = gave_up {
+                        rec.code = Some(flag);
                         rec.reason = Some(exhausted_on(
                             &format!("answered {}", resp.status().as_u16()),
                             g,
@@ -394,9 +403,9 @@ pub fn run<'a>(
                     if r.code == "mesh_mtls_required" {
                         ctx.metrics.tls_error("upstream_requires_mtls");
                     }
-                    if let Some(g) = gave_up {
+                    if let Some((flag, g)) = gave_up {
                         r.detail = exhausted_on(&format!("failed ({}): {}", r.code, r.detail), g);
-                        r.code = "URX";
+                        r.code = flags::then(Some(flag), r.code);
                     }
                     Err(r)
                 }

@@ -42,7 +42,8 @@ pub struct Completion {
     pub(super) upstream_address: Option<Authority>,
     pub(super) request_id: HeaderValue,
     pub(super) peer: SocketAddr,
-    /// Response flag or reason code when the request did not simply succeed.
+    /// Response flags (in the order set, comma-separated: [`super::flags`]) or reason
+    /// codes, when the request did not simply succeed.
     pub(super) code: Option<&'static str>,
     /// The explanation behind `code`.
     pub(super) reason: Option<String>,
@@ -111,12 +112,15 @@ impl Completion {
         self.request_id.to_str().unwrap_or("-")
     }
 
-    /// Marks how the request ended badly, unless something already did.
+    /// Marks how the request ended badly: the flag goes after those already set, as
+    /// Envoy lists them (`URX,DC`), and the explanation after theirs.
     fn flag(&mut self, code: &'static str, reason: impl Into<String>) {
-        if self.code.is_none() {
-            self.code = Some(code);
-            self.reason = Some(reason.into());
-        }
+        self.code = Some(super::flags::then(self.code, code));
+        let reason = reason.into();
+        self.reason = Some(match self.reason.take() {
+            Some(earlier) => format!("{earlier}; then {reason}"),
+            None => reason,
+        });
     }
 
     /// Flags a request cut short as Envoy does (`DC`, `DR` or `SI`: see
@@ -371,8 +375,7 @@ fn timed_out(
         configured: d.configured,
     };
     if let Some(c) = completion {
-        c.code = Some("UT");
-        c.reason = Some(err.to_string());
+        c.flag("UT", err.to_string());
     }
     Poll::Ready(Some(Err(err)))
 }

@@ -22,6 +22,7 @@ pub mod checks;
 pub mod connection;
 pub mod cors;
 pub mod drain;
+pub mod flags;
 pub mod forward;
 pub mod headers;
 pub mod l4;

@@ -1,0 +1,304 @@
+//! Response flags listed as Envoy lists them: every flag a request picked up, in the
+//! order set. The real gateway and the real Envoy 1.40 are put in front of the same
+//! scripted upstreams, with the same retry policy, and sent the same requests; their
+//! access logs must agree with each other and with the exact lists expected.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use support::*;
+
+/// A one-shot gate: the upstream's held request waits on it.
+type Gate = Arc<(Mutex<bool>, Condvar)>;
+
+fn open(gate: &Gate) {
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+}
+
+/// The upstreams of one proxy's run: one per scenario, fresh for each proxy.
+struct Upstreams {
+    /// Nothing listens there.
+    dead: u16,
+    /// Reads the request, never answers.
+    silent: u16,
+    /// Answers 503 with a 1 MB body of which it sends 1,000 bytes, then stalls.
+    cut: u16,
+    /// Answers 503, except its second request, which waits for `gate` and answers 200.
+    budget: u16,
+    /// Requests `budget` has seen.
+    budget_seen: Arc<AtomicUsize>,
+    gate: Gate,
+}
+
+impl Upstreams {
+    fn start() -> Upstreams {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let gate: Gate = Arc::default();
+        let (counter, held) = (seen.clone(), gate.clone());
+        Upstreams {
+            dead: free_port(),
+            silent: scripted(|_, _| {}),
+            cut: scripted(|conn, _| {
+                let mut answer =
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1000000\r\n\r\n".to_vec();
+                answer.extend([b'x'; 1000]);
+                let _ = conn.write_all(&answer);
+            }),
+            budget: scripted(move |conn, _| {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let status = if n == 2 {
+                    let (open, cv) = &*held;
+                    let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = conn.write_all(answer.as_bytes());
+            }),
+            budget_seen: seen,
+            gate,
+        }
+    }
+}
+
+/// An HTTP/1.1 upstream: for each connection (its own thread) reads one request head,
+/// calls `answer`, then holds the connection until the peer closes it.
+fn scripted(answer: impl Fn(&mut TcpStream, usize) + Send + Sync + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                answer(&mut conn, i);
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+/// What a proxy logged for one request: status and flags.
+type Logged = (u64, String);
+
+/// Sends the four scenarios through the proxy on `port`; `logged(path)` waits for that
+/// request's access log line.
+fn run_scenarios(port: u16, up: &Upstreams, logged: impl Fn(&str) -> Logged) -> Vec<Logged> {
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    curl(&[&url("/dead")]);
+    curl(&[&url("/silent")]);
+    // The client reads the answer's head and some body, then leaves.
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .write_all(b"GET /cut HTTP/1.1\r\nhost: flags.example.com\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "the proxy closed before the /cut answer's head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 503"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(client);
+    // The first request's retry holds the only retry allowed; the second's is refused.
+    let first = std::thread::spawn({
+        let u = url("/budget");
+        move || curl(&[&u]).status
+    });
+    eventually("the first /budget request's retry to be held", || {
+        up.budget_seen.load(Ordering::SeqCst) == 2
+    });
+    curl(&[&url("/budget")]);
+    let second = logged("/budget");
+    open(&up.gate);
+    assert_eq!(first.join().unwrap(), 200, "the held retry is answered");
+    let mut out: Vec<Logged> = ["/dead", "/silent", "/cut"].map(&logged).into();
+    out.push(second);
+    out
+}
+
+fn gateway_config(port: u16, up: &Upstreams) -> String {
+    let rules: String = ["dead", "silent", "cut", "budget"]
+        .iter()
+        .map(|svc| {
+            let (timeouts, retry) = match *svc {
+                "dead" => ("", "{attempts: 2, backoff: 1ms}"),
+                "silent" => (
+                    "timeouts: {backendRequest: 200ms}",
+                    "{codes: [504], attempts: 1, backoff: 1ms}",
+                ),
+                _ => ("", "{codes: [503], attempts: 1, backoff: 1ms}"),
+            };
+            format!(
+                "    - matches: [{{path: {{type: PathPrefix, value: /{svc}}}}}]\n\
+                 \x20     backendRefs: [{{name: {svc}, port: 80}}]\n\
+                 \x20     retry: {retry}\n\
+                 \x20     {timeouts}\n"
+            )
+        })
+        .collect();
+    docs(&[
+        &http_gateway(port),
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: flags, namespace: default}}\n\
+             spec:\n  parentRefs: [{{name: edge}}]\n  rules:\n{rules}"
+        ),
+        &local_service("dead", up.dead),
+        &local_service("silent", up.silent),
+        &local_service("cut", up.cut),
+        &local_service("budget", up.budget),
+        &destination_rule("budget", "connectionPool:\n  http: {maxRetries: 1}"),
+    ])
+}
+
+/// The same routes as Envoy configuration (Istio's translation of them).
+fn envoy_config(port: u16, up: &Upstreams, log: &Path) -> String {
+    let route = |svc: &str, retry: &str| {
+        format!(
+            "              - match: {{prefix: /{svc}}}\n\
+             \x20               route: {{cluster: {svc}, retry_policy: {retry}}}\n"
+        )
+    };
+    let cluster = |svc: &str, port: u16, extra: &str| {
+        format!(
+            "  - name: {svc}\n    connect_timeout: 1s\n{extra}    load_assignment:\n      \
+             cluster_name: {svc}\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: \
+             {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]\n"
+        )
+    };
+    let status_503 =
+        "{retry_on: retriable-status-codes, retriable_status_codes: [503], num_retries: 1}";
+    format!(
+        r#"static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: flags
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {log}
+              log_format: {{text_format: "%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS%\n"}}
+          route_config:
+            virtual_hosts:
+            - name: flags
+              domains: ["*"]
+              routes:
+{dead}{silent}{cut}{budget}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+{c_dead}{c_silent}{c_cut}{c_budget}"#,
+        log = log.display(),
+        dead = route("dead", "{retry_on: connect-failure, num_retries: 2}"),
+        silent = route(
+            "silent",
+            "{retry_on: gateway-error, num_retries: 1, per_try_timeout: 0.2s}"
+        ),
+        cut = route("cut", status_503),
+        budget = route("budget", status_503),
+        c_dead = cluster("dead", up.dead, ""),
+        c_silent = cluster("silent", up.silent, ""),
+        c_cut = cluster("cut", up.cut, ""),
+        c_budget = cluster(
+            "budget",
+            up.budget,
+            "    circuit_breakers: {thresholds: [{max_retries: 1}]}\n"
+        ),
+    )
+}
+
+/// The real Envoy on `port`, logging to `log`.
+fn start_envoy(port: u16, config: &str, dir: &Path) -> Process {
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(tools_bin().join("envoy"))
+        .arg("-c")
+        .arg(&path)
+        .args(["--disable-hot-restart", "--log-level", "error"])
+        .args(["--file-flush-interval-msec", "50", "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run envoy");
+    let envoy = Process::adopt(child, "envoy");
+    eventually("envoy to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    envoy
+}
+
+#[test]
+fn retry_and_client_flags_are_listed_in_the_order_set_as_envoy_lists_them() {
+    let expected: Vec<Logged> = [
+        (503, "URX,UF"),
+        (504, "URX,UT"),
+        (503, "URX,DC"),
+        (503, "UO"),
+    ]
+    .map(|(s, f)| (s, f.to_string()))
+    .into();
+
+    let up = Upstreams::start();
+    let port = free_port();
+    let gw = Gateway::start(&gateway_config(port, &up));
+    let ours = run_scenarios(port, &up, |path| {
+        let l = gw.wait_access_log(|l| {
+            l["path"] == path && (path != "/budget" || l["response_flags"] != "-")
+        });
+        let flags = l["response_flags"].as_str().unwrap().to_string();
+        (l["response_code"].as_u64().unwrap(), flags)
+    });
+
+    let up = Upstreams::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let _envoy = start_envoy(port, &envoy_config(port, &up, &log), dir.path());
+    let envoys = run_scenarios(port, &up, |path| {
+        let mut found = None;
+        eventually(&format!("envoy to log {path}"), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            found = text.lines().find_map(|l| {
+                let mut f = l.split(' ');
+                let logged = (f.next()?, f.next()?.parse().ok()?, f.next()?);
+                (logged.0 == path && logged.2 != "-").then(|| (logged.1, logged.2.to_string()))
+            });
+            found.is_some()
+        });
+        found.unwrap()
+    });
+
+    assert_eq!(envoys, expected, "Envoy's own lists (the reference)");
+    assert_eq!(ours, expected, "the gateway's lists");
+}
