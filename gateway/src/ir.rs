@@ -102,7 +102,7 @@ pub struct AuthzOperation {
     /// Not these methods.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_methods: Vec<String>,
-    /// Paths (`prefix*`, `*suffix`, `*`, exact).
+    /// Paths (`prefix*`, `*suffix`, `*`, exact, or a path template with `{*}`, `{**}`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
     /// Not these paths.
@@ -444,6 +444,10 @@ pub enum PathMatch {
     RegularExpression(String),
     /// A plain string prefix (Istio's `uri.prefix`: `/foo` also matches `/foobar`).
     Prefix(String),
+    /// A plain string prefix compared ignoring ASCII case (Istio's `uri.prefix` with
+    /// `ignoreUriCase`, Envoy's `case_sensitive: false`): still a prefix, so a rewrite
+    /// replaces the bytes it matched.
+    PrefixIgnoreCase(String),
 }
 
 /// A header or query value match.

@@ -238,6 +238,31 @@ fn authorization_policies_select_the_gateway_and_fail_closed() {
     check(dir.join("authorization.json"), json);
 }
 
+/// A pod that serves only Istio Gateways: policies select it by `--pod-namespace` (or
+/// the root namespace) and its labels (the IR); without `--pod-namespace`, the policy
+/// that needed it is reported, not applied (the warnings).
+#[test]
+fn authorization_policies_select_a_pod_serving_only_istio_gateways_by_its_namespace() {
+    let dir = golden_dir().join("policy");
+    let file = dir.join("authorization_istio_only.yaml");
+    let mut opts = TranslateOptions {
+        pod_labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+        pod_namespace: Some("ingress".into()),
+        ..TranslateOptions::default()
+    };
+    let out = translate_file(&file, &opts).unwrap();
+    let (config, _) = out.accepted().unwrap();
+    let json = serde_json::to_string_pretty(&config.authorization).unwrap() + "\n";
+    check(dir.join("authorization_istio_only.json"), json);
+    opts.pod_namespace = None;
+    let out = translate_file(&file, &opts).unwrap();
+    let (config, _) = out.accepted().unwrap();
+    let warnings = config.warnings.join("\n") + "\n";
+    check(dir.join("authorization_istio_only.warnings.txt"), warnings);
+    let json = serde_json::to_string_pretty(&config.authorization).unwrap() + "\n";
+    check(dir.join("authorization_istio_only.no_namespace.json"), json);
+}
+
 /// A golden of one dialect: `golden/<dir>/<name>.yaml` translated with `opts` -> every
 /// error and warning (`.errors.txt`), the conditions of each object (`.status.json`) and
 /// the IR of what is served (`.json`).

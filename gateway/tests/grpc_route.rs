@@ -94,7 +94,7 @@ async fn grpc_route_matches_service_method_headers_and_regex() {
          headers: [{{name: x-canary, value: \"true\"}}]\n      backendRefs: [{{name: b, port: 80}}]\n\
          \x20   - matches: [{{method: {{service: {SDS}, method: FetchSecrets}}}}]\n      \
          backendRefs: [{{name: a, port: 80, weight: 1}}, {{name: b, port: 80, weight: 0}}]\n\
-         \x20   - matches: [{{method: {{type: RegularExpression, service: 'envoy\\.service\\.secret\\.v3\\..+', method: 'Stream.*'}}}}]\n      \
+         \x20   - matches: [{{method: {{type: RegularExpression, service: 'envoy\\.service\\.secret\\.v3\\..+', method: 'Nothing|Stream.*'}}}}]\n      \
          backendRefs: [{{name: b, port: 80}}]\n"
     );
     let config = support::docs(&[

@@ -448,3 +448,122 @@ fn pod_labels_from_a_downward_api_file_select_the_istio_gateway() {
     );
     gw.wait_log("does not match this pod's labels");
 }
+
+/// An AuthorizationPolicy in `ns` selecting the Istio ingress pod (YAML `rules` body).
+fn ingress_policy(ns: &str, name: &str, action: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
+         selector: {{matchLabels: {{istio: ingressgateway}}}}\n  action: {action}\n  \
+         rules:\n{rules}"
+    )
+}
+
+#[test]
+fn authorization_policies_apply_to_a_pod_serving_only_istio_gateways_with_path_templates() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let config = |policy: &str| {
+        docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [\"*\"]\n"
+            )),
+            &webapp_vs("\"*\""),
+            &local_service_in("istioinaction", "webapp", hb.port),
+            // In the pod's namespace (--pod-namespace istio-system, also Istio's root).
+            &ingress_policy(
+                "istio-system",
+                "deny-templates",
+                "DENY",
+                &format!("  - to: [{{operation: {{paths: [{policy}]}}}}]"),
+            ),
+        ])
+    };
+    let gw = Gateway::start_with(
+        &config("\"/anything/{*}/admin/{**}\", \"/status/{*}\""),
+        &POD,
+    );
+    let status = |path: &str| curl_host(port, Some("webapp.istioinaction.io"), path).status;
+    for (path, expected) in [
+        ("/anything/a/admin/x/y", 403),
+        ("/anything/a/admin/", 403),
+        ("/status/418", 403),
+        ("/anything/a/admin", 200),
+        ("/anything/a/b/admin/x", 200),
+        ("/anything/status/418", 200),
+        ("/get", 200),
+    ] {
+        assert_eq!(status(path), expected, "{path}");
+    }
+    let denied = curl_host(port, Some("webapp.istioinaction.io"), "/status/418");
+    assert_eq!(denied.body, "RBAC: access denied");
+    assert!(
+        gw.explain(&denied)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("istio-system/deny-templates"),
+        "{denied:?}"
+    );
+    // A template Envoy cannot read: the DENY policy fails closed, reported by name.
+    gw.write_config(&config("\"/a/{**}/{*}\""));
+    gw.wait_log(
+        "AuthorizationPolicy istio-system/deny-templates rules[0].to[0].operation: paths \
+         \"/a/{**}/{*}\" is not a valid path template: \"{*}\": no operator may follow {**}",
+    );
+    gw.wait_log("AuthorizationPolicy istio-system/deny-templates: this DENY policy fails closed");
+    eventually("the failed-closed policy to deny /get", || {
+        status("/get") == 403
+    });
+}
+
+#[test]
+fn case_insensitive_prefix_rewrites_per_try_timeouts_and_retriable_status_codes_are_istios() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: webapp, namespace: istioinaction}\nspec:\n  \
+         hosts: [\"*\"]\n  gateways: [coolstore-gateway]\n  http:\n    \
+         - match: [{uri: {prefix: /api/}, ignoreUriCase: true}]\n      \
+         rewrite: {uri: /anything/}\n      route: [{destination: {host: webapp}}]\n    \
+         - match: [{uri: {prefix: /delay/}}]\n      \
+         retries: {attempts: 1, perTryTimeout: 300ms, retryOn: 5xx}\n      \
+         route: [{destination: {host: webapp}}]\n    \
+         - match: [{uri: {prefix: /status/}}]\n      \
+         retries: {attempts: 1, retryOn: \"retriable-status-codes,503\"}\n      \
+         route: [{destination: {host: webapp}}]\n";
+    let gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [\"*\"]\n"
+            )),
+            vs,
+            &local_service_in("istioinaction", "webapp", hb.port),
+        ]),
+        &POD,
+    );
+    // Istio's rewrite replaces the prefix matched, whatever its case.
+    for path in ["/api/x", "/API/x", "/Api/foo/bar"] {
+        let r = curl_host(port, Some("a.example"), path);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        let rest = &path["/api/".len()..];
+        assert_eq!(
+            r.json()["url"],
+            format!("http://a.example/anything/{rest}"),
+            "{path}"
+        );
+    }
+    // perTryTimeout bounds each attempt without a route timeout.
+    let slow = curl_host(port, Some("a.example"), "/delay/2");
+    assert_eq!((slow.status, error_code(&slow).as_str()), (504, "URX,UT"));
+    assert_eq!(gw.explain(&slow)["attempts"], 2);
+    // retriable-status-codes with its number: accepted, and 503 retried.
+    let r = curl_host(port, Some("a.example"), "/status/503");
+    assert_eq!(r.status, 503);
+    let line = gw.wait_access_log(|l| l["path"] == "/status/503");
+    assert_eq!(
+        (&line["attempts"], &line["response_flags"]),
+        (&2.into(), &"URX".into())
+    );
+}

@@ -164,16 +164,145 @@ fn string_matches(pattern: &str, v: &str) -> bool {
     }
 }
 
+/// Characters a template's literal may hold (RFC 3986 `pchar`, but `*`: the operator).
+fn segment_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&c)
+}
+
+/// Characters `{*}` and `{**}` match in a request's path segment: Envoy 1.40's matcher
+/// also takes `*` there (checked against it); `"`, `<`, `{`, `\`, `|` ... it does not.
+fn path_char(c: u8) -> bool {
+    segment_char(c) || c == b'*'
+}
+
+/// One `/`-separated segment of a path template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment<'a> {
+    /// This text.
+    Literal(&'a str),
+    /// `{*}`: one segment of segment characters, then this suffix (last segment only).
+    One(&'a str),
+    /// `{**}`: zero or more segment characters and `/`s, then this suffix.
+    Rest(&'a str),
+}
+
+/// Whether `path` is one of Istio's path templates (it holds `{*}` or `{**}`).
+pub fn is_template(path: &str) -> bool {
+    path.contains("{*}") || path.contains("{**}")
+}
+
+/// Parses Istio's path template as Envoy's URI template matcher reads it (Istio hands
+/// `{*}` and `{**}` to it as `*` and `**`): operators are whole segments (the last may
+/// carry a literal suffix), `{**}` is the last operator, literals are segment
+/// characters. `Err` says what is wrong.
+fn parse_template(template: &str) -> Result<Vec<Segment<'_>>, String> {
+    let rest = template
+        .strip_prefix('/')
+        .ok_or("a path template must start with /")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut out = Vec::with_capacity(parts.len());
+    let mut after_rest = false;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let segment = if let Some(suffix) = part.strip_prefix("{**}") {
+            Segment::Rest(suffix)
+        } else if let Some(suffix) = part.strip_prefix("{*}") {
+            Segment::One(suffix)
+        } else {
+            Segment::Literal(part)
+        };
+        let text = match segment {
+            Segment::One(_) | Segment::Rest(_) if after_rest => {
+                return Err(format!("{part:?}: no operator may follow {{**}}"));
+            }
+            Segment::One(s) | Segment::Rest(s) if !s.is_empty() && !last => {
+                return Err(format!(
+                    "{part:?}: an operator is a whole segment (only the last may have a suffix)"
+                ));
+            }
+            Segment::One(s) | Segment::Rest(s) => s,
+            // A trailing `/` is an empty last segment.
+            Segment::Literal("") if last && i > 0 => "",
+            Segment::Literal("") => return Err("an empty path segment".into()),
+            Segment::Literal(l) => l,
+        };
+        if !text.bytes().all(segment_char) {
+            return Err(format!(
+                "{part:?}: only {{*}}, {{**}} and path segment characters are allowed"
+            ));
+        }
+        after_rest |= matches!(segment, Segment::Rest(_));
+        out.push(segment);
+    }
+    Ok(out)
+}
+
+/// Checks a path template (see [`parse_template`]) for the translator.
+pub fn check_template(template: &str) -> Result<(), String> {
+    parse_template(template).map(drop)
+}
+
+/// Whether `path` matches the path template, as Envoy's URI template matcher does.
+fn template_matches(template: &str, path: &str) -> bool {
+    let (Ok(segments), Some(mut rest)) = (parse_template(template), path.strip_prefix('/')) else {
+        return false;
+    };
+    for (i, segment) in segments.iter().enumerate() {
+        if let Segment::Rest(suffix) = segment {
+            // Only literals follow: strip them from the end; what is left is the `{**}`.
+            let mut left = Some(rest);
+            for later in segments[i + 1..].iter().rev() {
+                if let Segment::Literal(l) = later {
+                    left = left
+                        .and_then(|m| m.strip_suffix(l))
+                        .and_then(|m| m.strip_suffix('/'));
+                }
+            }
+            return left
+                .and_then(|m| m.strip_suffix(suffix))
+                .is_some_and(|m| m.bytes().all(|c| c == b'/' || path_char(c)));
+        }
+        let last = i + 1 == segments.len();
+        let (here, next) = match rest.split_once('/') {
+            Some((here, next)) if !last => (here, next),
+            None if last => (rest, ""),
+            _ => return false,
+        };
+        let matched = match segment {
+            Segment::Literal(l) => here == *l,
+            Segment::One(suffix) => here
+                .strip_suffix(suffix)
+                .is_some_and(|m| !m.is_empty() && m.bytes().all(path_char)),
+            Segment::Rest(_) => unreachable!("handled above"),
+        };
+        if !matched {
+            return false;
+        }
+        rest = next;
+    }
+    true
+}
+
+/// A `paths` entry: a path template, or Istio's string match.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    if is_template(pattern) {
+        template_matches(pattern, path)
+    } else {
+        string_matches(pattern, path)
+    }
+}
+
 fn operation_matches(o: &ir::AuthzOperation, r: &AuthzRequest<'_>) -> bool {
     let any = |v: &[String], s: &str| v.iter().any(|p| string_matches(p, s));
+    let any_path = |v: &[String]| v.iter().any(|p| path_matches(p, r.path));
     (o.hosts.is_empty() || any(&o.hosts, r.host))
         && !any(&o.not_hosts, r.host)
         && (o.ports.is_empty() || o.ports.contains(&r.port))
         && !o.not_ports.contains(&r.port)
         && (o.methods.is_empty() || any(&o.methods, r.method))
         && !any(&o.not_methods, r.method)
-        && (o.paths.is_empty() || any(&o.paths, r.path))
-        && !any(&o.not_paths, r.path)
+        && (o.paths.is_empty() || any_path(&o.paths))
+        && !any_path(&o.not_paths)
 }
 
 #[cfg(test)]
@@ -189,6 +318,58 @@ mod tests {
         assert_eq!(client_ip(1, peer, &h).to_string(), "2.2.2.2");
         assert_eq!(client_ip(2, peer, &h).to_string(), "1.1.1.1");
         assert_eq!(client_ip(3, peer, &h), peer);
+    }
+
+    #[test]
+    fn path_templates_match_as_envoys_uri_template() {
+        let t = "/anything/{*}/admin/{**}";
+        assert!(template_matches(t, "/anything/a/admin/x/y"));
+        assert!(
+            template_matches(t, "/anything/a/admin/"),
+            "{{**}} may be empty"
+        );
+        assert!(
+            !template_matches(t, "/anything/a/admin"),
+            "the / before it is literal"
+        );
+        assert!(
+            !template_matches(t, "/anything/a/b/admin/x"),
+            "{{*}} is one segment"
+        );
+        assert!(
+            !template_matches(t, "/anything//admin/x"),
+            "{{*}} is never empty"
+        );
+        assert!(template_matches("/files/{*}.txt", "/files/a.txt"));
+        assert!(!template_matches("/files/{*}.txt", "/files/.txt"));
+        assert!(!template_matches("/files/{*}.txt", "/files/a/b.txt"));
+        assert!(template_matches("/v1/{**}/status", "/v1/a/b/status"));
+        assert!(!template_matches("/v1/{**}/status", "/v1/a/b/other"));
+        assert!(template_matches("/{*}/", "/a/"));
+        assert!(!template_matches("/{*}/", "/a"));
+        // As Envoy 1.40 matches them: `*` is taken in a segment, `"` and `{` are not.
+        assert!(template_matches("/{*}/", "/a*b/"));
+        assert!(!template_matches("/{*}/", "/a\"b/"));
+        assert!(!template_matches("/x/{**}", "/x/a{b"));
+    }
+
+    #[test]
+    fn malformed_path_templates_are_refused_with_the_reason() {
+        for (t, why) in [
+            ("/a/{**}/{*}", "no operator may follow {**}"),
+            ("/a/{*}x/b", "an operator is a whole segment"),
+            ("/a/x{*}", "only {*}, {**} and path segment characters"),
+            ("/a//{*}", "an empty path segment"),
+            ("a/{*}", "must start with /"),
+            (
+                "/a/{name}/{*}",
+                "only {*}, {**} and path segment characters",
+            ),
+        ] {
+            let err = check_template(t).unwrap_err();
+            assert!(err.contains(why), "{t}: {err}");
+        }
+        assert_eq!(check_template("/api/{*}/items/{**}"), Ok(()));
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub enum PathMatch {
     RegularExpression(Regex),
     /// Plain string prefix (Istio).
     Prefix(String),
+    /// Plain string prefix, ASCII case ignored (Istio's `ignoreUriCase`).
+    PrefixIgnoreCase(String),
 }
 
 enum ValueMatch {
@@ -103,6 +105,11 @@ impl RouteMatch {
             }
             PathMatch::RegularExpression(r) => r.is_match(req.path),
             PathMatch::Prefix(p) => req.path.starts_with(p.as_str()),
+            PathMatch::PrefixIgnoreCase(p) => req
+                .path
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
         };
         if !path_ok || self.method.as_ref().is_some_and(|m| m != req.method) {
             return false;
@@ -291,7 +298,9 @@ impl PathMatch {
     /// ReplacePrefixMatch replaces.
     pub fn prefix_len(&self) -> usize {
         match self {
-            PathMatch::PathPrefix(p) | PathMatch::Prefix(p) => p.len(),
+            PathMatch::PathPrefix(p) | PathMatch::Prefix(p) | PathMatch::PrefixIgnoreCase(p) => {
+                p.len()
+            }
             _ => 0,
         }
     }
@@ -527,6 +536,7 @@ fn compile_match(m: &ir::RouteMatch) -> RouteMatch {
             ir::PathMatch::PathPrefix(p) => PathMatch::PathPrefix(p.clone()),
             ir::PathMatch::RegularExpression(r) => PathMatch::RegularExpression(anchored(r)),
             ir::PathMatch::Prefix(p) => PathMatch::Prefix(p.clone()),
+            ir::PathMatch::PrefixIgnoreCase(p) => PathMatch::PrefixIgnoreCase(p.clone()),
         },
         headers: m
             .headers

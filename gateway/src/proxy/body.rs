@@ -412,7 +412,7 @@ impl Drop for Completion {
     /// with flag `DC` (`DR`, `SI`).
     fn drop(&mut self) {
         if self.status == 0 {
-            self.code = None;
+            (self.code, self.reason) = (None, None);
             self.cut_short("before the response started");
         }
         self.record();

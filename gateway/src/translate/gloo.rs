@@ -236,7 +236,10 @@ fn compile_route(
         .and_then(|o| o.prefix_rewrite.clone());
     let mut out = Vec::new();
     for (mi, m) in matches.into_iter().enumerate() {
-        let prefix = matches!(m.path, PathMatch::Prefix(_));
+        let prefix = matches!(
+            m.path,
+            PathMatch::Prefix(_) | PathMatch::PrefixIgnoreCase(_)
+        );
         if rewrite.is_some() && matches!(m.path, PathMatch::RegularExpression(_)) {
             f.errors.push(format!(
                 "{ctx}.options.prefixRewrite: not allowed with a regex matcher (as in Envoy)"
@@ -275,9 +278,7 @@ fn compile_matcher(m: &Matcher, ctx: &str, errors: &mut Vec<String>) -> Option<R
         (None, None, None) => PathMatch::Prefix("/".into()),
         (Some(p), None, None) if ci.is_empty() => PathMatch::Prefix(p.clone()),
         (None, Some(e), None) if ci.is_empty() => PathMatch::Exact(e.clone()),
-        (Some(p), None, None) => {
-            PathMatch::RegularExpression(format!("{ci}{}.*", regex::escape(p)))
-        }
+        (Some(p), None, None) => PathMatch::PrefixIgnoreCase(p.clone()),
         (None, Some(e), None) => PathMatch::RegularExpression(format!("{ci}{}", regex::escape(e))),
         (None, None, Some(r)) => {
             PathMatch::RegularExpression(checked(&format!("{ci}{r}"), ctx, errors)?)

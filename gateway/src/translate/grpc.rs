@@ -83,10 +83,11 @@ fn path_match(m: &GrpcMethodMatch) -> Result<HttpPathMatch, String> {
                 (None, None) => unreachable!("checked above"),
             }
         }
+        // Each expression matches its own part: grouped, so a `|` in one stays in it.
         "RegularExpression" => (
             "RegularExpression",
             format!(
-                "/{}/{}",
+                "/(?:{})/(?:{})",
                 service.unwrap_or("[^/]+"),
                 method.unwrap_or("[^/]+")
             ),

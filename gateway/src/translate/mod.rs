@@ -261,15 +261,15 @@ pub fn translate(snap: &Snapshot, opts: &TranslateOptions) -> Output {
     let gloo_listeners = gloo::compile_gateways(snap, &mut gateways, &mut f);
     gloo::attach(snap, &index, opts, &gloo_listeners, &mut gateways, &mut f);
     policies::client_traffic::apply(snap, &mut gateways, &mut f);
-    let mut config = gateways.finish(f.warnings.clone());
     let served = snap.gateways.first().map(|g| {
         (
             g.metadata.ns(),
             g.metadata.name.as_deref().unwrap_or_default(),
         )
     });
-    config.authorization =
-        policies::authorization::compile(snap, opts, served, &mut f).map(std::sync::Arc::new);
+    let authorization = policies::authorization::compile(snap, opts, served, &mut f);
+    let mut config = gateways.finish(f.warnings.clone());
+    config.authorization = authorization.map(std::sync::Arc::new);
     Output {
         config,
         status: f.report,

@@ -56,7 +56,10 @@ pub fn precedence(
         (Some(chars), _) => grpc_rank(chars),
         (None, PathMatch::Exact(p)) => (0, p.len(), 0),
         (None, PathMatch::RegularExpression(r)) => (1, r.len(), 0),
-        (None, PathMatch::PathPrefix(p) | PathMatch::Prefix(p)) => (2, p.len(), 0),
+        (
+            None,
+            PathMatch::PathPrefix(p) | PathMatch::Prefix(p) | PathMatch::PrefixIgnoreCase(p),
+        ) => (2, p.len(), 0),
     };
     (
         rank,

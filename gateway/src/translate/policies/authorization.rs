@@ -1,9 +1,11 @@
 //! Istio `security.istio.io/v1` AuthorizationPolicy at the gateway -> [`ir::Authorization`].
 //!
 //! A policy applies to this gateway when (as Istio selects): its `selector` matches the
-//! pod's labels (`--pod-labels`) and it lives in the gateway's namespace or the root
-//! namespace; or its `targetRefs` name the served Gateway; or it has neither and lives in
-//! the gateway's namespace or the root namespace (`istio-system`).
+//! pod's labels (`--pod-labels`) and it lives in the gateway's namespace (the pod's,
+//! `--pod-namespace`, or the served Gateway API Gateway's) or the root namespace; or its
+//! `targetRefs` name the served Gateway; or it has neither and lives in one of those
+//! namespaces (`istio-system` is the root). Whether the pod serves Gateway API Gateways,
+//! Istio Gateways or both does not matter.
 //!
 //! Fail closed, as Istio does: a DENY policy with a field meshgate cannot evaluate denies
 //! everything in its scope; an ALLOW rule with one is dropped (so it allows nothing).
@@ -15,18 +17,24 @@ use super::super::{Findings, TranslateOptions};
 use super::destination_rule::ROOT_NAMESPACE;
 use crate::api::istio::{AuthorizationPolicy, AuthzOperation, AuthzRule, AuthzSource};
 use crate::api::{ObjectKey, Snapshot, Unsupported};
+use crate::dataplane::authz;
 use crate::dataplane::limits::parse_cidr;
 use crate::ir;
 
-/// The policies that apply to the served Gateway `(namespace, name)`; `None` when none
-/// does.
+/// The policies that apply to this gateway: the workload in `--pod-namespace`, serving
+/// the Gateway API Gateway `gateway` (namespace, name) if any, Istio Gateways or both;
+/// `None` when none does.
 pub fn compile(
     snap: &Snapshot,
     opts: &TranslateOptions,
     gateway: Option<(&str, &str)>,
     f: &mut Findings,
 ) -> Option<ir::Authorization> {
-    let (gw_ns, gw_name) = gateway?;
+    let workload = Workload {
+        namespaces: [opts.pod_namespace.as_deref(), gateway.map(|g| g.0)],
+        gateway,
+        labels: &opts.pod_labels,
+    };
     let mut out = ir::Authorization {
         num_trusted_proxies: opts.num_trusted_proxies,
         ..Default::default()
@@ -34,7 +42,7 @@ pub fn compile(
     let mut policies: Vec<&AuthorizationPolicy> = snap
         .authorization_policies
         .iter()
-        .filter(|p| applies(p, gw_ns, gw_name, &opts.pod_labels))
+        .filter(|p| workload.selected_by(p, f))
         .collect();
     policies.sort_by_key(|p| p.metadata.key());
     for p in policies {
@@ -87,37 +95,50 @@ pub fn compile(
     (!out.deny.is_empty() || !out.allow.is_empty()).then_some(out)
 }
 
-fn applies(
-    p: &AuthorizationPolicy,
-    gw_ns: &str,
-    gw_name: &str,
-    pod_labels: &BTreeMap<String, String>,
-) -> bool {
-    let ns = p.metadata.ns();
-    let targets: Vec<_> = p
-        .spec
-        .target_refs
-        .iter()
-        .chain(&p.spec.target_ref)
-        .collect();
-    if !targets.is_empty() {
-        return targets.iter().any(|t| {
-            t.kind == "Gateway"
-                && t.name == gw_name
-                && t.namespace.as_deref().unwrap_or(ns) == gw_ns
-                && ns == gw_ns
-        });
-    }
-    let in_scope = ns == gw_ns || ns == ROOT_NAMESPACE;
-    match &p.spec.selector {
-        None => in_scope,
-        Some(sel) => {
-            in_scope
-                && sel
-                    .match_labels
-                    .iter()
-                    .all(|(k, v)| pod_labels.get(k) == Some(v))
+/// What Istio selects a policy by: the workload's namespaces (the pod's, and the served
+/// Gateway's, where the gateway runs in Gateway API's deployment), its labels, and the
+/// Gateway a `targetRefs` names.
+struct Workload<'a> {
+    namespaces: [Option<&'a str>; 2],
+    gateway: Option<(&'a str, &'a str)>,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl Workload<'_> {
+    /// Whether `p` applies here (as Istio selects); a policy that would need the
+    /// workload's namespace when it is unknown is reported, not applied.
+    fn selected_by(&self, p: &AuthorizationPolicy, f: &mut Findings) -> bool {
+        let ns = p.metadata.ns();
+        let targets: Vec<_> = p
+            .spec
+            .target_refs
+            .iter()
+            .chain(&p.spec.target_ref)
+            .collect();
+        if !targets.is_empty() {
+            return self.gateway.is_some_and(|(gw_ns, gw_name)| {
+                targets.iter().any(|t| {
+                    t.kind == "Gateway"
+                        && t.name == gw_name
+                        && t.namespace.as_deref().unwrap_or(ns) == gw_ns
+                        && ns == gw_ns
+                })
+            });
         }
+        let selected = p.spec.selector.as_ref().is_none_or(|sel| {
+            sel.match_labels
+                .iter()
+                .all(|(k, v)| self.labels.get(k) == Some(v))
+        });
+        let known = self.namespaces.iter().flatten().next().is_some();
+        if selected && !known && ns != ROOT_NAMESPACE {
+            f.warnings.push(format!(
+                "AuthorizationPolicy {}: not applied: the gateway's namespace is unknown \
+                 (set --pod-namespace); only {ROOT_NAMESPACE} policies apply",
+                p.metadata.key()
+            ));
+        }
+        selected && (ns == ROOT_NAMESPACE || self.namespaces.contains(&Some(ns)))
     }
 }
 
@@ -188,6 +209,19 @@ fn ports(v: &[String], ctx: &str, field: &str, f: &mut Findings) -> Option<Vec<u
     Some(out)
 }
 
+/// `paths` as given; a path template (`{*}`, `{**}`) must be one Envoy can match.
+fn templates(v: &[String], ctx: &str, field: &str, f: &mut Findings) -> Option<Vec<String>> {
+    for p in v.iter().filter(|p| authz::is_template(p)) {
+        if let Err(why) = authz::check_template(p) {
+            f.errors.push(format!(
+                "{ctx}: {field} {p:?} is not a valid path template: {why}"
+            ));
+            return None;
+        }
+    }
+    Some(v.to_vec())
+}
+
 fn operation(o: &AuthzOperation, ctx: &str, f: &mut Findings) -> Option<ir::AuthzOperation> {
     let supported = !report(ctx, &o.unsupported, f);
     let lower = |v: &[String]| v.iter().map(|h| h.to_ascii_lowercase()).collect();
@@ -198,8 +232,8 @@ fn operation(o: &AuthzOperation, ctx: &str, f: &mut Findings) -> Option<ir::Auth
         not_ports: ports(&o.not_ports, ctx, "notPorts", f)?,
         methods: o.methods.clone(),
         not_methods: o.not_methods.clone(),
-        paths: o.paths.clone(),
-        not_paths: o.not_paths.clone(),
+        paths: templates(&o.paths, ctx, "paths", f)?,
+        not_paths: templates(&o.not_paths, ctx, "notPaths", f)?,
     };
     supported.then_some(out)
 }

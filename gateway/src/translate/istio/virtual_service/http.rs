@@ -42,7 +42,10 @@ pub(super) fn compile_http(
         // whole path: one rule per flavour.
         let mut by_flavour: BTreeMap<bool, Arc<ir::Rule>> = BTreeMap::new();
         for (m, port) in matches {
-            let prefix = matches!(m.path, PathMatch::Prefix(_));
+            let prefix = matches!(
+                m.path,
+                PathMatch::Prefix(_) | PathMatch::PrefixIgnoreCase(_)
+            );
             let rule = match by_flavour.get(&prefix) {
                 Some(r) => r.clone(),
                 None => {
@@ -146,15 +149,19 @@ fn rule_body(rc: &RuleCtx<'_>, h: &HttpRoute, ctx: &str, f: &mut Findings) -> Ht
     if h.route.is_empty() && h.redirect.is_none() {
         f.errors.push(format!("{ctx}: needs route or redirect"));
     }
+    // `retries.perTryTimeout` bounds each attempt whether `timeout` is set or not, as
+    // Istio's route (per_try_timeout) does.
+    let per_try = h.retries.as_ref().and_then(|r| r.per_try_timeout.clone());
+    let timeouts = (h.timeout.is_some() || per_try.is_some()).then(|| gapi::HttpRouteTimeouts {
+        request: h.timeout.clone(),
+        backend_request: per_try,
+    });
     HttpRouteRule {
         name: h.name.clone(),
         matches: vec![],
         filters,
         backend_refs,
-        timeouts: h.timeout.clone().map(|t| gapi::HttpRouteTimeouts {
-            request: Some(t),
-            backend_request: h.retries.as_ref().and_then(|r| r.per_try_timeout.clone()),
-        }),
+        timeouts,
         retry: h.retries.as_ref().map(|r| retry(r, ctx, f)),
         unsupported: Default::default(),
     }
@@ -343,11 +350,15 @@ pub(crate) fn retry_on_codes(on: &str, ctx: &str, errors: &mut Vec<String>) -> V
             "gateway-error" => codes.extend([502, 503, 504]),
             "retriable-4xx" => codes.push(409),
             "connect-failure" | "refused-stream" | "reset" | "reset-before-request" => {}
+            // Envoy's switch for the listed numbers (Istio adds it when only numbers are
+            // given); the numbers are the codes.
+            "retriable-status-codes" => {}
             n => match n.parse::<u16>() {
                 Ok(c) if (400..=599).contains(&c) => codes.push(c),
                 _ => errors.push(format!(
                     "{ctx}: {n:?} is not one of 5xx, gateway-error, retriable-4xx, \
-                     connect-failure, refused-stream, reset, or a status code"
+                     connect-failure, refused-stream, reset, reset-before-request, \
+                     retriable-status-codes, or a status code"
                 )),
             },
         }

@@ -152,7 +152,7 @@ fn uri_match(
         ("exact", false) => PathMatch::Exact(v.to_string()),
         ("prefix", false) => PathMatch::Prefix(v.to_string()),
         ("exact", true) => PathMatch::RegularExpression(format!("(?i){}", regex::escape(v))),
-        ("prefix", true) => PathMatch::RegularExpression(format!("(?i){}.*", regex::escape(v))),
+        ("prefix", true) => PathMatch::PrefixIgnoreCase(v.to_string()),
         _ => PathMatch::RegularExpression(checked_regex(&format!("{ci}{v}"), ctx, errors)?),
     })
 }
