@@ -237,6 +237,11 @@ fn dot_segments_are_resolved_before_routing_and_forwarded_normalized() {
         "/anything/./admin",
         "/anything//admin",
         "/%61nything/admin",
+        // As Envoy's normalizer: backslashes are slashes, `..;x` is `..`.
+        "/anything/public/..;/admin",
+        "/anything/public/..;jsessionid=1/admin",
+        "/anything\\public\\..\\admin",
+        "/anything/public/.;/../admin",
     ] {
         let r = curl(&["--path-as-is", &format!("http://127.0.0.1:{port}{raw}")]);
         assert_eq!(r.status, 200, "{raw}: {r:?}");
@@ -252,6 +257,100 @@ fn dot_segments_are_resolved_before_routing_and_forwarded_normalized() {
         &format!("http://127.0.0.1:{port}/anything/x%2F..%2F/admin"),
     ]);
     assert_eq!((r.status, error_code(&r).as_str()), (404, "NR"), "{r:?}");
+    // An encoded NUL is refused before routing, as Istio refuses it.
+    let r = curl(&[
+        "--path-as-is",
+        &format!("http://127.0.0.1:{port}/anything/admin%00.png"),
+    ]);
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (400, "path_nul"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn lower_case_methods_are_refused_over_http1_and_http2() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = httpbin_gateway(&hb, port, &[]);
+    for method in ["delete", "Delete"] {
+        let r = raw_request(
+            port,
+            format!("{method} /anything HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        refused_400(&gw, &r, "method_not_uppercase");
+        let url = format!("http://127.0.0.1:{port}/anything");
+        let r = curl(&["--http2-prior-knowledge", "-X", method, &url]);
+        refused_400(&gw, &r, "method_not_uppercase");
+    }
+    assert_eq!(gw.metric("gateway_upstream_attempts_total"), 0.0);
+}
+
+/// An upstream answering every request with `Content-Length: 100` and a chunked body of
+/// 3 bytes (`abc`), keeping the connection open.
+fn content_length_and_chunked_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut c: TcpStream = c;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if c.read(&mut byte).unwrap_or(0) != 1 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    head.clear();
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+                    if c.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_upstream_answer_with_content_length_and_chunked_is_forwarded_by_its_chunks() {
+    let upstream = content_length_and_chunked_upstream();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: both, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  \
+         rules:\n    - backendRefs: [{name: both, port: 80}]\n",
+        &local_service("both", upstream),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/");
+    // Two requests on one HTTP/1.1 connection: the second is answered too.
+    let r = curl(&[&url, &url]);
+    // curl writes its status line after each body: `abc`, the first status, `abc`.
+    assert_eq!(
+        (r.exit_code, r.body.as_str()),
+        (0, "abc\n__STATUS__200abc"),
+        "{r:?}"
+    );
+    assert_eq!(r.headers.matches("HTTP/1.1 200 OK").count(), 2, "{r:?}");
+    assert!(
+        !r.headers.to_ascii_lowercase().contains("content-length"),
+        "{r:?}"
+    );
+    let r = curl(&["--http2-prior-knowledge", &url]);
+    assert_eq!(
+        (r.exit_code, r.status, r.body.as_str()),
+        (0, 200, "abc"),
+        "{r:?}"
+    );
 }
 
 /// Sends `head` (a request head without its blank line) on a new connection.
@@ -311,6 +410,9 @@ fn a_clients_envoy_orders_are_dropped_and_its_forwarding_lines_and_cookies_kept(
         port,
         b"GET /headers?show_env=1 HTTP/1.1\r\nHost: a.example\r\n\
           X-Envoy-Retry-On: 5xx\r\nX-Envoy-Upstream-Rq-Timeout-Ms: 1\r\nX-Envoy-Internal: true\r\n\
+          X-Envoy-Retriable-Status-Codes: 500\r\nX-Envoy-Retriable-Header-Names: x-a\r\n\
+          X-Envoy-Hedge-On-Per-Try-Timeout: true\r\nX-Envoy-Original-Path: /x\r\n\
+          X-Envoy-Original-Url: http://x/\r\n\
           X-Envoy-Something-Else: kept\r\n\
           X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\n\
           Cookie: a=1\r\nCookie: b=2\r\nConnection: close",
@@ -321,6 +423,11 @@ fn a_clients_envoy_orders_are_dropped_and_its_forwarding_lines_and_cookies_kept(
         "X-Envoy-Retry-On",
         "X-Envoy-Upstream-Rq-Timeout-Ms",
         "X-Envoy-Internal",
+        "X-Envoy-Retriable-Status-Codes",
+        "X-Envoy-Retriable-Header-Names",
+        "X-Envoy-Hedge-On-Per-Try-Timeout",
+        "X-Envoy-Original-Path",
+        "X-Envoy-Original-Url",
     ] {
         assert!(seen.get(h).is_none(), "{h} reached the upstream: {seen}");
     }

@@ -143,16 +143,21 @@ pub fn prepare_upstream(headers: &mut HeaderMap, upgrade: bool, fwd: &Forwarded<
 /// The `x-envoy-*` request headers Envoy sanitizes from an external request (its
 /// "HTTP header sanitizing" list): the Envoy sidecars behind the gateway would obey a
 /// client's retry, timeout and tracing orders, or trust its `x-envoy-internal`.
-const ENVOY_SANITIZED: [&str; 16] = [
+const ENVOY_SANITIZED: [&str; 21] = [
     "x-envoy-decorator-operation",
     "x-envoy-downstream-service-cluster",
     "x-envoy-downstream-service-node",
     "x-envoy-expected-rq-timeout-ms",
     "x-envoy-external-address",
     "x-envoy-force-trace",
+    "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-internal",
     "x-envoy-ip-tags",
     "x-envoy-max-retries",
+    "x-envoy-original-path",
+    "x-envoy-original-url",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retriable-status-codes",
     "x-envoy-retry-grpc-on",
     "x-envoy-retry-on",
     "x-envoy-upstream-alt-stat-name",
@@ -224,6 +229,11 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
         if n != header::TE {
             h.remove(n);
         }
+    }
+    // RFC 9112 §6.3: a message with Transfer-Encoding is framed by it; its
+    // Content-Length must go before it is forwarded (the next hop would frame by it).
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        h.remove(header::CONTENT_LENGTH);
     }
     for n in [
         header::CONNECTION,

@@ -3,6 +3,9 @@
 //! unreserved characters decoded, the remaining percent-encodings upper-cased, and RFC
 //! 3986 dot segments resolved. `%2F` stays encoded (it is not a segment boundary), so
 //! `/public/%2e%2e/admin` becomes `/admin` while `/a%2F..%2Fb` stays one segment.
+//! As Envoy's normalizer (Chromium's URL canonicalizer) also does, and backends such as
+//! Tomcat read them: a backslash is a `/` (`/a\..\b` -> `/b`), and a segment that is a
+//! dot segment before a `;` is one, its parameters dropped (`/a/x/..;/b` -> `/a/b`).
 //! `--merge-slashes` adds Istio's `MERGE_SLASHES` (`//a///b` -> `/a/b`).
 
 use std::borrow::Cow;
@@ -12,7 +15,8 @@ pub fn path(raw: &str, merge_slashes: bool) -> Cow<'_, str> {
     if !raw.starts_with('/') || is_normal(raw, merge_slashes) {
         return Cow::Borrowed(raw);
     }
-    let decoded = decode_unreserved(raw);
+    let slashes = raw.replace('\\', "/");
+    let decoded = decode_unreserved(&slashes);
     let merged = if merge_slashes {
         merge(&decoded)
     } else {
@@ -27,10 +31,11 @@ pub fn path(raw: &str, merge_slashes: bool) -> Cow<'_, str> {
 }
 
 /// Whether an absolute path is already normal (the common case, decided without
-/// allocating): no escapes, no segment starting with a dot, no `//` to merge.
+/// allocating): no escapes, no backslash, no segment starting with a dot, no `//` to
+/// merge.
 fn is_normal(raw: &str, merge_slashes: bool) -> bool {
     let needs_work =
-        raw.contains('%') || raw.contains("/.") || (merge_slashes && raw.contains("//"));
+        raw.contains(['%', '\\']) || raw.contains("/.") || (merge_slashes && raw.contains("//"));
     !needs_work
 }
 
@@ -87,18 +92,19 @@ fn merge(p: &str) -> String {
 
 /// RFC 3986 §5.2.4 on an absolute path: `.` segments vanish, `..` removes the segment
 /// before it (never above the root), and a path ending in either keeps its final slash.
+/// A segment is a dot segment by what comes before its first `;` (`..;x` is `..`).
 fn remove_dot_segments(p: &str) -> String {
     let segments: Vec<&str> = p[1..].split('/').collect();
     let mut out: Vec<&str> = Vec::with_capacity(segments.len());
     for (i, seg) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
-        match *seg {
+        match seg.split(';').next().unwrap_or_default() {
             "." => {}
             ".." => {
                 out.pop();
             }
-            s => {
-                out.push(s);
+            _ => {
+                out.push(seg);
                 continue;
             }
         }
@@ -143,6 +149,33 @@ mod tests {
             path("/a//b", false),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    /// As Envoy 1.40 forwards them with `normalize_path` (checked against it).
+    #[test]
+    fn backslashes_and_dot_segments_with_parameters_are_normalized_as_envoy_does() {
+        let n = |p| path(p, false).into_owned();
+        assert_eq!(n("/a\\b"), "/a/b");
+        assert_eq!(n("/a\\..\\b"), "/b");
+        assert_eq!(n("/a/x/..;/b"), "/a/b");
+        assert_eq!(n("/a/x/..;foo/b"), "/a/b");
+        assert_eq!(n("/a/x/..;a=b/c"), "/a/c");
+        assert_eq!(n("/a/.;/b"), "/a/b");
+        assert_eq!(n("/a/x/.;/b"), "/a/x/b");
+        assert_eq!(n("/a/x/..;"), "/a/");
+        assert_eq!(n("/a/..;"), "/");
+        assert_eq!(n("/a/x;/../b"), "/a/b");
+        assert_eq!(n("/a;b/c"), "/a;b/c");
+        assert_eq!(n("/a/x/...;/b"), "/a/x/...;/b");
+        assert_eq!(
+            n("/a%5Cb"),
+            "/a%5Cb",
+            "an encoded backslash stays, as %2F does"
+        );
+        assert_eq!(n("/a/x/..%3B/b"), "/a/x/..%3B/b");
+        // Envoy leaves `/a/..;/b` here; a backend that reads `..;` as `..` (Tomcat) would
+        // then serve `/b`, so the gateway resolves it as it resolves `..;`.
+        assert_eq!(n("/a/%2e%2e;/b"), "/b");
     }
 
     #[test]
