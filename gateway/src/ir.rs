@@ -204,6 +204,12 @@ pub struct Listener {
     /// Connection routes (TCP and TLS), most specific SNI hostname first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub l4_routes: Vec<L4Route>,
+    /// Gateway API: a request is matched against the rules of every virtual host whose
+    /// hostname matches its host, in one precedence order (entries' `rank`), as the
+    /// conformance test HTTPRouteMatchingAcrossRoutes requires. Istio and Gloo: the most
+    /// specific virtual host's rules only, as Envoy's virtual host selection.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub across_hostnames: bool,
 }
 
 /// Where the connections of one SNI hostname (TLS) or of a whole listener (TCP) go.
@@ -415,6 +421,10 @@ pub struct RouteEntry {
     pub matcher: RouteMatch,
     /// What to do then (shared by the rule's entries).
     pub rule: Arc<Rule>,
+    /// Position in the listener's precedence order across its virtual hosts (smaller
+    /// first; see [`Listener::across_hostnames`]); its virtual host's order is the list's.
+    #[serde(skip)]
+    pub rank: u32,
 }
 
 /// What a request must look like to select a rule.

@@ -45,16 +45,20 @@ fn select(
     let pt = t.ports.get(&port)?;
     let li = pt.listener_for_host(host)?;
     let listener = &pt.listeners[li];
-    let vi = listener.virtual_host_index(host)?;
     let view = RequestView {
         method: &method,
         path,
         query,
         headers: &h,
     };
-    let ri = listener.virtual_host(host)?.find_index(&view)?;
-    // The runtime tables keep the IR's order: describe the match from the IR.
-    let entry = &t.ir.ports[&port].listeners[li].virtual_hosts[vi].routes[ri];
+    let found = listener.find(host, &view)?;
+    // The runtime tables keep the IR's order and ranks: describe the match from the IR
+    // entry of the same rule and rank.
+    let entry = t.ir.ports[&port].listeners[li]
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.routes)
+        .find(|e| e.rule.id == found.rule.id && e.rank == found.rank)?;
     Some(format!(
         "{} {}",
         entry.rule.id,
@@ -120,4 +124,43 @@ fn most_specific_hostname_wins_across_listeners_on_a_port() {
     );
     assert!(select(&t, 9090, "other.example.org", Method::GET, "/", &[]).is_none());
     assert!(select(&t, 9090, "api.example.org", Method::GET, "/", &[]).is_some());
+}
+
+/// The conformance test HTTPRouteMatchingAcrossRoutes, request by request, and a host
+/// whose own routes match nothing served by the route without hostnames.
+#[test]
+fn rules_of_every_matching_hostname_compete_in_one_precedence_order() {
+    let t = table("matching_across_routes");
+    let rule = |host: &str, path: &str, headers: &[(&str, &str)]| {
+        select(&t, 8080, host, Method::GET, path, headers)
+            .map(|s| s.split(' ').next().unwrap().to_string())
+    };
+    let part1 = Some("infra/matching-part1/0".to_string());
+    let part2 = Some("infra/matching-part2/0".to_string());
+    assert_eq!(rule("example.com", "/", &[]), part1);
+    assert_eq!(rule("example.com", "/example", &[]), part1);
+    assert_eq!(rule("example.net", "/example", &[]), part1);
+    assert_eq!(
+        rule("example.com", "/example", &[("version", "one")]),
+        part1
+    );
+    assert_eq!(rule("example.com", "/v2", &[]), part2);
+    assert_eq!(
+        rule("example.net", "/v2", &[]),
+        part1,
+        "*.com does not cover .net"
+    );
+    assert_eq!(rule("example.com", "/v2/example", &[]), part2);
+    assert_eq!(rule("example.com", "/", &[("version", "two")]), part2);
+    // The catch-all ties with matching-part1's `/` for example.com: the more specific
+    // hostname wins; for a host no other route names, it serves.
+    let catch_all = Some("infra/catch-all/0".to_string());
+    assert_eq!(rule("other.org", "/", &[]), catch_all);
+    assert_eq!(rule("www.host.org", "/get", &[]), catch_all);
+    assert_eq!(
+        rule("www.host.org", "/pathmatch/x", &[]),
+        Some("infra/path-only/0".to_string())
+    );
+    assert_eq!(rule("a.example.com", "/", &[]), catch_all);
+    assert_eq!(rule("a.example.com", "/v2", &[]), part2);
 }

@@ -34,6 +34,20 @@ impl HostIndex {
         idx
     }
 
+    /// Every pattern matching a (lowercase, port-less) host, most specific first.
+    pub fn find_all<'a>(&'a self, host: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let wildcards = host
+            .match_indices('.')
+            .filter(|(p, _)| *p > 0 && !self.wildcard.is_empty())
+            .filter_map(|(pos, _)| self.wildcard.get(&host[pos..]).copied());
+        self.exact
+            .get(host)
+            .copied()
+            .into_iter()
+            .chain(wildcards)
+            .chain(self.any)
+    }
+
     /// The most specific match for a (lowercase, port-less) host.
     pub fn find(&self, host: &str) -> Option<usize> {
         if let Some(i) = self.exact.get(host) {
@@ -69,6 +83,23 @@ mod tests {
         assert_eq!(idx.find("b.example.com"), Some(1));
         assert_eq!(idx.find("example.com"), Some(0));
         assert_eq!(idx.find("other.org"), Some(0));
+    }
+
+    #[test]
+    fn every_match_is_found_most_specific_first() {
+        let pats = [
+            HostPattern::parse("*"),
+            HostPattern::parse("*.example.com"),
+            HostPattern::parse("*.a.example.com"),
+            HostPattern::parse("x.a.example.com"),
+            HostPattern::parse("other.org"),
+        ];
+        let idx = HostIndex::new(pats.iter());
+        let all = |h| idx.find_all(h).collect::<Vec<_>>();
+        assert_eq!(all("x.a.example.com"), [3, 2, 1, 0]);
+        assert_eq!(all("b.example.com"), [1, 0]);
+        assert_eq!(all("other.org"), [4, 0]);
+        assert_eq!(all("example.com"), [0]);
     }
 
     #[test]

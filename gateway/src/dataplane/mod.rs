@@ -85,9 +85,25 @@ pub struct ListenerTable {
     vhosts: Vec<VirtualHost>,
     /// Virtual host index by hostname.
     hosts: HostIndex,
+    /// Match across every virtual host whose hostname matches (Gateway API).
+    across_hostnames: bool,
 }
 
 impl ListenerTable {
+    /// The route serving a request to `host`: the first match in precedence order among
+    /// the rules of every virtual host whose hostname matches it (Gateway API), or of the
+    /// most specific one (Istio, Gloo).
+    pub fn find(&self, host: &str, req: &RequestView<'_>) -> Option<&RouteEntry> {
+        if !self.across_hostnames {
+            return self.virtual_host(host)?.find(req);
+        }
+        // Each list is in the listener's order: the best is the first match of each.
+        self.hosts
+            .find_all(host)
+            .filter_map(|i| self.vhosts[i].find(req))
+            .min_by_key(|e| e.rank)
+    }
+
     /// The virtual host serving a request host (lowercase, no port).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         self.hosts.find(host).map(|i| &self.vhosts[i])
@@ -202,6 +218,7 @@ pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables 
                 l4: l4::L4Routes::build(&l.l4_routes, rules.backends()),
                 hosts: HostIndex::new(l.virtual_hosts.iter().map(|v| &v.hostname)),
                 vhosts,
+                across_hostnames: l.across_hostnames,
             });
         }
         let hosts = HostIndex::new(listeners.iter().map(|l| &l.hostname));

@@ -42,6 +42,8 @@ pub struct RouteEntry {
     pub matcher: RouteMatch,
     /// The rule.
     pub rule: Arc<Rule>,
+    /// Precedence across the listener's virtual hosts (smaller first).
+    pub rank: u32,
 }
 
 /// A compiled match.
@@ -445,6 +447,7 @@ impl RuleCache {
             .map(|e| RouteEntry {
                 matcher: compile_match(&e.matcher),
                 rule: self.rule(&e.rule),
+                rank: e.rank,
             })
             .collect();
         VirtualHost { routes }

@@ -354,16 +354,13 @@ fn plan(
         query: req.uri().query(),
         headers: req.headers(),
     };
-    let entry = listener
-        .virtual_host(&host)
-        .and_then(|vh| vh.find(&view))
-        .ok_or_else(|| {
-            reject(
-                StatusCode::NOT_FOUND,
-                "NR",
-                format!("no route for host {host:?} path {path:?}"),
-            )
-        })?;
+    let entry = listener.find(&host, &view).ok_or_else(|| {
+        reject(
+            StatusCode::NOT_FOUND,
+            "NR",
+            format!("no route for host {host:?} path {path:?}"),
+        )
+    })?;
     let rule = entry.rule.clone();
     let prefix_len = entry.matcher.path.prefix_len();
     if let Some(r) = &rule.filters.redirect {

@@ -196,6 +196,7 @@ fn add_pending(
                     entry: ir::RouteEntry {
                         matcher: m,
                         rule: rule.clone(),
+                        rank: 0,
                     },
                 });
             }

@@ -666,6 +666,7 @@ fn add(
                 entry: ir::RouteEntry {
                     matcher: m.clone(),
                     rule: rule.clone(),
+                    rank: 0,
                 },
             });
         }

@@ -74,6 +74,29 @@ pub struct Gateways {
     pub l4_pending: super::l4::PendingL4,
 }
 
+/// Ranks every entry of a listener's virtual hosts in one order: Gateway API's match
+/// precedence first (so `*.com`'s `/v2` beats `example.com`'s `/` for `example.com/v2`),
+/// then the more specific hostname (the hostname rule of HTTPRoute's `hostnames`), then
+/// the oldest route, its name, rule and match order.
+fn rank_across_hostnames(hosts: &mut [(HostPattern, Vec<Pending>)]) {
+    let mut order: Vec<(usize, usize)> = hosts
+        .iter()
+        .enumerate()
+        .flat_map(|(h, (_, entries))| (0..entries.len()).map(move |e| (h, e)))
+        .collect();
+    let sort_key = |&(h, e): &(usize, usize)| {
+        let (hostname, entries) = &hosts[h];
+        let k = &entries[e].key;
+        let matched = (k.0, k.1, k.2, k.3, k.4, k.5);
+        let route = (k.6.clone(), k.7.clone(), k.8, k.9);
+        (matched, hostname.specificity(), route)
+    };
+    order.sort_by_cached_key(sort_key);
+    for (rank, (h, e)) in order.into_iter().enumerate() {
+        hosts[h].1[e].entry.rank = u32::try_from(rank).unwrap_or(u32::MAX);
+    }
+}
+
 impl Gateways {
     /// Sorts everything into precedence order and produces the IR.
     pub fn finish(mut self, warnings: Vec<String>) -> ir::Config {
@@ -85,7 +108,11 @@ impl Gateways {
             else {
                 continue;
             };
-            for (_, (hostname, mut entries)) in hosts {
+            let mut hosts: Vec<(HostPattern, Vec<Pending>)> = hosts.into_values().collect();
+            if l.across_hostnames {
+                rank_across_hostnames(&mut hosts);
+            }
+            for (hostname, mut entries) in hosts {
                 entries.sort_by(|a, b| a.key.cmp(&b.key));
                 l.virtual_hosts.push(ir::VirtualHost {
                     hostname,
@@ -335,6 +362,10 @@ impl Gateways {
             );
             return Err((Reason::HostnameConflict, msg));
         }
+        let gateway_api = info
+            .kinds
+            .iter()
+            .any(|k| matches!(*k, "HTTPRoute" | "GRPCRoute"));
         port.listeners.push(ir::Listener {
             name: info.full_name(),
             hostname: info.hostname.clone(),
@@ -342,6 +373,7 @@ impl Gateways {
             tls,
             virtual_hosts: Vec::new(),
             l4_routes: Vec::new(),
+            across_hostnames: gateway_api,
         });
         self.listeners.push(std::sync::Arc::new(info));
         Ok(())

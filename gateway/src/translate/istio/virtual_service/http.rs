@@ -395,6 +395,7 @@ pub(super) fn add_http(
                     entry: ir::RouteEntry {
                         matcher: m.clone(),
                         rule: rule.clone(),
+                        rank: 0,
                     },
                 });
             }

@@ -355,6 +355,10 @@ fn https_redirect(l: &ListenerInfo, gateways: &mut Gateways) {
                 0,
                 0,
             ),
-            entry: ir::RouteEntry { matcher, rule },
+            entry: ir::RouteEntry {
+                matcher,
+                rule,
+                rank: 0,
+            },
         });
 }
