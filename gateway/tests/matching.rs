@@ -51,14 +51,9 @@ fn select(
         query,
         headers: &h,
     };
-    let found = listener.find(host, &view)?;
-    // The runtime tables keep the IR's order and ranks: describe the match from the IR
-    // entry of the same rule and rank.
-    let entry = t.ir.ports[&port].listeners[li]
-        .virtual_hosts
-        .iter()
-        .flat_map(|v| &v.routes)
-        .find(|e| e.rule.id == found.rule.id && e.rank == found.rank)?;
+    let (vi, ri) = listener.find_at(host, &view)?;
+    // The runtime tables keep the IR's order: describe the match from the IR.
+    let entry = &t.ir.ports[&port].listeners[li].virtual_hosts[vi].routes[ri];
     Some(format!(
         "{} {}",
         entry.rule.id,

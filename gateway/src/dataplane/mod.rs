@@ -94,24 +94,27 @@ impl ListenerTable {
     /// the rules of every virtual host whose hostname matches it (Gateway API), or of the
     /// most specific one (Istio, Gloo).
     pub fn find(&self, host: &str, req: &RequestView<'_>) -> Option<&RouteEntry> {
+        let (v, i) = self.find_at(host, req)?;
+        Some(&self.vhosts[v].routes[i])
+    }
+
+    /// Where [`ListenerTable::find`]'s route is: (virtual host, entry), the same
+    /// positions as in the IR listener.
+    pub fn find_at(&self, host: &str, req: &RequestView<'_>) -> Option<(usize, usize)> {
         if !self.across_hostnames {
-            return self.virtual_host(host)?.find(req);
+            let v = self.hosts.find(host)?;
+            return Some((v, self.vhosts[v].find_index(req)?));
         }
         // Each list is in the listener's order: the best is the first match of each.
         self.hosts
             .find_all(host)
-            .filter_map(|i| self.vhosts[i].find(req))
-            .min_by_key(|e| e.rank)
+            .filter_map(|v| Some((v, self.vhosts[v].find_index(req)?)))
+            .min_by_key(|&(v, i)| self.vhosts[v].routes[i].rank)
     }
 
     /// The virtual host serving a request host (lowercase, no port).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         self.hosts.find(host).map(|i| &self.vhosts[i])
-    }
-
-    /// Position of that virtual host (the same as in the IR listener's list).
-    pub fn virtual_host_index(&self, host: &str) -> Option<usize> {
-        self.hosts.find(host)
     }
 }
 
