@@ -3,8 +3,10 @@
 //! each: Exact, PathPrefix with a header match, PathPrefix, `/`), parses them once (not
 //! timed), then times translate + data-plane build + swap, several runs, and prints
 //! p50/max; also the time to free the previous tables, which `TableReader::store` leaves
-//! to a thread of its own. Usage: `bench_routes [routes] [runs]` (release build: `cargo run --release -p
-//! gateway --example bench_routes`).
+//! to a thread of its own. Usage: `bench_routes [routes] [runs] [catch-all]` (release
+//! build: `cargo run --release -p gateway --example bench_routes`); `catch-all` adds a
+//! route without hostnames, whose rules then compete with every host's (Gateway API's
+//! precedence across hostnames), so every entry is ranked.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
@@ -43,8 +45,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The same shape as `scripts/bench --routes N`.
-fn config(routes: usize) -> String {
+/// The same shape as `scripts/bench --routes N`; with `catch_all`, one more route
+/// without hostnames.
+fn config(routes: usize, catch_all: bool) -> String {
     let mut out = String::from(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
          metadata: {name: bench, namespace: default}\n\
@@ -57,6 +60,14 @@ fn config(routes: usize) -> String {
          endpoints: [{addresses: [127.0.0.1]}]\n",
     );
     let backend = "backendRefs: [{name: upstream, port: 80}]";
+    if catch_all {
+        out.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: catch-all, namespace: default}}\n\
+             spec:\n  parentRefs: [{{name: bench}}]\n  rules:\n\
+             \x20   - matches: [{{path: {{type: PathPrefix, value: /fallback}}}}]\n      {backend}\n"
+        ));
+    }
     for i in 0..routes {
         let host = if i % 10 == 5 {
             format!("*.w{i}.example.com")
@@ -84,7 +95,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let routes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
-    let yaml = config(routes);
+    let catch_all = args.next().is_some_and(|a| a == "catch-all");
+    let yaml = config(routes, catch_all);
     let t = Instant::now();
     let snap = file::parse_str(&yaml).expect("the generated config parses");
     println!(
@@ -142,7 +154,11 @@ fn main() {
         .flat_map(|p| &p.listeners)
         .map(|l| l.virtual_hosts.len())
         .sum();
-    assert_eq!(vhosts, routes, "one virtual host per route");
+    assert_eq!(
+        vhosts,
+        routes + usize::from(catch_all),
+        "one virtual host per route"
+    );
     println!(
         "allocations per route (last run): translate {:.1}, data-plane build {:.1}; \
          bytes asked for per route: translate {:.1} KiB, data-plane build {:.1} KiB",

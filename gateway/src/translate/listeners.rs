@@ -74,37 +74,6 @@ pub struct Gateways {
     pub l4_pending: super::l4::PendingL4,
 }
 
-/// Ranks every entry of a listener's virtual hosts in one order: Gateway API's match
-/// precedence first (so `*.com`'s `/v2` beats `example.com`'s `/` for `example.com/v2`),
-/// then the more specific hostname (the hostname rule of HTTPRoute's `hostnames`), then
-/// the oldest route, its name, rule and match order. Exact hostnames alone never overlap
-/// (one matches a host at most): nothing to rank then.
-fn rank_across_hostnames(hosts: &mut [(HostPattern, Vec<Pending>)]) {
-    if hosts
-        .iter()
-        .all(|(h, _)| matches!(h, HostPattern::Exact(_)))
-    {
-        return;
-    }
-    let mut order: Vec<(usize, usize)> = hosts
-        .iter()
-        .enumerate()
-        .flat_map(|(h, (_, entries))| (0..entries.len()).map(move |e| (h, e)))
-        .collect();
-    {
-        let key = |&(h, e): &(usize, usize)| {
-            let (hostname, entries) = &hosts[h];
-            let k = &entries[e].key;
-            let matched = (k.0, k.1, k.2, k.3, k.4, k.5);
-            (matched, hostname.specificity(), (&k.6, &k.7, k.8, k.9))
-        };
-        order.sort_by(|a, b| key(a).cmp(&key(b)));
-    }
-    for (rank, (h, e)) in order.into_iter().enumerate() {
-        hosts[h].1[e].entry.rank = u32::try_from(rank).unwrap_or(u32::MAX);
-    }
-}
-
 impl Gateways {
     /// Sorts everything into precedence order and produces the IR.
     pub fn finish(mut self, warnings: Vec<String>) -> ir::Config {
@@ -118,7 +87,7 @@ impl Gateways {
             };
             let mut hosts: Vec<(HostPattern, Vec<Pending>)> = hosts.into_values().collect();
             if l.across_hostnames {
-                rank_across_hostnames(&mut hosts);
+                super::host_ranks::rank_across_hostnames(&mut hosts);
             }
             for (hostname, mut entries) in hosts {
                 entries.sort_by(|a, b| a.key.cmp(&b.key));

@@ -57,6 +57,7 @@ pub mod filters;
 pub mod gloo;
 pub mod grants;
 pub mod grpc;
+pub mod host_ranks;
 pub mod istio;
 pub mod l4;
 pub mod listeners;
