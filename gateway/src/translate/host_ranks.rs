@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::rules::Pending;
 use crate::ir::HostPattern;
@@ -32,7 +33,8 @@ pub fn rank_across_hostnames(hosts: &mut [(HostPattern, Vec<Pending>)]) {
         return;
     }
     let routes = route_order(hosts);
-    let mut places: Vec<(Place, usize, usize)> = Vec::new();
+    let total = hosts.iter().map(|(_, entries)| entries.len()).sum();
+    let mut places: Vec<(Place, usize, usize)> = Vec::with_capacity(total);
     for (h, (hostname, entries)) in hosts.iter().enumerate() {
         for (e, p) in entries.iter().enumerate() {
             let k = &p.key;
@@ -85,24 +87,51 @@ fn any_overlap(hosts: &[(HostPattern, Vec<Pending>)]) -> bool {
 /// Each route's place in Gateway API's route order (oldest, then `namespace/name`), by
 /// the address of its key: a route's entries share it, and routes are far fewer than
 /// entries, so names are compared once per route.
-fn route_order(hosts: &[(HostPattern, Vec<Pending>)]) -> HashMap<*const u8, u32> {
-    let mut distinct = HashMap::new();
+fn route_order(hosts: &[(HostPattern, Vec<Pending>)]) -> RouteOrder {
+    let mut routes = Vec::new();
+    let mut last = std::ptr::null();
     for p in hosts.iter().flat_map(|(_, entries)| entries) {
+        // A route's entries in a virtual host are consecutive: one per run.
         let ptr = std::sync::Arc::as_ptr(&p.key.7).cast::<u8>();
-        distinct.entry(ptr).or_insert((&p.key.6, &p.key.7));
+        if ptr != last {
+            routes.push((&p.key.6, &p.key.7, ptr));
+            last = ptr;
+        }
     }
-    let mut routes: Vec<_> = distinct.into_iter().collect();
-    routes.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+    routes.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     // Equal keys held in different allocations share a place.
-    let mut order = HashMap::with_capacity(routes.len());
+    let mut order = RouteOrder::with_capacity_and_hasher(routes.len(), Default::default());
     let mut place = 0u32;
-    for (i, (ptr, key)) in routes.iter().enumerate() {
-        if i > 0 && routes[i - 1].1 != *key {
+    for (i, &(time, name, ptr)) in routes.iter().enumerate() {
+        if i > 0 && (routes[i - 1].0, routes[i - 1].1) != (time, name) {
             place += 1;
         }
-        order.insert(*ptr, place);
+        order.insert(ptr, place);
     }
     order
+}
+
+/// Route places by the address of the route's key.
+type RouteOrder = HashMap<*const u8, u32, BuildHasherDefault<AddressHasher>>;
+
+/// Hashes an address (aligned: its low bits carry nothing) with one multiplication.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 #[cfg(test)]
