@@ -15,11 +15,38 @@ use super::reject::{Reject, reject};
 /// is an attack on whatever parses it next.
 pub const MAX_METHOD_BYTES: usize = 32;
 
-/// Checks the method, the path and the Host/`:authority` of a request.
+/// Checks the method, the path, the transfer coding and the Host/`:authority` of a
+/// request.
 pub fn check_request<B>(req: &Request<B>) -> Result<(), Reject> {
     check_method(req)?;
     check_path(req)?;
+    check_transfer_coding(req)?;
     check_host(req)
+}
+
+/// `chunked` is the only transfer coding the gateway decodes; any other (`gzip, chunked`)
+/// would reach the upstream undecoded and unannounced, since Transfer-Encoding is
+/// hop-by-hop. 501, as RFC 9112 §6.1 and Envoy answer.
+fn check_transfer_coding<B>(req: &Request<B>) -> Result<(), Reject> {
+    let codings: Vec<&[u8]> = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    match codings.as_slice() {
+        [] => Ok(()),
+        [one] if one.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(reject(
+            StatusCode::NOT_IMPLEMENTED,
+            "transfer_coding_not_implemented",
+            format!(
+                "transfer-encoding {:?}: only a single chunked is decoded",
+                String::from_utf8_lossy(&codings.join(&b", "[..]))
+            ),
+        )),
+    }
 }
 
 /// `%00` in a path is refused, as Istio documents for every normalization level: a
@@ -232,6 +259,24 @@ mod tests {
             assert_eq!(m(lower), Some("method_not_uppercase"), "{lower}");
         }
         assert_eq!(m("M-SEARCH"), None);
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_chunked_get_501() {
+        let te = |values: &[&str]| {
+            let mut b = Request::builder().header(header::HOST, "a");
+            for v in values {
+                b = b.header(header::TRANSFER_ENCODING, *v);
+            }
+            check_request(&b.body(()).unwrap()).err().map(|e| e.code)
+        };
+        assert_eq!(te(&[]), None);
+        assert_eq!(te(&["chunked"]), None);
+        assert_eq!(te(&["Chunked"]), None);
+        let refused = Some("transfer_coding_not_implemented");
+        assert_eq!(te(&["gzip, chunked"]), refused);
+        assert_eq!(te(&["chunked, chunked"]), refused);
+        assert_eq!(te(&["gzip", "chunked"]), refused);
     }
 
     #[test]

@@ -262,6 +262,9 @@ pub struct ForwardPlan {
     pub prefix_len: usize,
 }
 
+/// Most header fields a request may carry (Envoy's `max_headers_count` default).
+pub const MAX_HEADER_FIELDS: usize = 100;
+
 fn check_limits(ctx: &ProxyContext, req: &Request<Incoming>) -> Result<(), Reject> {
     let limits = &ctx.limits;
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
@@ -273,6 +276,16 @@ fn check_limits(ctx: &ProxyContext, req: &Request<Incoming>) -> Result<(), Rejec
                 "request URI is {uri_len} bytes, limit is {}",
                 limits.max_uri_bytes
             ),
+        ));
+    }
+    // Envoy's `max_headers_count` default; hyper's HTTP/1 server stops at the same 100 and
+    // answers 431 itself, its HTTP/2 server only bounds the bytes.
+    let fields = req.headers().len();
+    if fields > MAX_HEADER_FIELDS {
+        return Err(reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request has {fields} header fields, limit is {MAX_HEADER_FIELDS}"),
         ));
     }
     let header_bytes: usize = req
