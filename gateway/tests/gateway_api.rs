@@ -538,3 +538,109 @@ fn backend_tls_policy_reaches_a_tls_backend_verified_by_hostname_or_san() {
     assert_eq!(plain.status, 503, "{plain:?}");
     assert_eq!(error_code(&plain), "UC");
 }
+
+#[test]
+fn repeated_header_names_count_once_and_rule_and_backend_rewrites_both_apply() {
+    let hb = Httpbin::start_logged();
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route_in(
+            "default",
+            "edits",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /rw}}]\n      filters:\n\
+             \x20       - type: RequestHeaderModifier\n          requestHeaderModifier:\n\
+             \x20           set: [{name: X-Dup, value: one}, {name: x-dup, value: two}]\n\
+             \x20           add: [{name: X-Add, value: a}, {name: x-add, value: b}]\n\
+             \x20       - type: URLRewrite\n          urlRewrite: {hostname: rule.example}\n      \
+             backendRefs:\n        - name: httpbin\n          port: 80\n          filters:\n\
+             \x20           - type: URLRewrite\n              \
+             urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /anything}}\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let got = curl(&[
+        "-H",
+        "Host: app.example.com",
+        &format!("http://127.0.0.1:{port}/rw/x?q=1"),
+    ]);
+    assert_eq!(got.status, 200, "{}", got.body);
+    let headers = &got.json()["headers"];
+    // HTTPHeader.name: of equivalent names only the first entry counts.
+    assert_eq!(headers["X-Dup"], "one");
+    assert_eq!(headers["X-Add"], "a");
+    // The rule's hostname and the backendRef's path, each from its own filter.
+    let expected = "GET /anything/x q=1 rule.example 200";
+    eventually("the rewritten request at httpbin", || {
+        hb.requests().iter().any(|l| l == expected)
+    });
+}
+
+#[test]
+fn conflicting_https_and_tls_listeners_are_both_refused_and_neither_serves() {
+    // The shape of the conformance test GatewayListenerProtocolAndRouteKindConflicts: an
+    // HTTPS and a TLS Passthrough listener on one port, neither with a hostname.
+    let hb = Httpbin::start();
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.leaf("server", "ca", &["https.example.org"], false);
+    let (http, tls) = (free_port(), free_port());
+    let gw = Gateway::start(&docs(&[
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n\
+             \x20   - {{name: http, port: {http}, protocol: HTTP}}\n\
+             \x20   - {{name: conflicted-https, port: {tls}, protocol: HTTPS, \
+             tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n\
+             \x20   - {{name: conflicted-tls, port: {tls}, protocol: TLS, tls: {{mode: Passthrough}}}}\n"
+        ),
+        &route_in(
+            "default",
+            "app",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge}}]\n{}",
+                tagged_rule("app")
+            ),
+        ),
+        &pki.tls_secret("server-cert", "server"),
+        &local_service("httpbin", hb.port),
+    ]));
+    let served = curl(&[&format!("http://127.0.0.1:{http}/get")]);
+    assert_eq!(served.status, 200, "the distinct listener is served");
+    let ca = pki.path("ca.crt");
+    let resolve = format!("https.example.org:{tls}:127.0.0.1");
+    let refused = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        &format!("https://https.example.org:{tls}/get"),
+    ]);
+    assert_eq!(refused.status, 0, "no TLS handshake on the conflicted port");
+    let (_, dump) = gw.admin_get("/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let listeners = &dump["status"]["objects"]["Gateway default/edge"]["listeners"];
+    for name in ["conflicted-https", "conflicted-tls"] {
+        let conditions: Vec<(String, bool, String)> = listeners[name]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap().to_string(),
+                    c["status"].as_bool().unwrap(),
+                    c["reason"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("Conflicted", true, "ProtocolConflict"),
+            ("Accepted", false, "Invalid"),
+            ("Programmed", false, "Invalid"),
+        ]
+        .map(|(t, s, r)| (t.to_string(), s, r.to_string()));
+        assert_eq!(conditions, expected, "{name}");
+        assert_eq!(listeners[name]["attachedRoutes"], 0, "{name}");
+    }
+}

@@ -103,14 +103,32 @@ pub fn decorate(c: &Cors, origin: Option<&HeaderValue>, h: &mut HeaderMap) {
         return;
     };
     set(h, ACAO, &allowed);
-    if !c.expose_headers.is_empty() {
-        set(
-            h,
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            &c.expose_headers.join(", "),
-        );
+    let exposed = expose_list(c, h);
+    if !exposed.is_empty() {
+        set(h, header::ACCESS_CONTROL_EXPOSE_HEADERS, &exposed);
     }
     finish(c, &allowed, h);
+}
+
+/// `Access-Control-Expose-Headers`: the list, except that with credentials a `*` (which
+/// browsers then read as a header named `*`) becomes the answer's own header names.
+fn expose_list(c: &Cors, h: &HeaderMap) -> String {
+    if !(c.allow_credentials && c.expose_headers.iter().any(|v| v == "*")) {
+        return c.expose_headers.join(", ");
+    }
+    let mut names: Vec<&str> = c
+        .expose_headers
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != "*")
+        .collect();
+    for name in h.keys() {
+        let n = name.as_str();
+        if !n.starts_with("access-control-") && !names.iter().any(|e| e.eq_ignore_ascii_case(n)) {
+            names.push(n);
+        }
+    }
+    names.join(", ")
 }
 
 fn finish(c: &Cors, allowed: &str, h: &mut HeaderMap) {
@@ -147,6 +165,19 @@ mod tests {
         assert!(allow_origin(&c, "http://a.example.com").is_none());
         assert!(allow_origin(&c, "https://example.com").is_none());
         assert!(allow_origin(&c, "https://a.example.com.evil.org").is_none());
+    }
+
+    #[test]
+    fn exposed_star_with_credentials_lists_the_answers_headers() {
+        let mut c = cors(&["*"], true);
+        c.expose_headers = vec!["*".into(), "X-Extra".into()];
+        let mut h = HeaderMap::new();
+        h.insert("x-served-by", HeaderValue::from_static("a"));
+        h.insert("x-extra", HeaderValue::from_static("b"));
+        h.insert(ACAO, HeaderValue::from_static("x"));
+        assert_eq!(expose_list(&c, &h), "X-Extra, x-served-by");
+        c.allow_credentials = false;
+        assert_eq!(expose_list(&c, &h), "*, X-Extra");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::headers::{self, Forwarded, UpgradeRequest};
 use super::reject::{Reject, reject};
 use super::request::ForwardPlan;
 use super::{ProxyContext, attempt, cors, mirror, policy, tunnel};
-use crate::dataplane::routes::{Backend, Rule, modify_path};
+use crate::dataplane::routes::{Backend, Rewrite, Rule, modify_path};
 use crate::upstream::RequestBody;
 
 /// Sends the request to one of the rule's backends and returns its response.
@@ -309,14 +309,7 @@ fn upstream_path(
     backend: &Backend,
     query: Option<&str>,
 ) -> Result<PathAndQuery, Reject> {
-    let rewrite = plan
-        .rule
-        .filters
-        .rewrite
-        .as_ref()
-        .or(backend.filters.rewrite.as_ref());
-    let rewritten = rewrite
-        .and_then(|r| r.path.as_ref())
+    let rewritten = rewrite_field(&plan.rule, backend, |r| r.path.as_ref())
         .map(|m| modify_path(m, &plan.path, plan.prefix_len));
     let path = rewritten.as_deref().unwrap_or(&plan.path);
     let pq = match query {
@@ -344,13 +337,20 @@ fn original_host(host: Option<&HeaderValue>, authority: &str) -> Result<HeaderVa
 
 /// The Host sent upstream: a URLRewrite's hostname, else the request's own.
 fn upstream_host(rule: &Rule, backend: &Backend, original: &HeaderValue) -> HeaderValue {
-    let rewrite = rule
-        .filters
-        .rewrite
-        .as_ref()
-        .or(backend.filters.rewrite.as_ref());
-    match rewrite.and_then(|r| r.hostname.clone()) {
-        Some(h) => h,
+    match rewrite_field(rule, backend, |r| r.hostname.as_ref()) {
+        Some(h) => h.clone(),
         None => original.clone(),
     }
+}
+
+/// One URLRewrite field: the chosen backendRef's (the more specific filter) if it sets
+/// it, else the rule's; the two filters' other fields are resolved on their own, so a
+/// rule's hostname and a backend's path both apply.
+fn rewrite_field<'a, T>(
+    rule: &'a Rule,
+    backend: &'a Backend,
+    field: impl Fn(&'a Rewrite) -> Option<&'a T>,
+) -> Option<&'a T> {
+    let of = |f: &'a Option<Box<Rewrite>>| f.as_deref().and_then(&field);
+    of(&backend.filters.rewrite).or_else(|| of(&rule.filters.rewrite))
 }

@@ -160,6 +160,13 @@ pub fn compile_backend_refs(
                 "{bctx}: RequestRedirect is not allowed on a backendRef"
             ));
         }
+        // A preflight is answered before a backend is chosen, so a backend's CORS policy
+        // could never apply to it: refused rather than half applied.
+        if bfilters.cors.is_some() {
+            f.errors.push(format!(
+                "{bctx}: CORS is not supported on a backendRef (set it on the rule)"
+            ));
+        }
         if let Some(mut backend) = backend(rc, b, &bctx, f) {
             backend.filters = bfilters;
             backends.push(backend);

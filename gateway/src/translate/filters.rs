@@ -6,8 +6,8 @@ use super::listeners::validate_hostname;
 use crate::api::gateway_api::{self, HttpRouteFilter};
 use crate::ir::{Cors, Filters, HeaderEdits, Mirror, PathModifier, Redirect, Rewrite};
 
-const SUPPORTED: &str =
-    "RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite";
+const SUPPORTED: &str = "RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, \
+     URLRewrite, RequestMirror, CORS";
 
 /// Compiles the filters of a rule or a backendRef.
 pub fn compile_filters(
@@ -26,6 +26,19 @@ pub fn compile_filters(
             }
         }
         let errors = &mut f.errors;
+        if filter.kind != "RequestMirror"
+            && filters[..i]
+                .iter()
+                .any(|earlier| earlier.kind == filter.kind)
+        {
+            // The CRD's CEL rules refuse a repeat ("RequestHeaderModifier filter cannot
+            // be repeated"); the file provider has no API server to do it.
+            errors.push(format!(
+                "{fctx}: filter type {} cannot be repeated",
+                filter.kind
+            ));
+            continue;
+        }
         match filter.kind.as_str() {
             "RequestMirror" => {}
             "CORS" => match &filter.cors {
@@ -160,28 +173,48 @@ fn header_edits(
     ctx: &str,
     errors: &mut Vec<String>,
 ) -> HeaderEdits {
-    let mut pairs = |list: &[gateway_api::HttpHeader], field: &str| {
-        let mut out = Vec::new();
-        for (i, h) in list.iter().enumerate() {
-            let valid = http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
-                && http::HeaderValue::from_str(&h.value).is_ok();
-            if valid {
-                out.push((h.name.to_ascii_lowercase(), h.value.clone()));
-            } else {
-                errors.push(format!(
-                    "{ctx}: {field}[{i}] {:?}: {:?} is not a valid header",
-                    h.name, h.value
-                ));
-            }
+    // HTTPHeader.name: of entries with equivalent (case-insensitive) names only the
+    // first counts; HTTPHeaderFilter: more than one action for a name is invalid.
+    let mut actions: Vec<(String, &str)> = Vec::new();
+    let mut claim = |name: String, field: &'static str, errors: &mut Vec<String>| match actions
+        .iter()
+        .find(|(n, _)| *n == name)
+    {
+        Some((_, f)) if *f == field => None,
+        Some((_, f)) => {
+            errors.push(format!(
+                "{ctx}: header {name:?} is in both {f} and {field} (one action per header)"
+            ));
+            None
         }
-        out
+        None => {
+            actions.push((name.clone(), field));
+            Some(name)
+        }
     };
-    let set = pairs(&m.set, "set");
-    let add = pairs(&m.add, "add");
+    let mut pairs =
+        |list: &[gateway_api::HttpHeader], field: &'static str, errors: &mut Vec<String>| {
+            let mut out = Vec::new();
+            for (i, h) in list.iter().enumerate() {
+                let valid = http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
+                    && http::HeaderValue::from_str(&h.value).is_ok();
+                if !valid {
+                    errors.push(format!(
+                        "{ctx}: {field}[{i}] {:?}: {:?} is not a valid header",
+                        h.name, h.value
+                    ));
+                } else if let Some(name) = claim(h.name.to_ascii_lowercase(), field, errors) {
+                    out.push((name, h.value.clone()));
+                }
+            }
+            out
+        };
+    let set = pairs(&m.set, "set", errors);
+    let add = pairs(&m.add, "add", errors);
     let mut remove = Vec::new();
     for (i, n) in m.remove.iter().enumerate() {
         match http::HeaderName::from_bytes(n.as_bytes()) {
-            Ok(_) => remove.push(n.to_ascii_lowercase()),
+            Ok(_) => remove.extend(claim(n.to_ascii_lowercase(), "remove", errors)),
             Err(_) => errors.push(format!(
                 "{ctx}: remove[{i}] {n:?} is not a valid header name"
             )),

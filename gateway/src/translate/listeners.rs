@@ -151,14 +151,77 @@ fn listener_conditions(e: ListenerError) -> Vec<Condition> {
         C::Conflicted => {
             let mut conflicted = ok(C::Conflicted, e.reason);
             conflicted.message = e.message.clone();
+            // Accepted=False with reason Invalid, as the conformance suite expects
+            // (GatewayListenerProtocolAndRouteKindConflicts).
             vec![
                 conflicted,
-                failed(C::Accepted, e.reason, e.message),
+                failed(C::Accepted, Reason::Invalid, e.message),
                 programmed,
             ]
         }
         _ => vec![failed(C::Accepted, e.reason, e.message), programmed],
     }
+}
+
+/// A Gateway's listeners that are not distinct (Gateway API: the same port with protocols
+/// that cannot share it, or the same hostname), each with its reason. Every member of a
+/// conflicting set is refused: the spec forbids picking one of them as the winner.
+fn conflicts_within(listeners: &[gateway_api::Listener]) -> BTreeMap<usize, (Reason, String)> {
+    let parsed: Vec<Option<(Protocol, HostPattern)>> = listeners
+        .iter()
+        .map(|l| {
+            let protocol = match l.protocol.as_str() {
+                "HTTP" => Protocol::Http,
+                "HTTPS" => Protocol::Https,
+                "TLS" => Protocol::Tls,
+                "TCP" => Protocol::Tcp,
+                _ => return None,
+            };
+            let hostname = match &l.hostname {
+                Some(h) if protocol != Protocol::Tcp => validate_hostname(h).ok()?,
+                _ => HostPattern::Any,
+            };
+            Some((protocol, hostname))
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for (i, a) in listeners.iter().enumerate() {
+        let Some((pa, ha)) = &parsed[i] else { continue };
+        for (j, b) in listeners.iter().enumerate() {
+            let Some((pb, hb)) = &parsed[j] else { continue };
+            if i == j || a.port != b.port || a.name == b.name {
+                continue;
+            }
+            let reason = if !pa.shares_port_with(*pb) || (ha == hb && pa != pb) {
+                Reason::ProtocolConflict
+            } else if ha == hb {
+                Reason::HostnameConflict
+            } else {
+                continue;
+            };
+            let msg = match reason {
+                Reason::ProtocolConflict if pa.shares_port_with(*pb) => format!(
+                    "conflicts with listener {:?} ({} on port {} with the same hostname {ha}): \
+                     neither is served",
+                    b.name,
+                    pb.name(),
+                    b.port
+                ),
+                Reason::ProtocolConflict => format!(
+                    "conflicts with listener {:?} ({} on the same port {}): neither is served",
+                    b.name,
+                    pb.name(),
+                    b.port
+                ),
+                _ => format!(
+                    "has the same hostname {ha} on port {} as listener {:?}: neither is served",
+                    b.port, b.name
+                ),
+            };
+            out.entry(i).or_insert((reason, msg));
+        }
+    }
+    out
 }
 
 fn refuse(kind: C, reason: Reason, message: String) -> ListenerError {
@@ -199,15 +262,18 @@ pub fn compile(
             continue;
         }
         let frontend = frontend_validations(snap, index, gw, f);
+        let mut conflicts = conflicts_within(&gw.spec.listeners);
         let mut names = BTreeSet::new();
         let mut invalid = 0;
-        for l in &gw.spec.listeners {
+        for (i, l) in gw.spec.listeners.iter().enumerate() {
             let ctx = format!("{obj} listener {:?}", l.name);
-            let result = if names.insert(l.name.clone()) {
-                compile_listener(snap, index, gw, l, &ctx, &frontend, opts, &mut out, f)
-            } else {
+            let result = if !names.insert(l.name.clone()) {
                 let msg = format!("{ctx}: listener name used more than once");
                 Err(refuse(C::Accepted, Reason::Invalid, msg))
+            } else if let Some((reason, msg)) = conflicts.remove(&i) {
+                Err(refuse(C::Conflicted, reason, format!("{ctx}: {msg}")))
+            } else {
+                compile_listener(snap, index, gw, l, &ctx, &frontend, opts, &mut out, f)
             };
             match result {
                 Ok(_) => {

@@ -215,11 +215,15 @@ fn parse_timeout(
     errors: &mut Vec<String>,
 ) -> Option<Duration> {
     let v = v?;
-    match humantime::parse_duration(v) {
-        Ok(d) if d.is_zero() => None,
-        Ok(d) => Some(d),
-        Err(e) => {
-            errors.push(format!("{ctx}: {field} {v:?} is not a duration: {e}"));
+    // HTTPRouteTimeouts are GEP-2257 durations (`1h30m`, `250ms`), not humantime's wider set.
+    match super::policies::retry::parse_gateway_duration(v) {
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+        None => {
+            errors.push(format!(
+                "{ctx}: {field} {v:?} is not a Gateway API duration (GEP-2257: 1 to 4 parts \
+                 of up to 5 digits with unit h, m, s or ms, such as 1m30s)"
+            ));
             None
         }
     }
