@@ -603,7 +603,8 @@ pub struct Retry {
     pub backoff: Duration,
     /// At most this share (percent) of a backend's active requests may be retries...
     pub budget_percent: u32,
-    /// ...but this many concurrent retries are always allowed.
+    /// ...but this many concurrent retries are always allowed (`u32::MAX`: no budget,
+    /// only `maxRetries` bounds them, as Istio without `retryBudget`).
     pub min_retry_concurrency: u32,
     /// Largest request body buffered for replay; larger (or unsized) bodies are
     /// streamed and not retried.
@@ -832,7 +833,8 @@ pub struct PoolSettings {
         serialize_with = "ser_opt_duration"
     )]
     pub connect_timeout: Option<Duration>,
-    /// How long an idle upstream connection is kept (else 90s).
+    /// How long an idle upstream connection is kept (else 90s);
+    /// zero: until the upstream closes it.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_duration"

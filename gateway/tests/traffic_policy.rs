@@ -300,6 +300,8 @@ fn connection_pool_overflow_is_an_immediate_503_uo() {
     let r = curl(&[&format!("http://127.0.0.1:{port}/get")]);
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(error_code(&r), "UO");
+    // Envoy's overflow mark, which stops a downstream Envoy from retrying it.
+    assert_eq!(r.header("x-envoy-overloaded").as_deref(), Some("true"));
     let why = gw.explain(&r);
     assert!(
         why["reason"]
@@ -402,6 +404,119 @@ fn an_endpoint_answering_5xx_is_ejected_and_returns_after_its_ejection_time() {
         curl(&[&url]);
         bad.seen.load(Ordering::SeqCst) > seen
     });
+}
+
+/// Envoy ejects only while the ejected share stays within `maxEjectionPercent` (10% by
+/// default: none of two endpoints), and with every endpoint ejected and no panic mode
+/// (`minHealthPercent` 0) answers `503 UH` without contacting any.
+#[test]
+fn ejections_stay_within_max_ejection_percent_and_all_ejected_is_503_uh() {
+    let (a, b) = (
+        FlakyUpstream::named(usize::MAX, "never"),
+        FlakyUpstream::named(usize::MAX, "never"),
+    );
+    let port = free_port();
+    let od = |percent: &str| {
+        format!(
+            "outlierDetection:\n  consecutive5xxErrors: 2\n  interval: 1s\n  \
+             baseEjectionTime: 30s{percent}"
+        )
+    };
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &route(
+            "split",
+            "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /default}}]\n\
+             \x20     backendRefs: [{name: capped, port: 80}]\n\
+             \x20   - backendRefs: [{name: open, port: 80}]\n",
+        ),
+        &service_with_endpoints("capped", &[a.port, b.port]),
+        &service_with_endpoints("open", &[a.port, b.port]),
+        &destination_rule("capped", &od("")),
+        &destination_rule("open", &od("\n  maxEjectionPercent: 100")),
+    ]));
+    let base = format!("http://127.0.0.1:{port}");
+    let seen = || a.seen.load(Ordering::SeqCst) + b.seen.load(Ordering::SeqCst);
+    for i in 0..12 {
+        let r = curl(&[&format!("{base}/default/{i}")]);
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.body, "failing", "the upstream's own 503");
+    }
+    assert_eq!(seen(), 12, "with 10% of two endpoints none is ejected");
+    let states = |backend: &str| -> Vec<String> {
+        backend_state(&gw, backend)["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(states("Service default/capped:80"), ["healthy", "healthy"]);
+    eventually("both endpoints ejected at 100%", || {
+        curl(&[&format!("{base}/open")]);
+        states("Service default/open:80") == ["ejected", "ejected"]
+    });
+    let before = seen();
+    let r = curl(&[&format!("{base}/open")]);
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "UH"), "{r:?}");
+    assert!(
+        gw.explain(&r)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no healthy upstream")
+    );
+    assert_eq!(seen(), before, "no endpoint contacted");
+}
+
+/// Istio's default load balancer is LEAST_REQUEST: with two endpoints, one holding a
+/// request that never ends, every new request goes to the other (RANDOM would send
+/// about half of them into the stalled one).
+#[test]
+fn least_request_is_the_default_and_avoids_a_busy_endpoint() {
+    let hb = Httpbin::start();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalled = listener.local_addr().unwrap().port();
+    let held = Arc::new(AtomicUsize::new(0));
+    let count = held.clone();
+    std::thread::spawn(move || {
+        let mut keep = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            if read_request(&mut conn).is_some() {
+                count.fetch_add(1, Ordering::SeqCst);
+                keep.push(conn);
+            }
+        }
+    });
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("pair"),
+        &service_with_endpoints("pair", &[stalled, hb.port]),
+    ]));
+    let url = format!("http://127.0.0.1:{port}/get");
+    // One background request at a time, each either answered (httpbin) or held.
+    eventually("one request held by the stalled endpoint", || {
+        let url = url.clone();
+        let t = std::thread::spawn(move || curl(&["--max-time", "60", &url]));
+        wait_for(
+            "the request answered or held",
+            std::time::Duration::from_secs(10),
+            || t.is_finished() || held.load(Ordering::SeqCst) > 0,
+        );
+        held.load(Ordering::SeqCst) > 0
+    });
+    let held_now = held.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let r = curl(&["--max-time", "10", &url]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    assert_eq!(
+        held.load(Ordering::SeqCst),
+        held_now,
+        "none went to the busy endpoint"
+    );
 }
 
 /// One response read off a keep-alive connection.

@@ -80,7 +80,18 @@ fn pick_avoiding<'a>(
             format!("no ready endpoints for {}", backend.name),
         )),
         Target::Endpoints(eps) => {
-            let i = lb::pick(backend.policy.as_deref(), &backend.state, eps, hash, avoid);
+            let i = lb::pick(backend.policy.as_deref(), &backend.state, eps, hash, avoid)
+                .ok_or_else(|| {
+                    reject(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UH",
+                        format!(
+                            "no healthy upstream: every endpoint of {} is ejected by outlier \
+                             detection (minHealthPercent 0: no panic mode)",
+                            backend.name
+                        ),
+                    )
+                })?;
             let ep = &eps[i];
             Ok(Pick {
                 index: Some(i),

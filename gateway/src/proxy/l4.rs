@@ -111,7 +111,11 @@ async fn connect(
             return Err(("UH", format!("{} has no ready endpoint", backend.name)));
         }
         Target::Endpoints(eps) => {
-            let i = lb::pick(backend.policy.as_deref(), &backend.state, eps, None, None);
+            let Some(i) = lb::pick(backend.policy.as_deref(), &backend.state, eps, None, None)
+            else {
+                let why = format!("every endpoint of {} is ejected", backend.name);
+                return Err(("UH", why));
+            };
             let ep = &eps[i];
             (&ep.authority, &ep.transport, ep.destination.clone())
         }

@@ -181,7 +181,9 @@ fn respond(
             detail,
             client_gone: false,
         }) => {
-            rec.status = status.as_u16();
+            // A gRPC client gets its answer as a Trailers-Only 200 (the HTTP status
+            // mapped to grpc-status): 200 is what was sent, and what Envoy records.
+            rec.status = if rec.grpc { 200 } else { status.as_u16() };
             if is_client_fault(status) {
                 rec.ctx.metrics.downstream_error(code);
             }
@@ -208,6 +210,11 @@ fn respond(
             });
             let h = resp.headers_mut();
             h.insert(X_REQUEST_ID, rec.request_id.clone());
+            if code == "UO" {
+                // Envoy's mark of a circuit-breaker overflow: a downstream Envoy never
+                // retries an answer that carries it.
+                h.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+            }
             rec.response_header_bytes = STATUS_LINE_BYTES + body::header_bytes(h);
             resp.body_mut().grpc_status = body::grpc_status(resp.headers());
             resp.body_mut().completion = Some(rec);

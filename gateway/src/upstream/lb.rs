@@ -68,20 +68,25 @@ pub trait Candidate {
 }
 
 /// Picks the index of an endpoint of a non-empty list; `avoid` (the endpoint a retry
-/// just failed on) is skipped when another is available.
+/// just failed on) is skipped when another is available. `None` when every endpoint is
+/// ejected and panic mode is off (`minHealthPercent` 0, Istio's default): Envoy then
+/// answers `503 UH` without contacting any.
 pub fn pick<C: Candidate>(
     policy: Option<&BackendPolicy>,
     state: &BackendState,
     eps: &[C],
     hash: Option<u64>,
     avoid: Option<&str>,
-) -> usize {
+) -> Option<usize> {
     let od = policy.and_then(|p| p.outlier.as_ref());
     let mut usable: Vec<usize> = (0..eps.len())
         .filter(|&i| od.is_none() || !eps[i].health().is_ejected())
         .collect();
-    if usable.is_empty() || !outlier::honour_ejections(od, usable.len(), eps.len()) {
+    if !outlier::honour_ejections(od, usable.len(), eps.len()) {
         usable = (0..eps.len()).collect();
+    }
+    if usable.is_empty() {
+        return None;
     }
     if usable.len() > 1
         && let Some(a) = avoid
@@ -89,7 +94,7 @@ pub fn pick<C: Candidate>(
         usable.retain(|&i| eps[i].key() != a);
     }
     let lb = policy.and_then(|p| p.load_balancer.as_ref());
-    match (lb, hash) {
+    Some(match (lb, hash) {
         (Some(LoadBalancer::ConsistentHash(_)), Some(h)) => *usable
             .iter()
             .max_by_key(|&&i| {
@@ -99,7 +104,8 @@ pub fn pick<C: Candidate>(
             })
             .expect("usable is not empty"),
         (Some(LoadBalancer::RoundRobin), _) => usable[state.next_round_robin() % usable.len()],
-        (Some(LoadBalancer::LeastRequest), _) if usable.len() > 1 => {
+        // LEAST_REQUEST is the default, as in Istio and Envoy Gateway.
+        (Some(LoadBalancer::LeastRequest) | None, _) if usable.len() > 1 => {
             let a = usable[fastrand::usize(..usable.len())];
             let mut b = usable[fastrand::usize(..usable.len() - 1)];
             if b == a {
@@ -109,7 +115,7 @@ pub fn pick<C: Candidate>(
             if load(b) < load(a) { b } else { a }
         }
         _ => usable[fastrand::usize(..usable.len())],
-    }
+    })
 }
 
 #[cfg(test)]
@@ -148,7 +154,9 @@ mod tests {
         let p = policy(LoadBalancer::RoundRobin);
         let s = BackendState::default();
         let e = eps(3);
-        let picks: Vec<_> = (0..6).map(|_| pick(Some(&p), &s, &e, None, None)).collect();
+        let picks: Vec<_> = (0..6)
+            .map(|_| pick(Some(&p), &s, &e, None, None).unwrap())
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
 
@@ -157,11 +165,14 @@ mod tests {
         let p = policy(LoadBalancer::ConsistentHash(HashKey::SourceIp));
         let s = BackendState::default();
         let e = eps(5);
-        let first = pick(Some(&p), &s, &e, Some(42), None);
+        let first = pick(Some(&p), &s, &e, Some(42), None).unwrap();
         for _ in 0..100 {
-            assert_eq!(pick(Some(&p), &s, &e, Some(42), None), first);
+            assert_eq!(pick(Some(&p), &s, &e, Some(42), None).unwrap(), first);
         }
-        assert_ne!(pick(Some(&p), &s, &e, Some(42), Some(&e[first].0)), first);
+        assert_ne!(
+            pick(Some(&p), &s, &e, Some(42), Some(&e[first].0)).unwrap(),
+            first
+        );
     }
 
     #[test]
@@ -172,8 +183,8 @@ mod tests {
         let keys = 0..10_000u64;
         let mut moved = 0;
         for k in keys.clone() {
-            let before = pick(Some(&p), &s, &four, Some(k), None);
-            let after = pick(Some(&p), &s, &five, Some(k), None);
+            let before = pick(Some(&p), &s, &four, Some(k), None).unwrap();
+            let after = pick(Some(&p), &s, &five, Some(k), None).unwrap();
             if before != after {
                 assert_eq!(after, 4, "key {k} moved between old endpoints");
                 moved += 1;
@@ -185,8 +196,8 @@ mod tests {
         // And removing it again puts every key back where it was.
         for k in keys.step_by(97) {
             assert_eq!(
-                pick(Some(&p), &s, &four, Some(k), None),
-                pick(Some(&p), &s, &five[..4], Some(k), None)
+                pick(Some(&p), &s, &four, Some(k), None).unwrap(),
+                pick(Some(&p), &s, &five[..4], Some(k), None).unwrap()
             );
         }
     }

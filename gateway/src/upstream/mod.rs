@@ -278,8 +278,9 @@ impl Upstreams {
             Transport::Tls(t) => (base.for_backend_tls(t), t.http2),
         };
         let mut b = self.builder.clone();
+        // `0s` turns the idle timeout off, as in Envoy: kept until the upstream closes.
         if let Some(t) = pool.idle_timeout {
-            b.pool_idle_timeout(t);
+            b.pool_idle_timeout((!t.is_zero()).then_some(t));
         }
         if h2 {
             b.http2_only(true).timer(TokioTimer::new());

@@ -132,10 +132,12 @@ impl EndpointHealth {
     }
 }
 
-/// May one more of `total` endpoints be ejected while `ejected` are out?
+/// May one more of `total` endpoints be ejected while `ejected` are out? Envoy's rule
+/// (without `always_eject_one_host`, which Istio never sets): only while the share
+/// ejected, this one included, stays within `maxEjectionPercent`, so with the default
+/// 10% fewer than ten endpoints are never ejected.
 pub fn can_eject(od: &OutlierDetection, ejected: usize, total: usize) -> bool {
-    let allowed = (total * od.max_ejection_percent as usize / 100).max(1);
-    ejected < allowed && ejected < total
+    (ejected + 1) * 100 <= total * od.max_ejection_percent as usize
 }
 
 /// Whether ejections are honoured: suspended while fewer than `minHealthPercent` of the
@@ -182,10 +184,15 @@ mod tests {
     }
 
     #[test]
-    fn one_endpoint_may_always_be_ejected_but_not_the_last() {
-        let od = od();
-        assert!(can_eject(&od, 0, 2));
-        assert!(!can_eject(&od, 1, 2));
+    fn ejections_stay_within_max_ejection_percent_as_in_envoy() {
+        let mut od = od();
+        // 10% of 2 endpoints is none; of 20, two.
+        assert!(!can_eject(&od, 0, 2));
+        assert!(can_eject(&od, 1, 20));
+        assert!(!can_eject(&od, 2, 20));
+        od.max_ejection_percent = 100;
+        assert!(can_eject(&od, 1, 2));
+        assert!(!can_eject(&od, 2, 2));
         assert!(!can_eject(&od, 0, 0));
     }
 }

@@ -322,7 +322,31 @@ fn tls(
 ) -> (Option<String>, Option<Arc<ir::TlsTarget>>) {
     f.unsupported(&ctx, &t.unsupported);
     match t.mode.as_deref() {
-        None => (None, None),
+        // `mode` is an enum whose zero value is DISABLE: Istio reads the block so.
+        None => {
+            let unused: Vec<&str> = [
+                ("credentialName", t.credential_name.is_some()),
+                ("caCertificates", t.ca_certificates.is_some()),
+                ("clientCertificate", t.client_certificate.is_some()),
+                ("privateKey", t.private_key.is_some()),
+                ("sni", t.sni.is_some()),
+                ("subjectAltNames", !t.subject_alt_names.is_empty()),
+                ("insecureSkipVerify", t.insecure_skip_verify.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            f.warnings.push(format!(
+                "{ctx}: mode is not set, which Istio reads as DISABLE (plaintext, no \
+                 auto-mTLS){}",
+                if unused.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} have no effect", unused.join(", "))
+                }
+            ));
+            (Some("DISABLE".to_string()), None)
+        }
         Some(m @ ("DISABLE" | "ISTIO_MUTUAL")) => (Some(m.to_string()), None),
         Some(m @ ("SIMPLE" | "MUTUAL")) => {
             let target = destination_tls::origination(t, m == "MUTUAL", dr, ctx, src, f);
@@ -432,10 +456,10 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
             .map(|k| keepalive(k, &format!("{tctx}.tcpKeepalive"), f)),
         // `0s` turns the idle timeout off, as in Envoy (connections are kept until the
         // upstream closes them).
-        idle_timeout: http.idle_timeout.as_deref().and_then(|v| {
-            let zero = humantime::parse_duration(v).is_ok_and(|d| d.is_zero());
-            (!zero).then(|| duration(Some(v), Duration::ZERO, &hctx, "idleTimeout", f))
-        }),
+        idle_timeout: http
+            .idle_timeout
+            .as_deref()
+            .map(|v| duration(Some(v), Duration::ZERO, &hctx, "idleTimeout", f)),
         // 0 is Istio's "unset" (unlimited), as for the other counts.
         max_requests_per_connection: match count(
             http.max_requests_per_connection,
@@ -549,7 +573,17 @@ fn outlier(od: &OutlierDetection, ctx: &str, f: &mut Findings) -> ir::OutlierDet
             "baseEjectionTime",
             f,
         ),
-        max_ejection_percent: percent(od.max_ejection_percent, 10, ctx, "maxEjectionPercent", f),
+        // Istio passes it on only when above 0, so 0 means Envoy's default 10.
+        max_ejection_percent: match percent(
+            od.max_ejection_percent,
+            10,
+            ctx,
+            "maxEjectionPercent",
+            f,
+        ) {
+            0 => 10,
+            p => p,
+        },
         min_health_percent: percent(od.min_health_percent, 0, ctx, "minHealthPercent", f),
     }
 }

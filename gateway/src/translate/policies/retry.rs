@@ -25,7 +25,15 @@ pub const MAX_REPLAY_BODY_BYTES: u64 = 64 * 1024;
 const MAX_RETRIES: u32 = 10;
 
 /// Compiles a rule's `retry`; errors name `ctx` (the route and rule) and the field.
-pub fn compile(retry: &HttpRouteRetry, ctx: &str, f: &mut Findings) -> Option<ir::Retry> {
+/// `budget`: whether Envoy's default retry budget bounds it (Gateway API and Gloo);
+/// Istio installs one only for a DestinationRule `retryBudget`, so its VirtualService
+/// retries are bounded by `maxRetries` alone.
+pub fn compile(
+    retry: &HttpRouteRetry,
+    ctx: &str,
+    budget: bool,
+    f: &mut Findings,
+) -> Option<ir::Retry> {
     let before = f.errors.len();
     f.unsupported(&format!("{ctx} retry"), &retry.unsupported);
     for c in &retry.codes {
@@ -64,7 +72,12 @@ pub fn compile(retry: &HttpRouteRetry, ctx: &str, f: &mut Findings) -> Option<ir
         codes,
         backoff,
         budget_percent: BUDGET_PERCENT,
-        min_retry_concurrency: MIN_RETRY_CONCURRENCY,
+        // No budget: every retry is allowed up to `maxRetries`.
+        min_retry_concurrency: if budget {
+            MIN_RETRY_CONCURRENCY
+        } else {
+            u32::MAX
+        },
         max_replay_body_bytes: MAX_REPLAY_BODY_BYTES,
     })
 }
