@@ -211,6 +211,12 @@ fn kiali_edge_query_through_prometheus_shows_gateway_to_httpbin_with_exact_count
         .find(|r| r["metric"]["destination_service_name"] == "httpbin")
         .map(|r| r["metric"]["destination_canonical_revision"].clone());
     assert_eq!(httpbin_revision, Some("v1".into()));
+    // An unknown destination's revision is Istio's default, `latest`.
+    let unknown_revision = rows
+        .iter()
+        .find(|r| r["metric"]["destination_service_name"] == "unknown")
+        .map(|r| r["metric"]["destination_canonical_revision"].clone());
+    assert_eq!(unknown_revision, Some("latest".into()));
 
     // The query Kiali's graph runs for the gateway's outgoing edges.
     let kiali = "sum(rate(istio_requests_total{reporter=\"source\",source_workload=\"meshgate\",\
@@ -565,11 +571,15 @@ fn otlp_server_and_client_spans_reach_rotel_and_keep_the_incoming_trace_id() {
         "Host: httpbin.example.com",
         "-H",
         &format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+        "-H",
+        "tracestate: vendor=abc",
         &format!("http://127.0.0.1:{port}/get"),
     ]);
     assert_eq!(r.status, 200, "{r:?}");
-    // What the upstream received: the same trace, the CLIENT span as parent, in W3C and B3.
+    // What the upstream received: the same trace, the CLIENT span as parent, in W3C and B3,
+    // and the client's tracestate passed on (W3C Trace Context, as Envoy does).
     let sent = r.json()["headers"].clone();
+    assert_eq!(sent["Tracestate"], "vendor=abc", "{sent}");
     let upstream_parent = sent["Traceparent"].as_str().unwrap().to_string();
     assert!(
         upstream_parent.starts_with(&format!("00-{trace}-")),
@@ -1502,5 +1512,69 @@ fn a_client_gone_before_the_response_ends_both_spans_as_errors_flagged_dc() {
             "gateway_upstream_attempts_total{backend=\"Service default/httpbin:80\",outcome=\"DC\"}"
         ),
         1.0
+    );
+}
+
+/// `grpc_response_status` as Istio's stats filter records it: from the answer's
+/// `grpc-status`, else inferred from the HTTP status (Envoy's `getGrpcStatus`: a 503
+/// counts as 14); and the gateway's own Trailers-Only answer is recorded as the 200 it is.
+#[test]
+fn grpc_status_is_inferred_from_the_http_status_and_local_grpc_answers_are_200() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&config(port, hb.port, "httpbin.example.com"));
+    let grpc = ["-H", "content-type: application/grpc", "--data-binary", ""];
+    let upstream = curl(
+        &[
+            &grpc[..],
+            &[
+                "-H",
+                "Host: httpbin.example.com",
+                &format!("http://127.0.0.1:{port}/status/503"),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(upstream.status, 503, "{upstream:?}");
+    let local = curl(
+        &[
+            &grpc[..],
+            &[
+                "--http2-prior-knowledge",
+                "-H",
+                "Host: nomatch.example.com",
+                &format!("http://127.0.0.1:{port}/pkg.Svc/Method"),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(local.status, 200, "{local:?}");
+    assert_eq!(local.header("grpc-status").as_deref(), Some("12"));
+    let series = |code: &str, grpc: &str, flag: &str| {
+        let (_, body) = gw.admin_get("/metrics");
+        let want = [
+            "request_protocol=\"grpc\"".to_string(),
+            format!("response_code=\"{code}\""),
+            format!("grpc_response_status=\"{grpc}\""),
+            format!("response_flags=\"{flag}\""),
+        ];
+        body.lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .filter(|l| want.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_for(
+        "both gRPC series",
+        std::time::Duration::from_secs(10),
+        || series("503", "14", "-") == 1.0 && series("200", "12", "NR") == 1.0,
+    );
+    let line = gw.wait_access_log(|l| l["path"] == "/pkg.Svc/Method");
+    assert_eq!(
+        (
+            line["response_code"].clone(),
+            line["response_flags"].clone()
+        ),
+        (200.into(), "NR".into())
     );
 }

@@ -26,14 +26,12 @@ pub const UNKNOWN: &str = "unknown";
 /// Istio's default cluster id (`ISTIO_META_CLUSTER_ID` unset).
 pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
 
-/// `istio_request_duration_milliseconds` buckets, as Istio's proxies export them.
-const DURATION_BUCKETS_MS: [f64; 19] = [
+/// Envoy's default histogram buckets, which Istio's proxies use for every histogram
+/// (durations in ms and sizes in bytes alike) unless `statsHistogramBuckets` is set.
+const ENVOY_BUCKETS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
-/// `istio_request_bytes` / `istio_response_bytes` buckets (powers of ten up to 1 GB), as
-/// Istio's proxies export them.
-const SIZE_BUCKETS: [f64; 10] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 /// The workload labels of one side of an edge (the gateway, or an endpoint's Pod).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -60,7 +58,8 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// A workload nothing is known about (every label `unknown`).
+    /// A workload nothing is known about: every label `unknown` but the canonical
+    /// revision, which Istio reports as `latest` then (its default revision).
     pub fn unknown() -> Workload {
         let u: Arc<str> = UNKNOWN.into();
         Workload {
@@ -70,7 +69,7 @@ impl Workload {
             app: u.clone(),
             version: u.clone(),
             canonical_service: u.clone(),
-            canonical_revision: u.clone(),
+            canonical_revision: "latest".into(),
             cluster: u,
         }
     }
@@ -442,9 +441,9 @@ impl IstioMetrics {
             tcp_received: ShardedFamily::counters(),
             tcp_sent: ShardedFamily::counters(),
             requests: ShardedFamily::counters(),
-            duration: ShardedFamily::histograms(DURATION_BUCKETS_MS),
-            request_bytes: ShardedFamily::histograms(SIZE_BUCKETS),
-            response_bytes: ShardedFamily::histograms(SIZE_BUCKETS),
+            duration: ShardedFamily::histograms(ENVOY_BUCKETS),
+            request_bytes: ShardedFamily::histograms(ENVOY_BUCKETS),
+            response_bytes: ShardedFamily::histograms(ENVOY_BUCKETS),
         }
     }
 
@@ -764,19 +763,26 @@ mod tests {
     }
 
     #[test]
-    fn duration_buckets_are_istios() {
+    fn duration_and_size_buckets_are_envoys_defaults_as_istio_exports_them() {
         let m = IstioMetrics::new(source(), true);
         m.record(&record(&Destination::unknown(), false));
         let out = render(&m);
-        let les: Vec<&str> = out
-            .lines()
-            .filter(|l| l.starts_with("istio_request_duration_milliseconds_bucket{"))
-            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
-            .collect();
-        assert_eq!(les.len(), DURATION_BUCKETS_MS.len() + 1, "{les:?}");
-        assert_eq!(les[0], "0.5");
-        assert_eq!(les[18], "3600000.0");
-        assert_eq!(les[19], "+Inf");
+        for family in [
+            "istio_request_duration_milliseconds",
+            "istio_request_bytes",
+            "istio_response_bytes",
+        ] {
+            let les: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with(&format!("{family}_bucket{{")))
+                .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+                .collect();
+            assert_eq!(les.len(), ENVOY_BUCKETS.len() + 1, "{family}: {les:?}");
+            assert_eq!(les[0], "0.5");
+            assert_eq!(les[1], "1.0");
+            assert_eq!(les[18], "3600000.0");
+            assert_eq!(les[19], "+Inf");
+        }
     }
 }
 

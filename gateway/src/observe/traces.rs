@@ -331,7 +331,7 @@ pub fn end_attempt(mut span: Span, status: Option<u16>, flag: &str) {
 pub fn extract(h: &HeaderMap) -> Option<SpanContext> {
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     if let Some(sc) = get("traceparent").and_then(parse_traceparent) {
-        return Some(sc);
+        return Some(with_trace_state(sc, h));
     }
     if let Some(sc) = get("b3").and_then(parse_b3_single) {
         return Some(sc);
@@ -341,6 +341,24 @@ pub fn extract(h: &HeaderMap) -> Option<SpanContext> {
     let sampled =
         matches!(get("x-b3-sampled"), Some("1" | "true")) || get("x-b3-flags") == Some("1");
     remote(trace, span, sampled)
+}
+
+/// `sc` carrying the request's `tracestate` (every line, in order), which W3C Trace
+/// Context has a participant pass on with its `traceparent`; an invalid one is dropped,
+/// as the spec allows.
+fn with_trace_state(sc: SpanContext, h: &HeaderMap) -> SpanContext {
+    let lines: Vec<&str> = h
+        .get_all("tracestate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if lines.is_empty() {
+        return sc;
+    }
+    let Ok(ts) = lines.join(",").parse::<TraceState>() else {
+        return sc;
+    };
+    SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, ts)
 }
 
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>` (W3C Trace Context level 1;
@@ -415,11 +433,15 @@ pub fn inject(sc: &SpanContext, h: &mut HeaderMap) {
     );
     let pairs = [
         ("traceparent", tp),
+        ("tracestate", sc.trace_state().header()),
         ("x-b3-traceid", sc.trace_id().to_string()),
         ("x-b3-spanid", sc.span_id().to_string()),
         ("x-b3-sampled", if sampled { "1" } else { "0" }.to_string()),
     ];
     for (n, v) in pairs {
+        if v.is_empty() {
+            continue;
+        }
         if let Ok(v) = HeaderValue::from_str(&v) {
             h.insert(n, v);
         }
@@ -500,6 +522,30 @@ mod tests {
         assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(h["x-b3-sampled"], "1");
         assert!(h.get("b3").is_none() && h.get("x-b3-parentspanid").is_none());
+    }
+
+    #[test]
+    fn tracestate_is_carried_from_the_client_to_the_upstream() {
+        let mut h = headers(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "vendor=abc,other=1"),
+        ]);
+        let sc = extract(&h).unwrap();
+        assert_eq!(sc.trace_state().header(), "vendor=abc,other=1");
+        inject(&sc, &mut h);
+        assert_eq!(h["tracestate"], "vendor=abc,other=1");
+        // An invalid one is dropped, the traceparent still read.
+        let h = headers(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "no equals sign"),
+        ]);
+        assert_eq!(extract(&h).unwrap().trace_state().header(), "");
     }
 
     fn decide(sampled: bool, trusted: bool, trace: u128) -> bool {

@@ -140,7 +140,13 @@ impl Completion {
     /// Records the request (metrics, trace, debug explanation, access log): once, when
     /// the record is dropped.
     fn record(&mut self) {
-        let (bytes_sent, grpc_status) = (self.bytes_sent, self.grpc_status);
+        let bytes_sent = self.bytes_sent;
+        // No grpc-status in the headers or trailers: inferred from the HTTP status, as
+        // Envoy's getGrpcStatus does (a 503 from a gRPC upstream counts as 14).
+        let grpc_status = self.grpc_status.or_else(|| {
+            (self.grpc && self.status != 0)
+                .then(|| super::reject::grpc_status_for_http(self.status))
+        });
         if let Some(n) = &self.request_body_counted {
             self.request_body_bytes = n.load(std::sync::atomic::Ordering::Relaxed);
         }

@@ -48,25 +48,32 @@ pub fn body(status: StatusCode, code: &str, request_id: &str) -> String {
     format!("{} {code} (request id {request_id})\n", status.as_u16())
 }
 
-/// A gRPC "Trailers-Only" answer (HTTP 200, `grpc-status` in the headers, no body) for
-/// an error the gateway makes itself, with Envoy's mapping of the HTTP status; the
-/// message is the same `<status> <code> (request id <id>)` line, percent-encoded.
-pub fn grpc_trailers_only(status: StatusCode, message: &str) -> Response<BodyKind> {
-    let grpc_status = match status.as_u16() {
+/// The gRPC status an HTTP status stands for (Envoy's `httpToGrpcStatus`, after gRPC's
+/// http-grpc-status-mapping): also what Envoy and Istio record for a gRPC answer that
+/// carried no `grpc-status`.
+pub fn grpc_status_for_http(status: u16) -> u8 {
+    match status {
         400 => 13,
         401 => 16,
         403 => 7,
         404 => 12,
         429 | 502 | 503 | 504 => 14,
         _ => 2,
-    };
+    }
+}
+
+/// A gRPC "Trailers-Only" answer (HTTP 200, `grpc-status` in the headers, no body) for
+/// an error the gateway makes itself, with Envoy's mapping of the HTTP status; the
+/// message is the same `<status> <code> (request id <id>)` line, percent-encoded.
+pub fn grpc_trailers_only(status: StatusCode, message: &str) -> Response<BodyKind> {
+    let grpc_status = grpc_status_for_http(status.as_u16());
     let mut r = Response::new(BodyKind::Full(None));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    h.insert("grpc-status", HeaderValue::from(grpc_status));
+    h.insert("grpc-status", HeaderValue::from(u16::from(grpc_status)));
     let encoded: String = message
         .bytes()
         .map(|b| match b {
