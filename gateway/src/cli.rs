@@ -155,6 +155,12 @@ pub struct RunArgs {
     /// dot segments and encoded unreserved characters are always normalized.
     #[arg(long, env = "GATEWAY_MERGE_SLASHES")]
     pub merge_slashes: bool,
+    /// Keep an edge client's `x-request-id` (Envoy's `preserve_external_request_id`). By
+    /// default it is replaced by a new one, as Envoy and Istio do at the edge, unless the
+    /// hop in front is trusted (`--num-trusted-proxies` > 0): a client must not pick the
+    /// id that keys its `/debug/requests` entry and its log lines.
+    #[arg(long, env = "GATEWAY_PRESERVE_EXTERNAL_REQUEST_ID")]
+    pub preserve_external_request_id: bool,
     /// Listen backlog of the Gateway listener ports (connections the kernel queues
     /// before accept; capped by net.core.somaxconn).
     #[arg(long, env = "GATEWAY_LISTEN_BACKLOG", default_value_t = 1024)]
@@ -363,6 +369,7 @@ impl From<RunArgs> for Config {
                 http2_keepalive_interval: a.http2_keepalive_interval,
                 http2_keepalive_timeout: a.http2_keepalive_timeout,
                 merge_slashes: a.merge_slashes,
+                keep_request_id: a.preserve_external_request_id || a.num_trusted_proxies > 0,
             },
             drain_timeout: a.drain_timeout,
             memory_release_interval: a.memory_release_interval,

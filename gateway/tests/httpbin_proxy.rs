@@ -234,7 +234,34 @@ fn forged_xfcc_from_edge_never_reaches_httpbin() {
     assert_eq!(h["X-Forwarded-For"], "127.0.0.1");
     assert_eq!(h["X-Forwarded-Proto"], "http");
     assert_eq!(h["X-Forwarded-Host"], format!("127.0.0.1:{port}"));
-    assert_eq!(h["X-Request-Id"], "my-request-1");
+    // An edge client's x-request-id is replaced, as Envoy and Istio do at the edge: it
+    // keys the request's log lines and `/debug/requests` entry.
+    let id = h["X-Request-Id"].as_str().unwrap();
+    assert_ne!(id, "my-request-1");
+    assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a UUID: {id}");
+}
+
+#[test]
+fn a_clients_request_id_is_kept_only_when_asked_or_from_a_trusted_hop() {
+    let hb = Httpbin::start();
+    for args in [
+        &["--preserve-external-request-id"][..],
+        &["--num-trusted-proxies", "1"][..],
+    ] {
+        let port = free_port();
+        let _gw = Gateway::start_with(&edge_to_httpbin(port, hb.port), args);
+        let r = curl(&[
+            "-H",
+            "X-Request-Id: my-request-1",
+            &format!("http://127.0.0.1:{port}/headers?show_env=1"),
+        ]);
+        assert_eq!(r.status, 200, "{args:?}: {r:?}");
+        assert_eq!(
+            r.json()["headers"]["X-Request-Id"],
+            "my-request-1",
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -18,12 +18,12 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// Sent with an h2c upgrade (RFC 7540 §3.2.1); hop-by-hop wherever it appears.
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// The request id: the client's `x-request-id` when sane, else a new UUID v4.
-/// Kept as a header value: it is sent upstream and back without another copy.
-pub fn request_id<B>(req: &Request<B>) -> HeaderValue {
+/// The request id: the client's `x-request-id` when `keep` and sane, else a new UUID
+/// v4. Kept as a header value: it is sent upstream and back without another copy.
+pub fn request_id<B>(req: &Request<B>, keep: bool) -> HeaderValue {
     req.headers()
         .get(X_REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+        .filter(|v| keep && !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
         .cloned()
         .unwrap_or_else(new_request_id)
 }

@@ -78,6 +78,9 @@ pub struct Limits {
     pub http2_keepalive_timeout: Duration,
     /// Merge repeated slashes in request paths (`//a///b` -> `/a/b`) before routing.
     pub merge_slashes: bool,
+    /// Keep the client's `x-request-id` (a trusted hop in front, or asked for); else
+    /// every request gets a new one.
+    pub keep_request_id: bool,
 }
 
 /// What the request path uses, as narrow handles (no shared hub). Each worker holds a

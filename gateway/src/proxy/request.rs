@@ -49,7 +49,7 @@ pub fn handle(
             backend: None,
             endpoint: None,
             upstream_address: None,
-            request_id: headers::request_id(&req),
+            request_id: headers::request_id(&req, ctx.limits.keep_request_id),
             peer: conn.peer,
             code: None,
             reason: None,
