@@ -165,10 +165,15 @@ pub struct RunArgs {
     /// before accept; capped by net.core.somaxconn).
     #[arg(long, env = "GATEWAY_LISTEN_BACKLOG", default_value_t = 1024)]
     pub listen_backlog: u32,
-    /// A downstream connection with no traffic for this long is closed (HTTP, upgraded
-    /// tunnels, and TCP/TLS connection routes: no bytes either way).
+    /// A downstream connection with no traffic for this long is closed (HTTP and
+    /// upgraded tunnels: no bytes either way).
     #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
     pub idle_timeout: Duration,
+    /// A TCP/TLS connection route's connection with no bytes either way for this long is
+    /// closed (Envoy's tcp_proxy `idle_timeout`, 1 hour unless set, which Istio keeps:
+    /// a quiet database or broker connection is not cut after minutes).
+    #[arg(long, env = "GATEWAY_TCP_IDLE_TIMEOUT", default_value = "1h", value_parser = duration)]
+    pub tcp_idle_timeout: Duration,
     /// An HTTP/1 connection with a request in flight and no bytes either way for this long
     /// is closed (Envoy's `stream_idle_timeout`, 5 minutes by default): a client that
     /// stops sending its body, or an upstream that never answers, no longer holds a
@@ -364,6 +369,7 @@ impl From<RunArgs> for Config {
                 max_uri_bytes: a.max_uri_bytes,
                 header_read_timeout: a.header_read_timeout,
                 idle_timeout: a.idle_timeout,
+                tcp_idle_timeout: a.tcp_idle_timeout,
                 stream_idle_timeout: a.stream_idle_timeout,
                 max_connections: a.max_connections,
                 http2_keepalive_interval: a.http2_keepalive_interval,

@@ -34,6 +34,13 @@ pub fn install_crypto_provider() {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns once per ClientHello carrying an odd SNI: a line per connection that
+    // any client can trigger, so only its errors are logged unless RUST_LOG names rustls.
+    let names_rustls = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls"));
+    let filter = match "rustls=error".parse() {
+        Ok(d) if !names_rustls => filter.add_directive(d),
+        _ => filter,
+    };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

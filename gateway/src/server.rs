@@ -74,7 +74,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let access_log_flush = access_log.clone();
     // One pool of connection slots for accepted connections and upgraded tunnels alike.
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-    let tunnels = Tunnels::new(permits.clone(), config.limits.idle_timeout, metrics.clone());
+    let idle = (config.limits.idle_timeout, config.limits.tcp_idle_timeout);
+    let tunnels = Tunnels::new(permits.clone(), idle, metrics.clone());
     let workers = Arc::new(Workers::start(config.workers).context("starting the workers")?);
     let release = config.memory_release_interval;
     workers.spawn_on_every_thread(move || crate::memory::release_freed(release));

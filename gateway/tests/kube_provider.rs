@@ -1219,11 +1219,12 @@ async fn a_backend_tls_policy_served_only_as_v1alpha3_gets_its_status_written_at
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_route_applied_with_kubectl_is_served_on_a_tcp_listener_with_its_status() {
     let cluster = Cluster::start().await;
+    // Gateway API v1.6's standard channel serves TCPRoute as v1 only.
     cluster.seed(&crd(
         "gateway.networking.k8s.io",
         "TCPRoute",
         "tcproutes",
-        &["v1alpha2"],
+        &["v1"],
     ));
     let tcp_port = free_port();
     cluster.apply(&format!(
@@ -1235,7 +1236,7 @@ async fn a_tcp_route_applied_with_kubectl_is_served_on_a_tcp_listener_with_its_s
     ));
     let _gw = cluster.gateway("gw-a", "127.0.0.1");
     cluster.apply(
-        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n\
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\n\
          metadata: {name: raw, namespace: default}\nspec:\n  \
          parentRefs: [{name: edge, sectionName: tcp}]\n  \
          rules: [{backendRefs: [{name: httpbin, port: 80}]}]\n",

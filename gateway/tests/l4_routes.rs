@@ -116,7 +116,7 @@ fn an_idle_tcp_connection_is_closed_at_the_idle_timeout() {
             &tcp_route("echo", "tcp", "echo"),
             &local_service("echo", echo.port),
         ]),
-        &["--idle-timeout", "1s"],
+        &["--tcp-idle-timeout", "1s"],
     );
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"ping").unwrap();
@@ -386,4 +386,67 @@ fn tls_terminate_listener_decrypts_and_proxies_the_bytes_as_tcp_to_socat() {
     let line = gw.wait_access_log(|l| l["route"] == "TLSRoute default/db");
     assert_eq!(line["bytes_received"], 14, "{line}");
     assert_eq!(line["bytes_sent"], 14, "{line}");
+}
+
+/// A TCP FIN without TLS close_notify from a client of a TLS Terminate listener is a
+/// half-close, as Envoy's tcp_proxy treats it: the upstream sees EOF and what it sends
+/// after that still reaches the client.
+#[test]
+fn tls_terminate_passes_a_clients_fin_without_close_notify_on_as_a_half_close() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut got = Vec::new();
+            if conn.read_to_end(&mut got).is_ok() {
+                let _ = conn.write_all(format!("got {} bytes then EOF", got.len()).as_bytes());
+            }
+        }
+    });
+    let pki = Pki::new();
+    pki.ca("edge-ca");
+    pki.leaf("db", "edge-ca", &["db.example.com"], false);
+    let port = free_port();
+    let _gw = Gateway::start(&docs(&[
+        &gateway_yaml(&format!(
+            "    - name: tls\n      port: {port}\n      protocol: TLS\n      \
+             tls: {{mode: Terminate, certificateRefs: [{{name: db-cert}}]}}\n"
+        )),
+        &tls_route("db", "tls", "db.example.com", "counter"),
+        &pki.tls_secret("db-cert", "db"),
+        &local_service("counter", upstream),
+    ]));
+    let mut tls = tls_client(&pki.path("edge-ca.crt"), port, "db.example.com");
+    tls.write_all(&[b'a'; 50_000]).unwrap();
+    tls.flush().unwrap();
+    tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer), "got 50000 bytes then EOF");
+}
+
+/// rustls warns once per ClientHello with an SNI that is not a DNS name: at the default
+/// log level a client must not be able to write a gateway log line per connection.
+#[test]
+fn an_illegal_sni_is_refused_without_a_log_line_per_connection() {
+    let port = free_port();
+    let gw = Gateway::start(&gateway_yaml(&format!(
+        "    - {{name: tls, port: {port}, protocol: TLS, tls: {{mode: Passthrough}}}}\n"
+    )));
+    for (i, sni) in ["a..example.com", "foo.example.com:443"].iter().enumerate() {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", sni])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sni}: no handshake");
+        gw.wait_metric(
+            "gateway_downstream_request_errors_total{code=\"tls_client_hello\"}",
+            (i + 1) as f64,
+        );
+    }
+    let log = gw.log();
+    assert!(!log.contains("Illegal SNI"), "{log}");
 }

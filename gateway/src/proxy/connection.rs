@@ -252,6 +252,9 @@ async fn serve_tls<S>(
         Err(e) => {
             if matches!(e, sni::PeekError::Timeout) {
                 ctx.metrics.downstream_timeout("first_request");
+            } else {
+                // Counted, not logged per connection (a client picks how often).
+                ctx.metrics.downstream_error("tls_client_hello");
             }
             tracing::debug!(%peer, error = %e, "TLS ClientHello failed");
             return;
@@ -269,7 +272,7 @@ async fn serve_tls<S>(
         TlsTarget::Passthrough(route) => l4::serve(&ctx, stream, route, d).await,
         TlsTarget::Terminate(config, route) => {
             if let Some(tls) = handshake(&ctx, stream, config, peer, deadline).await {
-                l4::serve(&ctx, tls, route, d).await
+                l4::serve(&ctx, l4::FinIsEof(tls), route, d).await
             }
         }
         TlsTarget::Https(config, listener) => {

@@ -48,6 +48,51 @@ struct Ended<'a> {
 /// Why no upstream connection was made: Envoy's flag and the reason.
 type Refused = (&'static str, String);
 
+/// A terminated TLS connection whose client's TCP FIN came without a TLS close_notify:
+/// tokio-rustls reports that as `UnexpectedEof`, which would end both directions; read
+/// as end of stream instead, it is the half-close Envoy's tcp_proxy makes of it (the
+/// upstream sees EOF, and what it sends after still reaches the client).
+pub struct FinIsEof<S>(pub S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for FinIsEof<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FinIsEof<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// Proxies one connection along `route` (`None`: nothing serves it, and it is closed).
 pub async fn serve<D>(ctx: &ProxyContext, down: D, route: Option<Arc<L4Route>>, d: Downstream)
 where

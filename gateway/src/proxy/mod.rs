@@ -67,6 +67,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Close connections idle this long.
     pub idle_timeout: Duration,
+    /// Close a TCP/TLS connection route's connection idle this long.
+    pub tcp_idle_timeout: Duration,
     /// Close a connection with a request in flight and no bytes either way for this long
     /// (zero: never).
     pub stream_idle_timeout: Duration,

@@ -24,8 +24,10 @@ pub struct Tunnels {
 struct Inner {
     /// The `--max-connections` slots, shared with the accept loops.
     permits: Arc<Semaphore>,
-    /// A tunnel with no bytes either way for this long is closed.
+    /// An upgraded tunnel with no bytes either way for this long is closed.
     idle_timeout: Duration,
+    /// The same for a TCP/TLS connection route (Envoy's tcp_proxy default: 1 hour).
+    tcp_idle_timeout: Duration,
     metrics: Arc<Metrics>,
     /// Set at the drain deadline: every tunnel closes.
     closing: watch::Sender<bool>,
@@ -39,12 +41,18 @@ pub struct Slot {
 }
 
 impl Tunnels {
-    /// Tunnels sharing `permits` with the accept loops.
-    pub fn new(permits: Arc<Semaphore>, idle_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    /// Tunnels sharing `permits` with the accept loops; `idle_timeouts`: upgraded
+    /// tunnels', then connection routes'.
+    pub fn new(
+        permits: Arc<Semaphore>,
+        idle_timeouts: (Duration, Duration),
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Tunnels {
             inner: Arc::new(Inner {
                 permits,
-                idle_timeout,
+                idle_timeout: idle_timeouts.0,
+                tcp_idle_timeout: idle_timeouts.1,
                 metrics,
                 closing: watch::Sender::new(false),
                 open: watch::Sender::new(0),
@@ -86,7 +94,8 @@ impl Tunnels {
             let activity = Arc::new(Activity::new());
             let mut d = ActivityIo::new(TokioIo::new(d), activity.clone());
             let mut u = TokioIo::new(u);
-            run(&inner, &activity, &mut d, &mut u, TUNNEL_BUFFER_BYTES).await;
+            let idle = inner.idle_timeout;
+            run(&inner, idle, &activity, &mut d, &mut u, TUNNEL_BUFFER_BYTES).await;
         });
     }
 
@@ -99,7 +108,8 @@ impl Tunnels {
         U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let _open = OpenTunnel::new(self.inner.clone(), None);
-        run(&self.inner, activity, down, up, L4_BUFFER_BYTES).await;
+        let idle = self.inner.tcp_idle_timeout;
+        run(&self.inner, idle, activity, down, up, L4_BUFFER_BYTES).await;
     }
 
     /// Waits until no tunnel is open.
@@ -129,13 +139,18 @@ const TUNNEL_BUFFER_BYTES: usize = 8 * 1024;
 const L4_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The copy loop; returning drops (closes) both sockets.
-async fn run<D, U>(inner: &Inner, activity: &Activity, down: &mut D, up: &mut U, buf: usize)
-where
+async fn run<D, U>(
+    inner: &Inner,
+    idle: Duration,
+    activity: &Activity,
+    down: &mut D,
+    up: &mut U,
+    buf: usize,
+) where
     D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut closing = inner.closing.subscribe();
-    let idle = inner.idle_timeout;
     let tick = (idle / 4).max(Duration::from_millis(50));
     let copy = tokio::io::copy_bidirectional_with_sizes(down, up, buf, buf);
     tokio::pin!(copy);

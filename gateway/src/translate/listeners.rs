@@ -356,6 +356,17 @@ fn compile_listener(
         None => HostPattern::Any,
     };
     let tls = listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts)?;
+    // GatewayTLSConfig: certificateRefs are "optional" outside Terminate; unused here.
+    if tls_mode(l) == Some("Passthrough")
+        && l.tls
+            .as_ref()
+            .is_some_and(|t| !t.certificate_refs.is_empty())
+    {
+        f.warnings.push(format!(
+            "{ctx}: tls.certificateRefs are not used with mode Passthrough (the backend \
+             presents its own certificate)"
+        ));
+    }
     let served = route_kinds(protocol, tls.is_some());
     let (allowed_from, kinds) = allowed_routes(gw, l, ctx, served, f)?;
     let info = ListenerInfo {
@@ -493,13 +504,6 @@ fn passthrough_tls(
     let t = l.tls.as_ref().expect("mode was read from tls");
     if let Some(name) = t.unsupported.keys().next() {
         let msg = format!("{ctx}: tls: field {name:?} is not supported by meshgate");
-        return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
-    }
-    if !t.certificate_refs.is_empty() {
-        let msg = format!(
-            "{ctx}: tls.certificateRefs must be empty with mode Passthrough (the backend \
-             presents its own certificate)"
-        );
         return Err(refuse(C::Accepted, Reason::UnsupportedValue, msg));
     }
     Ok(None)

@@ -84,8 +84,8 @@ pub const GATEWAY_CLASS: KindRef = KindRef::new(GW, &["v1"], "GatewayClass");
 pub const GATEWAY: KindRef = KindRef::new(GW, &["v1"], "Gateway");
 /// Gateway API HTTPRoute.
 pub const HTTP_ROUTE: KindRef = KindRef::new(GW, &["v1"], "HTTPRoute");
-/// Gateway API TCPRoute (experimental channel).
-pub const TCP_ROUTE: KindRef = KindRef::new(GW, &["v1alpha2"], "TCPRoute");
+/// Gateway API TCPRoute (`v1` in v1.6's standard channel; `v1alpha2` before).
+pub const TCP_ROUTE: KindRef = KindRef::new(GW, &["v1", "v1alpha2"], "TCPRoute");
 /// Gateway API TLSRoute (`v1` in v1.6; older releases serve `v1alpha3` or `v1alpha2`).
 pub const TLS_ROUTE: KindRef = KindRef::new(GW, &["v1", "v1alpha3", "v1alpha2"], "TLSRoute");
 /// Gateway API GRPCRoute.
