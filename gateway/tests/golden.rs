@@ -318,6 +318,11 @@ fn destination_rule_simple_and_mutual_tls_read_credentials_from_the_pod_namespac
 }
 
 #[test]
+fn istio_tls_and_tcp_matches_apply_per_match_by_port_and_gateways() {
+    istio_golden("istio_l4_matches");
+}
+
+#[test]
 fn istio_fields_meshgate_does_not_implement_are_refused_by_name() {
     istio_golden("istio_refusals");
 }

@@ -432,6 +432,10 @@ pub struct L4MatchAttributes {
     /// Server port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    /// Gateways the match applies to (`ns/name` or a name in the VirtualService's
+    /// namespace); empty: every gateway of the VirtualService.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]
@@ -464,6 +468,9 @@ pub struct TlsMatchAttributes {
     /// Server port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    /// Gateways the match applies to, as in `L4MatchAttributes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]
