@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use ppp::{HeaderResult, PartialResult, v1, v2};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// The largest header read (a v2 header with TLVs; v1 is at most 107 bytes).
-const MAX_HEADER_BYTES: usize = 4096;
+/// The longest v1 header, `\r\n` included (the spec's 107 bytes).
+const MAX_V1_BYTES: usize = 107;
+/// A v2 header's fixed part; its bytes 14-15 give the length of the rest (addresses and
+/// TLVs, up to 65,535 bytes, which Envoy accepts too).
+const V2_FIXED_BYTES: usize = 16;
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -39,8 +42,8 @@ pub enum ProxyHeaderError {
     /// It starts like a header but is not a valid one.
     #[error("invalid PROXY protocol header: {0}")]
     Invalid(String),
-    /// Longer than [`MAX_HEADER_BYTES`].
-    #[error("PROXY protocol header longer than {MAX_HEADER_BYTES} bytes")]
+    /// A v1 line longer than [`MAX_V1_BYTES`].
+    #[error("PROXY protocol v1 header longer than {MAX_V1_BYTES} bytes")]
     TooLarge,
 }
 
@@ -69,12 +72,16 @@ pub async fn read<S: AsyncRead + Unpin>(
                 false => Err(ProxyHeaderError::Missing),
             };
         }
+        // Parsed only once whole: a v1 line split after a space, say, is not a
+        // malformed one, only an incomplete one.
+        match whole_header_len(&buf) {
+            Ok(None) => continue,
+            Ok(Some(_)) => {}
+            Err(e) => return Err(e),
+        }
         let parsed = HeaderResult::parse(&buf);
         if parsed.is_incomplete() {
-            if buf.len() > MAX_HEADER_BYTES {
-                return Err(ProxyHeaderError::TooLarge);
-            }
-            continue;
+            return Err(ProxyHeaderError::Invalid("incomplete header".into()));
         }
         let (len, source) = match parsed {
             HeaderResult::V1(Ok(h)) => (h.header.len(), v1_source(&h.addresses)),
@@ -87,6 +94,25 @@ pub async fn read<S: AsyncRead + Unpin>(
             source,
         });
     }
+}
+
+/// The length of the header `buf` starts with once all of it has arrived: a v1 line up
+/// to its `\r\n`, a v2 header by its length field; `None` until then.
+fn whole_header_len(buf: &[u8]) -> Result<Option<usize>, ProxyHeaderError> {
+    if buf.starts_with(V1_PREFIX) {
+        return match buf.windows(2).position(|w| w == b"\r\n") {
+            Some(end) if end + 2 <= MAX_V1_BYTES => Ok(Some(end + 2)),
+            Some(_) => Err(ProxyHeaderError::TooLarge),
+            None if buf.len() >= MAX_V1_BYTES => Err(ProxyHeaderError::TooLarge),
+            None => Ok(None),
+        };
+    }
+    if buf.starts_with(V2_SIGNATURE) && buf.len() >= V2_FIXED_BYTES {
+        let rest = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+        let total = V2_FIXED_BYTES + rest;
+        return Ok((buf.len() >= total).then_some(total));
+    }
+    Ok(None)
 }
 
 /// Whether `buf` is, or may still become, a v1 or v2 header.
@@ -162,6 +188,58 @@ mod tests {
         input.push(0x16);
         let a = feed(input, false).await.unwrap();
         assert_eq!(a.source, Some("[2001:db8::7]:4242".parse().unwrap()));
+        assert_eq!(a.leftover, [0x16]);
+    }
+
+    /// Yields its chunks one per read, as TCP may deliver them.
+    struct Chunks(std::collections::VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            match self.0.pop_front() {
+                Some(c) => {
+                    buf.put_slice(&c);
+                    std::task::Poll::Ready(Ok(()))
+                }
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_v1_header_split_at_any_point_is_read() {
+        let line = b"PROXY TCP4 198.51.100.8 10.0.0.1 5555 8080\r\n";
+        let input = [&line[..], b"GET"].concat();
+        for k in 1..line.len() {
+            let mut stream = Chunks([input[..k].to_vec(), input[k..].to_vec()].into());
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            let a = read(&mut stream, deadline, false).await;
+            let a = a.unwrap_or_else(|e| panic!("split at {k}: {e}"));
+            assert_eq!(a.source, Some("198.51.100.8:5555".parse().unwrap()));
+            assert_eq!(a.leftover, b"GET", "split at {k}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_v2_header_with_a_5000_byte_tlv_is_read() {
+        let addrs = v2::IPv4::new([203, 0, 113, 14], [10, 0, 0, 1], 4242, 443);
+        let mut input = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            addrs,
+        )
+        .write_tlv(0xE0, &[7u8; 5000])
+        .unwrap()
+        .build()
+        .unwrap();
+        assert!(input.len() > 5000);
+        input.push(0x16);
+        let a = feed(input, false).await.unwrap();
+        assert_eq!(a.source, Some("203.0.113.14:4242".parse().unwrap()));
         assert_eq!(a.leftover, [0x16]);
     }
 

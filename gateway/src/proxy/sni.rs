@@ -57,20 +57,25 @@ pub async fn peek<S: AsyncRead + Unpin>(
         buffered.extend_from_slice(&chunk[..n]);
         let mut rest = &chunk[..n];
         while !rest.is_empty() {
-            if acceptor.read_tls(&mut rest)? == 0 {
-                return Err(PeekError::TooLarge);
+            // rustls takes at most one record's worth until the records it holds are
+            // processed, so each take is followed by `accept()`: else a hello of more
+            // than one record would fail or pass depending on how TCP split it. From a
+            // slice the only error is that full buffer.
+            match acceptor.read_tls(&mut rest) {
+                Ok(0) | Err(_) => return Err(PeekError::TooLarge),
+                Ok(_) => {}
             }
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let sni = accepted
-                    .client_hello()
-                    .server_name()
-                    .map(str::to_ascii_lowercase);
-                return Ok(ClientHello { buffered, sni });
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let sni = accepted
+                        .client_hello()
+                        .server_name()
+                        .map(str::to_ascii_lowercase);
+                    return Ok(ClientHello { buffered, sni });
+                }
+                Ok(None) => {}
+                Err((e, _alert)) => return Err(PeekError::Tls(e)),
             }
-            Ok(None) => continue,
-            Err((e, _alert)) => return Err(PeekError::Tls(e)),
         }
     }
 }
@@ -83,10 +88,16 @@ mod tests {
 
     /// A real ClientHello, from rustls's client, for `sni`.
     fn client_hello(sni: &str) -> Vec<u8> {
+        client_hello_offering(sni, Vec::new())
+    }
+
+    /// The same, offering `alpn` (which can make it span several records).
+    fn client_hello_offering(sni: &str, alpn: Vec<Vec<u8>>) -> Vec<u8> {
         let roots = rustls::RootCertStore::empty();
-        let config = rustls::ClientConfig::builder()
+        let mut config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        config.alpn_protocols = alpn;
         let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
         let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
         let mut out = Vec::new();
@@ -113,6 +124,32 @@ mod tests {
         replay.read_exact(&mut all).await.unwrap();
         assert_eq!(&all[..hello.len()], &hello[..]);
         assert_eq!(&all[hello.len()..], b"after");
+    }
+
+    /// A hello of about 40 KiB spans three records; however TCP splits it, it is read
+    /// whole (it used to fail once rustls' one-record buffer filled between accepts).
+    #[tokio::test]
+    async fn a_hello_of_several_records_is_read_whatever_the_write_sizes() {
+        let alpn: Vec<Vec<u8>> = (0..160u8).map(|i| vec![b'a' + i % 26; 250]).collect();
+        let hello = client_hello_offering("big.example.com", alpn);
+        assert!(hello.len() > 40_000, "{}", hello.len());
+        for write in [hello.len(), 4096, 1000, 7] {
+            let (mut client, mut server) = tokio::io::duplex(write.max(64));
+            let sent = hello.clone();
+            tokio::spawn(async move {
+                for part in sent.chunks(write) {
+                    client.write_all(part).await.unwrap();
+                }
+            });
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            let got = peek(&mut server, deadline).await.unwrap();
+            assert_eq!(
+                got.sni.as_deref(),
+                Some("big.example.com"),
+                "writes of {write}"
+            );
+            assert_eq!(got.buffered.len(), hello.len(), "writes of {write}");
+        }
     }
 
     #[tokio::test]
