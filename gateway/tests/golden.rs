@@ -167,6 +167,11 @@ fn listener_conditions_name_each_reason_and_valid_listeners_are_still_served() {
 }
 
 #[test]
+fn routes_attached_to_an_unprogrammed_listener_or_themselves_invalid_are_counted() {
+    status_golden("unresolved_attached");
+}
+
+#[test]
 fn route_conditions_per_parent_and_unresolved_refs_keep_the_route_accepted() {
     status_golden("routes");
 }

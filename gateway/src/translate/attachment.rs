@@ -230,6 +230,7 @@ pub(super) fn parents(
         unresolved,
     } = *checked;
     let mut attached = Vec::new();
+    let mut counted: Vec<Arc<ListenerInfo>> = Vec::new();
     if route.spec.parent_refs.is_empty() {
         f.errors.push(format!("{obj}: parentRefs is empty"));
     }
@@ -241,26 +242,31 @@ pub(super) fn parents(
         let pctx = super::Ctx::Item(&obj, "parentRefs", pi);
         let gw_ns = p.namespace.as_deref().unwrap_or(route.metadata.ns());
         let gw = [gw_ns, "/", &p.name].concat();
-        let accepted = match invalid {
-            Some(e) => Err((Reason::UnsupportedValue, e.to_string())),
-            None => parent_listeners(snap, route, kind, gateways, p, &gw, &pctx)
-                .and_then(|ls| intersecting(ls, hostnames, &pctx, &gw)),
-        };
-        let accepted = match accepted {
-            Ok(ls) => {
+        let selected = parent_listeners(snap, route, kind, gateways, p, &gw, &pctx)
+            .and_then(|ls| intersecting(ls, hostnames, &pctx, &gw));
+        let accepted = match (selected, invalid) {
+            (Ok(ls), invalid) => {
                 for l in ls {
                     // Two parentRefs may select one listener: the route is one route there.
-                    if !attached.iter().any(|a| Arc::ptr_eq(a, &l)) {
+                    if !counted.iter().any(|a| Arc::ptr_eq(a, &l)) {
+                        // attachedRoutes counts routes that attach "that may themselves
+                        // have Accepted: false" (ListenerStatus): an invalid one too,
+                        // though it is not served.
                         f.report.attach(&["Gateway ", &l.gateway].concat(), &l.name);
-                        attached.push(l);
+                        counted.push(l.clone());
+                        if invalid.is_none() {
+                            attached.push(l);
+                        }
                     }
                 }
-                ok(C::Accepted, Reason::Accepted)
-            }
-            Err((reason, msg)) => {
-                if invalid.is_none() {
-                    f.errors.push(msg.clone());
+                match invalid {
+                    Some(e) => failed(C::Accepted, Reason::UnsupportedValue, e.to_string()),
+                    None => ok(C::Accepted, Reason::Accepted),
                 }
+            }
+            (Err(_), Some(e)) => failed(C::Accepted, Reason::UnsupportedValue, e.to_string()),
+            (Err((reason, msg)), None) => {
+                f.errors.push(msg.clone());
                 failed(C::Accepted, reason, msg)
             }
         };
@@ -300,6 +306,7 @@ fn parent_listeners(
     let candidates: Vec<&Arc<ListenerInfo>> = gateways
         .listeners
         .iter()
+        .chain(&gateways.unprogrammed)
         .filter(|l| l.gateway == gw)
         .filter(|l| p.section_name.as_ref().is_none_or(|s| *s == l.name))
         .filter(|l| p.port.is_none_or(|port| port == l.port))

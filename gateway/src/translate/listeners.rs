@@ -66,6 +66,10 @@ pub struct Gateways {
     pub names: BTreeSet<String>,
     /// Accepted listeners (shared: every route attached to one holds it).
     pub listeners: Vec<std::sync::Arc<ListenerInfo>>,
+    /// Gateway API listeners accepted but not programmed (a certificate that does not
+    /// resolve): routes attach to them and are counted in their `attachedRoutes`, as
+    /// the spec requires, but nothing is served there.
+    pub unprogrammed: Vec<std::sync::Arc<ListenerInfo>>,
     /// Ports with their listeners (virtual hosts filled by attachment).
     pub ports: BTreeMap<u16, ir::Port>,
     /// Route entries per (port, listener full name), then per host.
@@ -355,7 +359,26 @@ fn compile_listener(
         })?,
         None => HostPattern::Any,
     };
-    let tls = listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts)?;
+    let tls = match listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts) {
+        Ok(tls) => tls,
+        Err(e) if e.kind == C::ResolvedRefs => {
+            let served = route_kinds(protocol, tls_mode(l) != Some("Passthrough"));
+            if let Ok((allowed_from, kinds)) = allowed_routes(gw, l, ctx, served, f) {
+                out.unprogrammed.push(std::sync::Arc::new(ListenerInfo {
+                    gateway: gw.metadata.key(),
+                    name: l.name.clone(),
+                    port: l.port,
+                    declared_port: l.port,
+                    protocol,
+                    hostname,
+                    allowed_from,
+                    kinds,
+                }));
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     // GatewayTLSConfig: certificateRefs are "optional" outside Terminate; unused here.
     if tls_mode(l) == Some("Passthrough")
         && l.tls
