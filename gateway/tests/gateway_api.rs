@@ -644,3 +644,89 @@ fn conflicting_https_and_tls_listeners_are_both_refused_and_neither_serves() {
         assert_eq!(listeners[name]["attachedRoutes"], 0, "{name}");
     }
 }
+
+#[test]
+fn an_unresolvable_extension_ref_answers_500_and_an_invalid_rule_is_dropped_alone() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        // The filter must not be skipped: without the ExtensionRef rule's 500, /auth
+        // would fall through to this catch-all and reach httpbin unauthenticated.
+        &route_in(
+            "default",
+            "catch-all",
+            &format!(
+                "spec:\n  parentRefs: [{{name: edge}}]\n{}",
+                tagged_rule("catch-all")
+            ),
+        ),
+        &route_in(
+            "default",
+            "extension",
+            "spec:\n  parentRefs: [{name: edge}]\n  hostnames: [app.example.com]\n  rules:\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /anything/ok}}]\n      \
+             backendRefs: [{name: httpbin, port: 80}]\n\
+             \x20   - matches: [{path: {type: PathPrefix, value: /anything/auth}}]\n      \
+             filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: AuthFilter, name: sso}}]\n      \
+             backendRefs: [{name: httpbin, port: 80}]\n\
+             \x20   - matches: [{path: {type: RegularExpression, value: \"/(unclosed\"}}]\n      \
+             backendRefs: [{name: httpbin, port: 80}]\n",
+        ),
+        &local_service("httpbin", hb.port),
+    ]));
+    let get = |path: &str| {
+        curl(&[
+            "-H",
+            "Host: app.example.com",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+    };
+    let ok = get("/anything/ok");
+    assert_eq!(ok.status, 200, "the valid rule is served: {ok:?}");
+    assert!(ok.header("x-route").is_none(), "not the catch-all");
+    let auth = get("/anything/auth");
+    assert_eq!(
+        (auth.status, error_code(&auth).as_str()),
+        (500, "backend_unresolvable")
+    );
+    assert!(
+        gw.explain(&auth)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ExtensionRef example.com/AuthFilter sso"),
+        "{}",
+        gw.explain(&auth)
+    );
+    let (_, dump) = gw.admin_get("/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let parent =
+        &dump["status"]["objects"]["HTTPRoute default/extension"]["parents"]["default/edge"];
+    let summary: Vec<(String, bool, String)> = parent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().into(),
+                c["status"].as_bool().unwrap(),
+                c["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("Accepted".into(), true, "Accepted".into()),
+            ("ResolvedRefs".into(), false, "InvalidKind".into()),
+            ("PartiallyInvalid".into(), true, "UnsupportedValue".into()),
+        ]
+    );
+    assert!(
+        parent[2]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Dropped Rule 2: "),
+        "{parent}"
+    );
+}

@@ -172,6 +172,11 @@ fn routes_attached_to_an_unprogrammed_listener_or_themselves_invalid_are_counted
 }
 
 #[test]
+fn invalid_rules_beside_valid_ones_are_dropped_and_an_extension_ref_answers_500() {
+    status_golden("partial_routes");
+}
+
+#[test]
 fn route_conditions_per_parent_and_unresolved_refs_keep_the_route_accepted() {
     status_golden("routes");
 }

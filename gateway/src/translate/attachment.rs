@@ -103,7 +103,10 @@ fn attach_route(
         &route.spec.rules[..]
     };
     f.unresolved.clear();
+    // Errors so far are the route's own (spec, hostnames): they refuse it whole.
+    let route_errors = f.errors.len();
     let mut compiled = Vec::new();
+    let mut dropped: Vec<String> = Vec::new();
     let rate_limit = index
         .rate_limits
         .for_route(kind, &route.metadata, &route.spec.parent_refs);
@@ -117,17 +120,27 @@ fn attach_route(
             rate_limit: rate_limit.clone(),
             l4: false,
         };
-        if let Some(r) = rules::compile_rule(&rc, &order_key, ri, rule, f) {
-            compiled.push(r);
+        let before = f.errors.len();
+        match rules::compile_rule(&rc, &order_key, ri, rule, f) {
+            Some(r) => compiled.push(r),
+            None => dropped.push(format!("Dropped Rule {ri}: {}", f.errors[before])),
         }
     }
     let unresolved = std::mem::take(&mut f.unresolved);
-    // A route with an invalid field is left out whole: serving part of what its author
-    // wrote could send traffic where they did not mean it to go.
-    let invalid = f.errors.get(errors_before).cloned();
+    // An invalid route field refuses the route whole, as do rules that are all invalid;
+    // invalid rules beside valid ones are dropped and the rest served, with
+    // PartiallyInvalid (the spec's "Dropped Rule" approach).
+    let invalid = f.errors[errors_before..route_errors]
+        .first()
+        .or((compiled.is_empty())
+            .then(|| &f.errors[route_errors..])
+            .and_then(|e| e.first()))
+        .cloned();
+    let partially = (invalid.is_none() && !dropped.is_empty()).then(|| dropped.join("; "));
     let checked = Checked {
         hostnames: &hostnames,
         invalid: invalid.as_deref(),
+        partially: partially.as_deref(),
         unresolved: &unresolved,
     };
     let attached = parents(snap, route, gateways, (kind, &obj), &checked, f);
@@ -210,6 +223,9 @@ pub(super) struct Checked<'a> {
     pub hostnames: &'a [HostPattern],
     /// Its first error: it refuses every parent.
     pub invalid: Option<&'a str>,
+    /// Rules dropped beside served ones (`Dropped Rule <i>: <why>`, joined): the
+    /// parents that accept it also get `PartiallyInvalid`.
+    pub partially: Option<&'a str>,
     /// Its unresolved references (`ResolvedRefs=False` with the first).
     pub unresolved: &'a [(Reason, String)],
 }
@@ -227,6 +243,7 @@ pub(super) fn parents(
     let Checked {
         hostnames,
         invalid,
+        partially,
         unresolved,
     } = *checked;
     let mut attached = Vec::new();
@@ -274,8 +291,13 @@ pub(super) fn parents(
             Some(s) => [&gw, "/", s].concat(),
             None => gw,
         };
-        f.report
-            .parent_conditions(obj, &parent_key, [accepted, resolved.clone()]);
+        let dropped = partially.filter(|_| accepted.status).map(|why| {
+            let mut c = ok(C::PartiallyInvalid, Reason::UnsupportedValue);
+            c.message = why.to_string();
+            c
+        });
+        let conditions = [accepted, resolved.clone()].into_iter().chain(dropped);
+        f.report.parent_conditions(obj, &parent_key, conditions);
     }
     attached
 }

@@ -155,6 +155,7 @@ pub fn compile_backend_refs(
     for (bi, b) in refs.iter().enumerate() {
         let bctx = super::Ctx::BackendRef(ctx, bi);
         let bfilters = filters::compile_filters(rc, &b.filters, &bctx, f);
+        let refused = f.refused_filter.take();
         if bfilters.redirect.is_some() {
             f.errors.push(format!(
                 "{bctx}: RequestRedirect is not allowed on a backendRef"
@@ -169,6 +170,9 @@ pub fn compile_backend_refs(
         }
         if let Some(mut backend) = backend(rc, b, &bctx, f) {
             backend.filters = bfilters;
+            if let Some(why) = refused {
+                backend.target = crate::ir::BackendTarget::Unresolvable(why);
+            }
             backends.push(backend);
         }
     }

@@ -25,6 +25,25 @@ pub fn compile_filters(
                 None => f.errors.push(format!("{fctx}: requestMirror is missing")),
             }
         }
+        if filter.kind == "ExtensionRef" {
+            // HTTPRouteFilter: a custom filter that cannot be resolved "MUST NOT be
+            // skipped"; requests it would have processed get an error response.
+            let target = filter.unsupported.get("extensionRef").map_or_else(
+                || "(no extensionRef)".to_string(),
+                |r| {
+                    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                    format!("{}/{} {}", s("group"), s("kind"), s("name"))
+                },
+            );
+            let why = format!(
+                "{fctx}: ExtensionRef {target} is not supported by meshgate: requests this \
+                 rule sends there get 500"
+            );
+            f.unresolved
+                .push((super::status::Reason::InvalidKind, why.clone()));
+            f.refused_filter.get_or_insert(why);
+            continue;
+        }
         let errors = &mut f.errors;
         if filter.kind != "RequestMirror"
             && filters[..i]

@@ -95,6 +95,7 @@ fn attach(
     let checked = attachment::Checked {
         hostnames: &hostnames,
         invalid: invalid.as_deref(),
+        partially: None,
         unresolved: &unresolved,
     };
     let parents = attachment::parents(snap, &shell, gateways, (src.kind, &obj), &checked, f);

@@ -148,6 +148,9 @@ pub struct Findings {
     pub fatal: Vec<String>,
     /// References of the rule being compiled that did not resolve (reason, message).
     pub unresolved: Vec<(status::Reason, String)>,
+    /// An ExtensionRef among the filters just compiled (why): the filter must not be
+    /// skipped, so the rule (or backend) it is on answers 500.
+    pub refused_filter: Option<String>,
     /// Non-fatal findings.
     pub warnings: Vec<String>,
     /// Conditions.

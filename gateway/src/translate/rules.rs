@@ -112,9 +112,25 @@ pub fn compile_rule(
     for (mi, m) in src_matches.iter().enumerate() {
         matches.extend(compile_match(m, &Ctx::Match(&ctx, mi), &mut f.errors));
     }
-    let filters = filters::compile_filters(rc, &rule.filters, &ctx, f);
+    let mut filters = filters::compile_filters(rc, &rule.filters, &ctx, f);
+    let refused = f.refused_filter.take();
     check_filter_combinations(rule, &filters, &matches, &ctx, &mut f.errors);
-    let backends = backends::compile_backend_refs(rc, &rule.backend_refs, &ctx, f);
+    let mut backends = backends::compile_backend_refs(rc, &rule.backend_refs, &ctx, f);
+    if let Some(why) = refused {
+        // Every request of the rule is answered 500, as for a backendRef that does not
+        // resolve; the rule's other filters have nothing left to act on.
+        filters = ir::Filters::default();
+        backends = vec![ir::Backend {
+            name: "ExtensionRef".into(),
+            weight: 1,
+            http2: false,
+            target: ir::BackendTarget::Unresolvable(why),
+            filters: ir::Filters::default(),
+            policy: None,
+            service_host: None,
+            subset: None,
+        }];
+    }
     let total_weight = backends.iter().map(|b| b.weight).sum();
     let (request_timeout, backend_request_timeout) = timeouts(rule, &ctx, &mut f.errors);
     let retry = rule.retry.as_ref().and_then(|r| {

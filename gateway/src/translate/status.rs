@@ -20,6 +20,8 @@ pub enum ConditionType {
     Programmed,
     /// The listener conflicts with another (port protocol, hostname).
     Conflicted,
+    /// Some of a route's rules are invalid and were dropped; the rest is served.
+    PartiallyInvalid,
     /// Client-certificate validation lets connections through without a valid
     /// certificate (`AllowInsecureFallback`).
     InsecureFrontendValidationMode,
