@@ -109,9 +109,11 @@ mod tests {
                 (ConditionType::ResolvedRefs, true, Reason::ResolvedRefs)
             ]
         );
+        // Both attach; attachedRoutes counts the refused one too ("Routes that may
+        // themselves have Accepted: false"), though only `good` is served.
         assert_eq!(
             t.report.objects["Gateway default/edge"].listeners["http"].attached_routes,
-            1
+            2
         );
     }
 
