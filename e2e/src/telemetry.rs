@@ -16,9 +16,14 @@ pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// `prometheus.yml` scraping `target`'s `/metrics` every second as job `job`.
 pub fn prometheus_config(job: &str, target: SocketAddr) -> String {
+    prometheus_config_at(job, target, "/metrics")
+}
+
+/// The same, scraping `path` (Istio's proxies: `/stats/prometheus`).
+pub fn prometheus_config_at(job: &str, target: SocketAddr, path: &str) -> String {
     format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-         scrape_configs:\n  - job_name: {job}\n    \
+         scrape_configs:\n  - job_name: {job}\n    metrics_path: {path}\n    \
          static_configs: [{{targets: ['{target}']}}]\n"
     )
 }

@@ -286,7 +286,9 @@ fn integration_off_renders_the_gateway_alone() {
             "--secret-namespaces",
             "gateway-system",
             "--admin-addr",
-            "127.0.0.1:19000"
+            "127.0.0.1:19000",
+            "--stats-addr",
+            "0.0.0.0:8081"
         ]
     );
     assert!(!r.has_volume("gateway-config"));
@@ -316,7 +318,9 @@ fn file_provider_is_a_switch_that_mounts_the_standalone_config() {
             "--config",
             "/etc/meshgate/",
             "--admin-addr",
-            "127.0.0.1:19000"
+            "127.0.0.1:19000",
+            "--stats-addr",
+            "0.0.0.0:8081"
         ]
     );
     assert_eq!(flag(&gateway_args, "--provider"), None);
@@ -1294,4 +1298,38 @@ fn readme_documents_every_value() {
         missing.is_empty(),
         "manifests/README.md's values table lacks {missing:?}"
     );
+}
+
+/// Prometheus finds the gateway as it finds any pod (the `prometheus.io/*` annotations
+/// its kubernetes-pods job and Istio's metrics merging read), on a metrics-only port; in
+/// sidecar mode the istio-proxy reports the upstream traffic, so the gateway's own
+/// istio_* series are off there (Kiali would count each request twice).
+#[test]
+fn stats_are_exposed_for_prometheus_on_their_own_port_and_off_when_asked() {
+    for (set, istio_metrics) in [(NATIVE, None), (SIDECAR, Some("off"))] {
+        let r = Rendered::with(set);
+        let gateway = r.container("gateway");
+        let gateway_args = args(gateway);
+        assert_eq!(flag(&gateway_args, "--stats-addr"), Some("0.0.0.0:8081"));
+        assert_eq!(flag(&gateway_args, "--istio-metrics"), istio_metrics);
+        assert_eq!(
+            flag(&gateway_args, "--admin-addr"),
+            Some("127.0.0.1:19000"),
+            "the admin API stays on loopback"
+        );
+        let port = gateway["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "http-monitoring")
+            .expect("http-monitoring port");
+        assert_eq!(port["containerPort"], 8081);
+        assert_eq!(r.pod_annotation("prometheus.io/scrape"), Some("true"));
+        assert_eq!(r.pod_annotation("prometheus.io/port"), Some("8081"));
+        assert_eq!(r.pod_annotation("prometheus.io/path"), Some("/metrics"));
+    }
+    let off = [NATIVE, &["gatewayProxies.gatewayProxy.stats.enabled=false"]].concat();
+    let r = Rendered::with(&off);
+    assert_eq!(flag(&args(r.container("gateway")), "--stats-addr"), None);
+    assert_eq!(r.pod_annotation("prometheus.io/scrape"), None);
 }

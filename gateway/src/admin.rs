@@ -1,5 +1,6 @@
 //! Admin server (loopback by default): `/ready`, `/healthz`, `/certs`, `/config_dump`,
-//! `/metrics`, `/debug/requests/<id>`. Read-only: anything but GET/HEAD gets 405.
+//! `/metrics`, `/debug/requests/<id>`. Read-only: anything but GET/HEAD gets 405. And
+//! the metrics-only server Prometheus scrapes (`--stats-addr`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -95,20 +96,55 @@ fn route(ctx: &AdminContext, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/certs" => json(&certs(ctx)),
         "/config_dump" => config_dump(ctx),
         "/debug/backends" => json(&ctx.tables.load().backends_report()),
-        "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(ctx.metrics.render())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            r
-        }
+        "/metrics" => metrics(&ctx.metrics),
         _ => text(
             StatusCode::NOT_FOUND,
             "admin endpoints: /ready /healthz /certs /config_dump /metrics /debug/requests/<id>\n",
         ),
+    }
+}
+
+fn metrics(m: &Metrics) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(m.render())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
+}
+
+/// Serves the metrics alone (`--stats-addr`), for a Prometheus outside the pod: the
+/// rest of the admin API (configuration, certificates' metadata, request explanations)
+/// stays on the loopback admin server.
+pub async fn serve_stats(listener: TcpListener, m: Arc<Metrics>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let m = m.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let m = m.clone();
+                async move {
+                    let r = match (req.method(), req.uri().path()) {
+                        (&Method::GET | &Method::HEAD, "/metrics" | "/stats/prometheus") => {
+                            metrics(&m)
+                        }
+                        (&Method::GET | &Method::HEAD, _) => text(
+                            StatusCode::NOT_FOUND,
+                            "metrics only: /metrics /stats/prometheus\n",
+                        ),
+                        _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+                    };
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
     }
 }
 

@@ -73,6 +73,12 @@ pub struct RunArgs {
     /// Admin server address (/ready, /healthz, /config_dump, /metrics).
     #[arg(long, env = "ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
+    /// Address of a metrics-only server for Prometheus (`/metrics`, and
+    /// `/stats/prometheus` as Istio's proxies name it), e.g. `0.0.0.0:8081` as Gloo's
+    /// gateway-proxy exposes its stats; nothing else of the admin API is served there
+    /// [default: off].
+    #[arg(long, env = "GATEWAY_STATS_ADDR")]
+    pub stats_addr: Option<SocketAddr>,
     /// Worker threads serving connections, each with its own runtime, listening socket
     /// per port (SO_REUSEPORT) and upstream pools (default: number of CPUs). 1 serves on
     /// the control plane's single thread.
@@ -288,6 +294,8 @@ pub struct Config {
     pub config_path: PathBuf,
     /// Admin server address.
     pub admin_addr: SocketAddr,
+    /// Metrics-only server address, if any.
+    pub stats_addr: Option<SocketAddr>,
     /// Worker threads.
     pub workers: usize,
     /// Listener bind address.
@@ -346,6 +354,7 @@ impl From<RunArgs> for Config {
             provider,
             config_path: a.config,
             admin_addr: a.admin_addr,
+            stats_addr: a.stats_addr,
             workers: a.workers.filter(|w| *w > 0).unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())

@@ -101,6 +101,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(addr = %config.admin_addr, "the admin server is bound off loopback: anyone who can reach it sees the configuration and certificates' metadata");
     }
     tracing::info!(addr = %config.admin_addr, "admin server listening");
+    if let Some(addr) = config.stats_addr {
+        let stats = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding stats address {addr}"))?;
+        tracing::info!(%addr, "metrics server listening");
+        tokio::spawn(admin::serve_stats(stats, metrics.clone()));
+    }
     tokio::spawn(admin::serve(
         admin,
         AdminContext {

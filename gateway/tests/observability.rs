@@ -101,10 +101,12 @@ fn prometheus_bin() -> PathBuf {
 }
 
 impl Prometheus {
-    fn scrape(target: std::net::SocketAddr) -> Prometheus {
+    /// Scrapes `path` on `target`.
+    fn scrape_at(target: std::net::SocketAddr, path: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, telemetry::prometheus_config("meshgate", target)).unwrap();
+        let config = telemetry::prometheus_config_at("meshgate", target, path);
+        std::fs::write(&cfg, config).unwrap();
         let port = free_port();
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(prometheus_bin())
@@ -145,8 +147,17 @@ fn value(sample: &serde_json::Value) -> f64 {
 fn kiali_edge_query_through_prometheus_shows_gateway_to_httpbin_with_exact_counts() {
     let hb = Httpbin::start();
     let port = free_port();
-    let gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), SOURCE_ARGS);
-    let prom = Prometheus::scrape(gw.admin);
+    // Prometheus scrapes the metrics-only server where Istio's proxies expose theirs.
+    let stats = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let stats_arg = stats.to_string();
+    let args = [SOURCE_ARGS, &["--stats-addr", &stats_arg]].concat();
+    let _gw = Gateway::start_with(&config(port, hb.port, "httpbin.example.com"), &args);
+    // Nothing of the admin API but the metrics is served there.
+    let other = curl(&[&format!("http://{stats}/config_dump")]);
+    assert_eq!(other.status, 404, "{other:?}");
+    let post = curl(&["-X", "POST", &format!("http://{stats}/stats/prometheus")]);
+    assert_eq!(post.status, 405, "{post:?}");
+    let prom = Prometheus::scrape_at(stats, "/stats/prometheus");
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let total = "sum(istio_requests_total{reporter=\"source\",source_workload=\"meshgate\"})";
     // The edge's first request, scraped before the rest: rate() sees them as an increase
