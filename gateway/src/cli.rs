@@ -28,6 +28,13 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
+fn nonzero_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
+}
+
 /// meshgate edge proxy.
 #[derive(Debug, Parser)]
 #[command(
@@ -180,6 +187,11 @@ pub struct RunArgs {
     /// a quiet database or broker connection is not cut after minutes).
     #[arg(long, env = "GATEWAY_TCP_IDLE_TIMEOUT", default_value = "1h", value_parser = duration)]
     pub tcp_idle_timeout: Duration,
+    /// How often an open TCP/TLS connection's bytes are added to the `istio_tcp_*`
+    /// counters (Istio's `tcp_reporting_duration`); it is counted opened when its
+    /// upstream connects and closed when it ends.
+    #[arg(long, env = "GATEWAY_TCP_REPORTING_INTERVAL", default_value = "15s", value_parser = nonzero_duration)]
+    pub tcp_reporting_interval: Duration,
     /// An HTTP/1 connection with a request in flight and no bytes either way for this long
     /// is closed (Envoy's `stream_idle_timeout`, 5 minutes by default): a client that
     /// stops sending its body, or an upstream that never answers, no longer holds a
@@ -379,6 +391,7 @@ impl From<RunArgs> for Config {
                 header_read_timeout: a.header_read_timeout,
                 idle_timeout: a.idle_timeout,
                 tcp_idle_timeout: a.tcp_idle_timeout,
+                tcp_report_interval: a.tcp_reporting_interval,
                 stream_idle_timeout: a.stream_idle_timeout,
                 max_connections: a.max_connections,
                 http2_keepalive_interval: a.http2_keepalive_interval,

@@ -450,3 +450,41 @@ fn an_illegal_sni_is_refused_without_a_log_line_per_connection() {
     let log = gw.log();
     assert!(!log.contains("Illegal SNI"), "{log}");
 }
+
+/// Istio's stats filter counts a connection opened when it connects and adds its bytes
+/// every tcp_reporting_duration, so a long connection shows in Prometheus while it lasts
+/// (it used to appear only once closed).
+#[test]
+fn an_open_connection_is_counted_opened_and_its_bytes_reported_while_it_lasts() {
+    let echo = Echo::start();
+    let port = free_port();
+    let gw = Gateway::start_with(
+        &docs(&[
+            &gateway_yaml(&format!(
+                "    - {{name: tcp, port: {port}, protocol: TCP}}\n"
+            )),
+            &tcp_route("echo", "tcp", "echo"),
+            &local_service("echo", echo.port),
+        ]),
+        &["--tcp-reporting-interval", "200ms"],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&[b'x'; 1000]).unwrap();
+    let mut buf = [0u8; 1000];
+    s.read_exact(&mut buf).unwrap();
+    gw.wait_metric("istio_tcp_connections_opened_total", 1.0);
+    gw.wait_metric("istio_tcp_received_bytes_total", 1000.0);
+    gw.wait_metric("istio_tcp_sent_bytes_total", 1000.0);
+    assert_eq!(
+        gw.metric("istio_tcp_connections_closed_total"),
+        0.0,
+        "still open"
+    );
+    s.write_all(&[b'y'; 500]).unwrap();
+    s.read_exact(&mut buf[..500]).unwrap();
+    drop(s);
+    gw.wait_metric("istio_tcp_connections_closed_total", 1.0);
+    assert_eq!(gw.metric("istio_tcp_connections_opened_total"), 1.0);
+    assert_eq!(gw.metric("istio_tcp_received_bytes_total"), 1500.0);
+    assert_eq!(gw.metric("istio_tcp_sent_bytes_total"), 1500.0);
+}

@@ -383,6 +383,10 @@ pub struct ConnectionRecord {
     pub received_bytes: u64,
     /// Bytes from the upstream to the client.
     pub sent_bytes: u64,
+    /// Counts the connection as opened (with its first report).
+    pub opened: bool,
+    /// Counts it as closed (with its last report).
+    pub closed: bool,
 }
 
 /// How many labels an Istio request series carries (`reporter` included).
@@ -492,8 +496,10 @@ impl IstioMetrics {
         }
     }
 
-    /// Records a connection of a connection route once it has closed (opened and closed
-    /// then carry the same labels, flags included).
+    /// Reports a connection of a connection route as Istio's stats filter does: opened
+    /// when its upstream connects, the bytes moved since the last report every
+    /// `tcp_reporting_duration` and at the end, closed at the end; a refused connection
+    /// in one report. Its labels (flags included) stay the same throughout.
     pub fn record_connection(&self, r: &ConnectionRecord) {
         if !self.enabled {
             return;
@@ -507,10 +513,14 @@ impl IstioMetrics {
             response_flags: r.response_flags,
             mutual_tls: r.mutual_tls,
         };
-        self.tcp_opened.inc(&labels);
+        if r.opened {
+            self.tcp_opened.inc(&labels);
+        }
         self.tcp_received.inc_by(&labels, r.received_bytes);
         self.tcp_sent.inc_by(&labels, r.sent_bytes);
-        self.tcp_closed.inc(&labels);
+        if r.closed {
+            self.tcp_closed.inc(&labels);
+        }
     }
 
     /// Records one finished request.

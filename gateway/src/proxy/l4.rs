@@ -121,9 +121,25 @@ where
         }
     };
     let activity = Arc::new(Activity::new());
-    let mut down = ActivityIo::new(down, activity.clone());
-    let mut up = ActivityIo::new(up, activity.clone());
-    ctx.tunnels.pipe(&activity, &mut down, &mut up).await;
+    let counts = Arc::new(Counts::default());
+    let mut down = ActivityIo::new(Counted(down, counts.clone(), 0), activity.clone());
+    let mut up = ActivityIo::new(Counted(up, counts.clone(), 1), activity.clone());
+    let mut report = Report::new(&destination, mutual_tls);
+    report.send(ctx, &counts, false);
+    // Istio reports a long connection's bytes every tcp_reporting_duration, not only at
+    // its end, so dashboards see it while it lasts.
+    let every = ctx.limits.tcp_report_interval;
+    let reports = async {
+        loop {
+            tokio::time::sleep(every).await;
+            report.send(ctx, &counts, false);
+        }
+    };
+    tokio::select! {
+        () = ctx.tunnels.pipe(&activity, &mut down, &mut up) => {}
+        () = reports => {}
+    }
+    report.send(ctx, &counts, true);
     let ended = Ended {
         route: Some(&route.route),
         backend: Some(backend),
@@ -136,6 +152,93 @@ where
         sent: up.bytes_read(),
     };
     finish(ctx, &d, ended);
+}
+
+/// Bytes read from the client (0) and from the upstream (1) so far, shared with the
+/// periodic report.
+#[derive(Default)]
+struct Counts([std::sync::atomic::AtomicU64; 2]);
+
+/// A stream counting what is read from it into `Counts` slot `.2`.
+struct Counted<S>(S, Arc<Counts>, usize);
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.1.0[self.2].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// The Istio TCP series of one open connection: what has been reported so far.
+struct Report {
+    destination: Arc<Destination>,
+    mutual_tls: bool,
+    reported: [u64; 2],
+    opened: bool,
+}
+
+impl Report {
+    fn new(destination: &Arc<Destination>, mutual_tls: bool) -> Report {
+        Report {
+            destination: destination.clone(),
+            mutual_tls,
+            reported: [0, 0],
+            opened: false,
+        }
+    }
+
+    /// Reports the bytes moved since the last report (opened with the first, closed
+    /// with the last when `closing`).
+    fn send(&mut self, ctx: &ProxyContext, counts: &Counts, closing: bool) {
+        let now = counts
+            .0
+            .each_ref()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        ctx.metrics.istio.record_connection(&ConnectionRecord {
+            destination: self.destination.clone(),
+            response_flags: "-",
+            mutual_tls: self.mutual_tls,
+            received_bytes: now[0] - self.reported[0],
+            sent_bytes: now[1] - self.reported[1],
+            opened: !self.opened,
+            closed: closing,
+        });
+        self.reported = now;
+        self.opened = true;
+    }
 }
 
 /// Picks an endpoint and connects to it.
@@ -204,13 +307,19 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
     if let Some(why) = &e.reason {
         tracing::debug!(peer = %d.peer, flag = e.flag, "connection refused: {why}");
     }
-    ctx.metrics.istio.record_connection(&ConnectionRecord {
-        destination: e.destination.clone(),
-        response_flags: e.flag,
-        mutual_tls: e.mutual_tls,
-        received_bytes: e.received,
-        sent_bytes: e.sent,
-    });
+    // A connection that reached its upstream was reported as it went (`Report`); a
+    // refused one is, in one report, here.
+    if e.upstream_host.is_none() {
+        ctx.metrics.istio.record_connection(&ConnectionRecord {
+            destination: e.destination.clone(),
+            response_flags: e.flag,
+            mutual_tls: e.mutual_tls,
+            received_bytes: e.received,
+            sent_bytes: e.sent,
+            opened: true,
+            closed: true,
+        });
+    }
     let flag = (e.flag != "-").then_some(e.flag);
     if !ctx.access_log.wants(0, flag) {
         return;

@@ -69,6 +69,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Close a TCP/TLS connection route's connection idle this long.
     pub tcp_idle_timeout: Duration,
+    /// Report an open TCP/TLS connection's bytes this often.
+    pub tcp_report_interval: Duration,
     /// Close a connection with a request in flight and no bytes either way for this long
     /// (zero: never).
     pub stream_idle_timeout: Duration,
