@@ -42,6 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         trusted_parents,
         config.trace_client_sampling,
         &config.trace_resource,
+        crate::observe::traces::istio_tags(&config.node_metadata),
     )?;
     if tracing.is_some() {
         tracing::info!("OTLP tracing on");

@@ -633,6 +633,22 @@ fn otlp_server_and_client_spans_reach_rotel_and_keep_the_incoming_trace_id() {
 
     let line = gw.wait_access_log(|l| l["trace_id"] == trace);
     assert_eq!(line["span_id"], server["ID"].as_str());
+    // Named and tagged as Istio's gateways do, so Kiali finds the workload's traces
+    // (`node_id`) and the service's (the operation name).
+    assert_eq!(server["Name"], "httpbin.default.svc.cluster.local:80/*");
+    let out = std::fs::read_to_string(&rotel.out).unwrap();
+    let request_id = line["request_id"].as_str().unwrap();
+    for tag in [
+        format!("guid:x-request-id: Str({request_id})"),
+        "http.status_code: Str(200)".to_string(),
+        "upstream_cluster: Str(outbound|80||httpbin.default.svc.cluster.local)".to_string(),
+        "component: Str(proxy)".to_string(),
+        "node_id: Str(router~".to_string(),
+        "istio.canonical_service: Str(".to_string(),
+        "istio.mesh_id: Str(".to_string(),
+    ] {
+        assert!(out.contains(&tag), "no {tag:?} in:\n{out}");
+    }
 
     // B3 single header: the trace id is kept as well.
     let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";

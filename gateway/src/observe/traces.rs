@@ -59,6 +59,46 @@ pub struct Tracing {
     /// Share (0 to 1) of `x-client-trace-id` requests forced into sampling; 0 when
     /// `OTEL_TRACES_SAMPLER` chose another sampler (only ours honours it).
     client_sampling: f64,
+    /// The tags Istio's proxies put on every span (`node_id`, `istio.*`, `component`):
+    /// Kiali finds a workload's traces by them.
+    tags: std::sync::Arc<[KeyValue]>,
+}
+
+/// The tags Istio's Envoy puts on each of a gateway's spans: `component`, the node id
+/// (Kiali's workload filter splits it on `~`) and Istio's custom tags.
+pub fn istio_tags(node: &crate::observe::peer_metadata::NodeMetadata) -> Vec<KeyValue> {
+    let w = &node.workload;
+    vec![
+        KeyValue::new("component", "proxy"),
+        KeyValue::new("node_id", node.node_id()),
+        KeyValue::new("istio.canonical_service", w.canonical_service.to_string()),
+        KeyValue::new("istio.canonical_revision", w.canonical_revision.to_string()),
+        KeyValue::new("istio.mesh_id", node.mesh_id.clone()),
+        KeyValue::new("istio.namespace", w.namespace.to_string()),
+        KeyValue::new("istio.cluster_id", w.cluster.to_string()),
+    ]
+}
+
+/// What the end of a request tells its SERVER span, as Envoy's tracer tags it.
+pub struct SpanEnd<'a> {
+    /// The matched route's id.
+    pub route: Option<&'a str>,
+    /// The status sent (0: none).
+    pub status: u16,
+    /// Envoy's response flags, if any.
+    pub flag: Option<&'a str>,
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// Istio's operation name, `<service host>:<port>/*`; `None`: no destination.
+    pub operation: Option<String>,
+    /// Envoy's cluster name of the destination.
+    pub upstream_cluster: Option<String>,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub protocol: &'static str,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// Request and response sizes, body bytes.
+    pub sizes: (u64, u64),
 }
 
 /// Marks a remote parent whose sampling decision is not trusted (a Context value, never
@@ -169,6 +209,7 @@ impl Tracing {
         trusted_parents: bool,
         client_sampling_percent: f64,
         who: &TraceResource,
+        tags: Vec<KeyValue>,
     ) -> Result<Option<Tracing>, TracingError> {
         let Some(endpoint) = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.is_empty()) else {
             return Ok(None);
@@ -195,6 +236,7 @@ impl Tracing {
             } else {
                 0.0
             },
+            tags: tags.into(),
         }))
     }
 
@@ -216,7 +258,10 @@ impl Tracing {
                 }
             })
             .unwrap_or_default();
-        let mut attributes = vec![KeyValue::new("http.request.method", method.to_string())];
+        let mut attributes = Vec::with_capacity(self.tags.len() + 3);
+        attributes.push(KeyValue::new("http.request.method", method.to_string()));
+        attributes.push(KeyValue::new("http.method", method.to_string()));
+        attributes.extend(self.tags.iter().cloned());
         if let Some(id) = client_trace_id(headers)
             && fastrand::f64() < self.client_sampling
         {
@@ -284,8 +329,20 @@ impl RequestSpan {
         span
     }
 
-    /// Ends the SERVER span with the response's status (0: none was sent).
-    pub fn finish(mut self, route: Option<&str>, status: u16, flag: Option<&str>) {
+    /// Ends the SERVER span with the response's status (0: none was sent), named and
+    /// tagged as Istio's gateways do: `<service host>:<port>/*` (Istio's route
+    /// decorator; `ingress` without a destination), `http.status_code`,
+    /// `guid:x-request-id`, `upstream_cluster`, `response_flags`, `error`.
+    pub fn finish(mut self, end: SpanEnd<'_>) {
+        let SpanEnd {
+            route,
+            status,
+            flag,
+            ..
+        } = end;
+        if self.span.is_recording() {
+            self.tag_as_envoy(end);
+        }
         if let Some(r) = route {
             self.span
                 .set_attribute(KeyValue::new("http.route", r.to_string()));
@@ -307,6 +364,35 @@ impl RequestSpan {
                 .set_status(Status::error(flag.unwrap_or("").to_string()));
         }
         self.span.end();
+    }
+}
+
+impl RequestSpan {
+    fn tag_as_envoy(&mut self, end: SpanEnd<'_>) {
+        let s = &mut self.span;
+        s.update_name(end.operation.unwrap_or_else(|| "ingress".to_string()));
+        if end.status != 0 {
+            s.set_attribute(KeyValue::new("http.status_code", end.status.to_string()));
+        }
+        s.set_attribute(KeyValue::new(
+            "guid:x-request-id",
+            end.request_id.to_string(),
+        ));
+        s.set_attribute(KeyValue::new(
+            "response_flags",
+            end.flag.unwrap_or("-").to_string(),
+        ));
+        if let Some(c) = end.upstream_cluster {
+            s.set_attribute(KeyValue::new("upstream_cluster.name", c.clone()));
+            s.set_attribute(KeyValue::new("upstream_cluster", c));
+        }
+        s.set_attribute(KeyValue::new("http.protocol", end.protocol));
+        s.set_attribute(KeyValue::new("peer.address", end.peer.ip().to_string()));
+        s.set_attribute(KeyValue::new("request_size", end.sizes.0 as i64));
+        s.set_attribute(KeyValue::new("response_size", end.sizes.1 as i64));
+        if end.status == 0 || end.status >= 500 {
+            s.set_attribute(KeyValue::new("error", "true"));
+        }
     }
 }
 

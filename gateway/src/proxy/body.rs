@@ -18,7 +18,7 @@ use super::connection::InFlight;
 use crate::dataplane::routes::{Backend, Rule, Target};
 use crate::observe::access_log::Entry;
 use crate::observe::istio_metrics::{Destination, RequestRecord, UNKNOWN};
-use crate::observe::traces::RequestSpan;
+use crate::observe::traces::{RequestSpan, SpanEnd};
 
 /// What the gateway knows about one request; logged once, when the response ends.
 pub struct Completion {
@@ -152,7 +152,7 @@ impl Completion {
         }
         let trace_ids = self.trace.take().map(|t| {
             let (ids, sampled) = (t.ids(), t.sampled());
-            t.finish(self.route(), self.status, self.code);
+            t.finish(self.span_end(bytes_sent));
             (ids.0, ids.1, sampled)
         });
         let elapsed = self.start.elapsed();
@@ -234,6 +234,29 @@ impl Completion {
             span_id: ids.map(|i| i.1.as_str()),
             trace_sampled: ids.is_some_and(|i| i.2),
         });
+    }
+
+    /// What the SERVER span is named and tagged with at the end (Istio's operation name:
+    /// the destination Service's host and port).
+    fn span_end(&self, bytes_sent: u64) -> SpanEnd<'_> {
+        let upstream = self.upstream();
+        let port = upstream.and_then(|u| u.rsplit_once(':')).map(|(_, p)| p);
+        let d = self.destination();
+        let operation = match port {
+            Some(p) if &*d.service_name != UNKNOWN => Some(format!("{}:{p}/*", d.service)),
+            _ => None,
+        };
+        SpanEnd {
+            route: self.route(),
+            status: self.status,
+            flag: self.code,
+            request_id: self.request_id(),
+            operation,
+            upstream_cluster: upstream.map(|u| self.upstream_cluster(u)),
+            protocol: version_str(self.version),
+            peer: self.peer,
+            sizes: (self.request_body_bytes, bytes_sent),
+        }
     }
 
     /// Envoy's cluster name for a Service backend (`outbound|<port>||<host>`), else the
