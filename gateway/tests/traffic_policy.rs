@@ -325,6 +325,34 @@ fn connection_pool_overflow_is_an_immediate_503_uo() {
     );
 }
 
+/// Envoy's circuit breakers count a request until its response has ended: while one
+/// response body is still streaming, `http2MaxRequests: 1` refuses the next request (it
+/// used to be admitted once the first response's headers had arrived).
+#[test]
+fn a_request_holds_its_connection_pool_slot_until_its_response_body_ends() {
+    let hb = Httpbin::start();
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &plain_route("httpbin"),
+        &local_service("httpbin", hb.port),
+        &destination_rule("httpbin", "connectionPool:\n  http: {http2MaxRequests: 1}"),
+    ]));
+    // Headers at once, then the body a byte at a time over 3 s.
+    let drip = format!("http://127.0.0.1:{port}/drip?duration=3&numbytes=3&delay=0");
+    let first = std::thread::spawn(move || curl(&[&drip]).status);
+    eventually("the first request streaming its body", || {
+        backend_state(&gw, "Service default/httpbin:80")["pool"]["requests"] == 1
+    });
+    let r = curl(&[&format!("http://127.0.0.1:{port}/get")]);
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "UO"), "{r:?}");
+    assert_eq!(first.join().unwrap(), 200);
+    eventually("the slot given back with the body's end", || {
+        backend_state(&gw, "Service default/httpbin:80")["pool"]["requests"] == 0
+    });
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/get")]).status, 200);
+}
+
 /// A client that goes away while its request waits for the upstream cancels the request;
 /// the backend's and the endpoint's in-flight counts (the retry budget's and
 /// LEAST_REQUEST's load) must drop with it, or the endpoint looks busy forever.

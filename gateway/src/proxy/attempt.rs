@@ -299,7 +299,7 @@ pub fn run<'a>(
             rec.upstream_address = Some(authority.clone());
             rec.endpoint = ep.index;
             rec.mutual_tls = ep.transport.is_mesh();
-            let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
+            let mut permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
             *req.uri_mut() = upstream_uri(authority, &path_and_query);
             // Per attempt: a retry may pick an endpoint outside the mesh (the replayed headers
             // are the ones from before this).
@@ -322,7 +322,6 @@ pub fn run<'a>(
             let budget = timeouts.budget(rec.start, true);
             let result = send(ctx, backend, ep.transport, req, budget).await;
             drop(in_flight);
-            drop(permit);
             let (started, span) = waiting.answered();
             let outcome = match &result {
                 Ok(resp) => {
@@ -341,6 +340,10 @@ pub fn run<'a>(
             }
             let retryable =
                 policy.should_retry(attempt, outcome) && !timeouts.request_expired(rec.start);
+            if retryable && replay.is_some() {
+                // This answer is dropped for a retry: its slots are free for that.
+                permit = None;
+            }
             let mut gave_up = None;
             if let Some(replay) = &replay
                 && retryable
@@ -400,6 +403,10 @@ pub fn run<'a>(
             };
             return match result {
                 Ok(resp) => {
+                    // DestinationRule limits count a request until its response ends
+                    // (Envoy's circuit breakers), not only until its headers: the
+                    // record, dropped with the response body, holds the slots.
+                    rec.pool_permit = permit;
                     if let Some((flag, g)) = gave_up {
                         rec.code = Some(flag);
                         rec.reason = Some(exhausted_on(

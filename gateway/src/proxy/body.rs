@@ -75,6 +75,9 @@ pub struct Completion {
     pub(super) grpc_status: Option<u8>,
     /// Keeps the connection from idling out while the request is in flight.
     pub(super) in_flight: InFlight,
+    /// The DestinationRule connection-pool slots of the answer being sent, released
+    /// when it ends.
+    pub(super) pool_permit: Option<crate::upstream::pool_limits::PoolPermit>,
 }
 
 impl Completion {

@@ -81,6 +81,7 @@ pub fn handle(
             bytes_sent: 0,
             grpc_status: None,
             in_flight: conn.activity.request_started(),
+            pool_permit: None,
         });
         // The plan is taken out in a statement of its own: a match around the await
         // would keep the whole `Result<Plan, _>` in the future while it waits.

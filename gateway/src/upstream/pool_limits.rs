@@ -36,7 +36,8 @@ impl PoolCounters {
     }
 }
 
-/// An admitted attempt; releases its slots when dropped (after the response headers).
+/// An admitted attempt; releases its slots when dropped (when its response has ended, or
+/// when the attempt failed or is retried).
 pub struct PoolPermit {
     state: Arc<BackendState>,
     connection: bool,
