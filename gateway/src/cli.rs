@@ -398,6 +398,7 @@ impl From<RunArgs> for Config {
                 http2_keepalive_timeout: a.http2_keepalive_timeout,
                 merge_slashes: a.merge_slashes,
                 keep_request_id: a.preserve_external_request_id || a.num_trusted_proxies > 0,
+                num_trusted_proxies: a.num_trusted_proxies,
             },
             drain_timeout: a.drain_timeout,
             memory_release_interval: a.memory_release_interval,

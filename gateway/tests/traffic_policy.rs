@@ -630,6 +630,36 @@ fn consistent_hash_keeps_a_key_on_one_endpoint_across_1000_requests() {
     assert!(spread.len() > 1, "30 keys all hashed to {spread:?}");
 }
 
+/// `useSourceIp` hashes the client as Envoy sees it behind `--num-trusted-proxies`
+/// (its source_ip hash with xff_num_trusted_hops): clients behind one load balancer are
+/// spread, each kept on its endpoint (they all went to one before).
+#[test]
+fn source_ip_hashing_reads_the_client_behind_trusted_proxies() {
+    let ups = [FlakyUpstream::named(0, "a"), FlakyUpstream::named(0, "b")];
+    let port = free_port();
+    let ports: Vec<u16> = ups.iter().map(|u| u.port).collect();
+    let _gw = Gateway::start_with(
+        &docs(&[
+            &http_gateway(port),
+            &plain_route("sticky"),
+            &service_with_endpoints("sticky", &ports),
+            &destination_rule(
+                "sticky",
+                "loadBalancer:\n  consistentHash: {useSourceIp: true}",
+            ),
+        ]),
+        &["--num-trusted-proxies", "1"],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 1..=20 {
+        let xff = format!("x-forwarded-for: 203.0.113.{i}");
+        let bodies = get_many(port, "/", &xff, 5);
+        assert!(bodies.iter().all(|b| *b == bodies[0]), "client {i} moved");
+        seen.insert(bodies[0].clone());
+    }
+    assert_eq!(seen.len(), 2, "20 clients behind one proxy all on {seen:?}");
+}
+
 /// A BackendTrafficPolicy on `target` (`Gateway edge` or `HTTPRoute name`) with local
 /// rate-limit `rules` (YAML list items).
 fn rate_limit_policy(kind: &str, name: &str, rules: &str) -> String {

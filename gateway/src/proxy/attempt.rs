@@ -267,6 +267,7 @@ pub fn run<'a>(
             headers: &parts.headers,
             query: path_and_query.query(),
             client_ip: rec.peer.ip(),
+            trusted_proxies: ctx.limits.num_trusted_proxies,
         },
     );
     let (body, replay_body) = replayable(policy, body);

@@ -85,6 +85,8 @@ pub struct Limits {
     /// Keep the client's `x-request-id` (a trusted hop in front, or asked for); else
     /// every request gets a new one.
     pub keep_request_id: bool,
+    /// Proxies in front trusted to append `X-Forwarded-For` (`--num-trusted-proxies`).
+    pub num_trusted_proxies: u32,
 }
 
 /// What the request path uses, as narrow handles (no shared hub). Each worker holds a

@@ -20,8 +20,10 @@ pub struct HashInput<'a> {
     pub headers: &'a HeaderMap,
     /// Raw query string.
     pub query: Option<&'a str>,
-    /// The client's address.
+    /// The connection's peer.
     pub client_ip: IpAddr,
+    /// Proxies in front trusted to append `X-Forwarded-For` (`--num-trusted-proxies`).
+    pub trusted_proxies: u32,
 }
 
 /// The hash of the request's key, when the backend hashes and the key is present.
@@ -34,6 +36,13 @@ pub fn request_hash(policy: Option<&BackendPolicy>, input: &HashInput<'_>) -> Op
     match key {
         HashKey::Header(name) => input.headers.get(name.as_str())?.as_bytes().hash(&mut h),
         HashKey::Cookie(name) => cookie(input.headers, name)?.hash(&mut h),
+        // The client as Envoy's source_ip hash sees it behind trusted proxies
+        // (use_remote_address with xff_num_trusted_hops), as AuthorizationPolicy does; the
+        // headers are the upstream's, with the peer already appended to X-Forwarded-For.
+        HashKey::SourceIp if input.trusted_proxies > 0 => {
+            let hops = input.trusted_proxies + 1;
+            crate::dataplane::authz::client_ip(hops, input.client_ip, input.headers).hash(&mut h)
+        }
         HashKey::SourceIp => input.client_ip.hash(&mut h),
         HashKey::QueryParameter(name) => input
             .query?
