@@ -333,6 +333,11 @@ fn istio_tls_and_tcp_matches_apply_per_match_by_port_and_gateways() {
 }
 
 #[test]
+fn destination_rules_of_one_host_and_namespace_are_merged_as_istio_merges_them() {
+    istio_golden("destination_rule_merge");
+}
+
+#[test]
 fn istio_fields_meshgate_does_not_implement_are_refused_by_name() {
     istio_golden("istio_refusals");
 }

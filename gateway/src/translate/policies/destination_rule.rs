@@ -117,17 +117,22 @@ impl DestinationRules {
             .into_iter()
             .find_map(|ns| {
                 let rules = self.by_namespace.get(ns)?;
-                rules
+                let mut matching: Vec<&Compiled> = rules
                     .iter()
                     .filter(|c| c.host.matches(&fqdn) && exported(c, gateway_ns))
-                    .min_by_key(|c| (c.host.specificity(), c.created.clone()))
-                    .map(|c| {
-                        let policy = c.ports.get(&port).unwrap_or(&c.policy).clone();
-                        Applied {
-                            policy,
-                            subsets: c.subsets.clone(),
-                        }
-                    })
+                    .collect();
+                matching.sort_by_key(|c| (c.host.specificity(), c.created.clone()));
+                let (c, others) = matching.split_first()?;
+                let policy = c.ports.get(&port).unwrap_or(&c.policy).clone();
+                // Istio merges the rules of one host in one namespace: the oldest's
+                // traffic policy, and every rule's subsets (the first of a name wins).
+                let mut subsets = c.subsets.clone();
+                for o in others.iter().filter(|o| o.host == c.host) {
+                    for (name, s) in &o.subsets {
+                        subsets.entry(name.clone()).or_insert_with(|| s.clone());
+                    }
+                }
+                Some(Applied { policy, subsets })
             })
     }
 }
