@@ -415,7 +415,10 @@ fn access_log_lines_carry_istio_default_fields() {
         line["upstream_cluster"],
         "outbound|80||httpbin.default.svc.cluster.local"
     );
-    assert_eq!(line["x_forwarded_for"], "203.0.113.9");
+    // As Envoy logs it: what went upstream, the peer appended.
+    assert_eq!(line["x_forwarded_for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(line["response_code_details"], "via_upstream");
+    assert_eq!(line["route_name"], "default/httpbin/0");
     assert_eq!(line["user_agent"], "observability-test/1");
     assert_eq!(line["authority"], "httpbin.example.com");
     assert_eq!(line["attempts"], 1);
@@ -492,6 +495,7 @@ fn errors_filter_logs_failed_requests_only() {
     );
     let nr = gw.wait_access_log(|l| l["response_flags"] == "NR");
     assert_eq!(nr["response_code"], 404);
+    assert_eq!(nr["response_code_details"], "route_not_found");
     gw.wait_access_log(|l| l["response_code"] == 500);
     // Both error lines are written; the 200 before them never is.
     let paths: Vec<_> = gw

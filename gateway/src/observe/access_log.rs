@@ -54,6 +54,11 @@ pub struct Entry<'a> {
     /// `namespace/name/rule` of the matched route rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<&'a str>,
+    /// Envoy's `%ROUTE_NAME%` (Istio's default format): the route's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_name: Option<&'a str>,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` (`via_upstream`, `route_not_found`, ...).
+    pub response_code_details: &'a str,
     /// The backend (`Service ns/name:port`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<&'a str>,

@@ -75,6 +75,8 @@ pub struct Completion {
     pub(super) grpc_status: Option<u8>,
     /// Keeps the connection from idling out while the request is in flight.
     pub(super) in_flight: InFlight,
+    /// The answer sent is the upstream's (Envoy's `via_upstream`), not the gateway's.
+    pub(super) via_upstream: bool,
     /// The DestinationRule connection-pool slots of the answer being sent, released
     /// when it ends.
     pub(super) pool_permit: Option<crate::upstream::pool_limits::PoolPermit>,
@@ -206,6 +208,11 @@ impl Completion {
         }
         let peer = self.peer.to_string();
         let upstream_cluster = self.upstream().map(|u| self.upstream_cluster(u));
+        // As Envoy logs %REQ(X-FORWARDED-FOR)%: after its own append of the peer.
+        let xff = match &self.x_forwarded_for {
+            Some(received) => format!("{received}, {}", self.peer.ip()),
+            None => self.peer.ip().to_string(),
+        };
         // The wall clock is read once, here: start = now - elapsed.
         let start_time = SystemTime::now()
             .checked_sub(elapsed)
@@ -223,7 +230,7 @@ impl Completion {
             upstream_service_time: self.upstream_service_time.map(|d| d.as_millis() as u64),
             upstream_host: self.upstream_address.as_ref().map(Authority::as_str),
             upstream_cluster: upstream_cluster.as_deref(),
-            x_forwarded_for: self.x_forwarded_for.as_deref(),
+            x_forwarded_for: Some(&xff),
             user_agent: self.user_agent.as_deref(),
             request_id: self.request_id(),
             authority: &self.authority,
@@ -231,12 +238,37 @@ impl Completion {
             attempts: self.attempts,
             downstream_remote_address: &peer,
             route: self.route(),
+            route_name: self.route(),
+            response_code_details: self.response_code_details(),
             upstream: self.upstream(),
             reason: self.reason.as_deref(),
             trace_id: ids.map(|i| i.0.as_str()),
             span_id: ids.map(|i| i.1.as_str()),
             trace_sampled: ids.is_some_and(|i| i.2),
         });
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`: `via_upstream` for the upstream's answer, else
+    /// what the gateway answered for (Envoy's names for its flags, the gateway's reason
+    /// code otherwise).
+    fn response_code_details(&self) -> &'static str {
+        if self.via_upstream {
+            return "via_upstream";
+        }
+        // The attempt's own flag is the last of a list (`URX,UF`).
+        match self.code.map(|c| c.rsplit(',').next().unwrap_or(c)) {
+            None => "direct_response",
+            Some("NR") => "route_not_found",
+            Some("NC") => "cluster_not_found",
+            Some("UH") => "no_healthy_upstream",
+            Some("UF") => "upstream_reset_before_response_started{remote_connection_failure}",
+            Some("UO") => "upstream_reset_before_response_started{overflow}",
+            Some("UC") => "upstream_reset_before_response_started{connection_termination}",
+            Some("UT") => "upstream_response_timeout",
+            Some("DC") => "downstream_remote_disconnect",
+            Some("RL") => "local_rate_limited",
+            Some(other) => other,
+        }
     }
 
     /// What the SERVER span is named and tagged with at the end (Istio's operation name:

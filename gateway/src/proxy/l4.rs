@@ -347,6 +347,9 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
         attempts: u32::from(e.upstream_host.is_some()),
         downstream_remote_address: &peer,
         route: e.route,
+        route_name: e.route,
+        // A connection ends without a response: Envoy's tcp_proxy logs `-` here.
+        response_code_details: "-",
         upstream: e.backend.map(|b| &*b.name),
         reason: e.reason.as_deref(),
         trace_id: None,

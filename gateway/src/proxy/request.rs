@@ -82,6 +82,7 @@ pub fn handle(
             grpc_status: None,
             in_flight: conn.activity.request_started(),
             pool_permit: None,
+            via_upstream: false,
         });
         // The plan is taken out in a statement of its own: a match around the await
         // would keep the whole `Result<Plan, _>` in the future while it waits.
@@ -138,6 +139,7 @@ fn respond(
         Ok(resp) => {
             let (parts, kind) = resp.into_parts();
             rec.status = parts.status.as_u16();
+            rec.via_upstream = !matches!(kind, BodyKind::Full(_));
             rec.response_header_bytes = STATUS_LINE_BYTES + body::header_bytes(&parts.headers);
             let grpc_status = body::grpc_status(&parts.headers);
             Response::from_parts(
