@@ -56,7 +56,7 @@ fn tls_termination_with_openssl_certificates_is_verified_by_curl() {
     pki.ca("ca");
     pki.leaf("server", "ca", &["httpbin.example.com"], false);
     let port = free_port();
-    let _gw = Gateway::start(&docs(&[
+    let gw = Gateway::start(&docs(&[
         &https_gateway(
             port,
             "    - name: https\n      port: PORT\n      protocol: HTTPS\n      \
@@ -77,6 +77,12 @@ fn tls_termination_with_openssl_certificates_is_verified_by_curl() {
     ]);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["headers"]["X-Forwarded-Proto"], "https");
+    // The access log names the SNI, as Envoy's %REQUESTED_SERVER_NAME%.
+    let line = gw.wait_access_log(|l| l["path"] == "/headers?show_env=1");
+    assert_eq!(
+        line["requested_server_name"], "httpbin.example.com",
+        "{line}"
+    );
     // Over TLS, ALPN negotiates HTTP/2 end to end to the client.
     let r = curl(&[
         "--http2",

@@ -42,6 +42,8 @@ pub struct Completion {
     pub(super) upstream_address: Option<Authority>,
     pub(super) request_id: HeaderValue,
     pub(super) peer: SocketAddr,
+    /// The connection's TLS SNI (HTTPS).
+    pub(super) sni: Option<Arc<str>>,
     /// Response flags (in the order set, comma-separated: [`super::flags`]) or reason
     /// codes, when the request did not simply succeed.
     pub(super) code: Option<&'static str>,
@@ -234,7 +236,7 @@ impl Completion {
             user_agent: self.user_agent.as_deref(),
             request_id: self.request_id(),
             authority: &self.authority,
-            requested_server_name: None,
+            requested_server_name: self.sni.as_deref(),
             attempts: self.attempts,
             downstream_remote_address: &peer,
             route: self.route(),

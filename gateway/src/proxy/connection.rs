@@ -60,6 +60,8 @@ pub struct ConnInfo {
     pub port: u16,
     /// `http` or `https`.
     pub scheme: Protocol,
+    /// The SNI of the TLS handshake (HTTPS only), for the access log.
+    pub sni: Option<Arc<str>>,
     /// The listener chosen at the TLS handshake (HTTPS only).
     pub listener: Option<Arc<str>>,
     /// Activity and in-flight requests, for the idle timeout.
@@ -100,6 +102,7 @@ pub async fn serve_connection(
         peer_ip: ip_header(peer),
         port,
         scheme,
+        sni: None,
         listener: None,
         activity: Arc::new(Activity::holding(watcher.hold())),
     };
@@ -278,6 +281,7 @@ async fn serve_tls<S>(
         TlsTarget::Https(config, listener) => {
             if let Some(tls) = handshake(&ctx, stream, config, peer, deadline).await {
                 conn.listener = Some(listener);
+                conn.sni = hello.sni.as_deref().map(Arc::from);
                 let codec = match tls.get_ref().1.alpn_protocol() {
                     Some(b"http/1.1") => Codec::Http1,
                     _ => Codec::Sniff,

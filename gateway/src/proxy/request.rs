@@ -51,6 +51,7 @@ pub fn handle(
             upstream_address: None,
             request_id: headers::request_id(&req, ctx.limits.keep_request_id),
             peer: conn.peer,
+            sni: conn.sni.clone(),
             code: None,
             reason: None,
             attempts: 0,
