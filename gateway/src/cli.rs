@@ -234,8 +234,8 @@ pub struct RunArgs {
     /// `numTrustedProxies`); 0 uses the connection's peer as the client.
     #[arg(long, env = "NUM_TRUSTED_PROXIES", default_value_t = 0)]
     pub num_trusted_proxies: u32,
-    /// Upstream TCP connect timeout.
-    #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    /// Upstream TCP connect timeout (Istio's mesh default `connectTimeout`, 10s).
+    #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
     /// Kubernetes cluster domain, for Service DNS names.
     #[arg(long, env = "GATEWAY_CLUSTER_DOMAIN", default_value = "cluster.local")]

@@ -440,6 +440,25 @@ fn count(v: Option<i64>, ctx: &str, field: &str, f: &mut Findings) -> u32 {
     }
 }
 
+/// `fields` less those set to a value that asks for what meshgate does anyway (Istio's
+/// defaults written out): those are not worth refusing a rule for.
+fn without_defaults(
+    fields: &crate::api::Unsupported,
+    noop: &[(&str, &[&str])],
+) -> crate::api::Unsupported {
+    let mut rest = fields.clone();
+    for (name, values) in noop {
+        let same = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => values.contains(&s.as_str()),
+            other => values.contains(&other.to_string().as_str()),
+        };
+        if rest.get(*name).is_some_and(same) {
+            rest.remove(*name);
+        }
+    }
+    rest
+}
+
 fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> ConnectionLimits {
     f.unsupported(&ctx, &cp.unsupported);
     let tcp = cp.tcp.clone().unwrap_or_default();
@@ -447,7 +466,17 @@ fn limits(cp: &ConnectionPoolSettings, ctx: &str, f: &mut Findings) -> Connectio
     let tctx = format!("{ctx}.tcp");
     let hctx = format!("{ctx}.http");
     f.unsupported(&tctx, &tcp.unsupported);
-    f.unsupported(&hctx, &http.unsupported);
+    f.unsupported(
+        &hctx,
+        &without_defaults(
+            &http.unsupported,
+            &[
+                // What meshgate does anyway: an HTTP/1.1 request is sent as HTTP/1.1.
+                ("h2UpgradePolicy", &["DEFAULT", "DO_NOT_UPGRADE"]),
+                ("useClientProtocol", &["false"]),
+            ],
+        ),
+    );
     // These need connections of the backend's own: a backend that sets any gets its own
     // pool (upstream::Upstreams keys pools by them).
     let pool = PoolSettings {
@@ -559,7 +588,9 @@ fn percent(v: Option<i32>, default: u32, ctx: &str, field: &str, f: &mut Finding
 }
 
 fn outlier(od: &OutlierDetection, ctx: &str, f: &mut Findings) -> ir::OutlierDetection {
-    f.unsupported(&ctx, &od.unsupported);
+    // Local-origin failures count with the 5xx, as Istio's default (false) has it.
+    let noop = [("splitExternalLocalOriginErrors", &["false"][..])];
+    f.unsupported(&ctx, &without_defaults(&od.unsupported, &noop));
     ir::OutlierDetection {
         // Istio's defaults: 5 consecutive 5xx, gateway errors off, 10s, 30s, 10%, 0%.
         consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(5),
