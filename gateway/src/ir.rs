@@ -609,6 +609,9 @@ pub struct Retry {
     /// Largest request body buffered for replay; larger (or unsized) bodies are
     /// streamed and not retried.
     pub max_replay_body_bytes: u64,
+    /// An attempt that reached its per-try timeout is retried whatever `codes` say.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retry_timeouts: bool,
 }
 
 /// Filters of a rule or a backendRef (names and values validated).

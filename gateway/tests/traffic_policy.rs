@@ -981,6 +981,8 @@ impl StallFirstUpstream {
     }
 }
 
+/// HTTPRouteRetry: an attempt that reaches `timeouts.backendRequest` "SHOULD" be retried,
+/// whatever `codes` lists (here only 503).
 #[test]
 fn backend_request_timeout_bounds_each_attempt_and_a_stalled_attempt_is_retried() {
     let up = StallFirstUpstream::start(std::time::Duration::from_secs(8));
@@ -992,7 +994,7 @@ fn backend_request_timeout_bounds_each_attempt_and_a_stalled_attempt_is_retried(
             "spec:\n  parentRefs: [{name: edge}]\n  rules:\n\
              \x20   - backendRefs: [{name: stalls, port: 80}]\n\
              \x20     timeouts: {request: 6s, backendRequest: 500ms}\n\
-             \x20     retry: {codes: [504], attempts: 1, backoff: 1ms}\n",
+             \x20     retry: {codes: [503], attempts: 1, backoff: 1ms}\n",
         ),
         &service_with_endpoints("stalls", &[up.port]),
     ]));

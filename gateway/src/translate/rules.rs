@@ -133,10 +133,10 @@ pub fn compile_rule(
     }
     let total_weight = backends.iter().map(|b| b.weight).sum();
     let (request_timeout, backend_request_timeout) = timeouts(rule, &ctx, &mut f.errors);
-    let retry = rule.retry.as_ref().and_then(|r| {
-        let budget = rc.kind != crate::translate::istio::gateway::KIND;
-        policies::retry::compile(r, &ctx.to_string(), budget, f)
-    });
+    let retry = rule
+        .retry
+        .as_ref()
+        .and_then(|r| policies::retry::compile(r, &ctx.to_string(), rc.kind, f));
     if f.errors.len() > before {
         return None;
     }

@@ -126,6 +126,8 @@ pub struct RetryPolicy {
     pub on_gateway_error: bool,
     /// Retry these response codes.
     pub on_status: Vec<u16>,
+    /// Retry an attempt that reached its per-try timeout.
+    pub on_timeout: bool,
     /// Wait before the first retry, doubled for each further one (capped at 10x).
     pub backoff: Duration,
     /// Retry budget: share (percent) of the backend's active requests that may be retries.
@@ -144,6 +146,7 @@ impl RetryPolicy {
         on_reset: false,
         on_gateway_error: false,
         on_status: Vec::new(),
+        on_timeout: false,
         backoff: Duration::ZERO,
         budget_percent: 0,
         min_retry_concurrency: 0,
@@ -159,6 +162,7 @@ impl RetryPolicy {
             on_reset: true,
             on_gateway_error: false,
             on_status: r.codes.clone(),
+            on_timeout: r.retry_timeouts,
             backoff: r.backoff,
             budget_percent: r.budget_percent,
             min_retry_concurrency: r.min_retry_concurrency,
@@ -183,8 +187,11 @@ impl RetryPolicy {
             }
             Outcome::ConnectFailure => self.on_connect_failure || self.on_gateway_error,
             Outcome::Reset => self.on_reset || self.on_gateway_error,
-            // A per-attempt timeout is answered 504 by the gateway: retried as a 504.
-            Outcome::Timeout => self.on_gateway_error || self.on_status.contains(&504),
+            // A per-attempt timeout is answered 504 by the gateway: retried as a 504, or
+            // always where the route's API says so.
+            Outcome::Timeout => {
+                self.on_timeout || self.on_gateway_error || self.on_status.contains(&504)
+            }
             Outcome::ProtocolError => self.on_gateway_error,
             Outcome::MeshRefused(_) | Outcome::DownstreamError | Outcome::Cancelled(_) => false,
         }

@@ -25,15 +25,20 @@ pub const MAX_REPLAY_BODY_BYTES: u64 = 64 * 1024;
 const MAX_RETRIES: u32 = 10;
 
 /// Compiles a rule's `retry`; errors name `ctx` (the route and rule) and the field.
-/// `budget`: whether Envoy's default retry budget bounds it (Gateway API and Gloo);
-/// Istio installs one only for a DestinationRule `retryBudget`, so its VirtualService
-/// retries are bounded by `maxRetries` alone.
+/// `kind` is the route's: Envoy's default retry budget bounds Gateway API and Gloo
+/// retries, while Istio installs one only for a DestinationRule `retryBudget`, so its
+/// VirtualService retries are bounded by `maxRetries` alone; and a Gateway API route
+/// retries an attempt that reached `timeouts.backendRequest` (HTTPRouteRetry: the
+/// gateway "SHOULD schedule the next retry attempt"), where the others retry it as the
+/// 504 it is answered with.
 pub fn compile(
     retry: &HttpRouteRetry,
     ctx: &str,
-    budget: bool,
+    kind: &str,
     f: &mut Findings,
 ) -> Option<ir::Retry> {
+    let budget = kind != crate::translate::istio::gateway::KIND;
+    let gateway_api = matches!(kind, "HTTPRoute" | "GRPCRoute");
     let before = f.errors.len();
     f.unsupported(&format!("{ctx} retry"), &retry.unsupported);
     for c in &retry.codes {
@@ -79,6 +84,7 @@ pub fn compile(
             u32::MAX
         },
         max_replay_body_bytes: MAX_REPLAY_BODY_BYTES,
+        retry_timeouts: gateway_api,
     })
 }
 
