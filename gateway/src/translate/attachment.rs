@@ -246,7 +246,7 @@ pub(super) fn parents(
         partially,
         unresolved,
     } = *checked;
-    let mut attached = Vec::new();
+    // Every listener the route attaches to, counted; served only when the route is valid.
     let mut counted: Vec<Arc<ListenerInfo>> = Vec::new();
     if route.spec.parent_refs.is_empty() {
         f.errors.push(format!("{obj}: parentRefs is empty"));
@@ -270,10 +270,7 @@ pub(super) fn parents(
                         // have Accepted: false" (ListenerStatus): an invalid one too,
                         // though it is not served.
                         f.report.attach(&["Gateway ", &l.gateway].concat(), &l.name);
-                        counted.push(l.clone());
-                        if invalid.is_none() {
-                            attached.push(l);
-                        }
+                        counted.push(l);
                     }
                 }
                 match invalid {
@@ -299,7 +296,10 @@ pub(super) fn parents(
         let conditions = [accepted, resolved.clone()].into_iter().chain(dropped);
         f.report.parent_conditions(obj, &parent_key, conditions);
     }
-    attached
+    if invalid.is_some() {
+        counted.clear();
+    }
+    counted
 }
 
 fn parent_listeners(
