@@ -224,6 +224,7 @@ fn downstream(peer: SocketAddr, sni: Option<String>) -> l4::Downstream {
         sni,
         accepted: Instant::now(),
         start_time: std::time::SystemTime::now(),
+        fin_is_eof: false,
     }
 }
 
@@ -275,7 +276,11 @@ async fn serve_tls<S>(
         TlsTarget::Passthrough(route) => l4::serve(&ctx, stream, route, d).await,
         TlsTarget::Terminate(config, route) => {
             if let Some(tls) = handshake(&ctx, stream, config, peer, deadline).await {
-                l4::serve(&ctx, l4::FinIsEof(tls), route, d).await
+                let d = l4::Downstream {
+                    fin_is_eof: true,
+                    ..d
+                };
+                l4::serve(&ctx, tls, route, d).await
             }
         }
         TlsTarget::Https(config, listener) => {

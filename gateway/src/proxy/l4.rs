@@ -29,6 +29,11 @@ pub struct Downstream {
     pub accepted: Instant,
     /// Wall-clock time of the accept, for the log.
     pub start_time: SystemTime,
+    /// A terminated TLS connection: a client's TCP FIN without a TLS close_notify, which
+    /// tokio-rustls reports as `UnexpectedEof`, is read as end of stream, the half-close
+    /// Envoy's tcp_proxy makes of it (the upstream sees EOF, and what it sends after still
+    /// reaches the client) instead of an error that ends both directions.
+    pub fin_is_eof: bool,
 }
 
 /// How a connection ended, for the log and metrics.
@@ -47,51 +52,6 @@ struct Ended<'a> {
 
 /// Why no upstream connection was made: Envoy's flag and the reason.
 type Refused = (&'static str, String);
-
-/// A terminated TLS connection whose client's TCP FIN came without a TLS close_notify:
-/// tokio-rustls reports that as `UnexpectedEof`, which would end both directions; read
-/// as end of stream instead, it is the half-close Envoy's tcp_proxy makes of it (the
-/// upstream sees EOF, and what it sends after still reaches the client).
-pub struct FinIsEof<S>(pub S);
-
-impl<S: AsyncRead + Unpin> AsyncRead for FinIsEof<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
-            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                std::task::Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FinIsEof<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
 
 /// Proxies one connection along `route` (`None`: nothing serves it, and it is closed).
 pub async fn serve<D>(ctx: &ProxyContext, down: D, route: Option<Arc<L4Route>>, d: Downstream)
@@ -122,8 +82,20 @@ where
     };
     let activity = Arc::new(Activity::new());
     let counts = Arc::new(Counts::default());
-    let mut down = ActivityIo::new(Counted(down, counts.clone(), 0), activity.clone());
-    let mut up = ActivityIo::new(Counted(up, counts.clone(), 1), activity.clone());
+    let down = Counted {
+        io: down,
+        counts: counts.clone(),
+        slot: 0,
+        fin_is_eof: d.fin_is_eof,
+    };
+    let up = Counted {
+        io: up,
+        counts: counts.clone(),
+        slot: 1,
+        fin_is_eof: false,
+    };
+    let mut down = ActivityIo::new(down, activity.clone());
+    let mut up = ActivityIo::new(up, activity.clone());
     let mut report = Report::new(&destination, mutual_tls);
     report.send(ctx, &counts, false);
     // Istio reports a long connection's bytes every tcp_reporting_duration, not only at
@@ -159,8 +131,15 @@ where
 #[derive(Default)]
 struct Counts([std::sync::atomic::AtomicU64; 2]);
 
-/// A stream counting what is read from it into `Counts` slot `.2`.
-struct Counted<S>(S, Arc<Counts>, usize);
+/// One side of a routed connection: what is read from it is counted into `counts`
+/// slot `slot`; with `fin_is_eof` (see [`Downstream::fin_is_eof`]) an `UnexpectedEof`
+/// reads as end of stream.
+struct Counted<S> {
+    io: S,
+    counts: Arc<Counts>,
+    slot: usize,
+    fin_is_eof: bool,
+}
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
@@ -169,10 +148,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        let r = match std::pin::Pin::new(&mut self.io).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e))
+                if self.fin_is_eof && e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        };
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
-            self.1.0[self.2].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.counts.0[self.slot].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
         r
     }
@@ -184,21 +170,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -359,21 +359,22 @@ fn compile_listener(
         })?,
         None => HostPattern::Any,
     };
+    let info = |(allowed_from, kinds): (AllowedFrom, Vec<&'static str>)| ListenerInfo {
+        gateway: gw.metadata.key(),
+        name: l.name.clone(),
+        port: l.port,
+        declared_port: l.port,
+        protocol,
+        hostname: hostname.clone(),
+        allowed_from,
+        kinds,
+    };
     let tls = match listener_tls_for(snap, index, gw, l, ctx, protocol, frontend, opts) {
         Ok(tls) => tls,
         Err(e) if e.kind == C::ResolvedRefs => {
             let served = route_kinds(protocol, tls_mode(l) != Some("Passthrough"));
-            if let Ok((allowed_from, kinds)) = allowed_routes(gw, l, ctx, served, f) {
-                out.unprogrammed.push(std::sync::Arc::new(ListenerInfo {
-                    gateway: gw.metadata.key(),
-                    name: l.name.clone(),
-                    port: l.port,
-                    declared_port: l.port,
-                    protocol,
-                    hostname,
-                    allowed_from,
-                    kinds,
-                }));
+            if let Ok(allowed) = allowed_routes(gw, l, ctx, served, f) {
+                out.unprogrammed.push(std::sync::Arc::new(info(allowed)));
             }
             return Err(e);
         }
@@ -391,17 +392,7 @@ fn compile_listener(
         ));
     }
     let served = route_kinds(protocol, tls.is_some());
-    let (allowed_from, kinds) = allowed_routes(gw, l, ctx, served, f)?;
-    let info = ListenerInfo {
-        gateway: gw.metadata.key(),
-        name: l.name.clone(),
-        port: l.port,
-        declared_port: l.port,
-        protocol,
-        hostname,
-        allowed_from,
-        kinds,
-    };
+    let info = info(allowed_routes(gw, l, ctx, served, f)?);
     let (reason, msg) = match out.add(info.clone(), tls) {
         Ok(()) => return Ok(info),
         Err(e) => e,
