@@ -13,6 +13,22 @@ fn route_in(ns: &str, name: &str, body: &str) -> String {
     )
 }
 
+/// A status condition list as (type, status, reason).
+fn summary(conditions: &serde_json::Value) -> Vec<(&str, bool, &str)> {
+    conditions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap(),
+                c["status"].as_bool().unwrap(),
+                c["reason"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// A rule sending to `httpbin` that tags responses with `x-route: <tag>`.
 fn tagged_rule(tag: &str) -> String {
     format!(
@@ -622,25 +638,12 @@ fn conflicting_https_and_tls_listeners_are_both_refused_and_neither_serves() {
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
     let listeners = &dump["status"]["objects"]["Gateway default/edge"]["listeners"];
     for name in ["conflicted-https", "conflicted-tls"] {
-        let conditions: Vec<(String, bool, String)> = listeners[name]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["type"].as_str().unwrap().to_string(),
-                    c["status"].as_bool().unwrap(),
-                    c["reason"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
         let expected = [
             ("Conflicted", true, "ProtocolConflict"),
             ("Accepted", false, "Invalid"),
             ("Programmed", false, "Invalid"),
-        ]
-        .map(|(t, s, r)| (t.to_string(), s, r.to_string()));
-        assert_eq!(conditions, expected, "{name}");
+        ];
+        assert_eq!(summary(&listeners[name]["conditions"]), expected, "{name}");
         assert_eq!(listeners[name]["attachedRoutes"], 0, "{name}");
     }
 }
@@ -702,24 +705,12 @@ fn an_unresolvable_extension_ref_answers_500_and_an_invalid_rule_is_dropped_alon
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
     let parent =
         &dump["status"]["objects"]["HTTPRoute default/extension"]["parents"]["default/edge"];
-    let summary: Vec<(String, bool, String)> = parent
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().into(),
-                c["status"].as_bool().unwrap(),
-                c["reason"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
     assert_eq!(
-        summary,
+        summary(parent),
         [
-            ("Accepted".into(), true, "Accepted".into()),
-            ("ResolvedRefs".into(), false, "InvalidKind".into()),
-            ("PartiallyInvalid".into(), true, "UnsupportedValue".into()),
+            ("Accepted", true, "Accepted"),
+            ("ResolvedRefs", false, "InvalidKind"),
+            ("PartiallyInvalid", true, "UnsupportedValue"),
         ]
     );
     assert!(
