@@ -1328,8 +1328,12 @@ fn stats_are_exposed_for_prometheus_on_their_own_port_and_off_when_asked() {
         assert_eq!(r.pod_annotation("prometheus.io/port"), Some("8081"));
         assert_eq!(r.pod_annotation("prometheus.io/path"), Some("/metrics"));
     }
-    let off = [NATIVE, &["gatewayProxies.gatewayProxy.stats.enabled=false"]].concat();
-    let r = Rendered::with(&off);
-    assert_eq!(flag(&args(r.container("gateway")), "--stats-addr"), None);
-    assert_eq!(r.pod_annotation("prometheus.io/scrape"), None);
+    for mode in [NATIVE, SIDECAR] {
+        let off = [mode, &["gatewayProxies.gatewayProxy.stats.enabled=false"]].concat();
+        let r = Rendered::with(&off);
+        let gateway_args = args(r.container("gateway"));
+        assert_eq!(flag(&gateway_args, "--stats-addr"), None);
+        assert_eq!(flag(&gateway_args, "--istio-metrics"), None);
+        assert_eq!(r.pod_annotation("prometheus.io/scrape"), None);
+    }
 }

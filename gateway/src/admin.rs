@@ -115,16 +115,36 @@ fn metrics(m: &Metrics) -> Response<Full<Bytes>> {
     r
 }
 
+/// Connections the metrics server holds at once (Prometheus needs one or two).
+const STATS_MAX_CONNECTIONS: usize = 32;
+/// Time a metrics connection has to send its request's headers.
+const STATS_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest life of a metrics connection (a scraper reconnects).
+const STATS_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Serves the metrics alone (`--stats-addr`), for a Prometheus outside the pod: the
 /// rest of the admin API (configuration, certificates' metadata, request explanations)
-/// stays on the loopback admin server.
+/// stays on the loopback admin server. Reachable from other pods, so bounded: a few
+/// connections at once, a header read timeout and a lifetime per connection, and a
+/// pause after a failed accept.
 pub async fn serve_stats(listener: TcpListener, m: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(STATS_MAX_CONNECTIONS));
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics server: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Past the cap the connection is closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
         let m = m.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let m = m.clone();
                 async move {
@@ -141,9 +161,13 @@ pub async fn serve_stats(listener: TcpListener, m: Arc<Metrics>) {
                     Ok::<_, Infallible>(r)
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(STATS_HEADER_READ_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+            let _ = tokio::time::timeout(STATS_CONNECTION_LIFETIME, conn).await;
         });
     }
 }

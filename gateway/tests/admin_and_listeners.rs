@@ -172,3 +172,49 @@ fn listen_backlog_is_configurable_and_defaults_to_1024() {
         .unwrap();
     assert_eq!(listen_backlog(port), 1024.min(somaxconn));
 }
+
+/// The metrics server is reachable from other pods, so it is bounded: past 32
+/// connections a new one is closed at once, and a connection that never finishes its
+/// request's headers is closed at the header read timeout (10 s), freeing its slot.
+#[test]
+fn the_stats_server_caps_its_connections_and_closes_a_stalled_one() {
+    use std::io::Write;
+    let stats = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let stats_arg = stats.to_string();
+    let _gw = Gateway::start_with(
+        &docs(&[&http_gateway(free_port())]),
+        &["--stats-addr", &stats_arg],
+    );
+    let ok = curl(&[&format!("http://{stats}/stats/prometheus")]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(
+        ok.body.contains("gateway_downstream_connections_total"),
+        "{}",
+        ok.body
+    );
+    let mut stalled: Vec<std::net::TcpStream> = (0..32)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(stats).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut over = std::net::TcpStream::connect(stats).unwrap();
+    let _ = over.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        wait_closed(&mut over, std::time::Duration::from_secs(5)),
+        Ended::ClosedSilently,
+        "the 33rd connection"
+    );
+    assert_eq!(
+        wait_closed(&mut stalled[0], std::time::Duration::from_secs(30)),
+        Ended::ClosedSilently,
+        "a stalled request is closed at the header read timeout"
+    );
+    wait_for(
+        "a slot free again",
+        std::time::Duration::from_secs(30),
+        || curl(&[&format!("http://{stats}/metrics")]).status == 200,
+    );
+}

@@ -391,6 +391,8 @@ fn access_log_lines_carry_istio_default_fields() {
         "Host: httpbin.example.com",
         "-H",
         "X-Forwarded-For: 203.0.113.9",
+        "-H",
+        "X-Forwarded-For: 198.51.100.2",
         "-A",
         "observability-test/1",
         "--data-binary",
@@ -416,7 +418,10 @@ fn access_log_lines_carry_istio_default_fields() {
         "outbound|80||httpbin.default.svc.cluster.local"
     );
     // As Envoy logs it: what went upstream, the peer appended.
-    assert_eq!(line["x_forwarded_for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        line["x_forwarded_for"],
+        "203.0.113.9, 198.51.100.2, 127.0.0.1"
+    );
     assert_eq!(line["response_code_details"], "via_upstream");
     assert_eq!(line["route_name"], "default/httpbin/0");
     assert_eq!(line["user_agent"], "observability-test/1");

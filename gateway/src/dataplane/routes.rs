@@ -273,16 +273,18 @@ pub struct HeaderEdits {
 }
 
 impl HeaderEdits {
-    /// Applies set, add, remove.
+    /// Applies remove, set, add: Envoy's order (its header parser removes first), which
+    /// matters only for an Istio or Gloo name both removed and set (Gateway API allows
+    /// one action per name).
     pub fn apply(&self, headers: &mut HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
         for (n, v) in &self.set {
             headers.insert(n.clone(), v.clone());
         }
         for (n, v) in &self.add {
             headers.append(n.clone(), v.clone());
-        }
-        for n in &self.remove {
-            headers.remove(n);
         }
     }
 }

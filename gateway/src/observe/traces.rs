@@ -68,15 +68,31 @@ pub struct Tracing {
 /// (Kiali's workload filter splits it on `~`) and Istio's custom tags.
 pub fn istio_tags(node: &crate::observe::peer_metadata::NodeMetadata) -> Vec<KeyValue> {
     let w = &node.workload;
+    // Shared strings: each span's copy of a tag is a reference count, not an allocation.
+    let shared = |k: &'static str, v: &str| {
+        let v: std::sync::Arc<str> = v.into();
+        KeyValue::new(k, opentelemetry::Value::String(v.into()))
+    };
     vec![
         KeyValue::new("component", "proxy"),
-        KeyValue::new("node_id", node.node_id()),
-        KeyValue::new("istio.canonical_service", w.canonical_service.to_string()),
-        KeyValue::new("istio.canonical_revision", w.canonical_revision.to_string()),
-        KeyValue::new("istio.mesh_id", node.mesh_id.clone()),
-        KeyValue::new("istio.namespace", w.namespace.to_string()),
-        KeyValue::new("istio.cluster_id", w.cluster.to_string()),
+        shared("node_id", &node.node_id()),
+        shared("istio.canonical_service", &w.canonical_service),
+        shared("istio.canonical_revision", &w.canonical_revision),
+        shared("istio.mesh_id", &node.mesh_id),
+        shared("istio.namespace", &w.namespace),
+        shared("istio.cluster_id", &w.cluster),
     ]
+}
+
+/// A request method as a shared string: the standard ones are static (no allocation).
+fn method_value(method: &str) -> opentelemetry::StringValue {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => (*m).into(),
+        None => method.to_string().into(),
+    }
 }
 
 /// What the end of a request tells its SERVER span, as Envoy's tracer tags it.
@@ -258,9 +274,10 @@ impl Tracing {
                 }
             })
             .unwrap_or_default();
+        let method = method_value(method);
         let mut attributes = Vec::with_capacity(self.tags.len() + 3);
-        attributes.push(KeyValue::new("http.request.method", method.to_string()));
-        attributes.push(KeyValue::new("http.method", method.to_string()));
+        attributes.push(KeyValue::new("http.request.method", method.clone()));
+        attributes.push(KeyValue::new("http.method", method.clone()));
         attributes.extend(self.tags.iter().cloned());
         if let Some(id) = client_trace_id(headers)
             && fastrand::f64() < self.client_sampling
@@ -270,7 +287,8 @@ impl Tracing {
         }
         let span = self
             .tracer
-            .span_builder(method.to_string())
+            // Named at the end, once the destination is known (`finish`).
+            .span_builder("ingress")
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
@@ -333,16 +351,20 @@ impl RequestSpan {
     /// tagged as Istio's gateways do: `<service host>:<port>/*` (Istio's route
     /// decorator; `ingress` without a destination), `http.status_code`,
     /// `guid:x-request-id`, `upstream_cluster`, `response_flags`, `error`.
-    pub fn finish(mut self, end: SpanEnd<'_>) {
+    /// `end` is only made for a span that records (a sampled one).
+    pub fn finish<'a>(mut self, end: impl FnOnce() -> SpanEnd<'a>) {
+        if !self.span.is_recording() {
+            self.span.end();
+            return;
+        }
+        let end = end();
         let SpanEnd {
             route,
             status,
             flag,
             ..
         } = end;
-        if self.span.is_recording() {
-            self.tag_as_envoy(end);
-        }
+        self.tag_as_envoy(end);
         if let Some(r) = route {
             self.span
                 .set_attribute(KeyValue::new("http.route", r.to_string()));

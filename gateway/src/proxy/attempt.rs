@@ -300,7 +300,7 @@ pub fn run<'a>(
             rec.upstream_address = Some(authority.clone());
             rec.endpoint = ep.index;
             rec.mutual_tls = ep.transport.is_mesh();
-            let mut permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
+            let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;
             *req.uri_mut() = upstream_uri(authority, &path_and_query);
             // Per attempt: a retry may pick an endpoint outside the mesh (the replayed headers
             // are the ones from before this).
@@ -341,10 +341,6 @@ pub fn run<'a>(
             }
             let retryable =
                 policy.should_retry(attempt, outcome) && !timeouts.request_expired(rec.start);
-            if retryable && replay.is_some() {
-                // This answer is dropped for a retry: its slots are free for that.
-                permit = None;
-            }
             let mut gave_up = None;
             if let Some(replay) = &replay
                 && retryable
@@ -368,6 +364,8 @@ pub fn run<'a>(
                     {
                         // A streamed body past the replay limit cannot be sent again.
                         if let Some(again) = replay.request() {
+                            // This answer is dropped for the retry: its slots go with it.
+                            drop(permit);
                             ctx.metrics.policy_event(&backend.name, "retry");
                             _retry_slot = Some(slot);
                             previous = Some(endpoint.to_owned());

@@ -159,7 +159,7 @@ impl Completion {
         }
         let trace_ids = self.trace.take().map(|t| {
             let (ids, sampled) = (t.ids(), t.sampled());
-            t.finish(self.span_end(bytes_sent));
+            t.finish(|| self.span_end(bytes_sent));
             (ids.0, ids.1, sampled)
         });
         let elapsed = self.start.elapsed();

@@ -69,9 +69,7 @@ pub fn handle(
             request_body_counted: None,
             response_header_bytes: 0,
             upstream_service_time: None,
-            x_forwarded_for: logged
-                .then(|| header_string(&req, "x-forwarded-for"))
-                .flatten(),
+            x_forwarded_for: logged.then(|| forwarded_for(&req)).flatten(),
             user_agent: logged
                 .then(|| header_string(&req, header::USER_AGENT.as_str()))
                 .flatten(),
@@ -234,6 +232,17 @@ const STATUS_LINE_BYTES: u64 = 17;
 fn request_line_bytes(req: &Request<Incoming>) -> u64 {
     let pq = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     (req.method().as_str().len() + pq + 12) as u64
+}
+
+/// Every `x-forwarded-for` line, joined as the gateway joins them upstream.
+fn forwarded_for(req: &Request<Incoming>) -> Option<String> {
+    let lines: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(", "))
 }
 
 fn header_string(req: &Request<Incoming>, name: &str) -> Option<String> {

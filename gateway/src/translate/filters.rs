@@ -45,6 +45,7 @@ pub fn compile_filters(
             continue;
         }
         let errors = &mut f.errors;
+        let gateway_api = matches!(rc.kind, "HTTPRoute" | "GRPCRoute");
         if filter.kind != "RequestMirror"
             && filters[..i]
                 .iter()
@@ -65,11 +66,17 @@ pub fn compile_filters(
                 None => errors.push(format!("{fctx}: cors is missing")),
             },
             "RequestHeaderModifier" => match &filter.request_header_modifier {
-                Some(m) => out.request_headers = Some(Box::new(header_edits(m, &fctx, errors))),
+                Some(m) => {
+                    out.request_headers =
+                        Some(Box::new(header_edits(m, &fctx, gateway_api, errors)))
+                }
                 None => errors.push(format!("{fctx}: requestHeaderModifier is missing")),
             },
             "ResponseHeaderModifier" => match &filter.response_header_modifier {
-                Some(m) => out.response_headers = Some(Box::new(header_edits(m, &fctx, errors))),
+                Some(m) => {
+                    out.response_headers =
+                        Some(Box::new(header_edits(m, &fctx, gateway_api, errors)))
+                }
                 None => errors.push(format!("{fctx}: responseHeaderModifier is missing")),
             },
             "RequestRedirect" => match &filter.request_redirect {
@@ -187,9 +194,13 @@ fn path_modifier(
     }
 }
 
+/// `one_action`: HTTPHeaderFilter's "only one action for a given header name is
+/// permitted" (Gateway API); Istio and Gloo headers may set and remove one name (Envoy
+/// removes, then adds).
 fn header_edits(
     m: &gateway_api::HeaderModifier,
     ctx: &str,
+    one_action: bool,
     errors: &mut Vec<String>,
 ) -> HeaderEdits {
     // HTTPHeader.name: of entries with equivalent (case-insensitive) names only the
@@ -200,6 +211,7 @@ fn header_edits(
         .find(|(n, _)| *n == name)
     {
         Some((_, f)) if *f == field => None,
+        Some(_) if !one_action => Some(name),
         Some((_, f)) => {
             errors.push(format!(
                 "{ctx}: header {name:?} is in both {f} and {field} (one action per header)"

@@ -181,6 +181,13 @@ fn conflicts_within(listeners: &[gateway_api::Listener]) -> BTreeMap<usize, (Rea
                 "TCP" => Protocol::Tcp,
                 _ => return None,
             };
+            // A listener invalid on its own is refused for that, and takes no valid
+            // sibling down with it.
+            if l.port == 0
+                || (matches!(protocol, Protocol::Https | Protocol::Tls) && l.tls.is_none())
+            {
+                return None;
+            }
             let hostname = match &l.hostname {
                 Some(h) if protocol != Protocol::Tcp => validate_hostname(h).ok()?,
                 _ => HostPattern::Any,

@@ -33,6 +33,8 @@ struct Compiled {
     export_to: Vec<String>,
     created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     policy: Arc<BackendPolicy>,
+    /// The rule has a `trafficPolicy` (in a merge, the oldest that has one applies).
+    has_policy: bool,
     /// Subsets by name: the labels an endpoint must carry and the subset's own
     /// `trafficPolicy` fields (laid over the port's policy at lookup, as Istio merges).
     subsets: HashMap<String, Subset>,
@@ -123,11 +125,16 @@ impl DestinationRules {
                     .collect();
                 matching.sort_by_key(|c| (c.host.specificity(), c.created.clone()));
                 let (c, others) = matching.split_first()?;
-                let policy = c.ports.get(&port).unwrap_or(&c.policy).clone();
-                // Istio merges the rules of one host in one namespace: the oldest's
-                // traffic policy, and every rule's subsets (the first of a name wins).
+                let merged: Vec<&Compiled> = std::iter::once(*c)
+                    .chain(others.iter().copied().filter(|o| o.host == c.host))
+                    .collect();
+                // Istio merges the rules of one host in one namespace (mergeDestinationRule):
+                // the oldest's traffic policy (a newer one's when the oldest has none),
+                // and every rule's subsets (the first of a name wins).
+                let p = merged.iter().find(|r| r.has_policy).unwrap_or(c);
+                let policy = p.ports.get(&port).unwrap_or(&p.policy).clone();
                 let mut subsets = c.subsets.clone();
-                for o in others.iter().filter(|o| o.host == c.host) {
+                for o in &merged[1..] {
                     for (name, s) in &o.subsets {
                         subsets.entry(name.clone()).or_insert_with(|| s.clone());
                     }
@@ -186,6 +193,7 @@ fn compile_rule(
         export_to: spec.export_to.clone(),
         created: dr.metadata.creation_timestamp.clone(),
         policy: Arc::new(policy),
+        has_policy: spec.traffic_policy.is_some(),
         namespace: ns,
         subsets,
         ports,

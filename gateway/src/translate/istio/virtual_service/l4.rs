@@ -155,13 +155,16 @@ fn compile_match(rc: &RuleCtx<'_>, m: &RawMatch<'_>, ctx: &str, f: &mut Findings
             Err(e) => f.errors.push(format!("{ctx} sniHosts {h:?}: {e}")),
         }
     }
-    let port = port.and_then(|p| match u16::try_from(p) {
-        Ok(p) if p > 0 => Some(p),
-        _ => {
-            f.errors.push(format!("{ctx}: port {p} is not 1-65535"));
-            None
-        }
-    });
+    // 0 is the proto's unset, as Istio's l4SingleMatch reads it.
+    let port = port
+        .filter(|p| *p != 0)
+        .and_then(|p| match u16::try_from(p) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                f.errors.push(format!("{ctx}: port {p} is not 1-65535"));
+                None
+            }
+        });
     let ns = rc.meta.ns();
     let gateways = gateways
         .iter()
