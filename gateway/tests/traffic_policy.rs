@@ -353,6 +353,70 @@ fn a_request_holds_its_connection_pool_slot_until_its_response_body_ends() {
     assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/get")]).status, 200);
 }
 
+/// A retryable answer that is not retried after all (a body past the 64 KiB replay copy)
+/// is the client's answer: it keeps its slot while its body streams.
+#[test]
+fn an_answer_whose_retry_is_given_up_keeps_its_pool_slot() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 65536];
+                // A GET ends with its headers; the chunked POST with its last chunk.
+                while !(seen.starts_with(b"GET") && seen.ends_with(b"\r\n\r\n")
+                    || seen.ends_with(b"0\r\n\r\n"))
+                {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if seen.starts_with(b"GET") {
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    return;
+                }
+                // The 503's body comes 3 s after its headers.
+                let _ = conn
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\n");
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                let _ = conn.write_all(b"bye");
+            });
+        }
+    });
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        &retrying_route("slow", "{codes: [503], attempts: 1, backoff: 1ms}"),
+        &service_with_endpoints("slow", &[up]),
+        &destination_rule("slow", "connectionPool:\n  http: {http2MaxRequests: 1}"),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let large = dir.path().join("large");
+    std::fs::write(&large, vec![b'x'; 100 * 1024]).unwrap();
+    let url = format!("http://127.0.0.1:{port}/post");
+    let body = format!("@{}", large.display());
+    let post = std::thread::spawn(move || {
+        let args = [
+            "-X",
+            "POST",
+            "-H",
+            "Expect:",
+            "-H",
+            "Transfer-Encoding: chunked",
+        ];
+        curl(&[&args[..], &["--data-binary", &body, &url]].concat()).status
+    });
+    eventually("the 503 streaming its body", || {
+        backend_state(&gw, "Service default/slow:80")["pool"]["requests"] == 1
+    });
+    let r = curl(&[&format!("http://127.0.0.1:{port}/get")]);
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "UO"), "{r:?}");
+    assert_eq!(post.join().unwrap(), 503, "the upstream's own answer");
+}
+
 /// A client that goes away while its request waits for the upstream cancels the request;
 /// the backend's and the endpoint's in-flight counts (the retry budget's and
 /// LEAST_REQUEST's load) must drop with it, or the endpoint looks busy forever.
