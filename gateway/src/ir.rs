@@ -914,6 +914,9 @@ pub enum BackendTarget {
     },
     /// The reference cannot be resolved (500); the reason is logged.
     Unresolvable(String),
+    /// An Istio destination with no cluster behind it (an unknown Service or an undefined
+    /// subset): Envoy answers 503 `NC` (cluster not found); the reason is logged.
+    NoCluster(String),
 }
 
 impl BackendTarget {
@@ -922,7 +925,7 @@ impl BackendTarget {
         match self {
             BackendTarget::Endpoints(eps) => eps.iter().any(|e| e.transport.is_mesh()),
             BackendTarget::Dns { transport, .. } => transport.is_mesh(),
-            BackendTarget::Unresolvable(_) => false,
+            BackendTarget::Unresolvable(_) | BackendTarget::NoCluster(_) => false,
         }
     }
 }

@@ -413,6 +413,51 @@ fn destination_rule_subsets_split_one_service_by_pod_labels() {
     assert!(routed(&v2).iter().all(|l| l.contains("/anything/canary")));
 }
 
+/// Istio's Envoy answers a destination whose cluster does not exist (a subset no
+/// DestinationRule defines, a Service that does not exist) with 503 `NC`, not Gateway
+/// API's 500; the rest of the VirtualService keeps serving.
+#[test]
+fn a_destination_without_a_cluster_is_503_nc_while_its_neighbours_serve() {
+    let (v1, v2) = (Httpbin::start(), Httpbin::start());
+    let port = free_port();
+    let vs_and_dr = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: catalog, namespace: istioinaction}\nspec:\n  \
+         hosts: [catalog.istioinaction.io]\n  gateways: [coolstore-gateway]\n  http:\n    \
+         - match: [{uri: {prefix: /v3}}]\n      \
+         route: [{destination: {host: catalog, subset: version-v3}}]\n    \
+         - match: [{uri: {prefix: /gone}}]\n      \
+         route: [{destination: {host: gone, port: {number: 80}}}]\n    \
+         - route: [{destination: {host: catalog, subset: version-v1}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {name: catalog, namespace: istioinaction}\nspec:\n  host: catalog\n  \
+         subsets:\n    - {name: version-v1, labels: {version: v1}}\n";
+    let gw = Gateway::start_with(
+        &docs(&[
+            &istio_gateway(&format!(
+                "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
+                 hosts: [catalog.istioinaction.io]\n"
+            )),
+            vs_and_dr,
+            &versioned_catalog(v1.port, v2.port),
+        ]),
+        &POD,
+    );
+    let get = |path: &str| curl_host(port, Some("catalog.istioinaction.io"), path);
+    let reason = |r: &CurlResult| gw.explain(r)["reason"].as_str().unwrap().to_string();
+    let r = get("/v3/anything");
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "NC"), "{r:?}");
+    assert!(
+        reason(&r).contains("subset \"version-v3\" of catalog is not defined"),
+        "{}",
+        reason(&r)
+    );
+    let r = get("/gone/anything");
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "NC"), "{r:?}");
+    assert!(reason(&r).contains("istioinaction/gone"), "{}", reason(&r));
+    let r = get("/anything/v1");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
 #[test]
 fn pod_labels_from_a_downward_api_file_select_the_istio_gateway() {
     let hb = Httpbin::start();

@@ -387,6 +387,8 @@ pub enum Target {
     },
     /// The reference did not resolve; the reason.
     Unresolvable(String),
+    /// An Istio destination without a cluster (503 `NC`); the reason.
+    NoCluster(String),
 }
 
 /// One upstream endpoint.
@@ -677,8 +679,11 @@ impl BackendBuilder {
                     Destination::for_backend(b).interned(),
                 )
             }
-            ir::BackendTarget::Unresolvable(why) => {
-                let target = Target::Unresolvable(why.clone());
+            ir::BackendTarget::Unresolvable(why) | ir::BackendTarget::NoCluster(why) => {
+                let target = match &b.target {
+                    ir::BackendTarget::NoCluster(_) => Target::NoCluster(why.clone()),
+                    _ => Target::Unresolvable(why.clone()),
+                };
                 (
                     self.state(b),
                     target,

@@ -74,6 +74,11 @@ fn pick_avoiding<'a>(
             "backend_unresolvable",
             format!("backendRef {} unresolvable: {why}", backend.name),
         )),
+        Target::NoCluster(why) => Err(reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NC",
+            format!("no cluster for destination {}: {why}", backend.name),
+        )),
         Target::Endpoints(eps) if eps.is_empty() => Err(reject(
             StatusCode::SERVICE_UNAVAILABLE,
             "UH",

@@ -257,7 +257,7 @@ async fn connect(
             authority,
             transport,
         } => (authority, transport, backend.destination.clone()),
-        Target::Unresolvable(why) => return Err(("NC", why.clone())),
+        Target::Unresolvable(why) | Target::NoCluster(why) => return Err(("NC", why.clone())),
     };
     match ctx
         .upstreams()

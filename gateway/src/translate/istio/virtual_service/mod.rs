@@ -215,14 +215,18 @@ pub(super) fn backend_ref(
 }
 
 /// Narrows a destination's backend to its DestinationRule subset: the endpoints carrying
-/// the subset's labels, with the subset's policy. A subset no DestinationRule defines
-/// gets no endpoint (Istio answers such requests with 503 too), and a warning.
+/// the subset's labels, with the subset's policy. A destination that names no cluster (an
+/// unknown Service or port, or a subset no DestinationRule defines) is answered as
+/// Istio's Envoy answers it, 503 `NC`, and a subset gets a warning.
 pub(super) fn apply_subset(
     rc: &RuleCtx<'_>,
     b: &mut ir::Backend,
     d: &Destination,
     f: &mut Findings,
 ) {
+    if let ir::BackendTarget::Unresolvable(why) = &mut b.target {
+        b.target = ir::BackendTarget::NoCluster(std::mem::take(why));
+    }
     let Some(name) = &d.subset else { return };
     let Some((svc_ns, svc)) = b
         .service_host
@@ -248,7 +252,7 @@ pub(super) fn apply_subset(
         );
         f.warnings
             .push(format!("VirtualService {}: {why}", rc.meta.key()));
-        b.target = ir::BackendTarget::Unresolvable(why);
+        b.target = ir::BackendTarget::NoCluster(why);
         return;
     };
     // A subset with a tls of its own reaches its endpoints its own way.
