@@ -189,8 +189,9 @@ pub struct Index<'a> {
     /// The namespace of the served Gateway (the first one), where Istio looks for
     /// DestinationRules first.
     pub gateway_namespace: String,
-    /// backendRefs already resolved (see `backends::resolve_memoised`).
-    pub resolved: std::cell::RefCell<HashMap<String, backends::Memoised>>,
+    /// backendRefs already resolved (see `backends::resolve_memoised`); foldhash, not
+    /// SipHash: looked up once per backendRef of every rule.
+    pub resolved: std::cell::RefCell<hashbrown::HashMap<String, backends::Memoised>>,
     /// Where `resolve_memoised` writes a lookup key: a hit allocates nothing.
     pub resolved_key: std::cell::RefCell<String>,
 }
