@@ -430,7 +430,14 @@ fn access_log_lines_carry_istio_default_fields() {
     assert_eq!(line["route"], "default/httpbin/0");
     assert!(line["request_id"].as_str().unwrap().len() >= 32, "{line}");
     assert!(line["duration"].is_u64(), "{line}");
-    assert!(line["upstream_service_time"].is_u64(), "{line}");
+    // A string, as Istio's format logs a response header's value.
+    let service_time = line["upstream_service_time"].as_str().unwrap();
+    assert!(service_time.parse::<u64>().is_ok(), "{line}");
+    assert_eq!(
+        line["downstream_local_address"],
+        format!("127.0.0.1:{port}")
+    );
+    assert!(line["requested_server_name"].is_null(), "{line}");
     // The start time (written with millisecond precision) falls between curl's start and
     // its answer.
     let start = humantime::parse_rfc3339(line["start_time"].as_str().unwrap()).unwrap();

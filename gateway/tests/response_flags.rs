@@ -302,3 +302,159 @@ fn retry_and_client_flags_are_listed_in_the_order_set_as_envoy_lists_them() {
     assert_eq!(envoys, expected, "Envoy's own lists (the reference)");
     assert_eq!(ours, expected, "the gateway's lists");
 }
+
+/// Istio's default JSON access log format (`EnvoyJSONLogFormatIstio`), as Istio hands it
+/// to Envoy.
+const ISTIO_JSON_FORMAT: &[(&str, &str)] = &[
+    ("start_time", "%START_TIME%"),
+    ("route_name", "%ROUTE_NAME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+];
+
+/// The JSON kind of a logged value: what a log pipeline's parser sees.
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::Bool(_) => "bool",
+        _ => "other",
+    }
+}
+
+/// A served request and a route miss, through the real Envoy 1.40 logging Istio's
+/// default JSON format and through the gateway: every field of the format is in the
+/// gateway's line, with the JSON kind Envoy gives it (a log pipeline parses both
+/// alike), and the addresses are the connections' own.
+#[test]
+fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
+    let hb = Httpbin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let envoy_port = free_port();
+    let fields: String = ISTIO_JSON_FORMAT
+        .iter()
+        .map(|(k, v)| format!("                  {k}: \"{v}\"\n"))
+        .collect();
+    let config = format!(
+        r#"static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {envoy_port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: fields
+          use_remote_address: true
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {log}
+              log_format:
+                json_format:
+{fields}          route_config:
+            virtual_hosts:
+            - name: fields
+              domains: ["*"]
+              routes:
+              - name: default/httpbin/0
+                match: {{prefix: /status}}
+                route: {{cluster: "outbound|80||httpbin.default.svc.cluster.local"}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: "outbound|80||httpbin.default.svc.cluster.local"
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: "outbound|80||httpbin.default.svc.cluster.local"
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {hb}}}}}}}}}]}}]
+"#,
+        log = log.display(),
+        hb = hb.port,
+    );
+    let _envoy = start_envoy(envoy_port, &config, dir.path());
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: httpbin, namespace: default}\n\
+         spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+         - matches: [{path: {type: PathPrefix, value: /status}}]\n    \
+         backendRefs: [{name: httpbin, port: 80}]\n",
+        &local_service("httpbin", hb.port),
+    ]));
+    for (path, status) in [("/status/200", 200), ("/missing", 404)] {
+        for p in [envoy_port, port] {
+            let r = curl(&[
+                "-A",
+                "fields-test/1",
+                &format!("http://127.0.0.1:{p}{path}"),
+            ]);
+            assert_eq!(r.status, status, "{r:?}");
+        }
+        let mut envoys = serde_json::Value::Null;
+        eventually(&format!("envoy to log {path}"), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["path"] == path);
+            found.map(|l| envoys = l).is_some()
+        });
+        let ours = gw.wait_access_log(|l| l["path"] == path);
+        for (field, _) in ISTIO_JSON_FORMAT {
+            let (e, o) = (&envoys[field], &ours[field]);
+            assert!(ours.get(field).is_some(), "{path}: no {field} in {ours}");
+            assert_eq!(kind(o), kind(e), "{path}: {field}: ours {o}, Envoy's {e}");
+        }
+        assert_eq!(
+            ours["downstream_local_address"],
+            format!("127.0.0.1:{port}")
+        );
+        assert_eq!(
+            envoys["downstream_local_address"],
+            format!("127.0.0.1:{envoy_port}")
+        );
+        if status == 200 {
+            let upstream_local = ours["upstream_local_address"].as_str().unwrap();
+            let (ip, local_port) = upstream_local.rsplit_once(':').unwrap();
+            assert_eq!(ip, "127.0.0.1", "{ours}");
+            assert_ne!(local_port, hb.port.to_string(), "{ours}");
+            let service_time = ours["upstream_service_time"].as_str().unwrap();
+            assert!(service_time.parse::<u64>().is_ok(), "{ours}");
+        }
+    }
+}

@@ -34,10 +34,20 @@ pub struct Entry<'a> {
     pub bytes_sent: u64,
     /// Milliseconds from the request's start until the response ended.
     pub duration: u64,
-    /// Milliseconds the upstream took to answer (headers) on the last attempt.
-    pub upstream_service_time: Option<u64>,
+    /// Milliseconds the upstream took to answer (headers) on the last attempt, a string
+    /// as Istio's format logs it (`%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`).
+    pub upstream_service_time: Option<String>,
     /// Address of the endpoint of the last attempt.
     pub upstream_host: Option<&'a str>,
+    /// Local address of the last attempt's upstream connection.
+    pub upstream_local_address: Option<&'a str>,
+    /// Local address of the client's connection.
+    pub downstream_local_address: &'a str,
+    /// Envoy's BoringSSL text for a failed upstream TLS handshake has no rustls
+    /// equivalent: always null; the failure's explanation is in `reason`.
+    pub upstream_transport_failure_reason: Option<&'a str>,
+    /// Set by Envoy's network filters that close connections (none here): always null.
+    pub connection_termination_details: Option<&'a str>,
     /// Envoy's cluster name, `outbound|<port>||<service host>`.
     pub upstream_cluster: Option<&'a str>,
     /// The client's `x-forwarded-for` as received.
@@ -45,8 +55,7 @@ pub struct Entry<'a> {
     pub user_agent: Option<&'a str>,
     pub request_id: &'a str,
     pub authority: &'a str,
-    /// SNI of a TLS connection.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// SNI of a TLS connection (null without one, as Envoy logs it).
     pub requested_server_name: Option<&'a str>,
     /// Upstream attempts made (0 when none was).
     pub attempts: u32,
@@ -54,8 +63,8 @@ pub struct Entry<'a> {
     /// `namespace/name/rule` of the matched route rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<&'a str>,
-    /// Envoy's `%ROUTE_NAME%` (Istio's default format): the route's id.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Envoy's `%ROUTE_NAME%` (Istio's default format): the route's id; null when no
+    /// route matched.
     pub route_name: Option<&'a str>,
     /// Envoy's `%RESPONSE_CODE_DETAILS%` (`via_upstream`, `route_not_found`, ...).
     pub response_code_details: &'a str,

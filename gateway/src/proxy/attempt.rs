@@ -332,6 +332,10 @@ pub fn run<'a>(
             let outcome = match &result {
                 Ok(resp) => {
                     rec.upstream_service_time = Some(started.elapsed());
+                    rec.upstream_local = resp
+                        .extensions()
+                        .get::<hyper_util::client::legacy::connect::HttpInfo>()
+                        .map(|i| i.local_addr());
                     Outcome::Response(resp.status().as_u16())
                 }
                 Err(f) => f.outcome(&rec.in_flight, rec.version),

@@ -42,6 +42,10 @@ pub struct Completion {
     pub(super) upstream_address: Option<Authority>,
     pub(super) request_id: HeaderValue,
     pub(super) peer: SocketAddr,
+    /// The connection's local address.
+    pub(super) local: SocketAddr,
+    /// The local address of the last attempt's upstream connection.
+    pub(super) upstream_local: Option<SocketAddr>,
     /// The connection's TLS SNI (HTTPS).
     pub(super) sni: Option<Arc<str>>,
     /// Response flags (in the order set, comma-separated: [`super::flags`]) or reason
@@ -208,7 +212,8 @@ impl Completion {
         if !log.wants(self.status, self.code) {
             return;
         }
-        let peer = self.peer.to_string();
+        let (peer, local) = (self.peer.to_string(), self.local.to_string());
+        let upstream_local = self.upstream_local.map(|a| a.to_string());
         let upstream_cluster = self.upstream().map(|u| self.upstream_cluster(u));
         // As Envoy logs %REQ(X-FORWARDED-FOR)%: after its own append of the peer.
         let xff = match &self.x_forwarded_for {
@@ -229,8 +234,14 @@ impl Completion {
             bytes_received: self.request_body_bytes,
             bytes_sent,
             duration: elapsed.as_millis() as u64,
-            upstream_service_time: self.upstream_service_time.map(|d| d.as_millis() as u64),
+            upstream_service_time: self
+                .upstream_service_time
+                .map(|d| d.as_millis().to_string()),
             upstream_host: self.upstream_address.as_ref().map(Authority::as_str),
+            upstream_local_address: upstream_local.as_deref(),
+            downstream_local_address: &local,
+            upstream_transport_failure_reason: None,
+            connection_termination_details: None,
             upstream_cluster: upstream_cluster.as_deref(),
             x_forwarded_for: Some(&xff),
             user_agent: self.user_agent.as_deref(),

@@ -53,6 +53,8 @@ impl Codec {
 pub struct ConnInfo {
     /// Client address (set with [`ConnInfo::set_peer`]).
     pub peer: SocketAddr,
+    /// The socket's local address (Envoy's `%DOWNSTREAM_LOCAL_ADDRESS%`).
+    pub local: SocketAddr,
     /// The client's IP as a header value, formatted once for the connection's requests
     /// (`x-forwarded-for`).
     pub peer_ip: http::HeaderValue,
@@ -99,6 +101,9 @@ pub async fn serve_connection(
     };
     let conn = ConnInfo {
         peer,
+        local: tcp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], port))),
         peer_ip: ip_header(peer),
         port,
         scheme,
@@ -210,7 +215,7 @@ async fn dispatch<S>(
             // Boxed, as is the TLS arm: a task's future is as large as its largest
             // state, and every plain HTTP connection would carry theirs (README,
             // "Memory per connection").
-            Box::pin(l4::serve(&ctx, stream, route, downstream(conn.peer, None))).await
+            Box::pin(l4::serve(&ctx, stream, route, downstream(&conn, None))).await
         }
         Protocol::Https | Protocol::Tls => {
             Box::pin(serve_tls(ctx, stream, conn, watcher, first_request_by)).await
@@ -218,9 +223,10 @@ async fn dispatch<S>(
     }
 }
 
-fn downstream(peer: SocketAddr, sni: Option<String>) -> l4::Downstream {
+fn downstream(conn: &ConnInfo, sni: Option<String>) -> l4::Downstream {
     l4::Downstream {
-        peer,
+        peer: conn.peer,
+        local: conn.local,
         sni,
         accepted: Instant::now(),
         start_time: std::time::SystemTime::now(),
@@ -250,7 +256,7 @@ async fn serve_tls<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let accepted = downstream(peer, None);
+    let accepted = downstream(&conn, None);
     let hello = match sni::peek(&mut tcp, deadline).await {
         Ok(h) => h,
         Err(e) => {

@@ -23,6 +23,8 @@ use crate::upstream::lb;
 pub struct Downstream {
     /// Client address.
     pub peer: SocketAddr,
+    /// The socket's local address.
+    pub local: SocketAddr,
     /// SNI, for TLS listeners.
     pub sni: Option<String>,
     /// When the connection was accepted.
@@ -310,7 +312,7 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
     if !ctx.access_log.wants(0, flag) {
         return;
     }
-    let peer = d.peer.to_string();
+    let (peer, local) = (d.peer.to_string(), d.local.to_string());
     let cluster = e.backend.map(|b| upstream_cluster(b, &e.destination));
     ctx.access_log.log(&Entry {
         start_time: humantime::format_rfc3339_millis(d.start_time).to_string(),
@@ -324,6 +326,10 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
         duration: d.accepted.elapsed().as_millis() as u64,
         upstream_service_time: None,
         upstream_host: e.upstream_host.as_deref(),
+        upstream_local_address: None,
+        downstream_local_address: &local,
+        upstream_transport_failure_reason: None,
+        connection_termination_details: None,
         upstream_cluster: cluster.as_deref(),
         x_forwarded_for: None,
         user_agent: None,

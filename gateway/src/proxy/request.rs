@@ -51,6 +51,8 @@ pub fn handle(
             upstream_address: None,
             request_id: headers::request_id(&req, ctx.limits.keep_request_id),
             peer: conn.peer,
+            local: conn.local,
+            upstream_local: None,
             sni: conn.sni.clone(),
             code: None,
             reason: None,
