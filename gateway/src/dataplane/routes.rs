@@ -597,8 +597,9 @@ fn header_edits(e: &ir::HeaderEdits) -> Box<HeaderEdits> {
 pub struct BackendBuilder {
     states: BackendStates,
     /// By the IR endpoint list's address (the IR outlives the build), then what else the
-    /// runtime endpoints depend on: the backend's name, subset and Service host.
-    shared: HashMap<usize, Vec<SharedTarget>>,
+    /// runtime endpoints depend on: the backend's name, subset and Service host
+    /// (foldhash: looked up for every backend of every rule).
+    shared: hashbrown::HashMap<usize, Vec<SharedTarget>>,
 }
 
 /// One shared build: what it was made for, and its parts.
@@ -626,7 +627,7 @@ impl BackendBuilder {
     pub fn new(states: BackendStates) -> BackendBuilder {
         BackendBuilder {
             states,
-            shared: HashMap::new(),
+            shared: hashbrown::HashMap::new(),
         }
     }
 
