@@ -451,6 +451,15 @@ fn a_destination_without_a_cluster_is_503_nc_while_its_neighbours_serve() {
         "{}",
         reason(&r)
     );
+    // Envoy records no cluster for it.
+    let line = gw.wait_access_log(|l| l["path"] == "/v3/anything");
+    assert_eq!(line["response_flags"], "NC", "{line}");
+    assert_eq!(line["response_code_details"], "cluster_not_found", "{line}");
+    assert_eq!(
+        line.get("upstream_cluster"),
+        Some(&serde_json::Value::Null),
+        "{line}"
+    );
     let r = get("/gone/anything");
     assert_eq!((r.status, error_code(&r).as_str()), (503, "NC"), "{r:?}");
     assert!(reason(&r).contains("istioinaction/gone"), "{}", reason(&r));

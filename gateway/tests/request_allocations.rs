@@ -46,7 +46,7 @@ const BUDGET_PER_IDLE_CONNECTION: u64 = 24_400;
 /// its idle keep-alive connection, in the test (debug) build: the upstream connection it
 /// needs (HTTP/1: one per request in flight; hyper's 8 KiB write buffer and its request
 /// queue's first 8 KiB block), hyper's second read buffer on the client's connection,
-/// hyper-util's response future (3.1 KiB), the request record (736 bytes) and the boxed
+/// hyper-util's response future (3.1 KiB), the request record (about 800 bytes) and the boxed
 /// forwarding state (1,432 bytes). Measured 31,649–31,746 plus about 5% (runs differ by
 /// under 100 bytes); 34,649–34,730 while the forwarding state (4,432 bytes) was async
 /// functions holding their arguments and borrowed locals twice (gateway/README.md,

@@ -341,6 +341,49 @@ const ISTIO_JSON_FORMAT: &[(&str, &str)] = &[
     ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
 ];
 
+/// An Envoy `access_log` list (at a filter's `typed_config` level) writing Istio's
+/// default JSON format to `log`.
+fn istio_access_log(log: &Path) -> String {
+    let fields: String = ISTIO_JSON_FORMAT
+        .iter()
+        .map(|(k, v)| format!("                  {k}: \"{v}\"\n"))
+        .collect();
+    format!(
+        r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format:
+                json_format:
+{fields}"#,
+        log.display()
+    )
+}
+
+/// The first JSON line of Envoy's log `log` that `pick` accepts, once written.
+fn envoy_line(log: &Path, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let mut found = serde_json::Value::Null;
+    eventually(&format!("envoy to log to {}", log.display()), || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let line = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| pick(l));
+        line.map(|l| found = l).is_some()
+    });
+    found
+}
+
+/// Every field of Istio's format is in our line, with the JSON kind Envoy's has.
+fn assert_same_kinds(what: &str, ours: &serde_json::Value, envoys: &serde_json::Value) {
+    for (field, _) in ISTIO_JSON_FORMAT {
+        let (e, o) = (&envoys[field], &ours[field]);
+        assert!(ours.get(field).is_some(), "{what}: no {field} in {ours}");
+        assert_eq!(kind(o), kind(e), "{what}: {field}: ours {o}, Envoy's {e}");
+    }
+}
+
 /// The JSON kind of a logged value: what a log pipeline's parser sees.
 fn kind(v: &serde_json::Value) -> &'static str {
     match v {
@@ -362,10 +405,7 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let envoy_port = free_port();
-    let fields: String = ISTIO_JSON_FORMAT
-        .iter()
-        .map(|(k, v)| format!("                  {k}: \"{v}\"\n"))
-        .collect();
+    let access_log = istio_access_log(&log);
     let config = format!(
         r#"static_resources:
   listeners:
@@ -377,14 +417,7 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: fields
           use_remote_address: true
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: {log}
-              log_format:
-                json_format:
-{fields}          route_config:
+{access_log}          route_config:
             virtual_hosts:
             - name: fields
               domains: ["*"]
@@ -402,7 +435,6 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
       cluster_name: "outbound|80||httpbin.default.svc.cluster.local"
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {hb}}}}}}}}}]}}]
 "#,
-        log = log.display(),
         hb = hb.port,
     );
     let _envoy = start_envoy(envoy_port, &config, dir.path());
@@ -425,21 +457,9 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
             ]);
             assert_eq!(r.status, status, "{r:?}");
         }
-        let mut envoys = serde_json::Value::Null;
-        eventually(&format!("envoy to log {path}"), || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let found = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["path"] == path);
-            found.map(|l| envoys = l).is_some()
-        });
+        let envoys = envoy_line(&log, |l| l["path"] == path);
         let ours = gw.wait_access_log(|l| l["path"] == path);
-        for (field, _) in ISTIO_JSON_FORMAT {
-            let (e, o) = (&envoys[field], &ours[field]);
-            assert!(ours.get(field).is_some(), "{path}: no {field} in {ours}");
-            assert_eq!(kind(o), kind(e), "{path}: {field}: ours {o}, Envoy's {e}");
-        }
+        assert_same_kinds(path, &ours, &envoys);
         assert_eq!(
             ours["downstream_local_address"],
             format!("127.0.0.1:{port}")
@@ -457,4 +477,124 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
             assert!(service_time.parse::<u64>().is_ok(), "{ours}");
         }
     }
+}
+
+/// A retried 503 whose retry finds no listener: the line describes the last attempt,
+/// which never connected (no upstream local address, no upstream service time), not
+/// the first one's answer.
+#[test]
+fn a_failed_retry_after_an_answer_logs_no_upstream_time_or_local_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = listener.local_addr().unwrap().port();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the request ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        // Closed before answering, so the retry that the 503 calls for is refused.
+        drop(listener);
+        s.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+    });
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: once, namespace: default}\n\
+         spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+         - backendRefs: [{name: once, port: 80}]\n    \
+         retry: {codes: [503], attempts: 1, backoff: 1ms}\n",
+        &local_service("once", up_port),
+    ]));
+    let r = curl(&[&format!("http://127.0.0.1:{port}/retried")]);
+    upstream.join().unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    let line = gw.wait_access_log(|l| l["path"] == "/retried");
+    assert_eq!(line["response_flags"], "URX,UF", "{line}");
+    assert_eq!(line["attempts"], 2, "{line}");
+    for field in ["upstream_service_time", "upstream_local_address"] {
+        assert_eq!(
+            line.get(field),
+            Some(&serde_json::Value::Null),
+            "{field}: {line}"
+        );
+    }
+}
+
+/// A TCP connection through Envoy's tcp_proxy logging Istio's format and through a
+/// TCPRoute: the HTTP fields are null in both (not `-`), and the addresses are the
+/// connections' own.
+#[test]
+fn tcp_access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
+    let echo = Echo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let envoy_port = free_port();
+    let cluster = "outbound|80||echo.default.svc.cluster.local";
+    let config = format!(
+        r#"static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {envoy_port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: "{cluster}"
+{access_log}  clusters:
+  - name: "{cluster}"
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: "{cluster}"
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {echo}}}}}}}}}]}}]
+"#,
+        access_log = istio_access_log(&log),
+        echo = echo.port,
+    );
+    let _envoy = start_envoy(envoy_port, &config, dir.path());
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: edge, namespace: default}}\nspec:\n  listeners:\n  \
+             - {{name: tcp, port: {port}, protocol: TCP}}\n"
+        ),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\n\
+         metadata: {name: echo, namespace: default}\nspec:\n  \
+         parentRefs: [{name: edge, sectionName: tcp}]\n  \
+         rules:\n    - backendRefs: [{name: echo, port: 80}]\n",
+        &local_service("echo", echo.port),
+    ]));
+    for p in [envoy_port, port] {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        s.write_all(b"hello").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello");
+    }
+    let envoys = envoy_line(&log, |l| l["bytes_sent"] == 5);
+    let ours = gw.wait_access_log(|l| l["route"] == "TCPRoute default/echo");
+    assert_same_kinds("tcp", &ours, &envoys);
+    for field in ["method", "path", "protocol", "request_id", "authority"] {
+        assert_eq!(
+            ours.get(field),
+            Some(&serde_json::Value::Null),
+            "{field}: {ours}"
+        );
+    }
+    assert_eq!(
+        ours["downstream_local_address"],
+        format!("127.0.0.1:{port}")
+    );
+    let upstream_local = ours["upstream_local_address"].as_str().unwrap();
+    assert!(upstream_local.starts_with("127.0.0.1:"), "{ours}");
+    assert_ne!(upstream_local, format!("127.0.0.1:{}", echo.port), "{ours}");
 }

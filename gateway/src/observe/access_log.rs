@@ -20,10 +20,12 @@ const QUEUE: usize = 8192;
 pub struct Entry<'a> {
     /// RFC 3339 time the request started.
     pub start_time: String,
-    pub method: &'a str,
+    /// Null for a TCP connection, as Envoy's JSON format logs it (so are `path`,
+    /// `protocol`, `request_id`, `authority` and `response_code_details`).
+    pub method: Option<&'a str>,
     /// Path and query as received.
-    pub path: &'a str,
-    pub protocol: &'a str,
+    pub path: Option<&'a str>,
+    pub protocol: Option<&'a str>,
     /// Status code sent to the client.
     pub response_code: u16,
     /// Envoy's response flag (`UF`, `UH`, `NR`, ...) or our reason code; `-` when none.
@@ -35,7 +37,8 @@ pub struct Entry<'a> {
     /// Milliseconds from the request's start until the response ended.
     pub duration: u64,
     /// Milliseconds the upstream took to answer (headers) on the last attempt, a string
-    /// as Istio's format logs it (`%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`).
+    /// as Istio's format logs it (`%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`; Envoy's counts
+    /// across attempts from the end of the request).
     pub upstream_service_time: Option<String>,
     /// Address of the endpoint of the last attempt.
     pub upstream_host: Option<&'a str>,
@@ -43,8 +46,8 @@ pub struct Entry<'a> {
     pub upstream_local_address: Option<&'a str>,
     /// Local address of the client's connection.
     pub downstream_local_address: &'a str,
-    /// Envoy's BoringSSL text for a failed upstream TLS handshake has no rustls
-    /// equivalent: always null; the failure's explanation is in `reason`.
+    /// Envoy's text for a failed upstream connect or TLS handshake (its socket and
+    /// BoringSSL errors) has no equivalent here: always null; `reason` explains.
     pub upstream_transport_failure_reason: Option<&'a str>,
     /// Set by Envoy's network filters that close connections (none here): always null.
     pub connection_termination_details: Option<&'a str>,
@@ -53,8 +56,8 @@ pub struct Entry<'a> {
     /// The client's `x-forwarded-for` as received.
     pub x_forwarded_for: Option<&'a str>,
     pub user_agent: Option<&'a str>,
-    pub request_id: &'a str,
-    pub authority: &'a str,
+    pub request_id: Option<&'a str>,
+    pub authority: Option<&'a str>,
     /// SNI of a TLS connection (null without one, as Envoy logs it).
     pub requested_server_name: Option<&'a str>,
     /// Upstream attempts made (0 when none was).
@@ -67,7 +70,7 @@ pub struct Entry<'a> {
     /// route matched.
     pub route_name: Option<&'a str>,
     /// Envoy's `%RESPONSE_CODE_DETAILS%` (`via_upstream`, `route_not_found`, ...).
-    pub response_code_details: &'a str,
+    pub response_code_details: Option<&'a str>,
     /// The backend (`Service ns/name:port`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<&'a str>,

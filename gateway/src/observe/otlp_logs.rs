@@ -74,10 +74,16 @@ impl OtlpLogs {
         r.set_severity_number(Severity::Info);
         r.set_severity_text("INFO");
         r.set_body(AnyValue::from(line.trim_end().to_string()));
-        r.add_attribute("http.request.method", entry.method.to_string());
-        r.add_attribute("url.path", entry.path.to_string());
+        if let Some(method) = entry.method {
+            r.add_attribute("http.request.method", method.to_string());
+        }
+        if let Some(path) = entry.path {
+            r.add_attribute("url.path", path.to_string());
+        }
         r.add_attribute("http.response.status_code", i64::from(entry.response_code));
-        r.add_attribute("server.address", entry.authority.to_string());
+        if let Some(authority) = entry.authority {
+            r.add_attribute("server.address", authority.to_string());
+        }
         r.add_attribute("response_flags", entry.response_flags.to_string());
         if let Some(route) = entry.route {
             r.add_attribute("http.route", route.to_string());

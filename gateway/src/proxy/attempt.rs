@@ -303,6 +303,9 @@ pub fn run<'a>(
             rec.attempts = attempt;
             let authority = ctx.upstreams().local_authority(ep.authority);
             rec.upstream_address = Some(authority.clone());
+            // What the last attempt's answer set: this attempt may end with none.
+            rec.upstream_local = None;
+            rec.upstream_service_time = None;
             rec.endpoint = ep.index;
             rec.mutual_tls = ep.transport.is_mesh();
             let permit = admit(ctx, backend, &info, timeouts.budget(rec.start, false)).await?;

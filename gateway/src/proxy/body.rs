@@ -214,7 +214,13 @@ impl Completion {
         }
         let (peer, local) = (self.peer.to_string(), self.local.to_string());
         let upstream_local = self.upstream_local.map(|a| a.to_string());
-        let upstream_cluster = self.upstream().map(|u| self.upstream_cluster(u));
+        // Envoy records no cluster for a request whose cluster does not exist.
+        let no_cluster = self
+            .backend()
+            .is_some_and(|b| matches!(b.target, Target::NoCluster(_)));
+        let upstream_cluster = (!no_cluster)
+            .then(|| self.upstream().map(|u| self.upstream_cluster(u)))
+            .flatten();
         // As Envoy logs %REQ(X-FORWARDED-FOR)%: after its own append of the peer.
         let xff = match &self.x_forwarded_for {
             Some(received) => format!("{received}, {}", self.peer.ip()),
@@ -226,9 +232,9 @@ impl Completion {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         log.log(&Entry {
             start_time: humantime::format_rfc3339_millis(start_time).to_string(),
-            method: self.method.as_str(),
-            path: self.path.as_ref().map_or("/", PathAndQuery::as_str),
-            protocol: version_str(self.version),
+            method: Some(self.method.as_str()),
+            path: Some(self.path.as_ref().map_or("/", PathAndQuery::as_str)),
+            protocol: Some(version_str(self.version)),
             response_code: self.status,
             response_flags: self.code.unwrap_or("-"),
             bytes_received: self.request_body_bytes,
@@ -245,14 +251,14 @@ impl Completion {
             upstream_cluster: upstream_cluster.as_deref(),
             x_forwarded_for: Some(&xff),
             user_agent: self.user_agent.as_deref(),
-            request_id: self.request_id(),
-            authority: &self.authority,
+            request_id: Some(self.request_id()),
+            authority: Some(&self.authority),
             requested_server_name: self.sni.as_deref(),
             attempts: self.attempts,
             downstream_remote_address: &peer,
             route: self.route(),
             route_name: self.route(),
-            response_code_details: self.response_code_details(),
+            response_code_details: Some(self.response_code_details()),
             upstream: self.upstream(),
             reason: self.reason.as_deref(),
             trace_id: ids.map(|i| i.0.as_str()),

@@ -43,6 +43,8 @@ struct Ended<'a> {
     route: Option<&'a str>,
     backend: Option<&'a Backend>,
     upstream_host: Option<String>,
+    /// The upstream connection's local address.
+    upstream_local: Option<std::net::SocketAddr>,
     destination: Arc<Destination>,
     mutual_tls: bool,
     /// Envoy's response flag, `-` when none.
@@ -82,6 +84,7 @@ where
             return finish(ctx, &d, ended);
         }
     };
+    let upstream_local = local_address(up.inner());
     let activity = Arc::new(Activity::new());
     let counts = Arc::new(Counts::default());
     let down = Counted {
@@ -118,6 +121,7 @@ where
         route: Some(&route.route),
         backend: Some(backend),
         upstream_host: Some(host),
+        upstream_local,
         destination,
         mutual_tls,
         flag: "-",
@@ -126,6 +130,14 @@ where
         sent: up.bytes_read(),
     };
     finish(ctx, &d, ended);
+}
+
+/// The local address of an upstream connection, as its connector recorded it.
+fn local_address(io: &crate::upstream::connector::CountedIo) -> Option<std::net::SocketAddr> {
+    use hyper_util::client::legacy::connect::{Connection, HttpInfo};
+    let mut extensions = http::Extensions::new();
+    io.connected().get_extras(&mut extensions);
+    extensions.get::<HttpInfo>().map(HttpInfo::local_addr)
 }
 
 /// Bytes read from the client (0) and from the upstream (1) so far, shared with the
@@ -235,7 +247,7 @@ async fn connect(
     backend: &Backend,
 ) -> Result<
     (
-        impl AsyncRead + AsyncWrite + Unpin,
+        hyper_util::rt::TokioIo<crate::upstream::connector::CountedIo>,
         String,
         Arc<Destination>,
         bool,
@@ -280,6 +292,7 @@ impl<'a> Ended<'a> {
             route,
             backend,
             upstream_host: None,
+            upstream_local: None,
             destination: backend.map_or_else(Destination::unknown, |b| b.destination.clone()),
             mutual_tls: false,
             flag,
@@ -313,12 +326,13 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
         return;
     }
     let (peer, local) = (d.peer.to_string(), d.local.to_string());
+    let upstream_local = e.upstream_local.map(|a| a.to_string());
     let cluster = e.backend.map(|b| upstream_cluster(b, &e.destination));
     ctx.access_log.log(&Entry {
         start_time: humantime::format_rfc3339_millis(d.start_time).to_string(),
-        method: "-",
-        path: "-",
-        protocol: "-",
+        method: None,
+        path: None,
+        protocol: None,
         response_code: 0,
         response_flags: e.flag,
         bytes_received: e.received,
@@ -326,22 +340,23 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
         duration: d.accepted.elapsed().as_millis() as u64,
         upstream_service_time: None,
         upstream_host: e.upstream_host.as_deref(),
-        upstream_local_address: None,
+        upstream_local_address: upstream_local.as_deref(),
         downstream_local_address: &local,
         upstream_transport_failure_reason: None,
         connection_termination_details: None,
         upstream_cluster: cluster.as_deref(),
         x_forwarded_for: None,
         user_agent: None,
-        request_id: "-",
-        authority: "-",
+        request_id: None,
+        authority: None,
         requested_server_name: d.sni.as_deref(),
         attempts: u32::from(e.upstream_host.is_some()),
         downstream_remote_address: &peer,
         route: e.route,
-        route_name: e.route,
-        // A connection ends without a response: Envoy's tcp_proxy logs `-` here.
-        response_code_details: "-",
+        // Envoy's tcp_proxy has no route: `%ROUTE_NAME%` is null (`route` names ours).
+        route_name: None,
+        // A connection ends without a response: Envoy's tcp_proxy logs none.
+        response_code_details: None,
         upstream: e.backend.map(|b| &*b.name),
         reason: e.reason.as_deref(),
         trace_id: None,

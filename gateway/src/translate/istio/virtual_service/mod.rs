@@ -102,7 +102,8 @@ fn attach_one(
     let tcp = compile_l4(&l4_rc, &tcp_entries(&vs.spec), &obj, "tcp", f);
     let tls = compile_l4(&l4_rc, &tls_entries(&vs.spec), &obj, "tls", f);
     // Istio objects have no Gateway API conditions: unresolved destinations (their
-    // share of requests gets a 500) are reported as warnings.
+    // share of requests gets a 503 `NC`, or a 500 for a reason of the gateway's own) are
+    // reported as warnings.
     for (_, why) in std::mem::take(&mut f.unresolved) {
         f.warnings.push(why);
     }
@@ -214,6 +215,23 @@ pub(super) fn backend_ref(
     })
 }
 
+/// Whether the Service of a backend (`name.namespace.svc...` host, `...:port` name)
+/// exists with that port: Istio has a cluster for it. Unresolved otherwise for a reason
+/// of the gateway's own (an invalid annotation, a BackendTLSPolicy), it keeps its 500.
+fn service_port_exists(index: &Index<'_>, host: Option<&str>, name: &str) -> bool {
+    let Some((svc, ns)) = host
+        .and_then(|h| h.split_once('.'))
+        .and_then(|(svc, rest)| Some((svc, rest.split_once('.')?.0)))
+    else {
+        return false;
+    };
+    let port: Option<i32> = name.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+    index.services.get(&format!("{ns}/{svc}")).is_some_and(|s| {
+        let ports = s.spec.as_ref().and_then(|s| s.ports.as_ref());
+        ports.is_some_and(|ps| ps.iter().any(|p| Some(p.port) == port))
+    })
+}
+
 /// Narrows a destination's backend to its DestinationRule subset: the endpoints carrying
 /// the subset's labels, with the subset's policy. A destination that names no cluster (an
 /// unknown Service or port, or a subset no DestinationRule defines) is answered as
@@ -224,7 +242,9 @@ pub(super) fn apply_subset(
     d: &Destination,
     f: &mut Findings,
 ) {
-    if let ir::BackendTarget::Unresolvable(why) = &mut b.target {
+    if let ir::BackendTarget::Unresolvable(why) = &mut b.target
+        && !service_port_exists(rc.index, b.service_host.as_deref(), &b.name)
+    {
         b.target = ir::BackendTarget::NoCluster(std::mem::take(why));
     }
     let Some(name) = &d.subset else { return };
