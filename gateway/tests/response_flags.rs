@@ -361,6 +361,25 @@ fn istio_access_log(log: &Path) -> String {
     )
 }
 
+/// Envoy's bootstrap: one listener on `port` with the network `filter` (YAML at the
+/// filter list's indentation), and one static cluster `cluster` at `127.0.0.1:upstream`.
+fn one_listener_one_cluster(port: u16, filter: &str, cluster: &str, upstream: u16) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+{filter}  clusters:
+  - name: "{cluster}"
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: "{cluster}"
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
+"#
+    )
+}
+
 /// The first JSON line of Envoy's log `log` that `pick` accepts, once written.
 fn envoy_line(log: &Path, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let mut found = serde_json::Value::Null;
@@ -405,14 +424,9 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let envoy_port = free_port();
-    let access_log = istio_access_log(&log);
-    let config = format!(
-        r#"static_resources:
-  listeners:
-  - address: {{socket_address: {{address: 127.0.0.1, port_value: {envoy_port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
+    let cluster = "outbound|80||httpbin.default.svc.cluster.local";
+    let filter = format!(
+        r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: fields
@@ -424,19 +438,14 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
               routes:
               - name: default/httpbin/0
                 match: {{prefix: /status}}
-                route: {{cluster: "outbound|80||httpbin.default.svc.cluster.local"}}
+                route: {{cluster: "{cluster}"}}
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-  - name: "outbound|80||httpbin.default.svc.cluster.local"
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: "outbound|80||httpbin.default.svc.cluster.local"
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {hb}}}}}}}}}]}}]
 "#,
-        hb = hb.port,
+        access_log = istio_access_log(&log),
     );
+    let config = one_listener_one_cluster(envoy_port, &filter, cluster, hb.port);
     let _envoy = start_envoy(envoy_port, &config, dir.path());
     let port = free_port();
     let gw = Gateway::start(&docs(&[
@@ -537,27 +546,16 @@ fn tcp_access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
     let log = dir.path().join("access.log");
     let envoy_port = free_port();
     let cluster = "outbound|80||echo.default.svc.cluster.local";
-    let config = format!(
-        r#"static_resources:
-  listeners:
-  - address: {{socket_address: {{address: 127.0.0.1, port_value: {envoy_port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
+    let filter = format!(
+        r#"      - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: tcp
           cluster: "{cluster}"
-{access_log}  clusters:
-  - name: "{cluster}"
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: "{cluster}"
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {echo}}}}}}}}}]}}]
-"#,
+{access_log}"#,
         access_log = istio_access_log(&log),
-        echo = echo.port,
     );
+    let config = one_listener_one_cluster(envoy_port, &filter, cluster, echo.port);
     let _envoy = start_envoy(envoy_port, &config, dir.path());
     let port = free_port();
     let gw = Gateway::start(&docs(&[
