@@ -366,7 +366,7 @@ fn destination_rule_subsets_split_one_service_by_pod_labels() {
          metadata: {name: catalog, namespace: istioinaction}\nspec:\n  host: catalog\n  \
          subsets:\n    - {name: version-v1, labels: {version: v1}}\n    \
          - {name: version-v2, labels: {version: v2}}\n";
-    let _gw = Gateway::start_with(
+    let gw = Gateway::start_with(
         &docs(&[
             &istio_gateway(&format!(
                 "    - port: {{number: {port}, name: http, protocol: HTTP}}\n      \
@@ -411,6 +411,18 @@ fn destination_rule_subsets_split_one_service_by_pod_labels() {
     );
     assert!(routed(&v1).iter().all(|l| l.contains("/anything/plain")));
     assert!(routed(&v2).iter().all(|l| l.contains("/anything/canary")));
+    // Istio's cluster of a subset carries its name.
+    for (path, subset) in [
+        ("/anything/plain0", "version-v1"),
+        ("/anything/canary0", "version-v2"),
+    ] {
+        let line = gw.wait_access_log(|l| l["path"] == path);
+        assert_eq!(
+            line["upstream_cluster"],
+            format!("outbound|80|{subset}|catalog.istioinaction.svc.cluster.local"),
+            "{line}"
+        );
+    }
 }
 
 /// Istio's Envoy answers a destination whose cluster does not exist (a subset no

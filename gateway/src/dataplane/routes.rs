@@ -355,9 +355,23 @@ pub struct Backend {
     /// Istio's destination labels before an endpoint is picked (the Service only), and
     /// for a DNS target.
     pub destination: Arc<Destination>,
+    /// The DestinationRule subset an Istio destination names (in its cluster's name).
+    pub subset: Option<Arc<str>>,
 }
 
 impl Backend {
+    /// Envoy's cluster name as Istio builds it, `outbound|<port>|<subset>|<service host>`,
+    /// for a Service backend (`dest`: its destination labels); else the backend's name.
+    pub fn cluster_name(&self, dest: &Destination) -> String {
+        match self.name.rsplit_once(':') {
+            Some((_, port)) if &*dest.service_name != crate::observe::istio_metrics::UNKNOWN => {
+                let subset = self.subset.as_deref().unwrap_or("");
+                format!("outbound|{port}|{subset}|{}", dest.service)
+            }
+            _ => self.name.to_string(),
+        }
+    }
+
     /// The connection settings of the backend's pool (its DestinationRule's, else the
     /// shared pools').
     pub fn pool(&self) -> &ir::PoolSettings {
@@ -702,6 +716,7 @@ impl BackendBuilder {
             state,
             policy: b.policy.clone(),
             destination,
+            subset: b.subset.as_deref().map(Arc::from),
         }
     }
 

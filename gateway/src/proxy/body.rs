@@ -218,9 +218,7 @@ impl Completion {
         let no_cluster = self
             .backend()
             .is_some_and(|b| matches!(b.target, Target::NoCluster(_)));
-        let upstream_cluster = (!no_cluster)
-            .then(|| self.upstream().map(|u| self.upstream_cluster(u)))
-            .flatten();
+        let upstream_cluster = (!no_cluster).then(|| self.upstream_cluster()).flatten();
         // As Envoy logs %REQ(X-FORWARDED-FOR)%: after its own append of the peer.
         let xff = match &self.x_forwarded_for {
             Some(received) => format!("{received}, {}", self.peer.ip()),
@@ -306,23 +304,16 @@ impl Completion {
             flag: self.code,
             request_id: self.request_id(),
             operation,
-            upstream_cluster: upstream.map(|u| self.upstream_cluster(u)),
+            upstream_cluster: self.upstream_cluster(),
             protocol: version_str(self.version),
             peer: self.peer,
             sizes: (self.request_body_bytes, bytes_sent),
         }
     }
 
-    /// Envoy's cluster name for a Service backend (`outbound|<port>||<host>`), else the
-    /// backend's own name.
-    fn upstream_cluster(&self, backend: &str) -> String {
-        let port = backend.rsplit_once(':').map(|(_, p)| p);
-        match port {
-            Some(p) if &*self.destination().service_name != UNKNOWN => {
-                format!("outbound|{p}||{}", self.destination().service)
-            }
-            _ => backend.to_string(),
-        }
+    /// Envoy's cluster name for the picked backend (`outbound|<port>|<subset>|<host>`).
+    fn upstream_cluster(&self) -> Option<String> {
+        self.backend().map(|b| b.cluster_name(self.destination()))
     }
 }
 

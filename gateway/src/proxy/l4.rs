@@ -327,7 +327,7 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
     }
     let (peer, local) = (d.peer.to_string(), d.local.to_string());
     let upstream_local = e.upstream_local.map(|a| a.to_string());
-    let cluster = e.backend.map(|b| upstream_cluster(b, &e.destination));
+    let cluster = e.backend.map(|b| b.cluster_name(&e.destination));
     ctx.access_log.log(&Entry {
         start_time: humantime::format_rfc3339_millis(d.start_time).to_string(),
         method: None,
@@ -363,14 +363,4 @@ fn finish(ctx: &ProxyContext, d: &Downstream, e: Ended<'_>) {
         span_id: None,
         trace_sampled: false,
     });
-}
-
-/// Envoy's cluster name (`outbound|<port>||<service host>`) for a Service backend.
-fn upstream_cluster(b: &Backend, dest: &Destination) -> String {
-    match b.name.rsplit_once(':') {
-        Some((_, port)) if &*dest.service_name != crate::observe::istio_metrics::UNKNOWN => {
-            format!("outbound|{port}||{}", dest.service)
-        }
-        _ => b.name.to_string(),
-    }
 }
