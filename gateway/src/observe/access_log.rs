@@ -51,7 +51,7 @@ pub struct Entry<'a> {
     pub upstream_transport_failure_reason: Option<&'a str>,
     /// Set by Envoy's network filters that close connections (none here): always null.
     pub connection_termination_details: Option<&'a str>,
-    /// Envoy's cluster name, `outbound|<port>||<service host>`.
+    /// Envoy's cluster name, `outbound|<port>|<subset>|<service host>`; null for `NC`.
     pub upstream_cluster: Option<&'a str>,
     /// The client's `x-forwarded-for` as received.
     pub x_forwarded_for: Option<&'a str>,

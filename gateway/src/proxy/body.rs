@@ -214,11 +214,7 @@ impl Completion {
         }
         let (peer, local) = (self.peer.to_string(), self.local.to_string());
         let upstream_local = self.upstream_local.map(|a| a.to_string());
-        // Envoy records no cluster for a request whose cluster does not exist.
-        let no_cluster = self
-            .backend()
-            .is_some_and(|b| matches!(b.target, Target::NoCluster(_)));
-        let upstream_cluster = (!no_cluster).then(|| self.upstream_cluster()).flatten();
+        let upstream_cluster = self.upstream_cluster();
         // As Envoy logs %REQ(X-FORWARDED-FOR)%: after its own append of the peer.
         let xff = match &self.x_forwarded_for {
             Some(received) => format!("{received}, {}", self.peer.ip()),
@@ -311,9 +307,14 @@ impl Completion {
         }
     }
 
-    /// Envoy's cluster name for the picked backend (`outbound|<port>|<subset>|<host>`).
+    /// Envoy's cluster name for the picked backend (`outbound|<port>|<subset>|<host>`);
+    /// none for a destination without a cluster, as Envoy records none (log and span).
     fn upstream_cluster(&self) -> Option<String> {
-        self.backend().map(|b| b.cluster_name(self.destination()))
+        let b = self.backend()?;
+        if matches!(b.target, Target::NoCluster(_)) {
+            return None;
+        }
+        Some(b.cluster_name(self.destination()))
     }
 }
 
