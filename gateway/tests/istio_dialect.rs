@@ -480,6 +480,70 @@ fn a_destination_without_a_cluster_is_503_nc_while_its_neighbours_serve() {
 }
 
 #[test]
+fn a_destination_without_port_takes_the_servers_port_as_istio_names_its_cluster() {
+    let (a, b) = (Httpbin::start(), Httpbin::start());
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let servers: String = [p1, p2, p3]
+        .iter()
+        .map(|p| {
+            format!(
+                "    - port: {{number: {p}, name: http-{p}, protocol: HTTP}}\n      \
+                 hosts: [multi.istioinaction.io]\n"
+            )
+        })
+        .collect();
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: multi, namespace: istioinaction}\nspec:\n  \
+         hosts: [multi.istioinaction.io]\n  gateways: [coolstore-gateway]\n  http:\n    \
+         - match: [{uri: {prefix: /missing}}]\n      \
+         route: [{destination: {host: missing}}]\n    \
+         - route: [{destination: {host: multi}}]\n";
+    // Two ports, each the number of one of the gateway's servers; none for the third.
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: multi, namespace: istioinaction}}\n\
+         spec: {{ports: [{{name: a, port: {p1}}}, {{name: b, port: {p2}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: multi-1, namespace: istioinaction, \
+         labels: {{kubernetes.io/service-name: multi}}}}\naddressType: IPv4\n\
+         ports: [{{name: a, port: {}}}, {{name: b, port: {}}}]\n\
+         endpoints: [{{addresses: [127.0.0.1]}}]\n",
+        a.port, b.port
+    );
+    let gw = Gateway::start_with(&docs(&[&istio_gateway(&servers), vs, &service]), &POD);
+    let get = |port: u16, path: &str| curl_host(port, Some("multi.istioinaction.io"), path);
+    // Istio's cluster is outbound|<server port>||multi...: each server reaches its port.
+    for (port, upstream) in [(p1, a.port), (p2, b.port)] {
+        let path = format!("/anything/{port}");
+        let r = get(port, &path);
+        assert_eq!(r.status, 200, "{r:?}");
+        let line = gw.wait_access_log(|l| l["path"] == path.as_str());
+        assert_eq!(
+            line["upstream_cluster"],
+            format!("outbound|{port}||multi.istioinaction.svc.cluster.local"),
+            "{line}"
+        );
+        assert_eq!(
+            line["upstream_host"],
+            format!("127.0.0.1:{upstream}"),
+            "{line}"
+        );
+    }
+    // The third server's port is not the Service's: no cluster, 503 NC.
+    let r = get(p3, "/anything/3");
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "NC"), "{r:?}");
+    let reason = |r: &CurlResult| gw.explain(r)["reason"].as_str().unwrap().to_string();
+    assert!(reason(&r).contains(&format!("{p3}")), "{}", reason(&r));
+    // An unknown Service without a port answers 503 NC; its neighbours keep serving.
+    let r = get(p1, "/missing");
+    assert_eq!((r.status, error_code(&r).as_str()), (503, "NC"), "{r:?}");
+    assert!(
+        reason(&r).contains("istioinaction/missing"),
+        "{}",
+        reason(&r)
+    );
+}
+
+#[test]
 fn pod_labels_from_a_downward_api_file_select_the_istio_gateway() {
     let hb = Httpbin::start();
     let port = free_port();

@@ -119,6 +119,7 @@ fn attach_route(
             kind,
             rate_limit: rate_limit.clone(),
             l4: false,
+            server_port: None,
         };
         let before = f.errors.len();
         match rules::compile_rule(&rc, &order_key, ri, rule, f) {

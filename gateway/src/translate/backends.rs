@@ -126,6 +126,7 @@ pub fn validate_services(snap: &Snapshot, opts: &TranslateOptions, f: &mut Findi
 }
 
 /// What resolving a rule's references needs.
+#[derive(Clone)]
 pub struct RuleCtx<'a> {
     /// Every object (ReferenceGrants).
     pub snap: &'a Snapshot,
@@ -141,6 +142,9 @@ pub struct RuleCtx<'a> {
     pub rate_limit: Option<std::sync::Arc<crate::ir::RateLimit>>,
     /// A connection route (TCP, TLS): mesh upstreams get ALPN `istio` only.
     pub l4: bool,
+    /// The Istio server port being compiled for: a VirtualService destination without
+    /// `port` whose Service has not exactly one takes it (Istio's cluster name).
+    pub server_port: Option<u16>,
 }
 
 /// Compiles a rule's backendRefs (with their filters); references that do not resolve

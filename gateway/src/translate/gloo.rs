@@ -192,6 +192,7 @@ fn compile_vs(
         kind: KIND,
         rate_limit: None,
         l4: false,
+        server_port: None,
     };
     let mut entries = Vec::new();
     for (ri, route) in vh.routes.iter().enumerate() {

@@ -182,6 +182,7 @@ fn rule_backends(
         kind: src.kind,
         rate_limit: None,
         l4: true,
+        server_port: None,
     };
     let mut out = Vec::new();
     for (bi, b) in rule.backend_refs.iter().enumerate() {

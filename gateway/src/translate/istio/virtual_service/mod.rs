@@ -88,6 +88,10 @@ fn attach_one(
         .cloned()
         .collect();
     let hosts = vs_hosts(vs, opts, &obj, f);
+    // Istio names a cluster with the server's own port number, not the one listened on.
+    let mut ports: Vec<u16> = listeners.iter().map(|l| l.declared_port).collect();
+    ports.sort_unstable();
+    ports.dedup();
     let rc = RuleCtx {
         snap,
         index,
@@ -96,11 +100,26 @@ fn attach_one(
         kind: KIND,
         rate_limit: None,
         l4: false,
+        server_port: ports.first().copied(),
     };
-    let http = compile_http(&rc, vs, &obj, f);
-    let l4_rc = RuleCtx { l4: true, ..rc };
-    let tcp = compile_l4(&l4_rc, &tcp_entries(&vs.spec), &obj, "tcp", f);
-    let tls = compile_l4(&l4_rc, &tls_entries(&vs.spec), &obj, "tls", f);
+    let first = compile(&rc, vs, &obj, f);
+    // A destination that takes the server's port names another cluster on each port.
+    let mut others = Vec::new();
+    if ports.len() > 1 && vs_destinations(vs).any(|d| takes_server_port(&rc, d)) {
+        for &port in &ports[1..] {
+            let rc = RuleCtx {
+                server_port: Some(port),
+                ..rc.clone()
+            };
+            let mut scratch = Findings::default();
+            others.push((port, compile(&rc, vs, &obj, &mut scratch)));
+            for (reason, why) in scratch.unresolved {
+                if !f.unresolved.iter().any(|(_, w)| *w == why) {
+                    f.unresolved.push((reason, why));
+                }
+            }
+        }
+    }
     // Istio objects have no Gateway API conditions: unresolved destinations (their
     // share of requests gets a 503 `NC`, or a 500 for a reason of the gateway's own) are
     // reported as warnings.
@@ -120,12 +139,55 @@ fn attach_one(
         return;
     }
     for l in &listeners {
+        let c = others
+            .iter()
+            .find(|(p, _)| *p == l.declared_port)
+            .map_or(&first, |(_, c)| c);
         match l.protocol {
-            Protocol::Http | Protocol::Https => add_http(l, &hosts, &http, vs, gateways),
-            Protocol::Tcp => add_tcp(l, &tcp, &obj, gateways, f),
-            Protocol::Tls => add_tls(l, &tls, &tcp, &obj, gateways, f),
+            Protocol::Http | Protocol::Https => add_http(l, &hosts, &c.http, vs, gateways),
+            Protocol::Tcp => add_tcp(l, &c.tcp, &obj, gateways, f),
+            Protocol::Tls => add_tls(l, &c.tls, &c.tcp, &obj, gateways, f),
         }
     }
+}
+
+/// A VirtualService's rules compiled for one server port.
+struct Compiled {
+    http: Vec<http::HttpRule>,
+    tcp: Vec<l4::L4Rule>,
+    tls: Vec<l4::L4Rule>,
+}
+
+fn compile(rc: &RuleCtx<'_>, vs: &VirtualService, obj: &str, f: &mut Findings) -> Compiled {
+    let http = compile_http(rc, vs, obj, f);
+    let l4_rc = RuleCtx {
+        l4: true,
+        ..rc.clone()
+    };
+    Compiled {
+        http,
+        tcp: compile_l4(&l4_rc, &tcp_entries(&vs.spec), obj, "tcp", f),
+        tls: compile_l4(&l4_rc, &tls_entries(&vs.spec), obj, "tls", f),
+    }
+}
+
+/// Every destination a VirtualService names: routes and mirrors.
+fn vs_destinations(vs: &VirtualService) -> impl Iterator<Item = &Destination> {
+    let http = vs.spec.http.iter().flat_map(|h| {
+        let routes = h.route.iter().map(|r| &r.destination);
+        let mirrors = h.mirrors.iter().map(|m| &m.destination);
+        routes.chain(h.mirror.iter()).chain(mirrors)
+    });
+    let tcp = vs.spec.tcp.iter().flat_map(|t| &t.route);
+    let tls = vs.spec.tls.iter().flat_map(|t| &t.route);
+    http.chain(tcp.chain(tls).map(|r| &r.destination))
+}
+
+/// Whether a destination's cluster port is the server's (Istio's
+/// `GetDestinationCluster`): no `port`, and its Service has not exactly one.
+fn takes_server_port(rc: &RuleCtx<'_>, d: &Destination) -> bool {
+    d.port.is_none()
+        && service_of(rc, &d.host).is_ok_and(|(name, ns)| only_port(rc.index, &ns, &name).is_none())
 }
 
 /// Whether `exportTo` lets the gateway proxy see the VirtualService: the proxy lives in
@@ -171,8 +233,8 @@ fn vs_hosts(
 }
 
 /// A destination as a Service backendRef: short names in the VirtualService's
-/// namespace, `name.namespace.svc.<domain>` FQDNs; the port may be left out when the
-/// Service has one.
+/// namespace, `name.namespace.svc.<domain>` FQDNs; without `port`, the Service's only
+/// port or else the server's, as Istio names the cluster.
 pub(super) fn backend_ref(
     rc: &RuleCtx<'_>,
     d: &Destination,
@@ -184,26 +246,32 @@ pub(super) fn backend_ref(
             "{ctx}.destination: field {k:?} is not supported by meshgate"
         ));
     }
-    let suffix = format!(".svc.{}", rc.opts.cluster_domain);
-    let (name, ns) = if !d.host.contains('.') {
-        (d.host.clone(), rc.meta.ns().to_string())
-    } else if let Some((name, ns)) = d.host.strip_suffix(&suffix).and_then(|r| r.split_once('.')) {
-        (name.to_string(), ns.to_string())
-    } else {
-        errors.push(format!(
-            "{ctx}.destination.host {:?} is not a Service of this cluster (a short name or \
-             <name>.<namespace>{suffix}; ServiceEntry hosts are not supported)",
-            d.host
-        ));
-        return None;
+    let (name, ns) = match service_of(rc, &d.host) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(format!("{ctx}.destination.host {:?} {e}", d.host));
+            return None;
+        }
     };
     let port = match &d.port {
-        Some(p) => u16::try_from(p.number).ok(),
-        None => only_port(rc.index, &ns, &name),
+        Some(p) => match u16::try_from(p.number) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                errors.push(format!(
+                    "{ctx}.destination.port.number {} is not a port (1-65535)",
+                    p.number
+                ));
+                return None;
+            }
+        },
+        // Istio's cluster: the Service's only port, else the server's. One the Service
+        // does not have names no cluster (503 `NC`, `apply_subset`).
+        None => only_port(rc.index, &ns, &name).or(rc.server_port),
     };
     if port.is_none() {
         errors.push(format!(
-            "{ctx}.destination.port is required: Service {ns}/{name} is unknown or has several ports"
+            "{ctx}.destination.port is required: Service {ns}/{name} is unknown or has \
+             several ports, and no server of the VirtualService's gateways gives one"
         ));
         return None;
     }
@@ -213,6 +281,22 @@ pub(super) fn backend_ref(
         port,
         ..Default::default()
     })
+}
+
+/// A destination host's Service (name, namespace), or why it names none of this
+/// cluster's.
+fn service_of(rc: &RuleCtx<'_>, host: &str) -> Result<(String, String), String> {
+    let suffix = format!(".svc.{}", rc.opts.cluster_domain);
+    if !host.contains('.') {
+        Ok((host.to_string(), rc.meta.ns().to_string()))
+    } else if let Some((name, ns)) = host.strip_suffix(&suffix).and_then(|r| r.split_once('.')) {
+        Ok((name.to_string(), ns.to_string()))
+    } else {
+        Err(format!(
+            "is not a Service of this cluster (a short name or <name>.<namespace>{suffix}; \
+             ServiceEntry hosts are not supported)"
+        ))
+    }
 }
 
 /// Whether the Service of a backend (`name.namespace.svc...` host, `...:port` name)
