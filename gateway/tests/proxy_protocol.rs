@@ -76,6 +76,8 @@ fn the_header_names_the_client_and_a_connection_without_one_is_refused() {
     assert!(r.contains("\"X-Forwarded-For\": \"198.51.100.9\""), "{r}");
     let line = gw.wait_access_log(|l| l["downstream_remote_address"] == "198.51.100.9:4242");
     assert_eq!(line["response_code"], 200, "{line}");
+    // The header's destination, as Envoy restores the local address from it.
+    assert_eq!(line["downstream_local_address"], "10.0.0.1:8080", "{line}");
 
     let forged = raw_get(port, b"PROXY TCP4 203.0.113.7 not-an-ip 1 2\r\n");
     assert_eq!(forged, "", "a malformed header closes the connection");
@@ -205,6 +207,12 @@ fn haproxy_send_proxy_v2_names_the_client_behind_the_load_balancer() {
             .is_some_and(|a| a.starts_with("127.0.0.2:"))
     });
     assert_eq!(line["response_code"], 200, "{line}");
+    // Where the client connected: HAProxy's frontend, not the gateway's socket.
+    assert_eq!(
+        line["downstream_local_address"],
+        format!("127.0.0.1:{lb}"),
+        "{line}"
+    );
     // Straight to the gateway, without HAProxy's header: refused.
     let direct = curl(&[&format!("http://127.0.0.1:{port}/headers")]);
     assert_eq!(direct.status, 0, "{direct:?}");

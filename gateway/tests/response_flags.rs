@@ -536,6 +536,84 @@ fn a_failed_retry_after_an_answer_logs_no_upstream_time_or_local_address() {
     }
 }
 
+/// An upstream whose first request is answered 503 after `SLOW_FIRST_ANSWER`, every
+/// later one 200 at once (each on a connection of its own).
+fn slow_503_then_200() -> u16 {
+    let seen = AtomicUsize::new(0);
+    scripted(move |conn, _| {
+        let status = if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            // The slowness under test, not a wait for a condition.
+            std::thread::sleep(SLOW_FIRST_ANSWER);
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
+        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = conn.write_all(answer.as_bytes());
+    })
+}
+
+const SLOW_FIRST_ANSWER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Envoy's `upstream_service_time` (`x-envoy-upstream-service-time`) runs from the end
+/// of the client's request to the answer that is sent, across attempts: a 503 that took
+/// 300 ms and a retry answered at once log at least 300, not the retry's time.
+#[test]
+fn upstream_service_time_spans_every_attempt_as_envoys_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let envoy_port = free_port();
+    let cluster = "outbound|80||slow.default.svc.cluster.local";
+    let filter = format!(
+        r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: retried
+{access_log}          route_config:
+            virtual_hosts:
+            - name: retried
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /}}
+                route:
+                  cluster: "{cluster}"
+                  retry_policy: {{retry_on: retriable-status-codes, retriable_status_codes: [503], num_retries: 1}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#,
+        access_log = istio_access_log(&log),
+    );
+    let config = one_listener_one_cluster(envoy_port, &filter, cluster, slow_503_then_200());
+    let _envoy = start_envoy(envoy_port, &config, dir.path());
+    let port = free_port();
+    let gw = Gateway::start(&docs(&[
+        &http_gateway(port),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: retried, namespace: default}\n\
+         spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+         - backendRefs: [{name: slow, port: 80}]\n    \
+         retry: {codes: [503], attempts: 1, backoff: 1ms}\n",
+        &local_service("slow", slow_503_then_200()),
+    ]));
+    let floor = SLOW_FIRST_ANSWER.as_millis() as u64;
+    for p in [envoy_port, port] {
+        let r = curl(&[&format!("http://127.0.0.1:{p}/retried")]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let envoys = envoy_line(&log, |l| l["path"] == "/retried");
+    let ours = gw.wait_access_log(|l| l["path"] == "/retried");
+    assert_eq!(ours["attempts"], 2, "{ours}");
+    for line in [&envoys, &ours] {
+        let time: u64 = line["upstream_service_time"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no service time: {line}"));
+        assert!(time >= floor, "{time} ms < {floor} ms: {line}");
+        assert!(time <= line["duration"].as_u64().unwrap(), "{line}");
+    }
+}
+
 /// A TCP connection through Envoy's tcp_proxy logging Istio's format and through a
 /// TCPRoute: the HTTP fields are null in both (not `-`), and the addresses are the
 /// connections' own.

@@ -36,9 +36,9 @@ pub struct Entry<'a> {
     pub bytes_sent: u64,
     /// Milliseconds from the request's start until the response ended.
     pub duration: u64,
-    /// Milliseconds the upstream took to answer (headers) on the last attempt, a string
-    /// as Istio's format logs it (`%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`; Envoy's counts
-    /// across attempts from the end of the request).
+    /// Milliseconds from the request's forwarding until the upstream's answer (headers),
+    /// across attempts, a string as Istio's format logs it
+    /// (`%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`).
     pub upstream_service_time: Option<String>,
     /// Address of the endpoint of the last attempt.
     pub upstream_host: Option<&'a str>,

@@ -291,6 +291,9 @@ pub fn run<'a>(
         let mut attempt = 0;
         let mut previous: Option<String> = None;
         let mut _retry_slot = None;
+        // Envoy's upstream service time runs from here (the request handed to the
+        // router), across every attempt, its admission and backoffs.
+        let handed_over = Instant::now();
         loop {
             attempt += 1;
             let ep = pick_avoiding(backend, hash, previous.as_deref())?;
@@ -334,7 +337,7 @@ pub fn run<'a>(
             let (started, span) = waiting.answered();
             let outcome = match &result {
                 Ok(resp) => {
-                    rec.upstream_service_time = Some(started.elapsed());
+                    rec.upstream_service_time = Some(handed_over.elapsed());
                     rec.upstream_local = resp
                         .extensions()
                         .get::<hyper_util::client::legacy::connect::HttpInfo>()

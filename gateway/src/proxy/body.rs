@@ -67,7 +67,8 @@ pub struct Completion {
     pub(super) request_body_counted: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Response header bytes (approximately as sent).
     pub(super) response_header_bytes: u64,
-    /// Time the upstream took to send response headers on the last attempt.
+    /// From the request's forwarding to the response headers, across attempts (unset
+    /// when the last attempt got no answer).
     pub(super) upstream_service_time: Option<std::time::Duration>,
     /// The client's `x-forwarded-for`, as received (only kept when access logs are on).
     pub(super) x_forwarded_for: Option<String>,

@@ -53,7 +53,8 @@ impl Codec {
 pub struct ConnInfo {
     /// Client address (set with [`ConnInfo::set_peer`]).
     pub peer: SocketAddr,
-    /// The socket's local address (Envoy's `%DOWNSTREAM_LOCAL_ADDRESS%`).
+    /// The socket's local address, or a PROXY protocol header's destination (Envoy's
+    /// `%DOWNSTREAM_LOCAL_ADDRESS%`).
     pub local: SocketAddr,
     /// The client's IP as a header value, formatted once for the connection's requests
     /// (`x-forwarded-for`).
@@ -164,6 +165,9 @@ async fn after_proxy_header(
         Ok(a) => {
             if let Some(source) = a.source {
                 conn.set_peer(source);
+            }
+            if let Some(destination) = a.destination {
+                conn.local = destination;
             }
             let mut first = a.leftover;
             // A load balancer sends its header before the client's bytes arrive, so the

@@ -25,6 +25,8 @@ pub struct Accepted {
     pub leftover: Vec<u8>,
     /// The client the header names; `None`: no header (optional), `UNKNOWN`, or `LOCAL`.
     pub source: Option<SocketAddr>,
+    /// The address the client connected to, as the header names it (with `source`).
+    pub destination: Option<SocketAddr>,
 }
 
 /// Why a connection was closed.
@@ -68,6 +70,7 @@ pub async fn read<S: AsyncRead + Unpin>(
                 true => Ok(Accepted {
                     leftover: buf,
                     source: None,
+                    destination: None,
                 }),
                 false => Err(ProxyHeaderError::Missing),
             };
@@ -83,15 +86,16 @@ pub async fn read<S: AsyncRead + Unpin>(
         if parsed.is_incomplete() {
             return Err(ProxyHeaderError::Invalid("incomplete header".into()));
         }
-        let (len, source) = match parsed {
-            HeaderResult::V1(Ok(h)) => (h.header.len(), v1_source(&h.addresses)),
-            HeaderResult::V2(Ok(h)) => (h.len(), v2_source(&h)),
+        let (len, addresses) = match parsed {
+            HeaderResult::V1(Ok(h)) => (h.header.len(), v1_addresses(&h.addresses)),
+            HeaderResult::V2(Ok(h)) => (h.len(), v2_addresses(&h)),
             HeaderResult::V1(Err(e)) => return Err(ProxyHeaderError::Invalid(e.to_string())),
             HeaderResult::V2(Err(e)) => return Err(ProxyHeaderError::Invalid(e.to_string())),
         };
         return Ok(Accepted {
             leftover: buf.split_off(len),
-            source,
+            source: addresses.map(|a| a.0),
+            destination: addresses.map(|a| a.1),
         });
     }
 }
@@ -124,21 +128,36 @@ fn could_be_header(buf: &[u8]) -> bool {
     starts(V1_PREFIX) || starts(V2_SIGNATURE)
 }
 
-fn v1_source(a: &v1::Addresses) -> Option<SocketAddr> {
+/// Source and destination.
+type Addresses = (SocketAddr, SocketAddr);
+
+fn v1_addresses(a: &v1::Addresses) -> Option<Addresses> {
     match a {
-        v1::Addresses::Tcp4(ip) => Some((ip.source_address, ip.source_port).into()),
-        v1::Addresses::Tcp6(ip) => Some((ip.source_address, ip.source_port).into()),
+        v1::Addresses::Tcp4(ip) => Some((
+            (ip.source_address, ip.source_port).into(),
+            (ip.destination_address, ip.destination_port).into(),
+        )),
+        v1::Addresses::Tcp6(ip) => Some((
+            (ip.source_address, ip.source_port).into(),
+            (ip.destination_address, ip.destination_port).into(),
+        )),
         v1::Addresses::Unknown => None,
     }
 }
 
-fn v2_source(h: &v2::Header<'_>) -> Option<SocketAddr> {
+fn v2_addresses(h: &v2::Header<'_>) -> Option<Addresses> {
     if h.command == v2::Command::Local {
         return None;
     }
     match &h.addresses {
-        v2::Addresses::IPv4(ip) => Some((ip.source_address, ip.source_port).into()),
-        v2::Addresses::IPv6(ip) => Some((ip.source_address, ip.source_port).into()),
+        v2::Addresses::IPv4(ip) => Some((
+            (ip.source_address, ip.source_port).into(),
+            (ip.destination_address, ip.destination_port).into(),
+        )),
+        v2::Addresses::IPv6(ip) => Some((
+            (ip.source_address, ip.source_port).into(),
+            (ip.destination_address, ip.destination_port).into(),
+        )),
         _ => None,
     }
 }
@@ -167,6 +186,7 @@ mod tests {
         input.extend_from_slice(b"GET");
         let a = feed(input, false).await.unwrap();
         assert_eq!(a.source, Some("203.0.113.7:51234".parse().unwrap()));
+        assert_eq!(a.destination, Some("10.0.0.1:8080".parse().unwrap()));
         assert_eq!(a.leftover, b"GET");
     }
 
@@ -188,6 +208,7 @@ mod tests {
         input.push(0x16);
         let a = feed(input, false).await.unwrap();
         assert_eq!(a.source, Some("[2001:db8::7]:4242".parse().unwrap()));
+        assert_eq!(a.destination, Some("[2001:db8::1]:443".parse().unwrap()));
         assert_eq!(a.leftover, [0x16]);
     }
 
