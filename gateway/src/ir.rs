@@ -595,9 +595,17 @@ impl Eq for ValueMatch {}
 pub struct Retry {
     /// Retries after the first attempt (`attempts`).
     pub retries: u32,
-    /// Response codes retried; connect failures and resets before a response always are.
+    /// Response codes retried.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub codes: Vec<u16>,
+    /// Connect failures are retried (always for Gateway API and Gloo routes; Envoy's
+    /// `connect-failure`, `reset`, `5xx`, `gateway-error` for Istio's `retryOn`).
+    #[serde(skip_serializing_if = "is_true")]
+    pub on_connect_failure: bool,
+    /// Connections reset before a response are retried (always for Gateway API and
+    /// Gloo routes; `reset`, `5xx`, `gateway-error` for Istio's `retryOn`).
+    #[serde(skip_serializing_if = "is_true")]
+    pub on_reset: bool,
     /// Wait before the first retry, doubled for each further one (capped at 10x).
     #[serde(serialize_with = "ser_duration")]
     pub backoff: Duration,
@@ -1083,6 +1091,10 @@ fn ser_pairs<S: Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Er
         m.serialize_entry(n, val)?;
     }
     m.end()
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -614,6 +614,167 @@ fn upstream_service_time_spans_every_attempt_as_envoys_does() {
     }
 }
 
+/// Envoy's route for one path prefix on cluster `backends`, with `retry` (YAML flow
+/// mapping) as its `retry_policy` when given.
+fn envoy_route(prefix: &str, retry: Option<&str>) -> String {
+    let retry = retry
+        .map(|r| format!(", retry_policy: {r}"))
+        .unwrap_or_default();
+    format!(
+        "              - {{match: {{prefix: {prefix}}}, route: {{cluster: backends{retry}}}}}\n"
+    )
+}
+
+/// Istio's retry policies against a Service of two endpoints, one a port nothing
+/// listens on: the gateway serving a VirtualService beside Envoy programmed as istiod
+/// programs it for that VirtualService (`retry.ConvertPolicy`: without `retries` its
+/// default policy, 2 retries on `connect-failure,refused-stream,unavailable,cancelled,
+/// retriable-status-codes` to other hosts; `attempts: 0` none; `retryOn: "503"` the
+/// status code alone, so a connect failure is not retried).
+#[test]
+fn virtual_service_retries_are_istios_default_policy_and_envoys_conditions() {
+    let hb = Httpbin::start();
+    let dead = free_port();
+    let previous_hosts = "retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, \
+        typed_config: {\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}], \
+        host_selection_retry_max_attempts: 5";
+    let routes = [
+        envoy_route("/anything/none", None),
+        envoy_route(
+            "/anything/codes",
+            Some(&format!(
+                "{{retry_on: retriable-status-codes, retriable_status_codes: [503], num_retries: 2, {previous_hosts}}}"
+            )),
+        ),
+        envoy_route(
+            "/",
+            Some(&format!(
+                "{{retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", \
+                 num_retries: 2, {previous_hosts}}}"
+            )),
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    let envoy_port = free_port();
+    let endpoint = |p: u16| {
+        format!(
+            "{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}}}"
+        )
+    };
+    let config = format!(
+        r#"static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {envoy_port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: retries
+          route_config:
+            virtual_hosts:
+            - name: retries
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: backends
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backends
+      endpoints: [{{lb_endpoints: [{}, {}]}}]
+"#,
+        endpoint(dead),
+        endpoint(hb.port)
+    );
+    let _envoy = start_envoy(envoy_port, &config, dir.path());
+    let port = free_port();
+    let slice = |name: &str, p: u16| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: backends}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {p}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
+        )
+    };
+    let gw = Gateway::start_with(
+        &docs(&[
+            &format!(
+                "apiVersion: networking.istio.io/v1\nkind: Gateway\n\
+                 metadata: {{name: gw, namespace: istio-system}}\nspec:\n  \
+                 selector: {{istio: ingressgateway}}\n  \
+                 servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
+            ),
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {name: backends, namespace: default}\nspec:\n  \
+             hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n  \
+             - match: [{uri: {prefix: /anything/none}}]\n    retries: {attempts: 0}\n    \
+               route: [{destination: {host: backends}}]\n  \
+             - match: [{uri: {prefix: /anything/codes}}]\n    retries: {attempts: 2, retryOn: \"503\"}\n    \
+               route: [{destination: {host: backends}}]\n  \
+             - route: [{destination: {host: backends}}]\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: backends, namespace: default}\n\
+             spec: {ports: [{name: http, port: 80}]}\n",
+            &slice("backends-dead", dead),
+            &slice("backends-live", hb.port),
+        ]),
+        &[
+            "--pod-labels",
+            "istio=ingressgateway",
+            "--pod-namespace",
+            "istio-system",
+        ],
+    );
+    // Each endpoint is picked first about half the time (Envoy's round robin alternates;
+    // the gateway's least-request picks between two idle ones at random): over 20
+    // requests both proxies meet the dead one first, a miss of 2^-20 for the gateway.
+    for p in [envoy_port, port] {
+        for (path, retried) in [
+            ("/anything/default", true),
+            ("/anything/none", false),
+            ("/anything/codes", false),
+        ] {
+            let statuses: Vec<u16> = (0..20)
+                .map(|i| curl(&[&format!("http://127.0.0.1:{p}{path}/{i}")]).status)
+                .collect();
+            let who = if p == port { "gateway" } else { "envoy" };
+            if retried {
+                assert!(
+                    statuses.iter().all(|s| *s == 200),
+                    "{who} {path}: {statuses:?}"
+                );
+            } else {
+                assert!(statuses.contains(&503), "{who} {path}: {statuses:?}");
+                assert!(
+                    statuses.iter().all(|s| [200, 503].contains(s)),
+                    "{who} {path}: {statuses:?}"
+                );
+            }
+        }
+    }
+    // A default-policy request met the dead endpoint, and its retry the live one.
+    let line = gw.wait_access_log(|l| {
+        l["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/anything/default/"))
+            && l["attempts"] == 2
+    });
+    assert_eq!(line["response_code"], 200, "{line}");
+    let line = gw.wait_access_log(|l| {
+        l["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/anything/codes/"))
+            && l["response_code"] == 503
+    });
+    assert_eq!(
+        (&line["response_flags"], &line["attempts"]),
+        (&"UF".into(), &1.into()),
+        "{line}"
+    );
+}
+
 /// A TCP connection through Envoy's tcp_proxy logging Istio's format and through a
 /// TCPRoute: the HTTP fields are null in both (not `-`), and the addresses are the
 /// connections' own.

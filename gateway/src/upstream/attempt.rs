@@ -153,13 +153,12 @@ impl RetryPolicy {
         max_replay_body_bytes: 0,
     };
 
-    /// The runtime policy of a route's `retry`: connect failures and resets before a
-    /// response are always retried, response codes only when listed.
+    /// The runtime policy of a route's `retry`.
     pub fn from_ir(r: &crate::ir::Retry) -> RetryPolicy {
         RetryPolicy {
             attempts: r.retries.saturating_add(1),
-            on_connect_failure: true,
-            on_reset: true,
+            on_connect_failure: r.on_connect_failure,
+            on_reset: r.on_reset,
             on_gateway_error: false,
             on_status: r.codes.clone(),
             on_timeout: r.retry_timeouts,

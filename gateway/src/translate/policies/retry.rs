@@ -75,6 +75,8 @@ pub fn compile(
     Some(ir::Retry {
         retries,
         codes,
+        on_connect_failure: true,
+        on_reset: true,
         backoff,
         budget_percent: BUDGET_PERCENT,
         // No budget: every retry is allowed up to `maxRetries`.

@@ -65,6 +65,11 @@ pub(super) fn compile_http(
                         for (b, d) in r.backends.iter_mut().zip(dests) {
                             apply_subset(rc, b, d, f);
                         }
+                        if let Some(retry) = &mut r.retry {
+                            let on = h.retries.as_ref().and_then(|r| r.retry_on.as_deref());
+                            let (connect, reset) = retried_failures(on.unwrap_or(DEFAULT_RETRY_ON));
+                            (retry.on_connect_failure, retry.on_reset) = (connect, reset);
+                        }
                     }
                     by_flavour.insert(prefix, rule.clone());
                     rule
@@ -162,7 +167,14 @@ fn rule_body(rc: &RuleCtx<'_>, h: &HttpRoute, ctx: &str, f: &mut Findings) -> Ht
         filters,
         backend_refs,
         timeouts,
-        retry: h.retries.as_ref().map(|r| retry(r, ctx, f)),
+        // No `retries`: Istio's default policy.
+        retry: Some(match &h.retries {
+            Some(r) => retry(r, ctx, f),
+            None => gapi::HttpRouteRetry {
+                attempts: Some(DEFAULT_ATTEMPTS),
+                ..Default::default()
+            },
+        }),
         unsupported: Default::default(),
     }
 }
@@ -317,19 +329,24 @@ fn cors(
     })
 }
 
-/// `retries` in Gateway API's shape: `attempts`, the status codes `retryOn` names
-/// (`5xx`, `gateway-error`, `retriable-4xx`, numbers); connection failures and resets
-/// are always retried by meshgate.
+/// Istio's retries when a route has no `retries` (its `DefaultPolicy`): 2, on its
+/// default conditions.
+const DEFAULT_ATTEMPTS: u32 = 2;
+/// Istio's default `retryOn` (since 1.24 without 503; its gRPC conditions `unavailable`
+/// and `cancelled` are not implemented here). `refused-stream` is not told apart from
+/// other resets, which these conditions do not retry.
+const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream";
+
+/// `retries` in Gateway API's shape: `attempts` and the status codes `retryOn` names
+/// (`5xx`, `gateway-error`, `retriable-4xx`, numbers); which failures without a response
+/// it retries is set on the compiled rule ([`retried_failures`]).
 fn retry(
     r: &crate::api::istio_gateway::HttpRetry,
     ctx: &str,
     f: &mut Findings,
 ) -> gapi::HttpRouteRetry {
     f.unsupported(&format!("{ctx}.retries"), &r.unsupported);
-    let on = r
-        .retry_on
-        .as_deref()
-        .unwrap_or("connect-failure,refused-stream,503");
+    let on = r.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON);
     let codes = retry_on_codes(on, &format!("{ctx}.retries.retryOn"), &mut f.errors);
     gapi::HttpRouteRetry {
         codes,
@@ -337,6 +354,19 @@ fn retry(
         backoff: None,
         unsupported: Default::default(),
     }
+}
+
+/// Whether Envoy's `retryOn` conditions retry (connect failures, resets before a
+/// response): `5xx`, `gateway-error` and `reset` retry both; `connect-failure` and
+/// `reset-before-request` (a failed connect never sent the request) the first.
+fn retried_failures(on: &str) -> (bool, bool) {
+    let conds: Vec<&str> = on.split(',').map(str::trim).collect();
+    let any = |names: &[&str]| conds.iter().any(|c| names.contains(c));
+    let resets = any(&["5xx", "gateway-error", "reset"]);
+    (
+        resets || any(&["connect-failure", "reset-before-request"]),
+        resets,
+    )
 }
 
 /// The status codes Envoy's `retryOn` conditions name (`5xx`, `gateway-error`,
@@ -400,5 +430,25 @@ pub(super) fn add_http(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_on_conditions_retry_failures_as_envoys_do() {
+        // (connect failures, resets before a response)
+        assert_eq!(retried_failures(DEFAULT_RETRY_ON), (true, false));
+        assert_eq!(retried_failures("5xx"), (true, true));
+        assert_eq!(retried_failures("gateway-error, 409"), (true, true));
+        assert_eq!(retried_failures("retriable-4xx,reset"), (true, true));
+        assert_eq!(retried_failures("reset-before-request"), (true, false));
+        assert_eq!(
+            retried_failures("retriable-status-codes,503"),
+            (false, false)
+        );
+        assert_eq!(retried_failures("refused-stream"), (false, false));
     }
 }
