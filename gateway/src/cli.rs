@@ -234,6 +234,12 @@ pub struct RunArgs {
     /// `numTrustedProxies`); 0 uses the connection's peer as the client.
     #[arg(long, env = "NUM_TRUSTED_PROXIES", default_value_t = 0)]
     pub num_trusted_proxies: u32,
+    /// Serve HTTP/1.0 requests on every port (Istio's `ISTIO_META_HTTP10` proxy
+    /// metadata); otherwise they get 426, as Envoy answers them, except on ports a
+    /// ClientTrafficPolicy `http1.http10` opens.
+    #[arg(long, env = "ISTIO_META_HTTP10", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub accept_http10: bool,
     /// Upstream TCP connect timeout (Istio's mesh default `connectTimeout`, 10s).
     #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -399,6 +405,7 @@ impl From<RunArgs> for Config {
                 merge_slashes: a.merge_slashes,
                 keep_request_id: a.preserve_external_request_id || a.num_trusted_proxies > 0,
                 num_trusted_proxies: a.num_trusted_proxies,
+                accept_http10: a.accept_http10,
             },
             drain_timeout: a.drain_timeout,
             memory_release_interval: a.memory_release_interval,

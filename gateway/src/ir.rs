@@ -169,6 +169,10 @@ pub struct Port {
     /// Connections start with a PROXY protocol header (ClientTrafficPolicy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// HTTP/1.0 requests are served (ClientTrafficPolicy `http1.http10`); refused with
+    /// 426 otherwise, as Envoy refuses them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub accept_http10: bool,
     /// The port's protocol (its first listener's); HTTPS and TLS listeners may share a
     /// port, any other second protocol is a conflict.
     pub protocol: Protocol,

@@ -775,6 +775,94 @@ fn virtual_service_retries_are_istios_default_policy_and_envoys_conditions() {
     );
 }
 
+/// Sends `GET path` as HTTP/1.0 to `port` and reads the answer to its end.
+fn http10_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: a.example.com\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// HTTP/1.0 as Envoy's HTTP/1 codec answers it without `accept_http_10`, which Istio,
+/// Gloo and Envoy Gateway leave off: 426 with `low_version`, the connection closed.
+/// Served on a port a ClientTrafficPolicy's `http1.http10` opens, and everywhere with
+/// Istio's `ISTIO_META_HTTP10`.
+#[test]
+fn http_1_0_is_refused_with_426_as_envoy_refuses_it_unless_turned_on() {
+    let hb = Httpbin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let envoy_port = free_port();
+    let cluster = "outbound|80||httpbin.default.svc.cluster.local";
+    let filter = format!(
+        r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http10
+{access_log}          route_config:
+            virtual_hosts:
+            - name: http10
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /}}
+                route: {{cluster: "{cluster}"}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#,
+        access_log = istio_access_log(&log),
+    );
+    let config = one_listener_one_cluster(envoy_port, &filter, cluster, hb.port);
+    let _envoy = start_envoy(envoy_port, &config, dir.path());
+    let (port, open) = (free_port(), free_port());
+    let config = docs(&[
+        &http_gateway(port),
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: open, namespace: default}}\n\
+             spec:\n  listeners: [{{name: http, port: {open}, protocol: HTTP}}]\n"
+        ),
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\n\
+         metadata: {name: http10, namespace: default}\n\
+         spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: open}]\n  \
+         http1: {http10: {}}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: httpbin, namespace: default}\n\
+         spec:\n  parentRefs: [{name: edge}, {name: open}]\n  \
+         rules: [{backendRefs: [{name: httpbin, port: 80}]}]\n",
+        &local_service("httpbin", hb.port),
+    ]);
+    let gw = Gateway::start(&config);
+    // Envoy's status line says HTTP/1.1, hyper's the HTTP/1.0 it answers; both close the
+    // connection (the answer is read to its end).
+    for p in [envoy_port, port] {
+        let r = http10_get(p, "/get?refused");
+        assert!(
+            r.starts_with("HTTP/1.1 426 ") || r.starts_with("HTTP/1.0 426 "),
+            "{p}: {r}"
+        );
+    }
+    // Envoy logs the codec's refusal before it has a path.
+    let envoys = envoy_line(&log, |l| l["response_code"] == 426);
+    let ours = gw.wait_access_log(|l| l["path"] == "/get?refused");
+    for line in [&envoys, &ours] {
+        assert_eq!(line["response_code"], 426, "{line}");
+        assert_eq!(line["response_code_details"], "low_version", "{line}");
+    }
+    // The port the policy opens serves it; the other still refuses.
+    let r = http10_get(open, "/get");
+    assert!(r.contains(" 200 OK\r\n"), "{r}");
+    // Istio's proxy metadata opens every port.
+    let everywhere = Gateway::start_with_env(&config, &[], "/ready", &[("ISTIO_META_HTTP10", "1")]);
+    drop(gw);
+    let r = http10_get(port, "/get");
+    assert!(r.contains(" 200 OK\r\n"), "{r}");
+    drop(everywhere);
+}
+
 /// A TCP connection through Envoy's tcp_proxy logging Istio's format and through a
 /// TCPRoute: the HTTP fields are null in both (not `-`), and the addresses are the
 /// connections' own.

@@ -200,6 +200,9 @@ pub struct ClientTrafficPolicySpec {
     /// The older switch for the same (required PROXY protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_proxy_protocol: Option<bool>,
+    /// HTTP/1 settings (`http10`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1: Option<Http1Settings>,
     /// Fields not implemented here.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]
@@ -222,6 +225,33 @@ pub struct ListenerTargetReference {
     /// One listener of the Gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
+}
+
+/// `HTTP1Settings`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Http1Settings {
+    /// Accept HTTP/1.0 requests (refused with 426 otherwise, as Envoy refuses them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http10: Option<Http10Settings>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// `HTTP10Settings`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Http10Settings {
+    /// Give a request without Host the listener's first hostname (not implemented: only
+    /// `false` is accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_default_host: Option<bool>,
+    /// Fields not implemented here.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// `ProxyProtocolSettings`.

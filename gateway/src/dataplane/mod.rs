@@ -42,6 +42,8 @@ pub struct PortTable {
     pub protocol: Protocol,
     /// Connections start with a PROXY protocol header.
     pub proxy_protocol: Option<crate::ir::ProxyProtocol>,
+    /// HTTP/1.0 requests are served (else 426).
+    pub accept_http10: bool,
     /// Listeners, most specific hostname first.
     pub listeners: Vec<ListenerTable>,
     /// Listener index by hostname.
@@ -229,6 +231,7 @@ pub fn build_with(ir: Arc<crate::ir::Config>, states: &BackendStates) -> Tables 
             port: *num,
             protocol: p.protocol,
             proxy_protocol: p.proxy_protocol.clone(),
+            accept_http10: p.accept_http10,
             listeners,
             hosts,
         };

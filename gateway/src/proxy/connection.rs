@@ -63,6 +63,8 @@ pub struct ConnInfo {
     pub port: u16,
     /// `http` or `https`.
     pub scheme: Protocol,
+    /// HTTP/1.0 requests are served (else 426).
+    pub http10: bool,
     /// The SNI of the TLS handshake (HTTPS only), for the access log.
     pub sni: Option<Arc<str>>,
     /// The listener chosen at the TLS handshake (HTTPS only).
@@ -96,8 +98,12 @@ pub async fn serve_connection(
     // header, TLS handshake, HTTP/2 preface or first request line gets no extra time.
     let first_request_by = tokio::time::Instant::now() + ctx.limits.header_read_timeout;
     let _ = tcp.set_nodelay(true);
-    let (scheme, proxy) = match ctx.tables.load().ports.get(&port) {
-        Some(p) => (p.protocol, p.proxy_protocol.as_ref().map(|pp| pp.optional)),
+    let (scheme, proxy, http10) = match ctx.tables.load().ports.get(&port) {
+        Some(p) => (
+            p.protocol,
+            p.proxy_protocol.as_ref().map(|pp| pp.optional),
+            p.accept_http10 || ctx.limits.accept_http10,
+        ),
         None => return,
     };
     let conn = ConnInfo {
@@ -108,6 +114,7 @@ pub async fn serve_connection(
         peer_ip: ip_header(peer),
         port,
         scheme,
+        http10,
         sni: None,
         listener: None,
         activity: Arc::new(Activity::holding(watcher.hold())),

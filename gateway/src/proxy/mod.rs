@@ -87,6 +87,8 @@ pub struct Limits {
     pub keep_request_id: bool,
     /// Proxies in front trusted to append `X-Forwarded-For` (`--num-trusted-proxies`).
     pub num_trusted_proxies: u32,
+    /// Serve HTTP/1.0 on every port (`--accept-http10`).
+    pub accept_http10: bool,
 }
 
 /// What the request path uses, as narrow handles (no shared hub). Each worker holds a

@@ -377,6 +377,16 @@ fn plan(
     req: &Request<Incoming>,
     rec: &mut Completion,
 ) -> Result<Plan, Reject> {
+    if req.version() == http::Version::HTTP_10 && !conn.http10 {
+        // Envoy's HTTP/1 codec without `accept_http_10` (Istio, Gloo and Envoy Gateway
+        // leave it off).
+        return Err(reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "low_version",
+            "HTTP/1.0 is not served on this port (ClientTrafficPolicy http1.http10 or \
+             --accept-http10 turn it on)",
+        ));
+    }
     check_limits(ctx, req)?;
     checks::check_request(req)?;
     let host = headers::host_without_port(&rec.authority);

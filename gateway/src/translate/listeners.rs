@@ -418,6 +418,7 @@ impl Gateways {
         let port = self.ports.entry(info.port).or_insert_with(|| ir::Port {
             port: info.port,
             proxy_protocol: None,
+            accept_http10: false,
             protocol: info.protocol,
             listeners: Vec::new(),
         });

@@ -1,9 +1,10 @@
-//! Envoy Gateway ClientTrafficPolicy -> the PROXY protocol on the ports of the targeted
-//! Gateway API Gateway (or of one listener, by `sectionName`). The header comes before
-//! TLS and HTTP, so it is a property of the port: a policy on one listener applies to
-//! every listener sharing its port. Among policies on the same port the oldest wins;
-//! the others get a warning. Fields other than `proxyProtocol` / `enableProxyProtocol`
-//! are reported by name and leave the policy out.
+//! Envoy Gateway ClientTrafficPolicy -> the PROXY protocol and HTTP/1.0 (`http1.http10`)
+//! on the ports of the targeted Gateway API Gateway (or of one listener, by
+//! `sectionName`). The header comes before TLS and HTTP, and the HTTP/1 codec is the
+//! connection's, so both are properties of the port: a policy on one listener applies to
+//! every listener sharing its port. Among PROXY protocol policies on the same port the
+//! oldest wins; the others get a warning. Other fields are reported by name and leave the
+//! policy out.
 
 use super::super::Findings;
 use super::super::listeners::Gateways;
@@ -16,11 +17,15 @@ pub fn apply(snap: &Snapshot, gateways: &mut Gateways, f: &mut Findings) {
     let mut policies: Vec<&ClientTrafficPolicy> = snap.client_traffic_policies.iter().collect();
     policies.sort_by_key(|p| (p.metadata.creation_timestamp.clone(), p.metadata.key()));
     for p in policies {
-        let Some((pp, targets)) = compile(p, f) else {
+        let Some((settings, targets)) = compile(p, f) else {
             continue;
         };
         for port in ports(p, &targets, gateways, f) {
             let Some(entry) = gateways.ports.get_mut(&port) else {
+                continue;
+            };
+            entry.accept_http10 |= settings.http10;
+            let Some(pp) = &settings.proxy_protocol else {
                 continue;
             };
             match &entry.proxy_protocol {
@@ -34,10 +39,16 @@ pub fn apply(snap: &Snapshot, gateways: &mut Gateways, f: &mut Findings) {
     }
 }
 
+/// What a valid policy sets on its ports.
+struct Settings {
+    proxy_protocol: Option<ProxyProtocol>,
+    http10: bool,
+}
+
 fn compile(
     p: &ClientTrafficPolicy,
     f: &mut Findings,
-) -> Option<(ProxyProtocol, Vec<ListenerTargetReference>)> {
+) -> Option<(Settings, Vec<ListenerTargetReference>)> {
     let obj = format!("ClientTrafficPolicy {}", p.metadata.key());
     let before = f.errors.len();
     f.unsupported(&obj, &p.spec.unsupported);
@@ -49,6 +60,18 @@ fn compile(
         (None, Some(true)) => Some(false),
         (None, _) => None,
     };
+    let http10 = p.spec.http1.as_ref().is_some_and(|h| {
+        f.unsupported(&format!("{obj} http1"), &h.unsupported);
+        h.http10.as_ref().is_some_and(|h10| {
+            f.unsupported(&format!("{obj} http1.http10"), &h10.unsupported);
+            if h10.use_default_host == Some(true) {
+                f.errors.push(format!(
+                    "{obj} http1.http10.useDefaultHost: true is not supported by meshgate"
+                ));
+            }
+            true
+        })
+    });
     let targets: Vec<_> = p
         .spec
         .target_refs
@@ -70,11 +93,17 @@ fn compile(
     if f.errors.len() > before {
         return None;
     }
-    let optional = optional?;
+    if optional.is_none() && !http10 {
+        return None;
+    }
+    let proxy_protocol = optional.map(|optional| ProxyProtocol {
+        source: obj,
+        optional,
+    });
     Some((
-        ProxyProtocol {
-            source: obj,
-            optional,
+        Settings {
+            proxy_protocol,
+            http10,
         },
         targets,
     ))
