@@ -775,15 +775,56 @@ fn virtual_service_retries_are_istios_default_policy_and_envoys_conditions() {
     );
 }
 
-/// Sends `GET path` as HTTP/1.0 to `port` and reads the answer to its end.
-fn http10_get(port: u16, path: &str) -> String {
+/// Sends `GET path` as HTTP/1.0 to `port`, with `extra` header lines, and reads the
+/// answer until the server closes the connection.
+fn http10_get(port: u16, path: &str, extra: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A safety net, not a measurement: a server that keeps the connection fails here.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: a.example.com\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("{port} kept the connection ({e}): {out}"));
+    out
+}
+
+/// Sends an HTTP/1.0 keep-alive GET to `port`, reads its answer (head and
+/// `content-length` body), sends a second one on the same connection, and returns the
+/// first answer and whatever came after it until the connection closed.
+fn refused_then_again(port: u16) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: a.example.com\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    let request =
+        "GET /get?refused HTTP/1.0\r\nHost: a.example.com\r\nConnection: keep-alive\r\n\r\n";
+    s.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-answer: {got:?}");
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8(got).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    // Written into a closed connection this may fail; what matters is what is read.
+    let _ = s.write_all(request.as_bytes());
+    let mut after = Vec::new();
+    let _ = s.read_to_end(&mut after);
+    (head, String::from_utf8_lossy(&after).into_owned())
 }
 
 /// HTTP/1.0 as Envoy's HTTP/1 codec answers it without `accept_http_10`, which Istio,
@@ -837,13 +878,14 @@ fn http_1_0_is_refused_with_426_as_envoy_refuses_it_unless_turned_on() {
     ]);
     let gw = Gateway::start(&config);
     // Envoy's status line says HTTP/1.1, hyper's the HTTP/1.0 it answers; both close the
-    // connection (the answer is read to its end).
+    // connection, even one the client asked to keep: a second request on it gets nothing.
     for p in [envoy_port, port] {
-        let r = http10_get(p, "/get?refused");
+        let (first, after) = refused_then_again(p);
         assert!(
-            r.starts_with("HTTP/1.1 426 ") || r.starts_with("HTTP/1.0 426 "),
-            "{p}: {r}"
+            first.starts_with("HTTP/1.1 426 ") || first.starts_with("HTTP/1.0 426 "),
+            "{p}: {first}"
         );
+        assert_eq!(after, "", "{p} answered on the refused connection");
     }
     // Envoy logs the codec's refusal before it has a path.
     let envoys = envoy_line(&log, |l| l["response_code"] == 426);
@@ -853,12 +895,15 @@ fn http_1_0_is_refused_with_426_as_envoy_refuses_it_unless_turned_on() {
         assert_eq!(line["response_code_details"], "low_version", "{line}");
     }
     // The port the policy opens serves it; the other still refuses.
-    let r = http10_get(open, "/get");
+    let r = http10_get(open, "/get", "");
     assert!(r.contains(" 200 OK\r\n"), "{r}");
+    assert!(http10_get(port, "/get", "").contains(" 426 "));
     // Istio's proxy metadata opens every port.
     let everywhere = Gateway::start_with_env(&config, &[], "/ready", &[("ISTIO_META_HTTP10", "1")]);
+    // Its ports are the first gateway's (SO_REUSEPORT): once that one is gone, every
+    // connection is the second one's.
     drop(gw);
-    let r = http10_get(port, "/get");
+    let r = http10_get(port, "/get", "");
     assert!(r.contains(" 200 OK\r\n"), "{r}");
     drop(everywhere);
 }

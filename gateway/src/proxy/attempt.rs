@@ -291,8 +291,9 @@ pub fn run<'a>(
         let mut attempt = 0;
         let mut previous: Option<String> = None;
         let mut _retry_slot = None;
-        // Envoy's upstream service time runs from here (the request handed to the
-        // router), across every attempt, its admission and backoffs.
+        // The upstream service time runs from here, across every attempt, its admission
+        // and backoffs, as Envoy's does; Envoy starts it at the end of the request body,
+        // which for a request without one is here.
         let handed_over = Instant::now();
         loop {
             attempt += 1;

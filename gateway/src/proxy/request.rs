@@ -214,6 +214,10 @@ fn respond(
             });
             let h = resp.headers_mut();
             h.insert(X_REQUEST_ID, rec.request_id.clone());
+            if code == "low_version" {
+                // Envoy's codec closes the connection it refused, keep-alive or not.
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             if code == "UO" {
                 // Envoy's mark of a circuit-breaker overflow: a downstream Envoy never
                 // retries an answer that carries it.

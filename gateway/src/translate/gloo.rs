@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::backends::RuleCtx;
 use super::istio::virtual_service::{
-    declaration_order, retry_on_codes, with_string_prefix_rewrite,
+    declaration_order, retry_on_codes, with_retried_failures, with_string_prefix_rewrite,
 };
 use super::listeners::{AllowedFrom, Gateways, ListenerInfo, validate_hostname};
 use super::rules::{self, Pending};
@@ -206,6 +206,9 @@ fn compile_vs(
     (f.errors.len() == before).then_some((hosts, entries))
 }
 
+/// Gloo's `retryOn` when a route's `retries` leaves it out.
+const GLOO_RETRY_ON: &str = "5xx";
+
 fn compile_route(
     rc: &RuleCtx<'_>,
     ri: usize,
@@ -235,6 +238,11 @@ fn compile_route(
         .options
         .as_ref()
         .and_then(|o| o.prefix_rewrite.clone());
+    let retry_on = route
+        .options
+        .as_ref()
+        .and_then(|o| o.retries.as_ref())
+        .and_then(|r| r.retry_on.as_deref());
     let mut out = Vec::new();
     for (mi, m) in matches.into_iter().enumerate() {
         let prefix = matches!(
@@ -251,6 +259,7 @@ fn compile_route(
             return vec![];
         };
         let rule = with_string_prefix_rewrite(rule, rewrite.clone(), prefix);
+        let rule = with_retried_failures(rule, retry_on.unwrap_or(GLOO_RETRY_ON));
         out.push((with_static_backends(rule, &statics), m, ri, mi));
     }
     out
@@ -477,7 +486,7 @@ fn rule_body(
         }
         if let Some(r) = &o.retries {
             f.unsupported(&format!("{ctx}.options.retries"), &r.unsupported);
-            let on = r.retry_on.as_deref().unwrap_or("5xx");
+            let on = r.retry_on.as_deref().unwrap_or(GLOO_RETRY_ON);
             let codes =
                 retry_on_codes(on, &format!("{ctx}.options.retries.retryOn"), &mut f.errors);
             retry = Some(gapi::HttpRouteRetry {

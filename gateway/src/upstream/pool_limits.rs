@@ -104,9 +104,11 @@ pub async fn admit(
         if waiters.is_empty() && try_increment(&c.connections, limits.max_connections) {
             None
         } else {
-            // Timed-out waiters are dropped here as well as at releases, so that a
-            // backend that never releases keeps no more senders than attempts queued.
-            if waiters.len() >= limits.max_pending_requests as usize {
+            // Waiters that stopped waiting are dropped here as well as at releases, so
+            // that a backend holding its connections long keeps about as many senders
+            // as attempts queued.
+            let queued = c.pending.load(Ordering::Relaxed) as usize;
+            if waiters.len() > 2 * queued + 16 {
                 waiters.retain(|w| !w.is_closed());
             }
             let (tx, rx) = oneshot::channel();
@@ -131,6 +133,9 @@ struct Handed<'a> {
 
 impl Drop for Handed<'_> {
     fn drop(&mut self) {
+        // Closed first: a release on another worker either sent before (the value is
+        // here) or finds the receiver gone and tries the next waiter.
+        self.rx.close();
         if self.rx.try_recv().is_ok() {
             self.pool.release_connection();
         }

@@ -65,12 +65,9 @@ pub(super) fn compile_http(
                         for (b, d) in r.backends.iter_mut().zip(dests) {
                             apply_subset(rc, b, d, f);
                         }
-                        if let Some(retry) = &mut r.retry {
-                            let on = h.retries.as_ref().and_then(|r| r.retry_on.as_deref());
-                            let (connect, reset) = retried_failures(on.unwrap_or(DEFAULT_RETRY_ON));
-                            (retry.on_connect_failure, retry.on_reset) = (connect, reset);
-                        }
                     }
+                    let on = h.retries.as_ref().and_then(|r| r.retry_on.as_deref());
+                    let rule = with_retried_failures(rule, on.unwrap_or(DEFAULT_RETRY_ON));
                     by_flavour.insert(prefix, rule.clone());
                     rule
                 }
@@ -156,7 +153,12 @@ fn rule_body(rc: &RuleCtx<'_>, h: &HttpRoute, ctx: &str, f: &mut Findings) -> Ht
     }
     // `retries.perTryTimeout` bounds each attempt whether `timeout` is set or not, as
     // Istio's route (per_try_timeout) does.
-    let per_try = h.retries.as_ref().and_then(|r| r.per_try_timeout.clone());
+    // `attempts: 0` drops Istio's whole retry policy, its `perTryTimeout` with it.
+    let per_try = h
+        .retries
+        .as_ref()
+        .filter(|r| r.attempts > 0)
+        .and_then(|r| r.per_try_timeout.clone());
     let timeouts = (h.timeout.is_some() || per_try.is_some()).then(|| gapi::HttpRouteTimeouts {
         request: h.timeout.clone(),
         backend_request: per_try,
@@ -167,14 +169,16 @@ fn rule_body(rc: &RuleCtx<'_>, h: &HttpRoute, ctx: &str, f: &mut Findings) -> Ht
         filters,
         backend_refs,
         timeouts,
-        // No `retries`: Istio's default policy.
-        retry: Some(match &h.retries {
-            Some(r) => retry(r, ctx, f),
-            None => gapi::HttpRouteRetry {
+        // No `retries`: Istio's default policy (none on a redirect, which has no
+        // upstream).
+        retry: match &h.retries {
+            Some(r) => Some(retry(r, ctx, f)),
+            None if h.route.is_empty() => None,
+            None => Some(gapi::HttpRouteRetry {
                 attempts: Some(DEFAULT_ATTEMPTS),
                 ..Default::default()
-            },
-        }),
+            }),
+        },
         unsupported: Default::default(),
     }
 }
@@ -333,8 +337,8 @@ fn cors(
 /// default conditions.
 const DEFAULT_ATTEMPTS: u32 = 2;
 /// Istio's default `retryOn` (since 1.24 without 503; its gRPC conditions `unavailable`
-/// and `cancelled` are not implemented here). `refused-stream` is not told apart from
-/// other resets, which these conditions do not retry.
+/// and `cancelled` are not implemented here). An HTTP/2 `REFUSED_STREAM` is classed
+/// with protocol errors, which no condition here retries.
 const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream";
 
 /// `retries` in Gateway API's shape: `attempts` and the status codes `retryOn` names
@@ -356,6 +360,15 @@ fn retry(
     }
 }
 
+/// Sets which failures without a response a freshly compiled rule's retry retries, from
+/// Envoy's `retryOn` conditions `on` (Istio's and Gloo's).
+pub(crate) fn with_retried_failures(mut rule: Arc<ir::Rule>, on: &str) -> Arc<ir::Rule> {
+    if let Some(retry) = Arc::get_mut(&mut rule).and_then(|r| r.retry.as_mut()) {
+        (retry.on_connect_failure, retry.on_reset) = retried_failures(on);
+    }
+    rule
+}
+
 /// Whether Envoy's `retryOn` conditions retry (connect failures, resets before a
 /// response): `5xx`, `gateway-error` and `reset` retry both; `connect-failure` and
 /// `reset-before-request` (a failed connect never sent the request) the first.
@@ -370,8 +383,8 @@ fn retried_failures(on: &str) -> (bool, bool) {
 }
 
 /// The status codes Envoy's `retryOn` conditions name (`5xx`, `gateway-error`,
-/// `retriable-4xx`, numbers); connection failures and resets need none, meshgate always
-/// retries them.
+/// `retriable-4xx`, numbers); which failures without a response they retry is
+/// [`retried_failures`]'s.
 pub(crate) fn retry_on_codes(on: &str, ctx: &str, errors: &mut Vec<String>) -> Vec<u16> {
     let mut codes = Vec::new();
     for cond in on.split(',').map(str::trim).filter(|c| !c.is_empty()) {

@@ -27,7 +27,7 @@ use crate::translate::rules::{Pending, PrecedenceKey};
 use crate::translate::{Findings, Index, TranslateOptions};
 
 use http::{add_http, compile_http};
-pub(crate) use http::{retry_on_codes, weight, with_string_prefix_rewrite};
+pub(crate) use http::{retry_on_codes, weight, with_retried_failures, with_string_prefix_rewrite};
 use l4::{add_tcp, add_tls, compile_l4, tcp_entries, tls_entries};
 
 /// Attaches every bound VirtualService, oldest first, and the httpsRedirect servers'
