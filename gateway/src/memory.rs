@@ -4,7 +4,8 @@
 //!
 //! Why a timer: mimalloc (the binary's allocator, `main.rs`) frees a page to its arena
 //! when the page empties and purges it (returns it to the OS) once a delay has passed
-//! (100 ms by default), but only from inside its own calls, and a thread's empty pages
+//! (mimalloc v3's `purge_delay`, 1 s, for pages and whole segments alike), but only from
+//! inside its own calls, and a thread's empty pages
 //! are retired only by that thread. A worker that goes quiet after a burst of connections
 //! makes no more calls, so the burst's freed buffers stayed resident until its next
 //! allocation, however long that took. One `mi_collect(false)` a tick retires the thread's
