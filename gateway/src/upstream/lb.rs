@@ -88,6 +88,12 @@ pub fn pick<C: Candidate>(
     avoid: Option<&str>,
 ) -> Option<usize> {
     let od = policy.and_then(|p| p.outlier.as_ref());
+    let lb = policy.and_then(|p| p.load_balancer.as_ref());
+    // Most picks consider every endpoint (no outlier detection, a first attempt): chosen
+    // among them without listing them, as this runs once per request.
+    if od.is_none() && (avoid.is_none() || eps.len() < 2) {
+        return (!eps.is_empty()).then(|| choose(lb, hash, state, eps, eps.len(), |k| k));
+    }
     let mut usable: Vec<usize> = (0..eps.len())
         .filter(|&i| od.is_none() || !eps[i].health().is_ejected())
         .collect();
@@ -102,29 +108,41 @@ pub fn pick<C: Candidate>(
     {
         usable.retain(|&i| eps[i].key() != a);
     }
-    let lb = policy.and_then(|p| p.load_balancer.as_ref());
-    Some(match (lb, hash) {
-        (Some(LoadBalancer::ConsistentHash(_)), Some(h)) => *usable
-            .iter()
-            .max_by_key(|&&i| {
+    Some(choose(lb, hash, state, eps, usable.len(), |k| usable[k]))
+}
+
+/// The load balancer's choice among `m` usable endpoints, the `k`-th of which is
+/// `eps[at(k)]`; returns its index in `eps`.
+fn choose<C: Candidate>(
+    lb: Option<&LoadBalancer>,
+    hash: Option<u64>,
+    state: &BackendState,
+    eps: &[C],
+    m: usize,
+    at: impl Fn(usize) -> usize,
+) -> usize {
+    match (lb, hash) {
+        (Some(LoadBalancer::ConsistentHash(_)), Some(h)) => (0..m)
+            .map(&at)
+            .max_by_key(|&i| {
                 let mut s = DefaultHasher::new();
                 (h, eps[i].key()).hash(&mut s);
                 s.finish()
             })
-            .expect("usable is not empty"),
-        (Some(LoadBalancer::RoundRobin), _) => usable[state.next_round_robin() % usable.len()],
+            .expect("m is not 0"),
+        (Some(LoadBalancer::RoundRobin), _) => at(state.next_round_robin() % m),
         // LEAST_REQUEST is the default, as in Istio and Envoy Gateway.
-        (Some(LoadBalancer::LeastRequest) | None, _) if usable.len() > 1 => {
-            let a = usable[fastrand::usize(..usable.len())];
-            let mut b = usable[fastrand::usize(..usable.len() - 1)];
+        (Some(LoadBalancer::LeastRequest) | None, _) if m > 1 => {
+            let a = at(fastrand::usize(..m));
+            let mut b = at(fastrand::usize(..m - 1));
             if b == a {
-                b = usable[usable.len() - 1];
+                b = at(m - 1);
             }
             let load = |i: usize| eps[i].health().active.load(Ordering::Relaxed);
             if load(b) < load(a) { b } else { a }
         }
-        _ => usable[fastrand::usize(..usable.len())],
-    })
+        _ => at(fastrand::usize(..m)),
+    }
 }
 
 #[cfg(test)]
