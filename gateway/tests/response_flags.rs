@@ -361,6 +361,29 @@ fn istio_access_log(log: &Path) -> String {
     )
 }
 
+/// Envoy's HTTP connection manager (at the filter list's indentation): one virtual host
+/// for every domain with `routes` (list items at the routes' indentation), Istio's JSON
+/// access log to `log` when given, and `extra` settings (lines at the manager's
+/// indentation).
+fn http_connection_manager(log: Option<&Path>, extra: &str, routes: &str) -> String {
+    let access_log = log.map(istio_access_log).unwrap_or_default();
+    format!(
+        r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: test
+{extra}{access_log}          route_config:
+            virtual_hosts:
+            - name: test
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    )
+}
+
 /// Envoy's bootstrap: one listener on `port` with the network `filter` (YAML at the
 /// filter list's indentation), and one static cluster `cluster` at `127.0.0.1:upstream`.
 fn one_listener_one_cluster(port: u16, filter: &str, cluster: &str, upstream: u16) -> String {
@@ -425,25 +448,13 @@ fn access_log_lines_have_istios_json_fields_with_envoys_value_kinds() {
     let log = dir.path().join("access.log");
     let envoy_port = free_port();
     let cluster = "outbound|80||httpbin.default.svc.cluster.local";
-    let filter = format!(
-        r#"      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: fields
-          use_remote_address: true
-{access_log}          route_config:
-            virtual_hosts:
-            - name: fields
-              domains: ["*"]
-              routes:
-              - name: default/httpbin/0
-                match: {{prefix: /status}}
-                route: {{cluster: "{cluster}"}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#,
-        access_log = istio_access_log(&log),
+    let filter = http_connection_manager(
+        Some(&log),
+        "          use_remote_address: true\n",
+        &format!(
+            "              - name: default/httpbin/0\n                \
+             match: {{prefix: /status}}\n                route: {{cluster: \"{cluster}\"}}\n"
+        ),
     );
     let config = one_listener_one_cluster(envoy_port, &filter, cluster, hb.port);
     let _envoy = start_envoy(envoy_port, &config, dir.path());
@@ -564,25 +575,14 @@ fn upstream_service_time_spans_every_attempt_as_envoys_does() {
     let log = dir.path().join("access.log");
     let envoy_port = free_port();
     let cluster = "outbound|80||slow.default.svc.cluster.local";
-    let filter = format!(
-        r#"      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: retried
-{access_log}          route_config:
-            virtual_hosts:
-            - name: retried
-              domains: ["*"]
-              routes:
-              - match: {{prefix: /}}
-                route:
-                  cluster: "{cluster}"
-                  retry_policy: {{retry_on: retriable-status-codes, retriable_status_codes: [503], num_retries: 1}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#,
-        access_log = istio_access_log(&log),
+    let filter = http_connection_manager(
+        Some(&log),
+        "",
+        &format!(
+            "              - match: {{prefix: /}}\n                route:\n                  \
+             cluster: \"{cluster}\"\n                  \
+             retry_policy: {{retry_on: retriable-status-codes, retriable_status_codes: [503], num_retries: 1}}\n"
+        ),
     );
     let config = one_listener_one_cluster(envoy_port, &filter, cluster, slow_503_then_200());
     let _envoy = start_envoy(envoy_port, &config, dir.path());
@@ -655,6 +655,7 @@ fn virtual_service_retries_are_istios_default_policy_and_envoys_conditions() {
         ),
     ]
     .concat();
+    let filter = http_connection_manager(None, "", &routes);
     let dir = tempfile::tempdir().unwrap();
     let envoy_port = free_port();
     let endpoint = |p: u16| {
@@ -668,19 +669,7 @@ fn virtual_service_retries_are_istios_default_policy_and_envoys_conditions() {
   - address: {{socket_address: {{address: 127.0.0.1, port_value: {envoy_port}}}}}
     filter_chains:
     - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: retries
-          route_config:
-            virtual_hosts:
-            - name: retries
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
+{filter}  clusters:
   - name: backends
     connect_timeout: 1s
     load_assignment:
@@ -838,23 +827,12 @@ fn http_1_0_is_refused_with_426_as_envoy_refuses_it_unless_turned_on() {
     let log = dir.path().join("access.log");
     let envoy_port = free_port();
     let cluster = "outbound|80||httpbin.default.svc.cluster.local";
-    let filter = format!(
-        r#"      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: http10
-{access_log}          route_config:
-            virtual_hosts:
-            - name: http10
-              domains: ["*"]
-              routes:
-              - match: {{prefix: /}}
-                route: {{cluster: "{cluster}"}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#,
-        access_log = istio_access_log(&log),
+    let filter = http_connection_manager(
+        Some(&log),
+        "",
+        &format!(
+            "              - match: {{prefix: /}}\n                route: {{cluster: \"{cluster}\"}}\n"
+        ),
     );
     let config = one_listener_one_cluster(envoy_port, &filter, cluster, hb.port);
     let _envoy = start_envoy(envoy_port, &config, dir.path());
