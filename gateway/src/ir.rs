@@ -610,6 +610,11 @@ pub struct Retry {
     /// Gloo routes; `reset`, `5xx`, `gateway-error` for Istio's `retryOn`).
     #[serde(skip_serializing_if = "is_true")]
     pub on_reset: bool,
+    /// gRPC statuses retried when an answer's headers carry them (a Trailers-Only
+    /// answer): Envoy's `cancelled`, `deadline-exceeded`, `resource-exhausted`,
+    /// `internal`, `unavailable` (Istio and Gloo `retryOn`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grpc_statuses: Vec<u8>,
     /// Wait before the first retry, doubled for each further one (capped at 10x).
     #[serde(serialize_with = "ser_duration")]
     pub backoff: Duration,

@@ -147,3 +147,123 @@ async fn grpc_route_matches_service_method_headers_and_regex() {
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
     assert!(err.message().starts_with("404 NR (request id "), "{err:?}");
 }
+
+/// Answers UNAVAILABLE to its first FetchSecrets (a Trailers-Only answer, as tonic sends
+/// an error before any message), then the number of the call.
+struct UnavailableOnce(std::sync::atomic::AtomicUsize);
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for UnavailableOnce {
+    type DeltaSecretsStream = Replies<DeltaDiscoveryResponse>;
+    type StreamSecretsStream = Replies<DiscoveryResponse>;
+
+    async fn delta_secrets(
+        &self,
+        _: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn stream_secrets(
+        &self,
+        _: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        _: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        match self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Err(Status::unavailable("warming up")),
+            n => Ok(Response::new(DiscoveryResponse {
+                version_info: n.to_string(),
+                ..Default::default()
+            })),
+        }
+    }
+}
+
+async fn serve_unavailable_once() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let svc = UnavailableOnce(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(SecretDiscoveryServiceServer::new(svc))
+            .serve_with_incoming(incoming),
+    );
+    port
+}
+
+/// Istio's default retry policy names gRPC's `unavailable` (and `cancelled`): a real
+/// tonic server's UNAVAILABLE, sent as a Trailers-Only answer, is retried through an
+/// Istio VirtualService without `retries`, as istiod programs Envoy to; with
+/// `retries: {attempts: 0}` the client gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istios_default_retry_policy_retries_a_grpc_unavailable() {
+    let (retried, not_retried) = (
+        serve_unavailable_once().await,
+        serve_unavailable_once().await,
+    );
+    let port = support::free_port();
+    let grpc_service = |name: &str, p: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec: {{ports: [{{name: grpc, port: 80, appProtocol: grpc}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: grpc, port: {p}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
+        )
+    };
+    let config = support::docs(&[
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\n\
+             metadata: {{name: gw, namespace: istio-system}}\nspec:\n  \
+             selector: {{istio: ingressgateway}}\n  \
+             servers: [{{port: {{number: {port}, name: grpc, protocol: GRPC}}, hosts: [\"*\"]}}]\n"
+        ),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: sds, namespace: default}\nspec:\n  \
+         hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n  \
+         - match: [{headers: {x-no-retry: {exact: \"1\"}}}]\n    retries: {attempts: 0}\n    \
+           route: [{destination: {host: not-retried}}]\n  \
+         - route: [{destination: {host: retried}}]\n",
+        &grpc_service("retried", retried),
+        &grpc_service("not-retried", not_retried),
+    ]);
+    let _gw = tokio::task::spawn_blocking(move || {
+        support::Gateway::start_with(
+            &config,
+            &[
+                "--pod-labels",
+                "istio=ingressgateway",
+                "--pod-namespace",
+                "istio-system",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let mut client = SecretDiscoveryServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    // The first call's UNAVAILABLE was retried: the answer is the server's second call.
+    let fetched = client
+        .fetch_secrets(DiscoveryRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(fetched.into_inner().version_info, "1");
+    let mut no_retry = Request::new(DiscoveryRequest::default());
+    no_retry
+        .metadata_mut()
+        .insert("x-no-retry", "1".parse().unwrap());
+    let err = client.fetch_secrets(no_retry).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::Unavailable, "warming up"),
+        "{err:?}"
+    );
+}

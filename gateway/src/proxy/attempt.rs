@@ -355,8 +355,11 @@ pub fn run<'a>(
             if detect_outlier(backend, &ep, outcome) {
                 ctx.metrics.policy_event(&backend.name, "outlier_ejection");
             }
-            let retryable =
-                policy.should_retry(attempt, outcome) && !timeouts.request_expired(rec.start);
+            let grpc_retry = result
+                .as_ref()
+                .is_ok_and(|r| policy.should_retry_grpc(attempt, r.headers()));
+            let retryable = (policy.should_retry(attempt, outcome) || grpc_retry)
+                && !timeouts.request_expired(rec.start);
             let mut gave_up = None;
             if let Some(replay) = &replay
                 && retryable

@@ -126,6 +126,8 @@ pub struct RetryPolicy {
     pub on_gateway_error: bool,
     /// Retry these response codes.
     pub on_status: Vec<u16>,
+    /// Retry an answer whose headers carry one of these gRPC statuses.
+    pub on_grpc_status: Vec<u8>,
     /// Retry an attempt that reached its per-try timeout.
     pub on_timeout: bool,
     /// Wait before the first retry, doubled for each further one (capped at 10x).
@@ -146,6 +148,7 @@ impl RetryPolicy {
         on_reset: false,
         on_gateway_error: false,
         on_status: Vec::new(),
+        on_grpc_status: Vec::new(),
         on_timeout: false,
         backoff: Duration::ZERO,
         budget_percent: 0,
@@ -161,6 +164,7 @@ impl RetryPolicy {
             on_reset: r.on_reset,
             on_gateway_error: false,
             on_status: r.codes.clone(),
+            on_grpc_status: r.grpc_statuses.clone(),
             on_timeout: r.retry_timeouts,
             backoff: r.backoff,
             budget_percent: r.budget_percent,
@@ -173,6 +177,17 @@ impl RetryPolicy {
     pub fn backoff_before(&self, retry: u32) -> Duration {
         let factor = 1u32 << retry.saturating_sub(1).min(4);
         (self.backoff * factor).min(self.backoff * 10)
+    }
+
+    /// Whether attempt number `attempt` (1-based), answered with `headers`, is retried for
+    /// the gRPC status they carry (a Trailers-Only answer; Envoy reads no trailers for it).
+    pub fn should_retry_grpc(&self, attempt: u32, headers: &http::HeaderMap) -> bool {
+        attempt < self.attempts
+            && !self.on_grpc_status.is_empty()
+            && headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
+                .is_some_and(|s| self.on_grpc_status.contains(&s))
     }
 
     /// Whether attempt number `attempt` (1-based) that ended in `outcome` is retried.
@@ -219,6 +234,24 @@ mod tests {
         assert!(!p.should_retry(3, Outcome::Response(503)));
         assert!(!p.should_retry(1, Outcome::Response(500)));
         assert!(!p.should_retry(1, Outcome::MeshRefused("mesh_identity_mismatch")));
+    }
+
+    #[test]
+    fn a_grpc_status_in_the_answers_headers_is_retried_when_listed() {
+        let p = RetryPolicy {
+            attempts: 2,
+            on_grpc_status: vec![14],
+            ..RetryPolicy::NONE
+        };
+        let headers = |s: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-status", s.parse().unwrap());
+            h
+        };
+        assert!(p.should_retry_grpc(1, &headers("14")));
+        assert!(!p.should_retry_grpc(2, &headers("14")), "attempts ran out");
+        assert!(!p.should_retry_grpc(1, &headers("13")));
+        assert!(!p.should_retry_grpc(1, &http::HeaderMap::new()));
     }
 
     #[test]

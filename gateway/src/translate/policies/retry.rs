@@ -77,6 +77,7 @@ pub fn compile(
         codes,
         on_connect_failure: true,
         on_reset: true,
+        grpc_statuses: Vec::new(),
         backoff,
         budget_percent: BUDGET_PERCENT,
         // No budget: every retry is allowed up to `maxRetries`.

@@ -336,10 +336,10 @@ fn cors(
 /// Istio's retries when a route has no `retries` (its `DefaultPolicy`): 2, on its
 /// default conditions.
 const DEFAULT_ATTEMPTS: u32 = 2;
-/// Istio's default `retryOn` (since 1.24 without 503; its gRPC conditions `unavailable`
-/// and `cancelled` are not implemented here). An HTTP/2 `REFUSED_STREAM` is classed
-/// with protocol errors, which no condition here retries.
-const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream";
+/// Istio's default `retryOn` (since 1.24 without 503, so its `retriable-status-codes`
+/// names none). An HTTP/2 `REFUSED_STREAM` is classed with protocol errors, which no
+/// condition here retries.
+const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled";
 
 /// `retries` in Gateway API's shape: `attempts` and the status codes `retryOn` names
 /// (`5xx`, `gateway-error`, `retriable-4xx`, numbers); which failures without a response
@@ -365,8 +365,24 @@ fn retry(
 pub(crate) fn with_retried_failures(mut rule: Arc<ir::Rule>, on: &str) -> Arc<ir::Rule> {
     if let Some(retry) = Arc::get_mut(&mut rule).and_then(|r| r.retry.as_mut()) {
         (retry.on_connect_failure, retry.on_reset) = retried_failures(on);
+        retry.grpc_statuses = on
+            .split(',')
+            .filter_map(|c| grpc_status(c.trim()))
+            .collect();
     }
     rule
+}
+
+/// The gRPC status an Envoy `retryOn` condition names.
+fn grpc_status(condition: &str) -> Option<u8> {
+    Some(match condition {
+        "cancelled" => 1,
+        "deadline-exceeded" => 4,
+        "resource-exhausted" => 8,
+        "internal" => 13,
+        "unavailable" => 14,
+        _ => return None,
+    })
 }
 
 /// Whether Envoy's `retryOn` conditions retry (connect failures, resets before a
@@ -393,6 +409,8 @@ pub(crate) fn retry_on_codes(on: &str, ctx: &str, errors: &mut Vec<String>) -> V
             "gateway-error" => codes.extend([502, 503, 504]),
             "retriable-4xx" => codes.push(409),
             "connect-failure" | "refused-stream" | "reset" | "reset-before-request" => {}
+            // gRPC statuses, set by `with_retried_failures`.
+            c if grpc_status(c).is_some() => {}
             // Envoy's switch for the listed numbers (Istio adds it when only numbers are
             // given); the numbers are the codes.
             "retriable-status-codes" => {}
@@ -401,7 +419,8 @@ pub(crate) fn retry_on_codes(on: &str, ctx: &str, errors: &mut Vec<String>) -> V
                 _ => errors.push(format!(
                     "{ctx}: {n:?} is not one of 5xx, gateway-error, retriable-4xx, \
                      connect-failure, refused-stream, reset, reset-before-request, \
-                     retriable-status-codes, or a status code"
+                     retriable-status-codes, cancelled, deadline-exceeded, \
+                     resource-exhausted, internal, unavailable, or a status code"
                 )),
             },
         }
@@ -463,5 +482,11 @@ mod tests {
             (false, false)
         );
         assert_eq!(retried_failures("refused-stream"), (false, false));
+        assert_eq!(retried_failures("unavailable,cancelled"), (false, false));
+        let statuses: Vec<u8> = DEFAULT_RETRY_ON
+            .split(',')
+            .filter_map(grpc_status)
+            .collect();
+        assert_eq!(statuses, [14, 1]);
     }
 }
