@@ -209,13 +209,14 @@ async fn istios_default_retry_policy_retries_a_grpc_unavailable() {
         serve_unavailable_once().await,
     );
     let port = support::free_port();
-    let grpc_service = |name: &str, p: u16| {
+    // HTTP/2 upstreams: one by appProtocol, one by its port's name as Istio reads it.
+    let grpc_service = |name: &str, p: u16, port_name: &str, app_protocol: &str| {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
-             spec: {{ports: [{{name: grpc, port: 80, appProtocol: grpc}}]}}\n---\n\
+             spec: {{ports: [{{name: {port_name}, port: 80{app_protocol}}}]}}\n---\n\
              apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
              metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-             addressType: IPv4\nports: [{{name: grpc, port: {p}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
+             addressType: IPv4\nports: [{{name: {port_name}, port: {p}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
         )
     };
     let config = support::docs(&[
@@ -231,8 +232,8 @@ async fn istios_default_retry_policy_retries_a_grpc_unavailable() {
          - match: [{headers: {x-no-retry: {exact: \"1\"}}}]\n    retries: {attempts: 0}\n    \
            route: [{destination: {host: not-retried}}]\n  \
          - route: [{destination: {host: retried}}]\n",
-        &grpc_service("retried", retried),
-        &grpc_service("not-retried", not_retried),
+        &grpc_service("retried", retried, "grpc-sds", ""),
+        &grpc_service("not-retried", not_retried, "sds", ", appProtocol: grpc"),
     ]);
     let _gw = tokio::task::spawn_blocking(move || {
         support::Gateway::start_with(

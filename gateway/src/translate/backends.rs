@@ -183,6 +183,16 @@ pub fn compile_backend_refs(
     backends
 }
 
+/// Istio's protocol selection by port name (`<protocol>[-<suffix>]`, case ignored): `grpc`
+/// and `http2` ride HTTP/2; `grpc-web`, a protocol of its own, rides HTTP/1.1.
+fn h2_by_port_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    if name.starts_with("grpc-web") {
+        return false;
+    }
+    matches!(name.split('-').next(), Some("grpc" | "http2"))
+}
+
 /// Resolves one backendRef (an unresolved one answers 500 and is recorded).
 pub fn backend(
     rc: &RuleCtx<'_>,
@@ -354,12 +364,13 @@ pub(super) fn resolve_backend(
             format!("Service {skey} has no port {port}"),
         );
     };
-    // gRPC always rides HTTP/2; for HTTPRoutes the Service's appProtocol decides.
+    // gRPC always rides HTTP/2; for HTTPRoutes the Service's appProtocol decides, and
+    // without one the port's name as Istio reads it.
     let http2 = rc.kind == "GRPCRoute"
-        || sport
-            .app_protocol
-            .as_deref()
-            .is_some_and(|p| matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"));
+        || match sport.app_protocol.as_deref() {
+            Some(p) => matches!(p, "kubernetes.io/h2c" | "h2c" | "http2" | "grpc"),
+            None => h2_by_port_name(sport.name.as_deref().unwrap_or("")),
+        };
     let fqdn = format!("{}.{ns}.svc.{}", b.name, opts.cluster_domain);
     let mesh_target = |identities: Vec<String>| {
         (mode != UpstreamTls::Disable).then(|| {
@@ -450,6 +461,16 @@ fn finish_origination(t: &TlsTarget, default_sni: &str, http2: bool) -> Arc<TlsT
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_names_select_http2_as_istio_reads_them() {
+        for name in ["grpc", "GRPC-api", "http2", "http2-x"] {
+            assert!(h2_by_port_name(name), "{name}");
+        }
+        for name in ["grpc-web", "grpc-web-x", "http", "grpcx", "", "tcp-grpc"] {
+            assert!(!h2_by_port_name(name), "{name}");
+        }
+    }
     use crate::ir::{Backend, Config};
     use crate::providers::file::parse_str;
 
